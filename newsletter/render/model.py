@@ -1,0 +1,42 @@
+"""What rendering an issue produces: everything a build or a send needs, made once per issue."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..slots import SlotText
+
+
+@dataclass(frozen=True)
+class EmbeddedImage:
+    """A local image sent inside the message (multipart/related), referenced as `cid:<cid>`."""
+
+    cid: str
+    filename: str
+    content_type: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class PublishedImage:
+    """A local image copied to `dist/<issue>/` under a content-hashed name, served from base_url."""
+
+    filename: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class RenderedIssue:
+    """An issue rendered once; per-recipient values are `Slot`s in subject, html and text."""
+
+    name: str
+    subject: SlotText
+    preheader: str
+    html: SlotText
+    text: SlotText
+    web_html: str
+    language: str
+    embedded_images: tuple[EmbeddedImage, ...] = ()
+    published_images: tuple[PublishedImage, ...] = ()
+    fingerprint: str = ""
+    draft_items: tuple[str, ...] = ()
