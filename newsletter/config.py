@@ -272,7 +272,7 @@ def parse_address(value: str) -> Address | None:
     """`Name <addr@host>` or a bare address, as an `Address`; None when it is not one."""
     if "\n" in value or "\r" in value:
         return None
-    name, addr = parseaddr(value, strict=True)
+    name, addr = parseaddr(value)
     if not addr or "@" not in addr or addr.count("@") != 1:
         return None
     local, _, domain = addr.rpartition("@")

@@ -1,0 +1,363 @@
+"""Render an issue once: Markdown → Jinja2 → MJML → HTML → inlined CSS, and the text part.
+
+`render_issue` is called once per issue (per preview rebuild); per-recipient values stay slots.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html as html_lib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from markupsafe import Markup
+
+from ..config import Settings
+from ..content import Issue, Item
+from ..errors import Problem, RenderError
+from ..i18n import Words, words_for
+from ..slots import Slot
+from .engine import (
+    SlotRegistry,
+    find_template_file,
+    slot_context,
+    template_problem,
+    text_environment,
+    theme_environment,
+)
+from .images import ImageCollector, ImageRef
+from .inline import inline_css
+from .markdown import to_html, to_text
+from .mjml import compile_mjml, extract_inline_css, unknown_tags
+from .model import RenderedIssue
+
+__all__ = ["RenderedIssue", "render_issue", "sample_values"]
+
+EMAIL_TEMPLATE = "email.mjml.j2"
+TEXT_TEMPLATE = "email.txt.j2"
+CONTENT_WIDTH = 552  # 600 px body less 24 px padding on each side
+LOGO_MAX_WIDTH = 300
+PARTNER_LOGO_WIDTH = 140
+ICON_SIZE = 24
+SOCIAL_LABELS = {
+    "facebook": "Facebook",
+    "instagram": "Instagram",
+    "linkedin": "LinkedIn",
+    "x": "X",
+    "mastodon": "Mastodon",
+    "bluesky": "Bluesky",
+    "youtube": "YouTube",
+    "github": "GitHub",
+    "web": "Web",
+}
+
+
+@dataclass(frozen=True)
+class _ItemView:
+    """What the theme sees of an item."""
+
+    title: str
+    subtitle: str | None
+    html: Markup
+    text: str
+    image: ImageRef | None
+    image_alt: str | None
+    link: str | None
+    link_text: str
+    draft: bool
+    slug: str
+
+
+def render_issue(issue: Issue, settings: Settings, *, preview: bool = False) -> RenderedIssue:
+    """Render `issue` for sending (drafts left out) or for the preview (drafts marked)."""
+    if not preview:
+        issue = issue.without_drafts()
+    problems: list[Problem] = []
+    registry = SlotRegistry()
+    words = words_for(settings.locale)
+    images = ImageCollector(settings.base_url, issue.name)
+    text_env = text_environment()
+    slot_values = slot_context(registry)
+
+    def expand(source: str, file: Path, line_offset: int) -> str | None:
+        """Per-recipient values in Markdown sources and the subject become slot markers."""
+        try:
+            return text_env.from_string(source).render(slot_values)
+        except jinja2.TemplateError as err:
+            problems.append(
+                template_problem(err, file=file, template_name=None, line_offset=line_offset)
+            )
+            return None
+
+    subject = expand(issue.subject, issue.path, 0) or issue.subject
+    preheader = expand(issue.preheader or "", issue.path, 0) or ""
+    intro_source = expand(issue.intro, issue.path, issue.intro_line - 1) or ""
+    items = [_item_view(item, words, images, expand, problems) for item in issue.items]
+
+    theme_dir_env = theme_environment(settings.templates_dir)
+    context = {
+        "newsletter": _newsletter_view(settings, images, problems),
+        "issue": {
+            "name": issue.name,
+            "subject": subject,
+            "preheader": preheader,
+            "date": words.date(issue.date) if issue.date else None,
+            "intro_html": Markup(to_html(intro_source)) if intro_source.strip() else None,
+            "intro_text": to_text(intro_source).strip() if intro_source.strip() else None,
+        },
+        "items": items,
+        "footer": _footer_view(settings, images, theme_dir_env, problems),
+        "words": words,
+        "lang": words.language,
+        "web_url": f"{settings.base_url}{issue.name}/web.html" if settings.base_url else "",
+        "preview": preview,
+        **slot_values,
+    }
+    if problems:
+        raise RenderError(problems)
+
+    email_html = _render_html(theme_dir_env, {**context, "web": False}, problems)
+    web_html = _render_html(theme_dir_env, {**context, "web": True}, problems)
+    text = _render_text(theme_dir_env, context, problems)
+    if problems or email_html is None or web_html is None or text is None:
+        raise RenderError(problems)
+
+    subject_text = registry.split(" ".join(subject.split()))
+    html_text = registry.split(email_html)
+    text_part = registry.split(text)
+    # The web version is public: per-recipient values fall back to their defaults.
+    web_filled = registry.fill(web_html, lambda slot: html_lib.escape(slot.default or ""))
+    fingerprint = hashlib.sha256()
+    for part in (subject_text, html_text, text_part):
+        fingerprint.update(repr(part.parts).encode())
+    for image in images.embedded.values():
+        fingerprint.update(image.cid.encode())
+    for published in images.published.values():
+        fingerprint.update(published.filename.encode())
+    return RenderedIssue(
+        name=issue.name,
+        subject=subject_text,
+        preheader=" ".join(preheader.split()),
+        html=html_text,
+        text=text_part,
+        web_html=web_filled,
+        language=words.language,
+        embedded_images=tuple(images.embedded.values()),
+        published_images=tuple(images.published.values()),
+        fingerprint=fingerprint.hexdigest(),
+        draft_items=tuple(item.path.name for item in issue.items if item.draft),
+    )
+
+
+def sample_values(sample: dict[str, str]) -> Any:
+    """A slot filler for previews: the sample subscriber's values, else the slot's default."""
+
+    def value(slot: Slot) -> str:
+        found = sample.get(slot.field or slot.path)
+        return found if found else (slot.default or "")
+
+    return value
+
+
+def _item_view(
+    item: Item,
+    words: Words,
+    images: ImageCollector,
+    expand: Any,
+    problems: list[Problem],
+) -> _ItemView:
+    source = expand(item.body, item.path, item.body_line - 1) or ""
+    image: ImageRef | None = None
+    if item.image_is_remote and item.image:
+        image = ImageRef(item.image, CONTENT_WIDTH, None)
+    elif item.image_path is not None:
+        image = images.add(item.image_path, CONTENT_WIDTH, problems, key="image")
+    if not source.strip():
+        problems.append(Problem("the item has no text", file=item.path, line=item.body_line))
+    return _ItemView(
+        title=item.title,
+        subtitle=item.subtitle,
+        html=Markup(_html_body(source)),
+        text=to_text(source).strip(),
+        image=image,
+        image_alt=item.image_alt,
+        link=item.link,
+        link_text=item.link_text or words.read_more,
+        draft=item.draft,
+        slug=item.slug,
+    )
+
+
+def _html_body(source: str) -> str:
+    html = to_html(source)
+    # Markdown headings inside an item sit below the item's own <h2>.
+    return re.sub(r"<(/?)h[12]>", r"<\1h3>", html)
+
+
+def _project_image(
+    settings: Settings,
+    reference: str,
+    width: int,
+    images: ImageCollector,
+    problems: list[Problem],
+    key: str,
+) -> ImageRef | None:
+    if reference.startswith("https://"):
+        return ImageRef(reference, width, None)
+    path = settings.root / reference
+    if not path.is_file():
+        problems.append(
+            Problem(f"image file '{reference}' not found", file=settings.config_path, key=key)
+        )
+        return None
+    return images.add(path, width, problems, key=key)
+
+
+def _newsletter_view(
+    settings: Settings, images: ImageCollector, problems: list[Problem]
+) -> dict[str, Any]:
+    logo = None
+    if settings.logo:
+        logo = _project_image(
+            settings,
+            settings.logo,
+            min(settings.logo_width, LOGO_MAX_WIDTH),
+            images,
+            problems,
+            "newsletter.logo",
+        )
+    on_brand = _readable_on(settings.brand_color)
+    return {
+        "name": settings.name,
+        "logo": logo,
+        "brand_color": settings.brand_color,
+        "text_color": settings.text_color,
+        "background_color": settings.background_color,
+        "link_color": _link_colour(settings.brand_color, settings.text_color),
+        "masthead_text_color": on_brand,
+        "button_text_color": on_brand,
+        "sender": str(settings.sender),
+    }
+
+
+def _footer_view(
+    settings: Settings,
+    images: ImageCollector,
+    environment: jinja2.Environment,
+    problems: list[Problem],
+) -> dict[str, Any]:
+    footer = settings.footer
+    social = []
+    for link in footer.social:
+        icon_file = find_template_file(environment, f"icons/{link.network}.png")
+        icon = (
+            images.add(icon_file, ICON_SIZE, problems, key=f"footer.social.{link.network}")
+            if icon_file
+            else None
+        )
+        social.append(
+            {
+                "network": link.network,
+                "url": link.url,
+                "label": SOCIAL_LABELS[link.network],
+                "icon": icon or ImageRef("", ICON_SIZE, ICON_SIZE),
+            }
+        )
+    partners = []
+    for index, partner in enumerate(footer.partners):
+        logo = _project_image(
+            settings,
+            partner.logo,
+            PARTNER_LOGO_WIDTH,
+            images,
+            problems,
+            f"footer.partners[{index + 1}].logo",
+        )
+        if logo is not None:
+            partners.append({"name": partner.name, "logo": logo, "url": partner.url})
+    contact_html: Markup | None = None
+    if footer.contact:
+        contact = footer.contact
+        if re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", contact):
+            contact_html = Markup('<a href="mailto:{0}">{0}</a>').format(contact)
+        elif contact.startswith(("https://", "http://")):
+            contact_html = Markup('<a href="{0}">{0}</a>').format(contact)
+        else:
+            contact_html = Markup("{0}").format(contact)
+    return {
+        "address_lines": [line.strip() for line in footer.address.splitlines() if line.strip()],
+        "contact": footer.contact,
+        "contact_html": contact_html,
+        "note": footer.note,
+        "social": social,
+        "partners": partners,
+    }
+
+
+def _render_html(
+    environment: jinja2.Environment, context: dict[str, Any], problems: list[Problem]
+) -> str | None:
+    template_file = find_template_file(environment, EMAIL_TEMPLATE)
+    try:
+        template = environment.get_template(EMAIL_TEMPLATE)
+        mjml_source = template.render(context)
+    except jinja2.TemplateError as err:
+        problems.append(template_problem(err, file=template_file, template_name=EMAIL_TEMPLATE))
+        return None
+    template_source = template_file.read_text(encoding="utf-8") if template_file else None
+    found = unknown_tags(mjml_source, file=template_file, template_source=template_source)
+    if found:
+        problems.extend(found)
+        return None
+    mjml_source, css = extract_inline_css(mjml_source)
+    html, compile_problems = compile_mjml(mjml_source, file=template_file)
+    if html is None:
+        problems.extend(compile_problems)
+        return None
+    return inline_css(html, css)
+
+
+def _render_text(
+    environment: jinja2.Environment, context: dict[str, Any], problems: list[Problem]
+) -> str | None:
+    template_file = find_template_file(environment, TEXT_TEMPLATE)
+    try:
+        # The text part must not be HTML-escaped: render it with autoescape off.
+        template = environment.overlay(autoescape=False).get_template(TEXT_TEMPLATE)
+        text = template.render({**context, "web": False})
+    except jinja2.TemplateError as err:
+        problems.append(template_problem(err, file=template_file, template_name=TEXT_TEMPLATE))
+        return None
+    lines = [line.rstrip() for line in text.splitlines()]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n"
+
+
+# --- colours ------------------------------------------------------------------------------------
+
+
+def _luminance(colour: str) -> float:
+    value = colour.lstrip("#")
+    if len(value) == 3:
+        value = "".join(c * 2 for c in value)
+    channels = [int(value[i : i + 2], 16) / 255 for i in (0, 2, 4)]
+    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def contrast_ratio(first: str, second: str) -> float:
+    """WCAG contrast ratio of two colours."""
+    light, dark = sorted((_luminance(first), _luminance(second)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
+def _readable_on(background: str) -> str:
+    """White or near-black text, whichever reads better on `background`."""
+    return "#ffffff" if contrast_ratio(background, "#ffffff") >= 4.5 else "#111111"
+
+
+def _link_colour(brand: str, text: str) -> str:
+    """The brand colour for links when it is readable on white (WCAG AA), else the text colour."""
+    return brand if contrast_ratio(brand, "#ffffff") >= 4.5 else text

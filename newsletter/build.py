@@ -1,0 +1,138 @@
+"""`dist/<issue>/`: the email body, the text part, the web version, a sample message and images.
+
+The whole issue is rendered before anything is written, and the new folder replaces the old one
+in one rename, so a failed build leaves the previous output untouched.
+"""
+
+from __future__ import annotations
+
+import html as html_lib
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Settings
+from .content import Issue, load_issue
+from .render import render_issue
+from .render.model import RenderedIssue
+from .slots import UNSUBSCRIBE_URL, WEB_URL, Slot
+
+SAMPLE_SUBSCRIBER = {
+    "email": "alex@example.org",
+    "name": "Alex Example",
+    "first_name": "Alex",
+    "last_name": "Example",
+}
+
+
+@dataclass(frozen=True)
+class BuiltFile:
+    path: Path
+    size: int
+
+
+@dataclass(frozen=True)
+class BuildReport:
+    issue: Issue
+    rendered: RenderedIssue
+    folder: Path
+    files: tuple[BuiltFile, ...]
+
+    @property
+    def html_size(self) -> int:
+        return next((f.size for f in self.files if f.path.name == "email.html"), 0)
+
+
+def sample_filler(
+    rendered: RenderedIssue,
+    settings: Settings,
+    sample: Mapping[str, str],
+    *,
+    html: bool,
+    unsubscribe_url: str | None = None,
+) -> Callable[[Slot], str]:
+    """Fill slots for a sample subscriber (previews and builds), escaped for HTML when asked."""
+    web_url = f"{settings.base_url}{rendered.name}/web.html" if settings.base_url else ""
+    unsubscribe = (
+        unsubscribe_url
+        or settings.unsubscribe.url
+        or (
+            f"mailto:{settings.unsubscribe.mailto}"
+            if settings.unsubscribe.mailto
+            else "#unsubscribe"
+        )
+    )
+
+    def value(slot: Slot) -> str:
+        if slot.path == UNSUBSCRIBE_URL:
+            found = unsubscribe
+        elif slot.path == WEB_URL:
+            found = web_url
+        else:
+            found = sample.get(slot.field or "", "") or (slot.default or "")
+        found = " ".join(found.split()) if not html else found
+        return html_lib.escape(found, quote=True) if html else found
+
+    return value
+
+
+def local_image_html(rendered: RenderedIssue, html: str) -> str:
+    """Point `cid:` references at the image files written beside the HTML, for browsers."""
+    for image in rendered.embedded_images:
+        html = html.replace(f"cid:{image.cid}", image.filename)
+    return html
+
+
+def build_issue(
+    settings: Settings,
+    folder: Path,
+    *,
+    sample: Mapping[str, str] | None = None,
+    sample_message: Callable[[RenderedIssue], bytes] | None = None,
+) -> BuildReport:
+    """Render the issue in `folder` and write `dist/<issue>/` atomically."""
+    issue = load_issue(folder)
+    rendered = render_issue(issue, settings)
+    sample_values = sample or SAMPLE_SUBSCRIBER
+    html = rendered.html.fill(sample_filler(rendered, settings, sample_values, html=True))
+    text = rendered.text.fill(sample_filler(rendered, settings, sample_values, html=False))
+    outputs: dict[str, bytes] = {
+        "email.html": local_image_html(rendered, html).encode("utf-8"),
+        "email.txt": text.encode("utf-8"),
+        "web.html": local_image_html(rendered, rendered.web_html).encode("utf-8"),
+    }
+    if sample_message is not None:
+        outputs["message.eml"] = sample_message(rendered)
+    for image in rendered.embedded_images:
+        outputs[image.filename] = image.data
+    for published in rendered.published_images:
+        outputs[published.filename] = published.data
+    target = settings.dist_dir / rendered.name
+    files = write_folder_atomically(target, outputs)
+    return BuildReport(issue=issue, rendered=rendered, folder=target, files=files)
+
+
+def write_folder_atomically(target: Path, outputs: Mapping[str, bytes]) -> tuple[BuiltFile, ...]:
+    """Write every file into a fresh folder, then swap it in place of `target`."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        files = []
+        for name, data in outputs.items():
+            path = staging / name
+            path.write_bytes(data)
+            files.append(BuiltFile(target / name, len(data)))
+        retired = None
+        if target.exists():
+            retired = target.parent / f".{target.name}.old-{os.getpid()}"
+            os.replace(target, retired)
+        os.replace(staging, target)
+        if retired is not None:
+            shutil.rmtree(retired, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return tuple(files)

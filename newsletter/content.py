@@ -1,0 +1,365 @@
+"""An issue's content: `issue.md` plus one Markdown file per item, parsed and validated strictly.
+
+Every problem in every file is collected before anything is reported, so an editor fixes them all
+in one go. A misspelt front-matter key is an error with a "did you mean".
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ContentError, Problem, ProjectError
+
+ISSUE_FILE = "issue.md"
+ITEM_PATTERN = re.compile(r"^\d+[-_].+\.md$")
+
+ISSUE_KEYS: dict[str, type | tuple[type, ...]] = {
+    "subject": str,
+    "preheader": str,
+    "date": (dt.date, str),
+}
+ITEM_KEYS: dict[str, type | tuple[type, ...]] = {
+    "title": str,
+    "subtitle": str,
+    "image": str,
+    "image_alt": str,
+    "link": str,
+    "link_text": str,
+    "draft": bool,
+}
+_FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)(?:\r?\n)?^---[ \t]*(?:\r?\n|\Z)", re.S | re.M)
+
+
+@dataclass(frozen=True)
+class Item:
+    """One newsletter item, from one `NN-slug.md` file."""
+
+    path: Path
+    title: str
+    body: str
+    body_line: int
+    subtitle: str | None = None
+    image: str | None = None
+    image_alt: str | None = None
+    link: str | None = None
+    link_text: str | None = None
+    draft: bool = False
+
+    @property
+    def slug(self) -> str:
+        return re.sub(r"^\d+[-_]", "", self.path.stem)
+
+    @property
+    def image_is_remote(self) -> bool:
+        return bool(self.image and self.image.startswith("https://"))
+
+    @property
+    def image_path(self) -> Path | None:
+        if not self.image or self.image_is_remote:
+            return None
+        return self.path.parent / self.image
+
+
+@dataclass(frozen=True)
+class Issue:
+    """An issue folder: its metadata, an optional introduction, and its items in file-name order."""
+
+    folder: Path
+    subject: str
+    intro: str
+    intro_line: int
+    items: tuple[Item, ...]
+    preheader: str | None = None
+    date: dt.date | None = None
+
+    @property
+    def name(self) -> str:
+        return self.folder.name
+
+    @property
+    def path(self) -> Path:
+        return self.folder / ISSUE_FILE
+
+    def without_drafts(self) -> Issue:
+        return Issue(
+            folder=self.folder,
+            subject=self.subject,
+            intro=self.intro,
+            intro_line=self.intro_line,
+            items=tuple(item for item in self.items if not item.draft),
+            preheader=self.preheader,
+            date=self.date,
+        )
+
+
+def resolve_issue_folder(root: Path, reference: str) -> Path:
+    """ISSUE as the user typed it: a folder path, or just the issue's name under `issues/`."""
+    candidates = [Path(reference), root / reference, root / "issues" / reference]
+    for candidate in candidates:
+        if (candidate / ISSUE_FILE).is_file():
+            return candidate.resolve()
+    issues_dir = root / "issues"
+    known = (
+        sorted(p.name for p in issues_dir.iterdir() if p.is_dir()) if issues_dir.is_dir() else []
+    )
+    suggestion = difflib.get_close_matches(Path(reference).name, known, n=1)
+    hint = f"Did you mean '{suggestion[0]}'?" if suggestion else None
+    if not hint and known:
+        hint = f"Issues in this project: {', '.join(known)}"
+    raise ProjectError(f"no issue '{reference}' (looked for {ISSUE_FILE} in it)", hint=hint)
+
+
+def load_issue(folder: Path) -> Issue:
+    """Parse and validate an issue folder; raise `ContentError` with every problem found."""
+    problems: list[Problem] = []
+    issue_path = folder / ISSUE_FILE
+    issue_meta: dict[str, Any] = {}
+    intro, intro_line = "", 1
+    parsed = _read_markdown(issue_path, problems)
+    if parsed is not None:
+        issue_meta, lines, intro, intro_line = parsed
+        _check_keys(issue_path, issue_meta, lines, ISSUE_KEYS, problems, required=("subject",))
+
+    items: list[Item] = []
+    item_files = sorted(p for p in folder.iterdir() if p.is_file() and ITEM_PATTERN.match(p.name))
+    for path in item_files:
+        item = _load_item(path, problems)
+        if item is not None:
+            items.append(item)
+    if not item_files:
+        problems.append(
+            Problem("the issue has no items: add files named like '01-first-item.md'", file=folder)
+        )
+    for stray in sorted(folder.glob("*.md")):
+        if stray.name != ISSUE_FILE and not ITEM_PATTERN.match(stray.name):
+            problems.append(
+                Problem(
+                    "is not an item: item files are named 'NN-slug.md' (e.g. '02-news.md')",
+                    file=stray,
+                )
+            )
+    if items and all(item.draft for item in items):
+        problems.append(Problem("every item is a draft: nothing would be sent", file=folder))
+
+    date = issue_meta.get("date")
+    if isinstance(date, str):
+        try:
+            date = dt.date.fromisoformat(date)
+        except ValueError:
+            problems.append(
+                Problem(
+                    f"'{date}' is not a date like 2026-11-26",
+                    file=issue_path,
+                    line=_key_line(issue_meta, "date"),
+                    key="date",
+                )
+            )
+            date = None
+    if problems:
+        raise ContentError(problems)
+    return Issue(
+        folder=folder,
+        subject=str(issue_meta["subject"]).strip(),
+        intro=intro,
+        intro_line=intro_line,
+        items=tuple(items),
+        preheader=_clean(issue_meta.get("preheader")),
+        date=date if isinstance(date, dt.date) else None,
+    )
+
+
+def _load_item(path: Path, problems: list[Problem]) -> Item | None:
+    parsed = _read_markdown(path, problems)
+    if parsed is None:
+        return None
+    meta, lines, body, body_line = parsed
+    before = len(problems)
+    _check_keys(path, meta, lines, ITEM_KEYS, problems, required=("title",))
+    image = _clean(meta.get("image"))
+    if image and not image.startswith("https://"):
+        if re.match(r"^[a-z]+:", image):
+            problems.append(
+                Problem(
+                    "image must be a path relative to the item file or an https:// URL",
+                    file=path,
+                    line=_key_line(meta, "image"),
+                    key="image",
+                )
+            )
+        elif not (path.parent / image).is_file():
+            problems.append(
+                Problem(
+                    f"image file '{image}' not found (looked in {path.parent})",
+                    file=path,
+                    line=_key_line(meta, "image"),
+                    key="image",
+                )
+            )
+    link = _clean(meta.get("link"))
+    if link and not re.match(r"^(https?://|mailto:)\S+$", link):
+        problems.append(
+            Problem(
+                "link must be an http(s):// or mailto: URL",
+                file=path,
+                line=_key_line(meta, "link"),
+                key="link",
+            )
+        )
+    if image and not _clean(meta.get("image_alt")):
+        problems.append(
+            Problem(
+                "an image needs 'image_alt': a short description for people who cannot see it",
+                file=path,
+                line=_key_line(meta, "image"),
+                key="image_alt",
+            )
+        )
+    if len(problems) > before:
+        return None
+    return Item(
+        path=path,
+        title=str(meta["title"]).strip(),
+        body=body,
+        body_line=body_line,
+        subtitle=_clean(meta.get("subtitle")),
+        image=image,
+        image_alt=_clean(meta.get("image_alt")),
+        link=link,
+        link_text=_clean(meta.get("link_text")),
+        draft=bool(meta.get("draft", False)),
+    )
+
+
+def _clean(value: object) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+class _LineLoader(yaml.SafeLoader):
+    """A safe loader that remembers the line of each top-level key."""
+
+
+def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    mapping = loader.construct_mapping(node, deep=True)
+    lines = {}
+    for key_node, _ in node.value:
+        lines[str(key_node.value)] = key_node.start_mark.line
+    mapping["__lines__"] = lines
+    return mapping
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _read_markdown(
+    path: Path, problems: list[Problem]
+) -> tuple[dict[str, Any], dict[str, int], str, int] | None:
+    """Front matter (with each key's line) and body (with its first line) of a Markdown file."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        problems.append(Problem("not found", file=path))
+        return None
+    except OSError as err:
+        problems.append(Problem(f"cannot be read: {err.strerror}", file=path))
+        return None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        problems.append(
+            Problem(
+                f"is not UTF-8 text (byte 0x{raw[err.start]:02x}); save it as UTF-8",
+                file=path,
+                line=line,
+            )
+        )
+        return None
+    text = text.replace("\r\n", "\n")
+    match = _FRONT_MATTER.match(text)
+    if not match:
+        problems.append(
+            Problem(
+                "has no front matter: start the file with '---', the keys, and '---'",
+                file=path,
+                line=1,
+            )
+        )
+        return None
+    try:
+        meta = yaml.load(match.group(1), Loader=_LineLoader)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        yaml_line = mark.line + 2 if mark is not None else None
+        reason = getattr(err, "problem", None) or str(err)
+        problems.append(Problem(f"invalid YAML front matter: {reason}", file=path, line=yaml_line))
+        return None
+    if meta is None:
+        meta = {"__lines__": {}}
+    if not isinstance(meta, dict):
+        problems.append(Problem("front matter must be 'key: value' lines", file=path, line=2))
+        return None
+    key_lines = {key: line + 2 for key, line in meta.pop("__lines__", {}).items()}
+    meta["__key_lines__"] = key_lines
+    body = text[match.end() :]
+    body_line = text[: match.end()].count("\n") + 1
+    return meta, key_lines, body, body_line
+
+
+def _key_line(meta: Mapping[str, Any], key: str) -> int | None:
+    lines = meta.get("__key_lines__", {})
+    value = lines.get(key) if isinstance(lines, dict) else None
+    return value if isinstance(value, int) else None
+
+
+def _check_keys(
+    path: Path,
+    meta: dict[str, Any],
+    lines: Mapping[str, int],
+    known: Mapping[str, type | tuple[type, ...]],
+    problems: list[Problem],
+    *,
+    required: tuple[str, ...],
+) -> None:
+    for key, value in meta.items():
+        if key == "__key_lines__":
+            continue
+        if key not in known:
+            suggestion = difflib.get_close_matches(str(key), list(known), n=1, cutoff=0.6)
+            hint = f"; did you mean '{suggestion[0]}'?" if suggestion else ""
+            problems.append(
+                Problem(
+                    f"unknown key '{key}'{hint} (known keys: {', '.join(known)})",
+                    file=path,
+                    line=lines.get(str(key)),
+                )
+            )
+            continue
+        expected = known[key]
+        if value is None and key not in required:
+            continue
+        if isinstance(value, bool) and expected is not bool:
+            problems.append(
+                Problem("must be text, not true/false", file=path, line=lines.get(key), key=key)
+            )
+        elif expected is str and isinstance(value, int | float) and not isinstance(value, bool):
+            meta[key] = str(value)
+        elif not isinstance(value, expected):
+            wanted = "true or false" if expected is bool else "text"
+            problems.append(Problem(f"must be {wanted}", file=path, line=lines.get(key), key=key))
+    for key in required:
+        value = meta.get(key)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            problems.append(
+                Problem(f"'{key}' is required", file=path, line=lines.get(key) or 1, key=key)
+            )

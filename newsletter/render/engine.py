@@ -1,0 +1,186 @@
+"""Jinja2 environments and per-recipient slot markers.
+
+Templates and items are rendered once per issue. Where they use a per-recipient value, the
+rendered text holds a marker (`NLSLOT<n>X`: letters and digits only, so Markdown, MJML and the CSS
+inliner pass it through untouched). `split_slots` turns marked text into a `SlotText`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import jinja2
+from jinja2 import filters as jinja_filters
+from markupsafe import Markup
+
+from ..errors import Problem
+from ..slots import UNSUBSCRIBE_URL, Slot, SlotText
+
+_MARKER = re.compile(r"NLSLOT(\d+)X")
+
+
+class SlotRegistry:
+    """The slots of one render, each with a marker that stands in for it in rendered text."""
+
+    def __init__(self) -> None:
+        self._slots: list[Slot] = []
+        self._index: dict[Slot, int] = {}
+
+    def marker(self, slot: Slot) -> str:
+        index = self._index.get(slot)
+        if index is None:
+            index = len(self._slots)
+            self._slots.append(slot)
+            self._index[slot] = index
+        return f"NLSLOT{index}X"
+
+    def split(self, text: str) -> SlotText:
+        """Cut rendered text at its markers into static strings and `Slot`s."""
+        parts: list[str | Slot] = []
+        position = 0
+        for match in _MARKER.finditer(text):
+            index = int(match.group(1))
+            if index >= len(self._slots):
+                continue
+            if match.start() > position:
+                parts.append(text[position : match.start()])
+            parts.append(self._slots[index])
+            position = match.end()
+        if position < len(text):
+            parts.append(text[position:])
+        return SlotText(tuple(parts))
+
+    def fill(self, text: str, value: Callable[[Slot], str]) -> str:
+        return self.split(text).fill(value)
+
+
+class SlotValue:
+    """What a template gets for a per-recipient value: renders as its marker."""
+
+    def __init__(self, registry: SlotRegistry, path: str, default: str | None = None) -> None:
+        self._registry = registry
+        self.path = path
+        self.default = default
+
+    def __str__(self) -> str:
+        return self._registry.marker(Slot(self.path, self.default))
+
+    def __html__(self) -> str:
+        return str(self)
+
+    def with_default(self, default: str) -> SlotValue:
+        return SlotValue(self._registry, self.path, default)
+
+
+class SubscriberProxy:
+    """`subscriber` in templates: every field is a per-recipient slot."""
+
+    def __init__(self, registry: SlotRegistry) -> None:
+        self._registry = registry
+
+    def __getattr__(self, name: str) -> SlotValue:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return SlotValue(self._registry, f"subscriber.{name}")
+
+    def __getitem__(self, name: str) -> SlotValue:
+        return self.__getattr__(name)
+
+
+def _default_filter(value: Any, default_value: Any = "", boolean: bool = False) -> Any:
+    """Jinja's `default`, which also gives a per-recipient value its fallback."""
+    if isinstance(value, SlotValue):
+        return value.with_default(str(default_value))
+    return jinja_filters.do_default(value, default_value, boolean)
+
+
+def slot_context(registry: SlotRegistry) -> dict[str, Any]:
+    return {
+        "subscriber": SubscriberProxy(registry),
+        UNSUBSCRIBE_URL: SlotValue(registry, UNSUBSCRIBE_URL),
+    }
+
+
+def package_theme_dir() -> Path:
+    return Path(str(resources.files("newsletter") / "theme"))
+
+
+def theme_environment(project_templates: Path | None) -> jinja2.Environment:
+    """The theme's environment: project overrides first, then the default theme; autoescaped."""
+    loaders: list[jinja2.BaseLoader] = []
+    if project_templates is not None and project_templates.is_dir():
+        loaders.append(jinja2.FileSystemLoader(project_templates))
+    loaders.append(jinja2.FileSystemLoader(package_theme_dir()))
+    environment = jinja2.Environment(
+        loader=jinja2.ChoiceLoader(loaders),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        auto_reload=True,
+    )
+    environment.filters["default"] = _default_filter
+    environment.filters["d"] = _default_filter
+    return environment
+
+
+def text_environment() -> jinja2.Environment:
+    """For Markdown sources and subjects: per-recipient values, no HTML escaping at this stage."""
+    environment = jinja2.Environment(
+        autoescape=False, undefined=jinja2.StrictUndefined, keep_trailing_newline=True
+    )
+    environment.filters["default"] = _default_filter
+    environment.filters["d"] = _default_filter
+    return environment
+
+
+def find_template_file(environment: jinja2.Environment, name: str) -> Path | None:
+    """The file a theme name resolves to (project override first); also for images."""
+    loader = environment.loader
+    loaders = loader.loaders if isinstance(loader, jinja2.ChoiceLoader) else [loader]
+    for each in loaders:
+        if isinstance(each, jinja2.FileSystemLoader):
+            for folder in each.searchpath:
+                candidate = Path(folder) / name
+                if candidate.is_file():
+                    return candidate
+    return None
+
+
+def template_problem(
+    err: Exception, *, file: Path | None, template_name: str | None, line_offset: int = 0
+) -> Problem:
+    """A Jinja error as a problem naming the file and line, and what went wrong."""
+    line: int | None = None
+    if isinstance(err, jinja2.TemplateSyntaxError):
+        line = err.lineno
+        message = f"template syntax error: {err.message}"
+    elif isinstance(err, jinja2.UndefinedError):
+        line = _line_from_traceback(err.__traceback__, template_name)
+        message = f"unknown template variable: {err.message}"
+    else:
+        line = _line_from_traceback(err.__traceback__, template_name)
+        message = f"template error: {err}"
+    if line is not None:
+        line += line_offset
+    return Problem(message, file=file, line=line)
+
+
+def _line_from_traceback(trace: TracebackType | None, template_name: str | None) -> int | None:
+    found: int | None = None
+    while trace is not None:
+        code = trace.tb_frame.f_code
+        if (
+            template_name and code.co_filename.endswith(template_name)
+        ) or code.co_filename == "<template>":
+            found = trace.tb_lineno
+        trace = trace.tb_next
+    return found
+
+
+def safe(html: str) -> Markup:
+    return Markup(html)
