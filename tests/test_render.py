@@ -138,6 +138,7 @@ def test_preview_keeps_drafts_with_a_mark(settings: Settings, issue_folder: Path
     assert "Seed catalogue 2027" in html
     assert ">DRAFT</span>" in html
     assert preview.draft_items == ("04-seed-catalogue.md",)
+    assert render_issue(load_issue(issue_folder), settings).draft_items == preview.draft_items
 
 
 def test_item_html_is_escaped_and_subscriber_values_become_slots(

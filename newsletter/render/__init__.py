@@ -73,6 +73,7 @@ class _ItemView:
 
 def render_issue(issue: Issue, settings: Settings, *, preview: bool = False) -> RenderedIssue:
     """Render `issue` for sending (drafts left out) or for the preview (drafts marked)."""
+    drafts = tuple(item.path.name for item in issue.items if item.draft)
     if not preview:
         issue = issue.without_drafts()
     problems: list[Problem] = []
@@ -148,7 +149,7 @@ def render_issue(issue: Issue, settings: Settings, *, preview: bool = False) -> 
         embedded_images=tuple(images.embedded.values()),
         published_images=tuple(images.published.values()),
         fingerprint=fingerprint.hexdigest(),
-        draft_items=tuple(item.path.name for item in issue.items if item.draft),
+        draft_items=drafts,
     )
 
 
