@@ -567,3 +567,13 @@ def test_more_threads_than_connections_share_the_pool(
 
     assert sorted(r for m in server.messages for r in m.rcpt_tos) == sorted(recipients)
     assert server.connections <= 2
+
+
+def test_an_odd_reply_after_the_data_is_uncertain(
+    server: SmtpTestServer, make_transport: MakeTransport
+) -> None:
+    transport = make_transport(server)
+    server.defer("data_end", reply="354 What?")
+    with pytest.raises(UncertainDeliveryError) as caught:
+        transport.send(message())
+    assert caught.value.reply == "354 What?"

@@ -353,6 +353,15 @@ class SmtpTransport:
             ) from err
         if 200 <= code < 300:
             return DeliveryReceipt(message.recipient, f"{code} {_reply_text(text)}".strip())
+        if not 400 <= code < 600:
+            # Neither yes nor no, and the server has the whole message: do not guess.
+            connection.drop()
+            raise UncertainDeliveryError(
+                f"{message.recipient}: {self._server} gave an unexpected reply after the message "
+                f"was sent: {code} {_reply_text(text)}; it may have been delivered",
+                hint="Check the server's log before sending to this recipient again.",
+                reply=f"{code} {_reply_text(text)}".strip(),
+            )
         # The transaction is over either way, so the session is clean without RSET.
         raise self._refused(connection, message, "end of DATA", code, text, reset=False)
 

@@ -1,0 +1,113 @@
+"""Outbox transport: each message becomes an `.eml` file in a folder, for review or a dry run.
+
+Files are written atomically (temporary file in the same folder, fsync, rename), so a reader
+never sees half a message. The name comes from the Message-ID, so sending the same message
+again replaces its file and a different message never takes another's place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from ...errors import TransportUnavailableError
+from .base import DeliveryReceipt, OutgoingMessage
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+@=-]+")
+_STEM_LENGTH = 80
+
+
+def outbox_file_name(message: OutgoingMessage) -> str:
+    """A file name that is safe whatever the address or Message-ID contains.
+
+    A readable part (unsafe characters squeezed to "_") is followed by a hash of the full key,
+    so two keys that read alike (`a/b`, `a_b`) still get different files.
+    """
+    message_id = message.message_id.strip().strip("<>")
+    if message_id:
+        key = f"id:{message_id}".encode()
+        readable = message_id
+    else:
+        # Without a Message-ID the content tells resends apart from different messages.
+        digest = hashlib.sha256(message.data).hexdigest()
+        key = f"to:{message.recipient}\n{digest}".encode()
+        readable = message.recipient
+    stem = _UNSAFE.sub("_", readable).strip("._-")[:_STEM_LENGTH] or "message"
+    return f"{stem}-{hashlib.sha256(key).hexdigest()[:16]}.eml"
+
+
+class OutboxTransport:
+    """Writes messages to `folder` as `.eml` files. Thread-safe."""
+
+    name = "outbox"
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+
+    def __repr__(self) -> str:
+        return f"OutboxTransport({str(self.folder)!r})"
+
+    def check(self) -> None:
+        """Create the folder and prove a file can be written there."""
+        self._ensure_folder()
+        try:
+            with tempfile.NamedTemporaryFile(dir=self.folder, prefix=".check-"):
+                pass
+        except OSError as err:
+            raise TransportUnavailableError(
+                f"cannot write to the outbox {self.folder}: {err.strerror or err}"
+            ) from err
+
+    def send(self, message: OutgoingMessage) -> DeliveryReceipt:
+        """Write the message atomically; the receipt's reply is the path written."""
+        self._ensure_folder()
+        target = self.folder / outbox_file_name(message)
+        try:
+            descriptor, temporary = tempfile.mkstemp(
+                dir=self.folder, prefix=".", suffix=".eml.part"
+            )
+        except OSError as err:
+            raise TransportUnavailableError(
+                f"cannot write to the outbox {self.folder}: {err.strerror or err}"
+            ) from err
+        try:
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.write(message.data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, target)
+        except OSError as err:
+            Path(temporary).unlink(missing_ok=True)
+            raise TransportUnavailableError(
+                f"cannot write {target}: {err.strerror or err}"
+            ) from err
+        _sync_folder(self.folder)
+        return DeliveryReceipt(message.recipient, str(target))
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def _ensure_folder(self) -> None:
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise TransportUnavailableError(
+                f"cannot create the outbox {self.folder}: {err.strerror or err}"
+            ) from err
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make the rename itself durable; not every platform can open a folder, which is fine."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
