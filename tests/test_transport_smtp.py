@@ -577,3 +577,17 @@ def test_an_odd_reply_after_the_data_is_uncertain(
     with pytest.raises(UncertainDeliveryError) as caught:
         transport.send(message())
     assert caught.value.reply == "354 What?"
+
+
+@pytest.mark.parametrize(
+    "recipient", ["evil@example.org>\r\nRCPT TO:<other@example.org", "a\n@example.org", " "]
+)
+def test_addresses_that_could_inject_commands_never_reach_the_server(
+    recipient: str, server: SmtpTestServer, make_transport: MakeTransport
+) -> None:
+    with pytest.raises(PermanentDeliveryError) as caught:
+        make_transport(server).send(message(recipient, data=b"Subject: x\r\n\r\nx\r\n"))
+    assert str(caught.value) == (
+        f"{recipient!r} is not a usable address (empty or containing a line break)"
+    )
+    assert server.connections == 0

@@ -211,6 +211,11 @@ class SmtpTransport:
             connection = self._take()
             try:
                 return self._transaction(connection, message)
+            except DeliveryError:
+                raise
+            except BaseException:
+                connection.drop()  # interrupted somewhere unknown: the session cannot be trusted
+                raise
             finally:
                 self._put_back(connection)
 
@@ -478,10 +483,13 @@ def _reset(connection: _Connection) -> None:
 
 
 def _check_addresses(message: OutgoingMessage) -> None:
-    if message.smtputf8:
-        return
     for address in (message.sender, message.recipient):
-        if not address.isascii():
+        if any(c in address for c in "\r\n\0") or not address.strip():
+            # A line break here would smuggle extra SMTP commands into the session.
+            raise PermanentDeliveryError(
+                f"{address!r} is not a usable address (empty or containing a line break)"
+            )
+        if not message.smtputf8 and not address.isascii():
             raise PermanentDeliveryError(
                 f"{address} is an internationalised address but the message was not marked "
                 "for SMTPUTF8"
