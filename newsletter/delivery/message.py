@@ -379,7 +379,8 @@ class MessageTemplate:
             )
             builder.static(
                 f"--{related}\r\n"
-                f'Content-Type: multipart/alternative; boundary="{alternative}"\r\n\r\n'
+                "Content-Type: multipart/alternative;\r\n"
+                f' boundary="{alternative}"\r\n\r\n'
             )
         else:
             head_end += f'Content-Type: multipart/alternative; boundary="{alternative}"\r\n\r\n'
