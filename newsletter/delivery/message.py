@@ -296,7 +296,9 @@ class MessageTemplate:
     """An issue's message, encoded once; `personalise` splices in one recipient's values.
 
     Build it with `MessageTemplate.prepare`. It holds no per-recipient state, so one template
-    serves any number of recipients (and threads) without growing.
+    serves any number of recipients (and threads) without growing. `fingerprint` identifies what
+    recipients receive: the rendered issue plus every setting that changes the bytes, except the
+    Date header (a send resumed another day is the same issue).
     """
 
     fingerprint: str
@@ -336,8 +338,8 @@ class MessageTemplate:
         """Encode everything that is the same for every recipient, once.
 
         Raises `ConfigError` when no unsubscribe URL or address is configured (every message must
-        carry a working unsubscribe link) and `RenderError` for a slot, image or language that
-        cannot go into a message.
+        carry a working unsubscribe link) and `RenderError` for an unknown slot or an embedded
+        image whose Content-ID or content type cannot go into a message.
         """
         unsubscribe_prefix, mailto = _unsubscribe_settings(settings)
         _check_slots(rendered)
