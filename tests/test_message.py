@@ -385,7 +385,7 @@ def test_internationalised_address(template: MessageTemplate) -> None:
 
     assert message.smtputf8
     assert message.recipient == "søren@exämple.dk"
-    assert "To: =?utf-8?q?S=C3=B8ren?=\r\n <søren@exämple.dk>".encode() in message.data
+    assert "To: =?utf-8?q?S=C3=B8ren?= <søren@exämple.dk>\r\n".encode() in message.data
     # RFC 6532 headers are UTF-8; the bytes parser would read them as ASCII with surrogates.
     unicode = email.message_from_string(message.data.decode("utf-8"), policy=email.policy.default)
     assert [a.addr_spec for a in unicode["To"].addresses] == ["søren@exämple.dk"]
@@ -641,3 +641,26 @@ def test_message_size_and_memory_do_not_grow(template: MessageTemplate) -> None:
         tracemalloc.stop()
     assert current < 200_000
     assert peak < 3 * size + 200_000
+
+
+def test_non_ascii_sender_and_list_name(tmp_path: Path) -> None:
+    settings = replace(
+        make_settings(tmp_path),
+        name="Ørsted Nieuws",
+        sender=Address("Ørsted Nieuws", addr_spec="nieuws@example.nl"),
+    )
+    template = MessageTemplate.prepare(
+        make_rendered(), settings, secret=SECRET, token_for=token_for
+    )
+    message = template.personalise(Person("a@example.org"))
+    parsed = parse(message)
+    assert_wire_format(message.data)
+    assert b"\xc3" not in header_block(message.data)  # ASCII headers: RFC 2047, not raw UTF-8
+    assert parsed["From"].addresses == (Address("Ørsted Nieuws", addr_spec="nieuws@example.nl"),)
+    assert parsed["List-Id"] == "Ørsted Nieuws <orsted-nieuws.example.nl>"
+    assert parsed["Message-ID"].endswith("@example.nl>")
+
+
+def test_to_is_only_for_test_sends(template: MessageTemplate) -> None:
+    with pytest.raises(ValueError, match="test"):
+        template.personalise(Person("a@example.org"), to="rita@example.org")

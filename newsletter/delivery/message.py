@@ -224,6 +224,8 @@ def _address_value(header: str, display_name: str, address: Address) -> str:
         if len(header) + 2 + len(phrase) <= _HEADER_HARD_LIMIT:
             return f"{phrase}\r\n <{addr_spec}>"
     words = _encoded_words(display, _HEADER_SOFT_LIMIT - len(header) - 2)
+    if "\r\n" not in words and len(header) + len(words) + len(addr_spec) + 5 <= _HEADER_SOFT_LIMIT:
+        return f"{words} <{addr_spec}>"
     return f"{words}\r\n <{addr_spec}>"
 
 
@@ -268,8 +270,17 @@ def _id_part(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-") or "issue"
 
 
+# Letters NFKD does not take apart into an ASCII letter and an accent.
+_LETTERS = str.maketrans(
+    {"ø": "o", "Ø": "O", "æ": "ae", "Æ": "AE", "œ": "oe", "Œ": "OE", "ß": "ss", "đ": "d",
+     "Đ": "D", "ł": "l", "Ł": "L", "þ": "th", "Þ": "TH", "ð": "d", "Ð": "D", "ı": "i"}
+)  # fmt: skip
+
+
 def _slug(text: str) -> str:
-    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    """`text` as lower-case ASCII letters, digits and hyphens (for a derived List-Id)."""
+    plain = unicodedata.normalize("NFKD", text.translate(_LETTERS))
+    ascii_text = plain.encode("ascii", "ignore").decode()
     return re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-") or "newsletter"
 
 
