@@ -159,7 +159,7 @@ def test_real_clock_with_threads() -> None:
 @pytest.mark.parametrize("kwargs", [{"per_second": -1}, {"per_hour": -5}, {"burst": 0.5}])
 def test_limiter_rejects_nonsense(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
-        RateLimiter(**kwargs)
+        RateLimiter(**kwargs)  # type: ignore[arg-type]
 
 
 def test_backoff_without_jitter_doubles_up_to_the_cap() -> None:
