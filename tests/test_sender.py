@@ -1,0 +1,348 @@
+"""send_issue against a real SMTP server on loopback, with faults and crashes."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from newsletter.delivery.ledger import Ledger, State
+from newsletter.delivery.ratelimit import Backoff
+from newsletter.delivery.sender import SendOptions, dry_run, send_issue, send_test
+from newsletter.errors import AudienceError, LedgerError
+from tests.sendkit import (
+    SECRET,
+    ListAudience,
+    Person,
+    example_template,
+    people,
+    smtp_transport,
+    token_for,
+)
+from tests.smtpserver import SmtpTestServer
+
+REPO = Path(__file__).resolve().parent.parent
+FAST = Backoff(base=0.01, cap=0.02)
+
+
+@pytest.fixture
+def server():  # type: ignore[no-untyped-def]
+    with SmtpTestServer() as running:
+        yield running
+
+
+@pytest.fixture
+def template(project: Path):  # type: ignore[no-untyped-def]
+    return example_template(project)
+
+
+@pytest.fixture
+def ledger(tmp_path: Path):  # type: ignore[no-untyped-def]
+    with Ledger(tmp_path / "newsletter.db") as opened:
+        yield opened
+
+
+def received_by_address(server: SmtpTestServer) -> Counter[str]:
+    return Counter(rcpt for message in server.messages for rcpt in message.rcpt_tos)
+
+
+def test_sends_each_recipient_one_personalised_message(server, template, ledger) -> None:  # type: ignore[no-untyped-def]
+    audience = ListAudience(people(120))
+    report = send_issue(
+        template,
+        audience,
+        transport=smtp_transport(server.port),
+        ledger=ledger,
+        options=SendOptions(concurrency=3),
+    )
+    assert report.sent_now == 120 and report.complete
+    assert report.counts[State.SENT] == 120
+    counts = received_by_address(server)
+    assert set(counts) == set(audience.people) and set(counts.values()) == {1}
+    for received in server.messages:
+        parsed = email.message_from_bytes(received.data, policy=email.policy.default)
+        rcpt = received.rcpt_tos[0]
+        person = audience.people[rcpt]
+        assert parsed["To"].addresses[0].addr_spec == rcpt
+        assert parsed["To"].addresses[0].display_name == person.name
+        html = parsed.get_body(("html",)).get_content()
+        text = parsed.get_body(("plain",)).get_content()
+        first = person.name.split()[0] if person.name else ""
+        assert f"Dear {first}," in html and f"Dear {first}," in text
+        token = token_for(SECRET, rcpt)
+        assert token in parsed["List-Unsubscribe"]
+        assert token in html and token in text
+        assert parsed["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    # A second run is a resume with nothing left to do.
+    again = send_issue(template, audience, transport=smtp_transport(server.port), ledger=ledger)
+    assert again.sent_now == 0 and again.already_sent == 120
+    assert len(server.messages) == 120
+
+
+def test_rejected_and_deferred_recipients(server, template, ledger) -> None:  # type: ignore[no-untyped-def]
+    audience = ListAudience(people(20))
+    server.reject_recipient("reader00003@example.org")
+    server.defer("rcpt", recipient="reader00005@example.org", times=2)
+    report = send_issue(
+        template,
+        audience,
+        transport=smtp_transport(server.port),
+        ledger=ledger,
+        backoff=FAST,
+        options=SendOptions(concurrency=1),
+    )
+    assert report.counts[State.SENT] == 19
+    assert report.counts[State.FAILED] == 1
+    (failure,) = report.failures
+    assert failure.email == "reader00003@example.org"
+    assert "550" in (failure.last_error or "")
+    row = ledger.issue(template.issue).row("reader00005@example.org")
+    assert row is not None and row.state == State.SENT and row.attempts == 3
+    assert received_by_address(server)["reader00005@example.org"] == 1
+
+
+def test_gives_up_after_max_attempts(server, template, ledger) -> None:  # type: ignore[no-untyped-def]
+    server.defer("rcpt", recipient="reader00001@example.org", times=None)
+    report = send_issue(
+        template,
+        ListAudience(people(3)),
+        transport=smtp_transport(server.port),
+        ledger=ledger,
+        backoff=FAST,
+        options=SendOptions(max_attempts=3),
+    )
+    (failure,) = report.failures
+    assert failure.attempts == 3
+    assert (failure.last_error or "").startswith("gave up after 3 attempts")
+
+
+def test_server_down_pauses_and_resume_completes(server, template, ledger) -> None:  # type: ignore[no-untyped-def]
+    audience = ListAudience(people(30))
+    server.stop()
+    with pytest.raises(Exception) as caught:
+        send_issue(template, audience, transport=smtp_transport(server.port), ledger=ledger)
+    assert "127.0.0.1" in str(caught.value)
+    server.start()
+    report = send_issue(template, audience, transport=smtp_transport(server.port), ledger=ledger)
+    assert report.complete and report.counts[State.SENT] == 30
+
+
+def test_repeated_transient_failures_pause_the_run(server, template, ledger) -> None:  # type: ignore[no-untyped-def]
+    audience = ListAudience(people(40))
+    server.defer("mail", times=None)
+    report = send_issue(
+        template,
+        audience,
+        transport=smtp_transport(server.port),
+        ledger=ledger,
+        backoff=FAST,
+        options=SendOptions(pause_after_failures=5),
+    )
+    assert report.paused_reason is not None and "451" in report.paused_reason
+    assert report.counts.get(State.SENT, 0) == 0
+    assert not server.messages
+    server.clear_faults()
+    resumed = send_issue(
+        template, audience, transport=smtp_transport(server.port), ledger=ledger, backoff=FAST
+    )
+    assert resumed.complete and resumed.counts[State.SENT] == 40
+    assert set(received_by_address(server).values()) == {1}
+
+
+def test_uncertain_delivery_is_not_resent_unless_asked(server, template, ledger) -> None:  # type: ignore[no-untyped-def]
+    audience = ListAudience(people(5))
+    server.drop_after_data(transaction=2)
+    report = send_issue(
+        template,
+        audience,
+        transport=smtp_transport(server.port, connections=1),
+        ledger=ledger,
+    )
+    assert report.counts[State.UNCERTAIN] == 1
+    (uncertain,) = report.uncertain
+    assert report.counts[State.SENT] == 4
+    again = send_issue(template, audience, transport=smtp_transport(server.port), ledger=ledger)
+    assert again.sent_now == 0 and again.counts[State.UNCERTAIN] == 1
+    forced = send_issue(
+        template,
+        audience,
+        transport=smtp_transport(server.port),
+        ledger=ledger,
+        options=SendOptions(resend_uncertain=True),
+    )
+    assert forced.sent_now == 1 and forced.complete
+    assert received_by_address(server)[uncertain.email] == 2  # the editor asked for it
+
+
+def test_subscriber_who_left_is_not_sent(server, template, ledger) -> None:  # type: ignore[no-untyped-def]
+    audience = ListAudience(people(10))
+    server.stop()
+    with pytest.raises(Exception):
+        send_issue(template, audience, transport=smtp_transport(server.port), ledger=ledger)
+    server.start()
+    audience.leave("reader00004@example.org")
+    report = send_issue(template, audience, transport=smtp_transport(server.port), ledger=ledger)
+    assert "reader00004@example.org" not in received_by_address(server)
+    assert report.counts[State.SENT] == 9
+
+
+def test_missing_values_stop_the_send_before_anything_leaves(server, project: Path, ledger) -> None:  # type: ignore[no-untyped-def]
+    item = project / "issues" / "2026-11" / "03-winter-roster.md"
+    item.write_text(item.read_text() + "\nYour plot: {{ subscriber.plot }}\n", encoding="utf-8")
+    template = example_template(project)
+    audience = ListAudience([Person("a@example.org", "A", {"plot": "7"}), Person("b@example.org")])
+    with pytest.raises(AudienceError) as caught:
+        send_issue(template, audience, transport=smtp_transport(server.port), ledger=ledger)
+    assert "b@example.org: no value for subscriber.plot" in str(caught.value)
+    assert "a@example.org" not in str(caught.value)
+    assert not server.messages
+    assert ledger.issue(template.issue).counts() == {} or not any(
+        ledger.issue(template.issue).counts().values()
+    )
+
+
+def test_changed_content_needs_confirmation(server, project: Path, ledger) -> None:  # type: ignore[no-untyped-def]
+    audience = ListAudience(people(3))
+    send_issue(
+        example_template(project), audience, transport=smtp_transport(server.port), ledger=ledger
+    )
+    item = project / "issues" / "2026-11" / "01-harvest-festival.md"
+    item.write_text(item.read_text().replace("pumpkin soup", "leek soup"), encoding="utf-8")
+    changed = example_template(project)
+    with pytest.raises(LedgerError) as caught:
+        send_issue(changed, audience, transport=smtp_transport(server.port), ledger=ledger)
+    assert "changed since its send started (3 already sent)" in str(caught.value)
+    report = send_issue(
+        changed,
+        audience,
+        transport=smtp_transport(server.port),
+        ledger=ledger,
+        options=SendOptions(accept_changed_content=True),
+    )
+    assert report.sent_now == 0
+
+
+def test_stop_event_finishes_in_flight_and_resumes(server, template, ledger) -> None:  # type: ignore[no-untyped-def]
+    audience = ListAudience(people(200))
+    stop = threading.Event()
+    seen = []
+
+    def progress(update) -> None:  # type: ignore[no-untyped-def]
+        seen.append(update)
+        if update.sent >= 50:
+            stop.set()
+
+    report = send_issue(
+        template,
+        audience,
+        transport=smtp_transport(server.port),
+        ledger=ledger,
+        stop=stop,
+        progress=progress,
+        options=SendOptions(concurrency=2),
+    )
+    assert report.interrupted and not report.complete
+    assert 50 <= report.counts[State.SENT] < 200
+    assert report.counts.get(State.SENDING, 0) == 0
+    resumed = send_issue(template, audience, transport=smtp_transport(server.port), ledger=ledger)
+    assert resumed.complete
+    assert set(received_by_address(server).values()) == {1}
+    assert len(received_by_address(server)) == 200
+
+
+def test_dry_run_and_test_send_record_nothing(server, template, ledger) -> None:  # type: ignore[no-untyped-def]
+    audience = ListAudience(people(7))
+    report = dry_run(template, audience)
+    assert report.messages == 7 and report.total_bytes > 7 * 10_000
+    results = send_test(
+        template,
+        Person("alex@example.org", "Alex Example"),
+        ["rev1@example.org", "rev2@example.org"],
+        smtp_transport(server.port),
+    )
+    assert [r.error for r in results] == [None, None]
+    subjects = {
+        email.message_from_bytes(m.data, policy=email.policy.default)["Subject"]
+        for m in server.messages
+    }
+    assert all(s.startswith("[TEST] ") for s in subjects)
+    assert sorted(received_by_address(server)) == ["rev1@example.org", "rev2@example.org"]
+    assert ledger.issues() == []
+
+
+def test_a_second_run_at_the_same_time_is_refused(server, template, ledger, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    with Ledger(tmp_path / "newsletter.db") as other, other.lock(template.issue):
+        with pytest.raises(LedgerError) as caught:
+            send_issue(
+                template,
+                ListAudience(people(2)),
+                transport=smtp_transport(server.port),
+                ledger=ledger,
+            )
+    assert "already being sent" in str(caught.value)
+    assert not server.messages
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_points_then_resume_sends_everyone_exactly_once(
+    server, project: Path, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    count = 2000
+    database = tmp_path / "crash.db"
+    command = [
+        sys.executable,
+        "-m",
+        "tests.sendkit",
+        str(project),
+        str(database),
+        str(server.port),
+        str(count),
+    ]
+    rng = random.Random(20261126)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    kills = 0
+    for _ in range(3):
+        before = len(server.messages)
+        child = subprocess.Popen(command, cwd=REPO, env=env)
+        # Kill it once it is well into sending: after a random number of further messages.
+        target = before + rng.randint(50, 400)
+        deadline = time.monotonic() + 60
+        while len(server.messages) < target and child.poll() is None:
+            assert time.monotonic() < deadline, "the child made no progress"
+            time.sleep(0.005)
+        if child.poll() is None:
+            os.kill(child.pid, signal.SIGKILL)
+            kills += 1
+        child.wait()
+    assert kills == 3
+    final = subprocess.run(command, cwd=REPO, env=env, check=True)
+    assert final.returncode == 0
+
+    with Ledger(database) as ledger:
+        issue = ledger.issue("2026-11")
+        counts = issue.counts()
+        uncertain = {row.email for row in issue.uncertain()}
+        sent_rows = {row.email for row in issue.rows(State.SENT)}
+    received = received_by_address(server)
+    everyone = {person.email for person in people(count)}
+    assert counts.get(State.PENDING, 0) == 0 and counts.get(State.DEFERRED, 0) == 0
+    assert sent_rows | uncertain == everyone, "nobody is lost"
+    # Every subscriber got exactly one message, except the reported uncertain ones, which got
+    # at most one (the kill came between the server's acceptance and the ledger's record, or
+    # before the data was complete).
+    for address in everyone - uncertain:
+        assert received[address] == 1, address
+    for address in uncertain:
+        assert received[address] <= 1, address
+    assert len(uncertain) <= kills * 2  # at most the in-flight messages of each killed run
+    assert set(received) <= everyone
