@@ -19,7 +19,7 @@ import pytest
 from newsletter.delivery.ledger import Ledger, State
 from newsletter.delivery.ratelimit import Backoff
 from newsletter.delivery.sender import SendOptions, dry_run, send_issue, send_test
-from newsletter.errors import AudienceError, LedgerError
+from newsletter.errors import AudienceError, LedgerError, TransportUnavailableError
 from tests.sendkit import (
     SECRET,
     ListAudience,
@@ -129,7 +129,7 @@ def test_gives_up_after_max_attempts(server, template, ledger) -> None:  # type:
 def test_server_down_pauses_and_resume_completes(server, template, ledger) -> None:  # type: ignore[no-untyped-def]
     audience = ListAudience(people(30))
     server.stop()
-    with pytest.raises(Exception) as caught:
+    with pytest.raises(TransportUnavailableError) as caught:
         send_issue(template, audience, transport=smtp_transport(server.port), ledger=ledger)
     assert "127.0.0.1" in str(caught.value)
     server.start()
@@ -187,7 +187,7 @@ def test_uncertain_delivery_is_not_resent_unless_asked(server, template, ledger)
 def test_subscriber_who_left_is_not_sent(server, template, ledger) -> None:  # type: ignore[no-untyped-def]
     audience = ListAudience(people(10))
     server.stop()
-    with pytest.raises(Exception):
+    with pytest.raises(TransportUnavailableError):
         send_issue(template, audience, transport=smtp_transport(server.port), ledger=ledger)
     server.start()
     audience.leave("reader00004@example.org")
@@ -281,14 +281,17 @@ def test_dry_run_and_test_send_record_nothing(server, template, ledger) -> None:
 
 
 def test_a_second_run_at_the_same_time_is_refused(server, template, ledger, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    with Ledger(tmp_path / "newsletter.db") as other, other.lock(template.issue):
-        with pytest.raises(LedgerError) as caught:
-            send_issue(
-                template,
-                ListAudience(people(2)),
-                transport=smtp_transport(server.port),
-                ledger=ledger,
-            )
+    with (
+        Ledger(tmp_path / "newsletter.db") as other,
+        other.lock(template.issue),
+        pytest.raises(LedgerError) as caught,
+    ):
+        send_issue(
+            template,
+            ListAudience(people(2)),
+            transport=smtp_transport(server.port),
+            ledger=ledger,
+        )
     assert "already being sent" in str(caught.value)
     assert not server.messages
 
