@@ -55,12 +55,14 @@ VAGUE_LINK_TEXTS = frozenset(
 
 def check_accessibility(context: CheckContext) -> list[Finding]:
     findings: list[Finding] = []
-    if not (context.scan.lang or "").strip():
+    lang = (context.scan.lang or "").strip()
+    if not lang or lang.lower() == "und":  # MJML writes "und" (undetermined) when none is set
         findings.append(
             Finding(
                 "warning",
                 "lang-missing",
-                "the HTML has no <html lang>: screen readers cannot pick the right voice",
+                "the HTML has no <html lang> language: screen readers cannot pick the right "
+                'voice; set <mjml lang="{{ lang }}"> in the theme',
                 context.email_template,
             )
         )

@@ -4,15 +4,11 @@ the whole message, and (online) remote images that answer and are images."""
 from __future__ import annotations
 
 import base64
-import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from PIL import Image, UnidentifiedImageError
-
-from ..render.images import DENSITY
 from .context import CheckContext, ImageTag, Location
 from .links import LinkResult
 from .model import Finding, Severity
@@ -82,7 +78,7 @@ def check_images(context: CheckContext) -> list[Finding]:
                 )
             )
         if source.data is not None:
-            findings += _local_weight_and_pixels(image, source)
+            findings += _local_weight(image, source)
     findings += _total_weight(context)
     return findings
 
@@ -194,7 +190,7 @@ def _alt(context: CheckContext, image: ImageTag, where: Location) -> list[Findin
     return []
 
 
-def _local_weight_and_pixels(image: ImageTag, source: _Source) -> list[Finding]:
+def _local_weight(image: ImageTag, source: _Source) -> list[Finding]:
     assert source.data is not None
     findings: list[Finding] = []
     name = _name(image.src)
@@ -210,24 +206,6 @@ def _local_weight_and_pixels(image: ImageTag, source: _Source) -> list[Finding]:
                 source.where.line,
             )
         )
-    shown = int(image.width) if image.width and image.width.isdigit() else None
-    if shown:
-        try:
-            with Image.open(io.BytesIO(source.data)) as opened:
-                pixels = opened.size[0]
-        except (UnidentifiedImageError, OSError):
-            return findings
-        if pixels < shown:
-            findings.append(
-                Finding(
-                    "warning",
-                    "image-low-resolution",
-                    f"image {name} is {pixels} px wide but shown {shown} px wide: it looks "
-                    f"blurred; use one at least {shown * DENSITY} px wide",
-                    source.where.file,
-                    source.where.line,
-                )
-            )
     return findings
 
 
