@@ -12,7 +12,9 @@ import asyncio
 import contextlib
 import dataclasses
 import errno
+import hashlib
 import html as html_lib
+import ipaddress
 import json
 import mimetypes
 import re
@@ -28,6 +30,8 @@ from typing import Any, Literal
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -37,7 +41,8 @@ from .errors import NewsletterError, Problem, ProblemsError
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8025
-MOBILE_WIDTH = 375
+# Host headers the preview answers: a web page elsewhere cannot reach it by DNS rebinding.
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 # watchfiles waits this long for more changes before reporting a batch (editors write in bursts).
 DEFAULT_DEBOUNCE_MS = 50
 _KEEPALIVE_SECONDS = 15.0
@@ -318,19 +323,19 @@ class _Hub:
         self._stopping = asyncio.Event()
         self._round_stop = asyncio.Event()
         self._watching = asyncio.Event()
+        self._force_polling = False
         self._pending: set[Path] = set()
         self._tasks: list[asyncio.Task[None]] = []
 
-    async def start(self, *, watch: bool = True) -> None:
-        """Build once (a failure is shown, not raised), then watch and rebuild in the background."""
+    async def start(self) -> None:
+        """Watch, build once (a failure is shown, not raised), then rebuild on every change."""
         self._loop = asyncio.get_running_loop()
-        if watch:
-            # Watch first: an edit made during the first build then causes another build.
-            watcher = asyncio.create_task(self._watch())
-            self._tasks.append(watcher)
-            watching = asyncio.create_task(self._watching.wait())
-            await asyncio.wait([watcher, watching], return_when=asyncio.FIRST_COMPLETED)
-            watching.cancel()
+        # Watch first: an edit made during the first build then causes another build.
+        watcher = asyncio.create_task(self._watch())
+        self._tasks.append(watcher)
+        watching = asyncio.create_task(self._watching.wait())
+        await asyncio.wait([watcher, watching], return_when=asyncio.FIRST_COMPLETED)
+        watching.cancel()
         await self._build_once(())
         self._tasks.append(asyncio.create_task(self._builder()))
 
@@ -448,12 +453,16 @@ class _Hub:
                 step=self._debounce_ms,
                 stop_event=round_stop,
                 rust_timeout=1000,
+                force_polling=self._force_polling or None,
             ):
                 self.request_rebuild([Path(path) for _, path in changes])
                 if _watch_groups(self._watch_paths) != groups:
                     round_stop.set()
-        except OSError:
-            # A watched folder vanished between listing and watching: look again shortly.
+        except OSError as err:
+            if not isinstance(err, FileNotFoundError):
+                # e.g. the system's limit of file watches is reached: polling still works.
+                self._force_polling = True
+            # (A watched folder may also have vanished between listing and watching.)
             await asyncio.sleep(0.2)
             round_stop.set()
 
@@ -468,15 +477,21 @@ def create_app(
     display_root: Path | None = None,
     on_event: EventCallback | None = None,
     debounce_ms: int = DEFAULT_DEBOUNCE_MS,
+    allowed_hosts: Sequence[str] = LOCAL_HOSTS,
 ) -> Starlette:
-    """The preview as a Starlette app; its lifespan builds once, then watches `watch_paths`."""
+    """The preview as a Starlette app; its lifespan builds once, then watches `watch_paths`.
+
+    Requests naming another host than `allowed_hosts` (`"*"` allows any) are refused.
+    """
     hub = _Hub(
         rebuild, watch_paths, display_root=display_root, on_event=on_event, debounce_ms=debounce_ms
     )
-    return _app(hub)
+    return _app(hub, allowed_hosts=allowed_hosts)
 
 
-def _app(hub: _Hub, on_ready: Callable[[], None] | None = None) -> Starlette:
+def _app(
+    hub: _Hub, *, allowed_hosts: Sequence[str], on_ready: Callable[[], None] | None = None
+) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await hub.start()
@@ -511,7 +526,12 @@ def _app(hub: _Hub, on_ready: Callable[[], None] | None = None) -> Starlette:
         found = build.image(request.path_params["filename"]) if build else None
         if found is None:
             return Response("no such image", status_code=404, media_type="text/plain")
-        return Response(found.data, media_type=found.content_type, headers=_NO_STORE)
+        # Images rarely change between rebuilds: let the browser revalidate instead of refetch.
+        etag = f'"{hashlib.sha256(found.data).hexdigest()[:20]}"'
+        headers = {"Cache-Control": "no-cache", "ETag": etag}
+        if request.headers.get("if-none-match") == etag:
+            return Response(status_code=304, headers=headers)
+        return Response(found.data, media_type=found.content_type, headers=headers)
 
     async def state(request: Request) -> Response:
         return JSONResponse(_state_payload(hub), headers=_NO_STORE)
@@ -544,6 +564,7 @@ def _app(hub: _Hub, on_ready: Callable[[], None] | None = None) -> Starlette:
             Route("/state.json", state),
             Route("/events", events),
         ],
+        middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))],
         lifespan=lifespan,
     )
     app.state.preview = hub
@@ -672,6 +693,13 @@ class PreviewServer:
         self._socket = sock
         self.port = sock.getsockname()[1]
 
+    def _allowed_hosts(self) -> Sequence[str]:
+        try:
+            local = ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            local = self.host == "localhost"
+        return LOCAL_HOSTS if local else ("*",)
+
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -690,7 +718,7 @@ class PreviewServer:
         )
         self._hub = hub
         config = uvicorn.Config(
-            _app(hub, on_ready=self.ready.set),
+            _app(hub, allowed_hosts=self._allowed_hosts(), on_ready=self.ready.set),
             log_level="warning",
             log_config=None,
             access_log=False,

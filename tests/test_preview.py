@@ -5,7 +5,10 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,6 +27,7 @@ from newsletter.preview import (
     PreviewImage,
     PreviewSample,
     PreviewServer,
+    create_app,
     failure_from,
     make_rebuild,
     watch_paths_for,
@@ -146,6 +150,8 @@ def test_serves_the_email_text_images_and_state(fake_server: PreviewServer) -> N
         "image/png",
         PNG,
     )
+    again = httpx.get(f"{url}images/dot.png", headers={"If-None-Match": image.headers["etag"]})
+    assert (again.status_code, again.content) == (304, b"")
 
     state = state_of(fake_server)
     assert state["build"] == 1 and state["failure"] is None and state["building"] is False
@@ -153,6 +159,26 @@ def test_serves_the_email_text_images_and_state(fake_server: PreviewServer) -> N
         {"label": "First", "subject": "Subject First", "email": "a@example.org"}
     ]
     assert state["sender"] == {"name": "Demo", "address": "demo@example.org"}
+
+
+# Starlette 1.x prefers `httpx2` for its test client; httpx is what this project has.
+@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+def test_create_app_runs_under_any_asgi_server(tmp_path: Path, source: Path) -> None:
+    from starlette.testclient import TestClient
+
+    app = create_app(FileRebuild(source), [tmp_path], display_root=tmp_path)
+    with TestClient(app, base_url="http://127.0.0.1:8025") as client:
+        assert client.get("/state.json").json()["build"] == 1
+        assert "<h1>First</h1>" in client.get("/email.html").text
+        assert 'id="email" title="The email"' in client.get("/").text
+
+
+def test_requests_for_other_host_names_are_refused(fake_server: PreviewServer) -> None:
+    # A page on another site could resolve its own name to 127.0.0.1 (DNS rebinding).
+    refused = httpx.get(f"{fake_server.url}state.json", headers={"Host": "evil.example"})
+    assert refused.status_code == 400
+    local = f"localhost:{fake_server.port}"
+    assert httpx.get(f"{fake_server.url}state.json", headers={"Host": local}).status_code == 200
 
 
 def test_unknown_samples_parts_and_images_are_not_found(fake_server: PreviewServer) -> None:
@@ -294,6 +320,45 @@ def test_watches_a_config_file_replaced_by_rename_and_a_templates_folder_made_la
             assert time.monotonic() < deadline, "edits inside the new templates/ were not seen"
             (templates / "email.mjml.j2").write_text(f"{time.monotonic()}", encoding="utf-8")
             time.sleep(0.1)
+
+
+CTRL_C_SCRIPT = """
+import sys
+from pathlib import Path
+from newsletter.preview import PreviewServer, make_rebuild, watch_paths_for
+root = Path(sys.argv[1])
+folder = root / "issues" / "2026-11"
+server = PreviewServer(make_rebuild(root, folder), watch_paths_for(root, folder), port=0)
+server.bind()
+print(server.url, flush=True)
+server.run()
+print("stopped", flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_server_cleanly_with_a_page_connected(project: Path) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-c", CTRL_C_SCRIPT, str(project)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().strip()
+        with (
+            httpx.Client(timeout=WAIT_SECONDS) as client,
+            client.stream("GET", f"{url}events") as stream,
+        ):
+            lines = stream.iter_lines()
+            assert next(line for line in lines if line.startswith("data: "))
+            process.send_signal(signal.SIGINT)
+            list(lines)  # the server ends the event stream rather than waiting for it
+        out, err = process.communicate(timeout=WAIT_SECONDS)
+    finally:
+        process.kill()
+    assert (process.returncode, out, err) == (0, "stopped\n", "")
 
 
 def test_a_busy_port_is_reported_clearly() -> None:
