@@ -15,6 +15,7 @@ from .build import build_issue
 from .config import Settings, find_project_root, load_settings
 from .content import resolve_issue_folder
 from .errors import NewsletterError, ProjectError
+from .preview import DEFAULT_PORT, PreviewEvent, serve_preview
 from .project import init_project, new_issue
 
 console = Console(soft_wrap=True)
@@ -137,6 +138,49 @@ def build(
     console.print(table)
     for draft in report.rendered.draft_items:
         console.print(f"[yellow]left out (draft):[/] {draft}", highlight=False)
+
+
+@app.command()
+def preview(
+    issue: Annotated[str, typer.Argument(help="The issue: its folder, or just its name.")],
+    port: Annotated[
+        int, typer.Option("--port", "-p", help="Port on 127.0.0.1 to serve the preview on.")
+    ] = DEFAULT_PORT,
+) -> None:
+    """Preview an issue in the browser; it rebuilds and reloads the page whenever you save.
+
+    Shows the email at desktop and phone widths, as HTML or plain text, for sample subscribers
+    (with and without a name), under the inbox line: from, subject and preheader. Draft items
+    are shown, marked. Problems are listed on the page while the last good version stays.
+    Stop with Ctrl-C.
+
+    Examples:
+
+        newsletter preview 2026-11
+        newsletter preview 2026-11 --port 8026
+    """
+    # Only the project root here: a broken newsletter.toml is shown on the page, not fatal.
+    root = find_project_root()
+    if root is None:
+        raise ProjectError(
+            "no newsletter.toml here or in any parent folder",
+            hint="Run 'newsletter init' to create a project, or change to the project folder.",
+        )
+    folder = resolve_issue_folder(root, issue)
+    server = serve_preview(root, folder, port=port, on_event=_preview_event)
+    console.print(f"Previewing [bold]{folder.name}[/] at {server.url}  (Ctrl-C to stop)")
+    server.run()
+    console.print("Stopped.")
+
+
+def _preview_event(event: PreviewEvent) -> None:
+    """One line per rebuild; every problem when it failed (the page shows them too)."""
+    if event.failure is None:
+        console.print(f"[green]rebuilt[/] in {event.seconds * 1000:.0f} ms", highlight=False)
+        return
+    err_console.print(f"[bold red]{event.failure.title}[/]", highlight=False)
+    for problem in event.failure.problems:
+        err_console.print(f"  {problem}", highlight=False, markup=False)
 
 
 def _sample_message(settings: Settings):  # type: ignore[no-untyped-def]

@@ -96,11 +96,6 @@ def test_the_email_fits_the_width_and_every_image_loads_with_alt_text(
     page.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the theme gives mj-image a fixed height, so narrow screens squash item images "
-    "(the render owner is asked to render height:auto)",
-)
 @pytest.mark.parametrize("width", [375])
 def test_images_keep_their_proportions_on_a_phone(
     browser: Any, email_html: Path, width: int

@@ -247,7 +247,7 @@ def test_large_images_are_scaled_down(settings: Settings, issue_folder: Path) ->
     with Image.open(__import__("io").BytesIO(big.data)) as image:
         assert image.size == (1104, 552)
     html = rendered.html.fill(lambda slot: "x")
-    assert re.search(rf'<img[^>]*alt="A blue field"[^>]*height="276"[^>]*src="cid:{big.cid}"', html)
+    assert re.search(rf'<img[^>]*alt="A blue field"[^>]*src="cid:{big.cid}"[^>]*width="552"', html)
 
 
 # --- the CSS inliner's known pitfalls ------------------------------------------------------------
