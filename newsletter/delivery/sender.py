@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
+from ..audience import SubscriberStatus, SubscriberStore
 from ..errors import (
     AudienceError,
     DeliveryError,
@@ -416,3 +417,20 @@ def _send_rows(
             thread.join()
     if errors:
         raise errors[0]
+
+
+class StoreAudience:
+    """The subscribed people of a `SubscriberStore` as an `Audience`."""
+
+    def __init__(self, store: SubscriberStore) -> None:
+        self.store = store
+
+    def recipients(self) -> Iterator[tuple[str, Recipient]]:
+        for subscriber in self.store.iter_subscribers(SubscriberStatus.SUBSCRIBED):
+            yield subscriber.key, subscriber
+
+    def recipient(self, key: str) -> Recipient | None:
+        found = self.store.get(key)
+        if found is None or found.status != SubscriberStatus.SUBSCRIBED:
+            return None
+        return found
