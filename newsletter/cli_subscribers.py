@@ -1,0 +1,327 @@
+"""`newsletter subscribers ...`: thin commands over the subscriber store.
+
+Errors are raised as `NewsletterError`s; the main CLI catches and prints them once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from .audience import (
+    ColumnMapping,
+    Subscriber,
+    SubscriberStatus,
+    SubscriberStore,
+    parse_status,
+)
+from .config import find_project_root
+from .errors import AudienceError, ProjectError
+
+# Settings.database_path names the same file; these commands do not need the whole config.
+DATABASE_NAME = "newsletter.db"
+
+console = Console(soft_wrap=True, highlight=False)
+err_console = Console(stderr=True, soft_wrap=True, highlight=False)
+
+app = typer.Typer(
+    name="subscribers",
+    help="Manage the subscriber list: import, add, remove, unsubscribe, list, export, count.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="markdown",
+    pretty_exceptions_enable=False,
+)
+
+
+@contextlib.contextmanager
+def open_store(start: Path | None = None) -> Iterator[SubscriberStore]:
+    """The subscriber store of the project around `start` (the current folder)."""
+    root = find_project_root(start)
+    if root is None:
+        raise ProjectError(
+            "no newsletter.toml here or in any parent folder",
+            hint="Run 'newsletter init' to create a project, or change to the project folder.",
+        )
+    with SubscriberStore(root / DATABASE_NAME) as store:
+        yield store
+
+
+def _count(number: int, what: str = "subscriber") -> str:
+    return f"{number} {what}{'' if number == 1 else 's'}"
+
+
+def _who(subscriber: Subscriber) -> str:
+    return f"{subscriber.name} <{subscriber.email}>" if subscriber.name else subscriber.email
+
+
+def _status_or_all(text: str | None) -> SubscriberStatus | None:
+    if text is None or text.strip().lower() == "all":
+        return None
+    return parse_status(text)
+
+
+def _delimiter(text: str | None) -> str | None:
+    if text is None:
+        return None
+    return {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";"}.get(text.lower(), text)
+
+
+def _attributes(items: list[str]) -> dict[str, str]:
+    attributes: dict[str, str] = {}
+    for item in items:
+        key, equals, value = item.partition("=")
+        if not equals or not key.strip():
+            # A NewsletterError, not a click usage error: the main CLI reports those once.
+            raise AudienceError(
+                f"--attr {item!r} is not key=value", hint="For example: --attr city=Gent"
+            )
+        attributes[key.strip()] = value
+    return attributes
+
+
+@app.command("import")
+def import_(
+    file: Annotated[Path, typer.Argument(help="The CSV file (UTF-8; , ; or tab separated).")],
+    email_column: Annotated[
+        str | None, typer.Option("--email-column", help="The column with the addresses.")
+    ] = None,
+    name_column: Annotated[
+        str | None, typer.Option("--name-column", help="The column with full names.")
+    ] = None,
+    first_name_column: Annotated[
+        str | None, typer.Option("--first-name-column", help="The column with first names.")
+    ] = None,
+    last_name_column: Annotated[
+        str | None, typer.Option("--last-name-column", help="The column with last names.")
+    ] = None,
+    delimiter: Annotated[
+        str | None,
+        typer.Option("--delimiter", help="The field separator (default: detected): , ; or tab."),
+    ] = None,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Import nothing if any row has a problem.")
+    ] = False,
+    resubscribe: Annotated[
+        bool,
+        typer.Option(
+            "--resubscribe",
+            help="Subscribe again people who unsubscribed, bounced or complained. Only when "
+            "they asked for it.",
+        ),
+    ] = False,
+) -> None:
+    """Import subscribers from a CSV file, in one go: all valid rows or (with --strict) none.
+
+    Mailchimp, Substack and listmonk exports and plain `email,name` files are recognised; other
+    columns become attributes templates can use (`subscriber.city`). Rows with a problem are
+    reported as FILE:LINE: reason and skipped. People who unsubscribed stay unsubscribed.
+
+    Examples:
+
+        newsletter subscribers import members.csv
+        newsletter subscribers import export.csv --email-column "E-mail" --strict
+    """
+    mapping = ColumnMapping(
+        email=email_column,
+        name=name_column,
+        first_name=first_name_column,
+        last_name=last_name_column,
+    )
+    with open_store() as store:
+        report = store.import_csv(
+            file,
+            mapping=mapping,
+            strict=strict,
+            resubscribe=resubscribe,
+            delimiter=_delimiter(delimiter),
+        )
+    for problem in report.problems:
+        err_console.print(f"{file}:{problem.line}: {problem.reason}", markup=False)
+    console.print(f"Imported {file}: {report.describe()}", markup=False)
+    if report.kept_unsubscribed:
+        console.print(
+            f"{report.kept_unsubscribed} had unsubscribed, bounced or complained and were left "
+            "so (--resubscribe subscribes them again, only if they asked).",
+            markup=False,
+        )
+
+
+@app.command()
+def add(
+    email: Annotated[str, typer.Argument(help="The address.")],
+    name: Annotated[str, typer.Option("--name", help="The full name.")] = "",
+    attr: Annotated[
+        list[str] | None,
+        typer.Option("--attr", help="An attribute as key=value; repeat for more."),
+    ] = None,
+    resubscribe: Annotated[
+        bool,
+        typer.Option("--resubscribe", help="Subscribe again someone who unsubscribed."),
+    ] = False,
+) -> None:
+    """Add one subscriber, or update the name and attributes of an existing one.
+
+    Examples:
+
+        newsletter subscribers add ann@example.org --name "Ann Smith"
+        newsletter subscribers add ann@example.org --attr city=Gent --attr plan=paid
+    """
+    attributes = _attributes(attr or [])
+    with open_store() as store:
+        existing = store.get(email)
+        unsubscribed = existing is not None and existing.status != SubscriberStatus.SUBSCRIBED
+        if existing is not None and unsubscribed and not resubscribe:
+            raise AudienceError(
+                f"{existing.email} is {existing.status}; not subscribed again",
+                hint="Pass --resubscribe only if they asked to be subscribed again.",
+            )
+        subscriber = store.add(email, name, attributes, resubscribe=resubscribe, source="cli add")
+    if existing is None:
+        verb = "Added"
+    elif unsubscribed:
+        verb = "Subscribed again"
+    else:
+        verb = "Updated"
+    console.print(f"{verb} {_who(subscriber)}", markup=False)
+
+
+@app.command()
+def remove(email: Annotated[str, typer.Argument(help="The address.")]) -> None:
+    """Delete a subscriber and their history (to forget them; `unsubscribe` remembers them).
+
+    Example:
+
+        newsletter subscribers remove ann@example.org
+    """
+    with open_store() as store:
+        if not store.remove(email):
+            raise AudienceError(f"no subscriber {email.strip()}")
+    console.print(f"Removed {email.strip()}", markup=False)
+
+
+@app.command()
+def unsubscribe(email: Annotated[str, typer.Argument(help="The address.")]) -> None:
+    """Unsubscribe someone: they stay on the list, marked, and get no more issues.
+
+    Example:
+
+        newsletter subscribers unsubscribe ann@example.org
+    """
+    with open_store() as store:
+        existing = store.get(email)
+        if existing is None:
+            raise AudienceError(f"no subscriber {email.strip()}")
+        if existing.status == SubscriberStatus.UNSUBSCRIBED:
+            console.print(f"{existing.email} was already unsubscribed", markup=False)
+            return
+        store.set_status(email, SubscriberStatus.UNSUBSCRIBED, source="cli unsubscribe")
+    console.print(f"Unsubscribed {existing.email}", markup=False)
+
+
+@app.command("list")
+def list_(
+    status: Annotated[
+        str,
+        typer.Option("--status", help="subscribed, unsubscribed, bounced, complained, or all."),
+    ] = "subscribed",
+    limit: Annotated[
+        int, typer.Option("--limit", min=0, help="Show at most this many (0: all).")
+    ] = 50,
+) -> None:
+    """Show subscribers in a table, in address order.
+
+    Examples:
+
+        newsletter subscribers list
+        newsletter subscribers list --status unsubscribed --limit 0
+    """
+    wanted = _status_or_all(status)
+    table = Table("Email", "Name", "Status", "Attributes")
+    with open_store() as store:
+        chosen = store.iter_subscribers(wanted)
+        shown = 0
+        for subscriber in itertools.islice(chosen, limit or None):
+            attributes = ", ".join(f"{k}={v}" for k, v in sorted(subscriber.attributes.items()))
+            # Text(): names are data, never rich markup.
+            table.add_row(
+                Text(subscriber.email),
+                Text(subscriber.name),
+                Text(subscriber.status),
+                Text(attributes),
+            )
+            shown += 1
+        total = store.count(wanted) if wanted is not None else sum(store.count().values())
+    what = "subscribers" if wanted is None else f"{wanted} subscribers"
+    if not shown:
+        console.print(f"No {what}.", markup=False)
+        return
+    console.print(table)
+    if total > shown:
+        console.print(f"{shown} of {total} {what} shown (--limit 0 shows all)", markup=False)
+
+
+@app.command()
+def export(
+    file: Annotated[
+        str, typer.Argument(help="Where to write the CSV; - for standard output.")
+    ] = "-",
+    status: Annotated[
+        str,
+        typer.Option("--status", help="Only this status: subscribed, unsubscribed, ... or all."),
+    ] = "all",
+) -> None:
+    """Write subscribers as CSV (email, name, status, attributes); it imports back as it was.
+
+    Examples:
+
+        newsletter subscribers export backup.csv
+        newsletter subscribers export - --status subscribed > subscribed.csv
+    """
+    wanted = _status_or_all(status)
+    with open_store() as store:
+        if file == "-":
+            written = store.export_csv(sys.stdout, wanted)
+            sys.stdout.flush()
+            err_console.print(f"Exported {_count(written)}", markup=False)
+            return
+        path = Path(file)
+        partial = path.with_name(path.name + ".partial")
+        try:
+            with partial.open("w", encoding="utf-8", newline="") as out:
+                written = store.export_csv(out, wanted)
+            os.replace(partial, path)  # never leave a half-written export under the real name
+        except OSError as err:
+            partial.unlink(missing_ok=True)
+            raise AudienceError(f"{path}: cannot write the export ({err.strerror})") from err
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+    console.print(f"Exported {_count(written)} to {path}", markup=False)
+
+
+@app.command()
+def count() -> None:
+    """Count subscribers per status.
+
+    Example:
+
+        newsletter subscribers count
+    """
+    with open_store() as store:
+        counts = store.count()
+    table = Table(show_header=False, box=None, padding=(0, 2))
+    for name, number in counts.items():
+        table.add_row(name, str(number))
+    table.add_row("total", str(sum(counts.values())))
+    console.print(table)
