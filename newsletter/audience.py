@@ -10,6 +10,15 @@ or a broken file the editor should see. Attribute values may hold line breaks (a
 address, a note); the message builder turns controls into spaces wherever it splices a value.
 Anything else in a name (`<`, quotes, `<script>`) is stored as given and escaped on output.
 
+CSV import reads UTF-8 (with or without a BOM) or BOM-marked UTF-16 (Excel's "Unicode Text");
+anything else is refused with the line of the first bad byte rather than guessed, because a wrong
+guess mangles names silently. The delimiter (`,` `;` tab) is the one the header line uses most.
+Headers are matched case-insensitively: Mailchimp (`Email Address`, `First Name`, `Last Name`,
+and `UNSUB_TIME`/`CLEAN_TIME` that mark people who must not be mailed), listmonk (`email`, `name`,
+`attributes` as a JSON object, `status`), Substack (`email`, ...), plain `email,name`, and Dutch
+headers (`e-mailadres`, `naam`, `voornaam`, `achternaam`). Every other column becomes an attribute
+under a snake_case key (`Favourite Colour` → `favourite_colour`), usable as `subscriber.<key>`.
+
 The store shares the project's `newsletter.db` with the send ledger; `PRAGMA user_version` is the
 store's schema version (the ledger keeps its own in `ledger_meta`).
 """
@@ -1033,7 +1042,7 @@ class SubscriberStore:
         resubscribe: bool = False,
         delimiter: str | None = None,
     ) -> ImportReport:
-        """Import a CSV file in one transaction; see the module notes for the layouts known.
+        """Import a CSV file in one transaction (the module notes list the layouts recognised).
 
         Invalid rows are reported by physical line and skipped; with `strict`, any problem means
         nothing is imported (ImportProblemsError). Existing subscribers get the file's name and
