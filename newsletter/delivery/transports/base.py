@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -49,3 +50,45 @@ class Transport(Protocol):
 
     def close(self) -> None:
         """Release connections; the transport may be used again afterwards."""
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One recipient of a batch: its ledger key and its personalised message.
+
+    Provider transports that take structured JSON rather than MIME get what they need from
+    `content` (filled in by the sender from the message template; see message.py).
+    """
+
+    key: str
+    message: OutgoingMessage
+    content: object | None = None
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """The outcome for one recipient of a batch: a receipt, or the error for that recipient."""
+
+    key: str
+    receipt: DeliveryReceipt | None = None
+    error: Exception | None = None
+
+
+class BatchTransport(Protocol):
+    """Carries many messages per request (provider batch endpoints).
+
+    `send_batch` returns one result per item (partial failures are per-recipient errors:
+    PermanentDeliveryError / RecipientRejectedError / TransientDeliveryError). It raises for
+    the whole batch: TransientDeliveryError (429, 5xx, network error before the request was
+    sent; `retry_after` set from the provider's signal), UncertainDeliveryError (timeout or
+    connection lost after the request was sent), TransportUnavailableError (bad API key, ...).
+    """
+
+    name: str
+    max_batch: int
+
+    def check(self) -> None: ...
+
+    def send_batch(self, items: Sequence[BatchItem]) -> list[BatchResult]: ...
+
+    def close(self) -> None: ...
