@@ -518,7 +518,10 @@ def status(
 def main() -> None:
     """Entry point: run the app, turning library errors into a message and exit status."""
     try:
-        app(standalone_mode=False)
+        # Without standalone mode, click returns the code of typer.Exit instead of exiting.
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except NewsletterError as err:
         if _state["debug"]:
             raise
@@ -532,12 +535,10 @@ def main() -> None:
     except KeyboardInterrupt:
         err_console.print("Interrupted.")
         sys.exit(130)
-    except SystemExit:
-        raise
-    except Exception as err:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(err, click.ClickException):
-            err.show()
-            sys.exit(err.exit_code)
-        raise
+    except typer.TyperException as err:  # usage errors: typer bundles its own click
+        show = getattr(err, "show", None)
+        if callable(show):
+            show()
+        else:
+            err_console.print(f"error: {err}", highlight=False, markup=False)
+        sys.exit(getattr(err, "exit_code", 2))
