@@ -34,7 +34,17 @@ SOCIAL_NETWORKS = (
     "github",
     "web",
 )
-TRANSPORT_KINDS = ("outbox", "smtp")
+PROVIDER_KINDS = (
+    "postmark",
+    "sendgrid",
+    "mailgun",
+    "ses",
+    "resend",
+    "brevo",
+    "mailjet",
+    "sparkpost",
+)
+TRANSPORT_KINDS = ("outbox", "smtp", *PROVIDER_KINDS)
 SMTP_SECURITY = ("starttls", "tls", "none")
 
 
@@ -81,6 +91,15 @@ class TransportSettings:
     max_messages_per_connection: int = 100
     ca_file: str | None = None
     local_hostname: str | None = None
+    # Mail-provider APIs: the key comes from the environment variable `api_key_env` (each
+    # provider module has its own default name); `api_url` overrides the endpoint (EU regions,
+    # a test server); `sandbox` switches on the provider's test mode.
+    api_url: str | None = None
+    api_key_env: str | None = None
+    sandbox: bool = False
+    region: str | None = None
+    domain: str | None = None
+    message_stream: str | None = None
 
 
 @dataclass(frozen=True)
@@ -466,6 +485,15 @@ def settings_from_mapping(
     port = trans.number("port", minimum=1, integer=True)
     if port is not None and port > 65535:
         trans.problem("port", "must be at most 65535")
+    for secret_key in ("password", "api_key", "token", "secret"):
+        if secret_key not in trans.data or secret_key == "password":
+            continue
+        trans.problem(
+            secret_key,
+            "secrets do not belong in newsletter.toml; set the key in the environment "
+            "variable named by 'api_key_env' (each provider has a default name)",
+        )
+        trans.seen.add(secret_key)
     if "password" in trans.data:
         trans.problem(
             "password",
@@ -492,6 +520,12 @@ def settings_from_mapping(
         ),
         ca_file=trans.string("ca_file"),
         local_hostname=trans.string("local_hostname"),
+        api_url=trans.string("api_url", check=_check_url),
+        api_key_env=trans.string("api_key_env", check=_check_env_name),
+        sandbox=bool(trans.get("sandbox", bool)),
+        region=trans.string("region"),
+        domain=trans.string("domain"),
+        message_stream=trans.string("message_stream"),
     )
     trans.warn_unknown(warnings)
 

@@ -63,7 +63,8 @@ password = "hunter2"
     assert f"{path}:4: newsletter.locale: must be a locale code" in message
     assert f"{path}:5: newsletter.brand_color: must be a colour" in message
     assert f"{path}: footer.address: is required" in message
-    assert "unknown transport 'smpt'; use one of outbox, smtp (did you mean 'smtp'?)" in message
+    assert "unknown transport 'smpt'; use one of outbox, smtp, postmark," in message
+    assert "(did you mean 'smtp'?)" in message
     assert f"{path}:12: transport.password: secrets do not belong in newsletter.toml" in message
     assert "hunter2" not in message
     assert message.startswith("6 configuration problems:")
