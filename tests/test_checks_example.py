@@ -10,17 +10,35 @@ from rich.console import Console
 
 from newsletter.checks import CheckReport, Finding, check_issue
 from newsletter.checks.report import format_finding, print_report
-from newsletter.config import Settings
+from newsletter.config import load_settings
 from newsletter.content import load_issue
 from newsletter.render import render_issue
+from tests.conftest import EXAMPLE_ISSUE, copy_example_project
 
 
-@pytest.fixture
-def report(settings: Settings, issue_folder: Path) -> CheckReport:
-    issue = load_issue(issue_folder)
+@pytest.fixture(scope="module")
+def example(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One copy of the example project for the whole module: these tests only read it."""
+    return copy_example_project(tmp_path_factory.mktemp("example") / "project")
+
+
+@pytest.fixture(scope="module")
+def report(example: Path) -> CheckReport:
+    settings = load_settings(example)
+    issue = load_issue(example / "issues" / EXAMPLE_ISSUE)
     return check_issue(
         issue, render_issue(issue, settings), settings, offline=True, spamassassin=None
     )
+
+
+@pytest.fixture
+def project(example: Path) -> Path:
+    return example
+
+
+@pytest.fixture
+def issue_folder(example: Path) -> Path:
+    return example / "issues" / EXAMPLE_ISSUE
 
 
 def test_example_issue_has_no_errors_offline(report: CheckReport) -> None:
@@ -69,7 +87,7 @@ def test_to_json(report: CheckReport, issue_folder: Path) -> None:
     assert first == {
         "severity": "warning",
         "code": "link-example",
-        "message": "link to a placeholder domain (riverside-garden.example.org), not a real "
+        "message": "link on a placeholder domain (riverside-garden.example.org), not a real "
         "site: https://riverside-garden.example.org/festival",
         "file": str(issue_folder / "01-harvest-festival.md"),
         "line": 6,
@@ -82,7 +100,7 @@ def test_print_report(report: CheckReport, project: Path) -> None:
     print_report(report, console, root=project)
     lines = console.export_text().splitlines()
     assert lines[0].startswith(
-        "warning issues/2026-11/01-harvest-festival.md:6  link to a placeholder"
+        "warning issues/2026-11/01-harvest-festival.md:6  link on a placeholder"
     )
     assert lines[0].endswith("[link-example]")
     assert "info    issues/2026-11/04-seed-catalogue.md:1  draft item" in lines[-2]

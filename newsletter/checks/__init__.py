@@ -8,6 +8,7 @@ prints. Checks: links (network unless offline), images, size and completeness, s
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
@@ -35,7 +36,7 @@ from .model import CheckReport, Finding, Severity
 from .size import check_size
 from .spam import SPAM_TIMEOUT, build_sample_message, check_spam
 
-__all__ = ["CheckReport", "Finding", "LinkResult", "Severity", "check_issue"]
+__all__ = ["CheckReport", "Finding", "LinkResult", "Severity", "check_issue", "check_issue_async"]
 
 
 def check_issue(
@@ -61,34 +62,71 @@ def check_issue(
     score (built from `rendered` when None). `allow_loopback` checks links to 127.0.0.1 and
     localhost like any other instead of warning about them (for tests). Good link answers are
     cached in `<root>/.newsletter-cache/links.json` for ten minutes unless `use_cache` is False.
+
+    This runs its own event loop (in a thread when called from inside one). A `client` belongs
+    to the loop it is used in: to share one, call `check_issue_async` from that loop instead.
     """
+    return run_sync(
+        lambda: check_issue_async(
+            issue,
+            rendered,
+            settings,
+            offline=offline,
+            link_timeout_total=link_timeout_total,
+            client=client,
+            spamassassin=spamassassin,
+            sample_message=sample_message,
+            allow_loopback=allow_loopback,
+            use_cache=use_cache,
+            clock=clock,
+            spam_timeout=spam_timeout,
+        )
+    )
+
+
+async def check_issue_async(
+    issue: Issue,
+    rendered: RenderedIssue,
+    settings: Settings,
+    *,
+    offline: bool = False,
+    link_timeout_total: float = 20.0,
+    client: httpx.AsyncClient | None = None,
+    spamassassin: str | None = "spamassassin",
+    sample_message: bytes | None = None,
+    allow_loopback: bool = False,
+    use_cache: bool = True,
+    clock: Callable[[], float] = time.time,
+    spam_timeout: float = SPAM_TIMEOUT,
+) -> CheckReport:
+    """`check_issue` for callers inside an event loop (the preview server); same options."""
     context = CheckContext.build(issue, rendered, settings)
     findings: list[Finding] = []
     findings += check_size(context)
     findings += check_images(context)
     findings += check_accessibility(context)
 
-    urls = page_urls(context)
-    plan = plan_links(context, urls, offline=offline, allow_loopback=allow_loopback)
-    findings += plan.findings
+    plan = plan_links(context, page_urls(context), offline=offline, allow_loopback=allow_loopback)
     image_plan = plan_links(
-        context, remote_image_urls(context), offline=offline, allow_loopback=allow_loopback
+        context,
+        remote_image_urls(context),
+        offline=offline,
+        allow_loopback=allow_loopback,
+        kind="image",
     )
-    # Placeholder/insecure image addresses are reported like links; "not checked" only once.
-    findings += [f for f in image_plan.findings if f.code != "links-offline"]
+    findings += plan.findings
+    findings += image_plan.findings
     if not offline and (plan.fetch or image_plan.fetch):
         cache = (
             LinkCache.load(cache_path(settings.root), ttl=CACHE_TTL, clock=clock)
             if use_cache
             else None
         )
-        results = run_sync(
-            lambda: check_urls(
-                [*plan.fetch, *image_plan.fetch],
-                client=client,
-                total_timeout=link_timeout_total,
-                cache=cache,
-            )
+        results = await check_urls(
+            [*plan.fetch, *image_plan.fetch],
+            client=client,
+            total_timeout=link_timeout_total,
+            cache=cache,
         )
         findings += result_findings(context, results, plan.fetch)
         findings += remote_image_findings(context, results, list(image_plan.fetch))
@@ -100,7 +138,9 @@ def check_issue(
             message = build_sample_message(rendered, settings)
         except NewsletterError as err:
             reason = err.message.splitlines()[0]
-    findings += check_spam(
+    # SpamAssassin takes a second or so: off the loop, so a server stays responsive.
+    findings += await asyncio.to_thread(
+        check_spam,
         message,
         spamassassin,
         issue_file=issue.path,

@@ -146,8 +146,8 @@ def _link_texts(context: CheckContext) -> list[Finding]:
             Finding(
                 "warning",
                 "link-text-vague",
-                f"link text '{link.text}' does not say where the link goes; use words such as "
-                "'the festival programme' instead",
+                f"link text '{link.text}' does not say where the link goes; name the place "
+                "instead, e.g. 'the festival programme'",
                 where.file,
                 where.line,
                 _url(link.href),

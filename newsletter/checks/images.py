@@ -65,7 +65,7 @@ def check_images(context: CheckContext) -> list[Finding]:
             continue
         seen.add((image.src, image.alt))
         source = _source_of(context, image)
-        findings += _alt(context, image, source.where)
+        findings += _alt(context, image, _alt_location(context, image, source.where))
         if image.width is None:
             findings.append(
                 Finding(
@@ -188,6 +188,15 @@ def _alt(context: CheckContext, image: ImageTag, where: Location) -> list[Findin
             )
         ]
     return []
+
+
+def _alt_location(context: CheckContext, image: ImageTag, where: Location) -> Location:
+    """An item image's alt text is written on its `image_alt:` line."""
+    for item in context.all_items:
+        if item.path == where.file and item.image_alt and image.alt == item.image_alt:
+            line = context.locator.key_line(item.path, "image_alt")
+            return Location(item.path, line or where.line)
+    return where
 
 
 def _local_weight(image: ImageTag, source: _Source) -> list[Finding]:

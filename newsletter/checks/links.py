@@ -404,9 +404,14 @@ def page_urls(context: CheckContext) -> list[str]:
 
 
 def plan_links(
-    context: CheckContext, urls: list[str], *, offline: bool, allow_loopback: bool
+    context: CheckContext,
+    urls: list[str],
+    *,
+    offline: bool,
+    allow_loopback: bool,
+    kind: str = "link",
 ) -> LinkPlan:
-    """Findings that need no network, and the URLs worth asking for."""
+    """Findings that need no network, and the URLs worth asking for (`kind`: link or image)."""
     findings: list[Finding] = []
     fetch: list[str] = []
     web_url = context.web_url.split("?", 1)[0]
@@ -421,8 +426,8 @@ def plan_links(
             findings.append(
                 Finding(
                     "warning",
-                    "link-relative",
-                    f"link '{url}' is not a full http(s) URL: in an email it goes nowhere",
+                    f"{kind}-relative",
+                    f"{kind} '{url}' is not a full http(s) URL: in an email it goes nowhere",
                     where.file,
                     where.line,
                     url,
@@ -439,8 +444,8 @@ def plan_links(
             findings.append(
                 Finding(
                     "error",
-                    "link-invalid",
-                    f"link '{url}' has no host name",
+                    f"{kind}-invalid",
+                    f"{kind} '{url}' has no host name",
                     where.file,
                     where.line,
                     url,
@@ -451,8 +456,8 @@ def plan_links(
             findings.append(
                 Finding(
                     "warning",
-                    "link-insecure",
-                    f"link uses http://, not https://: {url}",
+                    f"{kind}-insecure",
+                    f"{kind} uses http://, not https://: {url}",
                     where.file,
                     where.line,
                     url,
@@ -462,8 +467,8 @@ def plan_links(
             findings.append(
                 Finding(
                     "warning",
-                    "link-example",
-                    f"link to a placeholder domain ({host}), not a real site: {url}",
+                    f"{kind}-example",
+                    f"{kind} on a placeholder domain ({host}), not a real site: {url}",
                     where.file,
                     where.line,
                     url,
@@ -474,8 +479,8 @@ def plan_links(
             findings.append(
                 Finding(
                     "warning",
-                    "link-localhost",
-                    f"link to this computer or a private network ({host}); readers cannot "
+                    f"{kind}-localhost",
+                    f"{kind} on this computer or a private network ({host}); readers cannot "
                     f"open it: {url}",
                     where.file,
                     where.line,
@@ -484,7 +489,7 @@ def plan_links(
             )
             continue
         fetch.append(url)
-    if offline and fetch:
+    if offline and fetch and kind == "link":
         findings.append(
             Finding(
                 "info",
