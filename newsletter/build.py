@@ -14,18 +14,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from .audience import Subscriber
 from .config import Settings
 from .content import Issue, load_issue
 from .render import render_issue
 from .render.model import RenderedIssue
 from .slots import UNSUBSCRIBE_URL, WEB_URL, Slot
 
-SAMPLE_SUBSCRIBER = {
-    "email": "alex@example.org",
-    "name": "Alex Example",
-    "first_name": "Alex",
-    "last_name": "Example",
-}
+# The sample subscriber a build personalises `email.html`, `email.txt` for (English names).
+SAMPLE_SUBSCRIBER = Subscriber.sample("en").as_dict()
 
 
 @dataclass(frozen=True)
@@ -96,7 +93,7 @@ def build_issue(
     """Render the issue in `folder` and write `dist/<issue>/` atomically."""
     issue = load_issue(folder)
     rendered = render_issue(issue, settings)
-    sample_values = sample or SAMPLE_SUBSCRIBER
+    sample_values = sample or Subscriber.sample(settings.locale).as_dict()
     html = rendered.html.fill(sample_filler(rendered, settings, sample_values, html=True))
     text = rendered.text.fill(sample_filler(rendered, settings, sample_values, html=False))
     outputs: dict[str, bytes] = {
