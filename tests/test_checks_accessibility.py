@@ -53,19 +53,7 @@ def test_skipped_heading_level_names_the_item_line(project: Path, issue_folder: 
     assert "'Too deep' is an h5 right after h3" in skipped.message
 
 
-@pytest.mark.parametrize(
-    "text",
-    [
-        "click here",
-        "Click here!",
-        "here",
-        "Read more",
-        "read more →",
-        "klik hier",
-        "Lees meer",
-        "hier",
-    ],
-)
+@pytest.mark.parametrize("text", ["Click here!", "read more →", "klik hier", "Lees meer", "hier"])
 def test_vague_link_texts_are_warned_about(project: Path, issue_folder: Path, text: str) -> None:
     item = issue_folder / "05-vague.md"
     item.write_text(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -144,3 +145,14 @@ def test_print_report_with_errors_and_markup_in_messages(tmp_path: Path) -> None
         "1 error, 1 warning: 2026-12 must not be sent like this",
     ]
     assert "[bold red]" in format_finding(report.errors[0])
+
+
+def test_sync_check_works_inside_a_running_event_loop(example: Path, report: CheckReport) -> None:
+    settings = load_settings(example)
+    issue = load_issue(example / "issues" / EXAMPLE_ISSUE)
+    rendered = render_issue(issue, settings)
+
+    async def from_a_server() -> CheckReport:
+        return check_issue(issue, rendered, settings, offline=True, spamassassin=None)
+
+    assert asyncio.run(from_a_server()) == report

@@ -37,10 +37,8 @@ def set_front_matter(path: Path, key: str, value: str) -> None:
     [
         ("IMG_1234.jpg", False),
         ("DSC01234", False),
-        ("garden.JPG", False),
         ("image", False),
         ("Foto", False),
-        ("Screenshot 2026-11-02", False),
         ("Three wooden compost bays side by side", True),
         ("Logo of the Buurtfonds", True),
     ],

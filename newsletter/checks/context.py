@@ -40,7 +40,6 @@ class ImageTag:
     alt: str | None
     width: str | None
     height: str | None
-    in_link: bool = False
 
 
 @dataclass(frozen=True)
@@ -86,7 +85,6 @@ class _Scanner(HTMLParser):
                     alt=alt,
                     width=values.get("width"),
                     height=values.get("height"),
-                    in_link=self._link is not None,
                 )
             )
             if self._link is not None and alt:
