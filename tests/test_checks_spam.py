@@ -98,7 +98,9 @@ def test_example_issue_check_reports_the_score_as_info(
     settings: Settings, issue_folder: Path
 ) -> None:
     issue = load_issue(issue_folder)
-    report = check_issue(issue, render_issue(issue, settings), settings, offline=True)
+    report = check_issue(
+        issue, render_issue(issue, settings), settings, offline=True, spamassassin=spamassassin()
+    )
     spam = [f for f in report.findings if f.code == "spam-score"]
     assert [f.severity for f in spam] == ["info"]
     assert spam[0].message.startswith("spam score ")
