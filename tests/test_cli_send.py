@@ -1,0 +1,156 @@
+"""`newsletter send` and `status` as an editor runs them, against a real SMTP server on loopback."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.smtpserver import SmtpTestServer
+
+REPO = Path(__file__).resolve().parent.parent
+PASSWORD = "s3cret-pa55"
+
+
+@pytest.fixture
+def server():  # type: ignore[no-untyped-def]
+    with SmtpTestServer(starttls=True, username="editor", password=PASSWORD) as running:
+        yield running
+
+
+@pytest.fixture
+def smtp_project(project: Path, server: SmtpTestServer) -> Path:
+    (project / "ca.pem").write_bytes(server.ca_pem())
+    config = project / "newsletter.toml"
+    text = config.read_text(encoding="utf-8")
+    text = re.sub(
+        r'kind = "outbox".*\npath = "outbox"',
+        f'kind = "smtp"\nhost = "127.0.0.1"\nport = {server.port}\nsecurity = "starttls"\n'
+        f'username = "editor"\nca_file = "ca.pem"\nconnections = 2',
+    )
+    assert 'kind = "smtp"' in text
+    config.write_text(text, encoding="utf-8")
+    (project / "list.csv").write_text(
+        "email,name,plot\n"
+        "ann@example.org,Ann Smith,4\n"
+        "bob@example.org,Bob,\n"
+        '"sor@example.org","Søren ""Evil"" <x@y> <script>",9\n',
+        encoding="utf-8",
+    )
+    return project
+
+
+def newsletter(
+    project: Path, *args: str, password: str | None = PASSWORD, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    env["NEWSLETTER_SECRET"] = "a-test-signing-secret"
+    env["COLUMNS"] = "200"
+    if password is not None:
+        env["NEWSLETTER_SMTP_PASSWORD"] = password
+    return subprocess.run(
+        [sys.executable, "-m", "newsletter", *args],
+        cwd=project,
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+
+
+def test_import_test_send_send_resume_and_status(smtp_project: Path, server) -> None:  # type: ignore[no-untyped-def]
+    imported = newsletter(smtp_project, "subscribers", "import", "list.csv")
+    assert imported.returncode == 0, imported.stderr
+    assert "3 added" in imported.stdout
+
+    test = newsletter(smtp_project, "send", "2026-11", "--test", "--to", "rev@example.org")
+    assert test.returncode == 0, test.stderr
+    assert "test sent to rev@example.org" in test.stdout
+    (copy,) = server.messages
+    parsed = email.message_from_bytes(copy.data, policy=email.policy.default)
+    assert parsed["Subject"].startswith("[TEST] Harvest festival")
+    assert copy.rcpt_tos == ("rev@example.org",) and copy.tls and copy.auth_user == "editor"
+
+    declined = newsletter(smtp_project, "send", "2026-11", stdin="n\n")
+    assert declined.returncode != 0
+    assert re.search(r"Subscribed\s+3\b", declined.stdout)
+    assert re.search(r"Already sent\s+0\b", declined.stdout)
+    assert "Aborted." in declined.stderr
+    assert len(server.messages) == 1, "declining sends nothing"
+
+    sent = newsletter(smtp_project, "send", "2026-11", "--yes")
+    assert sent.returncode == 0, sent.stderr
+    assert "2026-11: sent 3 now, 3 of 3 in all; failed 0, uncertain 0, waiting 0" in sent.stdout
+    real = [m for m in server.messages if not m.rcpt_tos[0].startswith("rev@")]
+    assert sorted(m.rcpt_tos[0] for m in real) == [
+        "ann@example.org",
+        "bob@example.org",
+        "sor@example.org",
+    ]
+    for received in real:
+        parsed = email.message_from_bytes(received.data, policy=email.policy.default)
+        assert [a.addr_spec for a in parsed["To"].addresses] == [received.rcpt_tos[0]]
+        html = parsed.get_body(("html",)).get_content()
+        assert "<script>" not in html
+    evil = next(m for m in real if m.rcpt_tos[0] == "sor@example.org")
+    parsed = email.message_from_bytes(evil.data, policy=email.policy.default)
+    assert parsed["To"].addresses[0].display_name == 'Søren "Evil" <x@y> <script>'
+    assert "Dear Søren," in parsed.get_body(("plain",)).get_content()
+
+    again = newsletter(smtp_project, "send", "2026-11", "--yes")
+    assert again.returncode == 0
+    assert "sent 0 now, 3 of 3 in all" in again.stdout
+    assert len(server.messages) == 4
+
+    status = newsletter(smtp_project, "status", "2026-11")
+    assert status.returncode == 0
+    assert "│ sent      │ 3 │" in status.stdout
+
+
+def test_rejected_recipient_is_reported_and_the_exit_status_is_non_zero(
+    smtp_project: Path, server
+) -> None:  # type: ignore[no-untyped-def]
+    newsletter(smtp_project, "subscribers", "import", "list.csv")
+    server.reject_recipient("bob@example.org")
+    sent = newsletter(smtp_project, "send", "2026-11", "--yes")
+    assert sent.returncode == 0, "a permanent failure of one recipient completes the run"
+    assert "failed 1" in sent.stdout
+    assert "failed: bob@example.org:" in sent.stderr and "550" in sent.stderr
+    status = newsletter(smtp_project, "status", "2026-11")
+    assert "failed: bob@example.org:" in status.stdout
+
+
+def test_missing_password_is_an_error_before_anything_is_sent(smtp_project: Path, server) -> None:  # type: ignore[no-untyped-def]
+    newsletter(smtp_project, "subscribers", "import", "list.csv")
+    result = newsletter(smtp_project, "send", "2026-11", "--yes", password=None)
+    assert result.returncode == 1
+    assert "NEWSLETTER_SMTP_PASSWORD" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not server.messages
+
+
+def test_wrong_password_pauses_with_a_clear_reason(smtp_project: Path, server) -> None:  # type: ignore[no-untyped-def]
+    newsletter(smtp_project, "subscribers", "import", "list.csv")
+    result = newsletter(smtp_project, "send", "2026-11", "--yes", password="wrong")
+    assert result.returncode == 1
+    assert "authentication failed for editor at 127.0.0.1" in result.stderr
+    assert "wrong" not in result.stderr.replace("wrong-", "")
+    assert not server.messages
+
+
+def test_dry_run_sends_and_records_nothing(smtp_project: Path, server) -> None:  # type: ignore[no-untyped-def]
+    newsletter(smtp_project, "subscribers", "import", "list.csv")
+    result = newsletter(smtp_project, "send", "2026-11", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "Dry run: 3 messages rendered" in result.stdout
+    assert not server.messages
+    status = newsletter(smtp_project, "status", "2026-11")
+    assert "'2026-11' has not been sent yet." in status.stdout
