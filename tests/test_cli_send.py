@@ -33,6 +33,7 @@ def smtp_project(project: Path, server: SmtpTestServer) -> Path:
         r'kind = "outbox".*\npath = "outbox"',
         f'kind = "smtp"\nhost = "127.0.0.1"\nport = {server.port}\nsecurity = "starttls"\n'
         f'username = "editor"\nca_file = "ca.pem"\nconnections = 2',
+        text,
     )
     assert 'kind = "smtp"' in text
     config.write_text(text, encoding="utf-8")
