@@ -24,9 +24,11 @@ from rich.table import Table
 from . import __version__
 from .audience import Subscriber, SubscriberStatus, SubscriberStore, make_token
 from .build import build_issue
+from .checks import check_issue
+from .checks.report import print_report
 from .cli_subscribers import app as subscribers_app
 from .config import Settings, find_project_root, load_settings, parse_address
-from .content import load_issue, resolve_issue_folder
+from .content import Issue, load_issue, resolve_issue_folder
 from .delivery.ledger import Ledger, State
 from .delivery.message import MessageTemplate
 from .delivery.ratelimit import RateLimiter
@@ -246,10 +248,46 @@ def _sample_message(settings: Settings) -> Callable[[RenderedIssue], bytes]:
     return build
 
 
-def _prepare_issue(settings: Settings, issue: str) -> tuple[RenderedIssue, MessageTemplate]:
+def _prepare_issue(settings: Settings, issue: str) -> tuple[Issue, RenderedIssue, MessageTemplate]:
     folder = resolve_issue_folder(settings.root, issue)
-    rendered = render_issue(load_issue(folder), settings)
-    return rendered, _template(settings, rendered, _signing_secret(settings))
+    loaded = load_issue(folder)
+    rendered = render_issue(loaded, settings)
+    return loaded, rendered, _template(settings, rendered, _signing_secret(settings))
+
+
+@app.command()
+def check(
+    issue: Annotated[str, typer.Argument(help="The issue: its folder, or just its name.")],
+    offline: Annotated[
+        bool,
+        typer.Option("--offline", help="Do not check links and remote images over the network."),
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the findings as JSON (for scripts).")
+    ] = False,
+) -> None:
+    """Check an issue before sending: links, images, size, spam score, accessibility.
+
+    Every finding names the file and line it concerns. Exits with status 1 when there are
+    errors; warnings alone do not fail. Good link answers are cached for ten minutes in
+    `.newsletter-cache/`, so checking again after a fix is quick.
+
+    Examples:
+
+        newsletter check 2026-11
+        newsletter check 2026-11 --offline
+        newsletter check 2026-11 --json > check.json
+    """
+    settings = project_settings()
+    loaded = load_issue(resolve_issue_folder(settings.root, issue))
+    rendered = render_issue(loaded, settings)
+    report = check_issue(loaded, rendered, settings, offline=offline)
+    if as_json:
+        typer.echo(report.to_json())
+    else:
+        print_report(report, console, root=settings.root)
+    if report.errors:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -282,6 +320,14 @@ def send(
         bool,
         typer.Option("--no-wait", help="Do not wait to retry deferred messages; resume later."),
     ] = False,
+    no_link_check: Annotated[
+        bool,
+        typer.Option("--no-link-check", help="Skip checking links over the network first."),
+    ] = False,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Send even when the pre-send check finds errors."),
+    ] = False,
 ) -> None:
     """Send an issue to every subscriber who has not had it yet (resumable), or a test copy.
 
@@ -297,9 +343,21 @@ def send(
         newsletter send 2026-11 --dry-run
         newsletter send 2026-11
         newsletter send 2026-11 --yes --resend-uncertain
+        newsletter send 2026-11 --no-link-check
     """
     settings = project_settings()
-    rendered, template = _prepare_issue(settings, issue)
+    loaded, rendered, template = _prepare_issue(settings, issue)
+    if not test:
+        # The same quality gate as `newsletter check`: offline checks always, links unless
+        # skipped; errors stop the send unless forced.
+        findings = check_issue(loaded, rendered, settings, offline=no_link_check)
+        if findings.errors or findings.warnings:
+            print_report(findings, console, root=settings.root, show_info=False)
+        if findings.errors and not force:
+            raise ProjectError(
+                f"the check found {len(findings.errors)} error(s); nothing was sent",
+                hint="Fix them (see 'newsletter check'), or send anyway with --force.",
+            )
     subject = rendered.subject.fill(lambda slot: slot.default or f"{{{slot.path}}}")
     if test:
         reviewers = list(to or settings.reviewers)

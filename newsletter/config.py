@@ -10,13 +10,14 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email.headerregistry import Address
 from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, Problem
+from .linktags import LinkTagging, parse_links_table
 
 CONFIG_NAME = "newsletter.toml"
 SECRET_FILE_NAME = ".newsletter-secret"
@@ -131,6 +132,7 @@ class Settings:
     unsubscribe: UnsubscribeSettings = field(default_factory=UnsubscribeSettings)
     transport: TransportSettings = field(default_factory=TransportSettings)
     sending: SendingSettings = field(default_factory=SendingSettings)
+    links: LinkTagging | None = None
     warnings: tuple[str, ...] = ()
 
     @property
@@ -396,7 +398,7 @@ def settings_from_mapping(
             return {}
         return value
 
-    known_tables = {"newsletter", "footer", "unsubscribe", "transport", "sending"}
+    known_tables = {"newsletter", "footer", "unsubscribe", "transport", "sending", "links"}
     for table_name in data:
         if table_name not in known_tables:
             suggestion = difflib.get_close_matches(table_name, sorted(known_tables), n=1)
@@ -544,6 +546,11 @@ def settings_from_mapping(
     )
     send.warn_unknown(warnings)
 
+    links, link_problems = parse_links_table(table("links"), newsletter_name=name or "")
+    for problem in link_problems:
+        key = (problem.key or "").removeprefix("links.")
+        problems.append(replace(problem, file=path, line=_line_of(text, "links", key)))
+
     if problems:
         raise ConfigError(problems)
     assert name is not None and sender_text is not None and address is not None
@@ -573,5 +580,6 @@ def settings_from_mapping(
         unsubscribe=unsubscribe,
         transport=transport,
         sending=sending,
+        links=links,
         warnings=tuple(warnings),
     )

@@ -23,6 +23,7 @@ newsletter.db
 newsletter.db-*
 *.lock
 .newsletter-secret
+.newsletter-cache/
 """
 TEMPLATES_README = """\
 # Theme overrides

@@ -155,3 +155,20 @@ def test_dry_run_sends_and_records_nothing(smtp_project: Path, server) -> None: 
     assert not server.messages
     status = newsletter(smtp_project, "status", "2026-11")
     assert "'2026-11' has not been sent yet." in status.stdout
+
+
+def test_send_runs_the_check_first_and_refuses_on_errors(smtp_project: Path, server) -> None:  # type: ignore[no-untyped-def]
+    newsletter(smtp_project, "subscribers", "import", "list.csv")
+    long_item = smtp_project / "issues" / "2026-11" / "05-minutes.md"
+    paragraph = "The committee discussed the compost rota and the shed roof at length. " * 20
+    long_item.write_text(
+        "---\ntitle: Minutes\n---\n" + "\n\n".join([paragraph] * 80) + "\n", encoding="utf-8"
+    )
+    refused = newsletter(smtp_project, "send", "2026-11", "--yes", "--no-link-check")
+    assert refused.returncode == 1
+    assert "Gmail" in refused.stdout  # the size finding, printed before the refusal
+    assert "error: the check found 1 error(s); nothing was sent" in refused.stderr
+    assert not server.messages
+    forced = newsletter(smtp_project, "send", "2026-11", "--yes", "--no-link-check", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert len(server.messages) == 3

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 
-from ..render import _link_colour, _readable_on, contrast_ratio
+from ..render import contrast_ratio, link_colour, readable_on
 from .context import CheckContext, LinkTag, Location
 from .model import Finding
 
@@ -161,14 +161,14 @@ def _contrast(context: CheckContext) -> list[Finding]:
     config = settings.config_path
     brand_line = context.locator.key_line(config, "brand_color", table="newsletter")
     text_line = context.locator.key_line(config, "text_color", table="newsletter")
-    on_brand = _readable_on(settings.brand_color)
+    on_brand = readable_on(settings.brand_color)
     pairs = (
         ("body text", settings.text_color, WHITE, "text_color", text_line),
         ("masthead text", on_brand, settings.brand_color, "brand_color", brand_line),
         ("button text", on_brand, settings.brand_color, "brand_color", brand_line),
         (
             "link text",
-            _link_colour(settings.brand_color, settings.text_color),
+            link_colour(settings.brand_color, settings.text_color),
             WHITE,
             "text_color",
             text_line,

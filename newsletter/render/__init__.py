@@ -19,6 +19,7 @@ from ..config import Settings
 from ..content import Issue, Item
 from ..errors import Problem, RenderError
 from ..i18n import Words, words_for
+from ..linktags import tag_links, tag_text
 from ..slots import Slot
 from .engine import (
     SlotRegistry,
@@ -126,6 +127,12 @@ def render_issue(issue: Issue, settings: Settings, *, preview: bool = False) -> 
     if problems or email_html is None or web_html is None or text is None:
         raise RenderError(problems)
 
+    if settings.links is not None:
+        # UTM tags on chosen domains; unsubscribe and web-version links stay as they are.
+        skip = (context["web_url"], settings.unsubscribe.url or "")
+        email_html = tag_links(email_html, settings.links, issue.name, skip=skip)
+        web_html = tag_links(web_html, settings.links, issue.name, skip=skip)
+        text = tag_text(text, settings.links, issue.name, skip=skip)
     subject_text = registry.split(" ".join(subject.split()))
     html_text = registry.split(email_html)
     text_part = registry.split(text)
@@ -230,14 +237,14 @@ def _newsletter_view(
             problems,
             "newsletter.logo",
         )
-    on_brand = _readable_on(settings.brand_color)
+    on_brand = readable_on(settings.brand_color)
     return {
         "name": settings.name,
         "logo": logo,
         "brand_color": settings.brand_color,
         "text_color": settings.text_color,
         "background_color": settings.background_color,
-        "link_color": _link_colour(settings.brand_color, settings.text_color),
+        "link_color": link_colour(settings.brand_color, settings.text_color),
         "masthead_text_color": on_brand,
         "button_text_color": on_brand,
         "sender": str(settings.sender),
@@ -354,11 +361,11 @@ def contrast_ratio(first: str, second: str) -> float:
     return (light + 0.05) / (dark + 0.05)
 
 
-def _readable_on(background: str) -> str:
+def readable_on(background: str) -> str:
     """White or near-black text, whichever reads better on `background`."""
     return "#ffffff" if contrast_ratio(background, "#ffffff") >= 4.5 else "#111111"
 
 
-def _link_colour(brand: str, text: str) -> str:
+def link_colour(brand: str, text: str) -> str:
     """The brand colour for links when it is readable on white (WCAG AA), else the text colour."""
     return brand if contrast_ratio(brand, "#ffffff") >= 4.5 else text
