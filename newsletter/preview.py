@@ -161,6 +161,7 @@ def make_rebuild(
     module never depends on it (tests drive the server with any callable).
     """
     from .build import SAMPLE_SUBSCRIBER, sample_filler
+    from .checks import check_issue
     from .config import load_settings
     from .content import load_issue
     from .render import render_issue
@@ -169,7 +170,11 @@ def make_rebuild(
 
     def rebuild() -> PreviewBuild:
         settings = load_settings(root)
-        rendered = render_issue(load_issue(issue_folder), settings, preview=True)
+        issue = load_issue(issue_folder)
+        rendered = render_issue(issue, settings, preview=True)
+        # The offline part of `newsletter check`, beside the email (links and the spam score
+        # take seconds: `newsletter check` runs them).
+        report = check_issue(issue, rendered, settings, offline=True, spamassassin=None)
         built_samples = []
         for label, subscriber in chosen:
             html = rendered.html.fill(sample_filler(rendered, settings, subscriber, html=True))
@@ -202,6 +207,16 @@ def make_rebuild(
             f"{name} is a draft: marked here, left out when the issue is sent"
             for name in rendered.draft_items
         ] + [f"newsletter.toml: {warning}" for warning in settings.warnings]
+        for finding in (*report.errors, *report.warnings):
+            where = ""
+            if finding.file is not None:
+                shown = (
+                    finding.file.relative_to(root)
+                    if finding.file.is_relative_to(root)
+                    else finding.file
+                )
+                where = f"{shown}:{finding.line}: " if finding.line else f"{shown}: "
+            notes.append(f"check {finding.severity}: {where}{finding.message}")
         return PreviewBuild(
             issue_name=rendered.name,
             sender_name=settings.sender.display_name,

@@ -435,9 +435,16 @@ def test_make_rebuild_fills_each_sample_and_serves_images_locally(project: Path)
         "news@riverside-garden.example.org",
     )
     assert build.preheader == "Join us on 6 December, and sign up for a winter shift."
-    assert build.notes == (
-        "04-seed-catalogue.md is a draft: marked here, left out when the issue is sent",
+    assert build.notes[0] == (
+        "04-seed-catalogue.md is a draft: marked here, left out when the issue is sent"
     )
+    # The offline checks are shown beside the email, naming the file and line.
+    assert (
+        "check warning: issues/2026-11/01-harvest-festival.md:6: link on a placeholder domain "
+        "(riverside-garden.example.org), not a real site: "
+        "https://riverside-garden.example.org/festival"
+    ) in build.notes
+    assert all(note.startswith("check warning: ") for note in build.notes[1:])
     assert watch_paths_for(project, folder) == [
         folder,
         project / "templates",
