@@ -349,3 +349,25 @@ def test_sigkill_at_random_points_then_resume_sends_everyone_exactly_once(
         assert received[address] <= 1, address
     assert len(uncertain) <= kills * 2  # at most the in-flight messages of each killed run
     assert set(received) <= everyone
+
+
+def test_retry_failed_sends_to_recipients_that_failed_before(server, template, ledger) -> None:  # type: ignore[no-untyped-def]
+    audience = ListAudience(people(6))
+    server.reject_recipient("reader00002@example.org")
+    first = send_issue(template, audience, transport=smtp_transport(server.port), ledger=ledger)
+    assert first.counts[State.FAILED] == 1
+    server.clear_faults()
+    plain_resume = send_issue(
+        template, audience, transport=smtp_transport(server.port), ledger=ledger
+    )
+    assert plain_resume.sent_now == 0, "failures are not retried unless asked"
+    retried = send_issue(
+        template,
+        audience,
+        transport=smtp_transport(server.port),
+        ledger=ledger,
+        options=SendOptions(retry_failed=True),
+    )
+    assert retried.sent_now == 1 and retried.complete
+    assert received_by_address(server)["reader00002@example.org"] == 1
+    assert set(received_by_address(server).values()) == {1}
