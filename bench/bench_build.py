@@ -58,7 +58,8 @@ def main() -> None:
     )
     verdict = "meets" if wall < TARGET_SECONDS else "MISSES"
     print(
-        f"\nwhole build / target = {wall / TARGET_SECONDS:.2f} ({verdict} the {TARGET_SECONDS:.0f} s target)"
+        f"\nwhole build / target = {wall / TARGET_SECONDS:.2f} "
+        f"({verdict} the {TARGET_SECONDS:.0f} s target)"
     )
 
 
