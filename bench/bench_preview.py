@@ -28,19 +28,11 @@ from newsletter.preview import (  # noqa: E402
     make_rebuild,
     watch_paths_for,
 )
+from tests.browser import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
 
 TARGET_MS = 300.0
 ITEM = "01-harvest-festival.md"
 TITLE = "title: Harvest festival on 6 December"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SHOWN = """(title) => {
     const doc = document.getElementById("email").contentDocument;
     return doc && doc.readyState === "complete" && doc.body.innerText.includes(title)
@@ -84,9 +76,7 @@ def main() -> None:
 
         totals, to_built, to_shown, renders = [], [], [], []
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(
-                executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS
-            )
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.goto(server.url)
             page.wait_for_function("window.preview.loads > 0")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,18 +11,9 @@ import pytest
 
 from newsletter.build import build_issue
 from newsletter.config import load_settings
+from tests.browser import launch_chromium, require_chromium
 
 REPO = Path(__file__).resolve().parent.parent
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 WIDTHS = [375, 600, 800]
 
 pytestmark = pytest.mark.browser
@@ -31,16 +21,8 @@ pytestmark = pytest.mark.browser
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        if os.environ.get("NEWSLETTER_REQUIRE_BROWSER"):
-            pytest.fail(f"{CHROMIUM} is missing and NEWSLETTER_REQUIRE_BROWSER is set")
-        pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium to run the browser tests")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
+    require_chromium()
+    yield from launch_chromium()
 
 
 @pytest.fixture(scope="module")

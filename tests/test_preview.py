@@ -32,17 +32,8 @@ from newsletter.preview import (
     make_rebuild,
     watch_paths_for,
 )
+from tests.browser import launch_chromium, require_chromium
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 WAIT_SECONDS = 5.0
 
 
@@ -481,16 +472,8 @@ def _image_sources(html: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        if os.environ.get("NEWSLETTER_REQUIRE_BROWSER"):
-            pytest.fail(f"{CHROMIUM} is missing and NEWSLETTER_REQUIRE_BROWSER is set")
-        pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium to run the browser tests")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
+    require_chromium()
+    yield from launch_chromium()
 
 
 @pytest.fixture
