@@ -8,6 +8,13 @@ line breaks (`=\\r\\n`), so no line grows past 76 octets and nothing else is re-
 
 Header values never carry CR, LF or other control characters from subscriber data, and addresses
 are built with `email.headerregistry.Address`, never by formatting strings.
+
+Provider APIs take structured content rather than MIME. `MessageTemplate.content(recipient)` gives
+one recipient's fully personalised `MessageContent` (addresses, subject, html, text, the list
+headers, Message-ID, embedded images). Providers that substitute values themselves use
+`provider_template(placeholder)` once (the shared subject, html and text with a placeholder of the
+provider's syntax in each hole) and `slot_values(recipient)` per recipient (each value already
+escaped for its context: HTML-escaped in html, control-free in text, one line in the subject).
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from email.headerregistry import Address
 from email.utils import format_datetime
-from typing import Protocol
+from typing import Final, Literal, Protocol
 from urllib.parse import quote
 
 from ..config import Settings, parse_address
@@ -34,7 +41,20 @@ from ..render.model import EmbeddedImage, RenderedIssue
 from ..slots import UNSUBSCRIBE_URL, WEB_URL, Slot, SlotText
 from .transports.base import OutgoingMessage
 
-__all__ = ["MessageTemplate", "Recipient"]
+__all__ = [
+    "HTML",
+    "SUBJECT",
+    "TEXT",
+    "Envelope",
+    "InlineImage",
+    "Mailbox",
+    "MessageContent",
+    "MessageTemplate",
+    "Personalisation",
+    "ProviderTemplate",
+    "Recipient",
+    "SlotContext",
+]
 
 
 class Recipient(Protocol):
@@ -50,6 +70,117 @@ class Recipient(Protocol):
     def needs_smtputf8(self) -> bool: ...
 
     def value(self, field: str) -> str | None: ...
+
+
+# --- what provider APIs get -------------------------------------------------------------------
+
+SlotContext = Literal["subject", "html", "text"]
+SUBJECT: Final = "subject"
+HTML: Final = "html"
+TEXT: Final = "text"
+
+
+@dataclass(frozen=True, slots=True)
+class Mailbox:
+    """One address with its display name (cleaned: one line, no control characters)."""
+
+    email: str
+    name: str = ""
+
+    def formatted(self) -> str:
+        """`Name <address>` for APIs that take one string, quoted as RFC 5322 requires.
+
+        Built with `Address`, so a name such as `Lee, <x@y>` stays a name and adds no recipient.
+        """
+        if not self.name:
+            return self.email
+        local, _, domain = self.email.rpartition("@")
+        return str(Address(display_name=self.name, username=local, domain=domain))
+
+
+@dataclass(frozen=True, slots=True)
+class InlineImage:
+    """An image embedded in the message, referenced from the html as `cid:<cid>`."""
+
+    cid: str
+    filename: str
+    content_type: str
+    data: bytes = field(repr=False)
+    base64: str = field(repr=False)  # encoded once per issue, without line breaks
+
+
+@dataclass(frozen=True, slots=True)
+class MessageContent:
+    """One recipient's message as structured content, for provider APIs.
+
+    `headers` are the extra headers to add, as (name, one-line value): List-Unsubscribe (the
+    recipient's https URL and/or mailto), List-Unsubscribe-Post (with an https URL) and List-Id.
+    Values never contain CR or LF. `message_id` includes its angle brackets.
+    """
+
+    sender: Mailbox
+    to: Mailbox
+    reply_to: Mailbox | None
+    subject: str
+    html: str
+    text: str
+    headers: tuple[tuple[str, str], ...]
+    message_id: str
+    images: tuple[InlineImage, ...] = ()
+
+    def header(self, name: str) -> str | None:
+        """The value of extra header `name` (case-insensitive), or None."""
+        wanted = name.lower()
+        return next((value for key, value in self.headers if key.lower() == wanted), None)
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """What differs per recipient besides the slot values: address, headers, Message-ID."""
+
+    to: Mailbox
+    headers: tuple[tuple[str, str], ...]
+    message_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderTemplate:
+    """The shared subject, html and text with a provider placeholder in every hole.
+
+    `keys` lists the (slot index, context) pairs that occur, i.e. exactly the keys of
+    `MessageTemplate.slot_values`; `slots[index]` says which value a slot index stands for.
+    """
+
+    subject: str
+    html: str
+    text: str
+    keys: tuple[tuple[int, SlotContext], ...]
+    slots: tuple[Slot, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Personalisation:
+    """One recipient of one issue, as a provider transport receives it (`BatchItem.content`).
+
+    Everything is computed on demand, so a provider pays only for what it uses.
+    """
+
+    template: MessageTemplate
+    recipient: Recipient
+    test: bool = False
+    to: str | None = None
+
+    def content(self) -> MessageContent:
+        return self.template.content(self.recipient, test=self.test, to=self.to)
+
+    def envelope(self) -> Envelope:
+        return self.template.envelope(self.recipient, test=self.test, to=self.to)
+
+    def slot_values(self) -> dict[tuple[int, SlotContext], str]:
+        return self.template.slot_values(self.recipient, test=self.test, to=self.to)
+
+    def provider_template(self, placeholder: Callable[[int, SlotContext], str]) -> ProviderTemplate:
+        return self.template.provider_template(placeholder, test=self.test)
 
 
 # --- text cleaning ---------------------------------------------------------------------------
@@ -293,8 +424,8 @@ def _param(name: str, value: str) -> str:
 
 # --- the template ----------------------------------------------------------------------------
 
-_HTML = "html"
-_TEXT = "text"
+_HTML = HTML
+_TEXT = TEXT
 _KNOWN_PATHS = (UNSUBSCRIBE_URL, WEB_URL)
 _CONTENT_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*$")
 _CID = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.@-]+$")
@@ -335,6 +466,15 @@ class MessageTemplate:
     _unsubscribe_prefix: str | None = field(repr=False)
     _unsubscribe_mailto: str | None = field(repr=False)
     _web_url: str = field(repr=False)
+    # For provider APIs (see `content`, `provider_template`, `slot_values`).
+    _all_slots: tuple[Slot, ...] = field(repr=False)
+    _slot_keys: tuple[tuple[int, SlotContext], ...] = field(repr=False)
+    _html: SlotText = field(repr=False)
+    _text: SlotText = field(repr=False)
+    _from_box: Mailbox = field(repr=False)
+    _reply_box: Mailbox | None = field(repr=False)
+    _list_id_value: str = field(repr=False)
+    _images: tuple[InlineImage, ...] = field(repr=False)
 
     @classmethod
     def prepare(
@@ -413,6 +553,17 @@ class MessageTemplate:
             )
         )
         static_subject = None if subject.slots else _clean_line(subject.fill(lambda slot: ""))
+        html_text = SlotText(tuple(_resolve_web_url(rendered.html, web_url, raw=False)))
+        plain_text = SlotText(tuple(_resolve_web_url(rendered.text, web_url, raw=True)))
+        all_slots, slot_keys = _slot_index(
+            ((SUBJECT, subject), (HTML, html_text), (TEXT, plain_text))
+        )
+        reply_box = None
+        if settings.reply_to is not None:
+            reply_box = Mailbox(
+                settings.reply_to.addr_spec, _clean_line(settings.reply_to.display_name)
+            )
+        list_id_line = _list_id(settings, domain)
         return cls(
             fingerprint=fingerprint,
             issue=rendered.name,
@@ -445,6 +596,23 @@ class MessageTemplate:
             _unsubscribe_prefix=unsubscribe_prefix,
             _unsubscribe_mailto=mailto,
             _web_url=web_url,
+            _all_slots=all_slots,
+            _slot_keys=slot_keys,
+            _html=html_text,
+            _text=plain_text,
+            _from_box=Mailbox(sender.addr_spec, _clean_line(sender.display_name)),
+            _reply_box=reply_box,
+            _list_id_value=list_id_line[len("List-Id: ") :].rstrip("\r\n").replace("\r\n", ""),
+            _images=tuple(
+                InlineImage(
+                    image.cid,
+                    image.filename,
+                    image.content_type,
+                    image.data,
+                    base64.b64encode(image.data).decode("ascii"),
+                )
+                for image in images
+            ),
         )
 
     # --- per recipient ---------------------------------------------------------------------
@@ -471,31 +639,8 @@ class MessageTemplate:
         `AudienceError` when the address is unusable or a required value is missing.
         """
         email = recipient.email
-        mailbox = _mailbox(email, email)
-        if to is not None:
-            if not test:
-                raise ValueError("'to' is only for test sends (test=True)")
-            reviewer = parse_address(to)
-            if reviewer is None:
-                raise AudienceError(f"{to!r} is not an email address a test can be sent to")
-            target = _mailbox(reviewer.addr_spec, to)
-            target_name = reviewer.display_name
-        else:
-            target = mailbox
-            target_name = recipient.name or ""
-        target_email = target.addr_spec if to is not None else email
-
-        # A test's unsubscribe token is the reviewer's: a one-click unsubscribe from the test
-        # copy must never unsubscribe the sample subscriber.
-        token_email = target_email if test and to is not None else email
-        unsubscribe_url = ""
-        header_url = ""
-        if self._unsubscribe_prefix is not None:
-            token = quote(self._token_for(self._secret, token_email), safe="")
-            header_url = self._unsubscribe_prefix + token
-            unsubscribe_url = header_url
-        elif self._unsubscribe_mailto is not None:
-            unsubscribe_url = self._unsubscribe_mailto
+        target, target_name, target_email = self._target(recipient, test, to)
+        unsubscribe_url, header_url = self._unsubscribe_urls(target_email if to else email)
 
         values: list[str] = []
         missing: list[str] = []
@@ -515,12 +660,7 @@ class MessageTemplate:
                 "{{ subscriber.first_name | default('there') }}.",
             )
 
-        if test:
-            message_id = f"<{self._id_prefix}.test.{secrets.token_hex(12)}@{self._id_domain}>"
-        else:
-            digest = self._id_key.copy()
-            digest.update(email.lower().encode("utf-8"))
-            message_id = f"<{self._id_prefix}.{digest.hexdigest()[:32]}@{self._id_domain}>"
+        message_id = self._message_id(email, test)
 
         unsubscribe = ""
         if header_url:
@@ -562,6 +702,184 @@ class MessageTemplate:
             data=b"".join(pieces),
             smtputf8=self._smtputf8 or not target_email.isascii() or _flag(recipient, to),
         )
+
+    # --- for provider APIs -----------------------------------------------------------------
+
+    def content(
+        self, recipient: Recipient, *, test: bool = False, to: str | None = None
+    ) -> MessageContent:
+        """`recipient`'s message as structured content (same values as `personalise`).
+
+        `test` and `to` work as for `personalise`. Raises `AudienceError` when the address is
+        unusable or a required value is missing.
+        """
+        envelope, values = self._personal(recipient, test, to)
+        by_slot = dict(zip(self._all_slots, values, strict=True))
+        subject = _clean_line(self._subject.fill(by_slot.__getitem__))
+        if test:
+            subject = f"[TEST] {subject}"
+        html_text = self._html.fill(lambda slot: html.escape(_clean(by_slot[slot])))
+        plain = self._text.fill(lambda slot: _clean(by_slot[slot]))
+        return MessageContent(
+            sender=self._from_box,
+            to=envelope.to,
+            reply_to=self._reply_box,
+            subject=subject,
+            html=html_text,
+            text=plain,
+            headers=envelope.headers,
+            message_id=envelope.message_id,
+            images=self._images,
+        )
+
+    def envelope(
+        self, recipient: Recipient, *, test: bool = False, to: str | None = None
+    ) -> Envelope:
+        """`recipient`'s address, extra headers and Message-ID (cheap: no body is built)."""
+        target, target_name, target_email = self._target(recipient, test, to)
+        _, header_url = self._unsubscribe_urls(target_email if to else recipient.email)
+        return Envelope(
+            Mailbox(target.addr_spec, _clean_line(target_name)),
+            self._headers(header_url),
+            self._message_id(recipient.email, test),
+        )
+
+    @property
+    def images(self) -> tuple[InlineImage, ...]:
+        """The embedded images (the same for every recipient)."""
+        return self._images
+
+    @property
+    def from_mailbox(self) -> Mailbox:
+        return self._from_box
+
+    @property
+    def reply_to(self) -> Mailbox | None:
+        return self._reply_box
+
+    def provider_template(
+        self, placeholder: Callable[[int, SlotContext], str], *, test: bool = False
+    ) -> ProviderTemplate:
+        """Subject, html and text with `placeholder(slot index, context)` in every hole.
+
+        The provider module chooses the placeholder syntax (`-name_0-`, `%recipient.v0%`, ...);
+        `slot_values` gives the values for the same (index, context) keys. Static text is
+        used as it is: the provider fills in values, it must not re-escape anything.
+        """
+        index = {slot: n for n, slot in enumerate(self._all_slots)}
+
+        def fill(text: SlotText, context: SlotContext) -> str:
+            return text.fill(lambda slot: placeholder(index[slot], context))
+
+        subject = self._subject.fill(lambda slot: "\0" + placeholder(index[slot], SUBJECT) + "\0")
+        # One line, whitespace collapsed as `_clean_line` does for a personalised subject.
+        pieces = subject.split("\0")
+        for n in range(0, len(pieces), 2):
+            pieces[n] = re.sub(r"\s+", " ", pieces[n])
+        subject = "".join(pieces).strip()
+        if test:
+            subject = f"[TEST] {subject}"
+        return ProviderTemplate(
+            subject=subject,
+            html=fill(self._html, HTML),
+            text=fill(self._text, TEXT),
+            keys=self._slot_keys,
+            slots=self._all_slots,
+        )
+
+    def slot_values(
+        self, recipient: Recipient, *, test: bool = False, to: str | None = None
+    ) -> dict[tuple[int, SlotContext], str]:
+        """`recipient`'s value for every (slot index, context) of `provider_template`.
+
+        Escaped for the context: HTML-escaped (quotes too) in html, control characters
+        removed in text, one trimmed line in the subject. Raises like `content`.
+        """
+        _, values = self._personal(recipient, test, to)
+        result: dict[tuple[int, SlotContext], str] = {}
+        for key in self._slot_keys:
+            value, context = values[key[0]], key[1]
+            if context == HTML:
+                result[key] = html.escape(_clean(value))
+            elif context == TEXT:
+                result[key] = _clean(value)
+            else:
+                result[key] = _clean_line(value)
+        return result
+
+    def _personal(
+        self, recipient: Recipient, test: bool, to: str | None
+    ) -> tuple[Envelope, list[str]]:
+        """The envelope and the raw value of every slot; `AudienceError` when one is missing."""
+        target, target_name, target_email = self._target(recipient, test, to)
+        unsubscribe_url, header_url = self._unsubscribe_urls(
+            target_email if to else recipient.email
+        )
+        values: list[str] = []
+        missing: list[str] = []
+        for slot in self._all_slots:
+            value = self._slot_value(recipient, slot, unsubscribe_url)
+            if value is None:
+                missing.append(slot.path)
+                value = ""
+            values.append(value)
+        if missing:
+            raise AudienceError(
+                f"{recipient.email}: no value for {', '.join(dict.fromkeys(missing))} "
+                "and no default",
+                hint="Fill in the subscriber's field, or give the template a default, e.g. "
+                "{{ subscriber.first_name | default('there') }}.",
+            )
+        envelope = Envelope(
+            Mailbox(target.addr_spec, _clean_line(target_name)),
+            self._headers(header_url),
+            self._message_id(recipient.email, test),
+        )
+        return envelope, values
+
+    def _headers(self, header_url: str) -> tuple[tuple[str, str], ...]:
+        mailto = self._unsubscribe_mailto
+        urls = [f"<{url}>" for url in (header_url, mailto) if url]
+        headers = [("List-Unsubscribe", ", ".join(urls))]
+        if header_url:
+            headers.append(("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))
+        headers.append(("List-Id", self._list_id_value))
+        return tuple(headers)
+
+    # --- shared by both ---------------------------------------------------------------------
+
+    def _target(self, recipient: Recipient, test: bool, to: str | None) -> tuple[Address, str, str]:
+        """(mailbox, display name, address) the message goes to: the recipient or a reviewer."""
+        email = recipient.email
+        mailbox = _mailbox(email, email)
+        if to is None:
+            return mailbox, recipient.name or "", email
+        if not test:
+            raise ValueError("'to' is only for test sends (test=True)")
+        reviewer = parse_address(to)
+        if reviewer is None:
+            raise AudienceError(f"{to!r} is not an email address a test can be sent to")
+        target = _mailbox(reviewer.addr_spec, to)
+        return target, reviewer.display_name, target.addr_spec
+
+    def _unsubscribe_urls(self, token_email: str) -> tuple[str, str]:
+        """(the unsubscribe link for the body, the https URL for the header or "").
+
+        A test's token is the reviewer's (the caller passes the reviewer's address): a
+        one-click unsubscribe from the test copy must never unsubscribe the sample subscriber.
+        """
+        if self._unsubscribe_prefix is not None:
+            token = quote(self._token_for(self._secret, token_email), safe="")
+            header_url = self._unsubscribe_prefix + token
+            return header_url, header_url
+        return self._unsubscribe_mailto or "", ""
+
+    def _message_id(self, email: str, test: bool) -> str:
+        if test:
+            return f"<{self._id_prefix}.test.{secrets.token_hex(12)}@{self._id_domain}>"
+        digest = self._id_key.copy()
+        digest.update(email.lower().encode("utf-8"))
+        return f"<{self._id_prefix}.{digest.hexdigest()[:32]}@{self._id_domain}>"
 
     def _subject_for(
         self, recipient: Recipient, test: bool, unsubscribe_url: str, missing: list[str]
@@ -682,6 +1000,19 @@ def _resolve_web_url(text: SlotText, web_url: str, *, raw: bool) -> Iterable[str
         elif part != "":
             merged.append(part)
     return merged
+
+
+def _slot_index(
+    texts: Iterable[tuple[SlotContext, SlotText]],
+) -> tuple[tuple[Slot, ...], tuple[tuple[int, SlotContext], ...]]:
+    """Every distinct slot (in first-use order) and the (slot index, context) pairs used."""
+    slots: dict[Slot, int] = {}
+    keys: dict[tuple[int, SlotContext], None] = {}
+    for context, text in texts:
+        for slot in text.slots:
+            index = slots.setdefault(slot, len(slots))
+            keys[(index, context)] = None
+    return tuple(slots), tuple(keys)
 
 
 def _check_slots(rendered: RenderedIssue) -> None:
