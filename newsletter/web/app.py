@@ -1,0 +1,696 @@
+"""`newsletter serve`: the one-click unsubscribe endpoint (RFC 8058), its pages, and the archive.
+
+Routes (under `[serve] root_path` when a proxy strips a prefix):
+
+- the path of `[unsubscribe] url` (`/unsubscribe` without one), with `?token=...`:
+  - `POST` with `List-Unsubscribe=One-Click` (form-urlencoded or multipart, as RFC 8058 allows):
+    unsubscribes at once and answers 200. No cookie, no login, no script, no redirect.
+  - `GET`: a page that asks for one press of a button (link scanners fetch URLs; a GET never
+    changes anything), or offers to subscribe again when the address is not subscribed.
+  - `POST` from that page's form: `action=unsubscribe` or `action=resubscribe`.
+  A forged, cut or altered token gets a 400 page that names neither the list nor an address.
+- `/` lists the built issues (`dist/*/web.html`); `/<issue>/web.html` and the images beside it
+  are served as they are. Nothing else from `dist/` is (the sample message holds a token).
+
+Every change is written to the subscriber store at once (with its time and source) and reported
+through `on_event`. Store calls run in worker threads; the store serialises them under its lock,
+and SQLite's busy timeout covers other processes (a send, `inbox process`) writing meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.parser
+import email.policy
+import errno
+import html
+import re
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from ..audience import SubscriberStatus, SubscriberStore, verify_token
+from ..config import Settings
+from ..errors import AudienceError, NewsletterError, Problem
+from .pages import (
+    CSP,
+    FALLBACK_LANGUAGE,
+    ArchiveEntry,
+    Button,
+    PageTexts,
+    available_languages,
+    render_archive,
+    render_page,
+    texts_for,
+)
+
+__all__ = [
+    "DEFAULT_HOST",
+    "DEFAULT_PORT",
+    "ServeError",
+    "ServeSettings",
+    "WebEvent",
+    "WebServer",
+    "create_app",
+    "parse_serve_table",
+    "serve",
+    "unsubscribe_path",
+]
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+MAX_FORM_BYTES = 16 * 1024  # an RFC 8058 body is 26 bytes; a page form a few more
+_ISSUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_IMAGE_TYPES = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".gif": "image/gif",
+    ".webp": "image/webp",
+}
+_TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+
+_TOKEN_PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": CSP,
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "X-Robots-Tag": "noindex",
+}
+_FILE_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "public, max-age=300"}
+
+
+class ServeError(NewsletterError):
+    """The web app cannot start (port taken, no secret, bad settings)."""
+
+
+# --- settings -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """The `[serve]` table. Behind a reverse proxy, set `proxy_headers` and name the proxy in
+    `forwarded_allow_ips`; `root_path` is the prefix the proxy strips (e.g. "/newsletter")."""
+
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    proxy_headers: bool = False
+    forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1",)
+    root_path: str = ""
+    archive: bool = True
+
+
+def parse_serve_table(table: Mapping[str, Any], path: Path) -> tuple[ServeSettings, list[Problem]]:
+    """The `[serve]` table as settings, and every problem found (each naming its key)."""
+    problems: list[Problem] = []
+    defaults = ServeSettings()
+
+    def problem(key: str, message: str) -> None:
+        problems.append(Problem(message, file=path, key=f"serve.{key}"))
+
+    host = table.get("host", defaults.host)
+    if not isinstance(host, str) or not host.strip() or any(c.isspace() for c in host):
+        problem("host", "must be a host name or address like '127.0.0.1'")
+        host = defaults.host
+    port = table.get("port", defaults.port)
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        problem("port", "must be a whole number from 0 to 65535")
+        port = defaults.port
+    proxy = table.get("proxy_headers", defaults.proxy_headers)
+    if not isinstance(proxy, bool):
+        problem("proxy_headers", "must be true or false")
+        proxy = defaults.proxy_headers
+    allowed = table.get("forwarded_allow_ips", list(defaults.forwarded_allow_ips))
+    if isinstance(allowed, str):
+        allowed = [part.strip() for part in allowed.split(",") if part.strip()]
+    if not isinstance(allowed, list) or not all(isinstance(a, str) and a for a in allowed):
+        problem("forwarded_allow_ips", "must be a list of addresses, e.g. ['127.0.0.1']")
+        allowed = list(defaults.forwarded_allow_ips)
+    root_path = table.get("root_path", defaults.root_path)
+    if not isinstance(root_path, str) or (root_path and not re.match(r"^/[^\s?#]*$", root_path)):
+        problem("root_path", "must be a path starting with '/', e.g. '/newsletter'")
+        root_path = defaults.root_path
+    archive = table.get("archive", defaults.archive)
+    if not isinstance(archive, bool):
+        problem("archive", "must be true or false")
+        archive = defaults.archive
+    known = {"host", "port", "proxy_headers", "forwarded_allow_ips", "root_path", "archive"}
+    for key in table:
+        if key not in known:
+            problem(key, f"unknown key (use {', '.join(sorted(known))})")
+    settings = ServeSettings(
+        host=host.strip(),
+        port=port,
+        proxy_headers=proxy,
+        forwarded_allow_ips=tuple(allowed),
+        root_path=root_path.rstrip("/"),
+        archive=archive,
+    )
+    return settings, problems
+
+
+def unsubscribe_path(settings: Settings, root_path: str = "") -> str:
+    """The path the unsubscribe URLs in messages arrive at, inside the app (minus `root_path`)."""
+    path = urlsplit(settings.unsubscribe.url).path if settings.unsubscribe.url else ""
+    path = path or "/unsubscribe"
+    if root_path and (path == root_path or path.startswith(root_path.rstrip("/") + "/")):
+        path = path[len(root_path.rstrip("/")) :] or "/"
+    return path
+
+
+# --- events -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WebEvent:
+    """A request that asked to change a subscription, and what it did.
+
+    `changed` is false for a repeated request (already so) or an unknown address (`old_status`
+    None). `source` is what the store's history records: `web one-click` or `web page`.
+    """
+
+    at: float
+    email: str
+    action: str
+    source: str
+    old_status: str | None
+    new_status: str | None
+    changed: bool
+
+
+# --- the app ------------------------------------------------------------------------------------
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_body(request: Request) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_FORM_BYTES:
+        raise _TooLarge
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            raise _TooLarge
+    return body
+
+
+def parse_form(content_type: str, body: bytes) -> dict[str, str]:
+    """Fields of a form body: `application/x-www-form-urlencoded` or `multipart/form-data`
+    (RFC 8058 allows both); anything unreadable gives no fields rather than an error."""
+    kind = content_type.split(";", 1)[0].strip().lower()
+    if kind == "multipart/form-data":
+        head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode("latin-1")
+        parsed = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
+        fields: dict[str, str] = {}
+        if not parsed.is_multipart():
+            return fields
+        for part in parsed.iter_parts():
+            name = part.get_param("name", header="content-disposition")
+            payload = part.get_payload(decode=True)
+            if isinstance(name, str) and isinstance(payload, bytes):
+                fields.setdefault(name, payload.decode("utf-8", "replace").strip())
+        return fields
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return {}
+    return {key: value.strip() for key, value in reversed(parse_qsl(text.strip()))}
+
+
+class _Unsubscribe:
+    """The unsubscribe endpoint's handlers, bound to one store and secret."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        secret: bytes,
+        store: Callable[[], SubscriberStore],
+        on_event: Callable[[WebEvent], None] | None,
+        clock: Callable[[], float],
+    ) -> None:
+        self.settings = settings
+        self.secret = secret
+        self.store = store
+        self.on_event = on_event
+        self.clock = clock
+        self._lock = threading.Lock()
+        self.languages = available_languages()
+        own = settings.locale.replace("-", "_").split("_")[0].lower()
+        self.default_language = own if own in self.languages else FALLBACK_LANGUAGE
+
+    def texts(self, request: Request) -> PageTexts:
+        asked = request.query_params.get("lang", "")
+        return texts_for(asked if asked in self.languages else self.default_language)
+
+    def language_links(self, request: Request, texts: PageTexts) -> list[tuple[str, str, str]]:
+        links = []
+        for code in self.languages:
+            query = dict(request.query_params)
+            query["lang"] = code
+            links.append((code, texts_for(code).words["language_name"], "?" + urlencode(query)))
+        return links
+
+    def page(
+        self,
+        request: Request,
+        texts: PageTexts,
+        *,
+        title: str,
+        lead: str = "",
+        note: str = "",
+        button: Button | None = None,
+        status: int = 200,
+        name: str | None = None,
+    ) -> HTMLResponse:
+        query = {"token": request.query_params.get("token", "")}
+        if "lang" in request.query_params:
+            query["lang"] = texts.language
+        body = render_page(
+            texts,
+            name=self.settings.name if name is None else name,
+            title=title,
+            lead=lead,
+            note=note,
+            button=button,
+            # Relative: resolves against this very URL, whatever host or prefix a proxy adds.
+            form_action="?" + urlencode(query),
+            languages=self.language_links(request, texts) if button is not None else (),
+        )
+        return HTMLResponse(body, status_code=status, headers=_TOKEN_PAGE_HEADERS)
+
+    def invalid(self, request: Request, texts: PageTexts) -> HTMLResponse:
+        # Says nothing about the newsletter or any address: the token proves nothing.
+        return self.page(
+            request,
+            texts,
+            title=texts.words["invalid_title"],
+            lead=texts.words["invalid_lead"],
+            status=400,
+            name="",
+        )
+
+    async def handle(self, request: Request) -> Response:
+        texts = self.texts(request)
+        try:
+            address = verify_token(self.secret, request.query_params.get("token", ""))
+        except AudienceError:
+            if request.method == "POST":
+                await _drain(request)
+            return self.invalid(request, texts)
+        if request.method != "POST":
+            found = await run_in_threadpool(self.store().get, address)
+            return self.show(request, texts, address, None if found is None else found.status)
+        try:
+            body = await _read_body(request)
+        except _TooLarge:
+            return self.page(
+                request, texts, title=texts.words["too_large_title"], status=413, name=""
+            )
+        fields = parse_form(request.headers.get("content-type", ""), body)
+        one_click = fields.get("List-Unsubscribe", "").lower() == "one-click"
+        action = "unsubscribe"
+        if fields.get("action") == "resubscribe" and not one_click:
+            action = "resubscribe"
+        source = "web one-click" if one_click else "web page"
+        try:
+            event = await run_in_threadpool(self.change, address, action, source)
+        except AudienceError:
+            # The database stayed locked past its busy timeout: ask the mail provider (or the
+            # person) to try again rather than claim success.
+            return Response(
+                "Busy, please try again.",
+                status_code=503,
+                headers={"Retry-After": "30", **_TOKEN_PAGE_HEADERS},
+                media_type="text/plain",
+            )
+        return self.result(request, texts, event)
+
+    def change(self, address: str, action: str, source: str) -> WebEvent:
+        """Apply the request to the store; runs in a worker thread."""
+        with self._lock:  # read and write as one step: a repeated request sees the first's result
+            return self._change(address, action, source)
+
+    def _change(self, address: str, action: str, source: str) -> WebEvent:
+        store = self.store()
+        wanted = (
+            SubscriberStatus.SUBSCRIBED
+            if action == "resubscribe"
+            else SubscriberStatus.UNSUBSCRIBED
+        )
+        found = store.get(address)
+        old = None if found is None else str(found.status)
+        new = old
+        changed = False
+        if found is not None and old != wanted:
+            if action == "unsubscribe" and old != SubscriberStatus.SUBSCRIBED:
+                # Bounced or complained already means "not mailed"; keep the sharper record.
+                pass
+            else:
+                try:
+                    updated = store.set_status(address, wanted, source=source)
+                except AudienceError:
+                    if store.get(address) is not None:
+                        raise
+                    updated = None  # removed meanwhile
+                new = None if updated is None else str(updated.status)
+                changed = updated is not None
+        event = WebEvent(self.clock(), address, action, source, old, new, changed)
+        if self.on_event is not None:
+            self.on_event(event)
+        return event
+
+    def show(
+        self, request: Request, texts: PageTexts, address: str, status: str | None
+    ) -> HTMLResponse:
+        name = self.settings.name
+        if status is None:
+            return self.gone(request, texts, address)
+        if status == SubscriberStatus.SUBSCRIBED:
+            return self.page(
+                request,
+                texts,
+                title=texts.format("confirm_title", name=name, email=address),
+                lead=texts.format("confirm_lead", name=name, email=address),
+                button=Button("unsubscribe", texts.words["confirm_button"]),
+            )
+        return self.page(
+            request,
+            texts,
+            title=texts.words["already_title"],
+            lead=texts.format("already_lead", name=name, email=address),
+            note=texts.words["changed_mind"],
+            button=Button("resubscribe", texts.words["resubscribe_button"], "secondary"),
+        )
+
+    def gone(self, request: Request, texts: PageTexts, address: str) -> HTMLResponse:
+        name = self.settings.name
+        return self.page(
+            request,
+            texts,
+            title=texts.words["gone_title"],
+            lead=texts.format("gone_lead", name=name, email=address),
+        )
+
+    def result(self, request: Request, texts: PageTexts, event: WebEvent) -> HTMLResponse:
+        name = self.settings.name
+        address = event.email
+        if event.new_status is None:
+            return self.gone(request, texts, address)
+        if event.new_status == SubscriberStatus.SUBSCRIBED:
+            return self.page(
+                request,
+                texts,
+                title=texts.words["resubscribed_title"],
+                lead=texts.format("resubscribed_lead", name=name, email=address),
+                note=texts.words["unsubscribe_again"],
+                button=Button("unsubscribe", texts.words["confirm_button"], "secondary"),
+            )
+        return self.page(
+            request,
+            texts,
+            title=texts.words["done_title" if event.changed else "already_title"],
+            lead=texts.format(
+                "done_lead" if event.changed else "already_lead", name=name, email=address
+            ),
+            note=texts.words["changed_mind"],
+            button=Button("resubscribe", texts.words["resubscribe_button"], "secondary"),
+        )
+
+
+async def _drain(request: Request) -> None:
+    """Read (and drop) a bounded request body, so the connection can be reused."""
+    with contextlib.suppress(_TooLarge):
+        await _read_body(request)
+
+
+class _Archive:
+    """The built issues in `dist/`: an index, each web version, and its images."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        own = settings.locale.replace("-", "_").split("_")[0].lower()
+        self.language = own if own in available_languages() else FALLBACK_LANGUAGE
+
+    def folder(self, issue: str) -> Path | None:
+        if not _ISSUE_NAME.match(issue):
+            return None
+        folder = self.settings.dist_dir / issue
+        return folder if (folder / "web.html").is_file() else None
+
+    def entries(self) -> list[ArchiveEntry]:
+        dist = self.settings.dist_dir
+        if not dist.is_dir():
+            return []
+        names = sorted((p.name for p in dist.iterdir() if self.folder(p.name)), reverse=True)
+        return [
+            ArchiveEntry(n, _title_of(dist / n / "web.html") or n, f"{n}/web.html") for n in names
+        ]
+
+    async def index(self, request: Request) -> Response:
+        entries = await run_in_threadpool(self.entries)
+        body = render_archive(texts_for(self.language), name=self.settings.name, entries=entries)
+        return HTMLResponse(body, headers={"X-Content-Type-Options": "nosniff"})
+
+    async def issue(self, request: Request) -> Response:
+        issue = request.path_params["issue"]
+        if self.folder(issue) is None:
+            raise HTTPException(404)
+        return RedirectResponse(f"{issue}/web.html" if not str(request.url.path).endswith("/")
+                                else "web.html", status_code=308)  # fmt: skip
+
+    async def file(self, request: Request) -> Response:
+        issue = request.path_params["issue"]
+        name = request.path_params["file"]
+        folder = self.folder(issue)
+        suffix = Path(name).suffix.lower()
+        if folder is None or "/" in name or name.startswith("."):
+            raise HTTPException(404)
+        if name == "web.html":
+            media_type = "text/html; charset=utf-8"
+        elif suffix in _IMAGE_TYPES:
+            media_type = _IMAGE_TYPES[suffix]
+        else:
+            raise HTTPException(404)  # email.html, message.eml, ...: not for the public
+        path = folder / name
+        if not path.is_file():
+            raise HTTPException(404)
+        return FileResponse(path, media_type=media_type, headers=_FILE_HEADERS)
+
+
+def _title_of(path: Path) -> str | None:
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(65536)
+    except OSError:
+        return None
+    found = _TITLE.search(head)
+    if found is None:
+        return None
+    return " ".join(html.unescape(found.group(1).decode("utf-8", "replace")).split()) or None
+
+
+def create_app(
+    settings: Settings,
+    *,
+    secret: bytes,
+    store: SubscriberStore | None = None,
+    serve_settings: ServeSettings | None = None,
+    on_event: Callable[[WebEvent], None] | None = None,
+    on_ready: Callable[[], None] | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Starlette:
+    """The ASGI app. Without `store`, the project's store is opened at startup and closed at
+    shutdown. Raises ServeError when the pages have no words for the newsletter's language."""
+    if not secret:
+        raise ServeError("no signing secret: unsubscribe links cannot be checked")
+    serve_settings = serve_settings or ServeSettings()
+    texts_for(settings.locale)  # fail at start, not at the first request
+    holder: dict[str, SubscriberStore] = {}
+    if store is not None:
+        holder["store"] = store
+
+    def current() -> SubscriberStore:
+        return holder["store"]
+
+    unsubscribe = _Unsubscribe(settings, secret, current, on_event, clock)
+    path = unsubscribe_path(settings, serve_settings.root_path)
+    routes = [Route(path, unsubscribe.handle, methods=["GET", "POST"], name="unsubscribe")]
+    if serve_settings.archive:
+        archive = _Archive(settings)
+        routes += [
+            Route("/", archive.index, methods=["GET"]),
+            Route("/{issue}", archive.issue, methods=["GET"]),
+            Route("/{issue}/", archive.issue, methods=["GET"]),
+            Route("/{issue}/{file}", archive.file, methods=["GET"]),
+        ]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        opened = None
+        if "store" not in holder:
+            opened = await run_in_threadpool(SubscriberStore, settings.database_path)
+            holder["store"] = opened
+        if on_ready is not None:
+            on_ready()
+        try:
+            yield
+        finally:
+            if opened is not None:
+                opened.close()
+                holder.pop("store", None)
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, HTTPException) else 404
+        texts = texts_for(unsubscribe.default_language)
+        if status == 405:
+            return Response(status_code=405, headers={"Allow": "GET, POST"})
+        body = render_page(
+            texts,
+            name="",
+            title=texts.words["not_found_title"],
+            lead=texts.words["not_found_lead"],
+        )
+        return HTMLResponse(body, status_code=status, headers=_TOKEN_PAGE_HEADERS)
+
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={404: not_found, 405: not_found},
+    )
+
+
+# --- running it ---------------------------------------------------------------------------------
+
+
+class WebServer:
+    """The app served by uvicorn on `host:port` until Ctrl-C or `stop()`.
+
+    `port=0` takes a free port; `bind()` then sets `port`. `ready` is set once the store is open.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        secret: bytes,
+        serve_settings: ServeSettings | None = None,
+        store: SubscriberStore | None = None,
+        on_event: Callable[[WebEvent], None] | None = None,
+    ) -> None:
+        self.serve_settings = serve_settings or ServeSettings()
+        self.host = self.serve_settings.host
+        self.port = self.serve_settings.port
+        self.ready = threading.Event()
+        self.app = create_app(
+            settings,
+            secret=secret,
+            store=store,
+            serve_settings=self.serve_settings,
+            on_event=on_event,
+            on_ready=self.ready.set,
+        )
+        self._socket: socket.socket | None = None
+        self._server: uvicorn.Server | None = None
+
+    def bind(self) -> None:
+        """Take the port now, so a busy port is reported before anything else happens."""
+        if self._socket is not None:
+            return
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        # proto=IPPROTO_TCP matters: asyncio switches Nagle off only on accepted sockets whose
+        # proto says TCP. With proto 0 every response waited ~40 ms for a delayed ACK.
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            sock.bind((self.host, self.port))
+            sock.listen(1024)
+        except OSError as err:
+            sock.close()
+            if err.errno == errno.EADDRINUSE:
+                raise ServeError(
+                    f"port {self.port} on {self.host} is already in use",
+                    hint="Stop the other server, or pick another port with "
+                    f"--port {self.port + 1}.",
+                ) from err
+            raise ServeError(
+                f"cannot listen on {self.host}:{self.port}: {err.strerror or err}"
+            ) from err
+        self._socket = sock
+        self.port = sock.getsockname()[1]
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}{self.serve_settings.root_path}/"
+
+    async def serve(self) -> None:
+        self.bind()
+        assert self._socket is not None
+        settings = self.serve_settings
+        config = uvicorn.Config(
+            self.app,
+            proxy_headers=settings.proxy_headers,
+            forwarded_allow_ips=list(settings.forwarded_allow_ips),
+            root_path=settings.root_path,
+            log_level="warning",
+            log_config=None,
+            # The access log would write every token into the log; changes go to on_event.
+            access_log=False,
+            lifespan="on",
+            server_header=False,
+            timeout_graceful_shutdown=5,
+            backlog=1024,
+        )
+        self._server = uvicorn.Server(config)
+        try:
+            await self._server.serve(sockets=[self._socket])
+        finally:
+            self._socket.close()
+            self._socket = None
+
+    def run(self) -> None:
+        """Serve in this thread until Ctrl-C (which ends it cleanly) or `stop()`."""
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(self.serve())
+
+    def stop(self) -> None:
+        """Ask a running server to shut down; safe from any thread."""
+        if self._server is not None:
+            self._server.should_exit = True
+
+
+def serve(
+    settings: Settings,
+    *,
+    secret: bytes | None,
+    serve_settings: ServeSettings | None = None,
+    on_event: Callable[[WebEvent], None] | None = None,
+) -> WebServer:
+    """A bound (not yet running) server for the project; call `.run()` to serve."""
+    if not secret:
+        raise ServeError(
+            f"no signing secret: set the environment variable {settings.unsubscribe.secret_env} "
+            "(the same secret the messages were signed with), or put it in .newsletter-secret"
+        )
+    server = WebServer(settings, secret=secret, serve_settings=serve_settings, on_event=on_event)
+    server.bind()
+    return server

@@ -1,0 +1,594 @@
+"""`newsletter serve` on a real uvicorn server on loopback: one-click POSTs, the confirm page in
+headless Chromium, forged and replayed tokens, removed subscribers, 1,000 concurrent POSTs."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from newsletter.audience import SubscriberStatus, SubscriberStore, make_token
+from newsletter.config import Settings, UnsubscribeSettings
+from newsletter.web import (
+    ServeError,
+    ServeSettings,
+    WebEvent,
+    WebServer,
+    parse_form,
+    parse_serve_table,
+    serve,
+    unsubscribe_path,
+)
+
+SECRET = b"web-test-secret"
+WAIT_SECONDS = 5.0
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ONE_CLICK = {"List-Unsubscribe": "One-Click"}
+
+
+@contextmanager
+def running(server: WebServer) -> Iterator[WebServer]:
+    """Serve in a thread; stop and join it afterwards (failing if it does not stop)."""
+    server.bind()
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    assert server.ready.wait(WAIT_SECONDS), "the web server did not start"
+    try:
+        yield server
+    finally:
+        server.stop()
+        thread.join(WAIT_SECONDS)
+        assert not thread.is_alive(), "the web server did not stop"
+
+
+@dataclasses.dataclass
+class Site:
+    server: WebServer
+    store: SubscriberStore
+    events: list[WebEvent]
+    settings: Settings
+
+    def url(self, email: str | None = None, token: str | None = None, **query: str) -> str:
+        if token is None:
+            assert email is not None
+            token = make_token(SECRET, email)
+        params = "&".join(f"{k}={v}" for k, v in {"token": token, **query}.items())
+        return f"{self.server.url.rstrip('/')}/unsubscribe?{params}"
+
+
+@pytest.fixture
+def store(settings: Settings) -> Iterator[SubscriberStore]:
+    with SubscriberStore(settings.database_path) as opened:
+        opened.add("ann@example.org", "Ann Example")
+        opened.add("bob@example.org", "Bob")
+        yield opened
+
+
+@pytest.fixture
+def site(settings: Settings, store: SubscriberStore) -> Iterator[Site]:
+    events: list[WebEvent] = []
+    server = WebServer(
+        settings,
+        secret=SECRET,
+        serve_settings=ServeSettings(port=0),
+        store=store,
+        on_event=events.append,
+    )
+    with running(server):
+        yield Site(server, store, events, settings)
+
+
+def status_of(store: SubscriberStore, email: str) -> str | None:
+    found = store.get(email)
+    return None if found is None else str(found.status)
+
+
+# --- one-click (RFC 8058) -----------------------------------------------------------------------
+
+
+def test_one_click_post_unsubscribes_at_once_and_answers_200(site: Site) -> None:
+    before = time.time()
+    response = httpx.post(site.url("ann@example.org"), data=ONE_CLICK)
+    assert response.status_code == 200
+    assert status_of(site.store, "ann@example.org") == SubscriberStatus.UNSUBSCRIBED
+    assert status_of(site.store, "bob@example.org") == SubscriberStatus.SUBSCRIBED
+    last = site.store.events("ann@example.org")[-1]
+    assert (last.old_status, last.new_status, last.source) == (
+        "subscribed",
+        "unsubscribed",
+        "web one-click",
+    )
+    assert before - 1 <= last.at <= time.time() + 1
+    assert [(e.email, e.action, e.changed) for e in site.events] == [
+        ("ann@example.org", "unsubscribe", True)
+    ]
+    # No cookie is set or needed, and nothing redirects.
+    assert "set-cookie" not in response.headers
+    assert response.headers["cache-control"] == "no-store"
+
+
+def test_one_click_as_multipart_form_data(site: Site) -> None:
+    response = httpx.post(
+        site.url("ann@example.org"), files={"List-Unsubscribe": (None, "One-Click")}
+    )
+    assert response.request.headers["content-type"].startswith("multipart/form-data")
+    assert response.status_code == 200
+    assert status_of(site.store, "ann@example.org") == SubscriberStatus.UNSUBSCRIBED
+
+
+def test_replayed_one_click_posts_are_idempotent(site: Site) -> None:
+    url = site.url("ann@example.org")
+    answers = [httpx.post(url, data=ONE_CLICK).status_code for _ in range(3)]
+    assert answers == [200, 200, 200]
+    changes = [e for e in site.store.events("ann@example.org") if e.source == "web one-click"]
+    assert len(changes) == 1
+    assert [e.changed for e in site.events] == [True, False, False]
+
+
+def test_a_get_never_unsubscribes(site: Site) -> None:
+    """Link scanners and previews fetch URLs; only a POST changes anything."""
+    for _ in range(2):
+        response = httpx.get(site.url("ann@example.org"))
+        assert response.status_code == 200
+    assert status_of(site.store, "ann@example.org") == SubscriberStatus.SUBSCRIBED
+    assert "ann@example.org" in response.text
+    assert '<button type="submit"' in response.text
+    assert site.events == []
+
+
+def test_bounced_and_complained_stay_so_on_one_click(site: Site) -> None:
+    site.store.set_status("bob@example.org", "complained", source="test")
+    response = httpx.post(site.url("bob@example.org"), data=ONE_CLICK)
+    assert response.status_code == 200
+    assert status_of(site.store, "bob@example.org") == SubscriberStatus.COMPLAINED
+
+
+def test_a_token_for_a_removed_subscriber_changes_nothing_and_creates_no_one(site: Site) -> None:
+    url = site.url("bob@example.org")
+    assert site.store.remove("bob@example.org")
+    post = httpx.post(url, data=ONE_CLICK)
+    assert post.status_code == 200
+    assert "not on the list" in post.text
+    page = httpx.get(url)
+    assert page.status_code == 200 and "not on the list" in page.text
+    assert "<form" not in page.text  # nothing to resubscribe: removal means forget me
+    resubscribe = httpx.post(url, data={"action": "resubscribe"})
+    assert resubscribe.status_code == 200
+    assert site.store.get("bob@example.org") is None
+    assert site.events[0].old_status is None and not site.events[0].changed
+
+
+def test_a_token_for_someone_never_on_the_list(site: Site) -> None:
+    response = httpx.post(site.url("stranger@example.org"), data=ONE_CLICK)
+    assert response.status_code == 200
+    assert site.store.get("stranger@example.org") is None
+
+
+# --- forged tokens ------------------------------------------------------------------------------
+
+
+def _forgeries() -> dict[str, str]:
+    good = make_token(SECRET, "ann@example.org")
+    payload, mac = good.split(".")
+    other = base64.urlsafe_b64encode(b"bob@example.org").rstrip(b"=").decode()
+    flipped = mac[:-2] + ("A" if mac[-2] != "A" else "B") + mac[-1]
+    return {
+        "missing": "",
+        "truncated": good[:-5],
+        "tampered signature": f"{payload}.{flipped}",
+        "another address": f"{other}.{mac}",
+        "other secret": make_token(b"someone-else", "ann@example.org"),
+        "other purpose": make_token(SECRET, "ann@example.org", purpose="confirm"),
+        "no signature": payload,
+        "padded": good + "==",
+        "garbage": "<script>alert(1)</script>",
+    }
+
+
+@pytest.mark.parametrize("kind", list(_forgeries()))
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_forged_tokens_get_a_400_page_that_reveals_nothing(
+    site: Site, kind: str, method: str
+) -> None:
+    token = _forgeries()[kind]
+    url = f"{site.server.url}unsubscribe" + (f"?token={token}" if token else "")
+    response = httpx.request(method, url, data=ONE_CLICK if method == "POST" else None)
+    assert response.status_code == 400
+    assert "This link does not work" in response.text
+    for secret_thing in ("ann@", "bob@", site.settings.name, "<script>alert"):
+        assert secret_thing not in response.text
+    assert "<form" not in response.text
+    assert status_of(site.store, "ann@example.org") == SubscriberStatus.SUBSCRIBED
+    assert site.events == []
+
+
+def test_every_forgery_gets_the_same_page(site: Site) -> None:
+    bodies = {
+        httpx.get(f"{site.server.url}unsubscribe?token={token}").text
+        for token in _forgeries().values()
+        if token and "<" not in token
+    }
+    assert len(bodies) == 1
+
+
+# --- the pages ----------------------------------------------------------------------------------
+
+
+def test_the_page_resubscribes_and_unsubscribes_again(site: Site) -> None:
+    url = site.url("ann@example.org")
+    done = httpx.post(url, data={"action": "unsubscribe"})
+    assert done.status_code == 200 and "You are unsubscribed" in done.text
+    assert 'value="resubscribe"' in done.text
+    again = httpx.post(url, data={"action": "resubscribe"})
+    assert "You are subscribed again" in again.text
+    assert status_of(site.store, "ann@example.org") == SubscriberStatus.SUBSCRIBED
+    sources = [(e.new_status, e.source) for e in site.store.events("ann@example.org")][1:]
+    assert sources == [("unsubscribed", "web page"), ("subscribed", "web page")]
+
+
+def test_pages_are_dutch_for_a_dutch_newsletter_or_when_asked(
+    site: Site, settings: Settings, store: SubscriberStore
+) -> None:
+    english = httpx.get(site.url("ann@example.org"))
+    assert '<html lang="en"' in english.text and "Unsubscribe from" in english.text
+    asked = httpx.get(site.url("ann@example.org", lang="nl"))
+    assert '<html lang="nl"' in asked.text and "Afmelden voor" in asked.text
+    # The form posts back to the same language.
+    assert "lang=nl" in asked.text.split("<form", 1)[1].split(">", 1)[0]
+    dutch = dataclasses.replace(settings, locale="nl")
+    server = WebServer(dutch, secret=SECRET, serve_settings=ServeSettings(port=0), store=store)
+    with running(server):
+        page = httpx.get(f"{server.url}unsubscribe?token={make_token(SECRET, 'ann@example.org')}")
+        assert '<html lang="nl"' in page.text and "Druk op de knop" in page.text
+        bad = httpx.get(f"{server.url}unsubscribe?token=x.y")
+        assert bad.status_code == 400 and "Deze link werkt niet" in bad.text
+
+
+def test_token_pages_carry_strict_security_headers(site: Site) -> None:
+    response = httpx.get(site.url("ann@example.org"))
+    headers = response.headers
+    assert headers["referrer-policy"] == "no-referrer"  # the token must not leak via Referer
+    assert "default-src 'none'" in headers["content-security-policy"]
+    assert "script-src" not in headers["content-security-policy"]
+    assert headers["x-frame-options"] == "DENY"
+    assert "server" not in headers
+    assert "<script" not in response.text
+
+
+def test_an_oversized_post_is_refused(site: Site) -> None:
+    response = httpx.post(site.url("ann@example.org"), content=b"x" * 100_000)
+    assert response.status_code == 413
+    assert status_of(site.store, "ann@example.org") == SubscriberStatus.SUBSCRIBED
+
+
+def test_other_methods_are_not_allowed(site: Site) -> None:
+    assert httpx.put(site.url("ann@example.org"), content=b"").status_code == 405
+    assert httpx.get(f"{site.server.url}nothing/here/at/all").status_code == 404
+
+
+# --- 1,000 concurrent POSTs ---------------------------------------------------------------------
+
+
+_CHILD = """
+import sys
+from pathlib import Path
+from newsletter.config import load_settings
+from newsletter.web import ServeSettings, serve
+server = serve(load_settings(Path(sys.argv[1])), secret=sys.argv[2].encode(),
+               serve_settings=ServeSettings(port=0))
+print(server.port, flush=True)
+server.run()
+"""
+
+
+@contextmanager
+def server_process(project: Path, secret: bytes = SECRET) -> Iterator[str]:
+    """`newsletter serve`'s library call in a process of its own; yields its base URL."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(project), secret.decode()],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    try:
+        assert child.stdout is not None
+        port = int(child.stdout.readline())
+        base = f"http://127.0.0.1:{port}/"
+        deadline = time.monotonic() + WAIT_SECONDS
+        while True:
+            try:
+                httpx.get(base + "unsubscribe")
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "the server process did not start"
+                time.sleep(0.05)
+        yield base
+    finally:
+        child.send_signal(signal.SIGINT)  # Ctrl-C: a clean shutdown and exit status 0
+        assert child.wait(WAIT_SECONDS) == 0
+
+
+def test_a_thousand_concurrent_one_click_posts_lose_nothing(
+    project: Path, settings: Settings, tmp_path: Path
+) -> None:
+    count = 1000
+    csv = tmp_path / "people.csv"
+    csv.write_text(
+        "email,name\n" + "".join(f"reader{n:04d}@example.org,Reader {n}\n" for n in range(count))
+    )
+    with SubscriberStore(settings.database_path) as store:
+        store.import_csv(csv)
+        # The server runs in its own process with its own store, as `newsletter serve` does;
+        # in this process it would share the GIL with the client and measure neither.
+        with server_process(project) as base:
+
+            async def post_all() -> list[int]:
+                # Every request on its own connection, all at once (no pool limit, no reuse).
+                limits = httpx.Limits(max_connections=None, max_keepalive_connections=0)
+                async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+
+                    async def one(n: int) -> int:
+                        token = make_token(SECRET, f"reader{n:04d}@example.org")
+                        answer = await client.post(
+                            f"{base}unsubscribe?token={token}", data=ONE_CLICK
+                        )
+                        return answer.status_code
+
+                    return await asyncio.gather(*(one(n) for n in range(count)))
+
+            started = time.perf_counter()
+            codes = asyncio.run(post_all())
+            seconds = time.perf_counter() - started
+        assert codes == [200] * count
+        assert store.count(SubscriberStatus.UNSUBSCRIBED) == count
+        assert store.count(SubscriberStatus.SUBSCRIBED) == 0
+        for n in range(count):
+            events = store.events(f"reader{n:04d}@example.org")
+            assert [e.source for e in events] == ["import people.csv", "web one-click"]
+    assert seconds < 30, f"1000 POSTs took {seconds:.1f} s"
+
+
+# --- the archive --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def dist(settings: Settings) -> Path:
+    folder = settings.dist_dir / "2026-11"
+    folder.mkdir(parents=True)
+    (folder / "web.html").write_text(
+        "<html><head><title>Riverside Roots &amp; friends · November</title></head>"
+        '<body><img src="garden.jpg" alt="x"></body></html>'
+    )
+    (folder / "garden.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (folder / "message.eml").write_text("List-Unsubscribe: <https://x/?token=secret>")
+    (folder / "email.html").write_text("<p>sample</p>")
+    older = settings.dist_dir / "2026-10"
+    older.mkdir()
+    (older / "web.html").write_text("<html><body>no title</body></html>")
+    (settings.dist_dir / ".2026-12.tmp").mkdir()
+    (settings.dist_dir / ".2026-12.tmp" / "web.html").write_text("staging")
+    return settings.dist_dir
+
+
+def test_the_archive_lists_and_serves_built_issues(site: Site, dist: Path) -> None:
+    index = httpx.get(site.server.url)
+    assert index.status_code == 200
+    assert index.text.index("2026-11/web.html") < index.text.index("2026-10/web.html")
+    assert "Riverside Roots &amp; friends · November" in index.text
+    assert ".2026-12" not in index.text
+    page = httpx.get(f"{site.server.url}2026-11/web.html")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    image = httpx.get(f"{site.server.url}2026-11/garden.jpg")
+    assert image.status_code == 200 and image.headers["content-type"] == "image/jpeg"
+    folder = httpx.get(f"{site.server.url}2026-11/", follow_redirects=True)
+    assert folder.status_code == 200 and str(folder.url).endswith("/2026-11/web.html")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "2026-11/message.eml",
+        "2026-11/email.html",
+        ".2026-12.tmp/web.html",
+        "2026-09/web.html",
+        "2026-11/..%2f..%2fnewsletter.toml",
+        "..%2fnewsletter.toml",
+        "2026-11/%2e%2e/%2e%2e/newsletter.toml",
+    ],
+)
+def test_the_archive_serves_nothing_else(site: Site, dist: Path, path: str) -> None:
+    response = httpx.get(f"{site.server.url}{path}")
+    assert response.status_code == 404
+    assert "token=secret" not in response.text and "[newsletter]" not in response.text
+
+
+def test_the_archive_can_be_switched_off(
+    settings: Settings, store: SubscriberStore, dist: Path
+) -> None:
+    server = WebServer(
+        settings, secret=SECRET, serve_settings=ServeSettings(port=0, archive=False), store=store
+    )
+    with running(server):
+        assert httpx.get(f"{server.url}2026-11/web.html").status_code == 404
+        assert httpx.get(server.url).status_code == 404
+
+
+# --- behind a proxy -----------------------------------------------------------------------------
+
+
+def test_a_proxy_that_strips_a_prefix(settings: Settings, store: SubscriberStore) -> None:
+    moved = dataclasses.replace(
+        settings,
+        unsubscribe=UnsubscribeSettings(url="https://garden.example.org/news/unsubscribe"),
+    )
+    serve_settings = ServeSettings(port=0, root_path="/news", proxy_headers=True)
+    assert unsubscribe_path(moved, "/news") == "/unsubscribe"
+    server = WebServer(moved, secret=SECRET, serve_settings=serve_settings, store=store)
+    with running(server):
+        token = make_token(SECRET, "ann@example.org")
+        # The proxy forwards /news/unsubscribe as /unsubscribe, with X-Forwarded-* headers.
+        response = httpx.post(
+            f"http://127.0.0.1:{server.port}/unsubscribe?token={token}",
+            data=ONE_CLICK,
+            headers={"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https"},
+        )
+        assert response.status_code == 200
+    assert status_of(store, "ann@example.org") == SubscriberStatus.UNSUBSCRIBED
+
+
+def test_the_unsubscribe_path_follows_the_configured_url(settings: Settings) -> None:
+    assert unsubscribe_path(settings) == "/unsubscribe"
+    other = dataclasses.replace(
+        settings, unsubscribe=UnsubscribeSettings(url="https://x.example.org/u/leave")
+    )
+    assert unsubscribe_path(other) == "/u/leave"
+    assert unsubscribe_path(other, "/u") == "/leave"
+    mail_only = dataclasses.replace(
+        settings, unsubscribe=UnsubscribeSettings(mailto="leave@x.example.org")
+    )
+    assert unsubscribe_path(mail_only) == "/unsubscribe"
+
+
+# --- starting -----------------------------------------------------------------------------------
+
+
+def test_a_busy_port_is_reported(settings: Settings, store: SubscriberStore) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = WebServer(
+            settings, secret=SECRET, serve_settings=ServeSettings(port=port), store=store
+        )
+        with pytest.raises(ServeError, match=f"port {port} on 127.0.0.1 is already in use"):
+            server.bind()
+
+
+def test_serving_needs_the_signing_secret(settings: Settings) -> None:
+    with pytest.raises(ServeError, match="NEWSLETTER_SECRET"):
+        serve(settings, secret=None, serve_settings=ServeSettings(port=0))
+
+
+def test_the_serve_table() -> None:
+    path = Path("newsletter.toml")
+    parsed, problems = parse_serve_table(
+        {
+            "host": "0.0.0.0",
+            "port": 9000,
+            "proxy_headers": True,
+            "forwarded_allow_ips": "10.0.0.1, 10.0.0.2",
+            "root_path": "/news/",
+        },
+        path,
+    )
+    assert problems == []
+    assert parsed == ServeSettings("0.0.0.0", 9000, True, ("10.0.0.1", "10.0.0.2"), "/news", True)
+    assert parse_serve_table({}, path) == (ServeSettings(), [])
+    _, problems = parse_serve_table(
+        {"port": 70000, "proxy_headers": "yes", "root_path": "news", "prot": 1}, path
+    )
+    assert [p.key for p in problems] == [
+        "serve.port",
+        "serve.proxy_headers",
+        "serve.root_path",
+        "serve.prot",
+    ]
+    assert str(problems[0]) == "newsletter.toml: serve.port: must be a whole number from 0 to 65535"
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "expected"),
+    [
+        ("application/x-www-form-urlencoded", b"List-Unsubscribe=One-Click", ONE_CLICK),
+        ("", b"List-Unsubscribe=One-Click", ONE_CLICK),
+        (
+            'multipart/form-data; boundary="b1"',
+            b'--b1\r\nContent-Disposition: form-data; name="List-Unsubscribe"\r\n\r\n'
+            b"One-Click\r\n--b1--\r\n",
+            ONE_CLICK,
+        ),
+        ("multipart/form-data; boundary=b1", b"garbage", {}),
+        ("application/x-www-form-urlencoded", b"\xff\xfe", {}),
+    ],
+)
+def test_form_bodies(content_type: str, body: bytes, expected: dict[str, str]) -> None:
+    assert parse_form(content_type, body) == expected
+
+
+# --- in a real browser --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        if os.environ.get("NEWSLETTER_REQUIRE_BROWSER"):
+            pytest.fail(f"{CHROMIUM} is missing and NEWSLETTER_REQUIRE_BROWSER is set")
+        pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium to run the browser tests")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.mark.browser
+def test_confirm_and_resubscribe_in_a_browser_without_javascript(browser: Any, site: Site) -> None:
+    from playwright.sync_api import expect
+
+    context = browser.new_context(java_script_enabled=False, viewport={"width": 375, "height": 700})
+    page = context.new_page()
+    violations: list[str] = []
+    page.on("console", lambda message: violations.append(message.text))
+    page.goto(site.url("ann@example.org"))
+    expect(page).to_have_title("Unsubscribe from Riverside Roots? · Riverside Roots")
+    expect(page.locator("html")).to_have_attribute("lang", "en")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Unsubscribe from Riverside Roots?")
+    assert status_of(site.store, "ann@example.org") == SubscriberStatus.SUBSCRIBED
+    # The keyboard reaches the button first, and Enter presses it.
+    page.keyboard.press("Tab")
+    button = page.get_by_role("button", name="Unsubscribe")
+    expect(button).to_be_focused()
+    box = button.bounding_box()
+    assert box is not None and box["height"] >= 44  # a comfortable touch target
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", level=1)).to_have_text("You are unsubscribed")
+    assert status_of(site.store, "ann@example.org") == SubscriberStatus.UNSUBSCRIBED
+    assert site.store.events("ann@example.org")[-1].source == "web page"
+    page.get_by_role("button", name="Subscribe again").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("You are subscribed again")
+    assert status_of(site.store, "ann@example.org") == SubscriberStatus.SUBSCRIBED
+    # The language switch keeps the token and the page works in Dutch too.
+    page.get_by_role("link", name="Nederlands").click()
+    expect(page.locator("html")).to_have_attribute("lang", "nl")
+    page.get_by_role("button", name="Afmelden").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Je bent afgemeld")
+    assert status_of(site.store, "ann@example.org") == SubscriberStatus.UNSUBSCRIBED
+    # Nothing sideways on a phone, and the CSP let the stylesheet in (no violations logged).
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    assert page.evaluate("getComputedStyle(document.querySelector('button')).borderRadius") == "8px"
+    assert violations == []
+    context.close()
