@@ -4,6 +4,10 @@ The ledger moves forward only after the fact: a row is `sending` (committed) bef
 call, and `sent` after the server accepted it. A crash leaves at worst a few `sending` rows, which
 the next run reports as uncertain and does not resend unless asked. This module never prints:
 it returns a report and calls the progress callback.
+
+Provider transports with batch endpoints (`BatchTransport`) take the batch path: rows are grouped
+into requests of `transport.max_batch`, the whole batch is marked `sending` in one commit before the
+request, and each recipient's result (provider id, or error) is recorded after it.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Protocol, TypeGuard, cast
 
 from ..audience import SubscriberStatus, SubscriberStore
 from ..errors import (
@@ -26,9 +30,16 @@ from ..errors import (
     UncertainDeliveryError,
 )
 from .ledger import IssueLedger, Ledger, LedgerRow, State
-from .message import MessageTemplate, Recipient
+from .message import MessageTemplate, Personalisation, Recipient
 from .ratelimit import Backoff, RateLimiter
-from .transports.base import DeliveryReceipt, OutgoingMessage, Transport
+from .transports.base import (
+    BatchItem,
+    BatchResult,
+    BatchTransport,
+    DeliveryReceipt,
+    OutgoingMessage,
+    Transport,
+)
 
 MAX_LISTED_PROBLEMS = 20
 
@@ -165,7 +176,7 @@ def send_test(
     template: MessageTemplate,
     sample: Recipient,
     reviewers: list[str],
-    transport: Transport,
+    transport: Transport | BatchTransport,
 ) -> list[TestSendResult]:
     """Send a `[TEST]` copy personalised for `sample` to each reviewer; nothing is recorded."""
     transport.check()
@@ -174,7 +185,21 @@ def send_test(
         for reviewer in reviewers:
             message = template.personalise(sample, test=True, to=reviewer)
             try:
-                results.append(TestSendResult(reviewer, transport.send(message), None))
+                if is_batch_transport(transport):
+                    item = BatchItem(
+                        f"test:{reviewer}",
+                        message,
+                        Personalisation(template, sample, test=True, to=reviewer),
+                    )
+                    (result,) = transport.send_batch([item])
+                    if result.error is not None:
+                        raise result.error
+                    if result.receipt is None:
+                        raise UncertainDeliveryError(f"{transport.name}: no result for {reviewer}")
+                    results.append(TestSendResult(reviewer, result.receipt, None))
+                else:
+                    single = cast(Transport, transport)
+                    results.append(TestSendResult(reviewer, single.send(message), None))
             except DeliveryError as err:
                 results.append(TestSendResult(reviewer, None, err.message))
     finally:
@@ -182,11 +207,16 @@ def send_test(
     return results
 
 
+def is_batch_transport(transport: object) -> TypeGuard[BatchTransport]:
+    """True for transports with a batch endpoint (provider APIs)."""
+    return hasattr(transport, "send_batch") and hasattr(transport, "max_batch")
+
+
 def send_issue(
     template: MessageTemplate,
     audience: Audience,
     *,
-    transport: Transport,
+    transport: Transport | BatchTransport,
     ledger: Ledger,
     limiter: RateLimiter | None = None,
     backoff: Backoff | None = None,
@@ -195,7 +225,11 @@ def send_issue(
     stop: threading.Event | None = None,
     progress: Callable[[SendProgress], None] | None = None,
 ) -> SendReport:
-    """Send the issue to everyone in `audience` who has not had it yet."""
+    """Send the issue to everyone in `audience` who has not had it yet.
+
+    A `BatchTransport` is fed batches of up to `max_batch` recipients, `options.concurrency`
+    requests at a time; rate limits count recipients.
+    """
     options = options or SendOptions()
     limiter = limiter or RateLimiter()
     backoff = backoff or Backoff()
@@ -257,7 +291,7 @@ def _run(
     template: MessageTemplate,
     audience: Audience,
     issue_ledger: IssueLedger,
-    transport: Transport,
+    transport: Transport | BatchTransport,
     limiter: RateLimiter,
     backoff: Backoff,
     options: SendOptions,
@@ -267,6 +301,7 @@ def _run(
     progress: Callable[[SendProgress], None] | None,
 ) -> None:
     """Feed due rows to worker threads until nothing is due, then wait for deferred rows."""
+    send_rows = _send_batches if is_batch_transport(transport) else _send_rows
     first_pass = True
     while not stop.is_set() and tally.paused_reason is None:
         rows = issue_ledger.todo(
@@ -275,7 +310,7 @@ def _run(
             resend_uncertain=options.resend_uncertain and first_pass,
         )
         resend = first_pass and (options.retry_failed or options.resend_uncertain)
-        _send_rows(
+        send_rows(
             rows,
             resend,
             template,
@@ -312,7 +347,7 @@ def _send_rows(
     template: MessageTemplate,
     audience: Audience,
     issue_ledger: IssueLedger,
-    transport: Transport,
+    transport: Transport | BatchTransport,
     limiter: RateLimiter,
     backoff: Backoff,
     options: SendOptions,
@@ -341,7 +376,7 @@ def _send_rows(
             [row.key], message_ids={row.key: message.message_id}, resend=resend
         )
         try:
-            receipt = transport.send(message)
+            receipt = cast(Transport, transport).send(message)
         except UncertainDeliveryError as err:
             issue_ledger.mark_uncertain(row.key, err.message)
             outcome, reason = "uncertain", err.message
@@ -417,6 +452,183 @@ def _send_rows(
             thread.join()
     if errors:
         raise errors[0]
+
+
+def _send_batches(
+    rows: Iterator[LedgerRow],
+    resend: bool,
+    template: MessageTemplate,
+    audience: Audience,
+    issue_ledger: IssueLedger,
+    transport: Transport | BatchTransport,
+    limiter: RateLimiter,
+    backoff: Backoff,
+    options: SendOptions,
+    clock: Callable[[], float],
+    stop: threading.Event,
+    tally: _Tally,
+    progress: Callable[[SendProgress], None] | None,
+) -> None:
+    """The batch path: one request per `max_batch` rows, `concurrency` requests at a time."""
+    batcher = cast(BatchTransport, transport)
+    size = max(1, batcher.max_batch)
+    work: queue.Queue[list[LedgerRow] | None] = queue.Queue(maxsize=options.concurrency * 2)
+
+    def send_batch(batch: list[LedgerRow]) -> None:
+        items: list[tuple[LedgerRow, BatchItem]] = []
+        refused: list[tuple[str, str]] = []
+        for row in batch:
+            recipient = audience.recipient(row.key)
+            if recipient is None:
+                refused.append((row.key, "no longer subscribed; not sent"))
+                continue
+            try:
+                message = template.personalise(recipient)
+            except AudienceError as err:  # e.g. an address no message can be sent to
+                refused.append((row.key, err.message))
+                continue
+            items.append((row, BatchItem(row.key, message, Personalisation(template, recipient))))
+        if refused:
+            issue_ledger.mark_failed_many(refused)
+            with tally.lock:
+                tally.failed += len(refused)
+        if not items:
+            return
+        limiter.acquire(len(items))
+        issue_ledger.mark_sending(
+            [row.key for row, _ in items],
+            message_ids={item.key: item.message.message_id for _, item in items},
+            resend=resend,
+        )
+        try:
+            results = batcher.send_batch([item for _, item in items])
+        except DeliveryError as err:
+            results = [BatchResult(item.key, error=err) for _, item in items]
+        if [result.key for result in results] != [item.key for _, item in items]:
+            reason = f"{batcher.name} returned {len(results)} results for {len(items)} messages"
+            results = [
+                BatchResult(item.key, error=UncertainDeliveryError(reason)) for _, item in items
+            ]
+        _record_batch(items, results, issue_ledger, limiter, backoff, options, clock, tally)
+        if progress is not None:
+            with tally.lock:
+                progress(tally.snapshot(items[-1][0].email))
+
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        while True:
+            batch = work.get()
+            if batch is None:
+                return
+            if stop.is_set() or tally.paused_reason is not None or errors:
+                continue  # drain: rows not started stay pending for the next run
+            try:
+                send_batch(batch)
+            except BaseException as err:  # a bug or a ledger failure: stop everything
+                errors.append(err)
+
+    threads = [
+        threading.Thread(target=worker, name=f"send-{n}", daemon=True)
+        for n in range(options.concurrency)
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        batch: list[LedgerRow] = []
+        for row in rows:
+            if stop.is_set() or tally.paused_reason is not None or errors:
+                batch = []
+                break
+            batch.append(row)
+            if len(batch) >= size:
+                work.put(batch)
+                batch = []
+        if batch:
+            work.put(batch)
+    finally:
+        for _ in threads:
+            work.put(None)
+        for thread in threads:
+            thread.join()
+    if errors:
+        raise errors[0]
+
+
+def _record_batch(
+    items: list[tuple[LedgerRow, BatchItem]],
+    results: list[BatchResult],
+    issue_ledger: IssueLedger,
+    limiter: RateLimiter,
+    backoff: Backoff,
+    options: SendOptions,
+    clock: Callable[[], float],
+    tally: _Tally,
+) -> None:
+    """Write each recipient's outcome to the ledger (sent first) and update the tally."""
+    sent: list[tuple[str, str]] = []
+    failed: list[tuple[str, str]] = []
+    deferred: list[tuple[str, str, float]] = []
+    uncertain: list[tuple[str, str]] = []
+    unavailable: str | None = None
+    transient: str | None = None
+    pause = 0.0
+    now = clock()
+    for (row, _item), result in zip(items, results, strict=True):
+        error = result.error
+        if error is None and result.receipt is not None:
+            sent.append((row.key, result.receipt.reply))
+        elif error is None or isinstance(error, UncertainDeliveryError):
+            uncertain.append((row.key, _reason(error, "no result for this recipient")))
+        elif isinstance(error, PermanentDeliveryError):
+            failed.append((row.key, _reason(error)))
+        elif isinstance(error, TransportUnavailableError):
+            # Not sent: the row goes back to be sent by this or a later run.
+            deferred.append((row.key, _reason(error), now))
+            unavailable = unavailable or _reason(error)
+        elif isinstance(error, TransientDeliveryError):
+            attempts = row.attempts + 1
+            if attempts >= options.max_attempts:
+                failed.append((row.key, f"gave up after {attempts} attempts: {_reason(error)}"))
+            else:
+                delay = backoff.delay(attempts, retry_after=error.retry_after)
+                deferred.append((row.key, _reason(error), now + delay))
+                transient = transient or _reason(error)
+                pause = max(pause, error.retry_after or 0.0)
+        else:
+            raise error
+    if sent:
+        issue_ledger.mark_sent_many(
+            sent, message_ids={item.key: item.message.message_id for _, item in items}
+        )
+    if failed:
+        issue_ledger.mark_failed_many(failed)
+    if deferred:
+        issue_ledger.mark_deferred_many(deferred)
+    for key, reason in uncertain:
+        issue_ledger.mark_uncertain(key, reason)
+    if pause:
+        limiter.pause_for(pause)
+    with tally.lock:
+        tally.sent += len(sent)
+        tally.failed += len(failed)
+        tally.uncertain += len(uncertain)
+        tally.deferred += len(deferred)
+        if sent:
+            tally.consecutive_failures = 0
+        elif deferred:
+            # A refused request counts once, however many recipients it carried.
+            tally.consecutive_failures += 1
+            limit_reached = tally.consecutive_failures >= options.pause_after_failures
+            why = unavailable or transient
+            if (unavailable or limit_reached) and tally.paused_reason is None:
+                tally.paused_reason = why
+
+
+def _reason(error: Exception | None, default: str = "") -> str:
+    if error is None:
+        return default
+    return error.message if isinstance(error, DeliveryError) else str(error) or default
 
 
 class StoreAudience:

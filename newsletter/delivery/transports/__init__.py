@@ -1,18 +1,60 @@
-"""Transports by name: `make_transport(settings)` builds the one `[transport] kind` names."""
+"""Transports by name: `make_transport(settings)` builds the one `[transport] kind` names.
+
+Provider transports live one per module (`<kind>.py`, class `<Name>Transport`, a subclass of
+`_http.HttpProviderTransport`) and are imported only when chosen. Each is built with
+`<Name>Transport.from_settings(transport_settings, os.environ, config_path=...)`, which reads its
+secrets from the environment and raises `ConfigError` naming a missing variable before anything
+is sent. The constructor convention is `<Name>Transport(settings, *, api_key=..., client=None)`.
+"""
 
 from __future__ import annotations
 
+import importlib
 import os
+from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ...config import Settings
 from ...errors import ConfigError, Problem
-from .base import Transport
+from .base import BatchTransport, Transport
+
+if TYPE_CHECKING:  # httpx is imported only when a provider transport is chosen
+    from ._http import HttpProviderTransport
+
+# kind → (module, class): every provider transport, imported lazily.
+PROVIDERS: dict[str, tuple[str, str]] = {
+    "postmark": ("postmark", "PostmarkTransport"),
+    "sendgrid": ("sendgrid", "SendGridTransport"),
+    "mailgun": ("mailgun", "MailgunTransport"),
+    "ses": ("ses", "SesTransport"),
+    "resend": ("resend", "ResendTransport"),
+    "brevo": ("brevo", "BrevoTransport"),
+    "mailjet": ("mailjet", "MailjetTransport"),
+    "sparkpost": ("sparkpost", "SparkPostTransport"),
+}
 
 
-def make_transport(settings: Settings) -> Transport:
-    """The configured transport; a missing password is an error before anything is sent."""
+def provider_class(kind: str) -> type[HttpProviderTransport]:
+    """The transport class of provider `kind` (`KeyError` for an unknown kind)."""
+    from ._http import HttpProviderTransport
+
+    module_name, class_name = PROVIDERS[kind]
+    module = importlib.import_module(f"{__name__}.{module_name}")
+    found = getattr(module, class_name)
+    if not (isinstance(found, type) and issubclass(found, HttpProviderTransport)):
+        raise TypeError(f"{module.__name__}.{class_name} is not an HttpProviderTransport")
+    return found
+
+
+def make_transport(
+    settings: Settings, environ: Mapping[str, str] = os.environ
+) -> Transport | BatchTransport:
+    """The configured transport; a missing password or key is an error before anything is sent."""
     transport = settings.transport
+    if transport.ca_file and not Path(transport.ca_file).is_absolute():
+        transport = replace(transport, ca_file=str(settings.root / transport.ca_file))
     if transport.kind == "outbox":
         from .outbox import OutboxTransport
 
@@ -23,7 +65,7 @@ def make_transport(settings: Settings) -> Transport:
 
         password = None
         if transport.username:
-            password = os.environ.get(transport.password_env)
+            password = environ.get(transport.password_env)
             if not password:
                 raise ConfigError(
                     [
@@ -35,11 +77,10 @@ def make_transport(settings: Settings) -> Transport:
                         )
                     ]
                 )
-        if transport.ca_file and not Path(transport.ca_file).is_absolute():
-            from dataclasses import replace
-
-            transport = replace(transport, ca_file=str(settings.root / transport.ca_file))
         return SmtpTransport(transport, password=password)
+    if transport.kind in PROVIDERS:
+        cls = _provider_or_error(settings)
+        return cls.from_settings(transport, environ, config_path=settings.config_path)
     raise ConfigError(
         [
             Problem(
@@ -59,4 +100,24 @@ def describe_transport(settings: Settings) -> str:
     if transport.kind == "smtp":
         user = f" as {transport.username}" if transport.username else ""
         return f"smtp {transport.host}:{transport.port} ({transport.security}){user}"
+    if transport.kind in PROVIDERS:
+        return _provider_or_error(settings).describe_settings(transport)
     return transport.kind
+
+
+def _provider_or_error(settings: Settings) -> type[HttpProviderTransport]:
+    kind = settings.transport.kind
+    try:
+        return provider_class(kind)
+    except ModuleNotFoundError as err:
+        if err.name != f"{__name__}.{PROVIDERS[kind][0]}":
+            raise
+        raise ConfigError(
+            [
+                Problem(
+                    f"the '{kind}' transport is not available in this version",
+                    file=settings.config_path,
+                    key="transport.kind",
+                )
+            ]
+        ) from err

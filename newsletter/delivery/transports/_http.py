@@ -1,0 +1,611 @@
+"""The shared base of the provider transports: one httpx client, timeouts, status → typed errors.
+
+A provider module (see docs/adding-a-provider.md) subclasses `HttpProviderTransport`, sets a few
+class attributes, and implements `deliver(items)`: build the payload from each item's
+`Personalisation`, `post_json`/`post_form` it, and turn the answer into one `BatchResult` per item.
+Everything else is here, the same for every provider:
+
+- the client: TLS verification on (`ca_file` trusted when set), a connection pool of
+  `connections`, `timeout`, the `api_url` override, a User-Agent;
+- what a failure means (DESIGN rule 7: the ledger moves forward only after a confirmed send):
+  nothing reached the server (connect error or timeout, write error) → `TransientDeliveryError`;
+  the request was sent but no complete answer came (read timeout, connection dropped) →
+  `UncertainDeliveryError`; 2xx with a body that cannot be read → `UncertainDeliveryError` (the
+  provider may well have accepted it); 429 → `TransientDeliveryError` with `retry_after`;
+  5xx / 408 → `TransientDeliveryError`; 401 / 403 → `TransportUnavailableError`; other 4xx →
+  `client_error(...)`, by default `PermanentDeliveryError` for every item of the request.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import ssl
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import httpx
+
+from ... import __version__
+from ...config import TransportSettings
+from ...errors import (
+    ConfigError,
+    DeliveryError,
+    PermanentDeliveryError,
+    Problem,
+    RecipientRejectedError,
+    TransientDeliveryError,
+    TransportUnavailableError,
+    UncertainDeliveryError,
+)
+from ..message import Personalisation, ProviderTemplate, SlotContext
+from .base import BatchItem, BatchResult, DeliveryReceipt
+
+__all__ = [
+    "USER_AGENT",
+    "HttpProviderTransport",
+    "ProviderRequestError",
+    "ProviderResponse",
+    "RejectedItems",
+    "parse_retry_after",
+    "personalisation",
+    "require_env",
+]
+
+USER_AGENT = f"newsletter/{__version__} (+httpx)"
+_MESSAGE_MAX = 300  # characters of a provider's error text kept in messages and the ledger
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a Retry-After value: delay-seconds or an HTTP date (RFC 9110).
+
+    None when absent or unreadable; never negative.
+    """
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:  # an HTTP date is always GMT
+            return None
+        seconds = when.timestamp() - now
+    if math.isnan(seconds) or math.isinf(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+def personalisation(item: BatchItem) -> Personalisation:
+    """The `Personalisation` the sender put in `item.content` (a bug if it is missing)."""
+    content = item.content
+    if not isinstance(content, Personalisation):
+        raise TypeError(f"batch item {item.key!r} carries no Personalisation in .content")
+    return content
+
+
+@dataclass(frozen=True)
+class ProviderResponse:
+    """A complete HTTP answer from the provider (already read; the connection is free)."""
+
+    provider: str
+    status: int
+    headers: httpx.Headers
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        """The body as JSON.
+
+        On a 2xx answer a missing or malformed body is `UncertainDeliveryError`: the provider
+        probably accepted the request, so it must not be sent again blindly.
+        """
+        try:
+            return json.loads(self.body)
+        except ValueError as err:
+            what = "an empty body" if not self.body.strip() else "malformed JSON"
+            raise UncertainDeliveryError(
+                f"{self.provider}: HTTP {self.status} with {what}; the request may have been "
+                "accepted",
+                reply=self.text[:_MESSAGE_MAX],
+            ) from err
+
+
+class ProviderRequestError(PermanentDeliveryError):
+    """The provider refused a request with a 4xx answer (not 401/403/408/429).
+
+    Inside `send_batch` it goes to the provider's `client_error` hook, which may narrow it
+    down to the items at fault; elsewhere (checks, suppression lists) it is what it says.
+    """
+
+    def __init__(self, message: str, response: ProviderResponse) -> None:
+        super().__init__(message, reply=response.text[:_MESSAGE_MAX])
+        self.response = response
+
+
+class RejectedItems(Exception):
+    """The provider refused the whole request because of some items; nothing was sent.
+
+    Raised by a provider's `deliver`/`client_error` when it can tell which items were at fault
+    (e.g. SendGrid's `personalizations.3.to.0.email`). `send_batch` records `errors` for those
+    items (index into the items given to `deliver` → error) and sends the others again.
+    """
+
+    def __init__(self, errors: Mapping[int, PermanentDeliveryError]) -> None:
+        super().__init__(f"{len(errors)} item(s) refused")
+        self.errors = dict(errors)
+
+
+class HttpProviderTransport:
+    """Base of every provider transport; implements the `BatchTransport` protocol.
+
+    Subclasses set `name`, `max_batch`, `default_api_url`, `default_key_env` (and, if the
+    provider has a cheap authenticated GET, `check_path`), and implement `deliver`. Providers
+    that authenticate other than with one key in a header override `auth_headers` or `auth`
+    (an `httpx.Auth`, e.g. SigV4) and `from_settings`.
+
+    Convention for constructors: `<Name>Transport(settings, *, api_key=..., client=None)`;
+    `client` lets a test hand in its own `httpx.Client` (the transport then does not close it).
+    """
+
+    name: str = "http"
+    max_batch: int = 1
+    default_api_url: ClassVar[str] = ""
+    default_key_env: ClassVar[str] = ""
+    check_path: ClassVar[str | None] = None
+
+    def __init__(
+        self,
+        settings: TransportSettings,
+        *,
+        api_key: str = "",
+        client: httpx.Client | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.api_key = api_key
+        self.api_url = self.api_url_for(settings)
+        self.connections = max(1, settings.connections)
+        self.sandbox = settings.sandbox
+        self.clock = clock
+        self._owns_client = client is None
+        self._client = client
+        self._client_lock = threading.Lock()
+        self._templates: dict[tuple[str, bool], ProviderTemplate] = {}
+
+    def __repr__(self) -> str:  # never the key
+        return f"{type(self).__name__}({self.api_url!r}, sandbox={self.sandbox})"
+
+    # --- construction from the configuration ------------------------------------------------
+
+    @classmethod
+    def key_env(cls, settings: TransportSettings) -> str:
+        return settings.api_key_env or cls.default_key_env
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: TransportSettings,
+        environ: Mapping[str, str] = os.environ,
+        *,
+        config_path: Path | None = None,
+    ) -> Self:
+        """The transport with its key from the environment; `ConfigError` naming the variable."""
+        variable = cls.key_env(settings)
+        return cls(settings, api_key=require_env(environ, variable, cls.name, config_path))
+
+    @classmethod
+    def api_url_for(cls, settings: TransportSettings) -> str:
+        """The base URL: `api_url` when set, else the provider's (override for regions)."""
+        return (settings.api_url or cls.default_api_url).rstrip("/")
+
+    @classmethod
+    def describe_settings(cls, settings: TransportSettings) -> str:
+        """A one-line description for the send summary (never the key)."""
+        sandbox = " (sandbox: nothing is delivered)" if settings.sandbox else ""
+        return f"{cls.name} {cls.api_url_for(settings)}{sandbox}"
+
+    # --- hooks a provider module may override -----------------------------------------------
+
+    def auth_headers(self) -> Mapping[str, str]:
+        """Headers that authenticate every request (none by default)."""
+        return {}
+
+    def auth(self) -> httpx.Auth | None:
+        """An `httpx.Auth` for providers that sign each request (e.g. SigV4)."""
+        return None
+
+    def deliver(self, items: Sequence[BatchItem]) -> list[BatchResult]:
+        """Send `items` (at most `max_batch`) in one request: one result per item, in order."""
+        raise NotImplementedError
+
+    def rate_limit_delay(self, response: ProviderResponse) -> float | None:
+        """Seconds to wait after a 429 (Retry-After by default; providers add their headers)."""
+        return parse_retry_after(response.headers.get("retry-after"), self.clock())
+
+    def error_message(self, response: ProviderResponse) -> str:
+        """The provider's own words for an error answer, shortened."""
+        message = ""
+        try:
+            data = json.loads(response.body) if response.body.strip() else None
+        except ValueError:
+            data = None
+        message = _find_message(data) if data is not None else ""
+        if not message:
+            message = " ".join(response.text.split())
+        return message[:_MESSAGE_MAX] or f"HTTP {response.status}"
+
+    def client_error(
+        self, response: ProviderResponse, items: Sequence[BatchItem]
+    ) -> list[BatchResult]:
+        """A 4xx other than 401/403/408/429: by default every item failed permanently.
+
+        Providers that can tell which items were at fault raise `RejectedItems`, or return
+        per-item results when the provider reports them.
+        """
+        raise ProviderRequestError(
+            f"{self.name} refused the request (HTTP {response.status}): "
+            f"{self.error_message(response)}",
+            response,
+        )
+
+    # --- BatchTransport ---------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Prove the key works with `check_path` (a cheap authenticated GET), if there is one."""
+        if self.check_path is None:
+            return
+        try:
+            self.get(self.check_path)
+        except TransportUnavailableError:
+            raise
+        except DeliveryError as err:
+            raise TransportUnavailableError(
+                f"{self.name}: cannot reach {self.api_url}: {err.message}",
+                hint="Check [transport] api_url and the network.",
+            ) from err
+
+    def send_batch(self, items: Sequence[BatchItem]) -> list[BatchResult]:
+        """One result per item, in order; whole-request failures are raised (see module doc)."""
+        if not items:
+            return []
+        if len(items) > self.max_batch:
+            raise ValueError(f"{self.name}: {len(items)} items; at most {self.max_batch} a request")
+        done: dict[str, BatchResult] = {}
+        remaining = list(items)
+        while remaining:
+            try:
+                results = self._deliver_once(remaining)
+            except RejectedItems as rejected:
+                if not rejected.errors:
+                    raise TypeError(f"{self.name}: RejectedItems without items") from rejected
+                for index, error in rejected.errors.items():
+                    item = remaining[index]
+                    done[item.key] = BatchResult(item.key, error=error)
+                remaining = [x for n, x in enumerate(remaining) if n not in rejected.errors]
+                continue
+            except DeliveryError as err:
+                if not done:
+                    raise
+                # Some items were refused already; the rest share this request's fate.
+                for item in remaining:
+                    done[item.key] = BatchResult(item.key, error=err)
+                break
+            if [result.key for result in results] != [item.key for item in remaining]:
+                raise UncertainDeliveryError(
+                    f"{self.name}: {len(results)} results for {len(remaining)} messages; "
+                    "the request may have been accepted"
+                )
+            for result in results:
+                done[result.key] = result
+            break
+        return [done[item.key] for item in items]
+
+    def _deliver_once(self, items: Sequence[BatchItem]) -> list[BatchResult]:
+        try:
+            return self.deliver(items)
+        except ProviderRequestError as err:
+            return self.client_error(err.response, items)
+
+    def close(self) -> None:
+        """Close the connections (a client handed in by the caller is left open)."""
+        if not self._owns_client:
+            return
+        with self._client_lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    # --- helpers for provider modules -------------------------------------------------------
+
+    def accepted(self, item: BatchItem, provider_id: str) -> BatchResult:
+        """A per-item success; `provider_id` goes into the ledger as the reply."""
+        return BatchResult(item.key, DeliveryReceipt(item.message.recipient, provider_id))
+
+    def refused(self, item: BatchItem, message: str) -> BatchResult:
+        """A per-item permanent failure (the provider refused this recipient)."""
+        return BatchResult(
+            item.key,
+            error=RecipientRejectedError(
+                f"{self.name} refused {item.message.recipient}: {message}"
+            ),
+        )
+
+    def deliver_in_parts(
+        self,
+        items: Sequence[BatchItem],
+        size_of: Callable[[BatchItem], int],
+        limit: int,
+        send_part: Callable[[Sequence[BatchItem]], list[BatchResult]],
+    ) -> list[BatchResult]:
+        """Send `items` in as few requests as fit `limit` bytes (by `size_of`), in order.
+
+        With one request this is `send_part(items)`. With several, a request's failure becomes
+        per-item errors: a permanent one only for its own items (the next requests still go);
+        anything else stops the run here, and the items not sent get a transient error.
+        """
+        parts: list[list[BatchItem]] = [[]]
+        used = 0
+        for item in items:
+            size = size_of(item)
+            if parts[-1] and used + size > limit:
+                parts.append([])
+                used = 0
+            parts[-1].append(item)
+            used += size
+        if len(parts) == 1:
+            return send_part(parts[0])
+        results: list[BatchResult] = []
+        stopped: DeliveryError | None = None
+        for part in parts:
+            if stopped is not None:
+                results += [BatchResult(item.key, error=stopped) for item in part]
+                continue
+            try:
+                results += self._deliver_once_part(part, send_part)
+            except PermanentDeliveryError as err:
+                results += [BatchResult(item.key, error=err) for item in part]
+            except DeliveryError as err:
+                results += [BatchResult(item.key, error=err) for item in part]
+                stopped = TransientDeliveryError(
+                    f"{self.name}: not sent after an earlier request failed: {err.message}",
+                    retry_after=getattr(err, "retry_after", None),
+                )
+        return results
+
+    def _deliver_once_part(
+        self,
+        part: Sequence[BatchItem],
+        send_part: Callable[[Sequence[BatchItem]], list[BatchResult]],
+    ) -> list[BatchResult]:
+        try:
+            try:
+                return send_part(part)
+            except ProviderRequestError as err:
+                return self.client_error(err.response, part)
+        except RejectedItems as rejected:
+            # Indices are into `part`: record those, send the rest of the part again.
+            bad = rejected.errors
+            rest = [item for n, item in enumerate(part) if n not in bad]
+            again = iter(self._deliver_once_part(rest, send_part) if rest else [])
+            return [
+                BatchResult(item.key, error=bad[n]) if n in bad else next(again)
+                for n, item in enumerate(part)
+            ]
+
+    def shared_template(
+        self, item: BatchItem, placeholder: Callable[[int, SlotContext], str]
+    ) -> ProviderTemplate:
+        """The provider template of the item's issue, built once per transport and issue."""
+        found = personalisation(item)
+        key = (found.template.fingerprint, found.test)
+        cached = self._templates.get(key)
+        if cached is None:
+            cached = found.provider_template(placeholder)
+            with self._client_lock:
+                self._templates[key] = cached
+        return cached
+
+    def post_json(
+        self, path: str, body: object, *, headers: Mapping[str, str] | None = None
+    ) -> ProviderResponse:
+        """POST `body` as JSON; a 2xx answer is returned, anything else raised as typed errors."""
+        data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        extra = {"Content-Type": "application/json", **(headers or {})}
+        return self.request("POST", path, content=data, headers=extra)
+
+    def post_form(
+        self,
+        path: str,
+        fields: Sequence[tuple[str, str]],
+        *,
+        files: Sequence[tuple[str, tuple[str, bytes, str]]] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> ProviderResponse:
+        """POST form fields (repeated names allowed); multipart when `files` are given."""
+        if files:
+            return self.request(
+                "POST", path, data=_grouped(fields), files=list(files), headers=headers
+            )
+        return self.request("POST", path, data=_grouped(fields), headers=headers)
+
+    def get(self, path: str, *, params: Mapping[str, str | int] | None = None) -> ProviderResponse:
+        """GET (checks, suppression lists); failures are raised as for POST."""
+        return self.request("GET", path, params=params)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        content: bytes | None = None,
+        data: Mapping[str, Any] | None = None,
+        files: list[tuple[str, tuple[str, bytes, str]]] | None = None,
+        params: Mapping[str, str | int] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> ProviderResponse:
+        """Send one request and classify the outcome (see the module docstring)."""
+        url = path if path.startswith(("http://", "https://")) else self.api_url + path
+        client = self._get_client()
+        try:
+            request = client.build_request(
+                method,
+                url,
+                content=content,
+                data=data,
+                files=files,
+                params=params,
+                headers={**self.auth_headers(), **(headers or {})},
+            )
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol) as err:
+            raise TransportUnavailableError(
+                f"{self.name}: unusable API URL {url!r}: {err}",
+                hint="Check [transport] api_url.",
+            ) from err
+        try:
+            raw = client.send(request, auth=self.auth() or httpx.USE_CLIENT_DEFAULT)
+        except (httpx.ConnectTimeout, httpx.ConnectError, httpx.PoolTimeout) as err:
+            raise TransientDeliveryError(
+                f"{self.name}: cannot connect to {self.api_url}: {_describe(err)}"
+            ) from err
+        except (httpx.WriteTimeout, httpx.WriteError) as err:
+            # The request was not written whole: the provider cannot act on half a body.
+            raise TransientDeliveryError(
+                f"{self.name}: the request to {self.api_url} could not be sent: {_describe(err)}"
+            ) from err
+        except httpx.ReadTimeout as err:
+            raise UncertainDeliveryError(
+                f"{self.name}: no answer within {self.settings.timeout:g}s after the request "
+                "was sent; it may have been accepted"
+            ) from err
+        except (httpx.UnsupportedProtocol, httpx.ProxyError) as err:
+            raise TransportUnavailableError(f"{self.name}: {_describe(err)}") from err
+        except httpx.HTTPError as err:
+            # ReadError, RemoteProtocolError, ...: the request went out, the answer did not come.
+            raise UncertainDeliveryError(
+                f"{self.name}: the connection failed after the request was sent "
+                f"({_describe(err)}); it may have been accepted"
+            ) from err
+        response = ProviderResponse(self.name, raw.status_code, raw.headers, raw.content)
+        self._raise_for_status(response)
+        return response
+
+    def _raise_for_status(self, response: ProviderResponse) -> None:
+        status = response.status
+        if 200 <= status < 300:
+            return
+        reply = response.text[:_MESSAGE_MAX]
+        if status == 429:
+            retry_after = self.rate_limit_delay(response)
+            wait = f"; retry after {retry_after:g}s" if retry_after is not None else ""
+            raise TransientDeliveryError(
+                f"{self.name}: rate limited (HTTP 429): {self.error_message(response)}{wait}",
+                reply=reply,
+                retry_after=retry_after,
+            )
+        if status in (401, 403):
+            raise TransportUnavailableError(
+                f"{self.name}: the API key was refused (HTTP {status}): "
+                f"{self.error_message(response)}",
+                hint=f"Check the key in the environment variable {self.key_env(self.settings)} "
+                "and its permissions.",
+                reply=reply,
+            )
+        if status >= 500 or status == 408:
+            raise TransientDeliveryError(
+                f"{self.name}: server error (HTTP {status}): {self.error_message(response)}",
+                reply=reply,
+                retry_after=parse_retry_after(response.headers.get("retry-after"), self.clock()),
+            )
+        if 400 <= status < 500:
+            raise ProviderRequestError(
+                f"{self.name} refused the request (HTTP {status}): {self.error_message(response)}",
+                response,
+            )
+        raise TransportUnavailableError(
+            f"{self.name}: unexpected HTTP {status} from {self.api_url}",
+            hint="Check [transport] api_url (redirects are not followed).",
+            reply=reply,
+        )
+
+    def _get_client(self) -> httpx.Client:
+        with self._client_lock:
+            if self._client is None:
+                self._client = self._make_client()
+            return self._client
+
+    def _make_client(self) -> httpx.Client:
+        limits = httpx.Limits(
+            max_connections=self.connections, max_keepalive_connections=self.connections
+        )
+        timeout = httpx.Timeout(self.settings.timeout, connect=min(self.settings.timeout, 10.0))
+        verify: ssl.SSLContext | bool = True
+        if self.settings.ca_file:
+            verify = ssl.create_default_context(cafile=self.settings.ca_file)
+        return httpx.Client(
+            timeout=timeout,
+            limits=limits,
+            verify=verify,
+            follow_redirects=False,
+            headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+        )
+
+
+def require_env(
+    environ: Mapping[str, str], variable: str, provider: str, config_path: Path | None
+) -> str:
+    """The value of `variable`; `ConfigError` naming it (never showing a value) when empty."""
+    value = environ.get(variable, "").strip()
+    if not value:
+        raise ConfigError(
+            [
+                Problem(
+                    f"the {provider} transport needs its API key in the environment variable "
+                    f"{variable}, which is empty or not set",
+                    file=config_path,
+                    key="transport.api_key_env",
+                )
+            ]
+        )
+    return value
+
+
+def _grouped(fields: Sequence[tuple[str, str]]) -> dict[str, str | list[str]]:
+    """Form fields with repeated names as lists (httpx sends each value as its own field)."""
+    grouped: dict[str, str | list[str]] = {}
+    for name, value in fields:
+        if name in grouped:
+            previous = grouped[name]
+            grouped[name] = [*previous, value] if isinstance(previous, list) else [previous, value]
+        else:
+            grouped[name] = value
+    return grouped
+
+
+def _find_message(data: Any) -> str:
+    """The first error text in a provider's JSON error body (common shapes)."""
+    if isinstance(data, str):
+        return data
+    if isinstance(data, list):
+        return "; ".join(filter(None, (_find_message(x) for x in data[:3])))
+    if isinstance(data, dict):
+        for key in ("message", "Message", "error", "ErrorMessage", "detail", "errors", "Errors"):
+            if data.get(key):
+                return _find_message(data[key])
+    return ""
+
+
+def _describe(err: Exception) -> str:
+    return str(err) or type(err).__name__

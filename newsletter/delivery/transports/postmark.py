@@ -1,0 +1,232 @@
+"""Postmark: `POST /email/batch`, up to 500 fully personalised messages a request.
+
+Postmark substitutes values only in its own templates, so each message is rendered here
+(`MessageTemplate.content`) and carries its own `Headers` (the recipient's List-Unsubscribe).
+Tracking is off (`TrackOpens: false`, `TrackLinks: "None"`): links stay as written. Newsletters
+go to a Broadcast message stream (`message_stream`, default "broadcast"); `check()` refuses a
+stream whose unsubscribe handling is Postmark's own, which would add a second List-Unsubscribe.
+Sandbox mode sends with the token `POSTMARK_API_TEST`: Postmark validates and delivers nothing.
+
+The batch answer is HTTP 200 with one result per message, in order: `ErrorCode` 0 and a
+`MessageID`, or the error for that recipient (406: inactive, i.e. suppressed).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Self
+
+from ...config import TransportSettings
+from ...errors import (
+    PermanentDeliveryError,
+    TransientDeliveryError,
+    TransportUnavailableError,
+    UncertainDeliveryError,
+)
+from ..message import MessageContent
+from ._http import HttpProviderTransport, ProviderResponse, personalisation, require_env
+from .base import BatchItem, BatchResult
+
+TEST_TOKEN = "POSTMARK_API_TEST"
+DEFAULT_STREAM = "broadcast"
+MAX_REQUEST_BYTES = 45_000_000  # Postmark allows 50 MB a batch; JSON escaping needs headroom
+MAX_MESSAGE_BYTES = 10_000_000  # attachments counted after base64
+
+# ErrorCodes that mean the account or sender cannot send at all (not this recipient).
+_ACCOUNT_CODES = {10: "bad or missing server token", 400: "sender signature not found",
+                  401: "sender signature not confirmed", 405: "not allowed to send",
+                  412: "account pending approval", 413: "account not allowed to send"}  # fmt: skip
+
+
+class PostmarkTransport(HttpProviderTransport):
+    name = "postmark"
+    max_batch = 500
+    default_api_url = "https://api.postmarkapp.com"
+    default_key_env = "POSTMARK_SERVER_TOKEN"
+
+    def __init__(self, settings: TransportSettings, *, api_key: str, **kwargs: Any) -> None:
+        super().__init__(settings, api_key=api_key, **kwargs)
+        self.stream = settings.message_stream or DEFAULT_STREAM
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: TransportSettings,
+        environ: Mapping[str, str] = os.environ,
+        *,
+        config_path: Path | None = None,
+    ) -> Self:
+        if settings.sandbox:  # Postmark's documented test token: validated, never delivered
+            return cls(settings, api_key=TEST_TOKEN)
+        return cls(
+            settings,
+            api_key=require_env(environ, cls.key_env(settings), cls.name, config_path),
+        )
+
+    def auth_headers(self) -> Mapping[str, str]:
+        return {"X-Postmark-Server-Token": self.api_key}
+
+    # --- check ------------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """The token works and the stream will not add its own unsubscribe link."""
+        if self.sandbox:
+            return  # the test token only sends
+        try:
+            answer = self.get(f"/message-streams/{self.stream}").json()
+        except TransportUnavailableError:
+            raise
+        except PermanentDeliveryError as err:
+            raise TransportUnavailableError(
+                f"postmark: message stream {self.stream!r}: {err.message}",
+                hint="Set [transport] message_stream to a Broadcast stream of this server.",
+            ) from err
+        except (TransientDeliveryError, UncertainDeliveryError) as err:
+            raise TransportUnavailableError(
+                f"postmark: cannot reach {self.api_url}: {err.message}"
+            ) from err
+        handling = (
+            (answer.get("SubscriptionManagementConfiguration") or {}).get("UnsubscribeHandlingType")
+            if isinstance(answer, dict)
+            else None
+        )
+        if handling == "Postmark":
+            raise TransportUnavailableError(
+                f"postmark: message stream {self.stream!r} lets Postmark handle unsubscribes, "
+                "which adds a second List-Unsubscribe header and link",
+                hint="In Postmark, set the stream's unsubscribe handling to 'None' or 'Custom': "
+                "this newsletter carries its own one-click unsubscribe.",
+            )
+
+    # --- sending ----------------------------------------------------------------------------
+
+    def deliver(self, items: Sequence[BatchItem]) -> list[BatchResult]:
+        messages: list[tuple[BatchItem, dict[str, Any]]] = []
+        too_big: dict[str, BatchResult] = {}
+        for item in items:
+            content = personalisation(item).content()
+            size = message_size(content)
+            if size > MAX_MESSAGE_BYTES:
+                too_big[item.key] = BatchResult(
+                    item.key,
+                    error=PermanentDeliveryError(
+                        f"postmark: the message is {size:,} bytes; Postmark takes at most "
+                        f"{MAX_MESSAGE_BYTES:,} (images included)"
+                    ),
+                )
+                continue
+            messages.append((item, self.payload(content, item)))
+        sizes = {item.key: _payload_size(body) for item, body in messages}
+        bodies = {item.key: body for item, body in messages}
+        sent = self.deliver_in_parts(
+            [item for item, _ in messages],
+            lambda item: sizes[item.key],
+            MAX_REQUEST_BYTES,
+            lambda part: self._post_batch(part, [bodies[item.key] for item in part]),
+        )
+        by_key = {result.key: result for result in sent} | too_big
+        return [by_key[item.key] for item in items]
+
+    def payload(self, content: MessageContent, item: BatchItem) -> dict[str, Any]:
+        """One message of the batch, in Postmark's shape."""
+        body: dict[str, Any] = {
+            "From": content.sender.formatted(),
+            "To": content.to.formatted(),
+            "Subject": content.subject,
+            "HtmlBody": content.html,
+            "TextBody": content.text,
+            "Headers": [{"Name": name, "Value": value} for name, value in content.headers],
+            "MessageStream": self.stream,
+            "TrackOpens": False,
+            "TrackLinks": "None",
+            "Tag": personalisation(item).template.issue[:1000],
+            "Metadata": {"issue": personalisation(item).template.issue},
+        }
+        if content.reply_to is not None:
+            body["ReplyTo"] = content.reply_to.formatted()
+        if content.images:
+            body["Attachments"] = [
+                {
+                    "Name": image.filename,
+                    "Content": image.base64,
+                    "ContentType": image.content_type,
+                    "ContentID": f"cid:{image.cid}",
+                }
+                for image in content.images
+            ]
+        return body
+
+    def _post_batch(
+        self, items: Sequence[BatchItem], bodies: list[dict[str, Any]]
+    ) -> list[BatchResult]:
+        response = self.post_json("/email/batch", bodies)
+        answers = response.json()
+        if not isinstance(answers, list) or len(answers) != len(items):
+            raise UncertainDeliveryError(
+                f"postmark: expected {len(items)} results, got "
+                f"{len(answers) if isinstance(answers, list) else type(answers).__name__}; "
+                "the messages may have been accepted"
+            )
+        return [self._result(item, answer) for item, answer in zip(items, answers, strict=True)]
+
+    def _result(self, item: BatchItem, answer: object) -> BatchResult:
+        if not isinstance(answer, dict):
+            return BatchResult(
+                item.key, error=UncertainDeliveryError(f"postmark: unreadable result {answer!r}")
+            )
+        code = answer.get("ErrorCode")
+        message = str(answer.get("Message") or "")
+        if code == 0 and answer.get("MessageID"):
+            return self.accepted(item, str(answer["MessageID"]))
+        if code == 0:
+            return BatchResult(
+                item.key, error=UncertainDeliveryError("postmark: accepted without a MessageID")
+            )
+        text = f"ErrorCode {code}: {message}"
+        if code == 429:
+            return BatchResult(
+                item.key, error=TransientDeliveryError(f"postmark: rate limited ({text})")
+            )
+        if code == 100:  # maintenance
+            return BatchResult(item.key, error=TransientDeliveryError(f"postmark: {text}"))
+        if code in _ACCOUNT_CODES:
+            return BatchResult(item.key, error=TransportUnavailableError(f"postmark: {text}"))
+        return self.refused(item, text)
+
+    def client_error(
+        self, response: ProviderResponse, items: Sequence[BatchItem]
+    ) -> list[BatchResult]:
+        """HTTP 422 for the whole request: an account problem stops the run, else permanent."""
+        try:
+            data = response.json()
+        except UncertainDeliveryError:
+            data = None
+        code = data.get("ErrorCode") if isinstance(data, dict) else None
+        if code in _ACCOUNT_CODES:
+            raise TransportUnavailableError(
+                f"postmark: {self.error_message(response)} (ErrorCode {code}: "
+                f"{_ACCOUNT_CODES[code]})",
+                hint="Check the server token, the sender signature and the account in Postmark.",
+            )
+        if code == 429:
+            raise TransientDeliveryError(f"postmark: rate limited: {self.error_message(response)}")
+        return super().client_error(response, items)
+
+
+def message_size(content: MessageContent) -> int:
+    """Bytes Postmark counts against its 10 MB limit (bodies plus base64 attachments)."""
+    text = len(content.html.encode()) + len(content.text.encode())
+    return text + sum(len(image.base64) for image in content.images)
+
+
+def _payload_size(body: dict[str, Any]) -> int:
+    # An estimate without encoding twice: JSON adds quotes and escapes to the string values.
+    size = 512
+    for value in body.values():
+        if isinstance(value, str):
+            size += len(value) + len(value) // 8 + 8
+        elif isinstance(value, list):
+            size += sum(len(str(x)) for x in value)
+    return size

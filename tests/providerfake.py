@@ -1,0 +1,324 @@
+"""A real HTTP server on 127.0.0.1 that plays a mail provider, for the provider transport tests.
+
+A provider test gives `ProviderFake` a handler: it gets every request as a `FakeRequest`
+(method, path, query, headers, raw body, `json()`, `form()`), checks it (path, auth header, body
+against the provider's own spec schema, batch limits) and answers with a `FakeResponse`. Checks
+that fail are recorded in `fake.problems` (and answered 400), so a test asserts
+`fake.problems == []` at the end. Faults are queued per test with `fake.fail_next(...)`:
+
+    fake.fail_next(FakeResponse.json({"message": "slow down"}, status=429,
+                                     headers={"Retry-After": "7"}))
+    fake.fail_next(HANG)                  # no answer until the client gives up (its timeout)
+    fake.fail_next(FakeResponse(200, b"{oops"))   # malformed JSON
+    fake.fail_next(FakeResponse(200, b""))        # empty body
+
+`fake.accept(email, provider_id)` records a recipient the provider "sent" (thread-safe), so a
+full-send test compares the ledger with `fake.accepted` (a Counter: sends per address).
+
+Spec validation: `spec_validator(path, pointer, flavour)` loads a spec copied into tests/specs/
+(OpenAPI 3.0 / 3.1, Swagger 2.0, JSON Schema 2020-12) and returns a function giving the error
+messages for a body, `[]` when it is valid.
+"""
+
+from __future__ import annotations
+
+import email.parser
+import email.policy
+import json
+import ssl
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import parse_qs, urlsplit
+
+SPECS = Path(__file__).resolve().parent / "specs"
+
+
+@dataclass(frozen=True)
+class FakeRequest:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]  # names lower-cased
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    def form(self) -> dict[str, list[str]]:
+        """Form fields (urlencoded or multipart/form-data); repeated names give several values."""
+        content_type = self.header("content-type") or ""
+        if content_type.startswith("multipart/form-data"):
+            message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+                f"Content-Type: {content_type}\r\n\r\n".encode() + self.body
+            )
+            fields: dict[str, list[str]] = {}
+            for part in message.iter_parts():
+                name = part.get_param("name", header="content-disposition")
+                if part.get_filename() is not None:
+                    value = f"<file {part.get_filename()}>"
+                else:
+                    payload = part.get_payload(decode=True)
+                    value = payload.decode("utf-8") if isinstance(payload, bytes) else ""
+                fields.setdefault(str(name), []).append(value)
+            return fields
+        return parse_qs(self.body.decode("utf-8"), keep_blank_values=True)
+
+
+@dataclass(frozen=True)
+class FakeResponse:
+    status: int = 200
+    body: bytes = b""
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def json(
+        cls, data: object, status: int = 200, headers: Mapping[str, str] | None = None
+    ) -> FakeResponse:
+        return cls(
+            status,
+            json.dumps(data).encode(),
+            {"Content-Type": "application/json", **(headers or {})},
+        )
+
+
+class _Hang:
+    """Answer nothing until the client gives up (or the fake stops)."""
+
+    def __repr__(self) -> str:
+        return "HANG"
+
+
+HANG = _Hang()
+Handler = Callable[[FakeRequest], FakeResponse]
+Fault = FakeResponse | _Hang
+
+
+class ProviderFake:
+    """The server; use as a context manager. `handler` may be replaced at any time."""
+
+    def __init__(
+        self,
+        handler: Handler | None = None,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        hang_seconds: float = 5.0,
+    ) -> None:
+        self.handler: Handler = handler or (lambda request: FakeResponse(404))
+        self.requests: list[FakeRequest] = []
+        self.problems: list[str] = []
+        self.accepted: Counter[str] = Counter()
+        self.ids: dict[str, list[str]] = {}
+        self.record_requests = True
+        self.hang_seconds = hang_seconds
+        self._faults: list[tuple[Fault, Callable[[FakeRequest], bool] | None]] = []
+        self._lock = threading.Lock()
+        self._release = threading.Event()
+        self._ssl = ssl_context
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- life cycle --------------------------------------------------------------------------
+
+    def __enter__(self) -> ProviderFake:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        fake = self
+
+        class RequestHandler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as real providers
+
+            def log_message(self, format: str, *args: Any) -> None:  # quiet
+                return
+
+            def do_GET(self) -> None:
+                self._handle()
+
+            def do_POST(self) -> None:
+                self._handle()
+
+            def do_PUT(self) -> None:
+                self._handle()
+
+            def do_DELETE(self) -> None:
+                self._handle()
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                parts = urlsplit(self.path)
+                request = FakeRequest(
+                    self.command,
+                    parts.path,
+                    parse_qs(parts.query, keep_blank_values=True),
+                    {name.lower(): value for name, value in self.headers.items()},
+                    body,
+                )
+                answer = fake._answer(request)
+                if isinstance(answer, _Hang):
+                    fake._release.wait(fake.hang_seconds)
+                    self.close_connection = True
+                    return
+                self.send_response(answer.status)
+                for name, value in answer.headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(answer.body)))
+                self.end_headers()
+                self.wfile.write(answer.body)
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), RequestHandler)
+        server.daemon_threads = True
+        if self._ssl is not None:
+            server.socket = self._ssl.wrap_socket(server.socket, server_side=True)
+        self._release.clear()
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._release.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "the fake is not running"
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        scheme = "https" if self._ssl is not None else "http"
+        host = "localhost" if self._ssl is not None else "127.0.0.1"
+        return f"{scheme}://{host}:{self.port}"
+
+    # --- what tests use ----------------------------------------------------------------------
+
+    def fail_next(
+        self,
+        fault: Fault,
+        *,
+        times: int = 1,
+        when: Callable[[FakeRequest], bool] | None = None,
+    ) -> None:
+        """Answer the next `times` requests (matching `when`) with `fault`, not the handler."""
+        with self._lock:
+            self._faults.extend([(fault, when)] * times)
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def problem(self, message: str) -> FakeResponse:
+        """Record a failed check and answer 400 with it."""
+        with self._lock:
+            self.problems.append(message)
+        return FakeResponse.json({"message": f"fake: {message}"}, status=400)
+
+    def accept(self, address: str, provider_id: str) -> None:
+        with self._lock:
+            key = address.lower()
+            self.accepted[key] += 1
+            self.ids.setdefault(key, []).append(provider_id)
+
+    def posts(self, path: str | None = None) -> list[FakeRequest]:
+        with self._lock:
+            return [
+                r for r in self.requests if r.method == "POST" and (path is None or r.path == path)
+            ]
+
+    def _answer(self, request: FakeRequest) -> Fault:
+        with self._lock:
+            if self.record_requests:
+                self.requests.append(request)
+            for index, (fault, when) in enumerate(self._faults):
+                if when is None or when(request):
+                    del self._faults[index]
+                    return fault
+        try:
+            return self.handler(request)
+        except Exception as err:  # a bug in a handler must show in the test, not hang it
+            with self._lock:
+                self.problems.append(f"handler raised {type(err).__name__}: {err}")
+            return FakeResponse.json({"message": "fake handler error"}, status=500)
+
+
+# --- spec validation ------------------------------------------------------------------------
+
+Flavour = Literal["oas30", "oas31", "swagger2", "jsonschema"]
+
+
+@cache
+def _document(path: Path) -> Any:
+    text = path.read_text(encoding="utf-8")
+    if path.suffix in (".yml", ".yaml"):
+        import yaml
+
+        return yaml.safe_load(text)
+    return json.loads(text)
+
+
+def spec_validator(
+    path: Path | str,
+    pointer: str = "",
+    flavour: Flavour = "jsonschema",
+    *,
+    patch: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+) -> Callable[[object], list[str]]:
+    """A function returning the schema errors of a body (`[]` when valid).
+
+    `path` is relative to tests/specs/ (or absolute); `pointer` is the JSON pointer of the
+    request-body schema inside the document (see tests/specs/SOURCES.md); `patch` may wrap the
+    referenced schema, e.g. to add a documented `maxItems` the spec lacks.
+    """
+    from jsonschema import Draft4Validator, Draft202012Validator
+    from openapi_schema_validator import OAS30Validator, OAS31Validator
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT4, DRAFT202012
+
+    file = Path(path) if Path(path).is_absolute() else SPECS / path
+    document = _document(file)
+    specification = DRAFT4 if flavour in ("oas30", "swagger2") else DRAFT202012
+    registry: Registry[Any] = Registry().with_resource(
+        "urn:spec", Resource.from_contents(document, default_specification=specification)
+    )
+    schema: dict[str, Any] = {"$ref": f"urn:spec#{pointer}"}
+    if patch is not None:
+        schema = patch(schema)
+    classes = {
+        "oas30": OAS30Validator,
+        "oas31": OAS31Validator,
+        "swagger2": Draft4Validator,
+        "jsonschema": Draft202012Validator,
+    }
+    validator = classes[flavour](schema, registry=registry)
+
+    def errors(body: object) -> list[str]:
+        found = sorted(validator.iter_errors(body), key=lambda e: list(e.absolute_path))
+        return [f"{'/'.join(map(str, e.absolute_path)) or '(body)'}: {e.message}" for e in found]
+
+    return errors
+
+
+def chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
