@@ -322,3 +322,111 @@ def spec_validator(
 def chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+# --- a sending child process for crash tests --------------------------------------------------
+
+
+def crash_command(kind: str, api_url: str, project: Path, database: Path, count: int) -> list[str]:
+    """The command line of a child that sends the example issue to `count` people via `kind`.
+
+    The child reads its keys from its environment, as `newsletter send` does; a test passes
+    them in `env=` and kills the child with SIGKILL part-way.
+    """
+    import sys
+
+    return [
+        sys.executable, "-m", "tests.providerfake",
+        kind, api_url, str(project), str(database), str(count),
+    ]  # fmt: skip
+
+
+def crash_and_resume(
+    fake: ProviderFake,
+    kind: str,
+    project: Path,
+    database: Path,
+    *,
+    count: int,
+    env: Mapping[str, str],
+    kills: int = 3,
+    seed: int = 20261126,
+) -> None:
+    """SIGKILL a sending child `kills` times mid-run, resume to the end, check exactly-once.
+
+    Every subscriber ends `sent` or `uncertain` in the ledger; the provider accepted each `sent`
+    one exactly once (with the id the ledger holds) and each `uncertain` one at most once.
+    """
+    import os
+    import random
+    import signal
+    import subprocess
+    import time
+
+    from newsletter.delivery.ledger import Ledger, State
+    from tests.sendkit import people
+
+    repo = Path(__file__).resolve().parent.parent
+    command = crash_command(kind, fake.url, project, database, count)
+    child_env = {**os.environ, **env, "PYTHONPATH": str(repo)}
+    rng = random.Random(seed)
+    killed = 0
+    for _ in range(kills):
+        before = sum(fake.accepted.values())
+        child = subprocess.Popen(command, cwd=repo, env=child_env)
+        deadline = time.monotonic() + 60
+        while sum(fake.accepted.values()) <= before and child.poll() is None:
+            assert time.monotonic() < deadline, "the child made no progress"
+            time.sleep(0.002)
+        time.sleep(rng.uniform(0, 0.3))
+        if child.poll() is None:
+            os.kill(child.pid, signal.SIGKILL)
+            killed += 1
+        child.wait()
+    assert killed >= 1, "every child finished before it could be killed"
+    subprocess.run(command, cwd=repo, env=child_env, check=True, timeout=120)
+
+    with Ledger(database) as ledger:
+        issue = ledger.issue("2026-11")
+        counts = issue.counts()
+        uncertain = {row.email for row in issue.uncertain()}
+        replies = {row.email: row.reply for row in issue.rows(State.SENT)}
+    everyone = {person.email for person in people(count)}
+    assert counts.get(State.PENDING, 0) == 0 and counts.get(State.DEFERRED, 0) == 0
+    assert set(replies) | uncertain == everyone, "nobody is lost"
+    for address, reply in replies.items():
+        assert fake.accepted[address] == 1, address
+        assert fake.ids[address] == [reply], address
+    for address in uncertain:
+        assert fake.accepted[address] <= 1, address
+    assert set(fake.accepted) <= everyone
+    assert fake.problems == []
+
+
+def _child(kind: str, api_url: str, project: str, database: str, count: str) -> None:
+    import os
+
+    from newsletter.config import TransportSettings
+    from newsletter.delivery.ledger import Ledger
+    from newsletter.delivery.ratelimit import Backoff
+    from newsletter.delivery.sender import SendOptions, send_issue
+    from newsletter.delivery.transports import provider_class
+    from tests.sendkit import ListAudience, example_template, people
+
+    settings = TransportSettings(kind=kind, api_url=api_url, timeout=10.0, connections=2)
+    transport = provider_class(kind).from_settings(settings, os.environ)
+    with Ledger(Path(database)) as ledger:
+        send_issue(
+            example_template(Path(project)),
+            ListAudience(people(int(count))),
+            transport=transport,
+            ledger=ledger,
+            backoff=Backoff(base=0.05, cap=0.1),
+            options=SendOptions(concurrency=2),
+        )
+
+
+if __name__ == "__main__":
+    import sys
+
+    _child(*sys.argv[1:6])

@@ -28,7 +28,14 @@ from newsletter.errors import (
     TransportUnavailableError,
     UncertainDeliveryError,
 )
-from tests.providerfake import HANG, FakeRequest, FakeResponse, ProviderFake, spec_validator
+from tests.providerfake import (
+    HANG,
+    FakeRequest,
+    FakeResponse,
+    ProviderFake,
+    crash_and_resume,
+    spec_validator,
+)
 from tests.sendkit import SECRET, ListAudience, Person, example_template, people, token_for
 
 TOKEN = "pm-test-token"
@@ -334,3 +341,17 @@ def test_full_send_matches_the_ledger(
     assert max(len(r.json()) for r in server.posts()) <= 500
     assert server.problems == []
     assert time.monotonic() - started < 30
+
+
+@pytest.mark.slow
+def test_crash_mid_run_and_resume_sends_everyone_once(
+    server: ProviderFake, postmark: PostmarkFake, project: Path, tmp_path: Path
+) -> None:
+    crash_and_resume(
+        server,
+        "postmark",
+        project,
+        tmp_path / "crash.db",
+        count=2000,
+        env={"POSTMARK_SERVER_TOKEN": TOKEN},
+    )
