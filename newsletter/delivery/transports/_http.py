@@ -227,6 +227,9 @@ class HttpProviderTransport:
         """An `httpx.Auth` for providers that sign each request (e.g. SigV4)."""
         return None
 
+    def inspect_check(self, response: ProviderResponse) -> None:
+        """Look at the answer of `check_path` (e.g. the key's permissions); fine by default."""
+
     def deliver(self, items: Sequence[BatchItem]) -> list[BatchResult]:
         """Send `items` (at most `max_batch`) in one request: one result per item, in order."""
         raise NotImplementedError
@@ -268,7 +271,7 @@ class HttpProviderTransport:
         if self.check_path is None:
             return
         try:
-            self.get(self.check_path)
+            self.inspect_check(self.get(self.check_path))
         except TransportUnavailableError:
             raise
         except DeliveryError as err:
