@@ -268,7 +268,7 @@ def test_whole_request_failures_are_typed(
 def test_check(server: ProviderFake, sendgrid: SendGridFake) -> None:
     transport_for(server).check()
     sendgrid.scopes = ["suppression.read"]
-    with pytest.raises(TransportUnavailableError, match="mail.send"):
+    with pytest.raises(TransportUnavailableError, match=r"mail\.send"):
         transport_for(server).check()
     wrong = SendGridTransport(TransportSettings(kind="sendgrid", api_url=server.url), api_key="x")
     with pytest.raises(TransportUnavailableError, match="HTTP 401"):
