@@ -429,9 +429,9 @@ def test_missing_values_and_bad_addresses(project: Path) -> None:
     item = project / "issues" / "2026-11" / "03-winter-roster.md"
     item.write_text(item.read_text() + "\nYour plot: {{ subscriber.plot }}\n", encoding="utf-8")
     template = example_template(project)
-    with pytest.raises(AudienceError, match="b@example.org: no value for subscriber.plot"):
+    with pytest.raises(AudienceError, match=r"b@example\.org: no value for subscriber\.plot"):
         template.slot_values(Person("b@example.org"))
-    with pytest.raises(AudienceError, match="b@example.org: no value for subscriber.plot"):
+    with pytest.raises(AudienceError, match=r"b@example\.org: no value for subscriber\.plot"):
         template.content(Person("b@example.org"))
     assert "7" in template.content(Person("a@example.org", "A", {"plot": "7"})).text
     with pytest.raises(AudienceError, match="not an address"):
