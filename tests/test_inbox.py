@@ -1,0 +1,509 @@
+"""Inbox processing: classification of real-world-shaped DSNs, ARF reports and mail, and whole
+runs against a real Dovecot on loopback over verified TLS."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from newsletter.audience import SubscriberStatus, SubscriberStore, make_token
+from newsletter.inbox import (
+    ImapMailbox,
+    InboxError,
+    InboxSettings,
+    Kind,
+    SoftBounces,
+    classify,
+    connect,
+    imap_utf7,
+    parse_inbox_table,
+    process_inbox,
+)
+from tests.imapserver import DovecotServer
+
+FIXTURES = Path(__file__).parent / "fixtures" / "inbox"
+SECRET = b"inbox-test-secret"
+UNSUBSCRIBE = "unsubscribe@riverside-garden.example.org"
+OUR_MX = "mail.riverside-garden.example.org"
+SUBSCRIBERS = [
+    "gone@example.net",
+    "slow@example.org",
+    "nobody@example.com",
+    "full@example.com",
+    "ghost@contoso.example",
+    "grumpy@example.org",
+    "picky@example.org",
+    "ann@example.org",
+    "dirk@example.org",
+    "erin@example.org",
+    "bob@example.org",
+    "holiday@example.org",
+    "carol@example.org",
+    "dave@example.org",
+]
+
+
+def load(name: str, secret: bytes = SECRET) -> bytes:
+    """A fixture with real tokens in place of `@@TOKEN(address)@@`, with CRLF line ends."""
+    raw = (FIXTURES / name).read_bytes()
+    raw = re.sub(
+        rb"@@TOKEN\(([^)]+)\)@@", lambda m: make_token(secret, m.group(1).decode()).encode(), raw
+    )
+    return raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+# --- classification -----------------------------------------------------------------------------
+
+EXPECTED = {
+    "postfix-hard-user-unknown.eml": (Kind.HARD_BOUNCE, "gone@example.net", "5.1.1"),
+    "postfix-delayed.eml": (Kind.NOTICE, "slow@example.org", "4.4.1"),
+    "postfix-hard-not-a-subscriber.eml": (Kind.HARD_BOUNCE, "stranger@elsewhere.example", "5.4.4"),
+    "exim-hard-generic-status.eml": (Kind.HARD_BOUNCE, "nobody@example.com", "5.1.1"),
+    "gmail-soft-mailbox-full.eml": (Kind.SOFT_BOUNCE, "full@example.com", "4.2.2"),
+    "microsoft-hard-recipient-not-found.eml": (Kind.HARD_BOUNCE, "ghost@contoso.example", "5.1.10"),
+    "arf-abuse-redacted.eml": (Kind.COMPLAINT, "grumpy@example.org", None),
+    "arf-abuse-original-rcpt-to.eml": (Kind.COMPLAINT, "Picky@Example.org", None),
+    "arf-not-spam.eml": (Kind.NOTICE, None, None),
+    "unsubscribe-gmail.eml": (Kind.UNSUBSCRIBE, "ann@example.org", None),
+    "unsubscribe-outlook.eml": (Kind.UNSUBSCRIBE, "dirk@example.org", None),
+    "unsubscribe-unauthenticated.eml": (Kind.UNSUBSCRIBE, "erin@example.org", None),
+    "reply-from-reader.eml": (Kind.UNKNOWN, None, None),
+    "auto-reply-out-of-office.eml": (Kind.NOTICE, "holiday@example.org", None),
+    "forged-bounce-token-mismatch.eml": (Kind.UNKNOWN, "carol@example.org", "5.1.1"),
+}
+
+
+def test_every_fixture_has_an_expectation() -> None:
+    assert sorted(p.name for p in FIXTURES.glob("*.eml")) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_classification_of_real_world_shapes(name: str) -> None:
+    kind, address, status = EXPECTED[name]
+    found = classify(load(name), unsubscribe_address=UNSUBSCRIBE, secret=SECRET)
+    assert found.kind == kind, found.reason
+    assert (found.addresses[0] if found.addresses else None) == address
+    assert found.status == status
+
+
+def test_the_diagnostic_is_kept_readable() -> None:
+    found = classify(load("microsoft-hard-recipient-not-found.eml"), secret=SECRET)
+    assert found.reason == (
+        "550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found by SMTP address lookup"
+    )
+    assert found.original_id == (
+        "<2026-11.1234abcd5678ef901234abcd5678ef90@riverside-garden.example.org>"
+    )
+
+
+def test_a_bounce_whose_token_is_not_genuine_is_suspicious() -> None:
+    found = classify(load("postfix-hard-user-unknown.eml", secret=b"another-secret"), secret=SECRET)
+    assert found.kind == Kind.UNKNOWN
+    assert "not genuine" in found.reason
+
+
+def test_a_token_for_another_address_is_suspicious() -> None:
+    found = classify(load("forged-bounce-token-mismatch.eml"), secret=SECRET)
+    assert found.reason == (
+        "suspicious: the report is about carol@example.org, but the returned message was for "
+        "dave@example.org"
+    )
+
+
+def test_unsubscribe_mail_must_be_authenticated_when_a_trusted_server_is_named() -> None:
+    def kind(name: str) -> Kind:
+        return classify(
+            load(name), unsubscribe_address=UNSUBSCRIBE, trusted_authserv_id=OUR_MX
+        ).kind
+
+    assert kind("unsubscribe-gmail.eml") == Kind.UNSUBSCRIBE  # dmarc=pass
+    assert kind("unsubscribe-outlook.eml") == Kind.UNSUBSCRIBE  # dkim=pass, From domain
+    # dmarc=fail from our server; a dmarc=pass written by someone else's server does not count.
+    assert kind("unsubscribe-unauthenticated.eml") == Kind.UNKNOWN
+
+
+def test_automatic_mail_to_the_unsubscribe_address_unsubscribes_no_one() -> None:
+    raw = load("unsubscribe-gmail.eml").replace(
+        b"Subject: unsubscribe", b"Auto-Submitted: auto-replied\r\nSubject: unsubscribe"
+    )
+    found = classify(raw, unsubscribe_address=UNSUBSCRIBE)
+    assert found.kind == Kind.UNKNOWN and "auto-replied" in found.reason
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"", "not a bounce"),
+        (b"\xff\xfe\x00garbage\r\n\r\n\x00", "not a bounce"),
+        (
+            b"From: Mail Delivery System <Mailer-Daemon@old.example>\r\n"
+            b"Subject: Mail delivery failed\r\n\r\nA message that you sent could not be "
+            b"delivered.\r\n  someone@example.org\r\n",
+            "not a bounce",
+        ),
+        (
+            b"Content-Type: multipart/report; report-type=delivery-status; boundary=x\r\n\r\n"
+            b"--x\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; a\r\n\r\n"
+            b"--x--\r\n",
+            "without a recipient",
+        ),
+    ],
+    ids=["empty", "binary", "legacy-plain-text-bounce", "dsn-without-recipient"],
+)
+def test_what_cannot_be_classified_is_unknown(raw: bytes, reason: str) -> None:
+    found = classify(raw, unsubscribe_address=UNSUBSCRIBE, secret=SECRET)
+    assert found.kind == Kind.UNKNOWN
+    assert reason in found.reason
+
+
+@pytest.mark.parametrize(
+    ("action", "status", "diagnostic", "kind"),
+    [
+        ("failed", "5.1.1", "", Kind.HARD_BOUNCE),
+        ("failed", "5.1.2", "", Kind.HARD_BOUNCE),
+        ("failed", "5.2.1", "", Kind.HARD_BOUNCE),
+        ("failed", "5.4.4", "", Kind.HARD_BOUNCE),
+        ("failed", "5.2.2", "552 mailbox full", Kind.SOFT_BOUNCE),
+        ("failed", "5.7.1", "554 rejected by policy", Kind.SOFT_BOUNCE),
+        ("failed", "4.4.7", "", Kind.SOFT_BOUNCE),
+        ("failed", "5.0.0", "550 5.1.1 user unknown", Kind.HARD_BOUNCE),
+        (
+            "failed",
+            "5.0.0",
+            "550 Requested action not taken: mailbox unavailable",
+            Kind.HARD_BOUNCE,
+        ),
+        ("failed", "5.0.0", "550 message rejected", Kind.SOFT_BOUNCE),
+        (
+            "failed",
+            "5.4.1",
+            "550 5.4.1 Recipient address rejected: Access denied",
+            Kind.SOFT_BOUNCE,
+        ),
+        ("delayed", "4.4.1", "", Kind.NOTICE),
+        ("delivered", "2.0.0", "", Kind.NOTICE),
+    ],
+)
+def test_hard_and_soft(action: str, status: str, diagnostic: str, kind: Kind) -> None:
+    raw = (
+        "Content-Type: multipart/report; report-type=delivery-status; boundary=b\r\n\r\n"
+        "--b\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example\r\n\r\n"
+        f"Final-Recipient: rfc822; a@example.org\r\nAction: {action}\r\nStatus: {status}\r\n"
+        f"Diagnostic-Code: smtp; {diagnostic}\r\n\r\n--b--\r\n"
+    ).encode()
+    assert classify(raw).kind == kind
+
+
+def test_folder_names_in_modified_utf7() -> None:
+    assert imap_utf7("Processed") == "Processed"
+    assert imap_utf7("Verwerkt/Afgehandeld") == "Verwerkt/Afgehandeld"
+    assert imap_utf7("Tom & Jerry") == "Tom &- Jerry"
+    assert imap_utf7("Gelöscht") == "Gel&APY-scht"
+    assert imap_utf7("台北") == "&U,BTFw-"
+
+
+# --- settings -----------------------------------------------------------------------------------
+
+
+def test_the_inbox_table() -> None:
+    path = Path("newsletter.toml")
+    settings, problems = parse_inbox_table(
+        {"host": "imap.example.org", "username": "bounces", "soft_bounce_limit": 5}, path
+    )
+    assert problems == []
+    assert settings == InboxSettings(
+        host="imap.example.org", username="bounces", soft_bounce_limit=5
+    )
+    assert parse_inbox_table({}, path) == (None, [])
+    settings, problems = parse_inbox_table(
+        {"host": "x", "security": "none", "password": "hunter2", "soft_bounce_limit": 0,
+         "processed_folder": "INBOX", "colour": "red"},
+        path,
+    )  # fmt: skip
+    assert settings is None
+    assert [p.key for p in problems] == [
+        "inbox.username",
+        "inbox.security",
+        "inbox.password",
+        "inbox.processed_folder",
+        "inbox.soft_bounce_limit",
+        "inbox.colour",
+    ]
+    assert "hunter2" not in " ".join(str(p) for p in problems)
+
+
+# --- against Dovecot ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def dovecot() -> Iterator[DovecotServer]:
+    with DovecotServer() as server:
+        yield server
+
+
+@pytest.fixture
+def mailbox_user(dovecot: DovecotServer) -> str:
+    return dovecot.new_user("bounces")
+
+
+def inbox_settings(dovecot: DovecotServer, user: str, **changes: object) -> InboxSettings:
+    values: dict[str, object] = {"host": dovecot.host, "port": dovecot.port, "username": user}
+    values.update(changes)
+    return InboxSettings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SubscriberStore]:
+    with SubscriberStore(tmp_path / "newsletter.db") as opened:
+        for address in SUBSCRIBERS:
+            opened.add(address)
+        yield opened
+
+
+def run(
+    dovecot: DovecotServer,
+    user: str,
+    store: SubscriberStore,
+    *,
+    dry_run: bool = False,
+    **changes: object,
+):  # type: ignore[no-untyped-def]
+    settings = inbox_settings(dovecot, user, **changes)
+    with ImapMailbox(
+        settings, dovecot.password, ssl_context=dovecot.client_context(), readonly=dry_run
+    ) as mailbox:
+        return process_inbox(
+            mailbox,
+            store,
+            settings=settings,
+            unsubscribe_address=UNSUBSCRIBE,
+            secret=SECRET,
+            dry_run=dry_run,
+        )
+
+
+def status_of(store: SubscriberStore, email: str) -> str:
+    found = store.get(email)
+    assert found is not None
+    return str(found.status)
+
+
+def test_a_whole_mailbox_is_processed_filed_and_what_is_left_is_listed(
+    dovecot: DovecotServer, mailbox_user: str, store: SubscriberStore
+) -> None:
+    dovecot.append(
+        mailbox_user, dovecot.password, "INBOX", *(load(name) for name in sorted(EXPECTED))
+    )
+    seen: list[str] = []
+    settings = inbox_settings(dovecot, mailbox_user)
+    with ImapMailbox(settings, dovecot.password, ssl_context=dovecot.client_context()) as box:
+        report = process_inbox(
+            box,
+            store,
+            settings=settings,
+            unsubscribe_address=UNSUBSCRIBE,
+            secret=SECRET,
+            progress=lambda item: seen.append(item.action),
+        )
+    assert len(seen) == len(EXPECTED)
+    statuses = {address: status_of(store, address) for address in SUBSCRIBERS}
+    assert statuses == {
+        "gone@example.net": "bounced",  # Postfix 5.1.1
+        "slow@example.org": "subscribed",  # a delay is not a bounce
+        "nobody@example.com": "bounced",  # Exim, 5.0.0 with 5.1.1 in the diagnostic
+        "full@example.com": "subscribed",  # one soft bounce of 3
+        "ghost@contoso.example": "bounced",  # Microsoft 5.1.10
+        "grumpy@example.org": "complained",  # ARF, To redacted, token identifies
+        "picky@example.org": "complained",  # ARF Original-Rcpt-To (case differs)
+        "ann@example.org": "unsubscribed",
+        "dirk@example.org": "unsubscribed",
+        "erin@example.org": "unsubscribed",  # no trusted_authserv_id: From is believed
+        "bob@example.org": "subscribed",  # a reply is for a person
+        "holiday@example.org": "subscribed",
+        "carol@example.org": "subscribed",  # forged bounce
+        "dave@example.org": "subscribed",
+    }
+    sources = [e.source for e in store.events("gone@example.net")]
+    assert sources[-1] == "inbox: hard bounce 5.1.1"
+    assert store.events("grumpy@example.org")[-1].source == (
+        "inbox: feedback report: abuse (MailhostFBL/2.1)"
+    )
+    assert store.events("ann@example.org")[-1].source == "inbox: unsubscribe mail"
+    # Filed: everything understood. Left: the reply, the forged bounce, the stranger's bounce.
+    left = sorted(item.subject for item in report.left)
+    assert left == [
+        "Re: Harvest festival, new compost bays and the winter roster",
+        "Undelivered Mail Returned to Sender",
+        "Undelivered Mail Returned to Sender",
+    ]
+    reasons = sorted(item.action for item in report.left)
+    assert reasons[0] == "hard bounce for stranger@elsewhere.example, who is not a subscriber"
+    assert reasons[1] == "not a bounce, complaint or unsubscribe"
+    assert reasons[2].startswith("suspicious: the report is about carol@example.org")
+    assert len(report.processed) == len(EXPECTED) - 3
+    assert report.changes == {"bounced": 3, "complained": 2, "unsubscribed": 3}
+    inbox = dovecot.messages(mailbox_user, dovecot.password, "INBOX")
+    processed = dovecot.messages(mailbox_user, dovecot.password, "Processed")
+    assert len(inbox) == 3 and len(processed) == len(EXPECTED) - 3
+    assert any(b"Subject: Re: Harvest festival" in m for m in inbox)
+    # What is left stays unread for the person who will look at it.
+    assert all(
+        "\\Seen" not in flags for flags in dovecot.flags(mailbox_user, dovecot.password, "INBOX")
+    )
+    # A second run finds only what was left, and changes nothing.
+    again = run(dovecot, mailbox_user, store)
+    assert again.processed == () and len(again.left) == 3 and again.changes == {}
+
+
+def test_a_dry_run_changes_and_moves_nothing(
+    dovecot: DovecotServer, mailbox_user: str, store: SubscriberStore
+) -> None:
+    names = ("postfix-hard-user-unknown.eml", "unsubscribe-gmail.eml")
+    dovecot.append(mailbox_user, dovecot.password, "INBOX", *(load(name) for name in names))
+    report = run(dovecot, mailbox_user, store, dry_run=True)
+    assert report.dry_run
+    assert sorted(item.action for item in report.processed) == [
+        "would be marked bounced (hard bounce 5.1.1)",
+        "would be unsubscribed",
+    ]
+    assert status_of(store, "gone@example.net") == "subscribed"
+    assert status_of(store, "ann@example.org") == "subscribed"
+    assert len(dovecot.messages(mailbox_user, dovecot.password, "INBOX")) == 2
+    assert dovecot.messages(mailbox_user, dovecot.password, "Processed") == []
+
+
+def _soft_bounce(number: int) -> bytes:
+    """The Gmail mailbox-full report, about a different issue each time."""
+    raw = load("gmail-soft-mailbox-full.eml")
+    raw = raw.replace(b"77aa88bb99cc00dd11ee22ff33aa44bb", f"{number:032x}".encode())
+    return raw.replace(b"c0de.GMR@mx.google.com", f"{number}.GMR@mx.google.com".encode())
+
+
+def test_soft_bounces_mark_bounced_at_the_limit_counting_each_message_once(
+    dovecot: DovecotServer, mailbox_user: str, store: SubscriberStore
+) -> None:
+    # The same report twice (as after a crash between recording and filing).
+    dovecot.append(mailbox_user, dovecot.password, "INBOX", _soft_bounce(1), _soft_bounce(1))
+    first = run(dovecot, mailbox_user, store)
+    assert [i.action for i in first.processed] == [
+        "soft bounce 4.2.2: 1 of 3",
+        "soft bounce 4.2.2: 1 of 3",
+    ]
+    dovecot.append(mailbox_user, dovecot.password, "INBOX", _soft_bounce(2))
+    assert run(dovecot, mailbox_user, store).processed[0].action == "soft bounce 4.2.2: 2 of 3"
+    assert status_of(store, "full@example.com") == "subscribed"
+    dovecot.append(mailbox_user, dovecot.password, "INBOX", _soft_bounce(3))
+    third = run(dovecot, mailbox_user, store)
+    assert third.processed[0].action == "marked bounced (3 of 3 soft bounces)"
+    assert status_of(store, "full@example.com") == "bounced"
+    assert store.events("full@example.com")[-1].source == "inbox: 3 soft bounces (last 4.2.2)"
+    # Subscribing again starts the count afresh.
+    store.add("full@example.com", resubscribe=True)
+    dovecot.append(mailbox_user, dovecot.password, "INBOX", _soft_bounce(4))
+    assert run(dovecot, mailbox_user, store).processed[0].action == "soft bounce 4.2.2: 1 of 3"
+    bounces = SoftBounces(store.path)
+    try:
+        assert bounces.count(store.get("full@example.com").key, 0) == 4  # type: ignore[union-attr]
+    finally:
+        bounces.close()
+
+
+def test_a_soft_bounce_limit_of_one(
+    dovecot: DovecotServer, mailbox_user: str, store: SubscriberStore
+) -> None:
+    dovecot.append(mailbox_user, dovecot.password, "INBOX", _soft_bounce(7))
+    report = run(dovecot, mailbox_user, store, soft_bounce_limit=1)
+    assert report.processed[0].action == "marked bounced (1 of 1 soft bounces)"
+
+
+def test_complaints_win_over_bounces_and_unsubscribes_do_not_override(
+    dovecot: DovecotServer, mailbox_user: str, store: SubscriberStore
+) -> None:
+    store.set_status("gone@example.net", "complained", source="test")
+    store.set_status("ann@example.org", "bounced", source="test")
+    names = ("postfix-hard-user-unknown.eml", "unsubscribe-gmail.eml")
+    dovecot.append(mailbox_user, dovecot.password, "INBOX", *(load(name) for name in names))
+    report = run(dovecot, mailbox_user, store)
+    assert sorted(i.action for i in report.processed) == [
+        "already bounced",
+        "hard bounce; stays complained",
+    ]
+    assert status_of(store, "gone@example.net") == "complained"
+    assert status_of(store, "ann@example.org") == "bounced"
+
+
+def test_starttls_and_a_folder_with_a_non_ascii_name(
+    dovecot: DovecotServer, mailbox_user: str, store: SubscriberStore
+) -> None:
+    dovecot.append(mailbox_user, dovecot.password, "INBOX", load("unsubscribe-outlook.eml"))
+    report = run(
+        dovecot,
+        mailbox_user,
+        store,
+        security="starttls",
+        port=dovecot.starttls_port,
+        processed_folder="Verwerkt/Afgehandeld é",
+    )
+    assert report.processed[0].moved
+    assert (
+        len(dovecot.messages(mailbox_user, dovecot.password, imap_utf7("Verwerkt/Afgehandeld é")))
+        == 1
+    )
+
+
+def test_an_untrusted_certificate_is_refused(dovecot: DovecotServer, mailbox_user: str) -> None:
+    import ssl
+
+    settings = inbox_settings(dovecot, mailbox_user)
+    with pytest.raises(InboxError, match="TLS certificate is not trusted") as caught:
+        ImapMailbox(settings, dovecot.password, ssl_context=ssl.create_default_context()).open()
+    assert caught.value.hint is not None and "inbox.ca_file" in caught.value.hint
+
+
+def test_the_ca_file_setting_is_used(
+    dovecot: DovecotServer, mailbox_user: str, tmp_path: Path
+) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(dovecot.ca_pem())
+    with connect(inbox_settings(dovecot, mailbox_user, ca_file=str(ca)), dovecot.password) as box:
+        assert box.uids() == []
+
+
+def test_a_wrong_password_is_reported_without_the_password() -> None:
+    # A server of its own: Dovecot delays the next logins from an address after a failure.
+    with DovecotServer() as dovecot:
+        settings = inbox_settings(dovecot, "bounces")
+        with pytest.raises(InboxError, match="login failed for bounces") as caught:
+            ImapMailbox(settings, "not-the-password", ssl_context=dovecot.client_context()).open()
+    assert "not-the-password" not in caught.value.message
+    assert caught.value.hint is not None and "NEWSLETTER_IMAP_PASSWORD" in caught.value.hint
+
+
+def test_no_password_names_the_variable(dovecot: DovecotServer, mailbox_user: str) -> None:
+    with pytest.raises(InboxError, match=f"no password for {mailbox_user}") as caught:
+        connect(inbox_settings(dovecot, mailbox_user), None)
+    assert caught.value.hint == "Set the environment variable NEWSLETTER_IMAP_PASSWORD."
+
+
+def test_a_missing_folder_is_named(dovecot: DovecotServer, mailbox_user: str) -> None:
+    settings = inbox_settings(dovecot, mailbox_user, folder="Bounces")
+    with pytest.raises(InboxError, match="the folder 'Bounces' cannot be opened"):
+        ImapMailbox(settings, dovecot.password, ssl_context=dovecot.client_context()).open()
+
+
+def test_nothing_listens(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = InboxSettings(host="127.0.0.1", port=port, username="x", timeout=2)
+    with pytest.raises(InboxError, match=f"127.0.0.1:{port}: cannot connect"):
+        ImapMailbox(settings, "pw").open()
+
+
+def test_statuses_are_real_subscriber_statuses() -> None:
+    assert {s.value for s in SubscriberStatus} >= {"bounced", "complained", "unsubscribed"}
