@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import httpx
 
@@ -46,6 +46,9 @@ from ...errors import (
 )
 from ..message import Personalisation, ProviderTemplate, SlotContext
 from .base import BatchItem, BatchResult, DeliveryReceipt
+
+if TYPE_CHECKING:
+    from ..suppressions import SuppressionSource
 
 __all__ = [
     "USER_AGENT",
@@ -225,6 +228,10 @@ class HttpProviderTransport:
 
     def auth(self) -> httpx.Auth | None:
         """An `httpx.Auth` for providers that sign each request (e.g. SigV4)."""
+        return None
+
+    def suppression_source(self) -> SuppressionSource | None:
+        """The provider's bounce/complaint/unsubscribe list, if this module can read it."""
         return None
 
     def inspect_check(self, response: ProviderResponse) -> None:

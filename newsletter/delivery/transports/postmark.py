@@ -14,7 +14,8 @@ The batch answer is HTTP 200 with one result per message, in order: `ErrorCode` 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Self
 
@@ -26,6 +27,7 @@ from ...errors import (
     UncertainDeliveryError,
 )
 from ..message import MessageContent
+from ..suppressions import Suppression, SuppressionKind
 from ._http import HttpProviderTransport, ProviderResponse, personalisation, require_env
 from .base import BatchItem, BatchResult
 
@@ -99,6 +101,9 @@ class PostmarkTransport(HttpProviderTransport):
                 hint="In Postmark, set the stream's unsubscribe handling to 'None' or 'Custom': "
                 "this newsletter carries its own one-click unsubscribe.",
             )
+
+    def suppression_source(self) -> PostmarkSuppressions:
+        return PostmarkSuppressions(self)
 
     # --- sending ----------------------------------------------------------------------------
 
@@ -213,6 +218,55 @@ class PostmarkTransport(HttpProviderTransport):
         if code == 429:
             raise TransientDeliveryError(f"postmark: rate limited: {self.error_message(response)}")
         return super().client_error(response, items)
+
+
+_REASONS = {
+    "HardBounce": SuppressionKind.BOUNCE,
+    "SpamComplaint": SuppressionKind.COMPLAINT,
+    "ManualSuppression": SuppressionKind.UNSUBSCRIBE,
+}
+
+
+class PostmarkSuppressions:
+    """The stream's suppressions: `GET /message-streams/{stream}/suppressions/dump`.
+
+    HardBounce → bounce, SpamComplaint → complaint, ManualSuppression (the recipient
+    unsubscribed through Postmark, or someone added them) → unsubscribe.
+    """
+
+    name = "postmark"
+
+    def __init__(self, transport: PostmarkTransport) -> None:
+        self.transport = transport
+
+    def fetch(self, since: datetime | None = None) -> Iterator[Suppression]:
+        params: dict[str, str | int] = {}
+        if since is not None:
+            params["fromdate"] = since.date().isoformat()  # Postmark filters by day
+        path = f"/message-streams/{self.transport.stream}/suppressions/dump"
+        data = self.transport.get(path, params=params).json()
+        entries = data.get("Suppressions") if isinstance(data, dict) else None
+        if not isinstance(entries, list):
+            raise UncertainDeliveryError(f"postmark: {path} answered without 'Suppressions'")
+        for entry in entries:
+            kind = _REASONS.get(str(entry.get("SuppressionReason")))
+            address = entry.get("EmailAddress")
+            if kind is None or not isinstance(address, str):
+                continue
+            at = _timestamp(entry.get("CreatedAt"))
+            if since is not None and at is not None and at < since:
+                continue
+            reason = f"{entry.get('SuppressionReason')} (origin: {entry.get('Origin', '?')})"
+            yield Suppression(address, kind, at, reason)
+
+
+def _timestamp(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
 
 
 def message_size(content: MessageContent) -> int:

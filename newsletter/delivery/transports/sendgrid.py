@@ -15,7 +15,8 @@ per-recipient outcomes come later through its Event Webhook. A 400 names the off
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from ...errors import (
@@ -25,6 +26,7 @@ from ...errors import (
     UncertainDeliveryError,
 )
 from ..message import HTML, SlotContext
+from ..suppressions import Suppression, SuppressionKind
 from ._http import (
     HttpProviderTransport,
     ProviderResponse,
@@ -65,6 +67,9 @@ class SendGridTransport(HttpProviderTransport):
                 "sendgrid: the API key may not send mail (no 'mail.send' scope)",
                 hint=f"Give the key in {self.key_env(self.settings)} the Mail Send permission.",
             )
+
+    def suppression_source(self) -> SendGridSuppressions:
+        return SendGridSuppressions(self)
 
     def rate_limit_delay(self, response: ProviderResponse) -> float | None:
         """Retry-After if present, else until `X-RateLimit-Reset` (epoch seconds)."""
@@ -195,6 +200,53 @@ class SendGridTransport(HttpProviderTransport):
             if at_fault:
                 raise RejectedItems(at_fault)
         return super().client_error(response, items)
+
+
+class SendGridSuppressions:
+    """Bounces, invalid addresses, spam reports and global unsubscribes (`/v3/suppression/*`).
+
+    Read page by page (`limit`/`offset`); `since` becomes `start_time`. Blocks are left out:
+    SendGrid lists temporary refusals there too. ASM group unsubscribes are left out as well:
+    this newsletter does not use SendGrid's groups.
+    """
+
+    name = "sendgrid"
+    page = 500
+    lists = (
+        ("/v3/suppression/bounces", SuppressionKind.BOUNCE),
+        ("/v3/suppression/invalid_emails", SuppressionKind.BOUNCE),
+        ("/v3/suppression/spam_reports", SuppressionKind.COMPLAINT),
+        ("/v3/suppression/unsubscribes", SuppressionKind.UNSUBSCRIBE),
+    )
+
+    def __init__(self, transport: SendGridTransport) -> None:
+        self.transport = transport
+
+    def fetch(self, since: datetime | None = None) -> Iterator[Suppression]:
+        for path, kind in self.lists:
+            offset = 0
+            while True:
+                params: dict[str, str | int] = {"limit": self.page, "offset": offset}
+                if since is not None:
+                    params["start_time"] = int(since.timestamp())
+                entries = self.transport.get(path, params=params).json()
+                if not isinstance(entries, list):
+                    raise UncertainDeliveryError(f"sendgrid: {path} did not answer a list")
+                for entry in entries:
+                    address = entry.get("email") if isinstance(entry, dict) else None
+                    if not isinstance(address, str):
+                        continue
+                    created = entry.get("created")
+                    at = (
+                        datetime.fromtimestamp(created, UTC)
+                        if isinstance(created, int | float)
+                        else None
+                    )
+                    reason = str(entry.get("reason") or path.rsplit("/", 1)[1])
+                    yield Suppression(address, kind, at, reason)
+                if len(entries) < self.page:
+                    break
+                offset += len(entries)
 
 
 def _address(email: str, name: str) -> dict[str, str]:
