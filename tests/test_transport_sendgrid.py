@@ -33,6 +33,7 @@ from newsletter.errors import (
     TransportUnavailableError,
     UncertainDeliveryError,
 )
+from tests.conftest import copy_example_project
 from tests.providerfake import (
     HANG,
     FakeRequest,
@@ -144,9 +145,9 @@ def sendgrid(server: ProviderFake) -> SendGridFake:
     return SendGridFake(server)
 
 
-@pytest.fixture
-def template(project: Path) -> MessageTemplate:
-    return example_template(project)
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> MessageTemplate:
+    return example_template(copy_example_project(tmp_path_factory.mktemp("project")))
 
 
 def transport_for(server: ProviderFake, **changes: Any) -> SendGridTransport:
