@@ -778,7 +778,10 @@ def _default_context(settings: InboxSettings) -> ssl.SSLContext:
 
 @dataclass(frozen=True)
 class InboxItem:
-    """One message: what it is, what was done, and whether it was filed away."""
+    """One message: what it is, what was done, and whether it was filed away.
+
+    `handled`: understood and filed (in a dry run: would be); `moved`: really moved.
+    """
 
     uid: int
     kind: Kind
@@ -787,6 +790,7 @@ class InboxItem:
     sender: str
     subject: str
     moved: bool
+    handled: bool = True
 
 
 @dataclass(frozen=True)
@@ -855,7 +859,7 @@ def process_inbox(
                 mailbox.move(uid, settings.processed_folder)
                 moved = True
             address = found.addresses[0] if found.addresses else None
-            item = InboxItem(uid, found.kind, address, action, sender, subject, moved)
+            item = InboxItem(uid, found.kind, address, action, sender, subject, moved, file_it)
             (processed if file_it else left).append(item)
             if progress is not None:
                 progress(item)

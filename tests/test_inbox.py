@@ -365,6 +365,7 @@ def test_a_dry_run_changes_and_moves_nothing(
     dovecot.append(mailbox_user, dovecot.password, "INBOX", *(load(name) for name in names))
     report = run(dovecot, mailbox_user, store, dry_run=True)
     assert report.dry_run
+    assert [(i.handled, i.moved) for i in report.processed] == [(True, False), (True, False)]
     assert sorted(item.action for item in report.processed) == [
         "would be marked bounced (hard bounce 5.1.1)",
         "would be unsubscribed",
