@@ -16,6 +16,14 @@ from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 
+from .config_tables import (
+    DkimSettings,
+    InboxSettings,
+    ServeSettings,
+    parse_dkim_table,
+    parse_inbox_table,
+    parse_serve_table,
+)
 from .errors import ConfigError, Problem
 from .linktags import LinkTagging, parse_links_table
 
@@ -133,6 +141,9 @@ class Settings:
     transport: TransportSettings = field(default_factory=TransportSettings)
     sending: SendingSettings = field(default_factory=SendingSettings)
     links: LinkTagging | None = None
+    serve: ServeSettings = field(default_factory=ServeSettings)
+    inbox: InboxSettings | None = None
+    dkim: DkimSettings | None = None
     warnings: tuple[str, ...] = ()
 
     @property
@@ -398,7 +409,10 @@ def settings_from_mapping(
             return {}
         return value
 
-    known_tables = {"newsletter", "footer", "unsubscribe", "transport", "sending", "links"}
+    known_tables = {
+        *("newsletter", "footer", "unsubscribe", "transport", "sending", "links"),
+        *("serve", "inbox", "dkim"),
+    }
     for table_name in data:
         if table_name not in known_tables:
             suggestion = difflib.get_close_matches(table_name, sorted(known_tables), n=1)
@@ -551,6 +565,13 @@ def settings_from_mapping(
         key = (problem.key or "").removeprefix("links.")
         problems.append(replace(problem, file=path, line=_line_of(text, "links", key)))
 
+    serve, found = parse_serve_table(table("serve"), path)
+    problems += found
+    inbox, found = parse_inbox_table(table("inbox"), path)
+    problems += found
+    dkim, found = parse_dkim_table(table("dkim"), path)
+    problems += found
+
     if problems:
         raise ConfigError(problems)
     assert name is not None and sender_text is not None and address is not None
@@ -581,5 +602,8 @@ def settings_from_mapping(
         transport=transport,
         sending=sending,
         links=links,
+        serve=serve,
+        inbox=inbox,
+        dkim=dkim,
         warnings=tuple(warnings),
     )

@@ -21,17 +21,19 @@ import hashlib
 import os
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from .config_tables import DOMAIN_NAME as _DOMAIN
+from .config_tables import SELECTOR as _SELECTOR
+from .config_tables import DkimSettings, parse_dkim_table
 from .delivery.transports.base import DeliveryReceipt, OutgoingMessage, Transport
-from .errors import NewsletterError, Problem
+from .errors import NewsletterError
 
 __all__ = [
     "SIGNED_HEADERS",
@@ -69,9 +71,6 @@ OVERSIGNED: frozenset[bytes] = frozenset(
 )
 MIN_KEY_BITS = 1024  # RFC 8301: verifiers must not accept shorter RSA keys
 DEFAULT_KEY_BITS = 2048
-_SELECTOR = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)*$")
-_DOMAIN = re.compile(r"^(?=.{1,253}$)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
-                     r"[A-Za-z][A-Za-z0-9-]{0,62}$")  # fmt: skip
 
 
 class DkimError(NewsletterError):
@@ -79,55 +78,6 @@ class DkimError(NewsletterError):
 
 
 # --- settings -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DkimSettings:
-    """The `[dkim]` table: sign with the key in `key_file` as `selector._domainkey.domain`."""
-
-    domain: str
-    selector: str
-    key_file: str
-
-
-def parse_dkim_table(
-    table: Mapping[str, Any], path: Path
-) -> tuple[DkimSettings | None, list[Problem]]:
-    """The `[dkim]` table as settings (None when the table is empty) and every problem found."""
-    problems: list[Problem] = []
-    if not table:
-        return None, problems
-    values: dict[str, str] = {}
-    for key in ("domain", "selector", "key_file"):
-        value = table.get(key)
-        if value is None:
-            problems.append(
-                Problem("is required when [dkim] is present", file=path, key=f"dkim.{key}")
-            )
-        elif not isinstance(value, str) or not value.strip():
-            problems.append(Problem("must be a non-empty string", file=path, key=f"dkim.{key}"))
-        else:
-            values[key] = value.strip()
-    if "domain" in values and not _DOMAIN.match(values["domain"]):
-        problems.append(
-            Problem("must be a domain name like 'example.org'", file=path, key="dkim.domain")
-        )
-    if "selector" in values and not _SELECTOR.match(values["selector"]):
-        problems.append(
-            Problem(
-                "must be letters, digits and '-' (e.g. 'news2026')", file=path, key="dkim.selector"
-            )
-        )
-    for key in table:
-        if key not in ("domain", "selector", "key_file"):
-            problems.append(
-                Problem(
-                    "unknown key (use domain, selector, key_file)", file=path, key=f"dkim.{key}"
-                )
-            )
-    if problems:
-        return None, problems
-    return DkimSettings(values["domain"], values["selector"], values["key_file"]), problems
 
 
 # --- canonicalisation (RFC 6376 section 3.4) ----------------------------------------------------

@@ -49,7 +49,7 @@ import re
 import sqlite3
 import ssl
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.utils import getaddresses, parseaddr
 from pathlib import Path
@@ -57,7 +57,8 @@ from typing import Any, Protocol
 from urllib.parse import unquote
 
 from .audience import SubscriberStatus, SubscriberStore, verify_token
-from .errors import AudienceError, NewsletterError, Problem
+from .config_tables import InboxSettings, parse_inbox_table
+from .errors import AudienceError, NewsletterError
 
 __all__ = [
     "Classification",
@@ -74,116 +75,12 @@ __all__ = [
     "process_inbox",
 ]
 
-DEFAULT_PASSWORD_ENV = "NEWSLETTER_IMAP_PASSWORD"
-
 
 class InboxError(NewsletterError):
     """The mailbox cannot be read or changed (connection, login, folder, server reply)."""
 
 
 # --- settings -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class InboxSettings:
-    """The `[inbox]` table: where replies and bounces arrive, and how to treat them."""
-
-    host: str
-    username: str
-    port: int = 993
-    security: str = "tls"  # "tls" (IMAPS, port 993) or "starttls" (port 143)
-    password_env: str = DEFAULT_PASSWORD_ENV
-    folder: str = "INBOX"
-    processed_folder: str = "Processed"
-    soft_bounce_limit: int = 3
-    trusted_authserv_id: str | None = None
-    ca_file: str | None = None
-    timeout: float = 30.0
-
-
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-def parse_inbox_table(
-    table: Mapping[str, Any], path: Path
-) -> tuple[InboxSettings | None, list[Problem]]:
-    """The `[inbox]` table as settings (None when absent or invalid) and every problem found."""
-    problems: list[Problem] = []
-    if not table:
-        return None, problems
-
-    def problem(key: str, message: str) -> None:
-        problems.append(Problem(message, file=path, key=f"inbox.{key}"))
-
-    def text(key: str, default: str | None = None, *, required: bool = False) -> str | None:
-        value = table.get(key, default)
-        if value is None:
-            if required:
-                problem(key, "is required when [inbox] is present")
-            return None
-        if not isinstance(value, str) or not value.strip() or "\n" in value or "\r" in value:
-            problem(key, "must be a non-empty string on one line")
-            return None
-        return value.strip()
-
-    host = text("host", required=True)
-    username = text("username", required=True)
-    security = text("security", "tls") or "tls"
-    if security not in ("tls", "starttls"):
-        problem("security", "must be 'tls' (port 993) or 'starttls' (port 143); IMAP without "
-                "encryption would send the password in clear")  # fmt: skip
-    port = table.get("port", 993 if security == "tls" else 143)
-    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-        problem("port", "must be a whole number from 1 to 65535")
-        port = 993
-    password_env = text("password_env", DEFAULT_PASSWORD_ENV) or DEFAULT_PASSWORD_ENV
-    if not _ENV_NAME.match(password_env):
-        problem("password_env", "must be the name of an environment variable (not the password)")
-    if "password" in table:
-        problem(
-            "password",
-            f"secrets do not belong in newsletter.toml; set the password in the environment "
-            f"variable named by 'password_env' (default {DEFAULT_PASSWORD_ENV})",
-        )
-    folder = text("folder", "INBOX") or "INBOX"
-    processed = text("processed_folder", "Processed") or "Processed"
-    if processed == folder:
-        problem("processed_folder", "must differ from 'folder'")
-    limit = table.get("soft_bounce_limit", 3)
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        problem("soft_bounce_limit", "must be a whole number of at least 1")
-        limit = 3
-    authserv = text("trusted_authserv_id")
-    ca_file = text("ca_file")
-    timeout = table.get("timeout", 30.0)
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-        problem("timeout", "must be a number of seconds")
-        timeout = 30.0
-    known = {
-        *("host", "username", "security", "port", "password_env", "password", "folder"),
-        *("processed_folder", "soft_bounce_limit", "trusted_authserv_id", "ca_file", "timeout"),
-    }
-    for key in table:
-        if key not in known:
-            problem(key, "unknown key")
-    if problems or host is None or username is None:
-        return None, problems
-    return (
-        InboxSettings(
-            host=host,
-            username=username,
-            port=port,
-            security=security,
-            password_env=password_env,
-            folder=folder,
-            processed_folder=processed,
-            soft_bounce_limit=limit,
-            trusted_authserv_id=authserv,
-            ca_file=ca_file,
-            timeout=float(timeout),
-        ),
-        problems,
-    )
 
 
 # --- classification -----------------------------------------------------------------------------

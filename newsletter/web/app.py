@@ -29,10 +29,9 @@ import re
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import uvicorn
@@ -45,7 +44,8 @@ from starlette.routing import Route
 
 from ..audience import SubscriberStatus, SubscriberStore, verify_token
 from ..config import Settings
-from ..errors import AudienceError, NewsletterError, Problem
+from ..config_tables import DEFAULT_HOST, DEFAULT_PORT, ServeSettings, parse_serve_table
+from ..errors import AudienceError, NewsletterError
 from .pages import (
     CSP,
     FALLBACK_LANGUAGE,
@@ -71,8 +71,6 @@ __all__ = [
     "unsubscribe_path",
 ]
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8080
 MAX_FORM_BYTES = 16 * 1024  # an RFC 8058 body is 26 bytes; a page form a few more
 _ISSUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _IMAGE_TYPES = {
@@ -100,68 +98,6 @@ class ServeError(NewsletterError):
 
 
 # --- settings -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ServeSettings:
-    """The `[serve]` table. Behind a reverse proxy, set `proxy_headers` and name the proxy in
-    `forwarded_allow_ips`; `root_path` is the prefix the proxy strips (e.g. "/newsletter")."""
-
-    host: str = DEFAULT_HOST
-    port: int = DEFAULT_PORT
-    proxy_headers: bool = False
-    forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1",)
-    root_path: str = ""
-    archive: bool = True
-
-
-def parse_serve_table(table: Mapping[str, Any], path: Path) -> tuple[ServeSettings, list[Problem]]:
-    """The `[serve]` table as settings, and every problem found (each naming its key)."""
-    problems: list[Problem] = []
-    defaults = ServeSettings()
-
-    def problem(key: str, message: str) -> None:
-        problems.append(Problem(message, file=path, key=f"serve.{key}"))
-
-    host = table.get("host", defaults.host)
-    if not isinstance(host, str) or not host.strip() or any(c.isspace() for c in host):
-        problem("host", "must be a host name or address like '127.0.0.1'")
-        host = defaults.host
-    port = table.get("port", defaults.port)
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-        problem("port", "must be a whole number from 0 to 65535")
-        port = defaults.port
-    proxy = table.get("proxy_headers", defaults.proxy_headers)
-    if not isinstance(proxy, bool):
-        problem("proxy_headers", "must be true or false")
-        proxy = defaults.proxy_headers
-    allowed = table.get("forwarded_allow_ips", list(defaults.forwarded_allow_ips))
-    if isinstance(allowed, str):
-        allowed = [part.strip() for part in allowed.split(",") if part.strip()]
-    if not isinstance(allowed, list) or not all(isinstance(a, str) and a for a in allowed):
-        problem("forwarded_allow_ips", "must be a list of addresses, e.g. ['127.0.0.1']")
-        allowed = list(defaults.forwarded_allow_ips)
-    root_path = table.get("root_path", defaults.root_path)
-    if not isinstance(root_path, str) or (root_path and not re.match(r"^/[^\s?#]*$", root_path)):
-        problem("root_path", "must be a path starting with '/', e.g. '/newsletter'")
-        root_path = defaults.root_path
-    archive = table.get("archive", defaults.archive)
-    if not isinstance(archive, bool):
-        problem("archive", "must be true or false")
-        archive = defaults.archive
-    known = {"host", "port", "proxy_headers", "forwarded_allow_ips", "root_path", "archive"}
-    for key in table:
-        if key not in known:
-            problem(key, f"unknown key (use {', '.join(sorted(known))})")
-    settings = ServeSettings(
-        host=host.strip(),
-        port=port,
-        proxy_headers=proxy,
-        forwarded_allow_ips=tuple(allowed),
-        root_path=root_path.rstrip("/"),
-        archive=archive,
-    )
-    return settings, problems
 
 
 def unsubscribe_path(settings: Settings, root_path: str = "") -> str:
