@@ -472,6 +472,7 @@ def _send_batches(
     """The batch path: one request per `max_batch` rows, `concurrency` requests at a time."""
     batcher = cast(BatchTransport, transport)
     size = max(1, batcher.max_batch)
+    make_item = _item_maker(template, mime=getattr(batcher, "needs_mime", True))
     work: queue.Queue[list[LedgerRow] | None] = queue.Queue(maxsize=options.concurrency * 2)
 
     def send_batch(batch: list[LedgerRow]) -> None:
@@ -483,11 +484,11 @@ def _send_batches(
                 refused.append((row.key, "no longer subscribed; not sent"))
                 continue
             try:
-                message = template.personalise(recipient)
+                item = make_item(row.key, recipient)
             except AudienceError as err:  # e.g. an address no message can be sent to
                 refused.append((row.key, err.message))
                 continue
-            items.append((row, BatchItem(row.key, message, Personalisation(template, recipient))))
+            items.append((row, item))
         if refused:
             issue_ledger.mark_failed_many(refused)
             with tally.lock:
@@ -553,6 +554,32 @@ def _send_batches(
             thread.join()
     if errors:
         raise errors[0]
+
+
+def _item_maker(template: MessageTemplate, *, mime: bool) -> Callable[[str, Recipient], BatchItem]:
+    """Makes the batch item of a recipient: with the whole MIME message, or just its envelope.
+
+    Provider APIs that take structured content declare `needs_mime = False`: their items carry
+    the address and Message-ID with empty `data`, and they build what they send from
+    `item.content` (whose values are computed here once and reused). Raises `AudienceError`
+    for a recipient no message can be made for.
+    """
+
+    def make(key: str, recipient: Recipient) -> BatchItem:
+        found = Personalisation(template, recipient)
+        if mime:
+            return BatchItem(key, template.personalise(recipient), found)
+        envelope = found.envelope()
+        message = OutgoingMessage(
+            sender=template.sender,
+            recipient=envelope.to.email,
+            message_id=envelope.message_id,
+            data=b"",
+            smtputf8=not envelope.to.email.isascii() or not template.sender.isascii(),
+        )
+        return BatchItem(key, message, found)
+
+    return make
 
 
 def _record_batch(

@@ -149,8 +149,7 @@ class SendGridTransport(HttpProviderTransport):
     ) -> dict[str, Any]:
         """One recipient's envelope: to, substitutions, headers, custom_args."""
         found = personalisation(item)
-        values = found.slot_values()
-        envelope = found.envelope()
+        envelope, values = found.envelope_and_values()
         substitutions: dict[str, str] = {}
         for key in keys:
             value = values[key]
