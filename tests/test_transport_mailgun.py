@@ -488,7 +488,7 @@ def test_full_send_matches_the_ledger(
     assert set(server.accepted) == set(audience.people) - {"reader00007@example.org"}
     assert {address: [reply] for address, reply in replies.items()} == server.ids
     assert server.problems == []
-    assert time.monotonic() - started < 30
+    assert time.monotonic() - started < (30 if count < 1000 else 120)
 
 
 @pytest.mark.slow

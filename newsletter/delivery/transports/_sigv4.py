@@ -80,8 +80,10 @@ class AwsCredentials:
 # --- credentials and region ------------------------------------------------------------------
 
 
-def _config_error(message: str, key: str = "transport.kind") -> ConfigError:
-    return ConfigError([Problem(message, key=key)])
+def _config_error(
+    message: str, key: str = "transport.kind", config_path: Path | None = None
+) -> ConfigError:
+    return ConfigError([Problem(message, file=config_path, key=key)])
 
 
 def _file(environ: Mapping[str, str], variable: str, default: str, home: Path) -> Path:
@@ -136,13 +138,27 @@ def _profile_credentials(
 
 
 def load_credentials(
-    environ: Mapping[str, str] = os.environ, *, home: Path | None = None
+    environ: Mapping[str, str] = os.environ,
+    *,
+    home: Path | None = None,
+    config_path: Path | None = None,
 ) -> AwsCredentials:
     """The AWS credentials from the environment or the shared files (see the module docstring).
 
-    Raises `ConfigError` naming the variable, file or profile when nothing usable is found.
+    Raises `ConfigError` naming the variable, file or profile when nothing usable is found
+    (`config_path`, the project's newsletter.toml, is named in it).
     """
-    home = home if home is not None else Path.home()
+    try:
+        return _load_credentials(environ, home if home is not None else Path.home())
+    except ConfigError as err:
+        if config_path is None:
+            raise
+        raise ConfigError(
+            [Problem(p.message, file=config_path, key=p.key) for p in err.problems]
+        ) from err
+
+
+def _load_credentials(environ: Mapping[str, str], home: Path) -> AwsCredentials:
     access = environ.get("AWS_ACCESS_KEY_ID", "").strip()
     secret = environ.get("AWS_SECRET_ACCESS_KEY", "").strip()
     if access and secret:

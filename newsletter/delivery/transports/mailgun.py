@@ -101,6 +101,7 @@ def retry_after_from(response: ProviderResponse, now: float) -> float | None:
 class MailgunTransport(HttpProviderTransport):
     name = "mailgun"
     max_batch = 1  # one request per recipient: see the module docstring
+    needs_mime = True  # sends `BatchItem.message.data` as it is
     default_api_url = US_API
     default_key_env = "MAILGUN_API_KEY"
 
@@ -216,6 +217,8 @@ class MailgunTransport(HttpProviderTransport):
         domain = self.domain_for(item)
         self._check_domain(domain)
         message = item.message
+        if not message.data:
+            raise TypeError(f"mailgun: batch item {item.key!r} carries no MIME message")
         response = self.post_form(
             f"/v3/{quote(domain, safe='')}/messages.mime",
             mime_fields(message.recipient, sandbox=self.sandbox),
