@@ -671,7 +671,8 @@ def inbox_process(
         raise ConfigError(
             [
                 Problem(
-                    "has no inbox table: add one with host and username", file=settings.config_path
+                    "has no [inbox] table: add one with host and username",
+                    file=settings.config_path,
                 )
             ]
         )
