@@ -367,3 +367,24 @@ def test_crash_mid_run_and_resume_sends_everyone_once(
         count=2000,
         env={"POSTMARK_SERVER_TOKEN": TOKEN},
     )
+
+
+def test_tls_is_verified(template: MessageTemplate, tmp_path: Path) -> None:
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost", "127.0.0.1").configure_cert(context)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    with ProviderFake(ssl_context=context) as secure:
+        PostmarkFake(secure)
+        assert secure.url.startswith("https://localhost:")
+        untrusting = transport_for(secure)
+        with pytest.raises(TransientDeliveryError, match="CERTIFICATE_VERIFY_FAILED"):
+            untrusting.send_batch(items_for(template, [Person("a@example.org")]))
+        trusting = transport_for(secure, ca_file=str(ca_file))
+        (result,) = trusting.send_batch(items_for(template, [Person("a@example.org")]))
+        assert result.receipt is not None and secure.accepted["a@example.org"] == 1
