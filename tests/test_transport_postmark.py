@@ -284,7 +284,7 @@ def test_configuration(settings: Any, server: ProviderFake, template: MessageTem
     own = replace(configured, transport=settings_for(server, api_key_env="PM_TOKEN"))
     made = make_transport(own, environ={"PM_TOKEN": TOKEN})
     assert isinstance(made, PostmarkTransport) and made.api_key == TOKEN
-    assert describe_transport(configured) == f"postmark {server.url}"
+    assert describe_transport(configured) == (f"postmark {server.url}, message stream 'broadcast'")
     # Sandbox: Postmark's test token, no variable needed, nothing delivered.
     sandbox = replace(configured, transport=settings_for(server, sandbox=True))
     tester = make_transport(sandbox, environ={})
@@ -293,7 +293,7 @@ def test_configuration(settings: Any, server: ProviderFake, template: MessageTem
     PostmarkFake(server, token=TEST_TOKEN)
     tester.check()
     (result,) = tester.send_batch(items_for(template, [Person("a@example.org")]))
-    assert result.receipt is not None
+    assert result.receipt is not None and result.receipt.reply.startswith("sandbox:pm-")
     assert server.posts()[-1].header("x-postmark-server-token") == TEST_TOKEN
 
 

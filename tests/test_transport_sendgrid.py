@@ -201,7 +201,10 @@ def test_each_recipient_receives_exactly_their_own_message(
 
 def test_sandbox_mode(server: ProviderFake, sendgrid: SendGridFake, template: MessageTemplate):  # type: ignore[no-untyped-def]
     results = transport_for(server, sandbox=True).send_batch(items_for(template, HOSTILE[:2]))
-    assert [r.receipt.reply for r in results if r.receipt] == ["sandbox", "sandbox"]
+    assert [r.receipt.reply for r in results if r.receipt] == [
+        "sandbox:accepted",
+        "sandbox:accepted",
+    ]
     assert server.posts()[0].json()["mail_settings"]["sandbox_mode"] == {"enable": True}
     assert not server.accepted
 

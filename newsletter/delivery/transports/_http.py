@@ -345,8 +345,13 @@ class HttpProviderTransport:
     # --- helpers for provider modules -------------------------------------------------------
 
     def accepted(self, item: BatchItem, provider_id: str) -> BatchResult:
-        """A per-item success; `provider_id` goes into the ledger as the reply."""
-        return BatchResult(item.key, DeliveryReceipt(item.message.recipient, provider_id))
+        """A per-item success; `provider_id` goes into the ledger as the reply.
+
+        In sandbox mode the reply starts with `sandbox:`: nothing was delivered, and the
+        ledger says so.
+        """
+        reply = f"sandbox:{provider_id}" if self.sandbox else provider_id
+        return BatchResult(item.key, DeliveryReceipt(item.message.recipient, reply))
 
     def refused(self, item: BatchItem, message: str) -> BatchResult:
         """A per-item permanent failure (the provider refused this recipient)."""

@@ -67,6 +67,12 @@ class PostmarkTransport(HttpProviderTransport):
             api_key=require_env(environ, cls.key_env(settings), cls.name, config_path),
         )
 
+    @classmethod
+    def describe_settings(cls, settings: TransportSettings) -> str:
+        stream = settings.message_stream or DEFAULT_STREAM
+        test = " (sandbox: test token, nothing is delivered)" if settings.sandbox else ""
+        return f"postmark {cls.api_url_for(settings)}, message stream {stream!r}{test}"
+
     def auth_headers(self) -> Mapping[str, str]:
         return {"X-Postmark-Server-Token": self.api_key}
 

@@ -141,7 +141,7 @@ class SendGridTransport(HttpProviderTransport):
                 "the request may have been accepted",
                 reply=response.text[:300],
             )
-        reply = response.headers.get("x-message-id") or ("sandbox" if self.sandbox else "accepted")
+        reply = response.headers.get("x-message-id") or "accepted"
         return [self.accepted(item, reply) for item in items]
 
     def personalization(
