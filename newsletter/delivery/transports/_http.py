@@ -440,8 +440,14 @@ class HttpProviderTransport:
     def post_json(
         self, path: str, body: object, *, headers: Mapping[str, str] | None = None
     ) -> ProviderResponse:
-        """POST `body` as JSON; a 2xx answer is returned, anything else raised as typed errors."""
-        data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        """POST `body` as JSON; a 2xx answer is returned, anything else raised as typed errors.
+
+        `body` may also be JSON already encoded (bytes), e.g. spliced from pre-encoded parts.
+        """
+        if isinstance(body, bytes):
+            data = body
+        else:
+            data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         extra = {"Content-Type": "application/json", **(headers or {})}
         return self.request("POST", path, content=data, headers=extra)
 

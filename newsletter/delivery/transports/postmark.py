@@ -13,6 +13,7 @@ The batch answer is HTTP 200 with one result per message, in order: `ErrorCode` 
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
@@ -51,6 +52,7 @@ class PostmarkTransport(HttpProviderTransport):
     def __init__(self, settings: TransportSettings, *, api_key: str, **kwargs: Any) -> None:
         super().__init__(settings, api_key=api_key, **kwargs)
         self.stream = settings.message_stream or DEFAULT_STREAM
+        self._attachments: dict[str, bytes] = {}  # encoded once per issue
 
     @classmethod
     def from_settings(
@@ -114,7 +116,7 @@ class PostmarkTransport(HttpProviderTransport):
     # --- sending ----------------------------------------------------------------------------
 
     def deliver(self, items: Sequence[BatchItem]) -> list[BatchResult]:
-        messages: list[tuple[BatchItem, dict[str, Any]]] = []
+        encoded: dict[str, bytes] = {}
         too_big: dict[str, BatchResult] = {}
         for item in items:
             content = personalisation(item).content()
@@ -128,20 +130,40 @@ class PostmarkTransport(HttpProviderTransport):
                     ),
                 )
                 continue
-            messages.append((item, self.payload(content, item)))
-        sizes = {item.key: _payload_size(body) for item, body in messages}
-        bodies = {item.key: body for item, body in messages}
+            encoded[item.key] = self.encoded_payload(content, item)
+        sendable = [item for item in items if item.key in encoded]
         sent = self.deliver_in_parts(
-            [item for item, _ in messages],
-            lambda item: sizes[item.key],
+            sendable,
+            lambda item: len(encoded[item.key]) + 1,
             MAX_REQUEST_BYTES,
-            lambda part: self._post_batch(part, [bodies[item.key] for item in part]),
+            lambda part: self._post_batch(
+                part, b"[" + b",".join(encoded[item.key] for item in part) + b"]"
+            ),
         )
         by_key = {result.key: result for result in sent} | too_big
         return [by_key[item.key] for item in items]
 
-    def payload(self, content: MessageContent, item: BatchItem) -> dict[str, Any]:
-        """One message of the batch, in Postmark's shape."""
+    def encoded_payload(self, content: MessageContent, item: BatchItem) -> bytes:
+        """`payload` as JSON bytes, the images spliced in already encoded.
+
+        Every message carries the same images; encoding them once per issue instead of once per
+        message saves most of the work of a batch (~150 KB of base64 a message here).
+        """
+        body = self.payload(content, item, images=False)
+        data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        if not content.images:
+            return data
+        key = personalisation(item).template.fingerprint
+        attachments = self._attachments.get(key)
+        if attachments is None:
+            attachments = json.dumps(_attachments(content), separators=(",", ":")).encode()
+            self._attachments[key] = attachments
+        return data[:-1] + b',"Attachments":' + attachments + b"}"
+
+    def payload(
+        self, content: MessageContent, item: BatchItem, *, images: bool = True
+    ) -> dict[str, Any]:
+        """One message of the batch, in Postmark's shape (without `Attachments` if not `images`)."""
         body: dict[str, Any] = {
             "From": content.sender.formatted(),
             "To": content.to.formatted(),
@@ -157,22 +179,12 @@ class PostmarkTransport(HttpProviderTransport):
         }
         if content.reply_to is not None:
             body["ReplyTo"] = content.reply_to.formatted()
-        if content.images:
-            body["Attachments"] = [
-                {
-                    "Name": image.filename,
-                    "Content": image.base64,
-                    "ContentType": image.content_type,
-                    "ContentID": f"cid:{image.cid}",
-                }
-                for image in content.images
-            ]
+        if images and content.images:
+            body["Attachments"] = _attachments(content)
         return body
 
-    def _post_batch(
-        self, items: Sequence[BatchItem], bodies: list[dict[str, Any]]
-    ) -> list[BatchResult]:
-        response = self.post_json("/email/batch", bodies)
+    def _post_batch(self, items: Sequence[BatchItem], body: bytes) -> list[BatchResult]:
+        response = self.post_json("/email/batch", body)
         answers = response.json()
         if not isinstance(answers, list) or len(answers) != len(items):
             raise UncertainDeliveryError(
@@ -281,12 +293,14 @@ def message_size(content: MessageContent) -> int:
     return text + sum(len(image.base64) for image in content.images)
 
 
-def _payload_size(body: dict[str, Any]) -> int:
-    # An estimate without encoding twice: JSON adds quotes and escapes to the string values.
-    size = 512
-    for value in body.values():
-        if isinstance(value, str):
-            size += len(value) + len(value) // 8 + 8
-        elif isinstance(value, list):
-            size += sum(len(str(x)) for x in value)
-    return size
+def _attachments(content: MessageContent) -> list[dict[str, str]]:
+    """The embedded images as Postmark inline attachments (`ContentID: cid:...`)."""
+    return [
+        {
+            "Name": image.filename,
+            "Content": image.base64,
+            "ContentType": image.content_type,
+            "ContentID": f"cid:{image.cid}",
+        }
+        for image in content.images
+    ]
