@@ -444,6 +444,18 @@ def test_whole_request_failures_are_typed(
     assert not server.accepted
 
 
+def test_message_over_the_size_limit_is_refused_without_a_request(
+    server: ProviderFake, ses: SesFake, template: MessageTemplate, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from newsletter.delivery.transports import ses as module
+
+    monkeypatch.setattr(module, "MAX_MESSAGE_BYTES", 100_000)  # the example is ~185 KB
+    (result,) = transport_for(server).send_batch([item_for(template, Person("a@example.org"))])
+    assert isinstance(result.error, RecipientRejectedError)
+    assert "after base64; SES takes at most 100,000" in str(result.error)
+    assert server.posts() == []
+
+
 def test_rejected_message_fails_that_recipient(
     server: ProviderFake, ses: SesFake, template: MessageTemplate
 ) -> None:

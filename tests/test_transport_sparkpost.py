@@ -400,6 +400,20 @@ def test_whole_request_failures_are_typed(
     assert not server.accepted
 
 
+def test_content_over_the_size_limit_fails_the_batch_without_a_request(
+    server: ProviderFake,
+    sparkpost: SparkPostFake,
+    template: MessageTemplate,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from newsletter.delivery.transports import sparkpost as module
+
+    monkeypatch.setattr(module, "MAX_CONTENT_BYTES", 100_000)
+    with pytest.raises(PermanentDeliveryError, match="SparkPost takes at most 100,000"):
+        transport_for(server).send_batch(items_for(template, HOSTILE))
+    assert server.posts() == []
+
+
 def test_configuration(settings: Any, server: ProviderFake) -> None:
     configured = replace(settings, transport=settings_for(server))
     with pytest.raises(ConfigError) as caught:

@@ -53,6 +53,7 @@ from ._sigv4 import AwsCredentials, SigV4Auth, load_credentials, resolve_region
 from .base import BatchItem, BatchResult
 
 SIMULATOR = "success@simulator.amazonses.com"
+MAX_MESSAGE_BYTES = 40 * 1024 * 1024  # SES v2, counted after base64 (AWS "Service quotas")
 SEND_PATH = "/v2/email/outbound-emails"
 SERVICE = "ses"
 _REGION = re.compile(r"^[a-z]{2}(?:-[a-z]+)+-\d{1,2}$")
@@ -210,6 +211,15 @@ class SesTransport(HttpProviderTransport):
                     item,
                     "SES does not support internationalised addresses (SMTPUTF8); this message "
                     "needs it",
+                )
+            ]
+        encoded_size = (len(message.data) + 2) // 3 * 4
+        if encoded_size > MAX_MESSAGE_BYTES:
+            return [
+                self.refused(
+                    item,
+                    f"the message is {encoded_size:,} bytes after base64; SES takes at most "
+                    f"{MAX_MESSAGE_BYTES:,}",
                 )
             ]
         destination = SIMULATOR if self.sandbox else message.recipient

@@ -39,6 +39,7 @@ from urllib.parse import SplitResult, urlsplit
 from ...config import TransportSettings
 from ...errors import (
     ConfigError,
+    PermanentDeliveryError,
     Problem,
     TransportUnavailableError,
     UncertainDeliveryError,
@@ -52,6 +53,7 @@ US_API = "https://api.sparkpost.com/api/v1"
 EU_API = "https://api.eu.sparkpost.com/api/v1"
 BRACES = {"lb": "{", "rb": "}"}
 _SENTINEL = "\x00"
+MAX_CONTENT_BYTES = 20 * 1024 * 1024  # text + html + attachments + inline images (API docs)
 _SEARCH_TIME = "%Y-%m-%dT%H:%M:%S+0000"
 _ACCOUNT_CODES = {"7001": "the sending domain is not configured or verified"}
 
@@ -247,6 +249,15 @@ class SparkPostTransport(HttpProviderTransport):
         return body
 
     def deliver(self, items: Sequence[BatchItem]) -> list[BatchResult]:
+        template = self.template_for(items[0])
+        images = personalisation(items[0]).template.images
+        size = len(template.html.encode()) + len(template.text.encode())
+        size += sum(len(image.base64) for image in images)
+        if size > MAX_CONTENT_BYTES:
+            raise PermanentDeliveryError(
+                f"sparkpost: the content is {size:,} bytes with its images; SparkPost takes at "
+                f"most {MAX_CONTENT_BYTES:,} a transmission"
+            )
         response = self.post_json(
             f"/transmissions?num_rcpt_errors={len(items)}", self.payload(items)
         )
