@@ -200,9 +200,9 @@ class SparkPostTransport(HttpProviderTransport):
         envelopes: list[Envelope] = []
         values: list[dict[str, str]] = []
         for item in items:
-            found = personalisation(item)
-            envelopes.append(found.envelope())
-            values.append({variable(*key): value for key, value in found.slot_values().items()})
+            envelope, slot_values = personalisation(item).envelope_and_values()
+            envelopes.append(envelope)
+            values.append({variable(*key): value for key, value in slot_values.items()})
         names = [name for name, _ in envelopes[0].headers]
         headers: dict[str, str] = {}
         braces = template.braces
