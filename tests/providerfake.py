@@ -26,6 +26,7 @@ import email.parser
 import email.policy
 import json
 import ssl
+import sys
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
@@ -159,6 +160,9 @@ class ProviderFake:
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
+                if len(body) < length:  # the client went away mid-request (e.g. killed)
+                    self.close_connection = True
+                    return
                 parts = urlsplit(self.path)
                 request = FakeRequest(
                     self.command,
@@ -172,15 +176,27 @@ class ProviderFake:
                     fake._release.wait(fake.hang_seconds)
                     self.close_connection = True
                     return
-                self.send_response(answer.status)
-                for name, value in answer.headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(answer.body)))
-                self.end_headers()
-                self.wfile.write(answer.body)
+                try:
+                    self.send_response(answer.status)
+                    for name, value in answer.headers.items():
+                        self.send_header(name, value)
+                    self.send_header("Content-Length", str(len(answer.body)))
+                    self.end_headers()
+                    self.wfile.write(answer.body)
+                except (BrokenPipeError, ConnectionResetError):
+                    # The client gave up (timeout) or was killed: like a real provider, the
+                    # request was processed all the same.
+                    self.close_connection = True
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), RequestHandler)
-        server.daemon_threads = True
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                error = sys.exc_info()[1]
+                if not isinstance(error, ConnectionError | ssl.SSLError | TimeoutError):
+                    super().handle_error(request, client_address)
+
+        server = Server(("127.0.0.1", 0), RequestHandler)
         if self._ssl is not None:
             server.socket = self._ssl.wrap_socket(server.socket, server_side=True)
         self._release.clear()
@@ -333,7 +349,6 @@ def crash_command(kind: str, api_url: str, project: Path, database: Path, count:
     The child reads its keys from its environment, as `newsletter send` does; a test passes
     them in `env=` and kills the child with SIGKILL part-way.
     """
-    import sys
 
     return [
         sys.executable, "-m", "tests.providerfake",
@@ -427,6 +442,4 @@ def _child(kind: str, api_url: str, project: str, database: str, count: str) -> 
 
 
 if __name__ == "__main__":
-    import sys
-
     _child(*sys.argv[1:6])
