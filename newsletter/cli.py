@@ -456,8 +456,9 @@ def send(
             audience,
             ledger,
             SendOptions(
+                # Outbox writes files one by one; SMTP and providers use parallel connections.
                 concurrency=settings.transport.connections
-                if settings.transport.kind == "smtp"
+                if settings.transport.kind != "outbox"
                 else 1,
                 max_attempts=settings.sending.max_attempts,
                 pause_after_failures=settings.sending.pause_after_failures,

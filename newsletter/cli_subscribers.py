@@ -10,6 +10,7 @@ import itertools
 import os
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -25,7 +26,8 @@ from .audience import (
     SubscriberStore,
     parse_status,
 )
-from .config import find_project_root
+from .config import find_project_root, load_settings
+from .delivery.suppressions import suppression_source, sync_suppressions
 from .errors import AudienceError, ProjectError
 
 # Settings.database_path names the same file; these commands do not need the whole config.
@@ -325,3 +327,50 @@ def count() -> None:
         table.add_row(name, str(number))
     table.add_row("total", str(sum(counts.values())))
     console.print(table)
+
+
+@app.command()
+def sync(
+    provider: Annotated[
+        str | None,
+        typer.Argument(help="postmark, sendgrid, ... (default: the [transport] kind)."),
+    ] = None,
+    days: Annotated[
+        int | None,
+        typer.Option("--days", min=1, help="Only suppressions of the last N days (default: all)."),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would change; change nothing.")
+    ] = False,
+) -> None:
+    """Pull the provider's bounces, complaints and unsubscribes into the list.
+
+    Listed subscribers become bounced, complained or unsubscribed and are never mailed again;
+    nobody is re-subscribed. The provider's API key comes from its environment variable.
+
+    Examples:
+
+        newsletter subscribers sync --dry-run
+        newsletter subscribers sync sendgrid --days 30
+    """
+
+    root = find_project_root()
+    if root is None:
+        raise ProjectError(
+            "no newsletter.toml here or in any parent folder",
+            hint="Run 'newsletter init' to create a project, or change to the project folder.",
+        )
+    source = suppression_source(load_settings(root), provider=provider)
+    since = datetime.now(UTC) - timedelta(days=days) if days else None
+    with open_store(root) as store:
+        report = sync_suppressions(source, store, since=since, dry_run=dry_run)
+    for address, old, new in report.changes:
+        console.print(f"{address}: {old} → {new}", markup=False)
+    changed = ", ".join(f"{n} {status}" for status, n in sorted(report.changed.items()))
+    verb = "Would change" if dry_run else "Changed"
+    console.print(
+        f"{report.provider}: {report.seen} suppressions read; "
+        f"{verb} {_count(report.total_changed)}{f' ({changed})' if changed else ''}; "
+        f"{report.unchanged} already not subscribed; {report.unknown} not on the list",
+        markup=False,
+    )

@@ -337,3 +337,46 @@ def test_every_command_has_help_with_an_example(run: Run, command: str) -> None:
     assert result.exit_code == 0
     assert re.search(r"Examples?:", result.out)
     assert "newsletter subscribers " + command in result.out
+
+
+def test_sync_pulls_provider_suppressions_into_the_list(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from newsletter.cli_subscribers import app as subscribers_app
+    from tests.conftest import copy_example_project
+    from tests.providerfake import ProviderFake
+    from tests.test_suppressions import SendGridLists
+
+    project = copy_example_project(tmp_path / "project")
+    config = project / "newsletter.toml"
+    with ProviderFake() as server:
+        SendGridLists(server)
+        config.write_text(
+            config.read_text().replace(
+                'kind = "outbox"', f'kind = "sendgrid"\napi_url = "{server.url}"'
+            )
+        )
+        with SubscriberStore(project / "newsletter.db") as store:
+            for number in range(4):
+                store.add(f"p{number}@example.org")
+        monkeypatch.chdir(project)
+        runner = CliRunner()
+        dry = runner.invoke(
+            subscribers_app, ["sync", "--dry-run"], env={"SENDGRID_API_KEY": "SG.key"}
+        )
+        assert dry.exit_code == 0, dry.output
+        assert "Would change" in dry.output
+        with SubscriberStore(project / "newsletter.db") as store:
+            assert store.count("subscribed") == 4
+        real = runner.invoke(subscribers_app, ["sync"], env={"SENDGRID_API_KEY": "SG.key"})
+        assert real.exit_code == 0, real.output
+        assert "sendgrid:" in real.output and "Changed 4 subscribers" in real.output
+        with SubscriberStore(project / "newsletter.db") as store:
+            assert store.count() == {
+                "subscribed": 0,
+                "unsubscribed": 1,
+                "bounced": 2,
+                "complained": 1,
+            }
+        refused = runner.invoke(subscribers_app, ["sync"], env={"SENDGRID_API_KEY": "wrong"})
+        assert refused.exit_code == 1
