@@ -30,7 +30,6 @@ from .base import DeliveryReceipt, OutgoingMessage
 SECURITY_MODES = ("starttls", "tls", "none")
 
 _LINE_END = re.compile(rb"\r\n|\r|\n")
-_LEADING_DOT = re.compile(rb"^\.", re.MULTILINE)
 _END_OF_DATA = b".\r\n"
 
 
@@ -58,8 +57,12 @@ def smtp_body(data: bytes) -> bytes:
     # Counting is cheap; the regular expressions only run when something needs fixing.
     if data.count(b"\r") != crlf or data.count(b"\n") != crlf:
         data = _LINE_END.sub(b"\r\n", data)
-    if data.startswith(b".") or b"\n." in data:
-        data = _LEADING_DOT.sub(b"..", data)
+    # Line ends are CRLF by now, so every line after the first starts after "\n": a plain
+    # replace doubles leading dots several times faster than a regular expression.
+    if b"\n." in data:
+        data = data.replace(b"\n.", b"\n..")
+    if data.startswith(b"."):
+        data = b"." + data
     if not data.endswith(b"\r\n"):
         data += b"\r\n"
     return data
