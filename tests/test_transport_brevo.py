@@ -44,6 +44,7 @@ from newsletter.errors import (
     TransportUnavailableError,
     UncertainDeliveryError,
 )
+from tests.conftest import copy_example_project
 from tests.providerfake import (
     HANG,
     FakeRequest,
@@ -185,8 +186,10 @@ def publish_images(project: Path) -> Path:
     return project
 
 
-@pytest.fixture
-def hosted(project: Path) -> MessageTemplate:
+@pytest.fixture(scope="module")
+def hosted(tmp_path_factory: pytest.TempPathFactory) -> MessageTemplate:
+    """Rendered once for the module (templates are immutable): rendering takes ~0.5 s."""
+    project = copy_example_project(tmp_path_factory.mktemp("hosted") / "project")
     template = example_template(publish_images(project))
     assert not template.images
     return template

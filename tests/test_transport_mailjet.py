@@ -43,6 +43,7 @@ from newsletter.errors import (
     TransportUnavailableError,
     UncertainDeliveryError,
 )
+from tests.conftest import copy_example_project
 from tests.providerfake import (
     HANG,
     FakeRequest,
@@ -178,8 +179,10 @@ def fake(server: ProviderFake) -> MailjetFake:
     return MailjetFake(server)
 
 
-@pytest.fixture
-def template(project: Path) -> MessageTemplate:
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> MessageTemplate:
+    """Rendered once for the module (templates are immutable): rendering takes ~0.5 s."""
+    project = copy_example_project(tmp_path_factory.mktemp("example") / "project")
     found = example_template(project)
     assert found.images  # the example issue embeds its images
     return found

@@ -48,6 +48,7 @@ from newsletter.errors import (
     TransportUnavailableError,
     UncertainDeliveryError,
 )
+from tests.conftest import copy_example_project
 from tests.providerfake import (
     HANG,
     FakeRequest,
@@ -242,15 +243,18 @@ def publish_images(project: Path) -> Path:
     return project
 
 
-@pytest.fixture
-def hosted(project: Path) -> MessageTemplate:
+@pytest.fixture(scope="module")
+def hosted(tmp_path_factory: pytest.TempPathFactory) -> MessageTemplate:
+    """Rendered once for the module (templates are immutable): rendering takes ~0.5 s."""
+    project = copy_example_project(tmp_path_factory.mktemp("hosted") / "project")
     template = example_template(publish_images(project))
     assert not template.images
     return template
 
 
-@pytest.fixture
-def embedded(project: Path) -> MessageTemplate:
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory: pytest.TempPathFactory) -> MessageTemplate:
+    project = copy_example_project(tmp_path_factory.mktemp("embedded") / "project")
     template = example_template(project)
     assert template.images
     return template
