@@ -15,9 +15,9 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import Protocol, TypeGuard, cast
+from typing import Protocol, TypeGuard, TypeVar, cast
 
 from ..audience import SubscriberStatus, SubscriberStore
 from ..errors import (
@@ -42,6 +42,7 @@ from .transports.base import (
 )
 
 MAX_LISTED_PROBLEMS = 20
+_Unit = TypeVar("_Unit")
 
 
 class Audience(Protocol):
@@ -356,7 +357,6 @@ def _send_rows(
     tally: _Tally,
     progress: Callable[[SendProgress], None] | None,
 ) -> None:
-    work: queue.Queue[LedgerRow | None] = queue.Queue(maxsize=options.concurrency * 4)
 
     def report(last: str) -> None:
         if progress is not None:
@@ -420,38 +420,7 @@ def _send_rows(
                     tally.paused_reason = reason
             report(row.email)
 
-    errors: list[BaseException] = []
-
-    def worker() -> None:
-        while True:
-            row = work.get()
-            if row is None:
-                return
-            if stop.is_set() or tally.paused_reason is not None or errors:
-                continue  # drain: rows not started stay pending for the next run
-            try:
-                send_one(row)
-            except BaseException as err:  # a bug or a ledger failure: stop everything
-                errors.append(err)
-
-    threads = [
-        threading.Thread(target=worker, name=f"send-{n}", daemon=True)
-        for n in range(options.concurrency)
-    ]
-    for thread in threads:
-        thread.start()
-    try:
-        for row in rows:
-            if stop.is_set() or tally.paused_reason is not None or errors:
-                break
-            work.put(row)
-    finally:
-        for _ in threads:
-            work.put(None)
-        for thread in threads:
-            thread.join()
-    if errors:
-        raise errors[0]
+    _run_workers(rows, send_one, options.concurrency, lambda: _halted(stop, tally))
 
 
 def _send_batches(
@@ -473,7 +442,6 @@ def _send_batches(
     batcher = cast(BatchTransport, transport)
     size = max(1, batcher.max_batch)
     make_item = _item_maker(template, mime=getattr(batcher, "needs_mime", True))
-    work: queue.Queue[list[LedgerRow] | None] = queue.Queue(maxsize=options.concurrency * 2)
 
     def send_batch(batch: list[LedgerRow]) -> None:
         items: list[tuple[LedgerRow, BatchItem]] = []
@@ -515,45 +483,8 @@ def _send_batches(
             with tally.lock:
                 progress(tally.snapshot(items[-1][0].email))
 
-    errors: list[BaseException] = []
-
-    def worker() -> None:
-        while True:
-            batch = work.get()
-            if batch is None:
-                return
-            if stop.is_set() or tally.paused_reason is not None or errors:
-                continue  # drain: rows not started stay pending for the next run
-            try:
-                send_batch(batch)
-            except BaseException as err:  # a bug or a ledger failure: stop everything
-                errors.append(err)
-
-    threads = [
-        threading.Thread(target=worker, name=f"send-{n}", daemon=True)
-        for n in range(options.concurrency)
-    ]
-    for thread in threads:
-        thread.start()
-    try:
-        batch: list[LedgerRow] = []
-        for row in rows:
-            if stop.is_set() or tally.paused_reason is not None or errors:
-                batch = []
-                break
-            batch.append(row)
-            if len(batch) >= size:
-                work.put(batch)
-                batch = []
-        if batch:
-            work.put(batch)
-    finally:
-        for _ in threads:
-            work.put(None)
-        for thread in threads:
-            thread.join()
-    if errors:
-        raise errors[0]
+    halted = lambda: _halted(stop, tally)  # noqa: E731
+    _run_workers(_batched(rows, size, halted), send_batch, options.concurrency, halted)
 
 
 def _item_maker(template: MessageTemplate, *, mime: bool) -> Callable[[str, Recipient], BatchItem]:
@@ -673,3 +604,68 @@ class StoreAudience:
         if found is None or found.status != SubscriberStatus.SUBSCRIBED:
             return None
         return found
+
+
+def _halted(stop: threading.Event, tally: _Tally) -> bool:
+    return stop.is_set() or tally.paused_reason is not None
+
+
+def _batched(
+    rows: Iterator[LedgerRow], size: int, halted: Callable[[], bool]
+) -> Iterator[list[LedgerRow]]:
+    """Rows in lists of `size`; stops early (dropping a partial list) once the run halts."""
+    batch: list[LedgerRow] = []
+    for row in rows:
+        if halted():
+            return
+        batch.append(row)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _run_workers(
+    units: Iterable[_Unit],
+    handle: Callable[[_Unit], None],
+    concurrency: int,
+    halted: Callable[[], bool],
+) -> None:
+    """Hand `units` to `concurrency` threads through a bounded queue until done or halted.
+
+    Units not started when the run halts are skipped (their rows stay pending for the next run);
+    an exception in a worker (a bug, a ledger failure) stops the feed and is raised here.
+    """
+    work: queue.Queue[_Unit | None] = queue.Queue(maxsize=concurrency * 4)
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        while True:
+            unit = work.get()
+            if unit is None:
+                return
+            if halted() or errors:
+                continue
+            try:
+                handle(unit)
+            except BaseException as err:
+                errors.append(err)
+
+    threads = [
+        threading.Thread(target=worker, name=f"send-{n}", daemon=True) for n in range(concurrency)
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        for unit in units:
+            if halted() or errors:
+                break
+            work.put(unit)
+    finally:
+        for _ in threads:
+            work.put(None)
+        for thread in threads:
+            thread.join()
+    if errors:
+        raise errors[0]
