@@ -87,6 +87,10 @@ class LedgerError(NewsletterError):
     """The send ledger refuses an operation (locked, changed content, ...)."""
 
 
+class InboxError(NewsletterError):
+    """The mailbox cannot be read or changed (connection, login, folder, server reply)."""
+
+
 class DeliveryError(NewsletterError):
     """A message could not be handed to the transport."""
 

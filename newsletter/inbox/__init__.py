@@ -1,0 +1,34 @@
+"""The reply/bounce mailbox: read it over IMAP and act on what it holds.
+
+- `classify`: what one message is (DSN, ARF, unsubscribe mail, auto-reply) and whom it is about;
+- `imap`: the real mailbox (`ImapMailbox`, `connect`, `opened`);
+- `softbounces`: the soft-bounce counts kept next to the subscribers;
+- `process`: `process_inbox`, which applies what the messages say and files them.
+"""
+
+from __future__ import annotations
+
+from ..config_tables import InboxSettings, parse_inbox_table
+from ..errors import InboxError
+from .classify import Classification, Kind, classify
+from .imap import ImapMailbox, connect, imap_utf7, opened
+from .process import InboxItem, InboxReport, Mailbox, process_inbox
+from .softbounces import SoftBounces
+
+__all__ = [
+    "Classification",
+    "ImapMailbox",
+    "InboxError",
+    "InboxItem",
+    "InboxReport",
+    "InboxSettings",
+    "Kind",
+    "Mailbox",
+    "SoftBounces",
+    "classify",
+    "connect",
+    "imap_utf7",
+    "opened",
+    "parse_inbox_table",
+    "process_inbox",
+]
