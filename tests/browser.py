@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Headless as root, and no background traffic: the network here is closed.
@@ -31,8 +34,9 @@ def require_chromium() -> None:
     pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium to run the browser tests")
 
 
-def launch_chromium() -> Iterator[Any]:
+def launch_chromium() -> Iterator[Browser]:
     """A Playwright Chromium browser for the duration of the generator."""
+    # Deferred: importing Playwright takes half a second, paid only by tests that use a browser.
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

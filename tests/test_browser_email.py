@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, TypedDict
 
 import pytest
 
@@ -13,14 +13,29 @@ from newsletter.build import build_issue
 from newsletter.config import load_settings
 from tests.browser import launch_chromium, require_chromium
 
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
+
 REPO = Path(__file__).resolve().parent.parent
 WIDTHS = [375, 600, 800]
 
 pytestmark = pytest.mark.browser
 
 
+class ImageInfo(TypedDict):
+    """What the page reports about one <img> (names as in the DOM)."""
+
+    src: str | None
+    alt: str | None
+    complete: bool
+    naturalWidth: float
+    naturalHeight: float
+    width: float
+    height: float
+
+
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
+def browser() -> Iterator[Browser]:
     require_chromium()
     yield from launch_chromium()
 
@@ -36,14 +51,14 @@ def email_html(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return report.folder / "email.html"
 
 
-def _open(browser: Any, email_html: Path, width: int) -> Any:
+def _open(browser: Browser, email_html: Path, width: int) -> Page:
     page = browser.new_page(viewport={"width": width, "height": 800})
     page.goto(email_html.as_uri(), wait_until="load")
     return page
 
 
-def _images(page: Any) -> list[dict[str, Any]]:
-    images: list[dict[str, Any]] = page.evaluate(
+def _images(page: Page) -> list[ImageInfo]:
+    images: list[ImageInfo] = page.evaluate(
         """() => Array.from(document.images, (img) => ({
             src: img.getAttribute("src"),
             alt: img.getAttribute("alt"),
@@ -59,7 +74,7 @@ def _images(page: Any) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("width", WIDTHS)
 def test_the_email_fits_the_width_and_every_image_loads_with_alt_text(
-    browser: Any, email_html: Path, width: int, tmp_path: Path
+    browser: Browser, email_html: Path, width: int, tmp_path: Path
 ) -> None:
     page = _open(browser, email_html, width)
     scroll_width, inner_width = page.evaluate(
@@ -80,7 +95,7 @@ def test_the_email_fits_the_width_and_every_image_loads_with_alt_text(
 
 @pytest.mark.parametrize("width", [375])
 def test_images_keep_their_proportions_on_a_phone(
-    browser: Any, email_html: Path, width: int
+    browser: Browser, email_html: Path, width: int
 ) -> None:
     page = _open(browser, email_html, width)
     squashed = [

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
-import os
 import signal
 import socket
 import subprocess
@@ -16,7 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -33,19 +32,13 @@ from newsletter.web import (
     serve,
     unsubscribe_path,
 )
+from tests.browser import launch_chromium, require_chromium
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 SECRET = b"web-test-secret"
 WAIT_SECONDS = 5.0
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
 
 
@@ -542,21 +535,16 @@ def test_form_bodies(content_type: str, body: bytes, expected: dict[str, str]) -
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        if os.environ.get("NEWSLETTER_REQUIRE_BROWSER"):
-            pytest.fail(f"{CHROMIUM} is missing and NEWSLETTER_REQUIRE_BROWSER is set")
-        pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium to run the browser tests")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
+def browser() -> Iterator[Browser]:
+    require_chromium()
+    yield from launch_chromium()
 
 
 @pytest.mark.browser
-def test_confirm_and_resubscribe_in_a_browser_without_javascript(browser: Any, site: Site) -> None:
+def test_confirm_and_resubscribe_in_a_browser_without_javascript(
+    browser: Browser, site: Site
+) -> None:
+    # Deferred like the browser itself (see tests/browser.py): Playwright is slow to import.
     from playwright.sync_api import expect
 
     context = browser.new_context(java_script_enabled=False, viewport={"width": 375, "height": 700})
