@@ -24,6 +24,7 @@ NEWSLETTER_REQUIRE_DOVECOT=1, where it fails instead (CI installs it).
 from __future__ import annotations
 
 import contextlib
+import grp
 import imaplib
 import os
 import pwd
@@ -35,6 +36,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
@@ -247,7 +249,7 @@ service imap-login {{
         return self.ca.cert_pem.bytes()
 
     @contextlib.contextmanager
-    def session(self, user: str, password: str) -> imaplib.IMAP4_SSL:  # type: ignore[misc]
+    def session(self, user: str, password: str) -> Iterator[imaplib.IMAP4_SSL]:
         client = imaplib.IMAP4_SSL(HOST, self.port, ssl_context=self.client_context(), timeout=10)
         try:
             client.login(user, password)
@@ -271,9 +273,9 @@ service imap-login {{
             status, _ = client.select(f'"{folder}"', readonly=True)
             if status != "OK":
                 return []
-            status, data = client.uid("SEARCH", None, "ALL")
+            status, data = client.uid("SEARCH", "ALL")
             uids = data[0].split() if data and data[0] else []
-            found = []
+            found: list[bytes] = []
             for uid in uids:
                 status, parts = client.uid("FETCH", uid, "(BODY.PEEK[])")
                 for part in parts:
@@ -289,8 +291,6 @@ service imap-login {{
 
 
 def _group_exists(name: str) -> bool:
-    import grp
-
     try:
         grp.getgrnam(name)
     except KeyError:
@@ -299,6 +299,4 @@ def _group_exists(name: str) -> bool:
 
 
 def _group_name(gid: int) -> str:
-    import grp
-
     return grp.getgrgid(gid).gr_name

@@ -74,12 +74,23 @@ from typing import Any, Literal
 
 import trustme
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import (
+    MISSING,
+    SMTP,
+    AuthResult,
+    Envelope,
+    LoginPassword,
+    Session,
+    _Missing,
+)
 
 Stage = Literal["mail", "rcpt", "data", "data_end"]
 STAGES: tuple[Stage, ...] = ("mail", "rcpt", "data", "data_end")
 HOST = "127.0.0.1"
 SERVER_NAME = "smtp.test"
+# What a handler hook answers: a reply line, or MISSING for aiosmtpd's own reply (its type is
+# private to aiosmtpd but is what its hooks are checked against).
+HookReply = str | _Missing
 
 
 @dataclass
@@ -155,7 +166,7 @@ async def _hang() -> None:
 class _Session(SMTP):
     """aiosmtpd's SMTP protocol plus the hooks only a subclass can reach (DATA before 354)."""
 
-    def __init__(self, handler: Any, *, owner: SmtpTestServer, **kwargs: Any) -> None:
+    def __init__(self, handler: _Handler, *, owner: SmtpTestServer, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
         self.owner = owner
         self.connection_number = owner._connection_opened()
@@ -207,7 +218,7 @@ class _Handler:
     def __init__(self, owner: SmtpTestServer) -> None:
         self.owner = owner
 
-    async def _act(self, session: _Session, fault: Fault | None) -> Any:
+    async def _act(self, session: _Session, fault: Fault | None) -> HookReply:
         """The reply for a fault (or MISSING for the normal one); closes or drops as asked."""
         if fault is None:
             return MISSING
@@ -219,7 +230,7 @@ class _Handler:
         return await self._reply(session, fault)
 
     @staticmethod
-    async def _reply(session: _Session, fault: Fault) -> Any:
+    async def _reply(session: _Session, fault: Fault) -> HookReply:
         if fault.reply is None:
             return MISSING
         if fault.close:
@@ -236,7 +247,7 @@ class _Handler:
         envelope: Envelope,
         address: str,
         mail_options: list[str],
-    ) -> Any:
+    ) -> HookReply:
         owner = self.owner
         server.transaction_number = owner._next_transaction()
         if owner._credentials is not None and not session.authenticated:
@@ -255,7 +266,7 @@ class _Handler:
         envelope: Envelope,
         address: str,
         rcpt_options: list[str],
-    ) -> Any:
+    ) -> HookReply:
         fault = self.owner._take_fault("rcpt", server.transaction_number, (address,))
         status = await self._act(server, fault)
         if status is MISSING:
@@ -264,7 +275,9 @@ class _Handler:
             return "250 2.1.5 Ok"
         return status
 
-    async def handle_DATA(self, server: _Session, session: Session, envelope: Envelope) -> Any:
+    async def handle_DATA(
+        self, server: _Session, session: Session, envelope: Envelope
+    ) -> HookReply:
         owner = self.owner
         number = server.transaction_number
         fault = owner._take_fault("data_end", number, tuple(envelope.rcpt_tos))
@@ -294,7 +307,9 @@ class _Handler:
         owner._record(received)
         return f"250 2.0.0 Ok: queued as {received.queue_id}"
 
-    async def handle_QUIT(self, server: _Session, session: Session, envelope: Envelope) -> Any:
+    async def handle_QUIT(
+        self, server: _Session, session: Session, envelope: Envelope
+    ) -> HookReply:
         self.owner._count_quit()
         return MISSING
 
@@ -304,7 +319,7 @@ class _Handler:
         session: Session,
         envelope: Envelope,
         mechanism: str,
-        auth_data: Any,
+        auth_data: object,
     ) -> AuthResult:
         credentials = self.owner._credentials
         ok = (
@@ -328,7 +343,7 @@ class _Controller(Controller):
         # Bound to port 0: learn the real port before aiosmtpd probes it.
         assert isinstance(self.server, asyncio.Server)
         self.port = self.server.sockets[0].getsockname()[1]
-        super()._trigger_server()  # type: ignore[no-untyped-call]
+        super()._trigger_server()  # type: ignore[no-untyped-call]  # aiosmtpd leaves it unannotated
 
 
 class SmtpTestServer:
