@@ -5,10 +5,24 @@ from __future__ import annotations
 import random
 import threading
 import time
+from typing import TypedDict
 
 import pytest
 
 from newsletter.delivery.ratelimit import Backoff, RateLimiter
+
+
+class LimiterArgs(TypedDict, total=False):
+    per_second: float
+    per_hour: float
+    burst: float
+
+
+class BackoffArgs(TypedDict, total=False):
+    base: float
+    factor: float
+    cap: float
+    jitter: float
 
 
 class FakeClock:
@@ -157,9 +171,9 @@ def test_real_clock_with_threads() -> None:
 
 
 @pytest.mark.parametrize("kwargs", [{"per_second": -1}, {"per_hour": -5}, {"burst": 0.5}])
-def test_limiter_rejects_nonsense(kwargs: dict[str, float]) -> None:
+def test_limiter_rejects_nonsense(kwargs: LimiterArgs) -> None:
     with pytest.raises(ValueError):
-        RateLimiter(**kwargs)  # type: ignore[arg-type]
+        RateLimiter(**kwargs)
 
 
 def test_backoff_without_jitter_doubles_up_to_the_cap() -> None:
@@ -191,9 +205,9 @@ def test_backoff_honours_retry_after_as_a_floor(retry_after: float | None, expec
     "kwargs",
     [{"base": 0}, {"factor": 0.5}, {"base": 10, "cap": 5}, {"jitter": 1.5}, {"jitter": -0.1}],
 )
-def test_backoff_rejects_nonsense(kwargs: dict[str, float]) -> None:
+def test_backoff_rejects_nonsense(kwargs: BackoffArgs) -> None:
     with pytest.raises(ValueError):
-        Backoff(**kwargs)  # type: ignore[arg-type]
+        Backoff(**kwargs)
 
 
 def test_backoff_attempts_count_from_one() -> None:
