@@ -19,11 +19,18 @@ from newsletter.render import render_issue
 from tests.linkserver import LinkServer, serve_links
 
 
-def check(project: Path, issue_folder: Path, **options: object) -> CheckReport:
+def check(project: Path, issue_folder: Path, *, allow_loopback: bool = False) -> CheckReport:
     settings = load_settings(project)
     issue = load_issue(issue_folder)
-    options = {"offline": True, "spamassassin": None, "use_cache": False, **options}
-    return check_issue(issue, render_issue(issue, settings), settings, **options)  # type: ignore[arg-type]
+    return check_issue(
+        issue,
+        render_issue(issue, settings),
+        settings,
+        offline=True,
+        spamassassin=None,
+        use_cache=False,
+        allow_loopback=allow_loopback,
+    )
 
 
 def set_front_matter(path: Path, key: str, value: str) -> None:
