@@ -29,6 +29,8 @@ from tests.linkserver import LinkServer, serve_links
 
 TOTAL = 2.0  # the time bound of the shared run; the hang must not hold it up longer
 MARGIN = 1.5  # generous: a loaded CI machine is slow, but a hang would take far longer
+# The shared run: each URL's result, and the seconds the whole run took.
+SharedRun = tuple[dict[str, LinkResult], float]
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +40,7 @@ def server() -> Iterator[LinkServer]:
 
 
 @pytest.fixture(scope="module")
-def shared_run(server: LinkServer) -> tuple[dict[str, LinkResult], float]:
+def shared_run(server: LinkServer) -> SharedRun:
     """Every route checked in one concurrent run, the hang last, timed."""
     paths = [
         "/good",
@@ -58,14 +60,12 @@ def shared_run(server: LinkServer) -> tuple[dict[str, LinkResult], float]:
     return results, time.monotonic() - began
 
 
-def result_for(
-    server: LinkServer, run: tuple[dict[str, LinkResult], float], path: str
-) -> LinkResult:
+def result_for(server: LinkServer, run: SharedRun, path: str) -> LinkResult:
     return run[0][server.url(path)]
 
 
 def test_the_whole_run_ends_within_its_time_bound(
-    shared_run: tuple[dict[str, LinkResult], float],
+    shared_run: SharedRun,
 ) -> None:
     results, elapsed = shared_run
     assert len(results) == 9
@@ -86,7 +86,7 @@ def test_the_whole_run_ends_within_its_time_bound(
 )
 def test_each_route_is_reported(
     server: LinkServer,
-    shared_run: tuple[dict[str, LinkResult], float],
+    shared_run: SharedRun,
     path: str,
     status: int | None,
     method: str,
@@ -99,31 +99,25 @@ def test_each_route_is_reported(
     assert result.ok is (status is not None and status < 400)
 
 
-def test_slow_answer_is_fine_and_took_its_time(
-    server: LinkServer, shared_run: tuple[dict[str, LinkResult], float]
-) -> None:
+def test_slow_answer_is_fine_and_took_its_time(server: LinkServer, shared_run: SharedRun) -> None:
     result = result_for(server, shared_run, "/slow?seconds=1")
     assert result.ok
     assert result.elapsed >= 0.9
 
 
-def test_head_405_falls_back_to_get(server: LinkServer, shared_run: object) -> None:
+def test_head_405_falls_back_to_get(server: LinkServer, shared_run: SharedRun) -> None:
     methods = [r.method for r in server.requests if r.path == "/head-not-allowed"]
     assert methods == ["HEAD", "GET"]
 
 
-def test_redirect_chain_is_reported_hop_by_hop(
-    server: LinkServer, shared_run: tuple[dict[str, LinkResult], float]
-) -> None:
+def test_redirect_chain_is_reported_hop_by_hop(server: LinkServer, shared_run: SharedRun) -> None:
     result = result_for(server, shared_run, "/chain/3")
     assert result.ok
     assert result.chain == (server.url("/chain/2"), server.url("/chain/1"), server.url("/chain/0"))
     assert result.final_url == server.url("/chain/0")
 
 
-def test_redirect_to_another_host_name(
-    server: LinkServer, shared_run: tuple[dict[str, LinkResult], float]
-) -> None:
+def test_redirect_to_another_host_name(server: LinkServer, shared_run: SharedRun) -> None:
     result = result_for(server, shared_run, "/elsewhere")
     assert result.ok
     assert result.chain == (server.url("/good", host="localhost"),)
