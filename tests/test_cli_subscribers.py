@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from newsletter.audience import SubscriberStore
-from newsletter.cli_subscribers import DATABASE_NAME, app
+from newsletter.cli.subscribers import DATABASE_NAME, app
 from newsletter.errors import NewsletterError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "csv"
@@ -342,7 +342,7 @@ def test_every_command_has_help_with_an_example(run: Run, command: str) -> None:
 def test_sync_pulls_provider_suppressions_into_the_list(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from newsletter.cli_subscribers import app as subscribers_app
+    from newsletter.cli.subscribers import app as subscribers_app
     from tests.conftest import copy_example_project
     from tests.providerfake import ProviderFake
     from tests.test_suppressions import SendGridLists

@@ -1,6 +1,6 @@
 """`newsletter subscribers ...`: thin commands over the subscriber store.
 
-Errors are raised as `NewsletterError`s; the main CLI catches and prints them once.
+Errors are raised as `NewsletterError`s; `newsletter.cli.main` catches and prints them once.
 """
 
 from __future__ import annotations
@@ -15,26 +15,25 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .audience import (
+from ..audience import (
     ColumnMapping,
     Subscriber,
     SubscriberStatus,
     SubscriberStore,
     parse_status,
 )
-from .config import find_project_root, load_settings
-from .delivery.suppressions import suppression_source, sync_suppressions
-from .errors import AudienceError, ProjectError
+from ..config import load_settings
+from ..delivery.suppressions import suppression_source, sync_suppressions
+from ..errors import AudienceError
+from ._output import plain_console as console
+from ._output import plain_err_console as err_console
+from ._project import project_root
 
 # Settings.database_path names the same file; these commands do not need the whole config.
 DATABASE_NAME = "newsletter.db"
-
-console = Console(soft_wrap=True, highlight=False)
-err_console = Console(stderr=True, soft_wrap=True, highlight=False)
 
 app = typer.Typer(
     name="subscribers",
@@ -49,13 +48,7 @@ app = typer.Typer(
 @contextlib.contextmanager
 def open_store(start: Path | None = None) -> Iterator[SubscriberStore]:
     """The subscriber store of the project around `start` (the current folder)."""
-    root = find_project_root(start)
-    if root is None:
-        raise ProjectError(
-            "no newsletter.toml here or in any parent folder",
-            hint="Run 'newsletter init' to create a project, or change to the project folder.",
-        )
-    with SubscriberStore(root / DATABASE_NAME) as store:
+    with SubscriberStore(project_root(start) / DATABASE_NAME) as store:
         yield store
 
 
@@ -353,13 +346,7 @@ def sync(
         newsletter subscribers sync --dry-run
         newsletter subscribers sync sendgrid --days 30
     """
-
-    root = find_project_root()
-    if root is None:
-        raise ProjectError(
-            "no newsletter.toml here or in any parent folder",
-            hint="Run 'newsletter init' to create a project, or change to the project folder.",
-        )
+    root = project_root()
     source = suppression_source(load_settings(root), provider=provider)
     since = datetime.now(UTC) - timedelta(days=days) if days else None
     with open_store(root) as store:

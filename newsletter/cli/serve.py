@@ -1,0 +1,179 @@
+"""The long-running and mailbox side: `serve`, `inbox process`, `dkim keygen`."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from ..audience import SubscriberStore
+from ..config import parse_address
+from ..dkim import keygen as dkim_keygen
+from ..errors import ConfigError, Problem
+from ..inbox import InboxItem, process_inbox
+from ..inbox import opened as open_mailbox
+from ..web import WebEvent
+from ..web import serve as serve_web
+from ._output import console
+from ._project import project_settings, signing_secret
+
+dkim_app = typer.Typer(help="DKIM keys for signing outgoing mail.", no_args_is_help=True)
+inbox_app = typer.Typer(help="Process the reply and bounce mailbox.", no_args_is_help=True)
+
+
+def serve(
+    host: Annotated[
+        str | None, typer.Option("--host", help="Address to listen on (default 127.0.0.1).")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option("--port", "-p", help="Port to listen on (default 8080).")
+    ] = None,
+) -> None:
+    """Serve one-click unsubscribe (RFC 8058), its pages, and the archive of built issues.
+
+    Listens on 127.0.0.1 unless told otherwise; put it behind your web server for https
+    (docs/serve.md). Every change is written to the subscriber store at once. Stop with Ctrl-C.
+
+    Examples:
+
+        newsletter serve
+        newsletter serve --port 8090
+        newsletter serve --host 0.0.0.0 --port 80
+    """
+    settings = project_settings()
+    chosen = settings.serve
+    if host is not None or port is not None:
+        chosen = dataclasses.replace(
+            chosen,
+            host=host if host is not None else chosen.host,
+            port=port if port is not None else chosen.port,
+        )
+    server = serve_web(
+        settings, secret=signing_secret(settings), serve_settings=chosen, on_event=_web_event
+    )
+    console.print(f"Serving unsubscribe links and the archive at {server.url}  (Ctrl-C to stop)")
+    server.run()
+    console.print("Stopped.")
+
+
+def _web_event(event: WebEvent) -> None:
+    what = "unsubscribed" if event.action == "unsubscribe" else "subscribed again"
+    if event.old_status is None:
+        line = f"{event.email}: not on the list ({event.source})"
+    elif event.changed:
+        line = f"{event.email}: {what} ({event.source})"
+    else:
+        line = f"{event.email}: already {event.old_status} ({event.source})"
+    console.print(line, highlight=False, markup=False)
+
+
+@inbox_app.command("process")
+def inbox_process(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would be done; change and move nothing.")
+    ] = False,
+) -> None:
+    """Read the [inbox] mailbox: bounces, complaints and unsubscribe mails update subscribers.
+
+    Hard bounces mark the subscriber bounced, soft bounces count towards
+    `soft_bounce_limit`, feedback reports mark complained, mail to the unsubscribe address
+    unsubscribes its sender. Handled messages move to `processed_folder`; anything else stays
+    (unread) and is listed. The password comes from the variable named by `password_env`.
+
+    Examples:
+
+        newsletter inbox process --dry-run
+        NEWSLETTER_IMAP_PASSWORD=... newsletter inbox process
+    """
+    settings = project_settings()
+    inbox = settings.inbox
+    if inbox is None:
+        raise ConfigError(
+            [
+                Problem(
+                    "has no [inbox] table: add one with host and username",
+                    file=settings.config_path,
+                )
+            ]
+        )
+    unsubscribe = parse_address(settings.unsubscribe.mailto or "")
+    with (
+        open_mailbox(inbox, os.environ.get(inbox.password_env), readonly=dry_run) as mailbox,
+        SubscriberStore(settings.database_path) as store,
+    ):
+        report = process_inbox(
+            mailbox,
+            store,
+            settings=inbox,
+            unsubscribe_address=unsubscribe.addr_spec if unsubscribe else None,
+            secret=settings.secret(),
+            dry_run=dry_run,
+            progress=_inbox_item,
+        )
+    console.print(
+        f"{len(report.processed)} handled{' (dry run)' if dry_run else ''}, "
+        f"{len(report.left)} left in {inbox.folder}",
+        highlight=False,
+    )
+
+
+def _inbox_item(item: InboxItem) -> None:
+    mark = "[green]ok[/]" if item.handled else "[yellow]left[/]"
+    who = escape(item.address or item.sender or "?")
+    console.print(
+        f"{mark} {who}: {escape(item.action)}  [dim]({escape(item.subject)})[/]",
+        highlight=False,
+    )
+
+
+@dkim_app.command("keygen")
+def dkim_keygen_command(
+    selector: Annotated[
+        str | None, typer.Option("--selector", "-s", help="Selector (default [dkim].selector).")
+    ] = None,
+    domain: Annotated[
+        str | None,
+        typer.Option("--domain", "-d", help="Signing domain (default [dkim].domain, else From's)."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Private key file (default [dkim].key_file)."),
+    ] = None,
+) -> None:
+    """Make a 2048-bit RSA key for DKIM and print the DNS TXT record to publish.
+
+    The private key is written readable by you only and never overwritten; keep it out of
+    version control. Publish the record, then set [dkim] domain, selector and key_file.
+
+    Examples:
+
+        newsletter dkim keygen
+        newsletter dkim keygen --selector news2026 --domain example.org --out dkim-news2026.pem
+    """
+    settings = project_settings()
+    configured = settings.dkim
+    chosen_domain = domain or (configured.domain if configured else settings.sender.domain)
+    chosen_selector = selector or (
+        configured.selector if configured else f"news{time.strftime('%Y')}"
+    )
+    chosen_out = out or Path(configured.key_file if configured else f"dkim-{chosen_selector}.pem")
+    if not chosen_out.is_absolute():
+        chosen_out = (settings.root if out is None else Path.cwd()) / chosen_out
+    report = dkim_keygen(chosen_domain, chosen_selector, chosen_out)
+    console.print(f"Wrote the private key to [bold]{report.key_file}[/] (mode 600)")
+    console.print(f"Publish this TXT record at [bold]{report.record_name}[/]:")
+    console.print(report.record, highlight=False, markup=False, soft_wrap=True)
+    console.print("\nAs a zone-file line:", highlight=False)
+    console.print(report.zone_line, highlight=False, markup=False)
+    if configured is None:
+        console.print(
+            f'\nThen add to newsletter.toml:\n[dkim]\ndomain = "{chosen_domain}"\n'
+            f'selector = "{chosen_selector}"\nkey_file = "{chosen_out.name}"',
+            highlight=False,
+            markup=False,
+        )
