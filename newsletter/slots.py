@@ -13,7 +13,6 @@ from dataclasses import dataclass
 # The per-recipient values the theme and the message headers can use besides subscriber fields.
 UNSUBSCRIBE_URL = "unsubscribe_url"
 WEB_URL = "web_url"
-RECIPIENT_EMAIL = "subscriber.email"
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,6 @@ from ..content import Issue, Item
 from ..errors import Problem, RenderError
 from ..i18n import Words, words_for
 from ..linktags import tag_links, tag_text
-from ..slots import Slot
 from .engine import (
     SlotRegistry,
     find_template_file,
@@ -35,7 +34,7 @@ from .markdown import to_html, to_text
 from .mjml import compile_mjml, extract_inline_css, unknown_tags
 from .model import RenderedIssue
 
-__all__ = ["RenderedIssue", "render_issue", "sample_values"]
+__all__ = ["RenderedIssue", "render_issue"]
 
 EMAIL_TEMPLATE = "email.mjml.j2"
 TEXT_TEMPLATE = "email.txt.j2"
@@ -158,16 +157,6 @@ def render_issue(issue: Issue, settings: Settings, *, preview: bool = False) -> 
         fingerprint=fingerprint.hexdigest(),
         draft_items=drafts,
     )
-
-
-def sample_values(sample: dict[str, str]) -> Any:
-    """A slot filler for previews: the sample subscriber's values, else the slot's default."""
-
-    def value(slot: Slot) -> str:
-        found = sample.get(slot.field or slot.path)
-        return found if found else (slot.default or "")
-
-    return value
 
 
 def _item_view(
