@@ -6,7 +6,6 @@ in one rename, so a failed build leaves the previous output untouched.
 
 from __future__ import annotations
 
-import html as html_lib
 import os
 import shutil
 import tempfile
@@ -19,10 +18,7 @@ from .config import Settings
 from .content import Issue, load_issue
 from .render import render_issue
 from .render.model import RenderedIssue
-from .slots import UNSUBSCRIBE_URL, WEB_URL, Slot
-
-# The sample subscriber a build personalises `email.html`, `email.txt` for (English names).
-SAMPLE_SUBSCRIBER = Subscriber.sample("en").as_dict()
+from .render.samples import sample_filler
 
 
 @dataclass(frozen=True)
@@ -38,43 +34,6 @@ class BuildReport:
     folder: Path
     files: tuple[BuiltFile, ...]
 
-    @property
-    def html_size(self) -> int:
-        return next((f.size for f in self.files if f.path.name == "email.html"), 0)
-
-
-def sample_filler(
-    rendered: RenderedIssue,
-    settings: Settings,
-    sample: Mapping[str, str],
-    *,
-    html: bool,
-    unsubscribe_url: str | None = None,
-) -> Callable[[Slot], str]:
-    """Fill slots for a sample subscriber (previews and builds), escaped for HTML when asked."""
-    web_url = f"{settings.base_url}{rendered.name}/web.html" if settings.base_url else ""
-    unsubscribe = (
-        unsubscribe_url
-        or settings.unsubscribe.url
-        or (
-            f"mailto:{settings.unsubscribe.mailto}"
-            if settings.unsubscribe.mailto
-            else "#unsubscribe"
-        )
-    )
-
-    def value(slot: Slot) -> str:
-        if slot.path == UNSUBSCRIBE_URL:
-            found = unsubscribe
-        elif slot.path == WEB_URL:
-            found = web_url
-        else:
-            found = sample.get(slot.field or "", "") or (slot.default or "")
-        found = " ".join(found.split()) if not html else found
-        return html_lib.escape(found, quote=True) if html else found
-
-    return value
-
 
 def local_image_html(rendered: RenderedIssue, html: str) -> str:
     """Point `cid:` references at the image files written beside the HTML, for browsers."""
@@ -87,15 +46,18 @@ def build_issue(
     settings: Settings,
     folder: Path,
     *,
-    sample: Mapping[str, str] | None = None,
     sample_message: Callable[[RenderedIssue], bytes] | None = None,
 ) -> BuildReport:
-    """Render the issue in `folder` and write `dist/<issue>/` atomically."""
+    """Render the issue in `folder` and write `dist/<issue>/` atomically.
+
+    `email.html` and `email.txt` are filled in for the project's sample subscriber, the same one
+    `newsletter check` and the preview show (`Subscriber.sample(settings.locale)`).
+    """
     issue = load_issue(folder)
     rendered = render_issue(issue, settings)
-    sample_values = sample or Subscriber.sample(settings.locale).as_dict()
-    html = rendered.html.fill(sample_filler(rendered, settings, sample_values, html=True))
-    text = rendered.text.fill(sample_filler(rendered, settings, sample_values, html=False))
+    sample = Subscriber.sample(settings.locale).as_dict()
+    html = rendered.html.fill(sample_filler(rendered, settings, sample, html=True))
+    text = rendered.text.fill(sample_filler(rendered, settings, sample, html=False))
     outputs: dict[str, bytes] = {
         "email.html": local_image_html(rendered, html).encode("utf-8"),
         "email.txt": text.encode("utf-8"),

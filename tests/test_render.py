@@ -8,13 +8,14 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from newsletter.build import SAMPLE_SUBSCRIBER, sample_filler
+from newsletter.audience import Subscriber
 from newsletter.config import Settings, load_settings
 from newsletter.content import load_issue
 from newsletter.errors import RenderError
 from newsletter.render import render_issue
 from newsletter.render.inline import inline_css
 from newsletter.render.model import RenderedIssue
+from newsletter.render.samples import sample_filler
 from newsletter.slots import UNSUBSCRIBE_URL, Slot
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -45,11 +46,13 @@ def rendered(settings: Settings, issue_folder: Path) -> RenderedIssue:
 
 
 def filled_html(rendered: RenderedIssue, settings: Settings) -> str:
-    return rendered.html.fill(sample_filler(rendered, settings, SAMPLE_SUBSCRIBER, html=True))
+    sample = Subscriber.sample(settings.locale).as_dict()
+    return rendered.html.fill(sample_filler(rendered, settings, sample, html=True))
 
 
 def filled_text(rendered: RenderedIssue, settings: Settings) -> str:
-    return rendered.text.fill(sample_filler(rendered, settings, SAMPLE_SUBSCRIBER, html=False))
+    sample = Subscriber.sample(settings.locale).as_dict()
+    return rendered.text.fill(sample_filler(rendered, settings, sample, html=False))
 
 
 def test_example_html_matches_golden(rendered: RenderedIssue, settings: Settings) -> None:

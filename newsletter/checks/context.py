@@ -11,11 +11,12 @@ from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlencode
 
-from ..build import SAMPLE_SUBSCRIBER, sample_filler
+from ..audience import Subscriber
 from ..config import Settings
 from ..content import Issue, Item
 from ..render.engine import package_theme_dir
 from ..render.model import RenderedIssue
+from ..render.samples import sample_filler
 from ..slots import Slot, SlotText
 
 # Slots are filled with markers of the renderer's own form, so a URL holding a per-recipient
@@ -288,6 +289,8 @@ class CheckContext:
         slots: list[Slot] = []
         html = mark_slots(rendered.html, slots)
         text = mark_slots(rendered.text, slots)
+        # The same sample subscriber as `newsletter build` and the preview.
+        sample = Subscriber.sample(settings.locale).as_dict()
         return cls(
             issue=issue.without_drafts(),
             all_items=issue.items,
@@ -296,14 +299,10 @@ class CheckContext:
             slots=tuple(slots),
             html=html,
             text=text,
-            sample_html=rendered.html.fill(
-                sample_filler(rendered, settings, SAMPLE_SUBSCRIBER, html=True)
-            ),
-            sample_text=rendered.text.fill(
-                sample_filler(rendered, settings, SAMPLE_SUBSCRIBER, html=False)
-            ),
+            sample_html=rendered.html.fill(sample_filler(rendered, settings, sample, html=True)),
+            sample_text=rendered.text.fill(sample_filler(rendered, settings, sample, html=False)),
             sample_subject=rendered.subject.fill(
-                sample_filler(rendered, settings, SAMPLE_SUBSCRIBER, html=False)
+                sample_filler(rendered, settings, sample, html=False)
             ),
             scan=scan_html(html),
             web_url=f"{settings.base_url}{rendered.name}/web.html" if settings.base_url else "",

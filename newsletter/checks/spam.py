@@ -14,7 +14,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..build import SAMPLE_SUBSCRIBER
+from ..audience import Subscriber
 from ..config import Settings
 from ..errors import NewsletterError
 from ..render.model import RenderedIssue
@@ -146,20 +146,11 @@ def parse_report(output: str) -> SpamScore | None:
 
 
 def build_sample_message(rendered: RenderedIssue, settings: Settings) -> bytes:
-    """The issue's message for the sample subscriber, as the send would build it.
+    """The issue's message for the project's sample subscriber, as the send would build it.
 
     Raises `NewsletterError` when no message can be built (e.g. no unsubscribe configured).
     """
     from ..delivery.message import MessageTemplate
-
-    @dataclass(frozen=True)
-    class _Sample:
-        email: str = SAMPLE_SUBSCRIBER["email"]
-        name: str | None = SAMPLE_SUBSCRIBER["name"]
-        needs_smtputf8: bool = False
-
-        def value(self, field: str) -> str | None:
-            return SAMPLE_SUBSCRIBER.get(field)
 
     template = MessageTemplate.prepare(
         rendered,
@@ -168,7 +159,7 @@ def build_sample_message(rendered: RenderedIssue, settings: Settings) -> bytes:
         secret=b"newsletter-check-sample",
         token_for=lambda secret, address: "sample-token",
     )
-    return template.personalise(_Sample()).data
+    return template.personalise(Subscriber.sample(settings.locale)).data
 
 
 def check_spam(
