@@ -22,12 +22,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from newsletter.preview import (  # noqa: E402
-    PreviewEvent,
-    PreviewServer,
-    make_rebuild,
-    watch_paths_for,
-)
+from newsletter.cli.preview_project import make_rebuild, watch_paths_for  # noqa: E402
+from newsletter.preview import PreviewEvent, PreviewServer  # noqa: E402
 from tests.browser import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
 
 TARGET_MS = 300.0

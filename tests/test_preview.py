@@ -20,6 +20,7 @@ import httpx
 import pytest
 from PIL import Image
 
+from newsletter.cli.preview_project import make_rebuild, watch_paths_for
 from newsletter.errors import ContentError, NewsletterError, Problem, ProjectError
 from newsletter.preview import (
     PreviewBuild,
@@ -29,8 +30,6 @@ from newsletter.preview import (
     PreviewServer,
     create_app,
     failure_from,
-    make_rebuild,
-    watch_paths_for,
 )
 from tests.browser import launch_chromium, require_chromium
 
@@ -316,7 +315,8 @@ def test_watches_a_config_file_replaced_by_rename_and_a_templates_folder_made_la
 CTRL_C_SCRIPT = """
 import sys
 from pathlib import Path
-from newsletter.preview import PreviewServer, make_rebuild, watch_paths_for
+from newsletter.cli.preview_project import make_rebuild, watch_paths_for
+from newsletter.preview import PreviewServer
 root = Path(sys.argv[1])
 folder = root / "issues" / "2026-11"
 server = PreviewServer(make_rebuild(root, folder), watch_paths_for(root, folder), port=0)
@@ -397,6 +397,20 @@ def test_failures_list_every_problem_with_file_and_line(
         assert failure.hint == hint
     else:
         assert failure.hint is not None and "--debug" in failure.hint
+
+
+def test_the_preview_imports_no_renderer_and_ships_its_page_as_package_data() -> None:
+    # A fresh interpreter: this test process has long imported the renderer for other tests.
+    script = (
+        "import sys, newsletter.preview.app as app\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('newsletter.render', "
+        "'newsletter.build', 'newsletter.checks', 'newsletter.content', 'newsletter.cli'))))\n"
+        "print('__CSS__' in app._PAGE, '__JS__' in app._PAGE, 'new EventSource' in app._PAGE)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.splitlines() == ["[]", "False False True"]
 
 
 # --- composing a rebuild from the example project ------------------------------------------------

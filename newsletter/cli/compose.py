@@ -21,6 +21,7 @@ from ..render import render_issue
 from ..render.model import RenderedIssue
 from ._output import console, err_console
 from ._project import message_template, project_root, project_settings
+from .preview_project import make_rebuild, watch_paths_for
 
 
 def _size(size: int) -> str:
@@ -126,7 +127,13 @@ def preview(
     # Only the project root here: a broken newsletter.toml is shown on the page, not fatal.
     root = project_root()
     folder = resolve_issue_folder(root, issue)
-    server = serve_preview(root, folder, port=port, on_event=_preview_event)
+    server = serve_preview(
+        make_rebuild(root, folder),
+        watch_paths_for(root, folder),
+        port=port,
+        display_root=root,
+        on_event=_preview_event,
+    )
     console.print(f"Previewing [bold]{folder.name}[/] at {server.url}  (Ctrl-C to stop)")
     server.run()
     console.print("Stopped.")
