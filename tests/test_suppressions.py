@@ -7,17 +7,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from newsletter.audience import SubscriberStore
 from newsletter.config import Settings, TransportSettings
-from newsletter.delivery.suppressions import (
-    Suppression,
-    SuppressionKind,
-    suppression_source,
-    sync_suppressions,
-)
+from newsletter.delivery.suppressions import suppression_source, sync_suppressions
+from newsletter.delivery.transports.base import Suppression, SuppressionKind
 from newsletter.delivery.transports.postmark import PostmarkSuppressions, PostmarkTransport
 from newsletter.delivery.transports.sendgrid import SendGridSuppressions, SendGridTransport
 from newsletter.errors import ConfigError, TransportUnavailableError
@@ -158,7 +155,7 @@ class SendGridLists:
     def __init__(self, server: ProviderFake) -> None:
         self.server = server
         created = 1_790_000_000
-        self.lists = {
+        self.lists: dict[str, list[dict[str, Any]]] = {
             "/v3/suppression/bounces": [
                 {"created": created + n, "email": f"b{n}@example.org",
                  "reason": "550 5.1.1 user unknown", "status": "5.1.1"}

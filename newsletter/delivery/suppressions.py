@@ -9,17 +9,20 @@ keeps the status they have. Addresses the store does not know are counted, not a
 
 from __future__ import annotations
 
-import enum
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Protocol
 
 from ..audience import SubscriberStatus, SubscriberStore
 from ..config import Settings
 from ..errors import AudienceError, ConfigError, Problem
+from ..providers import PROVIDERS
+from .transports import provider_class
+from .transports.base import Suppression, SuppressionKind, SuppressionSource
 
+# Suppression, SuppressionKind and SuppressionSource live in transports/base.py (the providers
+# import them from there, below this module); re-exported for code written against this module.
 __all__ = [
     "Suppression",
     "SuppressionKind",
@@ -32,40 +35,11 @@ __all__ = [
 MAX_LISTED_CHANGES = 1000
 
 
-class SuppressionKind(enum.StrEnum):
-    BOUNCE = "bounce"
-    COMPLAINT = "complaint"
-    UNSUBSCRIBE = "unsubscribe"
-
-
 _STATUS = {
     SuppressionKind.BOUNCE: SubscriberStatus.BOUNCED,
     SuppressionKind.COMPLAINT: SubscriberStatus.COMPLAINED,
     SuppressionKind.UNSUBSCRIBE: SubscriberStatus.UNSUBSCRIBED,
 }
-
-
-@dataclass(frozen=True)
-class Suppression:
-    """One address the provider will not (or should not) send to, and why."""
-
-    email: str
-    kind: SuppressionKind
-    at: datetime | None = None
-    reason: str = ""
-
-
-class SuppressionSource(Protocol):
-    """A provider's suppression list, read page by page."""
-
-    name: str
-
-    def fetch(self, since: datetime | None = None) -> Iterator[Suppression]:
-        """Every suppression (added at or after `since`, when given).
-
-        Raises `TransportUnavailableError` (bad key, unreachable) or another `DeliveryError`.
-        """
-        ...
 
 
 @dataclass(frozen=True)
@@ -144,8 +118,6 @@ def suppression_source(
     Uses the provider's real key even when `sandbox` is on (a test token cannot read lists).
     Raises `ConfigError` for a provider without one or a missing key.
     """
-    from .transports import PROVIDERS, provider_class
-
     kind = provider or settings.transport.kind
     if kind not in PROVIDERS:
         raise ConfigError(

@@ -1,7 +1,9 @@
 """Transports by name: `make_transport(settings)` builds the one `[transport] kind` names.
 
-Provider transports live one per module (`<kind>.py`, class `<Name>Transport`, a subclass of
-`_http.HttpProviderTransport`) and are imported only when chosen. Each is built with
+Provider transports are listed in the one registry, `newsletter/providers.py` (kind → module and
+class, and the rules for their settings, which the config checks at load time). Each lives in
+its own module (`<kind>.py`, class `<Name>Transport`, a subclass of
+`_http.HttpProviderTransport`) and is imported only when chosen. Each is built with
 `<Name>Transport.from_settings(transport_settings, os.environ, config_path=...)`, which reads its
 secrets from the environment and raises `ConfigError` naming a missing variable before anything
 is sent. The constructor convention is `<Name>Transport(settings, *, api_key=..., client=None)`.
@@ -18,51 +20,39 @@ from typing import TYPE_CHECKING
 
 from ...config import Settings
 from ...errors import ConfigError, Problem
-from .base import BatchTransport, Transport
+from ...providers import PROVIDERS
+from .base import Transport
+from .outbox import OutboxTransport
+from .smtp import SmtpTransport
 
-if TYPE_CHECKING:  # httpx is imported only when a provider transport is chosen
+if TYPE_CHECKING:  # httpx (heavy) is imported only when a provider transport is chosen
     from ._http import HttpProviderTransport
 
-# kind → (module, class): every provider transport, imported lazily.
-PROVIDERS: dict[str, tuple[str, str]] = {
-    "postmark": ("postmark", "PostmarkTransport"),
-    "sendgrid": ("sendgrid", "SendGridTransport"),
-    "mailgun": ("mailgun", "MailgunTransport"),
-    "ses": ("ses", "SesTransport"),
-    "resend": ("resend", "ResendTransport"),
-    "brevo": ("brevo", "BrevoTransport"),
-    "mailjet": ("mailjet", "MailjetTransport"),
-    "sparkpost": ("sparkpost", "SparkPostTransport"),
-}
+__all__ = ["describe_transport", "make_transport", "provider_class"]
 
 
 def provider_class(kind: str) -> type[HttpProviderTransport]:
-    """The transport class of provider `kind` (`KeyError` for an unknown kind)."""
+    """The transport class of provider `kind` (`KeyError` for a kind not in the registry)."""
+    # Deferred: importing _http imports httpx, which a project sending by SMTP never needs.
     from ._http import HttpProviderTransport
 
-    module_name, class_name = PROVIDERS[kind]
-    module = importlib.import_module(f"{__name__}.{module_name}")
-    found = getattr(module, class_name)
+    provider = PROVIDERS[kind]
+    module = importlib.import_module(provider.import_path)
+    found = getattr(module, provider.class_name)
     if not (isinstance(found, type) and issubclass(found, HttpProviderTransport)):
-        raise TypeError(f"{module.__name__}.{class_name} is not an HttpProviderTransport")
+        raise TypeError(f"{module.__name__}.{provider.class_name} is not an HttpProviderTransport")
     return found
 
 
-def make_transport(
-    settings: Settings, environ: Mapping[str, str] = os.environ
-) -> Transport | BatchTransport:
+def make_transport(settings: Settings, environ: Mapping[str, str] = os.environ) -> Transport:
     """The configured transport; a missing password or key is an error before anything is sent."""
     transport = settings.transport
     if transport.ca_file and not Path(transport.ca_file).is_absolute():
         transport = replace(transport, ca_file=str(settings.root / transport.ca_file))
     if transport.kind == "outbox":
-        from .outbox import OutboxTransport
-
         folder = Path(transport.path)
         return OutboxTransport(folder if folder.is_absolute() else settings.root / folder)
     if transport.kind == "smtp":
-        from .smtp import SmtpTransport
-
         password = None
         if transport.username:
             password = environ.get(transport.password_env)
@@ -110,7 +100,7 @@ def _provider_or_error(settings: Settings) -> type[HttpProviderTransport]:
     try:
         return provider_class(kind)
     except ModuleNotFoundError as err:
-        if err.name != f"{__name__}.{PROVIDERS[kind][0]}":
+        if err.name != PROVIDERS[kind].import_path:
             raise
         raise ConfigError(
             [

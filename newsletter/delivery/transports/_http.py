@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from typing import Any, ClassVar, Self
 
 import httpx
 
@@ -44,11 +44,9 @@ from ...errors import (
     TransportUnavailableError,
     UncertainDeliveryError,
 )
+from ...providers import PROVIDERS, setting_problems
 from ..message import Personalisation, ProviderTemplate, SlotContext
-from .base import BatchItem, BatchResult, DeliveryReceipt
-
-if TYPE_CHECKING:
-    from ..suppressions import SuppressionSource
+from .base import BatchItem, BatchResult, DeliveryReceipt, SuppressionSource
 
 __all__ = [
     "USER_AGENT",
@@ -210,8 +208,31 @@ class HttpProviderTransport:
         config_path: Path | None = None,
     ) -> Self:
         """The transport with its key from the environment; `ConfigError` naming the variable."""
+        cls.check_settings(settings, config_path)
         variable = cls.key_env(settings)
         return cls(settings, api_key=require_env(environ, variable, cls.name, config_path))
+
+    @classmethod
+    def check_settings(cls, settings: TransportSettings, config_path: Path | None = None) -> None:
+        """`ConfigError` for what the provider registry refuses in `settings`.
+
+        The config checks the same when `newsletter.toml` is loaded; this covers settings made
+        in code (and the suppression source of another provider than the one sending).
+        """
+        provider = PROVIDERS.get(cls.name)
+        if provider is None:
+            return
+        found = setting_problems(
+            provider,
+            region=settings.region,
+            domain=settings.domain,
+            sandbox=settings.sandbox,
+            api_key_env=settings.api_key_env,
+        )
+        if found:
+            raise ConfigError(
+                [Problem(p.message, file=config_path, key=f"transport.{p.key}") for p in found]
+            )
 
     @classmethod
     def api_url_for(cls, settings: TransportSettings) -> str:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import enum
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 
@@ -92,3 +94,35 @@ class BatchTransport(Protocol):
     def send_batch(self, items: Sequence[BatchItem]) -> list[BatchResult]: ...
 
     def close(self) -> None: ...
+
+
+# --- suppression lists: the seam between provider transports and delivery/suppressions.py --------
+
+
+class SuppressionKind(enum.StrEnum):
+    BOUNCE = "bounce"
+    COMPLAINT = "complaint"
+    UNSUBSCRIBE = "unsubscribe"
+
+
+@dataclass(frozen=True)
+class Suppression:
+    """One address the provider will not (or should not) send to, and why."""
+
+    email: str
+    kind: SuppressionKind
+    at: datetime | None = None
+    reason: str = ""
+
+
+class SuppressionSource(Protocol):
+    """A provider's suppression list, read page by page."""
+
+    name: str
+
+    def fetch(self, since: datetime | None = None) -> Iterator[Suppression]:
+        """Every suppression (added at or after `since`, when given).
+
+        Raises `TransportUnavailableError` (bad key, unreachable) or another `DeliveryError`.
+        """
+        ...

@@ -23,14 +23,12 @@ the run (wrong domain or region); 429 carries "try again after N seconds" in its
 
 from __future__ import annotations
 
-import os
 import re
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from pathlib import Path
-from typing import Any, Self
+from typing import Any
 from urllib.parse import SplitResult, quote, urlsplit
 
 import httpx
@@ -43,15 +41,14 @@ from ...errors import (
     TransportUnavailableError,
     UncertainDeliveryError,
 )
-from ..suppressions import Suppression, SuppressionKind
+from ...providers import usable_domain
 from ._http import (
     HttpProviderTransport,
     ProviderRequestError,
     ProviderResponse,
     parse_retry_after,
-    require_env,
 )
-from .base import BatchItem, BatchResult
+from .base import BatchItem, BatchResult, Suppression, SuppressionKind
 
 US_API = "https://api.mailgun.net"
 EU_API = "https://api.eu.mailgun.net"
@@ -118,37 +115,6 @@ class MailgunTransport(HttpProviderTransport):
         region = (settings.region or "us").strip().lower()
         return EU_API if region == "eu" else US_API
 
-    @classmethod
-    def from_settings(
-        cls,
-        settings: TransportSettings,
-        environ: Mapping[str, str] = os.environ,
-        *,
-        config_path: Path | None = None,
-    ) -> Self:
-        problems = []
-        region = (settings.region or "us").strip().lower()
-        if region not in ("us", "eu"):
-            problems.append(
-                Problem(
-                    f"must be 'us' or 'eu' for Mailgun, not {settings.region!r}",
-                    file=config_path,
-                    key="transport.region",
-                )
-            )
-        if settings.domain is not None and not _usable_domain(settings.domain):
-            problems.append(
-                Problem(
-                    f"{settings.domain!r} is not a Mailgun sending domain",
-                    file=config_path,
-                    key="transport.domain",
-                )
-            )
-        if problems:
-            raise ConfigError(problems)
-        key = require_env(environ, cls.key_env(settings), cls.name, config_path)
-        return cls(settings, api_key=key)
-
     def auth(self) -> httpx.Auth | None:
         return httpx.BasicAuth("api", self.api_key)
 
@@ -205,7 +171,7 @@ class MailgunTransport(HttpProviderTransport):
         if self.domain is not None:
             return self.domain
         domain = item.message.sender.rpartition("@")[2]
-        if not _usable_domain(domain):
+        if not usable_domain(domain):
             raise TransportUnavailableError(
                 f"mailgun: cannot tell the sending domain from {item.message.sender!r}",
                 hint="Set [transport] domain to the Mailgun sending domain.",
@@ -316,11 +282,6 @@ def _timestamp(value: object) -> datetime | None:
     except (TypeError, ValueError, IndexError):
         return None
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
-
-
-def _usable_domain(domain: str) -> bool:
-    text = domain.strip()
-    return bool(text) and "/" not in text and "%" not in text and text.isprintable()
 
 
 def _same_origin(url: str, api: SplitResult) -> str:

@@ -179,6 +179,7 @@ class MailjetTransport(HttpProviderTransport):
         config_path: Path | None = None,
     ) -> Self:
         """Both keys from the environment; `ConfigError` naming whichever is missing."""
+        cls.check_settings(settings, config_path)
         api_key = require_env(environ, cls.key_env(settings), cls.name, config_path)
         secret = require_env(environ, SECRET_KEY_ENV, cls.name, config_path)
         return cls(settings, api_key=api_key, secret_key=secret)

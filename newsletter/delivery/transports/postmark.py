@@ -28,9 +28,8 @@ from ...errors import (
     UncertainDeliveryError,
 )
 from ..message import MessageContent
-from ..suppressions import Suppression, SuppressionKind
 from ._http import HttpProviderTransport, ProviderResponse, personalisation, require_env
-from .base import BatchItem, BatchResult
+from .base import BatchItem, BatchResult, Suppression, SuppressionKind
 
 TEST_TOKEN = "POSTMARK_API_TEST"
 DEFAULT_STREAM = "broadcast"
@@ -62,6 +61,7 @@ class PostmarkTransport(HttpProviderTransport):
         *,
         config_path: Path | None = None,
     ) -> Self:
+        cls.check_settings(settings, config_path)
         if settings.sandbox:  # Postmark's documented test token: validated, never delivered
             return cls(settings, api_key=TEST_TOKEN)
         return cls(

@@ -48,9 +48,8 @@ from ...errors import (
     UncertainDeliveryError,
 )
 from ..message import Mailbox, MessageContent
-from ..suppressions import Suppression, SuppressionKind
 from ._http import HttpProviderTransport, ProviderResponse, parse_retry_after, personalisation
-from .base import BatchItem, BatchResult
+from .base import BatchItem, BatchResult, Suppression, SuppressionKind
 
 __all__ = [
     "MAX_BATCH",

@@ -26,7 +26,6 @@ from ...errors import (
     UncertainDeliveryError,
 )
 from ..message import HTML, SlotContext
-from ..suppressions import Suppression, SuppressionKind
 from ._http import (
     HttpProviderTransport,
     ProviderResponse,
@@ -34,7 +33,7 @@ from ._http import (
     parse_retry_after,
     personalisation,
 )
-from .base import BatchItem, BatchResult
+from .base import BatchItem, BatchResult, Suppression, SuppressionKind
 
 MAX_SUBSTITUTION_BYTES = 10_000  # per personalization (SendGrid's documented limit)
 _MARK = "[[nl:"

@@ -29,9 +29,9 @@ from __future__ import annotations
 
 import base64
 import os
-import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self
@@ -47,16 +47,14 @@ from ...errors import (
     TransportUnavailableError,
     UncertainDeliveryError,
 )
-from ..suppressions import Suppression, SuppressionKind
 from ._http import HttpProviderTransport, ProviderResponse
 from ._sigv4 import AwsCredentials, SigV4Auth, load_credentials, resolve_region
-from .base import BatchItem, BatchResult
+from .base import BatchItem, BatchResult, Suppression, SuppressionKind
 
 SIMULATOR = "success@simulator.amazonses.com"
 MAX_MESSAGE_BYTES = 40 * 1024 * 1024  # SES v2, counted after base64 (AWS "Service quotas")
 SEND_PATH = "/v2/email/outbound-emails"
 SERVICE = "ses"
-_REGION = re.compile(r"^[a-z]{2}(?:-[a-z]+)+-\d{1,2}$")
 
 # Error types that say the account, sender or credentials cannot send now: stop the run.
 _STOP = {
@@ -154,25 +152,12 @@ class SesTransport(HttpProviderTransport):
         config_path: Path | None = None,
     ) -> Self:
         """Credentials and region from the AWS places; `ConfigError` names what is missing."""
-        if settings.api_key_env:
-            raise ConfigError(
-                [
-                    Problem(
-                        "is not used by the ses transport, which reads AWS_ACCESS_KEY_ID / "
-                        "AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN or an AWS profile; remove it",
-                        file=config_path,
-                        key="transport.api_key_env",
-                    )
-                ]
-            )
         home = Path(environ["HOME"]) if environ.get("HOME") else None
         region = resolve_region(settings.region, environ, home=home)
-        if region is None or not _REGION.match(region):
-            message = (
-                f"{region!r} is not an AWS region name"
-                if region
-                else "the ses transport needs an AWS region: set it here, or AWS_REGION"
-            )
+        # The registry's rules (api_key_env refused, a region name), on the region in effect.
+        cls.check_settings(replace(settings, region=region), config_path)
+        if region is None:
+            message = "the ses transport needs an AWS region: set it here, or AWS_REGION"
             raise ConfigError([Problem(message, file=config_path, key="transport.region")])
         credentials = load_credentials(environ, home=home, config_path=config_path)
         return cls(settings, credentials=credentials, region=region)

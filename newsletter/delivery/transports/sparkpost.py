@@ -27,27 +27,22 @@ an unverified sending domain stop the run; other 4xx fail the batch's recipients
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, ClassVar, Self, cast
+from typing import Any, ClassVar, cast
 from urllib.parse import SplitResult, urlsplit
 
 from ...config import TransportSettings
 from ...errors import (
-    ConfigError,
     PermanentDeliveryError,
-    Problem,
     TransportUnavailableError,
     UncertainDeliveryError,
 )
 from ..message import Envelope, SlotContext
-from ..suppressions import Suppression, SuppressionKind
-from ._http import HttpProviderTransport, ProviderResponse, personalisation, require_env
-from .base import BatchItem, BatchResult
+from ._http import HttpProviderTransport, ProviderResponse, personalisation
+from .base import BatchItem, BatchResult, Suppression, SuppressionKind
 
 US_API = "https://api.sparkpost.com/api/v1"
 EU_API = "https://api.eu.sparkpost.com/api/v1"
@@ -135,40 +130,6 @@ class SparkPostTransport(HttpProviderTransport):
         if settings.api_url:
             return settings.api_url.rstrip("/")
         return EU_API if (settings.region or "").strip().lower() == "eu" else US_API
-
-    @classmethod
-    def from_settings(
-        cls,
-        settings: TransportSettings,
-        environ: Mapping[str, str] = os.environ,
-        *,
-        config_path: Path | None = None,
-    ) -> Self:
-        problems = []
-        if settings.sandbox:
-            problems.append(
-                Problem(
-                    "SparkPost has no test mode for your own messages: its options.sandbox "
-                    "sends only the stored template 'my-first-email' from sparkpostbox.com (5 "
-                    "messages per account lifetime). Remove sandbox, and use `newsletter send "
-                    "--test` or a sink address to try a send",
-                    file=config_path,
-                    key="transport.sandbox",
-                )
-            )
-        region = (settings.region or "us").strip().lower()
-        if region not in ("us", "eu"):
-            problems.append(
-                Problem(
-                    f"must be 'us' or 'eu' for SparkPost, not {settings.region!r}",
-                    file=config_path,
-                    key="transport.region",
-                )
-            )
-        if problems:
-            raise ConfigError(problems)
-        key = require_env(environ, cls.key_env(settings), cls.name, config_path)
-        return cls(settings, api_key=key)
 
     def auth_headers(self) -> Mapping[str, str]:
         return {"Authorization": self.api_key}  # SparkPost takes the bare key
