@@ -9,23 +9,26 @@ import difflib
 import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from email.headerregistry import Address
 from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 
+from .config_reader import TableReader, check_env_name
 from .config_tables import (
     DkimSettings,
     InboxSettings,
+    LinkTagging,
     ServeSettings,
     parse_dkim_table,
     parse_inbox_table,
+    parse_links_table,
     parse_serve_table,
 )
 from .errors import ConfigError, Problem
-from .linktags import LinkTagging, parse_links_table
+from .providers import PROVIDER_SETTINGS, PROVIDERS, setting_problems
 
 CONFIG_NAME = "newsletter.toml"
 SECRET_FILE_NAME = ".newsletter-secret"
@@ -43,17 +46,8 @@ SOCIAL_NETWORKS = (
     "github",
     "web",
 )
-PROVIDER_KINDS = (
-    "postmark",
-    "sendgrid",
-    "mailgun",
-    "ses",
-    "resend",
-    "brevo",
-    "mailjet",
-    "sparkpost",
-)
-TRANSPORT_KINDS = ("outbox", "smtp", *PROVIDER_KINDS)
+# Every `[transport] kind`; the providers come from the one registry (providers.py).
+TRANSPORT_KINDS = ("outbox", "smtp", *PROVIDERS)
 SMTP_SECURITY = ("starttls", "tls", "none")
 
 
@@ -183,121 +177,8 @@ class Settings:
 
 _HEX_COLOUR = re.compile(r"^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")
 _LOCALE = re.compile(r"^[a-z]{2,3}(?:_[A-Z]{2})?$")
-
-
-class _Reader:
-    """Reads one TOML table, collecting problems instead of stopping at the first."""
-
-    def __init__(
-        self, path: Path, text: str, table: str, data: Mapping[str, Any], problems: list[Problem]
-    ) -> None:
-        self.path = path
-        self.text = text
-        self.table = table
-        self.data = data
-        self.problems = problems
-        self.seen: set[str] = set()
-
-    def key_name(self, key: str) -> str:
-        return f"{self.table}.{key}" if self.table else key
-
-    def line_of(self, key: str) -> int | None:
-        return _line_of(self.text, self.table, key)
-
-    def problem(self, key: str, message: str) -> None:
-        self.problems.append(
-            Problem(message, file=self.path, line=self.line_of(key), key=self.key_name(key))
-        )
-
-    def get(self, key: str, kind: type | tuple[type, ...], *, required: bool = False) -> Any:
-        self.seen.add(key)
-        if key not in self.data:
-            if required:
-                self.problems.append(Problem("is required", file=self.path, key=self.key_name(key)))
-            return None
-        value = self.data[key]
-        kinds = kind if isinstance(kind, tuple) else (kind,)
-        # TOML integers are acceptable where a float is expected; booleans are not numbers here.
-        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if isinstance(value, bool) and bool not in kinds:
-            self.problem(key, f"must be {_kind_name(kinds)}, not a boolean")
-            return None
-        if not isinstance(value, kinds):
-            self.problem(key, f"must be {_kind_name(kinds)}, not {type(value).__name__}")
-            return None
-        return value
-
-    def string(
-        self,
-        key: str,
-        *,
-        required: bool = False,
-        check: Callable[[str], str | None] | None = None,
-    ) -> str | None:
-        value = self.get(key, str, required=required)
-        if value is None:
-            return None
-        if required and not value.strip():
-            self.problem(key, "must not be empty")
-            return None
-        if "\r" in value or ("\n" in value and key not in {"address", "note"}):
-            self.problem(key, "must be on one line")
-            return None
-        if check is not None:
-            message = check(value)
-            if message:
-                self.problem(key, message)
-                return None
-        return str(value)
-
-    def number(self, key: str, *, minimum: float = 0, integer: bool = False) -> float | None:
-        value = self.get(key, int if integer else float)
-        if value is None:
-            return None
-        if value < minimum:
-            self.problem(key, f"must be at least {minimum:g}")
-            return None
-        return float(value)
-
-    def warn_unknown(self, warnings: list[str], known: set[str] | None = None) -> None:
-        known_keys = known if known is not None else self.seen
-        for key in self.data:
-            if key in known_keys:
-                continue
-            suggestion = difflib.get_close_matches(key, sorted(known_keys), n=1)
-            hint = f" (did you mean '{suggestion[0]}'?)" if suggestion else ""
-            line = self.line_of(key)
-            where = f"{self.path}:{line}" if line else str(self.path)
-            warnings.append(f"{where}: unknown key '{self.key_name(key)}' is ignored{hint}")
-
-
-def _kind_name(kinds: tuple[type, ...]) -> str:
-    names = {
-        str: "a string",
-        int: "a whole number",
-        float: "a number",
-        bool: "true or false",
-        list: "a list",
-        dict: "a table",
-    }
-    return " or ".join(names.get(k, k.__name__) for k in kinds)
-
-
-def _line_of(text: str, table: str, key: str) -> int | None:
-    """Best-effort line number of `key` inside `[table]` (tomllib reports no positions)."""
-    current = ""
-    header = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(?:#.*)?$")
-    assignment = re.compile(r"^\s*(\"?)([A-Za-z0-9_\-]+)\1\s*=")
-    for number, line in enumerate(text.splitlines(), start=1):
-        found = header.match(line)
-        if found:
-            current = found.group(1)
-            continue
-        found = assignment.match(line)
-        if found and found.group(2) == key and current == table:
-            return number
-    return None
+KNOWN_TABLES = ("newsletter", "footer", "unsubscribe", "transport", "sending", "links", "serve",
+                "inbox", "dkim")  # fmt: skip
 
 
 def parse_address(value: str) -> Address | None:
@@ -341,12 +222,6 @@ def _check_colour(value: str) -> str | None:
 def _check_locale(value: str) -> str | None:
     if not _LOCALE.match(value):
         return "must be a locale code like 'en', 'nl' or 'pt_BR'"
-    return None
-
-
-def _check_env_name(value: str) -> str | None:
-    if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", value):
-        return "must be the name of an environment variable (not the secret itself)"
     return None
 
 
@@ -395,99 +270,155 @@ def load_settings(root: Path) -> Settings:
 def settings_from_mapping(
     root: Path, data: Mapping[str, Any], *, path: Path, text: str = ""
 ) -> Settings:
+    """Validate parsed TOML `data` (the text is used for line numbers); `ConfigError` lists
+    every problem, each with file, line and key."""
     problems: list[Problem] = []
     warnings: list[str] = []
 
-    def table(name: str, *, required: bool = False) -> Mapping[str, Any]:
-        value = data.get(name)
-        if value is None:
-            if required:
-                problems.append(Problem(f"the [{name}] table is required", file=path))
-            return {}
-        if not isinstance(value, dict):
-            problems.append(Problem("must be a table", file=path, key=name))
-            return {}
-        return value
+    def table(name: str, *, required: bool = False) -> TableReader:
+        return TableReader(
+            name,
+            data.get(name),
+            path=path,
+            text=text,
+            problems=problems,
+            warnings=warnings,
+            required=required,
+        )
 
-    known_tables = {
-        *("newsletter", "footer", "unsubscribe", "transport", "sending", "links"),
-        *("serve", "inbox", "dkim"),
-    }
+    top = TableReader("", data, path=path, text=text, problems=problems, warnings=warnings)
     for table_name in data:
-        if table_name not in known_tables:
-            suggestion = difflib.get_close_matches(table_name, sorted(known_tables), n=1)
+        if table_name not in KNOWN_TABLES:
+            suggestion = difflib.get_close_matches(table_name, KNOWN_TABLES, n=1)
             hint = f" (did you mean '[{suggestion[0]}]'?)" if suggestion else ""
-            warnings.append(f"{path}: unknown table '[{table_name}]' is ignored{hint}")
+            top.warning(table_name, f"unknown table '[{table_name}]' is ignored{hint}")
 
-    main = _Reader(path, text, "newsletter", table("newsletter", required=True), problems)
-    name = main.string("name", required=True)
-    sender_text = main.string("from", required=True, check=_check_address)
-    reply_text = main.string("reply_to", check=_check_address)
-    locale = main.string("locale", check=_check_locale) or "en"
-    base_url = main.string("base_url", check=_check_url)
-    logo = main.string("logo")
-    logo_width = main.number("logo_width", minimum=16, integer=True)
-    brand_color = main.string("brand_color", check=_check_colour)
-    text_color = main.string("text_color", check=_check_colour)
-    background_color = main.string("background_color", check=_check_colour)
-    list_id = main.string("list_id")
-    reviewers_value = main.get("reviewers", list)
+    main = _read_newsletter(table("newsletter", required=True))
+    footer = _read_footer(table("footer", required=True))
+    unsubscribe = _read_unsubscribe(table("unsubscribe"))
+    transport = _read_transport(table("transport"))
+    sending = _read_sending(table("sending"))
+    links = parse_links_table(table("links"), newsletter_name=main.get("name") or "")
+    serve = parse_serve_table(table("serve"))
+    inbox = parse_inbox_table(table("inbox"))
+    dkim = parse_dkim_table(table("dkim"))
+
+    if problems:
+        raise ConfigError(problems)
+    assert footer is not None
+    sender = parse_address(main["from"])
+    assert sender is not None
+    reply_to = main.get("reply_to")
+    return Settings(
+        root=root,
+        name=main["name"],
+        sender=sender,
+        reply_to=parse_address(reply_to) if reply_to else None,
+        locale=main.get("locale") or "en",
+        base_url=main["base_url"].rstrip("/") + "/" if main.get("base_url") else None,
+        logo=main.get("logo"),
+        logo_width=int(main["logo_width"]) if main.get("logo_width") else 160,
+        brand_color=main.get("brand_color") or "#1b6b5a",
+        text_color=main.get("text_color") or "#1f2933",
+        background_color=main.get("background_color") or "#f2f4f3",
+        reviewers=tuple(main.get("reviewers") or ()),
+        list_id=main.get("list_id"),
+        footer=footer,
+        unsubscribe=unsubscribe,
+        transport=transport,
+        sending=sending,
+        links=links,
+        serve=serve,
+        inbox=inbox,
+        dkim=dkim,
+        warnings=tuple(warnings),
+    )
+
+
+def _read_newsletter(main: TableReader) -> dict[str, Any]:
+    """The `[newsletter]` table's values by key (None where absent or invalid)."""
+    values: dict[str, Any] = {
+        "name": main.string("name", required=True),
+        "from": main.string("from", required=True, check=_check_address),
+        "reply_to": main.string("reply_to", check=_check_address),
+        "locale": main.string("locale", check=_check_locale),
+        "base_url": main.string("base_url", check=_check_url),
+        "logo": main.string("logo"),
+        "logo_width": main.number("logo_width", minimum=16, integer=True),
+        "brand_color": main.string("brand_color", check=_check_colour),
+        "text_color": main.string("text_color", check=_check_colour),
+        "background_color": main.string("background_color", check=_check_colour),
+        "list_id": main.string("list_id"),
+    }
     reviewers: list[str] = []
-    for index, reviewer in enumerate(reviewers_value or []):
+    for index, reviewer in enumerate(main.get("reviewers", list) or []):
         if not isinstance(reviewer, str) or parse_address(reviewer) is None:
             main.problem("reviewers", f"entry {index + 1} ({reviewer!r}) is not an email address")
         else:
             reviewers.append(reviewer)
-    main.warn_unknown(warnings)
+    values["reviewers"] = reviewers
+    main.finish()
+    return values
 
-    foot = _Reader(path, text, "footer", table("footer", required=True), problems)
-    address = foot.string("address", required=True)
+
+def _read_footer(foot: TableReader) -> Footer | None:
+    """The `[footer]` table (None when its address is missing or invalid)."""
+    address = foot.string("address", required=True, multiline=True)
     contact = foot.string("contact")
-    note = foot.string("note")
+    note = foot.string("note", multiline=True)
     social: list[SocialLink] = []
-    social_table = foot.get("social", dict) or {}
-    for network, url in social_table.items():
+    networks = foot.sub("social")
+    for network, url in networks.data.items():
+        networks.seen.add(network)
         if network not in SOCIAL_NETWORKS:
             suggestion = difflib.get_close_matches(network, SOCIAL_NETWORKS, n=1)
             hint = f" (did you mean '{suggestion[0]}'?)" if suggestion else ""
-            problems.append(
-                Problem(
-                    f"unknown network; use one of {', '.join(SOCIAL_NETWORKS)}{hint}",
-                    file=path,
-                    key=f"footer.social.{network}",
-                )
+            networks.problem(
+                network, f"unknown network; use one of {', '.join(SOCIAL_NETWORKS)}{hint}"
             )
         elif not isinstance(url, str) or _check_url(url):
-            problems.append(
-                Problem("must be an http(s) URL", file=path, key=f"footer.social.{network}")
-            )
+            networks.problem(network, "must be an http(s) URL")
         else:
             social.append(SocialLink(network, url))
     partners: list[Partner] = []
     for index, entry in enumerate(foot.get("partners", list) or []):
-        key = f"footer.partners[{index + 1}]"
+        key = f"partners[{index + 1}]"
         if not isinstance(entry, dict) or not isinstance(entry.get("logo"), str):
-            problems.append(Problem("needs at least a 'logo' (and a 'name')", file=path, key=key))
+            foot.problem(key, "needs at least a 'logo' (and a 'name')")
             continue
         unknown = set(entry) - {"name", "logo", "url"}
         if unknown:
-            problems.append(Problem(f"unknown keys {sorted(unknown)}", file=path, key=key))
+            foot.problem(key, f"unknown keys {sorted(unknown)}")
         url = entry.get("url")
         if url is not None and (not isinstance(url, str) or _check_url(url)):
-            problems.append(Problem("url must be an http(s) URL", file=path, key=key))
+            foot.problem(key, "url must be an http(s) URL")
             continue
         partners.append(Partner(str(entry.get("name", "")), entry["logo"], url))
-    foot.warn_unknown(warnings)
+    foot.finish()
+    if address is None:
+        return None
+    return Footer(
+        address=address.strip(),
+        contact=contact,
+        social=tuple(social),
+        partners=tuple(partners),
+        note=note,
+    )
 
-    unsub = _Reader(path, text, "unsubscribe", table("unsubscribe"), problems)
-    unsubscribe = UnsubscribeSettings(
+
+def _read_unsubscribe(unsub: TableReader) -> UnsubscribeSettings:
+    settings = UnsubscribeSettings(
         url=unsub.string("url", check=_check_https_url),
         mailto=unsub.string("mailto", check=_check_address),
-        secret_env=unsub.string("secret_env", check=_check_env_name) or DEFAULT_SECRET_ENV,
+        secret_env=unsub.string("secret_env", check=check_env_name) or DEFAULT_SECRET_ENV,
     )
-    unsub.warn_unknown(warnings)
+    unsub.finish()
+    return settings
 
-    trans = _Reader(path, text, "transport", table("transport"), problems)
+
+def _read_transport(trans: TableReader) -> TransportSettings:
+    """The `[transport]` table; a provider's own settings are checked here, at load time, by the
+    rules of the provider registry (providers.py)."""
     kind = trans.string("kind") or "outbox"
     if kind not in TRANSPORT_KINDS:
         suggestion = difflib.get_close_matches(kind, TRANSPORT_KINDS, n=1)
@@ -498,25 +429,18 @@ def settings_from_mapping(
     security = trans.string("security") or "starttls"
     if security not in SMTP_SECURITY:
         trans.problem("security", f"must be one of {', '.join(SMTP_SECURITY)}")
-    port = trans.number("port", minimum=1, integer=True)
-    if port is not None and port > 65535:
-        trans.problem("port", "must be at most 65535")
-    for secret_key in ("password", "api_key", "token", "secret"):
-        if secret_key not in trans.data or secret_key == "password":
-            continue
-        trans.problem(
+    port = trans.number("port", minimum=1, maximum=65535, integer=True)
+    for secret_key in ("api_key", "token", "secret"):
+        trans.refuse_secret(
             secret_key,
             "secrets do not belong in newsletter.toml; set the key in the environment "
             "variable named by 'api_key_env' (each provider has a default name)",
         )
-        trans.seen.add(secret_key)
-    if "password" in trans.data:
-        trans.problem(
-            "password",
-            "secrets do not belong in newsletter.toml; set the password in the environment "
-            "variable named by 'password_env' (default NEWSLETTER_SMTP_PASSWORD)",
-        )
-        trans.seen.add("password")
+    trans.refuse_secret(
+        "password",
+        "secrets do not belong in newsletter.toml; set the password in the environment "
+        "variable named by 'password_env' (default NEWSLETTER_SMTP_PASSWORD)",
+    )
     defaults = TransportSettings()
     transport = TransportSettings(
         kind=kind,
@@ -525,7 +449,7 @@ def settings_from_mapping(
         port=int(port) if port is not None else (465 if security == "tls" else defaults.port),
         security=security,
         username=trans.string("username"),
-        password_env=trans.string("password_env", check=_check_env_name) or defaults.password_env,
+        password_env=trans.string("password_env", check=check_env_name) or defaults.password_env,
         timeout=trans.number("timeout", minimum=1) or defaults.timeout,
         connections=int(
             trans.number("connections", minimum=1, integer=True) or defaults.connections
@@ -537,73 +461,48 @@ def settings_from_mapping(
         ca_file=trans.string("ca_file"),
         local_hostname=trans.string("local_hostname"),
         api_url=trans.string("api_url", check=_check_url),
-        api_key_env=trans.string("api_key_env", check=_check_env_name),
-        sandbox=bool(trans.get("sandbox", bool)),
+        api_key_env=trans.string("api_key_env", check=check_env_name),
+        sandbox=bool(trans.boolean("sandbox")),
         region=trans.string("region"),
         domain=trans.string("domain"),
         message_stream=trans.string("message_stream"),
     )
-    trans.warn_unknown(warnings)
+    provider = PROVIDERS.get(kind)
+    if provider is not None:
+        found = setting_problems(
+            provider,
+            region=transport.region,
+            domain=transport.domain,
+            sandbox=transport.sandbox,
+            api_key_env=transport.api_key_env,
+        )
+        for problem in found:
+            trans.problem(problem.key, problem.message)
+    uses = provider.uses if provider is not None else frozenset()
+    for key in PROVIDER_SETTINGS:
+        if key in trans.data and key not in uses:
+            readers = [p.kind for p in PROVIDERS.values() if key in p.uses]
+            trans.warning(
+                key,
+                f"'{trans.key_name(key)}' is not used by the {kind} transport (only by "
+                f"{', '.join(readers)}); it is ignored",
+            )
+    trans.finish()
+    return transport
 
-    send = _Reader(path, text, "sending", table("sending"), problems)
-    sending_defaults = SendingSettings()
-    sending = SendingSettings(
+
+def _read_sending(send: TableReader) -> SendingSettings:
+    defaults = SendingSettings()
+    settings = SendingSettings(
         rate_per_second=send.number("rate_per_second") or 0.0,
         rate_per_hour=send.number("rate_per_hour") or 0.0,
         max_attempts=int(
-            send.number("max_attempts", minimum=1, integer=True) or sending_defaults.max_attempts
+            send.number("max_attempts", minimum=1, integer=True) or defaults.max_attempts
         ),
         pause_after_failures=int(
             send.number("pause_after_failures", minimum=1, integer=True)
-            or sending_defaults.pause_after_failures
+            or defaults.pause_after_failures
         ),
     )
-    send.warn_unknown(warnings)
-
-    links, link_problems = parse_links_table(table("links"), newsletter_name=name or "")
-    for problem in link_problems:
-        key = (problem.key or "").removeprefix("links.")
-        problems.append(replace(problem, file=path, line=_line_of(text, "links", key)))
-
-    serve, found = parse_serve_table(table("serve"), path)
-    problems += found
-    inbox, found = parse_inbox_table(table("inbox"), path)
-    problems += found
-    dkim, found = parse_dkim_table(table("dkim"), path)
-    problems += found
-
-    if problems:
-        raise ConfigError(problems)
-    assert name is not None and sender_text is not None and address is not None
-    sender = parse_address(sender_text)
-    assert sender is not None
-    return Settings(
-        root=root,
-        name=name,
-        sender=sender,
-        reply_to=parse_address(reply_text) if reply_text else None,
-        locale=locale,
-        base_url=base_url.rstrip("/") + "/" if base_url else None,
-        logo=logo,
-        logo_width=int(logo_width) if logo_width else 160,
-        brand_color=brand_color or "#1b6b5a",
-        text_color=text_color or "#1f2933",
-        background_color=background_color or "#f2f4f3",
-        reviewers=tuple(reviewers),
-        list_id=list_id,
-        footer=Footer(
-            address=address.strip(),
-            contact=contact,
-            social=tuple(social),
-            partners=tuple(partners),
-            note=note,
-        ),
-        unsubscribe=unsubscribe,
-        transport=transport,
-        sending=sending,
-        links=links,
-        serve=serve,
-        inbox=inbox,
-        dkim=dkim,
-        warnings=tuple(warnings),
-    )
+    send.finish()
+    return settings

@@ -1,16 +1,31 @@
-"""The settings tables of `newsletter serve` (`[serve]`), `newsletter inbox` (`[inbox]`) and
-DKIM signing (`[dkim]`): frozen dataclasses and their parsers, kept apart from the modules that
-use them so that `config.py` can read them without importing the web app or the transports."""
+"""The settings tables beside `[newsletter]`: `[serve]` (`newsletter serve`), `[inbox]`
+(`newsletter inbox`), `[dkim]` (signing) and `[links]` (UTM tagging): frozen dataclasses and their
+parsers, each reading its table through the one `TableReader` (config_reader.py). They live at
+the ground floor, apart from the modules that use them, so that `config.py` can read them without
+importing the web app, the transports or the renderer.
+"""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
-from .errors import Problem
+from .config_reader import TableReader, check_env_name
+
+__all__ = [
+    "DEFAULT_MEDIUM",
+    "LINKS_KEYS",
+    "DkimSettings",
+    "InboxSettings",
+    "LinkTagging",
+    "ServeSettings",
+    "normal_host",
+    "parse_dkim_table",
+    "parse_inbox_table",
+    "parse_links_table",
+    "parse_serve_table",
+    "slugify",
+]
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
@@ -30,45 +45,37 @@ class ServeSettings:
     archive: bool = True
 
 
-def parse_serve_table(table: Mapping[str, Any], path: Path) -> tuple[ServeSettings, list[Problem]]:
-    """The `[serve]` table as settings, and every problem found (each naming its key)."""
-    problems: list[Problem] = []
+def parse_serve_table(table: TableReader) -> ServeSettings:
+    """The `[serve]` table as settings; problems go to `table.problems`, each with its key."""
     defaults = ServeSettings()
-
-    def problem(key: str, message: str) -> None:
-        problems.append(Problem(message, file=path, key=f"serve.{key}"))
-
-    host = table.get("host", defaults.host)
+    host = table.value("host", defaults.host)
     if not isinstance(host, str) or not host.strip() or any(c.isspace() for c in host):
-        problem("host", "must be a host name or address like '127.0.0.1'")
+        table.problem("host", "must be a host name or address like '127.0.0.1'")
         host = defaults.host
-    port = table.get("port", defaults.port)
+    port = table.value("port", defaults.port)
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-        problem("port", "must be a whole number from 0 to 65535")
+        table.problem("port", "must be a whole number from 0 to 65535")
         port = defaults.port
-    proxy = table.get("proxy_headers", defaults.proxy_headers)
+    proxy = table.value("proxy_headers", defaults.proxy_headers)
     if not isinstance(proxy, bool):
-        problem("proxy_headers", "must be true or false")
+        table.problem("proxy_headers", "must be true or false")
         proxy = defaults.proxy_headers
-    allowed = table.get("forwarded_allow_ips", list(defaults.forwarded_allow_ips))
+    allowed = table.value("forwarded_allow_ips", list(defaults.forwarded_allow_ips))
     if isinstance(allowed, str):
         allowed = [part.strip() for part in allowed.split(",") if part.strip()]
     if not isinstance(allowed, list) or not all(isinstance(a, str) and a for a in allowed):
-        problem("forwarded_allow_ips", "must be a list of addresses, e.g. ['127.0.0.1']")
+        table.problem("forwarded_allow_ips", "must be a list of addresses, e.g. ['127.0.0.1']")
         allowed = list(defaults.forwarded_allow_ips)
-    root_path = table.get("root_path", defaults.root_path)
+    root_path = table.value("root_path", defaults.root_path)
     if not isinstance(root_path, str) or (root_path and not re.match(r"^/[^\s?#]*$", root_path)):
-        problem("root_path", "must be a path starting with '/', e.g. '/newsletter'")
+        table.problem("root_path", "must be a path starting with '/', e.g. '/newsletter'")
         root_path = defaults.root_path
-    archive = table.get("archive", defaults.archive)
+    archive = table.value("archive", defaults.archive)
     if not isinstance(archive, bool):
-        problem("archive", "must be true or false")
+        table.problem("archive", "must be true or false")
         archive = defaults.archive
-    known = {"host", "port", "proxy_headers", "forwarded_allow_ips", "root_path", "archive"}
-    for key in table:
-        if key not in known:
-            problem(key, f"unknown key (use {', '.join(sorted(known))})")
-    settings = ServeSettings(
+    table.finish()
+    return ServeSettings(
         host=host.strip(),
         port=port,
         proxy_headers=proxy,
@@ -76,7 +83,6 @@ def parse_serve_table(table: Mapping[str, Any], path: Path) -> tuple[ServeSettin
         root_path=root_path.rstrip("/"),
         archive=archive,
     )
-    return settings, problems
 
 
 @dataclass(frozen=True)
@@ -96,28 +102,20 @@ class InboxSettings:
     timeout: float = 30.0
 
 
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-def parse_inbox_table(
-    table: Mapping[str, Any], path: Path
-) -> tuple[InboxSettings | None, list[Problem]]:
-    """The `[inbox]` table as settings (None when absent or invalid) and every problem found."""
-    problems: list[Problem] = []
-    if not table:
-        return None, problems
-
-    def problem(key: str, message: str) -> None:
-        problems.append(Problem(message, file=path, key=f"inbox.{key}"))
+def parse_inbox_table(table: TableReader) -> InboxSettings | None:
+    """The `[inbox]` table as settings (None when absent or invalid; problems in the reader)."""
+    if not table.present:
+        return None
+    before = len(table.problems)
 
     def text(key: str, default: str | None = None, *, required: bool = False) -> str | None:
-        value = table.get(key, default)
+        value = table.value(key, default)
         if value is None:
             if required:
-                problem(key, "is required when [inbox] is present")
+                table.problem(key, "is required when [inbox] is present")
             return None
         if not isinstance(value, str) or not value.strip() or "\n" in value or "\r" in value:
-            problem(key, "must be a non-empty string on one line")
+            table.problem(key, "must be a non-empty string on one line")
             return None
         return value.strip()
 
@@ -125,59 +123,51 @@ def parse_inbox_table(
     username = text("username", required=True)
     security = text("security", "tls") or "tls"
     if security not in ("tls", "starttls"):
-        problem("security", "must be 'tls' (port 993) or 'starttls' (port 143); IMAP without "
-                "encryption would send the password in clear")  # fmt: skip
-    port = table.get("port", 993 if security == "tls" else 143)
+        table.problem("security", "must be 'tls' (port 993) or 'starttls' (port 143); IMAP "
+                      "without encryption would send the password in clear")  # fmt: skip
+    port = table.value("port", 993 if security == "tls" else 143)
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-        problem("port", "must be a whole number from 1 to 65535")
+        table.problem("port", "must be a whole number from 1 to 65535")
         port = 993
     password_env = text("password_env", DEFAULT_PASSWORD_ENV) or DEFAULT_PASSWORD_ENV
-    if not _ENV_NAME.match(password_env):
-        problem("password_env", "must be the name of an environment variable (not the password)")
-    if "password" in table:
-        problem(
-            "password",
-            f"secrets do not belong in newsletter.toml; set the password in the environment "
-            f"variable named by 'password_env' (default {DEFAULT_PASSWORD_ENV})",
+    if check_env_name(password_env):
+        table.problem(
+            "password_env", "must be the name of an environment variable (not the password)"
         )
+    table.refuse_secret(
+        "password",
+        f"secrets do not belong in newsletter.toml; set the password in the environment "
+        f"variable named by 'password_env' (default {DEFAULT_PASSWORD_ENV})",
+    )
     folder = text("folder", "INBOX") or "INBOX"
     processed = text("processed_folder", "Processed") or "Processed"
     if processed == folder:
-        problem("processed_folder", "must differ from 'folder'")
-    limit = table.get("soft_bounce_limit", 3)
+        table.problem("processed_folder", "must differ from 'folder'")
+    limit = table.value("soft_bounce_limit", 3)
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        problem("soft_bounce_limit", "must be a whole number of at least 1")
+        table.problem("soft_bounce_limit", "must be a whole number of at least 1")
         limit = 3
     authserv = text("trusted_authserv_id")
     ca_file = text("ca_file")
-    timeout = table.get("timeout", 30.0)
+    timeout = table.value("timeout", 30.0)
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-        problem("timeout", "must be a number of seconds")
+        table.problem("timeout", "must be a number of seconds")
         timeout = 30.0
-    known = {
-        *("host", "username", "security", "port", "password_env", "password", "folder"),
-        *("processed_folder", "soft_bounce_limit", "trusted_authserv_id", "ca_file", "timeout"),
-    }
-    for key in table:
-        if key not in known:
-            problem(key, "unknown key")
-    if problems or host is None or username is None:
-        return None, problems
-    return (
-        InboxSettings(
-            host=host,
-            username=username,
-            port=port,
-            security=security,
-            password_env=password_env,
-            folder=folder,
-            processed_folder=processed,
-            soft_bounce_limit=limit,
-            trusted_authserv_id=authserv,
-            ca_file=ca_file,
-            timeout=float(timeout),
-        ),
-        problems,
+    table.finish()
+    if len(table.problems) > before or host is None or username is None:
+        return None
+    return InboxSettings(
+        host=host,
+        username=username,
+        port=port,
+        security=security,
+        password_env=password_env,
+        folder=folder,
+        processed_folder=processed,
+        soft_bounce_limit=limit,
+        trusted_authserv_id=authserv,
+        ca_file=ca_file,
+        timeout=float(timeout),
     )
 
 
@@ -195,41 +185,144 @@ class DkimSettings:
     key_file: str
 
 
-def parse_dkim_table(
-    table: Mapping[str, Any], path: Path
-) -> tuple[DkimSettings | None, list[Problem]]:
-    """The `[dkim]` table as settings (None when the table is empty) and every problem found."""
-    problems: list[Problem] = []
-    if not table:
-        return None, problems
+def parse_dkim_table(table: TableReader) -> DkimSettings | None:
+    """The `[dkim]` table as settings (None when absent or invalid; problems in the reader)."""
+    if not table.present:
+        return None
+    before = len(table.problems)
     values: dict[str, str] = {}
     for key in ("domain", "selector", "key_file"):
-        value = table.get(key)
+        value = table.value(key)
         if value is None:
-            problems.append(
-                Problem("is required when [dkim] is present", file=path, key=f"dkim.{key}")
-            )
+            table.problem(key, "is required when [dkim] is present")
         elif not isinstance(value, str) or not value.strip():
-            problems.append(Problem("must be a non-empty string", file=path, key=f"dkim.{key}"))
+            table.problem(key, "must be a non-empty string")
         else:
             values[key] = value.strip()
     if "domain" in values and not DOMAIN_NAME.match(values["domain"]):
-        problems.append(
-            Problem("must be a domain name like 'example.org'", file=path, key="dkim.domain")
-        )
+        table.problem("domain", "must be a domain name like 'example.org'")
     if "selector" in values and not SELECTOR.match(values["selector"]):
-        problems.append(
-            Problem(
-                "must be letters, digits and '-' (e.g. 'news2026')", file=path, key="dkim.selector"
-            )
+        table.problem("selector", "must be letters, digits and '-' (e.g. 'news2026')")
+    table.finish()
+    if len(table.problems) > before:
+        return None
+    return DkimSettings(values["domain"], values["selector"], values["key_file"])
+
+
+# --- [links]: UTM tagging (linktags.py applies it) ------------------------------------------------
+
+LINKS_KEYS = ("domains", "utm_source", "utm_medium", "utm_campaign")
+DEFAULT_MEDIUM = "email"
+
+_HOST_NAME = re.compile(
+    r"^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$"
+)
+
+
+@dataclass(frozen=True)
+class LinkTagging:
+    """What to append to links to `domains` (and their subdomains).
+
+    `campaign` None means: the issue's name, decided when the issue is tagged.
+    """
+
+    domains: tuple[str, ...]
+    source: str
+    medium: str = DEFAULT_MEDIUM
+    campaign: str | None = None
+
+    def parameters(self, issue_name: str) -> tuple[tuple[str, str], ...]:
+        return (
+            ("utm_source", self.source),
+            ("utm_medium", self.medium),
+            ("utm_campaign", self.campaign or issue_name),
         )
-    for key in table:
-        if key not in ("domain", "selector", "key_file"):
-            problems.append(
-                Problem(
-                    "unknown key (use domain, selector, key_file)", file=path, key=f"dkim.{key}"
-                )
+
+    def matches(self, host: str) -> bool:
+        """True when `host` is one of the domains or a subdomain of one."""
+        name = normal_host(host)
+        return any(name == domain or name.endswith("." + domain) for domain in self.domains)
+
+
+def slugify(text: str) -> str:
+    """`Riverside Roots` → `riverside-roots`: lower case ASCII letters, digits and dashes."""
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return slug or "newsletter"
+
+
+def normal_host(host: str) -> str:
+    """Lower case and, for international names, the ASCII (punycode) form."""
+    name = host.strip().rstrip(".").lower()
+    if name.isascii():
+        return name
+    try:
+        return name.encode("idna").decode("ascii")
+    except UnicodeError:
+        return name
+
+
+def parse_links_table(table: TableReader, *, newsletter_name: str = "") -> LinkTagging | None:
+    """The `[links]` table as a `LinkTagging` (None when absent or invalid; problems in the
+    reader)."""
+    if not table.present:
+        return None
+    before = len(table.problems)
+
+    def text(key: str) -> str | None:
+        value = table.value(key)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            table.problem(key, f"must be a string, not {type(value).__name__}")
+            return None
+        value = value.strip()
+        if not value:
+            table.problem(key, "must not be empty (leave the key out to use the default)")
+            return None
+        if any(ord(char) < 0x20 or char == "\x7f" for char in value):
+            table.problem(key, "must be on one line, without control characters")
+            return None
+        return value
+
+    source = text("utm_source")
+    medium = text("utm_medium")
+    campaign = text("utm_campaign")
+
+    domains: list[str] = []
+    raw_domains = table.value("domains")
+    if raw_domains is None:
+        table.problem(
+            "domains",
+            "is required: the host names whose links get UTM parameters, "
+            'e.g. domains = ["riverside-garden.example.org"]',
+        )
+    elif not isinstance(raw_domains, list) or not raw_domains:
+        table.problem("domains", "must be a non-empty list of host names")
+    else:
+        for index, entry in enumerate(raw_domains, start=1):
+            domain = (
+                entry.strip().lower().removeprefix("*.").lstrip(".")
+                if isinstance(entry, str)
+                else None
             )
-    if problems:
-        return None, problems
-    return DkimSettings(values["domain"], values["selector"], values["key_file"]), problems
+            if domain is None:
+                table.problem("domains", f"entry {index} ({entry!r}) is not a string")
+            elif "://" in domain or "/" in domain:
+                table.problem(
+                    "domains",
+                    f"entry {index} ({entry!r}) must be a host name like "
+                    "'riverside-garden.example.org', not a URL",
+                )
+            elif not _HOST_NAME.match(normal_host(domain)):
+                table.problem("domains", f"entry {index} ({entry!r}) is not a host name")
+            else:
+                domains.append(normal_host(domain))
+    table.finish()
+    if len(table.problems) > before:
+        return None
+    return LinkTagging(
+        domains=tuple(dict.fromkeys(domains)),
+        source=source or slugify(newsletter_name),
+        medium=medium or DEFAULT_MEDIUM,
+        campaign=campaign,
+    )

@@ -12,19 +12,19 @@ Tagging runs once per issue at build time, on the inlined HTML (which still hold
 slot markers) and on the text part. It never touches mailto:/tel:/relative links, links to other
 hosts, links holding a per-recipient value (the unsubscribe link), or the web-version URL. An
 editor's own `utm_*` parameter always wins: it is kept and never duplicated.
+
+The settings (`LinkTagging`, `parse_links_table`) live in config_tables.py, at the ground floor
+where config.py reads every table; they are re-exported here.
 """
 
 from __future__ import annotations
 
-import difflib
 import html
 import re
-from collections.abc import Collection, Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Collection
 from urllib.parse import parse_qsl, quote, urlsplit
 
-from .errors import Problem
+from .config_tables import LINKS_KEYS, LinkTagging, parse_links_table, slugify
 
 __all__ = [
     "LINKS_KEYS",
@@ -37,14 +37,8 @@ __all__ = [
     "text_urls",
 ]
 
-LINKS_KEYS = ("domains", "utm_source", "utm_medium", "utm_campaign")
-DEFAULT_MEDIUM = "email"
-
 # The per-recipient slot marker of render/engine.py: such a URL differs per recipient.
 _SLOT_MARKER = re.compile(r"NLSLOT\d+X")
-_HOST_NAME = re.compile(
-    r"^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$"
-)
 # `<a ...>` start tags, and the href attribute inside one (double, single or no quotes).
 _A_TAG = re.compile(r"<a\b[^>]*>", re.IGNORECASE)
 _HREF = re.compile(
@@ -53,120 +47,6 @@ _HREF = re.compile(
 )
 # URLs in plain text; trailing punctuation is trimmed afterwards.
 _TEXT_URL = re.compile(r"https?://[^\s<>\"']+", re.IGNORECASE)
-
-
-@dataclass(frozen=True)
-class LinkTagging:
-    """What to append to links to `domains` (and their subdomains).
-
-    `campaign` None means: the issue's name, decided when the issue is tagged.
-    """
-
-    domains: tuple[str, ...]
-    source: str
-    medium: str = DEFAULT_MEDIUM
-    campaign: str | None = None
-
-    def parameters(self, issue_name: str) -> tuple[tuple[str, str], ...]:
-        return (
-            ("utm_source", self.source),
-            ("utm_medium", self.medium),
-            ("utm_campaign", self.campaign or issue_name),
-        )
-
-    def matches(self, host: str) -> bool:
-        """True when `host` is one of the domains or a subdomain of one."""
-        name = _normal_host(host)
-        return any(name == domain or name.endswith("." + domain) for domain in self.domains)
-
-
-def slugify(text: str) -> str:
-    """`Riverside Roots` → `riverside-roots`: lower case ASCII letters, digits and dashes."""
-    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-    return slug or "newsletter"
-
-
-def parse_links_table(
-    mapping: Mapping[str, Any] | None, *, newsletter_name: str = ""
-) -> tuple[LinkTagging | None, list[Problem]]:
-    """The `[links]` table as a `LinkTagging` (None when absent), and every problem in it.
-
-    Problems carry `key` (e.g. `links.domains`) but no file or line: config.py adds those.
-    """
-    problems: list[Problem] = []
-    if mapping is None or not mapping:
-        return None, problems
-
-    def problem(key: str, message: str) -> None:
-        problems.append(Problem(message, key=f"links.{key}"))
-
-    for key in mapping:
-        if key not in LINKS_KEYS:
-            suggestion = difflib.get_close_matches(str(key), LINKS_KEYS, n=1)
-            hint = f"; did you mean '{suggestion[0]}'?" if suggestion else ""
-            # An error, not a warning: a misspelt key would silently tag every link wrongly.
-            problem(str(key), f"unknown key{hint} (known keys: {', '.join(LINKS_KEYS)})")
-
-    def text(key: str) -> str | None:
-        value = mapping.get(key)
-        if value is None:
-            return None
-        if not isinstance(value, str):
-            problem(key, f"must be a string, not {type(value).__name__}")
-            return None
-        value = value.strip()
-        if not value:
-            problem(key, "must not be empty (leave the key out to use the default)")
-            return None
-        if any(ord(char) < 0x20 or char == "\x7f" for char in value):
-            problem(key, "must be on one line, without control characters")
-            return None
-        return value
-
-    source = text("utm_source")
-    medium = text("utm_medium")
-    campaign = text("utm_campaign")
-
-    domains: list[str] = []
-    raw_domains = mapping.get("domains")
-    if raw_domains is None:
-        problem(
-            "domains",
-            "is required: the host names whose links get UTM parameters, "
-            'e.g. domains = ["riverside-garden.example.org"]',
-        )
-    elif not isinstance(raw_domains, list) or not raw_domains:
-        problem("domains", "must be a non-empty list of host names")
-    else:
-        for index, entry in enumerate(raw_domains, start=1):
-            domain = (
-                entry.strip().lower().removeprefix("*.").lstrip(".")
-                if isinstance(entry, str)
-                else None
-            )
-            if domain is None:
-                problem("domains", f"entry {index} ({entry!r}) is not a string")
-            elif "://" in domain or "/" in domain:
-                problem(
-                    "domains",
-                    f"entry {index} ({entry!r}) must be a host name like "
-                    "'riverside-garden.example.org', not a URL",
-                )
-            elif not _HOST_NAME.match(_normal_host(domain)):
-                problem("domains", f"entry {index} ({entry!r}) is not a host name")
-            else:
-                domains.append(_normal_host(domain))
-    if problems:
-        return None, problems
-    return (
-        LinkTagging(
-            domains=tuple(dict.fromkeys(domains)),
-            source=source or slugify(newsletter_name),
-            medium=medium or DEFAULT_MEDIUM,
-            campaign=campaign,
-        ),
-        problems,
-    )
 
 
 def tag_url(url: str, tagging: LinkTagging, issue_name: str, *, skip: Collection[str] = ()) -> str:
@@ -303,14 +183,3 @@ def _without_query(url: str) -> str:
     scheme, separator, rest = bare.partition("://")
     host, slash, path = rest.partition("/")
     return f"{scheme.lower()}{separator}{host.lower()}{slash}{path}".rstrip("/")
-
-
-def _normal_host(host: str) -> str:
-    """Lower case and, for international names, the ASCII (punycode) form."""
-    name = host.strip().rstrip(".").lower()
-    if name.isascii():
-        return name
-    try:
-        return name.encode("idna").decode("ascii")
-    except UnicodeError:
-        return name

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from newsletter.config import load_settings
+from newsletter.config import Settings, load_settings
 from newsletter.errors import ConfigError
 
 MINIMAL = """\
@@ -33,7 +33,7 @@ def test_minimal_config_gets_defaults(tmp_path: Path) -> None:
     assert settings.warnings == ()
 
 
-def test_example_project_config_loads(settings) -> None:  # type: ignore[no-untyped-def]
+def test_example_project_config_loads(settings: Settings) -> None:
     assert settings.reply_to is not None
     assert [link.network for link in settings.footer.social] == ["instagram", "mastodon", "web"]
     assert settings.footer.partners[0].name == "Buurtfonds"
@@ -62,7 +62,7 @@ password = "hunter2"
     assert f"{path}:3: newsletter.from: is not an email address" in message
     assert f"{path}:4: newsletter.locale: must be a locale code" in message
     assert f"{path}:5: newsletter.brand_color: must be a colour" in message
-    assert f"{path}: footer.address: is required" in message
+    assert f"{path}:7: footer.address: is required" in message  # the [footer] line
     assert "unknown transport 'smpt'; use one of outbox, smtp, postmark," in message
     assert "(did you mean 'smtp'?)" in message
     assert f"{path}:12: transport.password: secrets do not belong in newsletter.toml" in message
@@ -112,3 +112,133 @@ def test_secret_comes_from_the_environment_first(
     assert settings.secret() == b"from-file"
     monkeypatch.setenv("NEWSLETTER_SECRET", "from-env")
     assert settings.secret() == b"from-env"
+
+
+# --- one reader for every table -------------------------------------------------------------------
+
+
+def test_an_unknown_key_is_a_warning_in_every_table_alike(tmp_path: Path) -> None:
+    text = MINIMAL.replace('name = "Test News"', 'name = "T"\nlocal = "nl"') + (
+        '\n[serve]\nprot = 9000\n\n[dkim]\ndomain = "example.org"\nselector = "s1"\n'
+        'key_file = "dkim.pem"\nkeyfile = "x.pem"\n'
+    )
+    settings = load_settings(write(tmp_path, text))
+    path = tmp_path / "newsletter.toml"
+    assert settings.warnings == (
+        f"{path}:3: unknown key 'newsletter.local' is ignored (did you mean 'locale'?)",
+        f"{path}:10: unknown key 'serve.prot' is ignored (did you mean 'port'?)",
+        f"{path}:16: unknown key 'dkim.keyfile' is ignored (did you mean 'key_file'?)",
+    )
+    assert settings.serve.port == 8080
+
+
+def test_an_unknown_table_is_warned_with_its_line(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, MINIMAL + "\n[sever]\nport = 1\n"))
+    assert settings.warnings == (
+        f"{tmp_path / 'newsletter.toml'}:8: unknown table '[sever]' is ignored "
+        "(did you mean '[serve]'?)",
+    )
+
+
+@pytest.mark.parametrize("table", ["newsletter", "serve", "inbox", "links"])
+def test_a_key_that_looks_like_a_secret_is_an_error_in_every_table(
+    tmp_path: Path, table: str
+) -> None:
+    extra = {
+        "newsletter": "",
+        "serve": "\n[serve]\n",
+        "inbox": '\n[inbox]\nhost = "imap.example.org"\nusername = "u"\n',
+        "links": '\n[links]\ndomains = ["example.org"]\n',
+    }[table]
+    text = MINIMAL + extra + 'smtp_token = "s3cret"\n'
+    if table == "newsletter":
+        text = MINIMAL.replace('name = "Test News"', 'name = "T"\nsmtp_token = "s3cret"')
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, text))
+    message = str(caught.value)
+    assert f"{table}.smtp_token: secrets do not belong in newsletter.toml" in message
+    assert "s3cret" not in message
+
+
+# (table header, its body, the line of the error, the error). The header goes on line 9 (after
+# MINIMAL, a blank line and a comment); [newsletter] and [footer] are MINIMAL's own (lines 1, 5).
+ERRORS_IN_EVERY_TABLE = [
+    ("[newsletter]", 'logo_width = "wide"', 2, "newsletter.logo_width: must be a whole number"),
+    ("[footer]", "contact = 3", 6, "footer.contact: must be a string"),
+    ("[footer.social]", 'myspace = "https://myspace.example"', 10,
+     "footer.social.myspace: unknown network"),
+    ("[[footer.partners]]", 'name = "No logo"', 9, "footer.partners[1]: needs at least a 'logo'"),
+    ("[unsubscribe]", 'url = "http://example.org/u"', 10, "unsubscribe.url: must be an https://"),
+    ("[transport]", "port = 70000", 10, "transport.port: must be at most 65535"),
+    ("[sending]", "max_attempts = 0", 10, "sending.max_attempts: must be at least 1"),
+    ("[links]", 'domains = ["https://example.org/"]', 10, "links.domains: entry 1"),
+    ("[serve]", 'root_path = "news"', 10, "serve.root_path: must be a path starting with '/'"),
+    ("[inbox]", 'soft_bounce_limit = 0\nhost = "imap.example.org"\nusername = "u"', 10,
+     "inbox.soft_bounce_limit: must be a whole number of at least 1"),
+    ("[dkim]", 'selector = "s1"\nkey_file = "k.pem"\ndomain = "localhost"', 12,
+     "dkim.domain: must be a domain name"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("header", "body", "line", "expected"), ERRORS_IN_EVERY_TABLE)
+def test_an_error_in_any_table_names_file_line_and_key(
+    tmp_path: Path, header: str, body: str, line: int, expected: str
+) -> None:
+    if header in MINIMAL:
+        text = MINIMAL.replace(f"{header}\n", f"{header}\n{body}\n")
+    else:
+        text = MINIMAL + f"\n# a comment\n{header}\n{body}\n"
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, text))
+    assert f"{tmp_path / 'newsletter.toml'}:{line}: {expected}" in str(caught.value)
+
+
+def test_a_missing_required_key_points_at_its_table(tmp_path: Path) -> None:
+    text = MINIMAL + '\n[inbox]\nhost = "imap.example.org"\n'
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, text))
+    path = tmp_path / "newsletter.toml"
+    assert f"{path}:8: inbox.username: is required when [inbox] is present" in str(caught.value)
+
+
+# --- provider settings, checked at load time by the registry's rules -----------------------------
+
+
+@pytest.mark.parametrize(
+    ("transport", "expected"),
+    [
+        ('kind = "mailgun"\nregion = "asia"',
+         ":10: transport.region: must be 'us' or 'eu' for Mailgun, not 'asia'"),
+        ('kind = "mailgun"\ndomain = "mg.example.org/x"',
+         ":10: transport.domain: 'mg.example.org/x' is not a Mailgun sending domain"),
+        ('kind = "sparkpost"\nsandbox = true',
+         ":10: transport.sandbox: SparkPost has no test mode for your own messages"),
+        ('kind = "ses"\nregion = "Europe"', ":10: transport.region: 'Europe' is not an AWS region"),
+        ('kind = "ses"\napi_key_env = "MY_KEY"',
+         ":10: transport.api_key_env: is not used by the ses transport"),
+    ],
+)  # fmt: skip
+def test_a_provider_setting_error_is_found_at_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, transport: str, expected: str
+) -> None:
+    for variable in ("MAILGUN_API_KEY", "SPARKPOST_API_KEY", "AWS_ACCESS_KEY_ID", "AWS_REGION"):
+        monkeypatch.delenv(variable, raising=False)  # found without looking at any secret
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, MINIMAL + f"\n[transport]\n{transport}\n"))
+    assert f"{tmp_path / 'newsletter.toml'}{expected}" in str(caught.value)
+
+
+def test_good_provider_settings_load(tmp_path: Path) -> None:
+    text = MINIMAL + '\n[transport]\nkind = "mailgun"\nregion = "EU"\ndomain = "mg.example.org"\n'
+    settings = load_settings(write(tmp_path, text))
+    assert (settings.transport.region, settings.transport.domain) == ("EU", "mg.example.org")
+    assert settings.warnings == ()
+
+
+def test_a_provider_setting_for_another_transport_is_warned(tmp_path: Path) -> None:
+    text = MINIMAL + '\n[transport]\nkind = "sendgrid"\nmessage_stream = "news"\n'
+    settings = load_settings(write(tmp_path, text))
+    assert settings.warnings == (
+        f"{tmp_path / 'newsletter.toml'}:10: 'transport.message_stream' is not used by the "
+        "sendgrid transport (only by postmark); it is ignored",
+    )

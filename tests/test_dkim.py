@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from dkim.canonicalization import Relaxed
 
 from newsletter.audience import Subscriber
+from newsletter.config_reader import TableReader
 from newsletter.delivery.ledger import Ledger
 from newsletter.delivery.sender import send_issue
 from newsletter.dkim import (
@@ -287,22 +288,22 @@ def test_a_message_without_from_cannot_be_signed(key: tuple[bytes, bytes]) -> No
 
 
 def test_the_dkim_table_parses() -> None:
-    settings, problems = parse_dkim_table(
-        {"domain": DOMAIN, "selector": SELECTOR, "key_file": "dkim.pem"}, Path("newsletter.toml")
-    )
-    assert problems == []
+    table = TableReader("dkim", {"domain": DOMAIN, "selector": SELECTOR, "key_file": "dkim.pem"})
+    settings = parse_dkim_table(table)
+    assert table.problems == []
     assert settings == DkimSettings(DOMAIN, SELECTOR, "dkim.pem")
-    assert parse_dkim_table({}, Path("newsletter.toml")) == (None, [])
+    assert parse_dkim_table(TableReader("dkim", {})) is None
 
 
 def test_the_dkim_table_reports_every_problem_with_its_key() -> None:
-    settings, problems = parse_dkim_table(
-        {"domain": "localhost", "selector": "a b", "keyfile": "x"}, Path("newsletter.toml")
-    )
-    assert settings is None
-    assert sorted(str(p) for p in problems) == [
+    table = TableReader("dkim", {"domain": "localhost", "selector": "a b", "keyfile": "x"})
+    assert parse_dkim_table(table) is None
+    assert sorted(str(p) for p in table.problems) == [
         "newsletter.toml: dkim.domain: must be a domain name like 'example.org'",
         "newsletter.toml: dkim.key_file: is required when [dkim] is present",
-        "newsletter.toml: dkim.keyfile: unknown key (use domain, selector, key_file)",
         "newsletter.toml: dkim.selector: must be letters, digits and '-' (e.g. 'news2026')",
+    ]
+    # An unknown key is a warning, as in every table of newsletter.toml.
+    assert table.warnings == [
+        "newsletter.toml: unknown key 'dkim.keyfile' is ignored (did you mean 'key_file'?)"
     ]

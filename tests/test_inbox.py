@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from newsletter.audience import SubscriberStatus, SubscriberStore, make_token
+from newsletter.config_reader import TableReader
 from newsletter.inbox import (
     ImapMailbox,
     InboxError,
@@ -209,30 +210,32 @@ def test_folder_names_in_modified_utf7() -> None:
 
 
 def test_the_inbox_table() -> None:
-    path = Path("newsletter.toml")
-    settings, problems = parse_inbox_table(
-        {"host": "imap.example.org", "username": "bounces", "soft_bounce_limit": 5}, path
+    table = TableReader(
+        "inbox", {"host": "imap.example.org", "username": "bounces", "soft_bounce_limit": 5}
     )
-    assert problems == []
+    settings = parse_inbox_table(table)
+    assert table.problems == []
     assert settings == InboxSettings(
         host="imap.example.org", username="bounces", soft_bounce_limit=5
     )
-    assert parse_inbox_table({}, path) == (None, [])
-    settings, problems = parse_inbox_table(
+    assert parse_inbox_table(TableReader("inbox", {})) is None
+    table = TableReader(
+        "inbox",
         {"host": "x", "security": "none", "password": "hunter2", "soft_bounce_limit": 0,
          "processed_folder": "INBOX", "colour": "red"},
-        path,
     )  # fmt: skip
-    assert settings is None
+    assert parse_inbox_table(table) is None
+    problems = table.problems
     assert [p.key for p in problems] == [
         "inbox.username",
         "inbox.security",
         "inbox.password",
         "inbox.processed_folder",
         "inbox.soft_bounce_limit",
-        "inbox.colour",
     ]
     assert "hunter2" not in " ".join(str(p) for p in problems)
+    # An unknown key is a warning, as in every table of newsletter.toml.
+    assert table.warnings == ["newsletter.toml: unknown key 'inbox.colour' is ignored"]
 
 
 # --- against Dovecot ----------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
+from newsletter.config_reader import TableReader
 from newsletter.linktags import (
     LinkTagging,
     parse_links_table,
@@ -144,35 +145,38 @@ def test_slugify(name: str, slug: str) -> None:
 
 
 def test_parse_links_table_defaults() -> None:
-    tagging, problems = parse_links_table(
-        {"domains": ["Riverside-Garden.example.org", "*.shop.example.org"]},
-        newsletter_name="Riverside Roots",
+    table = TableReader(
+        "links", {"domains": ["Riverside-Garden.example.org", "*.shop.example.org"]}
     )
-    assert problems == []
+    tagging = parse_links_table(table, newsletter_name="Riverside Roots")
+    assert table.problems == []
     assert tagging == LinkTagging(
         domains=("riverside-garden.example.org", "shop.example.org"),
         source="riverside-roots",
         medium="email",
         campaign=None,
     )
+    assert tagging is not None
     assert tagging.parameters("2026-11")[2] == ("utm_campaign", "2026-11")
 
 
 def test_parse_links_table_absent_means_no_tagging() -> None:
-    assert parse_links_table(None) == (None, [])
-    assert parse_links_table({}) == (None, [])
+    assert parse_links_table(TableReader("links", None)) is None
+    assert parse_links_table(TableReader("links", {})) is None
 
 
 def test_parse_links_table_explicit_values() -> None:
-    tagging, problems = parse_links_table(
+    table = TableReader(
+        "links",
         {
             "domains": ["riverside-garden.example.org"],
             "utm_source": "rr-news",
             "utm_medium": "newsletter",
             "utm_campaign": "november",
-        }
+        },
     )
-    assert problems == []
+    tagging = parse_links_table(table)
+    assert table.problems == []
     assert tagging is not None
     assert tagging.parameters("ignored") == (
         ("utm_source", "rr-news"),
@@ -190,18 +194,22 @@ def test_parse_links_table_explicit_values() -> None:
         ({"domains": ["https://riverside-garden.example.org/"]}, "links.domains", "not a URL"),
         ({"domains": ["bad host"]}, "links.domains", "entry 1 ('bad host') is not a host name"),
         ({"domains": [3]}, "links.domains", "entry 1 (3) is not a string"),
-        (
-            {"domains": ["a.org"], "utm_campain": "x"},
-            "links.utm_campain",
-            "did you mean 'utm_campaign'",
-        ),
         ({"domains": ["a.org"], "utm_source": 7}, "links.utm_source", "must be a string"),
         ({"domains": ["a.org"], "utm_medium": "  "}, "links.utm_medium", "must not be empty"),
         ({"domains": ["a.org"], "utm_campaign": "a\nb"}, "links.utm_campaign", "on one line"),
     ],
 )
 def test_parse_links_table_problems(table: dict[str, object], key: str, fragment: str) -> None:
-    tagging, problems = parse_links_table(table)
-    assert tagging is None
-    assert [p.key for p in problems] == [key]
-    assert fragment in problems[0].message
+    reader = TableReader("links", table)
+    assert parse_links_table(reader) is None
+    assert [p.key for p in reader.problems] == [key]
+    assert fragment in reader.problems[0].message
+
+
+def test_an_unknown_links_key_is_a_warning_as_in_every_table() -> None:
+    reader = TableReader("links", {"domains": ["a.org"], "utm_campain": "x"})
+    assert parse_links_table(reader) is not None
+    assert reader.problems == []
+    assert reader.warnings == [
+        "newsletter.toml: unknown key 'links.utm_campain' is ignored (did you mean 'utm_campaign'?)"
+    ]

@@ -22,6 +22,7 @@ import pytest
 
 from newsletter.audience import SubscriberStatus, SubscriberStore, make_token
 from newsletter.config import Settings, UnsubscribeSettings
+from newsletter.config_reader import TableReader
 from newsletter.web import (
     ServeError,
     ServeSettings,
@@ -486,8 +487,8 @@ def test_serving_needs_the_signing_secret(settings: Settings) -> None:
 
 
 def test_the_serve_table() -> None:
-    path = Path("newsletter.toml")
-    parsed, problems = parse_serve_table(
+    table = TableReader(
+        "serve",
         {
             "host": "0.0.0.0",
             "port": 9000,
@@ -495,21 +496,22 @@ def test_the_serve_table() -> None:
             "forwarded_allow_ips": "10.0.0.1, 10.0.0.2",
             "root_path": "/news/",
         },
-        path,
     )
-    assert problems == []
+    parsed = parse_serve_table(table)
+    assert table.problems == [] and table.warnings == []
     assert parsed == ServeSettings("0.0.0.0", 9000, True, ("10.0.0.1", "10.0.0.2"), "/news", True)
-    assert parse_serve_table({}, path) == (ServeSettings(), [])
-    _, problems = parse_serve_table(
-        {"port": 70000, "proxy_headers": "yes", "root_path": "news", "prot": 1}, path
+    assert parse_serve_table(TableReader("serve", {})) == ServeSettings()
+    table = TableReader(
+        "serve", {"port": 70000, "proxy_headers": "yes", "root_path": "news", "prot": 1}
     )
-    assert [p.key for p in problems] == [
-        "serve.port",
-        "serve.proxy_headers",
-        "serve.root_path",
-        "serve.prot",
-    ]
+    parse_serve_table(table)
+    problems = table.problems
+    assert [p.key for p in problems] == ["serve.port", "serve.proxy_headers", "serve.root_path"]
     assert str(problems[0]) == "newsletter.toml: serve.port: must be a whole number from 0 to 65535"
+    # An unknown key is a warning, as in every table of newsletter.toml.
+    assert table.warnings == [
+        "newsletter.toml: unknown key 'serve.prot' is ignored (did you mean 'port'?)"
+    ]
 
 
 @pytest.mark.parametrize(
