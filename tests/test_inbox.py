@@ -3,9 +3,11 @@ runs against a real Dovecot on loopback over verified TLS."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 import pytest
 
@@ -14,6 +16,7 @@ from newsletter.config_reader import TableReader
 from newsletter.inbox import (
     ImapMailbox,
     InboxError,
+    InboxReport,
     InboxSettings,
     Kind,
     SoftBounces,
@@ -252,10 +255,22 @@ def mailbox_user(dovecot: DovecotServer) -> str:
     return dovecot.new_user("bounces")
 
 
-def inbox_settings(dovecot: DovecotServer, user: str, **changes: object) -> InboxSettings:
-    values: dict[str, object] = {"host": dovecot.host, "port": dovecot.port, "username": user}
-    values.update(changes)
-    return InboxSettings(**values)  # type: ignore[arg-type]
+class SettingsChanges(TypedDict, total=False):
+    """What a test changes of the `[inbox]` settings pointed at the test Dovecot."""
+
+    port: int
+    security: str
+    folder: str
+    processed_folder: str
+    soft_bounce_limit: int
+    ca_file: str
+
+
+def inbox_settings(
+    dovecot: DovecotServer, user: str, **changes: Unpack[SettingsChanges]
+) -> InboxSettings:
+    settings = InboxSettings(host=dovecot.host, port=dovecot.port, username=user)
+    return dataclasses.replace(settings, **changes)
 
 
 @pytest.fixture
@@ -272,8 +287,8 @@ def run(
     store: SubscriberStore,
     *,
     dry_run: bool = False,
-    **changes: object,
-):  # type: ignore[no-untyped-def]
+    **changes: Unpack[SettingsChanges],
+) -> InboxReport:
     settings = inbox_settings(dovecot, user, **changes)
     with ImapMailbox(
         settings, dovecot.password, ssl_context=dovecot.client_context(), readonly=dry_run
@@ -408,9 +423,11 @@ def test_soft_bounces_mark_bounced_at_the_limit_counting_each_message_once(
     store.add("full@example.com", resubscribe=True)
     dovecot.append(mailbox_user, dovecot.password, "INBOX", _soft_bounce(4))
     assert run(dovecot, mailbox_user, store).processed[0].action == "soft bounce 4.2.2: 1 of 3"
+    subscriber = store.get("full@example.com")
+    assert subscriber is not None
     bounces = SoftBounces(store.path)
     try:
-        assert bounces.count(store.get("full@example.com").key, 0) == 4  # type: ignore[union-attr]
+        assert bounces.count(subscriber.key, 0) == 4
     finally:
         bounces.close()
 
