@@ -19,7 +19,7 @@ from typing import Any
 
 from .errors import Problem
 
-__all__ = ["TableReader", "check_env_name", "kind_name", "line_of", "looks_secret"]
+__all__ = ["TableReader", "check_env_name", "kind_name", "line_of", "located", "looks_secret"]
 
 DEFAULT_PATH = Path("newsletter.toml")
 
@@ -263,6 +263,24 @@ class TableReader:
 def line_of(text: str, table: str, key: str) -> int | None:
     """Best-effort line of `key` inside `[table]` ("" for the top level); None if not found."""
     return _scan(text).key(table, key)
+
+
+def located(problems: Iterable[Problem], path: Path) -> list[Problem]:
+    """`problems` with the line of their `table.key` in the file at `path` filled in where
+    missing (the key's line, else its table's header): for errors found after loading, such as
+    a secret missing from the environment."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return list(problems)
+    out: list[Problem] = []
+    for problem in problems:
+        if problem.line is None and problem.key and problem.file == path:
+            table, _, key = problem.key.rpartition(".")
+            line = TableReader(table, {}, path=path, text=text).line_of(key)
+            problem = Problem(problem.message, file=problem.file, line=line, key=problem.key)
+        out.append(problem)
+    return out
 
 
 class _Lines:

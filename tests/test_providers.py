@@ -173,3 +173,13 @@ def test_a_kind_outside_the_registry_is_refused(settings: Settings) -> None:
     bad = replace(settings, transport=replace(settings.transport, kind="acme"))
     with pytest.raises(ConfigError, match="unknown transport 'acme'"):
         make_transport(bad, {})
+
+
+def test_an_error_found_when_the_transport_is_built_names_its_line(tmp_path: Path) -> None:
+    root = project_with(tmp_path, 'kind = "sendgrid"\napi_key_env = "NEWS_SENDGRID_KEY"')
+    with pytest.raises(ConfigError) as caught:
+        make_transport(load_settings(root), {})
+    assert (
+        f"{root / 'newsletter.toml'}:10: transport.api_key_env: the sendgrid transport needs its "
+        "API key in the environment variable NEWS_SENDGRID_KEY"
+    ) in str(caught.value)

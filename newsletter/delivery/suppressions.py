@@ -16,6 +16,7 @@ from datetime import datetime
 
 from ..audience import SubscriberStatus, SubscriberStore
 from ..config import Settings
+from ..config_reader import located
 from ..errors import AudienceError, ConfigError, Problem
 from ..providers import PROVIDERS
 from .transports import provider_class
@@ -116,8 +117,17 @@ def suppression_source(
     """The suppression list of `provider` (default: the configured transport kind).
 
     Uses the provider's real key even when `sandbox` is on (a test token cannot read lists).
-    Raises `ConfigError` for a provider without one or a missing key.
+    Raises `ConfigError` for a provider without one or a missing key (with file, line and key).
     """
+    try:
+        return _suppression_source(settings, environ, provider)
+    except ConfigError as err:
+        raise ConfigError(located(err.problems, settings.config_path), hint=err.hint) from err
+
+
+def _suppression_source(
+    settings: Settings, environ: Mapping[str, str], provider: str | None
+) -> SuppressionSource:
     kind = provider or settings.transport.kind
     if kind not in PROVIDERS:
         raise ConfigError(

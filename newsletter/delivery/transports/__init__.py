@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ...config import Settings
+from ...config_reader import located
 from ...errors import ConfigError, Problem
 from ...providers import PROVIDERS
 from .base import Transport
@@ -45,7 +46,15 @@ def provider_class(kind: str) -> type[HttpProviderTransport]:
 
 
 def make_transport(settings: Settings, environ: Mapping[str, str] = os.environ) -> Transport:
-    """The configured transport; a missing password or key is an error before anything is sent."""
+    """The configured transport; a missing password or key is an error before anything is sent
+    (naming the file, line and key)."""
+    try:
+        return _make_transport(settings, environ)
+    except ConfigError as err:
+        raise ConfigError(located(err.problems, settings.config_path), hint=err.hint) from err
+
+
+def _make_transport(settings: Settings, environ: Mapping[str, str]) -> Transport:
     transport = settings.transport
     if transport.ca_file and not Path(transport.ca_file).is_absolute():
         transport = replace(transport, ca_file=str(settings.root / transport.ca_file))
