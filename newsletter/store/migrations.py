@@ -1,0 +1,233 @@
+"""Every table of the store, built by numbered migrations; one version scheme for all of them.
+
+The store's version is the set of migrations applied, one row each in `store_migrations`
+(version, description, when). A plain table, so the scheme is the same on every engine. A
+migration runs once, in the same transaction as its row; `migrate` applies every missing one in
+order, all in one write transaction, so a store is never left half-migrated.
+
+Release 0.1 kept three schemes in the same file: `PRAGMA user_version` for the subscriber
+tables, a `ledger_meta` table for the send ledger, and nothing for the soft-bounce table (created
+when missing). A file without `store_migrations` is such a file: each part found is recorded as its
+migration already applied (the tables are exactly those the migrations create), `ledger_meta` is
+dropped, and the missing parts are created. No row is rewritten.
+
+On SQLite, `PRAGMA user_version` is then set to the store version: never read again by this
+program, it makes release 0.1 (which read it as its subscriber schema version) refuse a migrated
+file with "Upgrade newsletter" instead of writing to it.
+
+To change the schema, append a Migration; never edit one that has been released.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from .base import Connection, StoreError
+from .dialect import Dialect
+
+__all__ = ["MIGRATIONS", "STORE_VERSION", "Migration", "applied_versions", "migrate"]
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One step of the schema: statements run in order, `{pk}`/`{real}` filled by the dialect."""
+
+    version: int
+    description: str
+    statements: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "subscribers and their status history",
+        (
+            """CREATE TABLE subscribers (
+                id {pk},
+                key TEXT NOT NULL UNIQUE,
+                email TEXT NOT NULL,
+                name TEXT NOT NULL DEFAULT '',
+                attributes TEXT NOT NULL DEFAULT '{{}}',
+                status TEXT NOT NULL DEFAULT 'subscribed'
+                    CHECK (status IN ('subscribed', 'unsubscribed', 'bounced', 'complained')),
+                created_at {real} NOT NULL,
+                updated_at {real} NOT NULL
+            )""",
+            "CREATE INDEX subscribers_by_status ON subscribers (status, key)",
+            # Removing a subscriber erases their history too (a request to be forgotten); to stop
+            # mailing someone and remember it, unsubscribe them instead.
+            """CREATE TABLE subscriber_events (
+                id {pk},
+                subscriber_key TEXT NOT NULL
+                    REFERENCES subscribers (key) ON DELETE CASCADE ON UPDATE CASCADE,
+                at {real} NOT NULL,
+                old_status TEXT,
+                new_status TEXT NOT NULL,
+                source TEXT NOT NULL
+            )""",
+            "CREATE INDEX subscriber_events_by_key ON subscriber_events (subscriber_key, at)",
+        ),
+    ),
+    Migration(
+        2,
+        "the send ledger",
+        (
+            """CREATE TABLE ledger_issues (
+                issue TEXT PRIMARY KEY,
+                fingerprint TEXT NOT NULL,
+                frozen_at {real} NOT NULL,
+                freeze_round INTEGER NOT NULL,
+                updated_at {real} NOT NULL
+            )""",
+            """CREATE TABLE ledger_rows (
+                id {pk},
+                issue TEXT NOT NULL,
+                key TEXT NOT NULL,
+                email TEXT NOT NULL,
+                state TEXT NOT NULL CHECK (state IN
+                    ('pending', 'sending', 'sent', 'failed', 'deferred', 'uncertain')),
+                attempts INTEGER NOT NULL DEFAULT 0,
+                last_error TEXT,
+                reply TEXT,
+                message_id TEXT,
+                next_attempt_at {real},
+                updated_at {real} NOT NULL,
+                seen_round INTEGER NOT NULL,
+                UNIQUE (issue, key)
+            )""",
+            "CREATE INDEX ledger_rows_state ON ledger_rows (issue, state)",
+        ),
+    ),
+    Migration(
+        3,
+        "soft bounces read from the inbox",
+        (
+            """CREATE TABLE inbox_soft_bounces (
+                id {pk},
+                subscriber_key TEXT NOT NULL,
+                report_id TEXT NOT NULL,
+                message_key TEXT NOT NULL,
+                status TEXT,
+                at {real} NOT NULL,
+                UNIQUE (subscriber_key, report_id)
+            )""",
+            "CREATE INDEX inbox_soft_bounces_by_key ON inbox_soft_bounces (subscriber_key, at)",
+        ),
+    ),
+)
+
+STORE_VERSION = MIGRATIONS[-1].version
+
+_VERSIONS_TABLE = """CREATE TABLE store_migrations (
+    version INTEGER PRIMARY KEY,
+    description TEXT NOT NULL,
+    applied_at {real} NOT NULL
+)"""
+_RECORD = (
+    "INSERT INTO store_migrations (version, description, applied_at)"
+    " VALUES (:version, :description, :at)"
+)
+
+# Release 0.1's own markers, and the migration each stands for.
+_RELEASE_0_1_SUBSCRIBERS = 1  # PRAGMA user_version 1
+_RELEASE_0_1_LEDGER = 2  # ledger_meta schema_version 1
+_RELEASE_0_1_BOUNCES = 3  # the inbox_soft_bounces table
+
+
+def _tables(connection: Connection, dialect: Dialect) -> set[str]:
+    return {str(row[0]) for row in connection.execute(dialect.tables)}
+
+
+def applied_versions(connection: Connection, dialect: Dialect) -> set[int]:
+    """The migrations recorded in the store (empty for a new or a release 0.1 file)."""
+    if "store_migrations" not in _tables(connection, dialect):
+        return set()
+    return {int(row[0]) for row in connection.execute("SELECT version FROM store_migrations")}
+
+
+def _newer(where: str, found: str) -> StoreError:
+    return StoreError(
+        f"{where} was written by a newer version of newsletter ({found}; this version knows "
+        f"up to store version {STORE_VERSION})",
+        hint="Upgrade newsletter to work with this project.",
+    )
+
+
+def _check_known(applied: set[int], where: str) -> None:
+    unknown = sorted(v for v in applied if v > STORE_VERSION)
+    if unknown:
+        raise _newer(where, f"store version {unknown[-1]}")
+
+
+def _release_0_1_parts(
+    connection: Connection, dialect: Dialect, tables: set[str], where: str
+) -> list[int]:
+    """The migrations a release 0.1 file already holds; StoreError if it is not release 0.1's."""
+    parts = []
+    if dialect.user_version is not None:
+        version = int(connection.execute(dialect.user_version).fetchone()[0])
+        if version > 1:
+            raise _newer(where, f"subscriber schema version {version}")
+        if version == 1:
+            parts.append(_RELEASE_0_1_SUBSCRIBERS)
+    if "ledger_meta" in tables:
+        found = connection.execute(
+            "SELECT value FROM ledger_meta WHERE key = 'schema_version'"
+        ).fetchone()
+        version = int(found[0]) if found else 0
+        if version > 1:
+            raise _newer(where, f"send ledger schema version {version}")
+        if version == 1:
+            parts.append(_RELEASE_0_1_LEDGER)
+    if "inbox_soft_bounces" in tables:
+        parts.append(_RELEASE_0_1_BOUNCES)
+    return parts
+
+
+def migrate(connection: Connection, dialect: Dialect, where: str) -> int:
+    """Bring the store to STORE_VERSION; the version reached. `where` names it in errors.
+
+    Up to date (the usual case), this costs two reads and takes no write lock.
+    """
+    applied = applied_versions(connection, dialect)
+    _check_known(applied, where)
+    if len(applied) == len(MIGRATIONS):
+        return STORE_VERSION
+    connection.execute(dialect.begin_write)
+    try:
+        # Read again inside the write lock: another process may have migrated meanwhile.
+        tables = _tables(connection, dialect)
+        now = time.time()
+        if "store_migrations" not in tables:
+            connection.execute(dialect.ddl(_VERSIONS_TABLE))
+            for version in _release_0_1_parts(connection, dialect, tables, where):
+                step = MIGRATIONS[version - 1]
+                connection.execute(
+                    _RECORD,
+                    {
+                        "version": version,
+                        "description": f"{step.description} (from release 0.1)",
+                        "at": now,
+                    },
+                )
+            if "ledger_meta" in tables:
+                connection.execute("DROP TABLE ledger_meta")
+        applied = applied_versions(connection, dialect)
+        _check_known(applied, where)
+        for step in MIGRATIONS:
+            if step.version in applied:
+                continue
+            for statement in step.statements:
+                connection.execute(dialect.ddl(statement))
+            connection.execute(
+                _RECORD, {"version": step.version, "description": step.description, "at": now}
+            )
+        if dialect.user_version is not None:
+            connection.execute(f"{dialect.user_version} = {STORE_VERSION}")
+        connection.execute("COMMIT")
+    except BaseException:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        raise
+    return STORE_VERSION
