@@ -1,0 +1,434 @@
+"""CSV files of subscribers: reading the layouts other tools export, and writing our own.
+
+Import reads UTF-8 (with or without a BOM) or BOM-marked UTF-16 (Excel's "Unicode Text");
+anything else is refused with the line of the first bad byte rather than guessed, because a wrong
+guess mangles names silently. The delimiter (`,` `;` tab) is the one the header line uses most.
+Headers are matched case-insensitively: Mailchimp (`Email Address`, `First Name`, `Last Name`,
+and `UNSUB_TIME`/`CLEAN_TIME` that mark people who must not be mailed), listmonk (`email`, `name`,
+`attributes` as a JSON object, `status`), Substack (`email`, ...), plain `email,name`, and Dutch
+headers (`e-mailadres`, `naam`, `voornaam`, `achternaam`). Every other column becomes an attribute
+under a snake_case key (`Favourite Colour` → `favourite_colour`), usable as `subscriber.<key>`.
+
+This module only parses and writes; `SubscriberStore.import_csv` and `export_csv` use it.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from ..errors import AudienceError
+from .addresses import RESERVED_KEYS, address_key, attribute_key, check_name, normalise_address
+from .model import Subscriber, SubscriberStatus, parse_status
+
+__all__ = [
+    "ColumnMapping",
+    "CsvRow",
+    "ImportProblemsError",
+    "ImportReport",
+    "RowProblem",
+    "parse_csv",
+    "read_csv_text",
+    "write_csv",
+]
+
+
+@dataclass(frozen=True)
+class ColumnMapping:
+    """Which CSV columns (header text, case-insensitive) hold what; None: detect it."""
+
+    email: str | None = None
+    name: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+
+
+@dataclass(frozen=True)
+class RowProblem:
+    """A CSV row that was not imported: its physical line in the file and why."""
+
+    line: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    """What an import did. `kept_unsubscribed` counts rows for people who unsubscribed (bounced,
+    complained) and were left so; `resubscribed` those subscribed again on request."""
+
+    file: Path
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    kept_unsubscribed: int = 0
+    resubscribed: int = 0
+    problems: tuple[RowProblem, ...] = ()
+
+    def describe(self) -> str:
+        """One line of counts, for people."""
+        parts = [
+            f"{self.added} added",
+            f"{self.updated} updated",
+            f"{self.unchanged} unchanged",
+            f"{self.kept_unsubscribed} kept unsubscribed",
+        ]
+        if self.resubscribed:
+            parts.append(f"{self.resubscribed} resubscribed")
+        if self.problems:
+            parts.append(f"{len(self.problems)} skipped")
+        return ", ".join(parts)
+
+
+class ImportProblemsError(AudienceError):
+    """A strict import found problems; nothing was imported. `problems` lists them all."""
+
+    shown = 20
+
+    def __init__(self, file: Path, problems: Iterable[RowProblem]) -> None:
+        self.file = file
+        self.problems = tuple(problems)
+        count = len(self.problems)
+        lines = [f"{file}: {count} problem{'s' if count != 1 else ''}; nothing was imported"]
+        lines += [f"  {file}:{p.line}: {p.reason}" for p in self.problems[: self.shown]]
+        if count > self.shown:
+            lines.append(f"  ... and {count - self.shown} more")
+        super().__init__(
+            "\n".join(lines), hint="Fix the rows, or import without --strict to skip them."
+        )
+
+
+# Header words (as attribute keys) for each role, in English and Dutch (the built-in locales).
+_ROLE_ALIASES = {
+    "email": frozenset(
+        {
+            "email",
+            "email_address",
+            "e_mail",
+            "e_mail_address",
+            "emailaddress",
+            "mail",
+            "e_mailadres",
+            "emailadres",
+        }
+    ),
+    "name": frozenset({"name", "full_name", "fullname", "display_name", "naam"}),
+    "first_name": frozenset({"first_name", "firstname", "fname", "given_name", "voornaam"}),
+    "last_name": frozenset(
+        {"last_name", "lastname", "lname", "surname", "family_name", "achternaam"}
+    ),
+    "status": frozenset({"status"}),
+    "attributes": frozenset({"attributes", "attribs"}),  # listmonk: a JSON object
+}
+_ROLE_WORDS = {"first_name": "first name", "last_name": "last name"}
+
+# Other tools' status words. listmonk: enabled / disabled / blocklisted.
+_STATUS_ALIASES = {
+    "": None,
+    "enabled": SubscriberStatus.SUBSCRIBED,
+    "active": SubscriberStatus.SUBSCRIBED,
+    "disabled": SubscriberStatus.UNSUBSCRIBED,
+    "blocklisted": SubscriberStatus.UNSUBSCRIBED,
+    "cleaned": SubscriberStatus.BOUNCED,
+}
+
+# Mailchimp exports unsubscribed and cleaned contacts with these columns filled in: importing such
+# a file must not make them subscribers.
+_MAILCHIMP_STATUS_COLUMNS = {
+    "unsub_time": SubscriberStatus.UNSUBSCRIBED,
+    "clean_time": SubscriberStatus.BOUNCED,
+}
+
+_DELIMITERS = (",", ";", "\t")
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Column positions for each role, and the attribute key of every other column."""
+
+    width: int
+    email: int
+    name: int | None
+    first_name: int | None
+    last_name: int | None
+    status: int | None
+    json_attributes: int | None
+    extras: tuple[tuple[int, str], ...]
+    status_columns: tuple[tuple[int, SubscriberStatus], ...]
+
+
+@dataclass(frozen=True)
+class CsvRow:
+    """One checked row of a CSV file: its physical line, key, and what it says."""
+
+    line: int
+    key: str
+    email: str
+    name: str
+    attributes: dict[str, str]
+    status: SubscriberStatus | None
+
+
+def read_csv_text(path: Path) -> str:
+    """The file's text: UTF-8 (BOM or not) or BOM-marked UTF-16; AudienceError otherwise."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError as err:
+        raise AudienceError(f"{path}: no such file") from err
+    except OSError as err:
+        raise AudienceError(f"{path}: cannot be read ({err.strerror})") from err
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        # Excel's "Unicode Text" export: UTF-16 with a byte order mark.
+        try:
+            return raw.decode("utf-16")
+        except UnicodeDecodeError as err:
+            raise AudienceError(f"{path}: the file is not valid UTF-16 text") from err
+    if raw.startswith(codecs.BOM_UTF8):
+        raw = raw[len(codecs.BOM_UTF8) :]
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        # Guessing a legacy encoding would mangle names quietly; the editor can re-save the file.
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise AudienceError(
+            f"{path}:{line}: the file is not UTF-8 text (byte 0x{raw[err.start]:02X})",
+            hint="Save the file as 'CSV UTF-8' (Excel) or with the Unicode (UTF-8) character "
+            "set (LibreOffice), then import it again.",
+        ) from err
+
+
+def _sniff_delimiter(text: str) -> str:
+    """The delimiter the header line uses most, outside quotes; a comma if it has none."""
+    header = re.split(r"\r\n|\r|\n", text, maxsplit=1)[0]
+    unquoted = re.sub(r'"[^"]*"', "", header)
+    counts = {d: unquoted.count(d) for d in _DELIMITERS}
+    best = max(_DELIMITERS, key=lambda d: counts[d])
+    return best if counts[best] else ","
+
+
+def _find_column(path: Path, headers: list[str], wanted: str, role: str) -> int:
+    lowered = wanted.strip().casefold()
+    for index, header in enumerate(headers):
+        if header.strip().casefold() == lowered:
+            return index
+    key = attribute_key(wanted)
+    for index, header in enumerate(headers):
+        if key and attribute_key(header) == key:
+            return index
+    raise AudienceError(
+        f"{path}: no column {wanted!r} for the {_ROLE_WORDS.get(role, role)}; "
+        f"the header has {_header_list(headers)}"
+    )
+
+
+def _header_list(headers: list[str]) -> str:
+    return ", ".join(repr(h) for h in headers) if headers else "no columns"
+
+
+def _layout(path: Path, headers: list[str], mapping: ColumnMapping) -> _Layout:
+    roles: dict[str, int] = {}
+    for role in ("email", "name", "first_name", "last_name"):
+        wanted = getattr(mapping, role)
+        if wanted is not None:
+            roles[role] = _find_column(path, headers, wanted, role)
+    keys = [attribute_key(h) for h in headers]
+    for index, key in enumerate(keys):
+        if index in roles.values():
+            continue
+        for role, aliases in _ROLE_ALIASES.items():
+            if key not in aliases or getattr(mapping, role, None) is not None:
+                continue
+            if role in roles:
+                raise AudienceError(
+                    f"{path}: both {headers[roles[role]]!r} and {headers[index]!r} look like "
+                    f"the {_ROLE_WORDS.get(role, role)} column",
+                    hint="Name the right one with --email-column, --name-column, ... "
+                    "(ColumnMapping in the library).",
+                )
+            roles[role] = index
+    if "email" not in roles:
+        first_row = [h for h in headers if "@" in h]
+        hint = (
+            "The first line must be a header naming the columns, e.g. 'email,name'."
+            if first_row
+            else "Name the column that holds the addresses with --email-column "
+            "(ColumnMapping(email=...) in the library)."
+        )
+        raise AudienceError(
+            f"{path}: no email column; the header has {_header_list(headers)}", hint=hint
+        )
+    taken = set(RESERVED_KEYS)
+    if "first_name" in roles:
+        taken.add("first_name")
+    if "last_name" in roles:
+        taken.add("last_name")
+    extras: list[tuple[int, str]] = []
+    status_columns: list[tuple[int, SubscriberStatus]] = []
+    for index, key in enumerate(keys):
+        if index in roles.values():
+            continue
+        if key in _MAILCHIMP_STATUS_COLUMNS:
+            status_columns.append((index, _MAILCHIMP_STATUS_COLUMNS[key]))
+        unique = key or f"column_{index + 1}"
+        number = 2
+        while unique in taken:
+            unique = f"{key or 'column'}_{number}"
+            number += 1
+        taken.add(unique)
+        extras.append((index, unique))
+    return _Layout(
+        width=len(headers),
+        email=roles["email"],
+        name=roles.get("name"),
+        first_name=roles.get("first_name"),
+        last_name=roles.get("last_name"),
+        status=roles.get("status"),
+        json_attributes=roles.get("attributes"),
+        extras=tuple(extras),
+        status_columns=tuple(status_columns),
+    )
+
+
+def _json_attributes(text: str) -> dict[str, str]:
+    """A listmonk `attributes` cell: a JSON object; nested values are kept as JSON text."""
+    if not text.strip():
+        return {}
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise AudienceError(f"the attributes are not valid JSON ({err.msg})") from err
+    if not isinstance(data, dict):
+        raise AudienceError('the attributes must be a JSON object like {"city": "Gent"}')
+    values: dict[str, str] = {}
+    for raw_key, value in data.items():
+        key = attribute_key(str(raw_key))
+        if not key or key in RESERVED_KEYS or value is None:
+            continue
+        if isinstance(value, str):
+            text_value = value
+        elif isinstance(value, bool):
+            text_value = "true" if value else "false"
+        elif isinstance(value, int | float):
+            text_value = str(value)
+        else:
+            text_value = json.dumps(value, ensure_ascii=False)
+        if text_value.strip():
+            values[key] = text_value.strip()
+    return values
+
+
+def _row(layout: _Layout, line: int, cells: list[str]) -> CsvRow:
+    """One data row checked; AudienceError with the reason when it cannot be imported."""
+    if len(cells) > layout.width:
+        raise AudienceError(
+            f"{len(cells)} fields but the header has {layout.width} "
+            "(an unquoted delimiter in a value?)"
+        )
+
+    def cell(index: int | None) -> str:
+        return cells[index] if index is not None and index < len(cells) else ""
+
+    raw_email = cell(layout.email)
+    if not raw_email.strip():
+        raise AudienceError("empty email address")
+    email = normalise_address(raw_email)
+    name = check_name(cell(layout.name))
+    first = check_name(cell(layout.first_name), "first name")
+    last = check_name(cell(layout.last_name), "last name")
+    status: SubscriberStatus | None = None
+    if layout.status is not None:
+        word = cell(layout.status).strip().lower()
+        status = _STATUS_ALIASES[word] if word in _STATUS_ALIASES else parse_status(word)
+    for index, column_status in layout.status_columns:
+        if cell(index).strip() and status in (None, SubscriberStatus.SUBSCRIBED):
+            status = column_status
+    attributes = _json_attributes(cell(layout.json_attributes))
+    for index, key in layout.extras:
+        value = cell(index).strip()
+        if value:
+            attributes[key] = value
+    if first:
+        attributes["first_name"] = first
+    if last:
+        attributes["last_name"] = last
+    if not name:
+        name = f"{first} {last}".strip()
+    return CsvRow(line, address_key(email), email, name, attributes, status)
+
+
+def parse_csv(
+    path: Path, text: str, mapping: ColumnMapping, delimiter: str | None
+) -> tuple[list[CsvRow], list[RowProblem]]:
+    """The rows of a CSV file's `text` that can be imported, and the problems of the others."""
+    if delimiter is not None and (len(delimiter) != 1 or delimiter in '"\r\n'):
+        raise AudienceError(f"{path}: the delimiter must be one character, not {delimiter!r}")
+    reader = csv.reader(
+        io.StringIO(text, newline=""), delimiter=delimiter or _sniff_delimiter(text), strict=True
+    )
+    layout: _Layout | None = None
+    rows: list[CsvRow] = []
+    problems: list[RowProblem] = []
+    seen: dict[str, int] = {}
+    while True:
+        # A record starts on the line after the previous one ended; quoted newlines advance
+        # reader.line_num, so this is the physical line in the file.
+        line = reader.line_num + 1
+        try:
+            cells = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as err:
+            end = reader.line_num
+            where = f" (lines {line}-{end} skipped)" if end > line else ""
+            problems.append(RowProblem(line, f"malformed quoting: {err}{where}"))
+            continue
+        if not any(c.strip() for c in cells):
+            continue
+        if layout is None:
+            layout = _layout(path, [c.strip() for c in cells], mapping)
+            continue
+        try:
+            row = _row(layout, line, cells)
+        except AudienceError as err:
+            problems.append(RowProblem(line, err.message))
+            continue
+        first_line = seen.get(row.key)
+        if first_line is not None:
+            problems.append(RowProblem(line, f"duplicate of line {first_line} ({row.email})"))
+            continue
+        seen[row.key] = line
+        rows.append(row)
+    if layout is None:
+        raise AudienceError(f"{path}: the file has no header line (it is empty)")
+    return rows, problems
+
+
+def write_csv(out: TextIO, attribute_keys: list[str], subscribers: Iterable[Subscriber]) -> int:
+    """Subscribers as CSV: email, name, status, then one column per attribute key, CRLF lines.
+
+    Returns the number of rows written. Open files with `newline=""`.
+    """
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(["email", "name", "status", *attribute_keys])
+    written = 0
+    for subscriber in subscribers:
+        values = subscriber.attributes
+        writer.writerow(
+            [
+                subscriber.email,
+                subscriber.name,
+                subscriber.status,
+                *(values.get(k, "") for k in attribute_keys),
+            ]
+        )
+        written += 1
+    return written
