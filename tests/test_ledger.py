@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from newsletter.audience.store import SubscriberStore
 from newsletter.delivery.ledger import (
     IllegalTransitionError,
     IssueLedger,
@@ -25,6 +26,7 @@ from newsletter.delivery.ledger import (
     State,
 )
 from newsletter.errors import LedgerError
+from newsletter.store import STORE_VERSION, Store
 
 REPO = Path(__file__).resolve().parent.parent
 ISSUE = "2026-11"
@@ -72,30 +74,33 @@ def states(issue: IssueLedger) -> dict[str, State]:
 
 
 def test_schema_lives_beside_the_subscriber_store(db: Path) -> None:
-    other = sqlite3.connect(db)
-    other.execute("PRAGMA user_version = 3")
-    other.execute("CREATE TABLE subscribers (key TEXT PRIMARY KEY)")
-    other.commit()
-    other.close()
     Ledger(db).close()
     con = sqlite3.connect(db)
-    assert con.execute("PRAGMA user_version").fetchone() == (3,)
     assert con.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert tables == {"subscribers", "ledger_meta", "ledger_issues", "ledger_rows"}
-    assert con.execute("SELECT value FROM ledger_meta WHERE key = 'schema_version'").fetchone() == (
-        "1",
-    )
+    assert {"ledger_issues", "ledger_rows", "subscribers", "store_migrations"} <= tables
+    assert "ledger_meta" not in tables  # release 0.1's own version table is gone
+    con.close()
+    with Store.open(db) as store, Ledger(store) as ledger, SubscriberStore(store) as subscribers:
+        subscribers.add("ann@example.org")
+        ledger.issue(ISSUE).freeze([("ann@example.org", "ann@example.org")], FP)
+        assert store.version == STORE_VERSION
+    with Ledger(db) as again:  # a ledger on a shared store leaves it open; this one reopens
+        assert again.issue(ISSUE).counts()[State.PENDING] == 1
 
 
 def test_newer_schema_is_refused(db: Path) -> None:
     Ledger(db).close()
     con = sqlite3.connect(db)
-    con.execute("UPDATE ledger_meta SET value = '9' WHERE key = 'schema_version'")
+    con.execute("INSERT INTO store_migrations VALUES (9, 'from the future', 0)")
     con.commit()
     con.close()
-    with pytest.raises(LedgerError, match=r"newsletter\.db: .*schema version 9, newer"):
+    with pytest.raises(LedgerError) as caught:
         Ledger(db)
+    assert str(caught.value) == (
+        f"{db}: the send ledger was written by a newer version of newsletter "
+        f"(store version 9; this version knows up to store version {STORE_VERSION})"
+    )
 
 
 def test_reopening_keeps_rows(db: Path) -> None:
@@ -109,7 +114,7 @@ def test_reopening_keeps_rows(db: Path) -> None:
 @pytest.mark.parametrize(("durable", "level"), [(False, 1), (True, 2)])
 def test_durability_setting(db: Path, durable: bool, level: int) -> None:
     with Ledger(db, durable=durable) as led:
-        assert led._db.execute("PRAGMA synchronous").fetchone() == (level,)
+        assert led.database.connection.execute("PRAGMA synchronous").fetchone() == (level,)
 
 
 def test_a_busy_database_is_a_ledger_error(db: Path) -> None:

@@ -1,8 +1,8 @@
 """The send ledger: one row per issue × recipient, moved forward only after a confirmed send.
 
-The ledger lives in the project's SQLite file (shared with the subscriber store) in tables
-prefixed `ledger_`; its schema version is kept in `ledger_meta` because `PRAGMA user_version`
-belongs to the subscriber store.
+The ledger lives in the project's store (shared with the subscribers) in tables prefixed
+`ledger_`, created by the store's migrations; its queries are here, written once with named
+parameters. The run lock that keeps two runs off one issue is `delivery.runlock`.
 
 States and the only legal moves::
 
@@ -17,38 +17,42 @@ method returns. A row still `sending` when a later run takes the issue's lock wa
 mid-send (the lock guarantees its run is dead), so taking the lock moves it to the explicit
 `uncertain` state: it is reported, and not sent again unless the editor asks.
 
-Durability: WAL with `synchronous=NORMAL`. Every commit is written to the WAL file before the
-method returns; the fsync is deferred to checkpoints. A process crash (even SIGKILL) loses nothing
-because the written pages sit in the operating system's cache and the next open replays the WAL;
-only a power cut or kernel crash can lose the last few commits (the database stays consistent).
-Pass `durable=True` for `synchronous=FULL` (an fsync per commit) when that matters more than speed.
+Durability: every method commits before it returns; on SQLite a process crash (even SIGKILL)
+loses nothing, and `durable=True` adds an fsync per commit (`store.sqlite` says what each means).
 
 Times are seconds since the epoch (`time.time()`), because rows outlive the process.
+
+A little over 600 lines, kept in one module on purpose: the legal moves are written once, in the
+WHERE clauses of the queries here, next to the code that explains a refused move.
 """
 
 from __future__ import annotations
 
 import contextlib
 import enum
-import fcntl
-import hashlib
 import heapq
-import json
-import os
-import re
-import socket
-import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from ..errors import LedgerError
+from ..store import Connection, Params, Store, StoreError
+from . import runlock
+from .runlock import LockInfo, RunLock
 
-SCHEMA_VERSION = 1
+__all__ = [
+    "FreezeReport",
+    "IllegalTransitionError",
+    "IssueLedger",
+    "Ledger",
+    "LedgerRow",
+    "LockInfo",
+    "RunLock",
+    "State",
+]
+
 _PAGE = 1000  # rows fetched per query while streaming: bounded memory, short lock holds
 
 
@@ -104,67 +108,9 @@ class FreezeReport:
     total: int
 
 
-@dataclass(frozen=True)
-class LockInfo:
-    """Who holds (or last held) an issue's send lock."""
-
-    pid: int
-    host: str
-    started_at: float
-
-    @property
-    def started(self) -> str:
-        """The start time, local, to the second."""
-        return datetime.fromtimestamp(self.started_at).astimezone().isoformat(timespec="seconds")
-
-    def describe(self) -> str:
-        return f"process {self.pid} on {self.host} (started at {self.started})"
-
-
-@dataclass(frozen=True)
-class RunLock:
-    """Held while a run sends an issue; tells what the previous, interrupted run left."""
-
-    issue: str
-    info: LockInfo
-    recovered_uncertain: int
-    previous: LockInfo | None
-
-
 _COLUMNS = (
     "issue, key, email, state, attempts, last_error, reply, message_id, next_attempt_at, updated_at"
 )
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS ledger_meta (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS ledger_issues (
-    issue TEXT PRIMARY KEY,
-    fingerprint TEXT NOT NULL,
-    frozen_at REAL NOT NULL,
-    freeze_round INTEGER NOT NULL,
-    updated_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS ledger_rows (
-    id INTEGER PRIMARY KEY,
-    issue TEXT NOT NULL,
-    key TEXT NOT NULL,
-    email TEXT NOT NULL,
-    state TEXT NOT NULL CHECK (state IN
-        ('pending', 'sending', 'sent', 'failed', 'deferred', 'uncertain')),
-    attempts INTEGER NOT NULL DEFAULT 0,
-    last_error TEXT,
-    reply TEXT,
-    message_id TEXT,
-    next_attempt_at REAL,
-    updated_at REAL NOT NULL,
-    seen_round INTEGER NOT NULL,
-    UNIQUE (issue, key)
-);
-CREATE INDEX IF NOT EXISTS ledger_rows_state ON ledger_rows (issue, state);
-"""
 
 
 def _in(states: Sequence[State]) -> str:
@@ -178,27 +124,50 @@ _FROM_FAILABLE = (State.SENDING, State.PENDING, State.DEFERRED)
 
 _SQL_SENDING = (
     "UPDATE ledger_rows SET state = 'sending', attempts = attempts + 1,"
-    " message_id = COALESCE(?, message_id), next_attempt_at = NULL, updated_at = ?"
-    " WHERE issue = ? AND key = ? AND state IN ({states})"
+    " message_id = COALESCE(:message_id, message_id), next_attempt_at = NULL, updated_at = :now"
+    " WHERE issue = :issue AND key = :key AND state IN ({states})"
 )
 _SQL_SEND = _SQL_SENDING.format(states=_in(_FROM_SENDABLE))
 _SQL_RESEND = _SQL_SENDING.format(states=_in(_FROM_RESENDABLE))
 _SQL_SENT = (
-    "UPDATE ledger_rows SET state = 'sent', reply = ?, message_id = COALESCE(?, message_id),"
-    " next_attempt_at = NULL, updated_at = ?"
-    " WHERE issue = ? AND key = ? AND state = 'sending'"
+    "UPDATE ledger_rows SET state = 'sent', reply = :reply,"
+    " message_id = COALESCE(:message_id, message_id), next_attempt_at = NULL, updated_at = :now"
+    " WHERE issue = :issue AND key = :key AND state = 'sending'"
 )
 _SQL_FAILED = (
-    "UPDATE ledger_rows SET state = 'failed', last_error = ?, next_attempt_at = NULL,"
-    " updated_at = ? WHERE issue = ? AND key = ? AND state IN ('sending', 'pending', 'deferred')"
+    "UPDATE ledger_rows SET state = 'failed', last_error = :error, next_attempt_at = NULL,"
+    " updated_at = :now WHERE issue = :issue AND key = :key"
+    " AND state IN ('sending', 'pending', 'deferred')"
 )
 _SQL_DEFERRED = (
-    "UPDATE ledger_rows SET state = 'deferred', last_error = ?, next_attempt_at = ?,"
-    " updated_at = ? WHERE issue = ? AND key = ? AND state = 'sending'"
+    "UPDATE ledger_rows SET state = 'deferred', last_error = :error, next_attempt_at = :at,"
+    " updated_at = :now WHERE issue = :issue AND key = :key AND state = 'sending'"
 )
 _SQL_UNCERTAIN = (
-    "UPDATE ledger_rows SET state = 'uncertain', last_error = ?, next_attempt_at = NULL,"
-    " updated_at = ? WHERE issue = ? AND key = ? AND state = 'sending'"
+    "UPDATE ledger_rows SET state = 'uncertain', last_error = :error, next_attempt_at = NULL,"
+    " updated_at = :now WHERE issue = :issue AND key = :key AND state = 'sending'"
+)
+_SQL_RECOVER = (
+    "UPDATE ledger_rows SET state = 'uncertain', last_error = :error, updated_at = :now"
+    " WHERE issue = :issue AND state = 'sending'"
+)
+_SQL_FREEZE_ROW = (
+    "INSERT INTO ledger_rows (issue, key, email, state, updated_at, seen_round)"
+    " VALUES (:issue, :key, :email, 'pending', :now, :round)"
+    " ON CONFLICT (issue, key) DO UPDATE SET seen_round = excluded.seen_round,"
+    " email = CASE WHEN ledger_rows.state = 'pending' AND ledger_rows.attempts = 0"
+    " THEN excluded.email ELSE ledger_rows.email END"
+)
+_SQL_STATE = "SELECT state FROM ledger_rows WHERE issue = :issue AND key = :key"
+# One page of one state's rows, in id order (see IssueLedger._merged).
+_SQL_PAGE = (
+    f"SELECT id, {_COLUMNS} FROM ledger_rows"
+    " WHERE issue = :issue AND state = :state AND id > :after ORDER BY id LIMIT :limit"
+)
+_SQL_DUE_PAGE = (
+    f"SELECT id, {_COLUMNS} FROM ledger_rows"
+    " WHERE issue = :issue AND state = :state AND id > :after"
+    " AND COALESCE(next_attempt_at, 0) <= :due ORDER BY id LIMIT :limit"
 )
 
 
@@ -217,60 +186,46 @@ def _row(values: Sequence[Any]) -> LedgerRow:
     )
 
 
-def _lock_name(issue: str) -> str:
-    """A file-name-safe form of the issue name; a hash keeps distinct names distinct."""
-    safe = re.sub(r"[^A-Za-z0-9._-]", "_", issue)
-    if safe != issue or not safe.strip("."):
-        safe = f"{safe}-{hashlib.sha256(issue.encode()).hexdigest()[:10]}"
-    return safe
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    return True
-
-
 class Ledger:
-    """The send ledger in one SQLite file; safe to share between threads.
+    """The send ledger on the project's store; safe to share between threads.
 
-    One connection guarded by a lock: SQLite serialises writers anyway, and a single connection
-    keeps each `mark_*` to one prepared UPDATE and one WAL append (thousands per second).
+    One connection guarded by the store's lock: SQLite serialises writers anyway, and a single
+    connection keeps each `mark_*` to one prepared UPDATE and one WAL append (thousands per
+    second). `Ledger(path)` opens the store at `path` and closes it on `close()`; `Ledger(store)`
+    uses an open `Store` (its own durability and busy timeout) and leaves it open.
     """
 
     def __init__(
         self,
-        path: Path,
+        source: Path | str | Store,
         *,
         clock: Callable[[], float] = time.time,
         durable: bool = False,
         busy_timeout: float = 10.0,
     ) -> None:
-        self.path = Path(path)
+        if isinstance(source, Store):
+            self.database, self._owned = source, False
+        else:
+            try:
+                self.database = Store.open(
+                    source, durable=durable, busy_timeout=busy_timeout, purpose="the send ledger"
+                )
+            except StoreError as err:
+                raise LedgerError(err.message, hint=err.hint) from err
+            self._owned = True
+        self.path = self.database.path
         self._clock = clock
-        self._lock = threading.RLock()
-        try:
-            self._db = sqlite3.connect(
-                self.path,
-                isolation_level=None,  # autocommit; multi-statement work uses explicit BEGIN
-                check_same_thread=False,
-                timeout=busy_timeout,
-            )
-            self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
-            self._migrate()
-        except sqlite3.Error as err:
-            raise LedgerError(f"{self.path}: cannot open the send ledger: {err}") from err
+        self._errors = self.database.errors
+        # The hot path (one UPDATE per mark) uses these directly: no call through the store.
+        self._db: Connection = self.database.connection
+        self._lock = self.database.lock
 
     # --- lifecycle ------------------------------------------------------------------------------
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        """Close the store if this object opened it."""
+        if self._owned:
+            self.database.close()
 
     def __enter__(self) -> Ledger:
         return self
@@ -278,49 +233,21 @@ class Ledger:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _migrate(self) -> None:
-        with self._transaction():
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS ledger_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
-            )
-            found = self._db.execute(
-                "SELECT value FROM ledger_meta WHERE key = 'schema_version'"
-            ).fetchone()
-            version = int(found[0]) if found else 0
-            if version > SCHEMA_VERSION:
-                raise LedgerError(
-                    f"{self.path}: the send ledger has schema version {version}, newer than "
-                    f"this program understands ({SCHEMA_VERSION})",
-                    hint="upgrade newsletter",
-                )
-            if version < 1:
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        self._db.execute(statement)
-            # Later versions add their steps here, each guarded by `if version < N`.
-            self._db.execute(
-                "INSERT OR REPLACE INTO ledger_meta (key, value) VALUES ('schema_version', ?)",
-                (str(SCHEMA_VERSION),),
-            )
-
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[None]:
-        """One write transaction, taken at once (IMMEDIATE) so it never fails half-way on a lock."""
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as err:
-                raise LedgerError(
-                    f"{self.path}: cannot write to the send ledger: {err}",
-                    hint="another program may be holding the database; try again",
-                ) from err
-            try:
-                yield
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
+    def _transaction(self) -> Iterator[Connection]:
+        """One write transaction; LedgerError if the database will not let us write."""
+        begun = False
+        try:
+            with self.database.transaction() as db:
+                begun = True
+                yield db
+        except self._errors as err:
+            if begun:
                 raise
+            raise LedgerError(
+                f"{self.path}: cannot write to the send ledger: {err}",
+                hint="another program may be holding the database; try again",
+            ) from err
 
     # --- issues ---------------------------------------------------------------------------------
 
@@ -337,78 +264,21 @@ class Ledger:
         return [r[0] for r in rows]
 
     def lock_path(self, issue: str) -> Path:
-        return self.path.with_name(f"{self.path.name}.{_lock_name(issue)}.lock")
+        """The issue's run-lock file, beside the database."""
+        return runlock.lock_path(self.path, issue)
 
-    @contextlib.contextmanager
-    def lock(self, issue: str) -> Iterator[RunLock]:
-        """Hold the issue's send lock for a run, across processes.
+    def lock(self, issue: str) -> contextlib.AbstractContextManager[RunLock]:
+        """Hold the issue's send lock for a run, across processes (`delivery.runlock`).
 
-        An `fcntl.flock` on `<db>.<issue>.lock`: the kernel drops it when its holder dies, even
-        by SIGKILL, so a dead run's lock is simply taken over. The file records who holds it (pid,
-        host, start) for the refusal message. On taking it, rows the dead run left `sending` become
-        `uncertain`. The file is emptied, never deleted, on release: deleting would let two
-        processes lock two different files of the same name.
+        On taking it, rows a dead run left `sending` become `uncertain`.
         """
-        path = self.lock_path(issue)
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as err:
-            raise LedgerError(f"{path}: cannot open the send lock: {err}") from err
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise self._refusal(issue, _read_lock_info(fd)) from None
-            previous = _read_lock_info(fd)
-            info = LockInfo(pid=os.getpid(), host=socket.gethostname(), started_at=self._clock())
-            data = json.dumps({"pid": info.pid, "host": info.host, "started_at": info.started_at})
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, data.encode(), 0)
-            try:
-                recovered = self.issue(issue)._recover(previous)
-                yield RunLock(issue, info, recovered, previous)
-            finally:
-                os.ftruncate(fd, 0)
-                fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
-
-    def _refusal(self, issue: str, holder: LockInfo | None) -> LedgerError:
-        hint = "wait for that run to finish or stop it; a run that dies releases the lock itself"
-        if holder is None:
-            who = "another process"
-        elif holder.pid == os.getpid() and holder.host == socket.gethostname():
-            who = f"this process ({holder.pid}, started at {holder.started})"
-        elif holder.host == socket.gethostname() and not _pid_alive(holder.pid):
-            who = f"a child of {holder.describe()}, which has ended"
-        else:
-            who = holder.describe()
-        return LedgerError(f"issue '{issue}' is already being sent by {who}", hint=hint)
+        return runlock.hold(
+            self.lock_path(issue), issue, clock=self._clock, recover=self.issue(issue)._recover
+        )
 
     def is_locked(self, issue: str) -> bool:
         """Whether a live run holds the issue's lock (this process's own run counts)."""
-        path = self.lock_path(issue)
-        if not path.exists():
-            return False
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)  # closing releases a probe lock we got
-        return False
-
-
-def _read_lock_info(fd: int) -> LockInfo | None:
-    try:
-        raw = os.pread(fd, 4096, 0)
-        data = json.loads(raw) if raw.strip() else None
-        if not isinstance(data, dict):
-            return None
-        return LockInfo(int(data["pid"]), str(data["host"]), float(data["started_at"]))
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # being written right now, or not ours: the caller says "another process"
+        return runlock.is_locked(self.lock_path(issue))
 
 
 class IssueLedger:
@@ -419,6 +289,7 @@ class IssueLedger:
         self.name = name
         self._db = ledger._db
         self._lock = ledger._lock
+        self._errors = ledger._errors
 
     def _now(self) -> float:
         return self.ledger._clock()
@@ -441,7 +312,7 @@ class IssueLedger:
         now = self._now()
         received = 0
 
-        def rows(round_: int) -> Iterator[tuple[str, str, str, float, int]]:
+        def rows(round_: int) -> Iterator[Params]:
             nonlocal received
             for key, email in recipients:
                 if not key or not email or any(c in email for c in "\r\n"):
@@ -450,59 +321,54 @@ class IssueLedger:
                         "(empty key or address, or a line break in the address)"
                     )
                 received += 1
-                yield (self.name, key, email, now, round_)
+                yield {"issue": self.name, "key": key, "email": email, "now": now, "round": round_}
 
         try:
             with self.ledger._transaction():
                 found = self._db.execute(
-                    "SELECT fingerprint, freeze_round FROM ledger_issues WHERE issue = ?",
-                    (self.name,),
+                    "SELECT fingerprint, freeze_round FROM ledger_issues WHERE issue = :issue",
+                    {"issue": self.name},
                 ).fetchone()
                 first = found is None
                 if found is None:
                     round_ = 1
                     self._db.execute(
                         "INSERT INTO ledger_issues (issue, fingerprint, frozen_at, freeze_round,"
-                        " updated_at) VALUES (?, ?, ?, 1, ?)",
-                        (self.name, fingerprint, now, now),
+                        " updated_at) VALUES (:issue, :fingerprint, :now, 1, :now)",
+                        {"issue": self.name, "fingerprint": fingerprint, "now": now},
                     )
                 else:
                     if found[0] != fingerprint:
                         raise self._changed(found[0], fingerprint)
                     round_ = found[1] + 1
                     self._db.execute(
-                        "UPDATE ledger_issues SET freeze_round = ?, updated_at = ? WHERE issue = ?",
-                        (round_, now, self.name),
+                        "UPDATE ledger_issues SET freeze_round = :round, updated_at = :now"
+                        " WHERE issue = :issue",
+                        {"round": round_, "now": now, "issue": self.name},
                     )
                 before = self._total()
-                self._db.executemany(
-                    "INSERT INTO ledger_rows (issue, key, email, state, updated_at, seen_round)"
-                    " VALUES (?, ?, ?, 'pending', ?, ?)"
-                    " ON CONFLICT (issue, key) DO UPDATE SET seen_round = excluded.seen_round,"
-                    " email = CASE WHEN state = 'pending' AND attempts = 0"
-                    " THEN excluded.email ELSE email END",
-                    rows(round_),
-                )
+                self._db.executemany(_SQL_FREEZE_ROW, rows(round_))
                 added = self._total() - before
                 removed = self._db.execute(
-                    "DELETE FROM ledger_rows WHERE issue = ? AND seen_round < ?"
+                    "DELETE FROM ledger_rows WHERE issue = :issue AND seen_round < :round"
                     " AND state IN ('pending', 'deferred')",
-                    (self.name, round_),
+                    {"issue": self.name, "round": round_},
                 ).rowcount
                 total = before + added - removed
-        except sqlite3.Error as err:
+        except self._errors as err:
             raise LedgerError(f"issue '{self.name}': cannot freeze the audience: {err}") from err
         return FreezeReport(self.name, first, received, added, removed, total)
 
     def _total(self) -> int:
         found = self._db.execute(
-            "SELECT COUNT(*) FROM ledger_rows WHERE issue = ?", (self.name,)
+            "SELECT COUNT(*) FROM ledger_rows WHERE issue = :issue", {"issue": self.name}
         ).fetchone()
         return int(found[0])
 
     def _changed(self, stored: str, new: str) -> LedgerError:
         sent = self._db.execute(
-            "SELECT COUNT(*) FROM ledger_rows WHERE issue = ? AND state = 'sent'", (self.name,)
+            "SELECT COUNT(*) FROM ledger_rows WHERE issue = :issue AND state = 'sent'",
+            {"issue": self.name},
         ).fetchone()[0]
         return LedgerError(
             f"issue '{self.name}' changed since its sending began: its content fingerprint is "
@@ -515,7 +381,7 @@ class IssueLedger:
         """The content fingerprint stored at the first freeze (None before it)."""
         with self._lock:
             found = self._db.execute(
-                "SELECT fingerprint FROM ledger_issues WHERE issue = ?", (self.name,)
+                "SELECT fingerprint FROM ledger_issues WHERE issue = :issue", {"issue": self.name}
             ).fetchone()
         return None if found is None else str(found[0])
 
@@ -523,8 +389,9 @@ class IssueLedger:
         """Accept changed content: later freezes compare against this fingerprint."""
         with self.ledger._transaction():
             changed = self._db.execute(
-                "UPDATE ledger_issues SET fingerprint = ?, updated_at = ? WHERE issue = ?",
-                (fingerprint, self._now(), self.name),
+                "UPDATE ledger_issues SET fingerprint = :fingerprint, updated_at = :now"
+                " WHERE issue = :issue",
+                {"fingerprint": fingerprint, "now": self._now(), "issue": self.name},
             ).rowcount
             if not changed:
                 raise LedgerError(f"issue '{self.name}' has no audience frozen in the ledger yet")
@@ -549,7 +416,7 @@ class IssueLedger:
         now = self._now()
         self._apply(
             _SQL_RESEND if resend else _SQL_SEND,
-            [(ids.get(k), now, self.name, k) for k in keys],
+            [{"message_id": ids.get(k), "now": now, "issue": self.name, "key": k} for k in keys],
             keys,
             State.SENDING,
             states,
@@ -567,7 +434,10 @@ class IssueLedger:
         now = self._now()
         self._apply(
             _SQL_SENT,
-            [(reply, ids.get(key), now, self.name, key) for key, reply in items],
+            [
+                {"reply": r, "message_id": ids.get(k), "now": now, "issue": self.name, "key": k}
+                for k, r in items
+            ],
             [key for key, _ in items],
             State.SENT,
             (State.SENDING,),
@@ -582,7 +452,7 @@ class IssueLedger:
         now = self._now()
         self._apply(
             _SQL_FAILED,
-            [(error, now, self.name, key) for key, error in items],
+            [{"error": e, "now": now, "issue": self.name, "key": k} for k, e in items],
             [key for key, _ in items],
             State.FAILED,
             _FROM_FAILABLE,
@@ -597,7 +467,10 @@ class IssueLedger:
         now = self._now()
         self._apply(
             _SQL_DEFERRED,
-            [(error, at, now, self.name, key) for key, error, at in items],
+            [
+                {"error": e, "at": at, "now": now, "issue": self.name, "key": k}
+                for k, e, at in items
+            ],
             [key for key, _, _ in items],
             State.DEFERRED,
             (State.SENDING,),
@@ -606,14 +479,13 @@ class IssueLedger:
     def mark_uncertain(self, key: str, error: str) -> None:
         """The message may or may not have gone (e.g. connection lost after the data)."""
         now = self._now()
-        self._apply(
-            _SQL_UNCERTAIN, [(error, now, self.name, key)], [key], State.UNCERTAIN, (State.SENDING,)
-        )
+        params = {"error": error, "now": now, "issue": self.name, "key": key}
+        self._apply(_SQL_UNCERTAIN, [params], [key], State.UNCERTAIN, (State.SENDING,))
 
     def _apply(
         self,
         sql: str,
-        params: list[tuple[Any, ...]],
+        params: list[Params],
         keys: list[str],
         target: State,
         allowed: Sequence[State],
@@ -634,7 +506,7 @@ class IssueLedger:
                 except _Refused:
                     # Explained after the rollback, so the states read are the stored ones.
                     raise self._illegal(keys, target, allowed) from None
-            except sqlite3.Error as err:
+            except self._errors as err:
                 raise LedgerError(
                     f"issue '{self.name}': cannot record {target.value} for {keys[0]!r}"
                     f"{f' and {len(keys) - 1} more' if len(keys) > 1 else ''}: {err}"
@@ -644,9 +516,7 @@ class IssueLedger:
         """Explain the first key of a refused batch (nothing of the batch was written)."""
         seen: set[str] = set()
         for key in keys:
-            found = self._db.execute(
-                "SELECT state FROM ledger_rows WHERE issue = ? AND key = ?", (self.name, key)
-            ).fetchone()
+            found = self._db.execute(_SQL_STATE, {"issue": self.name, "key": key}).fetchone()
             if found is None:
                 return IllegalTransitionError(
                     f"issue '{self.name}': recipient {key!r} is not in the ledger "
@@ -676,9 +546,7 @@ class IssueLedger:
             reason += f" ({previous.describe()})"
         with self.ledger._transaction():
             return self._db.execute(
-                "UPDATE ledger_rows SET state = 'uncertain', last_error = ?, updated_at = ?"
-                " WHERE issue = ? AND state = 'sending'",
-                (reason, self._now(), self.name),
+                _SQL_RECOVER, {"error": reason, "now": self._now(), "issue": self.name}
             ).rowcount
 
     # --- reading --------------------------------------------------------------------------------
@@ -721,28 +589,22 @@ class IssueLedger:
                 yield row
 
     def _stream(self, state: State, due: float | None) -> Iterator[tuple[int, LedgerRow]]:
-        sql = (
-            f"SELECT id, {_COLUMNS} FROM ledger_rows WHERE issue = ? AND state = ? AND id > ?"
-            + ("" if due is None else " AND COALESCE(next_attempt_at, 0) <= ?")
-            + " ORDER BY id LIMIT ?"
-        )
-        last = 0
+        sql = _SQL_PAGE if due is None else _SQL_DUE_PAGE
+        params = {"issue": self.name, "state": state.value, "after": 0, "due": due, "limit": _PAGE}
         while True:
-            params: tuple[Any, ...] = (self.name, state.value, last)
-            params += (_PAGE,) if due is None else (due, _PAGE)
             with self._lock:
                 page = self._db.execute(sql, params).fetchall()
             for values in page:
                 yield values[0], _row(values[1:])
             if len(page) < _PAGE:
                 return
-            last = page[-1][0]
+            params["after"] = page[-1][0]
 
     def row(self, key: str) -> LedgerRow | None:
         with self._lock:
             found = self._db.execute(
-                f"SELECT {_COLUMNS} FROM ledger_rows WHERE issue = ? AND key = ?",
-                (self.name, key),
+                f"SELECT {_COLUMNS} FROM ledger_rows WHERE issue = :issue AND key = :key",
+                {"issue": self.name, "key": key},
             ).fetchone()
         return None if found is None else _row(found)
 
@@ -754,8 +616,8 @@ class IssueLedger:
         """Rows per state; every state is present, zero when empty."""
         with self._lock:
             found = self._db.execute(
-                "SELECT state, COUNT(*) FROM ledger_rows WHERE issue = ? GROUP BY state",
-                (self.name,),
+                "SELECT state, COUNT(*) FROM ledger_rows WHERE issue = :issue GROUP BY state",
+                {"issue": self.name},
             ).fetchall()
         counts = dict.fromkeys(State, 0)
         for state, count in found:
