@@ -110,7 +110,8 @@ def test_import_prints_counts_and_problems(run: Run, project: Path) -> None:
         "members.csv:6: duplicate of line 2 (ANN@example.org)\n"
     )
     with store_of(project) as store:
-        assert store.get("cat@example.org").name == "[red]Cat[/red]"  # type: ignore[union-attr]
+        cat = store.get("cat@example.org")
+        assert cat is not None and cat.name == "[red]Cat[/red]"
 
 
 def test_strict_import_imports_nothing(run: Run, project: Path) -> None:

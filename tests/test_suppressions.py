@@ -3,11 +3,11 @@ against loopback fakes whose canned answers follow the providers' specs."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import NotRequired, TypedDict
 
 import pytest
 
@@ -86,7 +86,8 @@ def test_dry_run_changes_nothing(store: SubscriberStore) -> None:
         ListSource("x", [Suppression("p3@example.org", BOUNCE)]), store, dry_run=True
     )
     assert report.dry_run and report.changes == (("p3@example.org", "subscribed", "bounced"),)
-    assert store.get("p3@example.org").status == "subscribed"  # type: ignore[union-attr]
+    p3 = store.get("p3@example.org")
+    assert p3 is not None and p3.status == "subscribed"
 
 
 # --- Postmark -------------------------------------------------------------------------------
@@ -144,9 +145,19 @@ def test_postmark_source(server: ProviderFake, store: SubscriberStore) -> None:
 SUPPRESSIONS_SPEC = "sendgrid/tsg_suppressions_v3.json"
 
 
-def response_schema(path: str):  # type: ignore[no-untyped-def]
+def response_schema(path: str) -> Callable[[object], list[str]]:
     pointer = f"/paths/{path.replace('/', '~1')}/get/responses/200/content/application~1json/schema"
     return spec_validator(SUPPRESSIONS_SPEC, pointer, "oas31")
+
+
+class SendGridEntry(TypedDict):
+    """One entry of a SendGrid suppression list, as its API answers it."""
+
+    created: int
+    email: str
+    reason: NotRequired[str]
+    status: NotRequired[str]
+    ip: NotRequired[str]
 
 
 class SendGridLists:
@@ -155,13 +166,20 @@ class SendGridLists:
     def __init__(self, server: ProviderFake) -> None:
         self.server = server
         created = 1_790_000_000
-        self.lists: dict[str, list[dict[str, Any]]] = {
-            "/v3/suppression/bounces": [
-                {"created": created + n, "email": f"b{n}@example.org",
-                 "reason": "550 5.1.1 user unknown", "status": "5.1.1"}
-                for n in range(1200)
-            ] + [{"created": created, "email": "p0@example.org", "reason": "550",
-                  "status": "5.0.0"}],
+        bounces: list[SendGridEntry] = [
+            {
+                "created": created + n,
+                "email": f"b{n}@example.org",
+                "reason": "550 5.1.1 user unknown",
+                "status": "5.1.1",
+            }
+            for n in range(1200)
+        ]
+        bounces.append(
+            {"created": created, "email": "p0@example.org", "reason": "550", "status": "5.0.0"}
+        )
+        self.lists: dict[str, list[SendGridEntry]] = {
+            "/v3/suppression/bounces": bounces,
             "/v3/suppression/invalid_emails": [
                 {"created": created, "email": "p3@example.org", "reason": "Mail domain invalid"}
             ],
