@@ -32,7 +32,6 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from .config_tables import DOMAIN_NAME as _DOMAIN
 from .config_tables import SELECTOR as _SELECTOR
 from .config_tables import DkimSettings, parse_dkim_table
-from .delivery.transports.base import DeliveryReceipt, OutgoingMessage, Transport
 from .errors import NewsletterError
 
 __all__ = [
@@ -41,7 +40,6 @@ __all__ = [
     "DkimKey",
     "DkimSettings",
     "DkimSigner",
-    "SigningTransport",
     "dns_record",
     "generate_key",
     "parse_dkim_table",
@@ -367,36 +365,3 @@ def keygen(domain: str, selector: str, out: Path, *, bits: int = DEFAULT_KEY_BIT
         zone_line=zone_line(domain, selector, record),
         bits=bits,
     )
-
-
-# --- the transport hook -------------------------------------------------------------------------
-
-
-class SigningTransport:
-    """Any `Transport`, with every message DKIM-signed just before it is handed over."""
-
-    def __init__(self, inner: Transport, signer: Callable[[bytes], bytes]) -> None:
-        self.inner = inner
-        self.signer = signer
-        self.name = getattr(inner, "name", "transport")
-
-    def __repr__(self) -> str:
-        return f"SigningTransport({self.inner!r}, {self.signer!r})"
-
-    def check(self) -> None:
-        self.inner.check()
-
-    def send(self, message: OutgoingMessage) -> DeliveryReceipt:
-        data = self.signer(message.data)
-        return self.inner.send(
-            OutgoingMessage(
-                sender=message.sender,
-                recipient=message.recipient,
-                message_id=message.message_id,
-                data=data,
-                smtputf8=message.smtputf8,
-            )
-        )
-
-    def close(self) -> None:
-        self.inner.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import dkim as dkimpy
@@ -14,14 +15,16 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from dkim.canonicalization import Relaxed
 
 from newsletter.audience import Subscriber
+from newsletter.config import load_settings
 from newsletter.config_reader import TableReader
+from newsletter.content import load_issue
 from newsletter.delivery.ledger import Ledger
+from newsletter.delivery.message import MessageTemplate
 from newsletter.delivery.sender import send_issue
 from newsletter.dkim import (
     DkimError,
     DkimSettings,
     DkimSigner,
-    SigningTransport,
     generate_key,
     keygen,
     parse_dkim_table,
@@ -29,7 +32,15 @@ from newsletter.dkim import (
     relaxed_header,
     signer_from_settings,
 )
-from tests.sendkit import ListAudience, example_template, people, smtp_transport
+from newsletter.render import render_issue
+from tests.sendkit import (
+    SECRET,
+    ListAudience,
+    example_template,
+    people,
+    smtp_transport,
+    token_for,
+)
 from tests.smtpserver import SmtpTestServer
 
 DOMAIN = "riverside-garden.example.org"
@@ -61,6 +72,15 @@ def example_message(project: Path, name: str = "Ann Example") -> bytes:
     return template.personalise(Subscriber("ann@example.org", name)).data
 
 
+def signed_template(project: Path, sign: Callable[[bytes], bytes]) -> MessageTemplate:
+    """The example issue's template with every message signed by `sign` (the message pipeline)."""
+    settings = load_settings(project)
+    rendered = render_issue(load_issue(project / "issues" / "2026-11"), settings)
+    return MessageTemplate.prepare(
+        rendered, settings, secret=SECRET, token_for=token_for, sign=sign
+    )
+
+
 def tags(signed: bytes) -> dict[str, str]:
     header = signed.split(b"\r\n\r\n", 1)[0].decode()
     first = header.split("\r\nFrom:", 1)[0]
@@ -75,11 +95,12 @@ def tags(signed: bytes) -> dict[str, str]:
 def test_messages_sent_through_a_real_smtp_server_verify_with_dkimpy(
     project: Path, tmp_path: Path, key: tuple[bytes, bytes]
 ) -> None:
-    template = example_template(project)
+    template = signed_template(project, signer(key).sign)
     audience = ListAudience(people(5))
     with SmtpTestServer() as server, Ledger(tmp_path / "newsletter.db") as ledger:
-        transport = SigningTransport(smtp_transport(server.port), signer(key).sign)
-        report = send_issue(template, audience, transport=transport, ledger=ledger)
+        report = send_issue(
+            template, audience, transport=smtp_transport(server.port), ledger=ledger
+        )
         assert report.sent_now == 5
         received = server.messages
     assert len(received) == 5

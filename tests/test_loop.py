@@ -8,7 +8,7 @@ from __future__ import annotations
 import email
 import email.policy
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -22,7 +22,7 @@ from newsletter.content import load_issue
 from newsletter.delivery.ledger import Ledger
 from newsletter.delivery.message import MessageTemplate
 from newsletter.delivery.sender import StoreAudience, send_issue
-from newsletter.dkim import DkimSigner, SigningTransport, generate_key
+from newsletter.dkim import DkimSigner, generate_key
 from newsletter.inbox import ImapMailbox, InboxSettings, process_inbox
 from newsletter.render import render_issue
 from newsletter.web import ServeSettings, WebServer
@@ -41,9 +41,11 @@ def dovecot() -> Iterator[DovecotServer]:
         yield server
 
 
-def template(settings: Settings, issue: str) -> MessageTemplate:
+def template(settings: Settings, issue: str, sign: Callable[[bytes], bytes]) -> MessageTemplate:
     rendered = render_issue(load_issue(settings.issues_dir / issue), settings)
-    return MessageTemplate.prepare(rendered, settings, secret=SECRET, token_for=make_token)
+    return MessageTemplate.prepare(
+        rendered, settings, secret=SECRET, token_for=make_token, sign=sign
+    )
 
 
 def bounce_for(original: bytes, recipient: str) -> bytes:
@@ -83,9 +85,9 @@ def test_send_unsubscribe_bounce_and_the_next_issue_skips_both(
         # 1. The first issue goes out, signed, through a real SMTP server.
         with SmtpTestServer() as smtp:
             report = send_issue(
-                template(settings, "2026-11"),
+                template(settings, "2026-11", signer.sign),
                 StoreAudience(store),
-                transport=SigningTransport(smtp_transport(smtp.port), signer.sign),
+                transport=smtp_transport(smtp.port),
                 ledger=ledger,
             )
             assert report.sent_now == 3
@@ -142,9 +144,9 @@ def test_send_unsubscribe_bounce_and_the_next_issue_skips_both(
         # 4. The next issue reaches only Bob.
         with SmtpTestServer() as smtp:
             report = send_issue(
-                template(settings, "2026-12"),
+                template(settings, "2026-12", signer.sign),
                 StoreAudience(store),
-                transport=SigningTransport(smtp_transport(smtp.port), signer.sign),
+                transport=smtp_transport(smtp.port),
                 ledger=ledger,
             )
             assert [m.rcpt_tos for m in smtp.messages] == [("bob@example.org",)]

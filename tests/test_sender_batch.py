@@ -58,6 +58,8 @@ class RecordingBatchTransport:
     """Takes batches, records who got what, answers per the script; checks the ledger."""
 
     name = "recording"
+    needs_mime = True
+    delivers_mime_as_is = False
 
     def __init__(
         self,

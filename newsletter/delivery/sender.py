@@ -5,19 +5,23 @@ call, and `sent` after the server accepted it. A crash leaves at worst a few `se
 the next run reports as uncertain and does not resend unless asked. This module never prints:
 it returns a report and calls the progress callback.
 
-Provider transports with batch endpoints (`BatchTransport`) take the batch path: rows are grouped
-into requests of `transport.max_batch`, the whole batch is marked `sending` in one commit before the
-request, and each recipient's result (provider id, or error) is recorded after it.
+There is one delivery loop. Rows are grouped into batches of `transport.max_batch` (one for SMTP
+and the outbox, up to a provider's batch size for provider APIs), `options.concurrency` batches
+at a time; a whole batch is marked `sending` in one commit before it is handed over, and each
+recipient's result is recorded after it. `_classify` decides what every result means (sent,
+failed, deferred, uncertain, transport unavailable), the same for every transport.
 """
 
 from __future__ import annotations
 
+import enum
+import functools
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Protocol, TypeGuard, TypeVar, cast
+from typing import Protocol, TypeVar
 
 from ..audience import SubscriberStatus, SubscriberStore
 from ..errors import (
@@ -29,17 +33,11 @@ from ..errors import (
     TransportUnavailableError,
     UncertainDeliveryError,
 )
+from .content import OutgoingMessage, Recipient
 from .ledger import IssueLedger, Ledger, LedgerRow, State
-from .message import MessageTemplate, Personalisation, Recipient
+from .message import MessageTemplate, Personalisation
 from .ratelimit import Backoff, RateLimiter
-from .transports.base import (
-    BatchItem,
-    BatchResult,
-    BatchTransport,
-    DeliveryReceipt,
-    OutgoingMessage,
-    Transport,
-)
+from .transports.base import BatchItem, BatchResult, DeliveryReceipt, Transport
 
 MAX_LISTED_PROBLEMS = 20
 _Unit = TypeVar("_Unit")
@@ -177,30 +175,23 @@ def send_test(
     template: MessageTemplate,
     sample: Recipient,
     reviewers: list[str],
-    transport: Transport | BatchTransport,
+    transport: Transport,
 ) -> list[TestSendResult]:
     """Send a `[TEST]` copy personalised for `sample` to each reviewer; nothing is recorded."""
     transport.check()
     results = []
     try:
         for reviewer in reviewers:
-            message = template.personalise(sample, test=True, to=reviewer)
             try:
-                if is_batch_transport(transport):
-                    item = BatchItem(
-                        f"test:{reviewer}",
-                        message,
-                        Personalisation(template, sample, test=True, to=reviewer),
-                    )
-                    (result,) = transport.send_batch([item])
-                    if result.error is not None:
-                        raise result.error
-                    if result.receipt is None:
-                        raise UncertainDeliveryError(f"{transport.name}: no result for {reviewer}")
-                    results.append(TestSendResult(reviewer, result.receipt, None))
-                else:
-                    single = cast(Transport, transport)
-                    results.append(TestSendResult(reviewer, single.send(message), None))
+                item = make_item(
+                    template, f"test:{reviewer}", sample, mime=True, test=True, to=reviewer
+                )
+                (result,) = _handed_over(transport, [item])
+                if result.error is not None:
+                    raise result.error
+                if result.receipt is None:
+                    raise UncertainDeliveryError(f"{transport.name}: no result for {reviewer}")
+                results.append(TestSendResult(reviewer, result.receipt, None))
             except DeliveryError as err:
                 results.append(TestSendResult(reviewer, None, err.message))
     finally:
@@ -208,16 +199,40 @@ def send_test(
     return results
 
 
-def is_batch_transport(transport: object) -> TypeGuard[BatchTransport]:
-    """True for transports with a batch endpoint (provider APIs)."""
-    return hasattr(transport, "send_batch") and hasattr(transport, "max_batch")
+def make_item(
+    template: MessageTemplate,
+    key: str,
+    recipient: Recipient,
+    *,
+    mime: bool,
+    test: bool = False,
+    to: str | None = None,
+) -> BatchItem:
+    """The batch item of a recipient: with the whole MIME message, or just its envelope.
+
+    Transports without `needs_mime` get the address and Message-ID with empty `data` and build
+    what they send from `item.content` (whose values are computed here once and reused).
+    Raises `AudienceError` for a recipient no message can be made for.
+    """
+    found = Personalisation(template, recipient, test=test, to=to)
+    if mime:
+        return BatchItem(key, template.personalise(recipient, test=test, to=to), found)
+    envelope = found.envelope()
+    message = OutgoingMessage(
+        sender=template.sender,
+        recipient=envelope.to.email,
+        message_id=envelope.message_id,
+        data=b"",
+        smtputf8=not envelope.to.email.isascii() or not template.sender.isascii(),
+    )
+    return BatchItem(key, message, found)
 
 
 def send_issue(
     template: MessageTemplate,
     audience: Audience,
     *,
-    transport: Transport | BatchTransport,
+    transport: Transport,
     ledger: Ledger,
     limiter: RateLimiter | None = None,
     backoff: Backoff | None = None,
@@ -228,16 +243,15 @@ def send_issue(
 ) -> SendReport:
     """Send the issue to everyone in `audience` who has not had it yet.
 
-    A `BatchTransport` is fed batches of up to `max_batch` recipients, `options.concurrency`
-    requests at a time; rate limits count recipients.
+    The transport is fed batches of up to `max_batch` recipients, `options.concurrency` batches
+    at a time; rate limits count recipients. Setting `stop` finishes the batches in flight and
+    returns (the rest stays pending for the next run).
     """
     options = options or SendOptions()
-    limiter = limiter or RateLimiter()
-    backoff = backoff or Backoff()
     stop = stop or threading.Event()
     check_audience(template, audience)
     issue_ledger = ledger.issue(template.issue)
-    with ledger.lock(template.issue) as run:
+    with ledger.lock(template.issue) as lock:
         stored = issue_ledger.fingerprint()
         if stored is not None and stored != template.fingerprint:
             if not options.accept_changed_content:
@@ -253,33 +267,33 @@ def send_issue(
             template.fingerprint,
         )
         transport.check()
-        tally = _Tally(options, total=frozen.total)
+        run = _Run(
+            template=template,
+            audience=audience,
+            ledger=issue_ledger,
+            transport=transport,
+            limiter=limiter or RateLimiter(),
+            backoff=backoff or Backoff(),
+            options=options,
+            clock=clock,
+            stop=stop,
+            tally=_Tally(options, total=frozen.total),
+            progress=progress,
+        )
         already_sent = issue_ledger.counts().get(State.SENT, 0)
         try:
-            _run(
-                template,
-                audience,
-                issue_ledger,
-                transport,
-                limiter,
-                backoff,
-                options,
-                clock,
-                stop,
-                tally,
-                progress,
-            )
+            _run_passes(run)
         finally:
             transport.close()
-        counts = issue_ledger.counts()
+        tally = run.tally
         return SendReport(
             issue=template.issue,
             total=frozen.total,
             sent_now=tally.sent,
-            counts=counts,
+            counts=issue_ledger.counts(),
             failures=tuple(issue_ledger.failures()),
             uncertain=tuple(issue_ledger.uncertain()),
-            recovered_uncertain=run.recovered_uncertain,
+            recovered_uncertain=lock.recovered_uncertain,
             paused_reason=tally.paused_reason,
             interrupted=stop.is_set() and tally.paused_reason is None,
             added_to_audience=frozen.added if not frozen.first else 0,
@@ -288,299 +302,220 @@ def send_issue(
         )
 
 
-def _run(
-    template: MessageTemplate,
-    audience: Audience,
-    issue_ledger: IssueLedger,
-    transport: Transport | BatchTransport,
-    limiter: RateLimiter,
-    backoff: Backoff,
-    options: SendOptions,
-    clock: Callable[[], float],
-    stop: threading.Event,
-    tally: _Tally,
-    progress: Callable[[SendProgress], None] | None,
-) -> None:
-    """Feed due rows to worker threads until nothing is due, then wait for deferred rows."""
-    send_rows = _send_batches if is_batch_transport(transport) else _send_rows
+@dataclass(frozen=True)
+class _Run:
+    """Everything one send needs, handed to each step instead of a dozen arguments."""
+
+    template: MessageTemplate
+    audience: Audience
+    ledger: IssueLedger
+    transport: Transport
+    limiter: RateLimiter
+    backoff: Backoff
+    options: SendOptions
+    clock: Callable[[], float]
+    stop: threading.Event
+    tally: _Tally
+    progress: Callable[[SendProgress], None] | None
+
+    def halted(self) -> bool:
+        return self.stop.is_set() or self.tally.paused_reason is not None
+
+    def report(self, last: str | None) -> None:
+        """Call the progress callback (with the tally's lock held by the caller)."""
+        if self.progress is not None:
+            self.progress(self.tally.snapshot(last))
+
+
+def _run_passes(run: _Run) -> None:
+    """Send every due row, then wait for deferred rows to come due and send them, until done."""
+    options = run.options
     first_pass = True
-    while not stop.is_set() and tally.paused_reason is None:
-        rows = issue_ledger.todo(
-            now=clock(),
+    while not run.halted():
+        rows = run.ledger.todo(
+            now=run.clock(),
             retry_failed=options.retry_failed and first_pass,
             resend_uncertain=options.resend_uncertain and first_pass,
         )
         resend = first_pass and (options.retry_failed or options.resend_uncertain)
-        send_rows(
-            rows,
-            resend,
-            template,
-            audience,
-            issue_ledger,
-            transport,
-            limiter,
-            backoff,
-            options,
-            clock,
-            stop,
-            tally,
-            progress,
+        size = max(1, run.transport.max_batch)
+        _run_workers(
+            _batched(rows, size, run.halted),
+            functools.partial(_send_batch, run, resend=resend),
+            options.concurrency,
+            run.halted,
         )
         first_pass = False
-        if stop.is_set() or tally.paused_reason is not None or not options.wait_for_deferred:
+        if run.halted() or not options.wait_for_deferred:
             return
-        deferred = list(issue_ledger.rows(State.DEFERRED))
+        deferred = list(run.ledger.rows(State.DEFERRED))
         if not deferred:
             return
         due = min(row.next_attempt_at or 0.0 for row in deferred)
-        wait = due - clock()
+        wait = due - run.clock()
         if wait > 0:
-            if progress is not None:
-                with tally.lock:
-                    progress(replace(tally.snapshot(None), waiting_until=due))
-            if stop.wait(wait):
+            if run.progress is not None:
+                with run.tally.lock:
+                    run.progress(replace(run.tally.snapshot(None), waiting_until=due))
+            if run.stop.wait(wait):
                 return
 
 
-def _send_rows(
-    rows: Iterator[LedgerRow],
-    resend: bool,
-    template: MessageTemplate,
-    audience: Audience,
-    issue_ledger: IssueLedger,
-    transport: Transport | BatchTransport,
-    limiter: RateLimiter,
-    backoff: Backoff,
-    options: SendOptions,
-    clock: Callable[[], float],
-    stop: threading.Event,
-    tally: _Tally,
-    progress: Callable[[SendProgress], None] | None,
-) -> None:
-
-    def report(last: str) -> None:
-        if progress is not None:
-            progress(tally.snapshot(last))
-
-    def send_one(row: LedgerRow) -> None:
-        recipient = audience.recipient(row.key)
+def _send_batch(run: _Run, batch: list[LedgerRow], resend: bool) -> None:
+    """One request: skip who left, mark the rest `sending` in one commit, hand over, record."""
+    items: list[tuple[LedgerRow, BatchItem]] = []
+    refused: list[tuple[str, str]] = []
+    mime = run.transport.needs_mime
+    for row in batch:
+        recipient = run.audience.recipient(row.key)
         if recipient is None:
-            issue_ledger.mark_failed(row.key, "no longer subscribed; not sent")
-            with tally.lock:
-                tally.failed += 1
-                report(row.email)
-            return
-        message: OutgoingMessage = template.personalise(recipient)
-        limiter.acquire()
-        issue_ledger.mark_sending(
-            [row.key], message_ids={row.key: message.message_id}, resend=resend
-        )
+            refused.append((row.key, "no longer subscribed; not sent"))
+            continue
         try:
-            receipt = cast(Transport, transport).send(message)
-        except UncertainDeliveryError as err:
-            issue_ledger.mark_uncertain(row.key, err.message)
-            outcome, reason = "uncertain", err.message
-        except PermanentDeliveryError as err:
-            issue_ledger.mark_failed(row.key, err.message)
-            outcome, reason = "failed", err.message
-        except TransportUnavailableError as err:
-            # Not sent: the row goes back to be sent by this or a later run.
-            issue_ledger.mark_deferred(row.key, err.message, clock())
-            outcome, reason = "unavailable", err.message
-        except TransientDeliveryError as err:
-            attempts = row.attempts + 1
-            if attempts >= options.max_attempts:
-                issue_ledger.mark_failed(
-                    row.key, f"gave up after {attempts} attempts: {err.message}"
-                )
-                outcome, reason = "failed", err.message
-            else:
-                delay = backoff.delay(attempts, retry_after=err.retry_after)
-                issue_ledger.mark_deferred(row.key, err.message, clock() + delay)
-                if err.retry_after:
-                    limiter.pause_for(err.retry_after)
-                outcome, reason = "deferred", err.message
-        else:
-            issue_ledger.mark_sent(row.key, receipt.reply, message_id=message.message_id)
-            outcome, reason = "sent", ""
-        with tally.lock:
-            if outcome == "sent":
-                tally.sent += 1
-                tally.consecutive_failures = 0
-            elif outcome == "failed":
-                tally.failed += 1
-            elif outcome == "uncertain":
-                tally.uncertain += 1
-            else:
-                tally.deferred += 1
-            if outcome in ("deferred", "unavailable"):
-                tally.consecutive_failures += 1
-                limit_reached = tally.consecutive_failures >= options.pause_after_failures
-                if (outcome == "unavailable" or limit_reached) and tally.paused_reason is None:
-                    tally.paused_reason = reason
-            report(row.email)
-
-    _run_workers(rows, send_one, options.concurrency, lambda: _halted(stop, tally))
+            item = make_item(run.template, row.key, recipient, mime=mime)
+        except AudienceError as err:  # e.g. an address no message can be sent to
+            refused.append((row.key, err.message))
+            continue
+        items.append((row, item))
+    if refused:
+        run.ledger.mark_failed_many(refused)
+        with run.tally.lock:
+            run.tally.failed += len(refused)
+            if not items:
+                run.report(batch[-1].email)
+    if not items:
+        return
+    run.limiter.acquire(len(items))
+    run.ledger.mark_sending(
+        [row.key for row, _ in items],
+        message_ids={item.key: item.message.message_id for _, item in items},
+        resend=resend,
+    )
+    results = _handed_over(run.transport, [item for _, item in items])
+    _record(run, items, results)
 
 
-def _send_batches(
-    rows: Iterator[LedgerRow],
-    resend: bool,
-    template: MessageTemplate,
-    audience: Audience,
-    issue_ledger: IssueLedger,
-    transport: Transport | BatchTransport,
-    limiter: RateLimiter,
-    backoff: Backoff,
+def _handed_over(transport: Transport, items: Sequence[BatchItem]) -> list[BatchResult]:
+    """`transport.send_batch(items)`, with an error for the whole batch given to each item, and
+    an answer that does not match the items made uncertain for each."""
+    try:
+        results = transport.send_batch(items)
+    except DeliveryError as err:
+        return [BatchResult(item.key, error=err) for item in items]
+    if [result.key for result in results] != [item.key for item in items]:
+        reason = f"{transport.name} returned {len(results)} results for {len(items)} messages"
+        return [BatchResult(item.key, error=UncertainDeliveryError(reason)) for item in items]
+    return results
+
+
+class Outcome(enum.Enum):
+    SENT = "sent"
+    FAILED = "failed"
+    DEFERRED = "deferred"  # try again at `retry_at`
+    UNCERTAIN = "uncertain"  # may have been delivered: never resent unless asked
+    UNAVAILABLE = "unavailable"  # not sent, and the transport cannot work now: pause the run
+
+
+@dataclass(frozen=True)
+class Classified:
+    """What one recipient's result means for the ledger and the run."""
+
+    kind: Outcome
+    reason: str = ""
+    reply: str = ""  # SENT: the server's reply or the provider's id
+    retry_at: float = 0.0  # DEFERRED / UNAVAILABLE: when the row is due again
+    pause: float = 0.0  # seconds the server asked everyone to wait (retry-after)
+
+
+def _classify(
+    result: BatchResult,
+    *,
+    attempts: int,
     options: SendOptions,
-    clock: Callable[[], float],
-    stop: threading.Event,
-    tally: _Tally,
-    progress: Callable[[SendProgress], None] | None,
-) -> None:
-    """The batch path: one request per `max_batch` rows, `concurrency` requests at a time."""
-    batcher = cast(BatchTransport, transport)
-    size = max(1, batcher.max_batch)
-    make_item = _item_maker(template, mime=getattr(batcher, "needs_mime", True))
+    backoff: Backoff | None = None,
+    now: float = 0.0,
+) -> Classified:
+    """What `result` means, for a row that had `attempts` tries before this one.
 
-    def send_batch(batch: list[LedgerRow]) -> None:
-        items: list[tuple[LedgerRow, BatchItem]] = []
-        refused: list[tuple[str, str]] = []
-        for row in batch:
-            recipient = audience.recipient(row.key)
-            if recipient is None:
-                refused.append((row.key, "no longer subscribed; not sent"))
-                continue
-            try:
-                item = make_item(row.key, recipient)
-            except AudienceError as err:  # e.g. an address no message can be sent to
-                refused.append((row.key, err.message))
-                continue
-            items.append((row, item))
-        if refused:
-            issue_ledger.mark_failed_many(refused)
-            with tally.lock:
-                tally.failed += len(refused)
-        if not items:
-            return
-        limiter.acquire(len(items))
-        issue_ledger.mark_sending(
-            [row.key for row, _ in items],
-            message_ids={item.key: item.message.message_id for _, item in items},
-            resend=resend,
-        )
-        try:
-            results = batcher.send_batch([item for _, item in items])
-        except DeliveryError as err:
-            results = [BatchResult(item.key, error=err) for _, item in items]
-        if [result.key for result in results] != [item.key for _, item in items]:
-            reason = f"{batcher.name} returned {len(results)} results for {len(items)} messages"
-            results = [
-                BatchResult(item.key, error=UncertainDeliveryError(reason)) for _, item in items
-            ]
-        _record_batch(items, results, issue_ledger, limiter, backoff, options, clock, tally)
-        if progress is not None:
-            with tally.lock:
-                progress(tally.snapshot(items[-1][0].email))
-
-    halted = lambda: _halted(stop, tally)  # noqa: E731
-    _run_workers(_batched(rows, size, halted), send_batch, options.concurrency, halted)
-
-
-def _item_maker(template: MessageTemplate, *, mime: bool) -> Callable[[str, Recipient], BatchItem]:
-    """Makes the batch item of a recipient: with the whole MIME message, or just its envelope.
-
-    Provider APIs that take structured content declare `needs_mime = False`: their items carry
-    the address and Message-ID with empty `data`, and they build what they send from
-    `item.content` (whose values are computed here once and reused). Raises `AudienceError`
-    for a recipient no message can be made for.
+    The one place that decides: a receipt is sent; no answer or `UncertainDeliveryError` is
+    uncertain; a permanent error fails; an unavailable transport defers the row to now (it was
+    not sent) and pauses the run; a transient error defers with backoff until `max_attempts`.
+    Any other exception is a bug and is raised.
     """
-
-    def make(key: str, recipient: Recipient) -> BatchItem:
-        found = Personalisation(template, recipient)
-        if mime:
-            return BatchItem(key, template.personalise(recipient), found)
-        envelope = found.envelope()
-        message = OutgoingMessage(
-            sender=template.sender,
-            recipient=envelope.to.email,
-            message_id=envelope.message_id,
-            data=b"",
-            smtputf8=not envelope.to.email.isascii() or not template.sender.isascii(),
+    error = result.error
+    if error is None and result.receipt is not None:
+        return Classified(Outcome.SENT, reply=result.receipt.reply)
+    if error is None or isinstance(error, UncertainDeliveryError):
+        return Classified(Outcome.UNCERTAIN, _reason(error, "no result for this recipient"))
+    if isinstance(error, PermanentDeliveryError):
+        return Classified(Outcome.FAILED, _reason(error))
+    if isinstance(error, TransportUnavailableError):
+        return Classified(Outcome.UNAVAILABLE, _reason(error), retry_at=now)
+    if isinstance(error, TransientDeliveryError):
+        tries = attempts + 1
+        if tries >= options.max_attempts:
+            return Classified(Outcome.FAILED, f"gave up after {tries} attempts: {_reason(error)}")
+        delay = (backoff or Backoff()).delay(tries, retry_after=error.retry_after)
+        return Classified(
+            Outcome.DEFERRED, _reason(error), retry_at=now + delay, pause=error.retry_after or 0.0
         )
-        return BatchItem(key, message, found)
-
-    return make
+    raise error
 
 
-def _record_batch(
-    items: list[tuple[LedgerRow, BatchItem]],
-    results: list[BatchResult],
-    issue_ledger: IssueLedger,
-    limiter: RateLimiter,
-    backoff: Backoff,
-    options: SendOptions,
-    clock: Callable[[], float],
-    tally: _Tally,
+def _record(
+    run: _Run, items: list[tuple[LedgerRow, BatchItem]], results: list[BatchResult]
 ) -> None:
     """Write each recipient's outcome to the ledger (sent first) and update the tally."""
-    sent: list[tuple[str, str]] = []
-    failed: list[tuple[str, str]] = []
-    deferred: list[tuple[str, str, float]] = []
-    uncertain: list[tuple[str, str]] = []
-    unavailable: str | None = None
-    transient: str | None = None
-    pause = 0.0
-    now = clock()
-    for (row, _item), result in zip(items, results, strict=True):
-        error = result.error
-        if error is None and result.receipt is not None:
-            sent.append((row.key, result.receipt.reply))
-        elif error is None or isinstance(error, UncertainDeliveryError):
-            uncertain.append((row.key, _reason(error, "no result for this recipient")))
-        elif isinstance(error, PermanentDeliveryError):
-            failed.append((row.key, _reason(error)))
-        elif isinstance(error, TransportUnavailableError):
-            # Not sent: the row goes back to be sent by this or a later run.
-            deferred.append((row.key, _reason(error), now))
-            unavailable = unavailable or _reason(error)
-        elif isinstance(error, TransientDeliveryError):
-            attempts = row.attempts + 1
-            if attempts >= options.max_attempts:
-                failed.append((row.key, f"gave up after {attempts} attempts: {_reason(error)}"))
-            else:
-                delay = backoff.delay(attempts, retry_after=error.retry_after)
-                deferred.append((row.key, _reason(error), now + delay))
-                transient = transient or _reason(error)
-                pause = max(pause, error.retry_after or 0.0)
-        else:
-            raise error
-    if sent:
-        issue_ledger.mark_sent_many(
-            sent, message_ids={item.key: item.message.message_id for _, item in items}
+    now = run.clock()
+    found = [
+        (
+            row,
+            item,
+            _classify(
+                result, attempts=row.attempts, options=run.options, backoff=run.backoff, now=now
+            ),
         )
-    if failed:
-        issue_ledger.mark_failed_many(failed)
-    if deferred:
-        issue_ledger.mark_deferred_many(deferred)
-    for key, reason in uncertain:
-        issue_ledger.mark_uncertain(key, reason)
+        for (row, item), result in zip(items, results, strict=True)
+    ]
+    by_kind: dict[Outcome, list[tuple[LedgerRow, BatchItem, Classified]]] = {
+        kind: [entry for entry in found if entry[2].kind is kind] for kind in Outcome
+    }
+    sent = by_kind[Outcome.SENT]
+    waiting = by_kind[Outcome.DEFERRED] + by_kind[Outcome.UNAVAILABLE]
+    if sent:
+        run.ledger.mark_sent_many(
+            [(row.key, outcome.reply) for row, _, outcome in sent],
+            message_ids={item.key: item.message.message_id for _, item, _ in sent},
+        )
+    if by_kind[Outcome.FAILED]:
+        run.ledger.mark_failed_many(
+            [(row.key, outcome.reason) for row, _, outcome in by_kind[Outcome.FAILED]]
+        )
+    if waiting:
+        run.ledger.mark_deferred_many(
+            [(row.key, outcome.reason, outcome.retry_at) for row, _, outcome in waiting]
+        )
+    for row, _, outcome in by_kind[Outcome.UNCERTAIN]:
+        run.ledger.mark_uncertain(row.key, outcome.reason)
+    pause = max((outcome.pause for _, _, outcome in waiting), default=0.0)
     if pause:
-        limiter.pause_for(pause)
+        run.limiter.pause_for(pause)
+    tally = run.tally
     with tally.lock:
         tally.sent += len(sent)
-        tally.failed += len(failed)
-        tally.uncertain += len(uncertain)
-        tally.deferred += len(deferred)
+        tally.failed += len(by_kind[Outcome.FAILED])
+        tally.uncertain += len(by_kind[Outcome.UNCERTAIN])
+        tally.deferred += len(waiting)
         if sent:
             tally.consecutive_failures = 0
-        elif deferred:
+        elif waiting:
             # A refused request counts once, however many recipients it carried.
             tally.consecutive_failures += 1
-            limit_reached = tally.consecutive_failures >= options.pause_after_failures
-            why = unavailable or transient
+            unavailable = by_kind[Outcome.UNAVAILABLE]
+            limit_reached = tally.consecutive_failures >= run.options.pause_after_failures
             if (unavailable or limit_reached) and tally.paused_reason is None:
-                tally.paused_reason = why
+                tally.paused_reason = (unavailable or waiting)[0][2].reason
+        run.report(items[-1][0].email)
 
 
 def _reason(error: Exception | None, default: str = "") -> str:
@@ -604,10 +539,6 @@ class StoreAudience:
         if found is None or found.status != SubscriberStatus.SUBSCRIBED:
             return None
         return found
-
-
-def _halted(stop: threading.Event, tally: _Tally) -> bool:
-    return stop.is_set() or tally.paused_reason is not None
 
 
 def _batched(

@@ -170,6 +170,8 @@ class HttpProviderTransport:
     # transports that send raw MIME; the others get the envelope with empty `data` and take what
     # they need from `personalisation(item)` (a MIME message costs ~0.1 ms a recipient).
     needs_mime: ClassVar[bool] = False
+    # Providers sign with their own DKIM keys (and may rebuild headers): ours is never added.
+    delivers_mime_as_is: ClassVar[bool] = False
 
     def __init__(
         self,

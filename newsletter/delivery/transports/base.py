@@ -1,27 +1,32 @@
-"""The seam between the sender and whatever carries a message: SMTP, a folder, a provider API."""
+"""The seam between the sender and whatever carries a message: SMTP, a folder, a provider API.
+
+Every transport implements one protocol, `Transport`: it takes batches (`send_batch`) of at most
+`max_batch` items. A transport that carries one message at a time (SMTP, the outbox) is a batch
+of one (`max_batch = 1`, see `send_one_by_one`), so the sender has a single delivery loop.
+"""
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from ..content import OutgoingMessage
+from ..message import Personalisation
 
-@dataclass(frozen=True)
-class OutgoingMessage:
-    """One fully personalised message, ready for the wire.
-
-    `data` is the whole RFC 5322 message (headers and body, CRLF line ends). `smtputf8` is true
-    when the envelope or headers need SMTPUTF8 (an internationalised address).
-    """
-
-    sender: str
-    recipient: str
-    message_id: str
-    data: bytes
-    smtputf8: bool = False
+__all__ = [
+    "BatchItem",
+    "BatchResult",
+    "DeliveryReceipt",
+    "OutgoingMessage",
+    "Suppression",
+    "SuppressionKind",
+    "SuppressionSource",
+    "Transport",
+    "send_one_by_one",
+]
 
 
 @dataclass(frozen=True)
@@ -32,39 +37,18 @@ class DeliveryReceipt:
     reply: str
 
 
-class Transport(Protocol):
-    """Carries messages. `send` may be called from several threads at once."""
-
-    name: str
-
-    def check(self) -> None:
-        """Prove the transport can work (connect, authenticate) before the first message.
-
-        Raises `TransportUnavailableError` with a reason a user can act on.
-        """
-
-    def send(self, message: OutgoingMessage) -> DeliveryReceipt:
-        """Hand one message over.
-
-        Raises `TransientDeliveryError`, `PermanentDeliveryError` (`RecipientRejectedError`),
-        `UncertainDeliveryError` or `TransportUnavailableError`.
-        """
-
-    def close(self) -> None:
-        """Release connections; the transport may be used again afterwards."""
-
-
 @dataclass(frozen=True)
 class BatchItem:
-    """One recipient of a batch: its ledger key and its personalised message.
+    """One recipient of a batch: its ledger key, its message and its personalisation.
 
-    Provider transports that take structured JSON rather than MIME get what they need from
-    `content` (filled in by the sender from the message template; see message.py).
+    `message` always carries the sender, address and Message-ID; its `data` (the whole MIME
+    message) is filled only for transports with `needs_mime`. Transports that take structured
+    content build it from `content` (whose values are computed once and shared; see message.py).
     """
 
     key: str
     message: OutgoingMessage
-    content: object | None = None
+    content: Personalisation
 
 
 @dataclass(frozen=True)
@@ -76,24 +60,67 @@ class BatchResult:
     error: Exception | None = None
 
 
-class BatchTransport(Protocol):
-    """Carries many messages per request (provider batch endpoints).
+class Transport(Protocol):
+    """Carries messages, in batches of at most `max_batch`. Methods may be called from several
+    threads at once.
 
-    `send_batch` returns one result per item (partial failures are per-recipient errors:
-    PermanentDeliveryError / RecipientRejectedError / TransientDeliveryError). It raises for
-    the whole batch: TransientDeliveryError (429, 5xx, network error before the request was
-    sent; `retry_after` set from the provider's signal), UncertainDeliveryError (timeout or
-    connection lost after the request was sent), TransportUnavailableError (bad API key, ...).
+    `send_batch` returns one result per item, in order (partial failures are per-recipient errors:
+    PermanentDeliveryError / RecipientRejectedError / TransientDeliveryError). It raises for the
+    whole batch: TransientDeliveryError (429, 5xx, network error before the request was sent;
+    `retry_after` set from the server's signal), PermanentDeliveryError, UncertainDeliveryError
+    (timeout or connection lost after the request was sent), TransportUnavailableError (bad
+    password or API key, server down, ...).
     """
 
-    name: str
-    max_batch: int
+    @property
+    def name(self) -> str:
+        """A short name for messages ("smtp", "postmark", ...)."""
+        ...
 
-    def check(self) -> None: ...
+    @property
+    def max_batch(self) -> int:
+        """The most items one `send_batch` call takes (1: one message at a time)."""
+        ...
 
-    def send_batch(self, items: Sequence[BatchItem]) -> list[BatchResult]: ...
+    @property
+    def needs_mime(self) -> bool:
+        """True when the transport sends `item.message.data`; the sender then builds the MIME
+        message (about 0.1 ms a recipient). False: `data` is empty and the transport builds what
+        it sends from `item.content`."""
+        ...
 
-    def close(self) -> None: ...
+    @property
+    def delivers_mime_as_is(self) -> bool:
+        """True when our MIME bytes reach the receiving server unchanged and nobody else signs
+        them (SMTP, the outbox): a `[dkim]` signature is then ours to add. Provider APIs sign
+        with their own keys and may rebuild headers, so they say False."""
+        ...
+
+    def check(self) -> None:
+        """Prove the transport can work (connect, authenticate) before the first message.
+
+        Raises `TransportUnavailableError` with a reason a user can act on.
+        """
+        ...
+
+    def send_batch(self, items: Sequence[BatchItem]) -> list[BatchResult]:
+        """Hand `items` over: one result per item, in order (see the class docstring)."""
+        ...
+
+    def close(self) -> None:
+        """Release connections; the transport may be used again afterwards."""
+        ...
+
+
+def send_one_by_one(
+    send: Callable[[OutgoingMessage], DeliveryReceipt], items: Sequence[BatchItem]
+) -> list[BatchResult]:
+    """`send_batch` for a transport that carries one message at a time (`max_batch = 1`).
+
+    An error raised by `send` is raised for the whole batch (which is that one message), so the
+    sender classifies it exactly as a whole-request error of a provider.
+    """
+    return [BatchResult(item.key, receipt=send(item.message)) for item in items]
 
 
 # --- suppression lists: the seam between provider transports and delivery/suppressions.py --------

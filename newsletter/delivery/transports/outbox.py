@@ -11,10 +11,11 @@ import hashlib
 import os
 import re
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from ...errors import TransportUnavailableError
-from .base import DeliveryReceipt, OutgoingMessage
+from .base import BatchItem, BatchResult, DeliveryReceipt, OutgoingMessage, send_one_by_one
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+@=-]+")
 _STEM_LENGTH = 80
@@ -40,9 +41,12 @@ def outbox_file_name(message: OutgoingMessage) -> str:
 
 
 class OutboxTransport:
-    """Writes messages to `folder` as `.eml` files. Thread-safe."""
+    """Writes messages to `folder` as `.eml` files. Thread-safe; a batch of one per file."""
 
     name = "outbox"
+    max_batch = 1
+    needs_mime = True
+    delivers_mime_as_is = True
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
@@ -86,6 +90,10 @@ class OutboxTransport:
             ) from err
         _sync_folder(self.folder)
         return DeliveryReceipt(message.recipient, str(target))
+
+    def send_batch(self, items: Sequence[BatchItem]) -> list[BatchResult]:
+        """One file per item (the sender passes one); errors raise for the batch."""
+        return send_one_by_one(self.send, items)
 
     def close(self) -> None:
         """Nothing to release."""

@@ -15,6 +15,7 @@ import smtplib
 import socket
 import ssl
 import threading
+from collections.abc import Sequence
 
 from ...config import TransportSettings
 from ...errors import (
@@ -25,7 +26,7 @@ from ...errors import (
     TransportUnavailableError,
     UncertainDeliveryError,
 )
-from .base import DeliveryReceipt, OutgoingMessage
+from .base import BatchItem, BatchResult, DeliveryReceipt, OutgoingMessage, send_one_by_one
 
 SECURITY_MODES = ("starttls", "tls", "none")
 
@@ -142,10 +143,14 @@ class SmtpTransport:
     """Sends over SMTP with up to `settings.connections` persistent connections.
 
     Thread-safe: each `send` takes a connection from the pool (opening one if none is idle and
-    the pool is not full), runs one transaction on it and puts it back.
+    the pool is not full), runs one transaction on it and puts it back. As a `Transport` it is a
+    batch of one: the sender runs `settings.connections` batches at a time.
     """
 
     name = "smtp"
+    max_batch = 1
+    needs_mime = True
+    delivers_mime_as_is = True
 
     def __init__(
         self,
@@ -221,6 +226,10 @@ class SmtpTransport:
                 raise
             finally:
                 self._put_back(connection)
+
+    def send_batch(self, items: Sequence[BatchItem]) -> list[BatchResult]:
+        """One transaction per item (the sender passes one); errors raise for the batch."""
+        return send_one_by_one(self.send, items)
 
     def close(self) -> None:
         """QUIT every idle connection; the transport reconnects if it is used again."""

@@ -1,0 +1,146 @@
+"""What a message is made of, as transports receive it: the whole MIME message
+(`OutgoingMessage`), or structured content for provider APIs (`MessageContent`, `Envelope`,
+`ProviderTemplate`, `InlineImage`, `Mailbox`), and what personalising needs of a subscriber
+(`Recipient`).
+
+Plain frozen dataclasses with no behaviour beyond formatting, so both the message template
+(message.py) and the transports can import them without importing each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from email.headerregistry import Address
+from typing import Final, Literal, Protocol
+
+from ..slots import Slot
+
+__all__ = [
+    "HTML",
+    "SUBJECT",
+    "TEXT",
+    "Envelope",
+    "InlineImage",
+    "Mailbox",
+    "MessageContent",
+    "OutgoingMessage",
+    "ProviderTemplate",
+    "Recipient",
+    "SlotContext",
+]
+
+
+class Recipient(Protocol):
+    """What personalising needs of a subscriber (the audience module's `Subscriber` fits)."""
+
+    @property
+    def email(self) -> str: ...
+
+    @property
+    def name(self) -> str | None: ...
+
+    @property
+    def needs_smtputf8(self) -> bool: ...
+
+    def value(self, field: str) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    """One fully personalised message, ready for the wire.
+
+    `data` is the whole RFC 5322 message (headers and body, CRLF line ends). `smtputf8` is true
+    when the envelope or headers need SMTPUTF8 (an internationalised address).
+    """
+
+    sender: str
+    recipient: str
+    message_id: str
+    data: bytes
+    smtputf8: bool = False
+
+
+# --- what provider APIs get -------------------------------------------------------------------
+
+SlotContext = Literal["subject", "html", "text"]
+SUBJECT: Final = "subject"
+HTML: Final = "html"
+TEXT: Final = "text"
+
+
+@dataclass(frozen=True, slots=True)
+class Mailbox:
+    """One address with its display name (cleaned: one line, no control characters)."""
+
+    email: str
+    name: str = ""
+
+    def formatted(self) -> str:
+        """`Name <address>` for APIs that take one string, quoted as RFC 5322 requires.
+
+        Built with `Address`, so a name such as `Lee, <x@y>` stays a name and adds no recipient.
+        """
+        if not self.name:
+            return self.email
+        local, _, domain = self.email.rpartition("@")
+        return str(Address(display_name=self.name, username=local, domain=domain))
+
+
+@dataclass(frozen=True, slots=True)
+class InlineImage:
+    """An image embedded in the message, referenced from the html as `cid:<cid>`."""
+
+    cid: str
+    filename: str
+    content_type: str
+    data: bytes = field(repr=False)
+    base64: str = field(repr=False)  # encoded once per issue, without line breaks
+
+
+@dataclass(frozen=True, slots=True)
+class MessageContent:
+    """One recipient's message as structured content, for provider APIs.
+
+    `headers` are the extra headers to add, as (name, one-line value): List-Unsubscribe (the
+    recipient's https URL and/or mailto), List-Unsubscribe-Post (with an https URL) and List-Id.
+    Values never contain CR or LF. `message_id` includes its angle brackets.
+    """
+
+    sender: Mailbox
+    to: Mailbox
+    reply_to: Mailbox | None
+    subject: str
+    html: str
+    text: str
+    headers: tuple[tuple[str, str], ...]
+    message_id: str
+    images: tuple[InlineImage, ...] = ()
+
+    def header(self, name: str) -> str | None:
+        """The value of extra header `name` (case-insensitive), or None."""
+        wanted = name.lower()
+        return next((value for key, value in self.headers if key.lower() == wanted), None)
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """What differs per recipient besides the slot values: address, headers, Message-ID."""
+
+    to: Mailbox
+    headers: tuple[tuple[str, str], ...]
+    message_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderTemplate:
+    """The shared subject, html and text with a provider placeholder in every hole.
+
+    `keys` lists the (slot index, context) pairs that occur, i.e. exactly the keys of
+    `MessageTemplate.slot_values`; `slots[index]` says which value a slot index stands for.
+    """
+
+    subject: str
+    html: str
+    text: str
+    keys: tuple[tuple[int, SlotContext], ...]
+    slots: tuple[Slot, ...]
