@@ -5,7 +5,8 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, TypeVar
 
 import typer
 from rich.progress import (
@@ -17,49 +18,23 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from ..audience import Subscriber, SubscriberStatus, SubscriberStore
-from ..checks import check_issue
 from ..checks.report import print_report
-from ..config import Settings, parse_address
-from ..content import Issue, load_issue, resolve_issue_folder
+from ..config import Settings
+from ..content import resolve_issue_folder
 from ..delivery.ledger import Ledger, State
-from ..delivery.message import MessageTemplate
-from ..delivery.ratelimit import RateLimiter
-from ..delivery.sender import (
-    SendOptions,
-    SendProgress,
-    SendReport,
-    StoreAudience,
-    send_issue,
-    send_test,
+from ..delivery.sender import SendProgress, SendReport
+from ..sending import (
+    CheckFailedError,
+    Rehearsal,
+    SendPlan,
+    SendRequest,
+    deliver,
+    plan_send,
+    rehearse,
+    send_test_copies,
 )
-from ..delivery.sender import dry_run as dry_run_messages
-from ..delivery.transports import describe_transport, make_transport
-from ..delivery.transports.base import BatchTransport, Transport
-from ..delivery.transports.outbox import OutboxTransport
-from ..delivery.transports.smtp import SmtpTransport
-from ..dkim import SigningTransport, signer_from_settings
-from ..errors import ProjectError
-from ..render import render_issue
-from ..render.model import RenderedIssue
 from ._output import console, err_console
-from ._project import message_template, project_settings, signing_secret
-
-
-def _transport(settings: Settings) -> Transport | BatchTransport:
-    """The configured transport, signing with DKIM when `[dkim]` is set (SMTP and outbox)."""
-    transport = make_transport(settings)
-    if settings.dkim is not None and isinstance(transport, SmtpTransport | OutboxTransport):
-        signer = signer_from_settings(settings.dkim, settings.root)
-        return SigningTransport(transport, signer.sign)
-    return transport
-
-
-def _prepare_issue(settings: Settings, issue: str) -> tuple[Issue, RenderedIssue, MessageTemplate]:
-    folder = resolve_issue_folder(settings.root, issue)
-    loaded = load_issue(folder)
-    rendered = render_issue(loaded, settings)
-    return loaded, rendered, message_template(settings, rendered, signing_secret(settings))
+from ._project import project_settings
 
 
 def send(
@@ -117,119 +92,98 @@ def send(
         newsletter send 2026-11 --no-link-check
     """
     settings = project_settings()
-    loaded, rendered, template = _prepare_issue(settings, issue)
-    if not test:
-        # The same quality gate as `newsletter check`: offline checks always, links unless
-        # skipped; errors stop the send unless forced.
-        findings = check_issue(loaded, rendered, settings, offline=no_link_check)
-        if findings.errors or findings.warnings:
-            print_report(findings, console, root=settings.root, show_info=False)
-        if findings.errors and not force:
-            raise ProjectError(
-                f"the check found {len(findings.errors)} error(s); nothing was sent",
-                hint="Fix them (see 'newsletter check'), or send anyway with --force.",
-            )
-    subject = rendered.subject.fill(lambda slot: slot.default or f"{{{slot.path}}}")
     if test:
-        reviewers = list(to or settings.reviewers)
-        if not reviewers:
-            raise ProjectError(
-                "no reviewers to send the test to",
-                hint='Add reviewers = ["…"] to [newsletter] in newsletter.toml, or use --to.',
-            )
-        for reviewer in reviewers:
-            if parse_address(reviewer) is None:
-                raise ProjectError(f"--to {reviewer!r} is not an email address")
-        results = send_test(
-            template, Subscriber.sample(settings.locale), reviewers, _transport(settings)
-        )
-        for result in results:
-            if result.error:
-                err_console.print(
-                    f"[red]not sent[/] to {result.recipient}: {result.error}",
-                    highlight=False,
-                    markup=False,
-                )
-            else:
-                console.print(f"[green]test sent[/] to {result.recipient}", highlight=False)
-        if any(result.error for result in results):
-            raise typer.Exit(1)
+        _send_test(settings, issue, to or [])
         return
-
-    with SubscriberStore(settings.database_path) as store, Ledger(settings.database_path) as ledger:
-        audience = StoreAudience(store)
-        if dry_run:
-            rehearsal = dry_run_messages(template, audience)
-            console.print(
-                f"Dry run: {rehearsal.messages} messages rendered, "
-                f"{rehearsal.total_bytes / 1024 / 1024:.1f} MB in all, largest "
-                f"{rehearsal.largest_bytes / 1024:.1f} KB. Nothing was sent or recorded."
-            )
-            return
-        issue_ledger = ledger.issue(rendered.name)
-        counts = issue_ledger.counts()
-        subscribed = store.count(SubscriberStatus.SUBSCRIBED)
-        summary = Table(show_header=False, box=None, padding=(0, 2))
-        summary.add_row("Issue", rendered.name)
-        summary.add_row("Subject", subject)
-        summary.add_row("From", str(settings.sender))
-        summary.add_row("Transport", describe_transport(settings))
-        summary.add_row("Subscribed", str(subscribed))
-        summary.add_row("Already sent", str(counts.get(State.SENT, 0)))
-        if counts.get(State.UNCERTAIN, 0):
-            summary.add_row(
-                "Uncertain",
-                f"{counts[State.UNCERTAIN]} (not resent"
-                f"{'' if not resend_uncertain else ': resending, as asked'})",
-            )
-        if counts.get(State.FAILED, 0):
-            summary.add_row(
-                "Failed before",
-                f"{counts[State.FAILED]}{' (retrying, as asked)' if retry_failed else ''}",
-            )
-        console.print(summary)
-        accept_changed = False
-        stored = issue_ledger.fingerprint()
-        if stored is not None and stored != template.fingerprint:
-            console.print(
-                "[yellow]The issue's content changed since this send started.[/] "
-                "The rest will get the new version."
-            )
-            if not yes and not typer.confirm("Send the changed version?", default=False):
-                raise typer.Abort()
-            accept_changed = True
-        if not yes and not typer.confirm(f"Send '{rendered.name}' now?", default=False):
-            raise typer.Abort()
-        report = _run_send(
-            settings,
-            template,
-            audience,
-            ledger,
-            SendOptions(
-                # Outbox writes files one by one; SMTP and providers use parallel connections.
-                concurrency=settings.transport.connections
-                if settings.transport.kind != "outbox"
-                else 1,
-                max_attempts=settings.sending.max_attempts,
-                pause_after_failures=settings.sending.pause_after_failures,
-                retry_failed=retry_failed,
-                resend_uncertain=resend_uncertain,
-                accept_changed_content=accept_changed,
-                wait_for_deferred=not no_wait,
-            ),
+    request = SendRequest(
+        issue,
+        link_check=not no_link_check,
+        force=force,
+        retry_failed=retry_failed,
+        resend_uncertain=resend_uncertain,
+        wait_for_deferred=not no_wait,
+    )
+    if dry_run:
+        _dry_run(settings, request)
+        return
+    plan = _checked(settings, lambda: plan_send(settings, request))
+    _print_plan(plan)
+    accept_changed = False
+    if plan.content_changed:
+        console.print(
+            "[yellow]The issue's content changed since this send started.[/] "
+            "The rest will get the new version."
         )
+        if not yes and not typer.confirm("Send the changed version?", default=False):
+            raise typer.Abort()
+        accept_changed = True
+    if not yes and not typer.confirm(f"Send '{plan.issue}' now?", default=False):
+        raise typer.Abort()
+    report = _run_send(plan, accept_changed)
     _print_send_report(report)
     if not report.complete or report.paused_reason or report.interrupted:
         raise typer.Exit(1)
 
 
-def _run_send(
-    settings: Settings,
-    template: MessageTemplate,
-    audience: StoreAudience,
-    ledger: Ledger,
-    options: SendOptions,
-) -> SendReport:
+def _send_test(settings: Settings, issue: str, to: list[str]) -> None:
+    results = send_test_copies(settings, issue, to=to)
+    for result in results:
+        if result.error:
+            err_console.print(
+                f"[red]not sent[/] to {result.recipient}: {result.error}",
+                highlight=False,
+                markup=False,
+            )
+        else:
+            console.print(f"[green]test sent[/] to {result.recipient}", highlight=False)
+    if any(result.error for result in results):
+        raise typer.Exit(1)
+
+
+def _dry_run(settings: Settings, request: SendRequest) -> None:
+    rehearsal = _checked(settings, lambda: rehearse(settings, request))
+    report = rehearsal.report
+    console.print(
+        f"Dry run: {report.messages} messages rendered, "
+        f"{report.total_bytes / 1024 / 1024:.1f} MB in all, largest "
+        f"{report.largest_bytes / 1024:.1f} KB. Nothing was sent or recorded."
+    )
+
+
+_Checked = TypeVar("_Checked", SendPlan, Rehearsal)
+
+
+def _checked(settings: Settings, step: Callable[[], _Checked]) -> _Checked:
+    """Run `step` (which runs the content check) and print the check's errors and warnings."""
+    try:
+        result = step()
+    except CheckFailedError as err:
+        print_report(err.findings, console, root=settings.root, show_info=False)
+        raise
+    if result.findings.errors or result.findings.warnings:
+        print_report(result.findings, console, root=settings.root, show_info=False)
+    return result
+
+
+def _print_plan(plan: SendPlan) -> None:
+    summary = Table(show_header=False, box=None, padding=(0, 2))
+    summary.add_row("Issue", plan.issue)
+    summary.add_row("Subject", plan.subject)
+    summary.add_row("From", plan.sender)
+    summary.add_row("Transport", plan.transport_description)
+    summary.add_row("Subscribed", str(plan.subscribed))
+    summary.add_row("Already sent", str(plan.already_sent))
+    if plan.uncertain:
+        resending = ": resending, as asked" if plan.request.resend_uncertain else ""
+        summary.add_row("Uncertain", f"{plan.uncertain} (not resent{resending})")
+    if plan.failed_before:
+        retrying = " (retrying, as asked)" if plan.request.retry_failed else ""
+        summary.add_row("Failed before", f"{plan.failed_before}{retrying}")
+    console.print(summary)
+
+
+def _run_send(plan: SendPlan, accept_changed: bool) -> SendReport:
+    """Deliver with a progress bar; Ctrl-C sets the stop event (the messages in flight finish)."""
     stop = threading.Event()
 
     def interrupt(signum: int, frame: object) -> None:
@@ -237,7 +191,6 @@ def _run_send(
         stop.set()
 
     previous = signal.signal(signal.SIGINT, interrupt)
-    limiter = RateLimiter(settings.sending.rate_per_second, settings.sending.rate_per_hour)
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -267,16 +220,7 @@ def _run_send(
                     description="waiting to retry" if update.waiting_until else "sending",
                 )
 
-            return send_issue(
-                template,
-                audience,
-                transport=_transport(settings),
-                ledger=ledger,
-                limiter=limiter,
-                options=options,
-                stop=stop,
-                progress=progress,
-            )
+            return deliver(plan, accept_changed=accept_changed, stop=stop, progress=progress)
     finally:
         signal.signal(signal.SIGINT, previous)
 
