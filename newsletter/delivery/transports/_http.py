@@ -45,7 +45,8 @@ from ...errors import (
     UncertainDeliveryError,
 )
 from ...providers import PROVIDERS, setting_problems
-from ..message import Personalisation, ProviderTemplate, SlotContext
+from ..content import ProviderTemplate, SlotContext
+from ..message import Personalisation
 from .base import BatchItem, BatchResult, DeliveryReceipt, SuppressionSource
 
 __all__ = [

@@ -43,7 +43,7 @@ from ...errors import (
     TransportUnavailableError,
     UncertainDeliveryError,
 )
-from ..message import Mailbox, MessageContent
+from ..content import Mailbox, MessageContent
 from ._http import HttpProviderTransport, ProviderResponse, parse_retry_after, personalisation
 from .base import BatchItem, BatchResult, Suppression, SuppressionKind
 

@@ -40,7 +40,7 @@ from ...errors import (
     TransportUnavailableError,
     UncertainDeliveryError,
 )
-from ..message import Mailbox, MessageContent
+from ..content import Mailbox, MessageContent
 from ._http import HttpProviderTransport, ProviderResponse, personalisation, require_env
 from .base import BatchItem, BatchResult
 

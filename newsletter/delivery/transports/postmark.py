@@ -27,7 +27,7 @@ from ...errors import (
     TransportUnavailableError,
     UncertainDeliveryError,
 )
-from ..message import MessageContent
+from ..content import MessageContent
 from ._http import HttpProviderTransport, ProviderResponse, personalisation, require_env
 from .base import BatchItem, BatchResult, Suppression, SuppressionKind
 

@@ -25,7 +25,7 @@ from ...errors import (
     TransportUnavailableError,
     UncertainDeliveryError,
 )
-from ..message import HTML, SlotContext
+from ..content import HTML, SlotContext
 from ._http import (
     HttpProviderTransport,
     ProviderResponse,

@@ -40,7 +40,7 @@ from ...errors import (
     TransportUnavailableError,
     UncertainDeliveryError,
 )
-from ..message import Envelope, SlotContext
+from ..content import Envelope, SlotContext
 from ._http import HttpProviderTransport, ProviderResponse, personalisation
 from .base import BatchItem, BatchResult, Suppression, SuppressionKind
 
