@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -32,6 +32,9 @@ from newsletter.preview import (
     failure_from,
 )
 from tests.browser import launch_chromium, require_chromium
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
 
 WAIT_SECONDS = 5.0
 
@@ -485,7 +488,7 @@ def _image_sources(html: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
+def browser() -> Iterator[Browser]:
     require_chromium()
     yield from launch_chromium()
 
@@ -504,7 +507,7 @@ def example_preview(project: Path) -> Iterator[PreviewServer]:
 
 
 @pytest.fixture
-def page(browser: Any, example_preview: PreviewServer) -> Iterator[Any]:
+def page(browser: Browser, example_preview: PreviewServer) -> Iterator[Page]:
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     opened = context.new_page()
     errors: list[str] = []
@@ -516,7 +519,7 @@ def page(browser: Any, example_preview: PreviewServer) -> Iterator[Any]:
     assert errors == []
 
 
-def _loads(page: Any) -> int:
+def _loads(page: Page) -> int:
     return int(page.evaluate("window.preview.loads"))
 
 
@@ -527,8 +530,8 @@ def _edit(path: Path, old: str, new: str) -> None:
 
 
 @pytest.mark.browser
-def test_page_shows_the_issue_and_switches_width_part_and_sample(page: Any) -> None:
-    from playwright.sync_api import expect
+def test_page_shows_the_issue_and_switches_width_part_and_sample(page: Page) -> None:
+    from playwright.sync_api import expect  # deferred: slow to import (see tests/browser.py)
 
     email = page.frame_locator("#email")
     expect(page.locator("#subject")).to_have_text(
@@ -540,10 +543,12 @@ def test_page_shows_the_issue_and_switches_width_part_and_sample(page: Any) -> N
     )
     expect(email.locator("body")).to_contain_text("Harvest festival on 6 December")
     expect(page.locator("#notes")).to_contain_text("04-seed-catalogue.md is a draft")
-    assert page.locator("#email").bounding_box()["width"] >= 600
+    box = page.locator("#email").bounding_box()
+    assert box is not None and box["width"] >= 600
 
     page.get_by_label("Mobile").check()
-    assert page.locator("#email").bounding_box()["width"] == 375
+    box = page.locator("#email").bounding_box()
+    assert box is not None and box["width"] == 375
     assert page.frames[1].evaluate("window.innerWidth") == 375
 
     loads = _loads(page)
@@ -564,9 +569,9 @@ def test_page_shows_the_issue_and_switches_width_part_and_sample(page: Any) -> N
 
 @pytest.mark.browser
 def test_page_reloads_itself_when_an_item_changes_and_keeps_the_scroll(
-    page: Any, project: Path
+    page: Page, project: Path
 ) -> None:
-    from playwright.sync_api import expect
+    from playwright.sync_api import expect  # deferred: slow to import (see tests/browser.py)
 
     email = page.frame_locator("#email")
     page.frames[1].evaluate("window.scrollTo(0, 600)")
@@ -587,9 +592,9 @@ def test_page_reloads_itself_when_an_item_changes_and_keeps_the_scroll(
 
 @pytest.mark.browser
 def test_a_broken_item_shows_its_file_and_line_and_keeps_the_last_good_email(
-    page: Any, project: Path, tmp_path: Path
+    page: Page, project: Path, tmp_path: Path
 ) -> None:
-    from playwright.sync_api import expect
+    from playwright.sync_api import expect  # deferred: slow to import (see tests/browser.py)
 
     item = project / "issues" / "2026-11" / "02-compost-bays.md"
     email = page.frame_locator("#email")
@@ -611,9 +616,9 @@ def test_a_broken_item_shows_its_file_and_line_and_keeps_the_last_good_email(
 
 @pytest.mark.browser
 def test_a_first_build_that_fails_shows_the_problems_until_fixed(
-    browser: Any, project: Path
+    browser: Browser, project: Path
 ) -> None:
-    from playwright.sync_api import expect
+    from playwright.sync_api import expect  # deferred: slow to import (see tests/browser.py)
 
     folder = project / "issues" / "2026-11"
     _edit(folder / "issue.md", "date: 2026-11-26", "date: someday")
