@@ -7,8 +7,11 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import pytest
+import typer.main
+from typer.core import TyperGroup
 
 from newsletter import cli
 
@@ -22,8 +25,14 @@ class Result:
     err: str
 
 
+class Run(Protocol):
+    """`newsletter ARGS...` run in-process from the folder `cwd`."""
+
+    def __call__(self, *args: str, cwd: Path) -> Result: ...
+
+
 @pytest.fixture
-def run(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
+def run(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Run:
     def invoke(*args: str, cwd: Path) -> Result:
         monkeypatch.chdir(cwd)
         monkeypatch.setattr(sys, "argv", ["newsletter", *args])
@@ -38,7 +47,7 @@ def run(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):  #
     return invoke
 
 
-def test_init_creates_a_project_that_builds(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_init_creates_a_project_that_builds(run: Run, tmp_path: Path) -> None:
     target = tmp_path / "club"
     result = run("init", str(target), cwd=tmp_path)
     assert result.exit_code == 0, result.err
@@ -53,7 +62,7 @@ def test_init_creates_a_project_that_builds(run, tmp_path: Path) -> None:  # typ
     assert "left out (draft): 04-seed-catalogue.md" in result.out
 
 
-def test_init_in_dutch(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_init_in_dutch(run: Run, tmp_path: Path) -> None:
     assert run("init", "--language", "nl", "krant", cwd=tmp_path).exit_code == 0
     issue = next((tmp_path / "krant" / "issues").iterdir())
     assert run("build", issue.name, cwd=tmp_path / "krant").exit_code == 0
@@ -61,7 +70,7 @@ def test_init_in_dutch(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-
     assert 'lang="nl"' in html and "Lees meer" in html and "Afmelden" in html
 
 
-def test_init_refuses_to_overwrite(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_init_refuses_to_overwrite(run: Run, tmp_path: Path) -> None:
     (tmp_path / "newsletter.toml").write_text("mine")
     result = run("init", str(tmp_path), cwd=tmp_path)
     assert result.exit_code == 1
@@ -70,7 +79,7 @@ def test_init_refuses_to_overwrite(run, tmp_path: Path) -> None:  # type: ignore
     assert not (tmp_path / "issues").exists()
 
 
-def test_new_creates_the_next_issue(run, project: Path) -> None:  # type: ignore[no-untyped-def]
+def test_new_creates_the_next_issue(run: Run, project: Path) -> None:
     result = run("new", "2026-12", cwd=project)
     assert result.exit_code == 0
     assert "Created issues/2026-12" in result.out
@@ -80,7 +89,7 @@ def test_new_creates_the_next_issue(run, project: Path) -> None:  # type: ignore
     assert "already exists; nothing was written" in again.err
 
 
-def test_build_error_is_clear_and_leaves_previous_output(run, project: Path) -> None:  # type: ignore[no-untyped-def]
+def test_build_error_is_clear_and_leaves_previous_output(run: Run, project: Path) -> None:
     assert run("build", "2026-11", cwd=project).exit_code == 0
     before = (project / "dist" / "2026-11" / "email.html").read_bytes()
     item = project / "issues" / "2026-11" / "02-compost-bays.md"
@@ -97,7 +106,7 @@ def test_build_error_is_clear_and_leaves_previous_output(run, project: Path) -> 
     assert (project / "dist" / "2026-11" / "email.html").read_bytes() == before
 
 
-def test_unknown_issue_and_missing_project(run, project: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_issue_and_missing_project(run: Run, project: Path, tmp_path: Path) -> None:
     result = run("build", "2026-1", cwd=project)
     assert result.exit_code == 1
     assert result.err == (
@@ -122,7 +131,7 @@ def test_debug_shows_the_traceback(project: Path) -> None:
     assert "Traceback" in result.stderr and "ProjectError" in result.stderr
 
 
-def test_every_command_has_help_with_examples(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_every_command_has_help_with_examples(run: Run, tmp_path: Path) -> None:
     for name in command_names():
         result = run(*name.split(), "--help", cwd=tmp_path)
         assert result.exit_code == 0, name
@@ -130,14 +139,12 @@ def test_every_command_has_help_with_examples(run, tmp_path: Path) -> None:  # t
 
 
 def command_names() -> list[str]:
-    import typer.main
-
     group = typer.main.get_command(cli.app)
+    assert isinstance(group, TyperGroup)
     names: list[str] = []
-    for name, command in group.commands.items():  # type: ignore[attr-defined]
-        sub = getattr(command, "commands", None)
-        if sub:
-            names += [f"{name} {child}" for child in sub]
+    for name, command in group.commands.items():
+        if isinstance(command, TyperGroup) and command.commands:
+            names += [f"{name} {child}" for child in command.commands]
         else:
             names.append(name)
     return names

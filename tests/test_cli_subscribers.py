@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 from typer.testing import CliRunner
@@ -34,7 +34,10 @@ class Result:
     err: str
 
 
-Run = Callable[..., Result]
+class Run(Protocol):
+    """The subscribers sub-app run in-process from `cwd` (the project by default)."""
+
+    def __call__(self, *args: str, cwd: Path | None = None) -> Result: ...
 
 
 @pytest.fixture
