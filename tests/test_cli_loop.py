@@ -17,7 +17,7 @@ from newsletter.audience import SubscriberStore, make_token
 SECRET = "a-test-signing-secret"
 
 
-def run(project: Path, *args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+def run(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
     env["NEWSLETTER_SECRET"] = SECRET
     env["COLUMNS"] = "200"
@@ -29,7 +29,6 @@ def run(project: Path, *args: str, **kwargs: object) -> subprocess.CompletedProc
         text=True,
         check=False,
         timeout=60,
-        **kwargs,  # type: ignore[arg-type]
     )
 
 
