@@ -432,8 +432,8 @@ def _classify(
     *,
     attempts: int,
     options: SendOptions,
-    backoff: Backoff | None = None,
-    now: float = 0.0,
+    backoff: Backoff,
+    now: float,
 ) -> Classified:
     """What `result` means, for a row that had `attempts` tries before this one.
 
@@ -455,7 +455,7 @@ def _classify(
         tries = attempts + 1
         if tries >= options.max_attempts:
             return Classified(Outcome.FAILED, f"gave up after {tries} attempts: {_reason(error)}")
-        delay = (backoff or Backoff()).delay(tries, retry_after=error.retry_after)
+        delay = backoff.delay(tries, retry_after=error.retry_after)
         return Classified(
             Outcome.DEFERRED, _reason(error), retry_at=now + delay, pause=error.retry_after or 0.0
         )
