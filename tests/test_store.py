@@ -433,6 +433,13 @@ def test_release_0_1_soft_bounces_read_through_the_new_api(release_db: Path) -> 
         assert bounces.count("gina@example.org", since=0) == 2  # the same report, not again
     finally:
         bounces.close()
+    with Store.open(release_db) as store:  # one store shared by every table's owner
+        shared = SoftBounces(store)
+        shared.record("hank@example.org", "<r4@mx>", "<2.hank@news>", None, START + 50)
+        shared.close()  # leaves the shared store open
+        assert SoftBounces(store).count("hank@example.org", since=START + 40) == 1
+        with SubscriberStore(store) as subscribers:
+            assert subscribers.count("bounced") == 1
 
 
 # --- the dialect seam ---------------------------------------------------------------------------

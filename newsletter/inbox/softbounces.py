@@ -1,63 +1,71 @@
-"""Soft-bounce counts per subscriber, in a table of their own in the project's `newsletter.db`."""
+"""Soft-bounce counts per subscriber, in a table of their own in the project's store.
+
+The table (`inbox_soft_bounces`) is created by the store's migrations; the queries are here.
+"""
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 from ..errors import InboxError
+from ..store import Store, StoreError
 
 __all__ = ["SoftBounces"]
 
-_BOUNCE_SCHEMA = """
-CREATE TABLE IF NOT EXISTS inbox_soft_bounces (
-    id INTEGER PRIMARY KEY,
-    subscriber_key TEXT NOT NULL,
-    report_id TEXT NOT NULL,
-    message_key TEXT NOT NULL,
-    status TEXT,
-    at REAL NOT NULL,
-    UNIQUE (subscriber_key, report_id)
-);
-CREATE INDEX IF NOT EXISTS inbox_soft_bounces_by_key ON inbox_soft_bounces (subscriber_key, at);
-"""
+# A report already recorded (the same message read twice) is not counted again.
+_RECORD = (
+    "INSERT INTO inbox_soft_bounces (subscriber_key, report_id, message_key, status, at)"
+    " VALUES (:key, :report_id, :message_key, :status, :at)"
+    " ON CONFLICT (subscriber_key, report_id) DO NOTHING"
+)
+_COUNT = (
+    "SELECT COUNT(DISTINCT message_key) FROM inbox_soft_bounces"
+    " WHERE subscriber_key = :key AND at >= :since"
+)
 
 
 class SoftBounces:
-    """Soft bounces per subscriber, in a table of its own in the project's `newsletter.db`."""
+    """Soft bounces per subscriber. `SoftBounces(path)` opens the store at `path` (and closes it
+    on `close()`); `SoftBounces(store)` uses an open `Store` and leaves it open."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        try:
-            self._db = sqlite3.connect(path, isolation_level=None, timeout=10.0)
-            self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.executescript(_BOUNCE_SCHEMA)
-        except sqlite3.Error as err:
-            raise InboxError(f"{path}: cannot open the bounce records: {err}") from err
+    def __init__(self, source: Path | str | Store) -> None:
+        if isinstance(source, Store):
+            self.database, self._owned = source, False
+        else:
+            try:
+                self.database = Store.open(source, purpose="the bounce records")
+            except StoreError as err:
+                raise InboxError(err.message, hint=err.hint) from err
+            self._owned = True
+        self.path = self.database.path
 
     def close(self) -> None:
-        self._db.close()
+        """Close the store if this object opened it."""
+        if self._owned:
+            self.database.close()
 
     def record(
         self, key: str, report_id: str, message_key: str, status: str | None, at: float
     ) -> None:
+        """Count a soft bounce of `key` reported by `report_id` about the message `message_key`."""
+        params = {
+            "key": key,
+            "report_id": report_id,
+            "message_key": message_key,
+            "status": status,
+            "at": at,
+        }
         try:
-            self._db.execute(
-                "INSERT OR IGNORE INTO inbox_soft_bounces"
-                " (subscriber_key, report_id, message_key, status, at) VALUES (?, ?, ?, ?, ?)",
-                (key, report_id, message_key, status, at),
-            )
-        except sqlite3.Error as err:
+            with self.database.read() as db:
+                db.execute(_RECORD, params)
+        except self.database.errors as err:
             raise InboxError(f"{self.path}: cannot record a soft bounce: {err}") from err
 
     def count(self, key: str, since: float) -> int:
         """Soft bounces for different messages since `since`."""
         try:
-            row = self._db.execute(
-                "SELECT COUNT(DISTINCT message_key) FROM inbox_soft_bounces"
-                " WHERE subscriber_key = ? AND at >= ?",
-                (key, since),
-            ).fetchone()
-        except sqlite3.Error as err:
+            with self.database.read() as db:
+                row = db.execute(_COUNT, {"key": key, "since": since}).fetchone()
+        except self.database.errors as err:
             raise InboxError(f"{self.path}: cannot count soft bounces: {err}") from err
         return int(row[0])
