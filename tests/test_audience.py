@@ -14,7 +14,7 @@ import pytest
 
 from newsletter.audience import store as audience_store
 from newsletter.audience.csvfile import ColumnMapping, ImportProblemsError, RowProblem
-from newsletter.audience.model import SubscriberStatus
+from newsletter.audience.model import Subscriber, SubscriberStatus
 from newsletter.audience.store import SubscriberStore
 from newsletter.errors import AudienceError
 from newsletter.store import STORE_VERSION
@@ -47,6 +47,13 @@ def write(tmp_path: Path, text: str, name: str = "list.csv", encoding: str = "ut
     path = tmp_path / name
     path.write_bytes(text.encode(encoding))
     return path
+
+
+def stored(store: SubscriberStore, email: str) -> Subscriber:
+    """The subscriber stored under `email`; fails the test when there is none."""
+    found = store.get(email)
+    assert found is not None, f"{email} is not in the store"
+    return found
 
 
 def emails(store: SubscriberStore, status: str | None = "subscribed") -> list[str]:
@@ -133,7 +140,7 @@ def test_set_status_refusals(
     store.add("ann@example.org")
     with pytest.raises(AudienceError, match=re.escape(message)):
         store.set_status(email, status, source=source)
-    assert store.get("ann@example.org").status == "subscribed"  # type: ignore[union-attr]
+    assert stored(store, "ann@example.org").status == "subscribed"
 
 
 def test_remove_erases_the_subscriber_and_their_history(store: SubscriberStore) -> None:
@@ -262,7 +269,7 @@ def test_mailchimp_unsubscribed_export_does_not_subscribe_anyone(store: Subscrib
     store.add("gone@example.org", "Gone Away")
     report = store.import_csv(FIXTURES / "mailchimp_unsubscribed.csv")
     assert (report.added, report.updated) == (0, 1)
-    assert store.get("gone@example.org").status == "unsubscribed"  # type: ignore[union-attr]
+    assert stored(store, "gone@example.org").status == "unsubscribed"
     fresh = SubscriberStore(store.path.with_name("other.db"))
     fresh.import_csv(FIXTURES / "mailchimp_unsubscribed.csv")
     assert emails(fresh) == []
@@ -340,7 +347,7 @@ def test_a_bad_delimiter_is_refused(store: SubscriberStore, tmp_path: Path) -> N
 def test_utf16_from_excel(store: SubscriberStore, tmp_path: Path) -> None:
     path = write(tmp_path, "\ufeffemail\tname\nzoë@example.org\tZoë\n", encoding="utf-16-le")
     assert store.import_csv(path).added == 1
-    assert store.get("zoë@example.org").name == "Zoë"  # type: ignore[union-attr]
+    assert stored(store, "zoë@example.org").name == "Zoë"
 
 
 def test_a_file_that_is_not_utf8_is_refused_with_its_line(
@@ -464,11 +471,11 @@ def test_hostile_rows_are_reported_by_physical_line(store: SubscriberStore, tmp_
         "xss@example.org",
         "用户@例子.广告",
     ]
-    assert store.get("good@example.org").name == "Duplicate"  # type: ignore[union-attr]
-    assert store.get("good@example.org").attributes["notes"] == "first\nwins"  # type: ignore[union-attr]
-    assert store.get("xss@example.org").name == "<script>alert(1)</script>"  # type: ignore[union-attr]
-    assert store.get("ok@example.org").attributes["notes"] == "multi\nline\nnote"  # type: ignore[union-attr]
-    assert store.get("jörg@exämple.de").needs_smtputf8  # type: ignore[union-attr]
+    assert stored(store, "good@example.org").name == "Duplicate"
+    assert stored(store, "good@example.org").attributes["notes"] == "first\nwins"
+    assert stored(store, "xss@example.org").name == "<script>alert(1)</script>"
+    assert stored(store, "ok@example.org").attributes["notes"] == "multi\nline\nnote"
+    assert stored(store, "jörg@exämple.de").needs_smtputf8
 
 
 def test_malformed_quoting_spanning_lines(store: SubscriberStore, tmp_path: Path) -> None:

@@ -152,6 +152,7 @@ def test_subscriber_values_and_read_only_attributes() -> None:
     assert subscriber.value("missing") is None
     assert Subscriber("a@example.org").value("name") is None
     with pytest.raises(TypeError):
+        # The point of the test: read-only at run time, which the type says too.
         subscriber.attributes["city"] = "Brugge"  # type: ignore[index]
     assert hash(subscriber) == hash(Subscriber("ann@example.org", "Ann Smith", {"city": "Gent"}))
     assert subscriber.as_dict() == {

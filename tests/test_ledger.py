@@ -14,6 +14,7 @@ import time
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 import pytest
 
@@ -31,6 +32,21 @@ from newsletter.store import STORE_VERSION, Store
 REPO = Path(__file__).resolve().parent.parent
 ISSUE = "2026-11"
 FP = "f" * 64
+
+
+class TodoOptions(TypedDict, total=False):
+    """The keyword arguments of IssueLedger.todo."""
+
+    now: float | None
+    retry_failed: bool
+    resend_uncertain: bool
+
+
+def row_of(issue: IssueLedger, key: str) -> LedgerRow:
+    """The ledger row of `key`; fails the test when there is none."""
+    row = issue.row(key)
+    assert row is not None, f"no ledger row for {key}"
+    return row
 
 
 class Clock:
@@ -198,8 +214,8 @@ def test_freeze_updates_the_address_of_untried_rows_only(issue: IssueLedger) -> 
     issue.freeze([("a", "old-a@example.org"), ("b", "old-b@example.org")], FP)
     issue.mark_sending(["a"])
     issue.freeze([("a", "new-a@example.org"), ("b", "new-b@example.org")], FP)
-    assert issue.row("a") is not None and issue.row("a").email == "old-a@example.org"  # type: ignore[union-attr]
-    assert issue.row("b") is not None and issue.row("b").email == "new-b@example.org"  # type: ignore[union-attr]
+    assert row_of(issue, "a").email == "old-a@example.org"
+    assert row_of(issue, "b").email == "new-b@example.org"
 
 
 def test_changed_content_is_refused_until_accepted(issue: IssueLedger) -> None:
@@ -350,7 +366,7 @@ def test_failed_and_uncertain_are_resent_only_when_asked(issue: IssueLedger, sta
         issue.mark_sending(["k"])
     assert caught.value.hint == "ask explicitly to resend failed or uncertain recipients"
     issue.mark_sending(["k"], resend=True)
-    assert issue.row("k").attempts == 2  # type: ignore[union-attr]
+    assert row_of(issue, "k").attempts == 2
 
 
 @pytest.mark.parametrize("start", [State.PENDING, State.DEFERRED])
@@ -393,8 +409,8 @@ def test_batch_variants(issue: IssueLedger, clock: Clock) -> None:
         State.DEFERRED: 2,
         State.UNCERTAIN: 0,
     }
-    assert issue.row(keys[1]).reply == "250 b"  # type: ignore[union-attr]
-    assert issue.row(keys[1]).message_id == "<1@m>"  # type: ignore[union-attr]
+    assert row_of(issue, keys[1]).reply == "250 b"
+    assert row_of(issue, keys[1]).message_id == "<1@m>"
     issue.mark_sent_many([])  # nothing to do is fine
 
 
@@ -412,8 +428,8 @@ def test_todo_offers_what_may_be_sent_now(issue: IssueLedger, clock: Clock) -> N
     issue.mark_deferred(k[4], "451", clock.now - 1)
     # k[5] stays sending, k[6] pending.
 
-    def todo(**kwargs: bool | float) -> list[str]:
-        return [r.key for r in issue.todo(**kwargs)]  # type: ignore[arg-type]
+    def todo(**kwargs: Unpack[TodoOptions]) -> list[str]:
+        return [r.key for r in issue.todo(**kwargs)]
 
     assert todo() == [k[4], k[6]]
     assert todo(now=clock.now + 10) == [k[3], k[4], k[6]]
@@ -696,5 +712,5 @@ def test_rows_are_plain_values(issue: IssueLedger) -> None:
     row = issue.row("p0@example.org")
     assert isinstance(row, LedgerRow)
     with pytest.raises(AttributeError):
-        row.state = State.SENT  # type: ignore[misc]
+        row.state = State.SENT  # type: ignore[misc]  # the point: rows are frozen
     assert issue.row("nobody") is None
