@@ -3,6 +3,7 @@ message, canonicalisation compared with dkimpy's, keys, settings."""
 
 from __future__ import annotations
 
+import base64
 import random
 import stat
 from collections.abc import Callable
@@ -55,7 +56,11 @@ def key() -> tuple[bytes, bytes]:
     return made.private_pem, made.record().encode()
 
 
-def dns_for(record: bytes, name: str = f"{SELECTOR}._domainkey.{DOMAIN}."):  # type: ignore[no-untyped-def]
+def dns_for(
+    record: bytes, name: str = f"{SELECTOR}._domainkey.{DOMAIN}."
+) -> Callable[[bytes | str, int], bytes | None]:
+    """A dnsfunc for dkimpy that knows one TXT record."""
+
     def lookup(asked: bytes | str, timeout: int = 5) -> bytes | None:
         asked_name = asked.decode() if isinstance(asked, bytes) else asked
         return record if asked_name.rstrip(".") == name.rstrip(".") else None
@@ -254,20 +259,20 @@ def test_an_openssl_style_pkcs1_key_is_accepted(project: Path) -> None:
     public = private.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    import base64
-
     record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
     signed = DkimSigner(DOMAIN, SELECTOR, pem).sign(example_message(project))
     assert dkimpy.verify(signed, dnsfunc=dns_for(record))
 
 
-def _pem(key: object, password: bytes | None = None) -> bytes:
+def _pem(
+    key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, password: bytes | None = None
+) -> bytes:
     encryption = (
         serialization.BestAvailableEncryption(password)
         if password
         else serialization.NoEncryption()
     )
-    return key.private_bytes(  # type: ignore[attr-defined,no-any-return]
+    return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
     )
 
@@ -281,7 +286,7 @@ def _pem(key: object, password: bytes | None = None) -> bytes:
     ],
     ids=["garbage", "encrypted", "ec"],
 )
-def test_unusable_keys_are_refused_naming_the_file(make, message: str) -> None:  # type: ignore[no-untyped-def]
+def test_unusable_keys_are_refused_naming_the_file(make: Callable[[], bytes], message: str) -> None:
     with pytest.raises(DkimError, match=message) as caught:
         DkimSigner(DOMAIN, SELECTOR, make(), source="/etc/dkim/news.pem")
     assert "/etc/dkim/news.pem" in str(caught.value)
