@@ -12,13 +12,16 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
 
 from newsletter.delivery.ledger import Ledger, State
+from newsletter.delivery.message import MessageTemplate
 from newsletter.delivery.ratelimit import Backoff
-from newsletter.delivery.sender import SendOptions, dry_run, send_issue, send_test
+from newsletter.delivery.sender import SendOptions, SendProgress, dry_run, send_issue, send_test
 from newsletter.errors import AudienceError, LedgerError, TransportUnavailableError
 from tests.sendkit import (
     SECRET,
@@ -36,27 +39,36 @@ FAST = Backoff(base=0.01, cap=0.02)
 
 
 @pytest.fixture
-def server():  # type: ignore[no-untyped-def]
+def server() -> Iterator[SmtpTestServer]:
     with SmtpTestServer() as running:
         yield running
 
 
 @pytest.fixture
-def template(project: Path):  # type: ignore[no-untyped-def]
+def template(project: Path) -> MessageTemplate:
     return example_template(project)
 
 
 @pytest.fixture
-def ledger(tmp_path: Path):  # type: ignore[no-untyped-def]
+def ledger(tmp_path: Path) -> Iterator[Ledger]:
     with Ledger(tmp_path / "newsletter.db") as opened:
         yield opened
+
+
+def body_of(message: EmailMessage, subtype: str) -> str:
+    """The decoded text of the message's text/`subtype` body."""
+    part = message.get_body((subtype,))
+    assert part is not None, f"no text/{subtype} body"
+    return str(part.get_content())
 
 
 def received_by_address(server: SmtpTestServer) -> Counter[str]:
     return Counter(rcpt for message in server.messages for rcpt in message.rcpt_tos)
 
 
-def test_sends_each_recipient_one_personalised_message(server, template, ledger) -> None:  # type: ignore[no-untyped-def]
+def test_sends_each_recipient_one_personalised_message(
+    server: SmtpTestServer, template: MessageTemplate, ledger: Ledger
+) -> None:
     audience = ListAudience(people(120))
     report = send_issue(
         template,
@@ -75,8 +87,8 @@ def test_sends_each_recipient_one_personalised_message(server, template, ledger)
         person = audience.people[rcpt]
         assert parsed["To"].addresses[0].addr_spec == rcpt
         assert parsed["To"].addresses[0].display_name == person.name
-        html = parsed.get_body(("html",)).get_content()
-        text = parsed.get_body(("plain",)).get_content()
+        html = body_of(parsed, "html")
+        text = body_of(parsed, "plain")
         first = person.name.split()[0] if person.name else ""
         assert f"Dear {first}," in html and f"Dear {first}," in text
         token = token_for(SECRET, rcpt)
@@ -89,7 +101,9 @@ def test_sends_each_recipient_one_personalised_message(server, template, ledger)
     assert len(server.messages) == 120
 
 
-def test_rejected_and_deferred_recipients(server, template, ledger) -> None:  # type: ignore[no-untyped-def]
+def test_rejected_and_deferred_recipients(
+    server: SmtpTestServer, template: MessageTemplate, ledger: Ledger
+) -> None:
     audience = ListAudience(people(20))
     server.reject_recipient("reader00003@example.org")
     server.defer("rcpt", recipient="reader00005@example.org", times=2)
@@ -111,7 +125,9 @@ def test_rejected_and_deferred_recipients(server, template, ledger) -> None:  # 
     assert received_by_address(server)["reader00005@example.org"] == 1
 
 
-def test_gives_up_after_max_attempts(server, template, ledger) -> None:  # type: ignore[no-untyped-def]
+def test_gives_up_after_max_attempts(
+    server: SmtpTestServer, template: MessageTemplate, ledger: Ledger
+) -> None:
     server.defer("rcpt", recipient="reader00001@example.org", times=None)
     report = send_issue(
         template,
@@ -126,7 +142,9 @@ def test_gives_up_after_max_attempts(server, template, ledger) -> None:  # type:
     assert (failure.last_error or "").startswith("gave up after 3 attempts")
 
 
-def test_server_down_pauses_and_resume_completes(server, template, ledger) -> None:  # type: ignore[no-untyped-def]
+def test_server_down_pauses_and_resume_completes(
+    server: SmtpTestServer, template: MessageTemplate, ledger: Ledger
+) -> None:
     audience = ListAudience(people(30))
     server.stop()
     with pytest.raises(TransportUnavailableError) as caught:
@@ -137,7 +155,9 @@ def test_server_down_pauses_and_resume_completes(server, template, ledger) -> No
     assert report.complete and report.counts[State.SENT] == 30
 
 
-def test_repeated_transient_failures_pause_the_run(server, template, ledger) -> None:  # type: ignore[no-untyped-def]
+def test_repeated_transient_failures_pause_the_run(
+    server: SmtpTestServer, template: MessageTemplate, ledger: Ledger
+) -> None:
     audience = ListAudience(people(40))
     server.defer("mail", times=None)
     report = send_issue(
@@ -159,7 +179,9 @@ def test_repeated_transient_failures_pause_the_run(server, template, ledger) -> 
     assert set(received_by_address(server).values()) == {1}
 
 
-def test_uncertain_delivery_is_not_resent_unless_asked(server, template, ledger) -> None:  # type: ignore[no-untyped-def]
+def test_uncertain_delivery_is_not_resent_unless_asked(
+    server: SmtpTestServer, template: MessageTemplate, ledger: Ledger
+) -> None:
     audience = ListAudience(people(5))
     server.drop_after_data(transaction=2)
     report = send_issue(
@@ -184,7 +206,9 @@ def test_uncertain_delivery_is_not_resent_unless_asked(server, template, ledger)
     assert received_by_address(server)[uncertain.email] == 2  # the editor asked for it
 
 
-def test_subscriber_who_left_is_not_sent(server, template, ledger) -> None:  # type: ignore[no-untyped-def]
+def test_subscriber_who_left_is_not_sent(
+    server: SmtpTestServer, template: MessageTemplate, ledger: Ledger
+) -> None:
     audience = ListAudience(people(10))
     server.stop()
     with pytest.raises(TransportUnavailableError):
@@ -196,7 +220,9 @@ def test_subscriber_who_left_is_not_sent(server, template, ledger) -> None:  # t
     assert report.counts[State.SENT] == 9
 
 
-def test_missing_values_stop_the_send_before_anything_leaves(server, project: Path, ledger) -> None:  # type: ignore[no-untyped-def]
+def test_missing_values_stop_the_send_before_anything_leaves(
+    server: SmtpTestServer, project: Path, ledger: Ledger
+) -> None:
     item = project / "issues" / "2026-11" / "03-winter-roster.md"
     item.write_text(item.read_text() + "\nYour plot: {{ subscriber.plot }}\n", encoding="utf-8")
     template = example_template(project)
@@ -211,7 +237,9 @@ def test_missing_values_stop_the_send_before_anything_leaves(server, project: Pa
     )
 
 
-def test_changed_content_needs_confirmation(server, project: Path, ledger) -> None:  # type: ignore[no-untyped-def]
+def test_changed_content_needs_confirmation(
+    server: SmtpTestServer, project: Path, ledger: Ledger
+) -> None:
     audience = ListAudience(people(3))
     send_issue(
         example_template(project), audience, transport=smtp_transport(server.port), ledger=ledger
@@ -232,12 +260,14 @@ def test_changed_content_needs_confirmation(server, project: Path, ledger) -> No
     assert report.sent_now == 0
 
 
-def test_stop_event_finishes_in_flight_and_resumes(server, template, ledger) -> None:  # type: ignore[no-untyped-def]
+def test_stop_event_finishes_in_flight_and_resumes(
+    server: SmtpTestServer, template: MessageTemplate, ledger: Ledger
+) -> None:
     audience = ListAudience(people(200))
     stop = threading.Event()
-    seen = []
+    seen: list[SendProgress] = []
 
-    def progress(update) -> None:  # type: ignore[no-untyped-def]
+    def progress(update: SendProgress) -> None:
         seen.append(update)
         if update.sent >= 50:
             stop.set()
@@ -260,7 +290,9 @@ def test_stop_event_finishes_in_flight_and_resumes(server, template, ledger) -> 
     assert len(received_by_address(server)) == 200
 
 
-def test_dry_run_and_test_send_record_nothing(server, template, ledger) -> None:  # type: ignore[no-untyped-def]
+def test_dry_run_and_test_send_record_nothing(
+    server: SmtpTestServer, template: MessageTemplate, ledger: Ledger
+) -> None:
     audience = ListAudience(people(7))
     report = dry_run(template, audience)
     assert report.messages == 7 and report.total_bytes > 7 * 10_000
@@ -280,7 +312,9 @@ def test_dry_run_and_test_send_record_nothing(server, template, ledger) -> None:
     assert ledger.issues() == []
 
 
-def test_a_second_run_at_the_same_time_is_refused(server, template, ledger, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_second_run_at_the_same_time_is_refused(
+    server: SmtpTestServer, template: MessageTemplate, ledger: Ledger, tmp_path: Path
+) -> None:
     with (
         Ledger(tmp_path / "newsletter.db") as other,
         other.lock(template.issue),
@@ -298,8 +332,8 @@ def test_a_second_run_at_the_same_time_is_refused(server, template, ledger, tmp_
 
 @pytest.mark.slow
 def test_sigkill_at_random_points_then_resume_sends_everyone_exactly_once(
-    server, project: Path, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+    server: SmtpTestServer, project: Path, tmp_path: Path
+) -> None:
     count = 2000
     database = tmp_path / "crash.db"
     command = [
@@ -351,7 +385,9 @@ def test_sigkill_at_random_points_then_resume_sends_everyone_exactly_once(
     assert set(received) <= everyone
 
 
-def test_retry_failed_sends_to_recipients_that_failed_before(server, template, ledger) -> None:  # type: ignore[no-untyped-def]
+def test_retry_failed_sends_to_recipients_that_failed_before(
+    server: SmtpTestServer, template: MessageTemplate, ledger: Ledger
+) -> None:
     audience = ListAudience(people(6))
     server.reject_recipient("reader00002@example.org")
     first = send_issue(template, audience, transport=smtp_transport(server.port), ledger=ledger)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from newsletter.delivery.ledger import Ledger, State
+from newsletter.delivery.ledger import Ledger, LedgerRow, State
 from newsletter.delivery.message import (
     HTML,
     SUBJECT,
@@ -30,7 +30,7 @@ from newsletter.delivery.message import (
     SlotContext,
 )
 from newsletter.delivery.ratelimit import Backoff, RateLimiter
-from newsletter.delivery.sender import SendOptions, send_issue, send_test
+from newsletter.delivery.sender import SendOptions, SendReport, send_issue, send_test
 from newsletter.delivery.transports.base import BatchItem, BatchResult, DeliveryReceipt
 from newsletter.errors import (
     AudienceError,
@@ -138,10 +138,13 @@ def run(
     audience: ListAudience,
     transport: RecordingBatchTransport,
     database: Path,
-    **options: object,
-):  # type: ignore[no-untyped-def]
-    limiter = options.pop("limiter", None)
-    clock = options.pop("clock", time.time)
+    *,
+    limiter: RateLimiter | None = None,
+    clock: Callable[[], float] = time.time,
+    max_attempts: int = 5,
+    pause_after_failures: int = 10,
+) -> tuple[SendReport, dict[str, LedgerRow]]:
+    options = SendOptions(max_attempts=max_attempts, pause_after_failures=pause_after_failures)
     with Ledger(database) as ledger:
         report = send_issue(
             template,
@@ -149,9 +152,9 @@ def run(
             transport=transport,
             ledger=ledger,
             backoff=FAST,
-            limiter=limiter,  # type: ignore[arg-type]
-            clock=clock,  # type: ignore[arg-type]
-            options=SendOptions(**options),  # type: ignore[arg-type]
+            limiter=limiter,
+            clock=clock,
+            options=options,
         )
         rows = {row.email: row for row in ledger.issue(template.issue).rows()}
     return report, rows
@@ -160,7 +163,9 @@ def run(
 # --- the batch path -------------------------------------------------------------------------
 
 
-def test_batches_of_max_batch_each_recipient_once(template, database) -> None:  # type: ignore[no-untyped-def]
+def test_batches_of_max_batch_each_recipient_once(
+    template: MessageTemplate, database: Path
+) -> None:
     audience = ListAudience(people(100))
     transport = RecordingBatchTransport(database, template.issue, max_batch=7)
     seen: list[int] = []
@@ -185,7 +190,7 @@ def test_batches_of_max_batch_each_recipient_once(template, database) -> None:  
     assert transport.closed == 1
 
 
-def test_per_recipient_outcomes(template, database) -> None:  # type: ignore[no-untyped-def]
+def test_per_recipient_outcomes(template: MessageTemplate, database: Path) -> None:
     def script(item: BatchItem, attempt: int) -> Exception | None:
         match item.key:
             case "reader00001@example.org":
@@ -212,7 +217,7 @@ def test_per_recipient_outcomes(template, database) -> None:  # type: ignore[no-
     assert nonzero(report.counts) == {State.SENT: 17, State.FAILED: 2, State.UNCERTAIN: 1}
 
 
-def test_whole_batch_uncertain_marks_every_key(template, database) -> None:  # type: ignore[no-untyped-def]
+def test_whole_batch_uncertain_marks_every_key(template: MessageTemplate, database: Path) -> None:
     transport = RecordingBatchTransport(
         database,
         template.issue,
@@ -226,7 +231,7 @@ def test_whole_batch_uncertain_marks_every_key(template, database) -> None:  # t
     assert again.sent_now == 0 and len(transport.batches) == 3
 
 
-def test_unavailable_pauses_and_resume_completes(template, database) -> None:  # type: ignore[no-untyped-def]
+def test_unavailable_pauses_and_resume_completes(template: MessageTemplate, database: Path) -> None:
     down = [True]
     transport = RecordingBatchTransport(
         database,
@@ -243,7 +248,9 @@ def test_unavailable_pauses_and_resume_completes(template, database) -> None:  #
     assert set(transport.accepted.values()) == {1}
 
 
-def test_repeated_refused_requests_pause_after_n_requests(template, database) -> None:  # type: ignore[no-untyped-def]
+def test_repeated_refused_requests_pause_after_n_requests(
+    template: MessageTemplate, database: Path
+) -> None:
     transport = RecordingBatchTransport(
         database, template.issue, whole=lambda n: TransientDeliveryError("HTTP 503")
     )
@@ -253,7 +260,9 @@ def test_repeated_refused_requests_pause_after_n_requests(template, database) ->
     assert 3 <= len(transport.batches) <= 4
 
 
-def test_rate_limit_counts_recipients_and_retry_after_pauses(template, database) -> None:  # type: ignore[no-untyped-def]
+def test_rate_limit_counts_recipients_and_retry_after_pauses(
+    template: MessageTemplate, database: Path
+) -> None:
     now = [0.0]
     slept: list[float] = []
 
@@ -282,7 +291,7 @@ def test_rate_limit_counts_recipients_and_retry_after_pauses(template, database)
     assert any(s >= 25 for s in slept)
 
 
-def test_people_who_left_or_cannot_be_sent_to(template, database) -> None:  # type: ignore[no-untyped-def]
+def test_people_who_left_or_cannot_be_sent_to(template: MessageTemplate, database: Path) -> None:
     audience = ListAudience([*people(10), Person("bad address@example.org")])
 
     def whole(request: int) -> None:
@@ -299,7 +308,9 @@ def test_people_who_left_or_cannot_be_sent_to(template, database) -> None:  # ty
     assert nonzero(report.counts) == {State.SENT: 9, State.FAILED: 2}
 
 
-def test_wrong_result_keys_make_the_batch_uncertain(template, database) -> None:  # type: ignore[no-untyped-def]
+def test_wrong_result_keys_make_the_batch_uncertain(
+    template: MessageTemplate, database: Path
+) -> None:
     class Shuffled(RecordingBatchTransport):
         def send_batch(self, items: Sequence[BatchItem]) -> list[BatchResult]:
             return list(reversed(super().send_batch(items)))
@@ -309,7 +320,7 @@ def test_wrong_result_keys_make_the_batch_uncertain(template, database) -> None:
     assert nonzero(report.counts) == {State.UNCERTAIN: 3}
 
 
-def test_stop_finishes_the_batch_in_flight(template, database) -> None:  # type: ignore[no-untyped-def]
+def test_stop_finishes_the_batch_in_flight(template: MessageTemplate, database: Path) -> None:
     stop = threading.Event()
     transport = RecordingBatchTransport(database, template.issue, max_batch=10)
     with Ledger(database) as ledger:
@@ -327,7 +338,7 @@ def test_stop_finishes_the_batch_in_flight(template, database) -> None:  # type:
     assert resumed.complete and set(transport.accepted.values()) == {1}
 
 
-def test_test_send_through_a_batch_transport(template, database) -> None:  # type: ignore[no-untyped-def]
+def test_test_send_through_a_batch_transport(template: MessageTemplate, database: Path) -> None:
     class Quiet(RecordingBatchTransport):
         def send_batch(self, items: Sequence[BatchItem]) -> list[BatchResult]:
             (item,) = items
