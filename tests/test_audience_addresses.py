@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import email_validator
 import pytest
 from email_validator import EmailNotValidError, validate_email
 
@@ -211,3 +212,17 @@ def test_sample_subscriber(locale: str, expected: str) -> None:
 )
 def test_attribute_keys_are_identifiers(header: str, key: str) -> None:
     assert attribute_key(header) == key
+
+
+def test_the_fast_path_follows_changes_to_the_special_use_domains(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert normalise_address("ann@example.net") == "ann@example.net"
+    # Projects may allow `test` addresses by removing it, or refuse more names by adding them.
+    monkeypatch.setattr(email_validator, "SPECIAL_USE_DOMAIN_NAMES", ["example.net"])
+    with pytest.raises(AudienceError, match="special-use or reserved name"):
+        normalise_address("ann@example.net")
+    assert normalise_address("ann@mail.test") == "ann@mail.test"
+    email_validator.SPECIAL_USE_DOMAIN_NAMES.append("mail.test")  # changed in place
+    with pytest.raises(AudienceError, match="special-use or reserved name"):
+        normalise_address("ann@mail.test")
