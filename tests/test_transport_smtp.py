@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ssl
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Protocol, TypedDict, Unpack
 
 import pytest
 import trustme
@@ -22,12 +23,32 @@ from newsletter.errors import (
     TransportUnavailableError,
     UncertainDeliveryError,
 )
-from tests.smtpserver import SmtpTestServer, big_message_data
+from tests.smtpserver import SmtpTestServer, Stage, big_message_data
 
 SENDER = "news@example.org"
 PASSWORD = "s3cret-Pa55word"
 
-MakeTransport = Callable[..., SmtpTransport]
+
+class SettingChanges(TypedDict, total=False):
+    """The transport settings a test may change from the server's defaults."""
+
+    security: str
+    timeout: float
+    connections: int
+    max_messages_per_connection: int
+    username: str | None
+    ca_file: str | None
+
+
+class MakeTransport(Protocol):
+    def __call__(
+        self,
+        server: SmtpTestServer,
+        *,
+        password: str | None = None,
+        ssl_context: ssl.SSLContext | str | None = "server",
+        **changes: Unpack[SettingChanges],
+    ) -> SmtpTransport: ...
 
 
 def message(
@@ -61,17 +82,12 @@ def make_transport() -> Iterator[MakeTransport]:
         *,
         password: str | None = None,
         ssl_context: ssl.SSLContext | str | None = "server",
-        **changes: Any,
+        **changes: Unpack[SettingChanges],
     ) -> SmtpTransport:
         security = "tls" if server.implicit_tls else "starttls" if server.starttls else "none"
-        values: dict[str, Any] = {
-            "kind": "smtp",
-            "host": server.host,
-            "port": server.port,
-            "security": security,
-            "timeout": 5.0,
-        }
-        values.update(changes)
+        settings = TransportSettings(
+            kind="smtp", host=server.host, port=server.port, security=security, timeout=5.0
+        )
         context: ssl.SSLContext | None
         if ssl_context == "server":
             context = server.client_context() if server.ca is not None else None
@@ -79,7 +95,7 @@ def make_transport() -> Iterator[MakeTransport]:
             assert not isinstance(ssl_context, str)
             context = ssl_context
         transport = SmtpTransport(
-            TransportSettings(**values), password=password, ssl_context=context
+            dataclasses.replace(settings, **changes), password=password, ssl_context=context
         )
         made.append(transport)
         return transport
@@ -304,7 +320,7 @@ def test_421_is_transient_and_the_next_send_reconnects(
 
 @pytest.mark.parametrize("stage", ["mail", "rcpt", "data", "data_end"])
 def test_451_is_transient_and_the_connection_stays_usable(
-    stage: Any, server: SmtpTestServer, make_transport: MakeTransport
+    stage: Stage, server: SmtpTestServer, make_transport: MakeTransport
 ) -> None:
     transport = make_transport(server)
     server.defer(stage, transaction=1)
@@ -340,7 +356,7 @@ def test_550_rejects_one_recipient_and_the_next_uses_the_same_connection(
 
 @pytest.mark.parametrize("stage", ["mail", "data", "data_end"])
 def test_5xx_outside_rcpt_is_permanent_for_the_message(
-    stage: Any, server: SmtpTestServer, make_transport: MakeTransport
+    stage: Stage, server: SmtpTestServer, make_transport: MakeTransport
 ) -> None:
     transport = make_transport(server)
     server.defer(stage, reply="554 5.7.1 Rejected")
