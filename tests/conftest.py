@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 
 from newsletter.config import Settings, load_settings
+from tests.spamcache import SpamAssassinCache
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_ISSUE = "2026-11"
@@ -35,3 +37,25 @@ def settings(project: Path) -> Settings:
 @pytest.fixture
 def issue_folder(project: Path) -> Path:
     return project / "issues" / EXAMPLE_ISSUE
+
+
+@pytest.fixture(scope="session")
+def spamassassin_cache(tmp_path_factory: pytest.TempPathFactory) -> SpamAssassinCache | None:
+    """One report cache for the whole run (per xdist worker); None without SpamAssassin."""
+    real = shutil.which("spamassassin")
+    if real is None:
+        return None
+    return SpamAssassinCache(tmp_path_factory.mktemp("spamassassin-cache"), real)
+
+
+@pytest.fixture
+def cached_spamassassin(
+    spamassassin_cache: SpamAssassinCache | None, monkeypatch: pytest.MonkeyPatch
+) -> SpamAssassinCache | None:
+    """For tests not about the spam score: SpamAssassin runs once per distinct message per run.
+
+    The caching `spamassassin` goes first on PATH, for this process and the commands it starts.
+    """
+    if spamassassin_cache is not None:
+        monkeypatch.setenv("PATH", spamassassin_cache.search_path(os.environ.get("PATH")))
+    return spamassassin_cache

@@ -6,20 +6,23 @@ import email
 import email.policy
 import os
 import re
+import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.smtpserver import SmtpTestServer
+from tests.spamcache import SpamAssassinCache
 
 REPO = Path(__file__).resolve().parent.parent
 PASSWORD = "s3cret-pa55"
 
 
 @pytest.fixture
-def server():  # type: ignore[no-untyped-def]
+def server() -> Iterator[SmtpTestServer]:
     with SmtpTestServer(starttls=True, username="editor", password=PASSWORD) as running:
         yield running
 
@@ -47,6 +50,17 @@ def smtp_project(project: Path, server: SmtpTestServer) -> Path:
     return project
 
 
+@pytest.fixture
+def fresh_spamassassin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SpamAssassinCache | None:
+    """An empty report cache: the first check of the test runs the real SpamAssassin."""
+    real = shutil.which("spamassassin")
+    if real is None:
+        return None
+    cache = SpamAssassinCache(tmp_path / "spamassassin", real)
+    monkeypatch.setenv("PATH", cache.search_path(os.environ.get("PATH")))
+    return cache
+
+
 def newsletter(
     project: Path, *args: str, password: str | None = PASSWORD, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
@@ -67,7 +81,9 @@ def newsletter(
     )
 
 
-def test_import_test_send_send_resume_and_status(smtp_project: Path, server) -> None:  # type: ignore[no-untyped-def]
+def test_import_test_send_send_resume_and_status(
+    smtp_project: Path, server: SmtpTestServer, fresh_spamassassin: SpamAssassinCache | None
+) -> None:
     imported = newsletter(smtp_project, "subscribers", "import", "list.csv")
     assert imported.returncode == 0, imported.stderr
     assert "3 added" in imported.stdout
@@ -99,12 +115,15 @@ def test_import_test_send_send_resume_and_status(smtp_project: Path, server) -> 
     for received in real:
         parsed = email.message_from_bytes(received.data, policy=email.policy.default)
         assert [a.addr_spec for a in parsed["To"].addresses] == [received.rcpt_tos[0]]
-        html = parsed.get_body(("html",)).get_content()
-        assert "<script>" not in html
+        html_part = parsed.get_body(("html",))
+        assert html_part is not None
+        assert "<script>" not in html_part.get_content()
     evil = next(m for m in real if m.rcpt_tos[0] == "sor@example.org")
     parsed = email.message_from_bytes(evil.data, policy=email.policy.default)
     assert parsed["To"].addresses[0].display_name == 'Søren "Evil" <x@y> <script>'
-    assert "Dear Søren," in parsed.get_body(("plain",)).get_content()
+    plain_part = parsed.get_body(("plain",))
+    assert plain_part is not None
+    assert "Dear Søren," in plain_part.get_content()
 
     again = newsletter(smtp_project, "send", "2026-11", "--yes")
     assert again.returncode == 0
@@ -114,11 +133,15 @@ def test_import_test_send_send_resume_and_status(smtp_project: Path, server) -> 
     status = newsletter(smtp_project, "status", "2026-11")
     assert status.returncode == 0
     assert "│ sent      │ 3 │" in status.stdout
+    if fresh_spamassassin is not None:
+        # The sends ran the spam check: the first with the real SpamAssassin, the rest reused it.
+        calls = fresh_spamassassin.calls()
+        assert calls[:1] == ["miss"] and "miss" not in calls[1:], calls
 
 
 def test_rejected_recipient_is_reported_and_the_exit_status_is_non_zero(
-    smtp_project: Path, server
-) -> None:  # type: ignore[no-untyped-def]
+    smtp_project: Path, server: SmtpTestServer, cached_spamassassin: SpamAssassinCache | None
+) -> None:
     newsletter(smtp_project, "subscribers", "import", "list.csv")
     server.reject_recipient("bob@example.org")
     sent = newsletter(smtp_project, "send", "2026-11", "--yes")
@@ -129,7 +152,9 @@ def test_rejected_recipient_is_reported_and_the_exit_status_is_non_zero(
     assert "failed: bob@example.org:" in status.stdout
 
 
-def test_missing_password_is_an_error_before_anything_is_sent(smtp_project: Path, server) -> None:  # type: ignore[no-untyped-def]
+def test_missing_password_is_an_error_before_anything_is_sent(
+    smtp_project: Path, server: SmtpTestServer, cached_spamassassin: SpamAssassinCache | None
+) -> None:
     newsletter(smtp_project, "subscribers", "import", "list.csv")
     result = newsletter(smtp_project, "send", "2026-11", "--yes", password=None)
     assert result.returncode == 1
@@ -138,7 +163,9 @@ def test_missing_password_is_an_error_before_anything_is_sent(smtp_project: Path
     assert not server.messages
 
 
-def test_wrong_password_pauses_with_a_clear_reason(smtp_project: Path, server) -> None:  # type: ignore[no-untyped-def]
+def test_wrong_password_pauses_with_a_clear_reason(
+    smtp_project: Path, server: SmtpTestServer, cached_spamassassin: SpamAssassinCache | None
+) -> None:
     newsletter(smtp_project, "subscribers", "import", "list.csv")
     result = newsletter(smtp_project, "send", "2026-11", "--yes", password="wrong")
     assert result.returncode == 1
@@ -147,7 +174,9 @@ def test_wrong_password_pauses_with_a_clear_reason(smtp_project: Path, server) -
     assert not server.messages
 
 
-def test_dry_run_sends_and_records_nothing(smtp_project: Path, server) -> None:  # type: ignore[no-untyped-def]
+def test_dry_run_sends_and_records_nothing(
+    smtp_project: Path, server: SmtpTestServer, cached_spamassassin: SpamAssassinCache | None
+) -> None:
     newsletter(smtp_project, "subscribers", "import", "list.csv")
     result = newsletter(smtp_project, "send", "2026-11", "--dry-run")
     assert result.returncode == 0, result.stderr
@@ -157,7 +186,9 @@ def test_dry_run_sends_and_records_nothing(smtp_project: Path, server) -> None: 
     assert "'2026-11' has not been sent yet." in status.stdout
 
 
-def test_send_runs_the_check_first_and_refuses_on_errors(smtp_project: Path, server) -> None:  # type: ignore[no-untyped-def]
+def test_send_runs_the_check_first_and_refuses_on_errors(
+    smtp_project: Path, server: SmtpTestServer, cached_spamassassin: SpamAssassinCache | None
+) -> None:
     newsletter(smtp_project, "subscribers", "import", "list.csv")
     long_item = smtp_project / "issues" / "2026-11" / "05-minutes.md"
     paragraph = "The committee discussed the compost rota and the shed roof at length. " * 20
