@@ -151,7 +151,7 @@ class RejectedItems(Exception):
 
 
 class HttpProviderTransport:
-    """Base of every provider transport; implements the `BatchTransport` protocol.
+    """Base of every provider transport; implements the `Transport` protocol (base.py).
 
     Subclasses set `name`, `max_batch`, `default_api_url`, `default_key_env` (and, if the
     provider has a cheap authenticated GET, `check_path`), and implement `deliver`. Providers
@@ -299,7 +299,7 @@ class HttpProviderTransport:
             response,
         )
 
-    # --- BatchTransport ---------------------------------------------------------------------
+    # --- the Transport protocol -------------------------------------------------------------
 
     def check(self) -> None:
         """Prove the key works with `check_path` (a cheap authenticated GET), if there is one."""
