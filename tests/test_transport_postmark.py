@@ -1,22 +1,23 @@
-"""Postmark transport against a loopback server that plays Postmark and checks every request."""
+"""Postmark transport against a loopback server that plays Postmark and checks every request.
+
+What every provider shares (full send, crash and resume, whole-request failures) is tested once
+in tests/test_transport_contract.py, with `PostmarkFake` from here; this file keeps what only
+Postmark does.
+"""
 
 from __future__ import annotations
 
 import email.utils
 import itertools
 import threading
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from newsletter.config import TransportSettings
-from newsletter.delivery.ledger import Ledger, State
 from newsletter.delivery.message import MessageTemplate, Personalisation
-from newsletter.delivery.ratelimit import Backoff
-from newsletter.delivery.sender import SendOptions, send_issue, send_test
+from newsletter.delivery.sender import send_test
 from newsletter.delivery.transports import describe_transport, make_transport
 from newsletter.delivery.transports.base import BatchItem
 from newsletter.delivery.transports.postmark import TEST_TOKEN, PostmarkTransport
@@ -30,14 +31,12 @@ from newsletter.errors import (
 )
 from tests.conftest import copy_example_project
 from tests.providerfake import (
-    HANG,
     FakeRequest,
     FakeResponse,
     ProviderFake,
-    crash_and_resume,
     spec_validator,
 )
-from tests.sendkit import SECRET, ListAudience, Person, example_template, people, token_for
+from tests.sendkit import SECRET, Person, example_template, token_for
 
 TOKEN = "pm-test-token"
 BATCH_SCHEMA = spec_validator(
@@ -46,7 +45,6 @@ BATCH_SCHEMA = spec_validator(
     "oas30",
     patch=lambda schema: {"allOf": [schema, {"maxItems": 500}]},
 )
-FAST = Backoff(base=0.01, cap=0.02)
 
 
 class PostmarkFake:
@@ -197,28 +195,18 @@ def test_inactive_recipient_fails_alone(
     assert "bob@example.org" in str(results[1].error) and "406" in str(results[1].error)
 
 
+# The failures every provider shares (429, 5xx, 401/403, malformed or empty answers, no answer)
+# are in tests/test_transport_contract.py; these are Postmark's own.
 @pytest.mark.parametrize(
     ("fault", "error", "text", "retry_after"),
     [
-        (FakeResponse.json({"ErrorCode": 429, "Message": "Rate limit exceeded"}, 429),
-         TransientDeliveryError, "rate limited", None),
-        (FakeResponse.json({"ErrorCode": 429, "Message": "slow"}, 429, {"Retry-After": "7"}),
-         TransientDeliveryError, "retry after 7s", 7.0),
-        (FakeResponse(503, b"<html>maintenance</html>"), TransientDeliveryError, "HTTP 503", None),
-        (FakeResponse.json({"ErrorCode": 10, "Message": "Bad token"}, 401),
-         TransportUnavailableError, "Bad token", None),
         (FakeResponse.json({"ErrorCode": 300, "Message": "Invalid 'To' address"}, 422),
          PermanentDeliveryError, "Invalid 'To' address", None),
         (FakeResponse.json({"ErrorCode": 405, "Message": "Not allowed to send"}, 422),
          TransportUnavailableError, "Not allowed to send", None),
-        (FakeResponse(200, b'[{"ErrorCode": 0, "MessageID": "x"'), UncertainDeliveryError,
-         "malformed JSON", None),
-        (FakeResponse(200, b""), UncertainDeliveryError, "empty body", None),
         (FakeResponse.json([]), UncertainDeliveryError, "expected 2 results", None),
-        (HANG, UncertainDeliveryError, "no answer within 0.4s", None),
     ],
-    ids=["429", "429-retry-after", "503", "401", "422-invalid", "422-account", "malformed",
-         "empty", "short", "hang"],
+    ids=["422-invalid", "422-account", "short"],
 )  # fmt: skip
 def test_whole_request_failures_are_typed(
     server: ProviderFake,
@@ -238,25 +226,6 @@ def test_whole_request_failures_are_typed(
     if isinstance(caught.value, TransientDeliveryError):
         assert caught.value.retry_after == retry_after
     assert not server.accepted
-
-
-def test_retry_after_as_http_date(server: ProviderFake, template: MessageTemplate) -> None:
-    PostmarkFake(server)
-    now = 1_800_000_000.0
-    when = email.utils.formatdate(now + 30, usegmt=True)
-    server.fail_next(FakeResponse.json({"Message": "slow"}, 429, {"Retry-After": when}))
-    transport = PostmarkTransport(settings_for(server), api_key=TOKEN, clock=lambda: now)
-    with pytest.raises(TransientDeliveryError) as caught:
-        transport.send_batch(items_for(template, [Person("a@example.org")]))
-    assert caught.value.retry_after == 30.0
-
-
-def test_nothing_listening_is_transient(template: MessageTemplate) -> None:
-    with ProviderFake() as gone:
-        url = gone.url
-    transport = PostmarkTransport(TransportSettings(kind="postmark", api_url=url), api_key=TOKEN)
-    with pytest.raises(TransientDeliveryError, match="cannot connect"):
-        transport.send_batch(items_for(template, [Person("a@example.org")]))
 
 
 def test_check(server: ProviderFake, postmark: PostmarkFake) -> None:
@@ -310,81 +279,3 @@ def test_test_send_through_postmark(
     assert message["Subject"].startswith("[TEST] ")
     assert "Dear Sam," in message["HtmlBody"]
     assert token_for(SECRET, "sam@example.org") not in str(message)
-
-
-@pytest.mark.parametrize(
-    "count",
-    [
-        # Each message carries its ~110 KB of images: a batch of 500 is split in two requests.
-        pytest.param(501, id="501"),
-        pytest.param(3000, id="3000", marks=pytest.mark.slow),
-    ],
-)
-def test_full_send_matches_the_ledger(
-    server: ProviderFake,
-    postmark: PostmarkFake,
-    template: MessageTemplate,
-    tmp_path: Path,
-    count: int,
-) -> None:
-    audience = ListAudience(people(count))
-    postmark.inactive.add("reader00007@example.org")
-    # One rate limit and one server error along the way; both are retried.
-    posts = lambda request: request.method == "POST"  # noqa: E731
-    server.fail_next(FakeResponse.json({"Message": "slow"}, 429, {"Retry-After": "0"}), when=posts)
-    server.fail_next(FakeResponse(500, b"oops"), when=posts)
-    started = time.monotonic()
-    with Ledger(tmp_path / "ledger.db") as ledger:
-        report = send_issue(
-            template,
-            audience,
-            transport=transport_for(server, timeout=10),
-            ledger=ledger,
-            backoff=FAST,
-            options=SendOptions(concurrency=2),
-        )
-        issue = ledger.issue(template.issue)
-        replies = {row.email: row.reply for row in issue.rows(State.SENT)}
-    assert report.complete, report
-    assert report.counts[State.SENT] == count - 1 and report.counts[State.FAILED] == 1
-    assert set(server.accepted.values()) == {1}
-    assert set(server.accepted) == set(audience.people) - {"reader00007@example.org"}
-    assert {address: [reply] for address, reply in replies.items()} == server.ids
-    assert max(len(r.json()) for r in server.posts()) <= 500
-    assert server.problems == []
-    assert time.monotonic() - started < count / 20
-
-
-@pytest.mark.slow
-def test_crash_mid_run_and_resume_sends_everyone_once(
-    server: ProviderFake, postmark: PostmarkFake, project: Path, tmp_path: Path
-) -> None:
-    crash_and_resume(
-        server,
-        "postmark",
-        project,
-        tmp_path / "crash.db",
-        count=2000,
-        env={"POSTMARK_SERVER_TOKEN": TOKEN},
-    )
-
-
-def test_tls_is_verified(template: MessageTemplate, tmp_path: Path) -> None:
-    import ssl
-
-    import trustme
-
-    ca = trustme.CA()
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("localhost", "127.0.0.1").configure_cert(context)
-    ca_file = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
-    with ProviderFake(ssl_context=context) as secure:
-        PostmarkFake(secure)
-        assert secure.url.startswith("https://localhost:")
-        untrusting = transport_for(secure)
-        with pytest.raises(TransientDeliveryError, match="CERTIFICATE_VERIFY_FAILED"):
-            untrusting.send_batch(items_for(template, [Person("a@example.org")]))
-        trusting = transport_for(secure, ca_file=str(ca_file))
-        (result,) = trusting.send_batch(items_for(template, [Person("a@example.org")]))
-        assert result.receipt is not None and secure.accepted["a@example.org"] == 1

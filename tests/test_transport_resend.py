@@ -3,7 +3,9 @@
 The fake validates each body against Resend's own OpenAPI 3.1 schema (plus the documented
 batch rules the schema lacks: at most 100 emails, no attachments), answers batches in
 permissive mode as Resend does, and keeps Idempotency-Keys so a repeated request is answered
-from its record instead of being sent again.
+from its record instead of being sent again. What every provider shares (full send, crash and
+resume, whole-request failures) is tested once in tests/test_transport_contract.py, with
+`ResendFake` and `publish_images` from here.
 """
 
 from __future__ import annotations
@@ -13,9 +15,7 @@ import email.utils
 import hashlib
 import itertools
 import json
-import socket
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -26,10 +26,8 @@ import pytest
 
 from newsletter.audience import SubscriberStore
 from newsletter.config import Settings, TransportSettings
-from newsletter.delivery.ledger import Ledger, State
 from newsletter.delivery.message import MessageTemplate, Personalisation
-from newsletter.delivery.ratelimit import Backoff
-from newsletter.delivery.sender import SendOptions, send_issue, send_test
+from newsletter.delivery.sender import send_test
 from newsletter.delivery.suppressions import SuppressionKind, sync_suppressions
 from newsletter.delivery.transports import describe_transport, make_transport
 from newsletter.delivery.transports.base import BatchItem
@@ -50,14 +48,12 @@ from newsletter.errors import (
 )
 from tests.conftest import copy_example_project
 from tests.providerfake import (
-    HANG,
     FakeRequest,
     FakeResponse,
     ProviderFake,
-    crash_and_resume,
     spec_validator,
 )
-from tests.sendkit import SECRET, ListAudience, Person, example_template, people, token_for
+from tests.sendkit import SECRET, Person, example_template, token_for
 
 KEY = "re_test_key"
 SEND_SCHEMA = spec_validator(
@@ -76,7 +72,6 @@ BATCH_SCHEMA = spec_validator(
 SUPPRESSIONS_ANSWER = spec_validator(
     "resend/resend.yaml", "/components/schemas/ListSuppressionsResponseSuccess", "oas31"
 )
-FAST = Backoff(base=0.01, cap=0.02)
 BASE_URL = "https://riverside-garden.example.org/newsletter/"
 
 
@@ -219,16 +214,7 @@ def _decoded(name: str) -> str:
 @pytest.fixture
 def server() -> Iterator[ProviderFake]:
     with ProviderFake(hang_seconds=3) as running:
-        no_delay(running)
         yield running
-
-
-def no_delay(fake: ProviderFake) -> None:
-    """TCP_NODELAY on the fake's socket: without it each answer waits ~40 ms (Nagle +
-    delayed ACK), as the fake writes headers and body separately."""
-    listener = getattr(getattr(fake, "_server", None), "socket", None)
-    if listener is not None:
-        listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 @pytest.fixture
@@ -365,11 +351,11 @@ def test_internationalised_address_is_refused_before_sending(
     assert len(request.json()) == 1
 
 
+# The failures every provider shares (429, 5xx, 401/403, malformed or empty answers, no answer)
+# are in tests/test_transport_contract.py; these are Resend's own.
 @pytest.mark.parametrize(
     ("fault", "error", "text", "retry_after"),
     [
-        (_error(429, "rate_limit_exceeded", "Too many requests"), TransientDeliveryError,
-         "rate limited", None),
         (FakeResponse.json({"name": "rate_limit_exceeded", "message": "slow"}, 429,
                            {"retry-after": "2", "ratelimit-reset": "9"}),
          TransientDeliveryError, "retry after 2s", 2.0),
@@ -379,9 +365,6 @@ def test_internationalised_address_is_refused_before_sending(
          TransientDeliveryError, "retry after 1s", 1.0),
         (_error(429, "daily_quota_exceeded", "You have reached your daily email quota"),
          TransportUnavailableError, "quota used up", None),
-        (FakeResponse(500, b"oops"), TransientDeliveryError, "HTTP 500", None),
-        (_error(401, "missing_api_key", "Missing API key"), TransportUnavailableError,
-         "Missing API key", None),
         (_error(403, "validation_error", "The example.org domain is not verified."),
          TransportUnavailableError, "not verified", None),
         (_error(422, "validation_error", "Invalid `from` field."), PermanentDeliveryError,
@@ -391,18 +374,13 @@ def test_internationalised_address_is_refused_before_sending(
          None),
         (_error(409, "concurrent_idempotent_requests", "still in progress"),
          TransientDeliveryError, "still being processed", 1.0),
-        (FakeResponse(200, b'{"data": [{"id": "x"}'), UncertainDeliveryError, "malformed JSON",
-         None),
-        (FakeResponse(200, b""), UncertainDeliveryError, "empty body", None),
         (FakeResponse.json({"data": [{"id": "x"}]}), UncertainDeliveryError,
          "1 ids and 0 errors for 2 emails", None),
         (FakeResponse.json({"data": [{"id": "x"}], "errors": [{"index": 7, "message": "?"}]}),
          UncertainDeliveryError, "unknown email", None),
-        (HANG, UncertainDeliveryError, "no answer within 0.4s", None),
     ],
-    ids=["429", "429-retry-after", "429-ratelimit-reset", "429-daily-quota", "500", "401",
-         "403", "422", "409-idempotency", "409-concurrent", "malformed", "empty", "short",
-         "bad-index", "hang"],
+    ids=["429-retry-after-first", "429-ratelimit-reset", "429-daily-quota", "403-domain",
+         "422", "409-idempotency", "409-concurrent", "short", "bad-index"],
 )  # fmt: skip
 def test_whole_request_failures_are_typed(
     server: ProviderFake,
@@ -545,55 +523,3 @@ def test_suppressions_are_synced_into_the_store(
         assert store.get("stays@example.org").status == "subscribed"  # type: ignore[union-attr]
         assert store.events("p1@example.org")[-1].source == "provider:resend"
     assert server.problems == []
-
-
-@pytest.mark.parametrize("count", [pytest.param(2500, marks=pytest.mark.slow), 400])
-def test_full_send_matches_the_ledger(
-    server: ProviderFake, resend: ResendFake, hosted: MessageTemplate, tmp_path: Path, count: int
-) -> None:
-    audience = ListAudience(people(count))
-    resend.invalid.add("reader00007@example.org")
-    resend.invalid.add(f"reader{count - 3:05d}@example.org")
-    posts = lambda request: request.method == "POST"  # noqa: E731
-    server.fail_next(
-        FakeResponse.json({"name": "rate_limit_exceeded", "message": "slow"}, 429,
-                          {"ratelimit-reset": "0"}),
-        when=posts,
-    )  # fmt: skip
-    server.fail_next(FakeResponse(502, b"bad gateway"), when=posts)
-    started = time.monotonic()
-    with Ledger(tmp_path / "ledger.db") as ledger:
-        report = send_issue(
-            hosted,
-            audience,
-            transport=transport_for(server, timeout=10, connections=2),
-            ledger=ledger,
-            backoff=FAST,
-            options=SendOptions(concurrency=2),
-        )
-        issue = ledger.issue(hosted.issue)
-        replies = {row.email: row.reply for row in issue.rows(State.SENT)}
-        failed = {row.email for row in issue.rows(State.FAILED)}
-    assert report.complete, report
-    assert report.counts[State.SENT] == count - 2
-    assert failed == {"reader00007@example.org", f"reader{count - 3:05d}@example.org"}
-    assert set(server.accepted.values()) == {1}
-    assert set(server.accepted) == set(audience.people) - failed
-    assert {address: [reply] for address, reply in replies.items()} == server.ids
-    assert max(len(r.json()) for r in server.posts("/emails/batch")) == 100
-    assert server.problems == []
-    assert time.monotonic() - started < 60
-
-
-@pytest.mark.slow
-def test_crash_mid_run_and_resume_sends_everyone_once(
-    server: ProviderFake, resend: ResendFake, project: Path, tmp_path: Path
-) -> None:
-    crash_and_resume(
-        server,
-        "resend",
-        publish_images(project),
-        tmp_path / "crash.db",
-        count=2000,
-        env={"RESEND_API_KEY": KEY},
-    )
