@@ -414,7 +414,8 @@ def test_blocked_contacts_are_synced_into_the_store(
         store.add("p2@example.org")
         report = sync_suppressions(source, store)
         assert dict(report.changed) == {"complained": 1}
-        assert store.get("p2@example.org").status == "subscribed"  # type: ignore[union-attr]
+        p2 = store.get("p2@example.org")
+        assert p2 is not None and p2.status == "subscribed"
     wrong = BrevoTransport(settings_for(server), api_key="nope").suppression_source()
     with pytest.raises(TransportUnavailableError, match="HTTP 401"):
         list(wrong.fetch())

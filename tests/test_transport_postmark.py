@@ -160,9 +160,8 @@ def test_batch_carries_each_recipients_own_message(
     assert [r.receipt.reply for r in results if r.receipt] == ["pm-00000001", "pm-00000002",
                                                                  "pm-00000003"]  # fmt: skip
     (request,) = server.posts("/email/batch")
-    assert request.header(
-        "user-agent",
-    ).startswith("newsletter/")  # type: ignore[union-attr]
+    user_agent = request.header("user-agent")
+    assert user_agent is not None and user_agent.startswith("newsletter/")
     sent = request.json()
     first = sent[0]
     # The name stays a name: quoted, never a second recipient.

@@ -520,6 +520,7 @@ def test_suppressions_are_synced_into_the_store(
         report = sync_suppressions(source, store)
         assert dict(report.changed) == {"bounced": 2, "complained": 1, "unsubscribed": 1}
         assert report.unknown == 226
-        assert store.get("stays@example.org").status == "subscribed"  # type: ignore[union-attr]
+        stays = store.get("stays@example.org")
+        assert stays is not None and stays.status == "subscribed"
         assert store.events("p1@example.org")[-1].source == "provider:resend"
     assert server.problems == []

@@ -158,10 +158,11 @@ def botocore_authorization(request: FakeRequest, url: str, token: str | None) ->
     twin.context["timestamp"] = request.header("x-amz-date")
     signer = BotoSigV4Auth(Credentials(ACCESS_KEY, SECRET_KEY, token), "ses", REGION)
     # The steps of botocore's add_auth, with the request's own timestamp instead of "now".
+    # Private steps of add_auth, which botocore-stubs leave out.
     signer._modify_request_before_signing(twin)  # type: ignore[attr-defined]
     canonical = signer.canonical_request(twin)
     signature = signer.signature(signer.string_to_sign(twin, canonical), twin)
-    signer._inject_signature_to_request(twin, signature)  # type: ignore[attr-defined]
+    signer._inject_signature_to_request(twin, signature)  # type: ignore[attr-defined]  # private
     return str(twin.headers["Authorization"])
 
 
