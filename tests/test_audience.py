@@ -549,6 +549,31 @@ def test_reimport_never_resubscribes_unless_asked(store: SubscriberStore, tmp_pa
     assert store.events("bob@example.org")[-1].source == "import list.csv"
 
 
+def test_an_import_records_each_change_in_the_history(
+    store: SubscriberStore, tmp_path: Path, clock: Clock
+) -> None:
+    store.add("old@example.org", source="cli")
+    clock.now += 60
+    path = write(
+        tmp_path,
+        "email,status\nnew@example.org,\ngone@example.org,unsubscribed\nold@example.org,bounced\n",
+    )
+    assert store.import_csv(path).added == 2
+
+    def history(email: str) -> list[tuple[float, str | None, str, str]]:
+        return [(e.at, e.old_status, e.new_status, e.source) for e in store.events(email)]
+
+    now, source = clock.now, "import list.csv"
+    assert history("new@example.org") == [(now, None, "subscribed", source)]
+    assert history("gone@example.org") == [(now, None, "unsubscribed", source)]
+    assert history("old@example.org") == [
+        (now - 60, None, "subscribed", "cli"),
+        (now, "subscribed", "bounced", source),
+    ]
+    assert store.import_csv(path).unchanged == 3
+    assert len(history("new@example.org")) == 1  # nothing changed, nothing recorded
+
+
 def test_status_column_may_unsubscribe_but_not_resubscribe(
     store: SubscriberStore, tmp_path: Path
 ) -> None:

@@ -61,10 +61,17 @@ _COUNT_STATUS = "SELECT COUNT(*) FROM subscribers WHERE status = :status"
 _COUNT_ALL = "SELECT status, COUNT(*) FROM subscribers GROUP BY status"
 # The keys of every subscriber's attributes; `{each}` is the dialect's JSON-object walk.
 _ATTRIBUTE_KEYS = "SELECT DISTINCT j.key FROM subscribers, {each} j{where} ORDER BY j.key"
+# An import's keys go to a temporary table: existing subscribers are found with one join, and
+# the history of the new ones is written with one INSERT ... SELECT (not a row bound per person).
 _IMPORT_KEYS = "CREATE TEMP TABLE IF NOT EXISTS import_keys (key TEXT PRIMARY KEY)"
 _EXISTING = (
     "SELECT s.key, s.email, s.name, s.attributes, s.status"
     " FROM subscribers s JOIN import_keys USING (key)"
+)
+_ONLY_NEW_KEYS = "DELETE FROM import_keys WHERE key IN (SELECT key FROM subscribers)"
+_NEW_EVENTS = (
+    "INSERT INTO subscriber_events (subscriber_key, at, old_status, new_status, source)"
+    " SELECT s.key, :at, NULL, s.status, :source FROM subscribers s JOIN import_keys USING (key)"
 )
 
 
@@ -326,8 +333,7 @@ class SubscriberStore:
         inserts: list[Params] = []
         updates: list[Params] = []
         events: list[Params] = []
-        with self._transaction(f"import {path}") as db:
-            existing = self._existing(db, rows)
+        with self._transaction(f"import {path}") as db, self._import_keys(db, rows) as existing:
             for row in rows:
                 found = existing.get(row.key)
                 if found is None:
@@ -342,7 +348,6 @@ class SubscriberStore:
                             "now": now,
                         }
                     )
-                    events.append(_event(row.key, None, status, source, now))
                     counts["added"] += 1
                     continue
                 email, name, attributes_text, old_status = found
@@ -367,7 +372,9 @@ class SubscriberStore:
                 if outcome == "same":
                     outcome = "updated" if changed or status != old_status else "unchanged"
                 counts[outcome] += 1
+            db.execute(_ONLY_NEW_KEYS)
             db.executemany(_INSERT, inserts)
+            db.execute(_NEW_EVENTS, {"at": now, "source": source})
             db.executemany(_UPDATE, updates)
             db.executemany(_EVENT, events)
         return ImportReport(
@@ -380,14 +387,18 @@ class SubscriberStore:
             problems=tuple(problems),
         )
 
-    def _existing(self, db: Connection, rows: list[CsvRow]) -> dict[str, tuple[str, str, str, str]]:
-        """The stored email, name, attributes and status of each row's subscriber, by key."""
+    @contextlib.contextmanager
+    def _import_keys(
+        self, db: Connection, rows: list[CsvRow]
+    ) -> Iterator[dict[str, tuple[str, str, str, str]]]:
+        """The rows' keys in `import_keys` while the block runs; yields the stored email, name,
+        attributes and status of each row's subscriber, by key."""
         db.execute(_IMPORT_KEYS)
         try:
             db.executemany(
                 "INSERT INTO import_keys (key) VALUES (:key)", ({"key": r.key} for r in rows)
             )
-            return {row[0]: (row[1], row[2], row[3], row[4]) for row in db.execute(_EXISTING)}
+            yield {row[0]: (row[1], row[2], row[3], row[4]) for row in db.execute(_EXISTING)}
         finally:
             db.execute("DELETE FROM import_keys")
 
