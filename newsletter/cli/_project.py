@@ -7,7 +7,7 @@ from pathlib import Path
 from ..audience import make_token
 from ..config import Settings, find_project_root, load_settings
 from ..delivery.message import MessageTemplate
-from ..errors import ConfigError, Problem, ProjectError
+from ..errors import ProjectError
 from ..render.model import RenderedIssue
 from ._output import err_console
 
@@ -29,25 +29,6 @@ def project_settings() -> Settings:
     for warning in settings.warnings:
         err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
     return settings
-
-
-def signing_secret(settings: Settings) -> bytes:
-    """The secret that signs unsubscribe links; a ConfigError saying how to set one if none."""
-    secret = settings.secret()
-    if secret is None:
-        raise ConfigError(
-            [
-                Problem(
-                    f"no signing secret for unsubscribe links: set the environment variable "
-                    f"{settings.unsubscribe.secret_env}, or put one in .newsletter-secret",
-                    file=settings.config_path,
-                    key="unsubscribe.secret_env",
-                )
-            ],
-            hint="A long random value, e.g. from: python -c 'import secrets; "
-            "print(secrets.token_urlsafe(32))'",
-        )
-    return secret
 
 
 def message_template(settings: Settings, rendered: RenderedIssue, secret: bytes) -> MessageTemplate:

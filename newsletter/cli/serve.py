@@ -17,10 +17,11 @@ from ..dkim import keygen as dkim_keygen
 from ..errors import ConfigError, Problem
 from ..inbox import InboxItem, process_inbox
 from ..inbox import opened as open_mailbox
+from ..sending import signing_secret
 from ..web import WebEvent
 from ..web import serve as serve_web
 from ._output import console
-from ._project import project_settings, signing_secret
+from ._project import project_settings
 
 dkim_app = typer.Typer(help="DKIM keys for signing outgoing mail.", no_args_is_help=True)
 inbox_app = typer.Typer(help="Process the reply and bounce mailbox.", no_args_is_help=True)
