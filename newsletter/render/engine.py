@@ -20,6 +20,7 @@ from markupsafe import Markup
 
 from ..errors import Problem
 from ..slots import UNSUBSCRIBE_URL, Slot, SlotText
+from .sandbox import Sandbox
 
 _MARKER = re.compile(r"NLSLOT(\d+)X")
 
@@ -111,12 +112,13 @@ def package_theme_dir() -> Path:
 
 
 def theme_environment(project_templates: Path | None) -> jinja2.Environment:
-    """The theme's environment: project overrides first, then the default theme; autoescaped."""
+    """The theme's environment: project overrides first, then the default theme; autoescaped,
+    sandboxed (sandbox.py)."""
     loaders: list[jinja2.BaseLoader] = []
     if project_templates is not None and project_templates.is_dir():
         loaders.append(jinja2.FileSystemLoader(project_templates))
     loaders.append(jinja2.FileSystemLoader(package_theme_dir()))
-    environment = jinja2.Environment(
+    environment = Sandbox(
         loader=jinja2.ChoiceLoader(loaders),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
@@ -125,16 +127,35 @@ def theme_environment(project_templates: Path | None) -> jinja2.Environment:
     )
     environment.filters["default"] = _default_filter
     environment.filters["d"] = _default_filter
+    environment.guard_filters()
     return environment
 
 
+class _NoFiles(jinja2.BaseLoader):
+    """Content is one file: `include`, `import` and `extends` are refused, whatever the path."""
+
+    def get_source(
+        self, environment: jinja2.Environment, template: str
+    ) -> tuple[str, str | None, Callable[[], bool] | None]:
+        raise jinja2.TemplateNotFound(
+            template,
+            f"items, the subject and the introduction cannot include, import or extend "
+            f"other templates ('{template}')",
+        )
+
+
 def text_environment() -> jinja2.Environment:
-    """For Markdown sources and subjects: per-recipient values, no HTML escaping at this stage."""
-    environment = jinja2.Environment(
-        autoescape=False, undefined=jinja2.StrictUndefined, keep_trailing_newline=True
+    """For Markdown sources and subjects: per-recipient values, no HTML escaping at this stage;
+    sandboxed (sandbox.py), with no access to any other file."""
+    environment = Sandbox(
+        loader=_NoFiles(),
+        autoescape=False,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
     )
     environment.filters["default"] = _default_filter
     environment.filters["d"] = _default_filter
+    environment.guard_filters()
     return environment
 
 
@@ -159,6 +180,9 @@ def template_problem(
     if isinstance(err, jinja2.TemplateSyntaxError):
         line = err.lineno
         message = f"template syntax error: {err.message}"
+    elif isinstance(err, RecursionError):
+        line = _line_from_traceback(err.__traceback__, template_name)
+        message = "template error: a macro calls itself without end (or nests too deeply)"
     elif isinstance(err, jinja2.UndefinedError):
         line = _line_from_traceback(err.__traceback__, template_name)
         message = f"unknown template variable: {err.message}"
