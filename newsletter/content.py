@@ -323,6 +323,12 @@ def _read_markdown(
         reason = getattr(err, "problem", None) or str(err)
         problems.append(Problem(f"invalid YAML front matter: {reason}", file=path, line=yaml_line))
         return None
+    except (ValueError, RecursionError) as err:
+        # A number of thousands of digits (Python refuses to convert it) or thousands of nested
+        # lists or mappings (the parser recurses once per level).
+        reason, line = _hostile_yaml(match.group(1), err)
+        problems.append(Problem(f"invalid YAML front matter: {reason}", file=path, line=line))
+        return None
     if meta is None:
         meta = {"__lines__": {}}
     if not isinstance(meta, dict):
@@ -333,6 +339,22 @@ def _read_markdown(
     body = text[match.end() :]
     body_line = text[: match.end()].count("\n") + 1
     return meta, key_lines, body, body_line
+
+
+def _hostile_yaml(front: str, err: Exception) -> tuple[str, int | None]:
+    """Why the front matter could not be read, and the line (of the file) where that starts."""
+    if isinstance(err, RecursionError):
+        depth = 0
+        for number, line in enumerate(front.splitlines(), start=2):
+            for char in line:
+                depth += 1 if char in "[{" else -1 if char in "]}" else 0
+                if depth > 100:
+                    return "lists or mappings are nested too deeply", number
+        return "lists or mappings are nested too deeply", None
+    for number, line in enumerate(front.splitlines(), start=2):
+        if re.search(r"\d{1000}", line):
+            return "a number is too long (put long codes in quotes)", number
+    return f"a value cannot be read ({err})", None
 
 
 def _key_line(meta: Mapping[str, Any], key: str) -> int | None:
