@@ -167,7 +167,8 @@ def dkim_keygen_command(
     """Make a 2048-bit RSA key for DKIM and print the DNS TXT record to publish.
 
     The private key is written readable by you only and never overwritten, by default to
-    .secrets/dkim-SELECTOR.pem (a folder `init`'s .gitignore keeps out of git). Publish the record, then set [dkim] domain, selector and key_file.
+    .secrets/dkim-SELECTOR.pem (a folder `init`'s .gitignore keeps out of git). Publish the
+    record, then set [dkim] domain, selector and key_file.
 
     Examples:
 
