@@ -326,8 +326,8 @@ def _read_markdown(
     except (ValueError, RecursionError) as err:
         # A number of thousands of digits (Python refuses to convert it) or thousands of nested
         # lists or mappings (the parser recurses once per level).
-        reason, line = _hostile_yaml(match.group(1), err)
-        problems.append(Problem(f"invalid YAML front matter: {reason}", file=path, line=line))
+        reason, where = _hostile_yaml(match.group(1), err)
+        problems.append(Problem(f"invalid YAML front matter: {reason}", file=path, line=where))
         return None
     if meta is None:
         meta = {"__lines__": {}}
