@@ -3,14 +3,20 @@ time; image paths stay inside the project; hostile inputs are clear errors, neve
 
 from __future__ import annotations
 
+import email
+import email.policy
 import struct
 import zlib
+from dataclasses import dataclass
+from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
 
+from newsletter.checks import check_issue
 from newsletter.config import Settings, load_settings
 from newsletter.content import load_issue
+from newsletter.delivery.message import MessageTemplate
 from newsletter.errors import ContentError, RenderError
 from newsletter.render import render_issue, sandbox
 
@@ -228,3 +234,87 @@ def test_a_decompression_bomb_is_a_clear_error(
     message = render_error(settings, issue_folder)
     assert f"{issue_folder / 'bomb.png'}" in message
     assert "pixels" in message
+
+
+# --- per-recipient values in link addresses (D13) ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class Person:
+    email: str
+    city: str | None = None
+    name: str | None = None
+    needs_smtputf8: bool = False
+
+    def value(self, field: str) -> str | None:
+        return {"email": self.email, "city": self.city, "name": self.name}.get(field)
+
+
+HOSTILE_URLS = [
+    "javascript:alert(document.cookie)",
+    " JavaScript:alert(1)",
+    "java\tscript:alert(1)",
+    "data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==",
+    "vbscript:msgbox(1)",
+    "\x01javascript:alert(1)",
+]
+
+
+def url_template(settings: Settings, issue_folder: Path) -> tuple[MessageTemplate, Path]:
+    path = item(
+        issue_folder,
+        "[Your plot]({{ subscriber.city }}) and "
+        "[the map](https://example.org/map?c={{ subscriber.city }})",
+    )
+    rendered = render_issue(load_issue(issue_folder), settings)
+    template = MessageTemplate.prepare(
+        rendered, settings, secret=b"s", token_for=lambda s, a: "t", date=None
+    )
+    return template, path
+
+
+@pytest.mark.parametrize("value", HOSTILE_URLS)
+def test_a_subscriber_value_cannot_set_a_links_scheme(
+    settings: Settings, issue_folder: Path, value: str
+) -> None:
+    template, _ = url_template(settings, issue_folder)
+    person = Person("ann@example.org", city=value)
+    message = email.message_from_bytes(
+        template.personalise(person).data, policy=email.policy.default
+    )
+    assert isinstance(message, EmailMessage)
+    part = message.get_body(("html",))
+    assert part is not None
+    html = str(part.get_content())
+    assert 'href="#"' in html
+    assert 'href="javascript' not in html.lower() and 'href="data:' not in html
+    # The same value after a fixed scheme is only a query value, escaped as usual.
+    assert "https://example.org/map?c=" in html
+    # The provider path gives the same neutral value.
+    assert 'href="#"' in template.content(person).html
+
+
+@pytest.mark.parametrize(
+    "value", ["https://example.org/plots/7", "mailto:ann@example.org", "tel:+3212345678", "/x"]
+)
+def test_a_subscriber_value_with_a_safe_scheme_is_kept(
+    settings: Settings, issue_folder: Path, value: str
+) -> None:
+    template, _ = url_template(settings, issue_folder)
+    html = template.content(Person("ann@example.org", city=value)).html
+    assert f'href="{value}"' in html
+
+
+def test_check_flags_a_link_address_from_a_subscriber_field(
+    settings: Settings, issue_folder: Path
+) -> None:
+    _, path = url_template(settings, issue_folder)
+    issue = load_issue(issue_folder)
+    report = check_issue(
+        issue, render_issue(issue, settings), settings, offline=True, spamassassin=None
+    )
+    found = [f for f in report.findings if f.code == "link-from-subscriber"]
+    assert len(found) == 1
+    assert "subscriber.city" in found[0].message
+    assert found[0].severity == "warning"
+    assert (found[0].file, found[0].line) == (path, 6)

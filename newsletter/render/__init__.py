@@ -20,6 +20,7 @@ from ..content import Issue, Item
 from ..errors import Problem, RenderError
 from ..i18n import Words, words_for
 from ..linktags import tag_links, tag_text
+from ..slots import safe_url
 from .engine import (
     SlotRegistry,
     find_template_file,
@@ -134,10 +135,14 @@ def render_issue(issue: Issue, settings: Settings, *, preview: bool = False) -> 
         web_html = tag_links(web_html, settings.links, issue.name, skip=skip)
         text = tag_text(text, settings.links, issue.name, skip=skip)
     subject_text = registry.split(" ".join(subject.split()))
-    html_text = registry.split(email_html)
+    html_text = registry.split(email_html, html=True)
     text_part = registry.split(text)
     # The web version is public: per-recipient values fall back to their defaults.
-    web_filled = registry.fill(web_html, lambda slot: html_lib.escape(slot.default or ""))
+    web_filled = registry.split(web_html, html=True).fill(
+        lambda slot: html_lib.escape(
+            safe_url(slot.default or "") if slot.url else slot.default or ""
+        )
+    )
     fingerprint = hashlib.sha256()
     for part in (subject_text, html_text, text_part):
         fingerprint.update(repr(part.parts).encode())

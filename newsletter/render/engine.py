@@ -40,8 +40,12 @@ class SlotRegistry:
             self._index[slot] = index
         return f"NLSLOT{index}X"
 
-    def split(self, text: str) -> SlotText:
-        """Cut rendered text at its markers into static strings and `Slot`s."""
+    def split(self, text: str, *, html: bool = False) -> SlotText:
+        """Cut rendered text at its markers into static strings and `Slot`s.
+
+        In `html`, a slot at the start of a link or image address (before any scheme) becomes a
+        `url` slot: its per-recipient value is scheme-checked when filled (slots.safe_url).
+        """
         parts: list[str | Slot] = []
         position = 0
         for match in _MARKER.finditer(text):
@@ -50,7 +54,11 @@ class SlotRegistry:
                 continue
             if match.start() > position:
                 parts.append(text[position : match.start()])
-            parts.append(self._slots[index])
+            slot = self._slots[index]
+            # Only subscriber values: the unsubscribe and web URLs are ours.
+            if html and slot.field is not None and starts_url(text, match.start()):
+                slot = Slot(slot.path, slot.default, url=True)
+            parts.append(slot)
             position = match.end()
         if position < len(text):
             parts.append(text[position:])
@@ -58,6 +66,27 @@ class SlotRegistry:
 
     def fill(self, text: str, value: Callable[[Slot], str]) -> str:
         return self.split(text).fill(value)
+
+
+# Attributes whose value is fetched or followed as a URL.
+_URL_ATTRIBUTES = frozenset(
+    {"href", "src", "action", "formaction", "background", "poster", "cite", "xlink:href",
+     "srcset", "data", "longdesc", "usemap", "lowsrc", "dynsrc", "ping"}
+)  # fmt: skip
+_ATTRIBUTE_START = re.compile(r"""([A-Za-z_:][-A-Za-z0-9_:.]*)\s*=\s*(["']?)([^"'<>]*)\Z""")
+
+
+def starts_url(html: str, position: int) -> bool:
+    """Whether `position` of `html` is inside a URL attribute's value, before any scheme ends."""
+    tag_start = html.rfind("<", 0, position)
+    if tag_start < 0 or html.rfind(">", tag_start, position) >= 0:
+        return False
+    found = _ATTRIBUTE_START.search(html, tag_start, position)
+    if found is None or found.group(1).lower() not in _URL_ATTRIBUTES:
+        return False
+    before = found.group(3)
+    # `https://x/?q=` before the value fixes the scheme; `java` or nothing does not.
+    return not any(char in before for char in ":/?#")
 
 
 class SlotValue:
