@@ -52,6 +52,9 @@ def test_content_cannot_reach_python(
     message = render_error(settings, issue_folder)
     assert f"{path}:6: " in message
     assert not (issue_folder / "PWNED").exists()
+    for name in ("cycler", "lipsum", "joiner"):
+        if body.startswith("{{ " + name):
+            assert f"unknown template variable: '{name}' is undefined" in message
 
 
 def test_a_theme_override_cannot_reach_python(

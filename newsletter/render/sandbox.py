@@ -106,6 +106,17 @@ class Sandbox(ImmutableSandboxedEnvironment):
         _replace_concats(tree)
         return tree
 
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        # `cycler.__init__` where `cycler` is not defined: say so, not "unsafe attribute".
+        if isinstance(obj, jinja2.StrictUndefined):
+            obj._fail_with_undefined_error()
+        return super().getattr(obj, attribute)
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        if isinstance(obj, jinja2.StrictUndefined):
+            obj._fail_with_undefined_error()
+        return super().getitem(obj, argument)
+
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         self.check_time()
         if operator == "*":
