@@ -154,11 +154,12 @@ def test_documented_names_still_work(settings: Settings, issue_folder: Path) -> 
         issue_folder,
         "Hi {{ subscriber.first_name | default('there') | upper }}, "
         "{% for n in range(3) %}{{ n }}{% endfor %} {{ 'ab' * 3 }} "
+        "{{ '%d' | format(5000000) }} {{ range(0, 5000000, 1000000) | list | length }} "
         "[out]({{ unsubscribe_url }})",
     )
     rendered = render_issue(load_issue(issue_folder), settings)
     text = rendered.text.fill(lambda slot: f"<{slot.path}>")
-    assert "012 ababab" in text
+    assert "012 ababab 5000000 5" in text
 
 
 # --- image paths -------------------------------------------------------------------------------

@@ -214,9 +214,14 @@ def _check_brace_format(text: str) -> None:
 
 def _check_arguments(args: Iterable[Any], kwargs: Mapping[str, Any]) -> None:
     for value in (*args, *kwargs.values()):
+        _check_size(value)
+
+
+def _check_widths(args: Iterable[Any], kwargs: Mapping[str, Any]) -> None:
+    """For padding (`ljust`, `center`, ...): a number argument is the width of the result."""
+    for value in (*args, *kwargs.values()):
         if isinstance(value, int) and not isinstance(value, bool) and value > MAX_OUTPUT:
             raise too_large(value)
-        _check_size(value)
 
 
 def _check_string_method(
@@ -225,6 +230,8 @@ def _check_string_method(
     """Refuse str methods that would build a value over the limit; the (maybe listed) args."""
     if method in ("format", "format_map"):
         _check_brace_format(text)
+    elif method in ("ljust", "rjust", "center", "zfill"):
+        _check_widths(args, kwargs)
     elif method == "replace" and len(args) >= 2:
         _check_replace(text, args[0], args[1])
     elif method == "expandtabs":
@@ -270,7 +277,9 @@ def _guarded_filter(
         environment.check_time()
         value, rest = (args[skip], args[skip + 1 :]) if len(args) > skip else (None, ())
         _check_arguments(rest, kwargs)
-        if name == "replace" and len(rest) >= 2:
+        if name == "center":
+            _check_widths(rest, kwargs)
+        elif name == "replace" and len(rest) >= 2:
             _check_replace(str(value), rest[0], rest[1])
         elif name == "format" and isinstance(value, str):
             _check_percent_format(value)
