@@ -104,3 +104,17 @@ def test_inbox_process_without_an_inbox_table_says_what_to_add(project: Path) ->
     result = run(project, "inbox", "process")
     assert result.returncode == 1
     assert "newsletter.toml: has no [inbox] table: add one with host and username" in result.stderr
+
+
+def test_dkim_keygen_makes_the_configured_secrets_folder(project: Path) -> None:
+    config = project / "newsletter.toml"
+    config.write_text(
+        config.read_text(encoding="utf-8")
+        + '\n[dkim]\ndomain = "riverside-garden.example.org"\nselector = "s1"\n'
+        'key_file = ".secrets/dkim-s1.pem"\n',
+        encoding="utf-8",
+    )
+    result = run(project, "dkim", "keygen")
+    assert result.returncode == 0, result.stderr
+    key = project / ".secrets" / "dkim-s1.pem"
+    assert key.is_file() and (key.stat().st_mode & 0o777) == 0o600

@@ -186,9 +186,9 @@ def dkim_keygen_command(
     )
     if not chosen_out.is_absolute():
         chosen_out = (settings.root if out is None else Path.cwd()) / chosen_out
-    if out is None and configured is None:
+    if chosen_out.parent == settings.root / SECRETS_DIR:
         # The default place is outside the tracked tree: a folder for the owner only.
-        make_secrets_dir(settings.root / SECRETS_DIR)
+        make_secrets_dir(chosen_out.parent)
     report = dkim_keygen(chosen_domain, chosen_selector, chosen_out)
     console.print(f"Wrote the private key to [bold]{report.key_file}[/] (mode 600)")
     if not _ignored_by_git(report.key_file, settings.root):
