@@ -105,3 +105,23 @@ def test_issue_reference_by_name_or_path(project: Path, issue_folder: Path) -> N
     with pytest.raises(ProjectError) as caught:
         resolve_issue_folder(project, "2026-1")
     assert caught.value.hint == "Did you mean '2026-11'?"
+
+
+# --- hostile front matter (issue 15: D12) -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("front", "expected"),
+    [
+        ("title: T\nsubtitle: " + "9" * 100_000, "number is too long"),
+        ("title: T\nsubtitle: " + "[" * 50_000 + "]" * 50_000, "nested too deeply"),
+        ("title: T\nsubtitle: " + "{a: " * 50_000 + "1" + "}" * 50_000, "nested too deeply"),
+    ],
+)
+def test_hostile_front_matter_is_a_clear_error(
+    issue_folder: Path, front: str, expected: str
+) -> None:
+    path = write_item(issue_folder, "05-hostile.md", f"---\n{front}\n---\nBody\n")
+    message = problems_of(issue_folder)
+    assert f"{path}:3: " in message
+    assert expected in message

@@ -10,7 +10,7 @@ import html as html_lib
 from collections.abc import Callable, Mapping
 
 from ..config import Settings
-from ..slots import UNSUBSCRIBE_URL, WEB_URL, Slot
+from ..slots import UNSUBSCRIBE_URL, WEB_URL, Slot, safe_url
 from .model import RenderedIssue
 
 __all__ = ["sample_filler"]
@@ -43,6 +43,7 @@ def sample_filler(
             found = web_url
         else:
             found = sample.get(slot.field or "", "") or (slot.default or "")
+            found = safe_url(found) if slot.url else found
         found = " ".join(found.split()) if not html else found
         return html_lib.escape(found, quote=True) if html else found
 
