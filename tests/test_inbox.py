@@ -14,6 +14,7 @@ import pytest
 from newsletter.audience import SubscriberStatus, SubscriberStore, make_token
 from newsletter.config_reader import TableReader
 from newsletter.inbox import (
+    MAX_DEPTH,
     ImapMailbox,
     InboxError,
     InboxReport,
@@ -25,6 +26,7 @@ from newsletter.inbox import (
     imap_utf7,
     parse_inbox_table,
     process_inbox,
+    shape_problem,
 )
 from tests.imapserver import DovecotServer
 
@@ -209,6 +211,59 @@ def test_folder_names_in_modified_utf7() -> None:
     assert imap_utf7("台北") == "&U,BTFw-"
 
 
+# --- bounds: nesting, parts, size -------------------------------------------------------------
+
+
+def nested(depth: int, inner: bytes = b"hello") -> bytes:
+    """A message with `depth` multiparts inside each other (1,200 levels: ~84 KB)."""
+    head = (
+        b"From: x@example.org\r\nTo: news@example.org\r\nSubject: nested\r\nMIME-Version: 1.0\r\n"
+    )
+    opening = b"".join(
+        b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n' % (i, i)
+        for i in range(depth)
+    )
+    closing = b"".join(b"\r\n--b%d--\r\n" % i for i in reversed(range(depth)))
+    return head + opening + b"Content-Type: text/plain\r\n\r\n" + inner + closing
+
+
+def test_the_nested_message_of_the_report_is_84_kb() -> None:
+    assert 80_000 < len(nested(1200)) < 86_000
+
+
+@pytest.mark.parametrize("depth", [1200, 5000, MAX_DEPTH + 1])
+def test_deep_nesting_is_unreadable_not_a_crash(depth: int) -> None:
+    found = classify(nested(depth), unsubscribe_address=UNSUBSCRIBE, secret=SECRET)
+    assert found.kind == Kind.UNREADABLE
+    assert found.reason == f"cannot be parsed: MIME parts nested deeper than {MAX_DEPTH} levels"
+
+
+def test_nesting_up_to_the_bound_is_parsed() -> None:
+    assert shape_problem(nested(MAX_DEPTH)) is None
+    found = classify(nested(MAX_DEPTH), unsubscribe_address=UNSUBSCRIBE, secret=SECRET)
+    assert found.kind == Kind.UNKNOWN and found.reason == "not a bounce, complaint or unsubscribe"
+
+
+def test_embedded_messages_count_as_levels() -> None:
+    raw = b"Subject: x\r\n"
+    for _ in range(MAX_DEPTH + 1):
+        raw += b"Content-Type: message/rfc822\r\n\r\nSubject: inner\r\n"
+    raw += b"\r\nbody\r\n"
+    assert shape_problem(raw) == f"MIME parts nested deeper than {MAX_DEPTH} levels"
+
+
+def test_too_many_parts() -> None:
+    parts = b"".join(b"--p\r\nContent-Type: text/plain\r\n\r\n%d\r\n" % i for i in range(1200))
+    raw = b'Content-Type: multipart/mixed; boundary="p"\r\n\r\n' + parts + b"--p--\r\n"
+    assert shape_problem(raw) == "more than 1000 MIME parts"
+    assert shape_problem(raw, max_parts=2000) is None
+
+
+def test_real_reports_are_within_the_bounds() -> None:
+    for name in EXPECTED:
+        assert shape_problem(load(name)) is None, name
+
+
 # --- settings -----------------------------------------------------------------------------------
 
 
@@ -262,7 +317,10 @@ class SettingsChanges(TypedDict, total=False):
     security: str
     folder: str
     processed_folder: str
+    quarantine_folder: str
+    max_message_bytes: int
     soft_bounce_limit: int
+    trusted_authserv_id: str
     ca_file: str
 
 
@@ -528,3 +586,75 @@ def test_nothing_listens(tmp_path: Path) -> None:
 
 def test_statuses_are_real_subscriber_statuses() -> None:
     assert {s.value for s in SubscriberStatus} >= {"bounced", "complained", "unsubscribed"}
+
+
+# --- quarantine ---------------------------------------------------------------------------------
+
+
+def test_one_hostile_message_never_stops_a_run_it_goes_to_quarantine(
+    dovecot: DovecotServer, mailbox_user: str, store: SubscriberStore
+) -> None:
+    """D2: the 84 KB message of 1,200 nested multiparts raised RecursionError and stopped every
+    later run; now it is quarantined and the bounce behind it is handled."""
+    dovecot.append(
+        mailbox_user, dovecot.password, "INBOX", nested(1200), load("postfix-hard-user-unknown.eml")
+    )
+    seen: list[str] = []
+    settings = inbox_settings(dovecot, mailbox_user)
+    with ImapMailbox(settings, dovecot.password, ssl_context=dovecot.client_context()) as box:
+        report = process_inbox(
+            box, store, settings=settings, unsubscribe_address=UNSUBSCRIBE, secret=SECRET,
+            progress=lambda item: seen.append(item.action),
+        )  # fmt: skip
+    assert [item.action for item in report.quarantined] == [
+        f"cannot be parsed: MIME parts nested deeper than {MAX_DEPTH} levels"
+    ]
+    assert report.quarantined[0].moved and report.quarantined[0].subject == "nested"
+    assert len(seen) == 2
+    assert status_of(store, "gone@example.net") == "bounced"
+    quarantine = dovecot.messages(mailbox_user, dovecot.password, "newsletter-quarantine")
+    assert quarantine == [nested(1200)]  # unchanged, byte for byte
+    assert dovecot.messages(mailbox_user, dovecot.password, "INBOX") == []
+    again = run(dovecot, mailbox_user, store)
+    assert again == InboxReport()
+
+
+def test_a_message_over_the_size_limit_is_quarantined_without_downloading_it(
+    dovecot: DovecotServer, mailbox_user: str, store: SubscriberStore
+) -> None:
+    huge = b"From: big@example.org\r\nSubject: huge\r\n\r\n" + b"x" * 200_000 + b"\r\n"
+    dovecot.append(mailbox_user, dovecot.password, "INBOX", huge, load("unsubscribe-gmail.eml"))
+    report = run(dovecot, mailbox_user, store, max_message_bytes=65536, quarantine_folder="Hostile")
+    assert [item.action for item in report.quarantined] == [f"too large ({len(huge):,} bytes)"]
+    assert len(report.processed) == 1
+    assert dovecot.messages(mailbox_user, dovecot.password, "Hostile") == [huge]
+
+
+def test_a_dry_run_quarantines_nothing(
+    dovecot: DovecotServer, mailbox_user: str, store: SubscriberStore
+) -> None:
+    dovecot.append(mailbox_user, dovecot.password, "INBOX", nested(1200))
+    report = run(dovecot, mailbox_user, store, dry_run=True)
+    assert [(i.quarantined, i.moved) for i in report.quarantined] == [(True, False)]
+    assert len(dovecot.messages(mailbox_user, dovecot.password, "INBOX")) == 1
+    assert dovecot.messages(mailbox_user, dovecot.password, "newsletter-quarantine") == []
+
+
+def test_the_quarantine_settings() -> None:
+    table = TableReader(
+        "inbox",
+        {"host": "h", "username": "u", "quarantine_folder": "Junk/Hostile",
+         "max_message_bytes": 1_000_000},
+    )  # fmt: skip
+    settings = parse_inbox_table(table)
+    assert settings is not None and table.problems == []
+    assert (settings.quarantine_folder, settings.max_message_bytes) == ("Junk/Hostile", 1_000_000)
+    defaults = parse_inbox_table(TableReader("inbox", {"host": "h", "username": "u"}))
+    assert defaults is not None and defaults.quarantine_folder == "newsletter-quarantine"
+    table = TableReader(
+        "inbox",
+        {"host": "h", "username": "u", "quarantine_folder": "Processed",
+         "max_message_bytes": 100},
+    )  # fmt: skip
+    assert parse_inbox_table(table) is None
+    assert [p.key for p in table.problems] == ["inbox.quarantine_folder", "inbox.max_message_bytes"]

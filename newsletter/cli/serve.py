@@ -116,15 +116,17 @@ def inbox_process(
             dry_run=dry_run,
             progress=_inbox_item,
         )
-    console.print(
-        f"{len(report.processed)} handled{' (dry run)' if dry_run else ''}, "
-        f"{len(report.left)} left in {inbox.folder}",
-        highlight=False,
-    )
+    summary = f"{len(report.processed)} handled{' (dry run)' if dry_run else ''}, "
+    if report.quarantined:
+        summary += f"{len(report.quarantined)} quarantined in {inbox.quarantine_folder}, "
+    console.print(summary + f"{len(report.left)} left in {inbox.folder}", highlight=False)
 
 
 def _inbox_item(item: InboxItem) -> None:
-    mark = "[green]ok[/]" if item.handled else "[yellow]left[/]"
+    if item.quarantined:
+        mark = "[red]quarantined[/]" if item.moved else "[red]to quarantine[/]"
+    else:
+        mark = "[green]ok[/]" if item.handled else "[yellow]left[/]"
     who = escape(item.address or item.sender or "?")
     console.print(
         f"{mark} {who}: {escape(item.action)}  [dim]({escape(item.subject)})[/]",

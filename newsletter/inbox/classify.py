@@ -42,6 +42,7 @@ from urllib.parse import unquote
 
 from ..audience import verify_token
 from ..errors import AudienceError
+from .limits import shape_problem
 
 __all__ = ["Classification", "Kind", "classify"]
 
@@ -53,6 +54,7 @@ class Kind(enum.StrEnum):
     UNSUBSCRIBE = "unsubscribe"
     NOTICE = "notice"  # understood, nothing to change: delays, auto-replies, not-spam reports
     UNKNOWN = "unknown"  # left in the mailbox for a person
+    UNREADABLE = "unreadable"  # beyond the parsing bounds or broke the parser: quarantined
 
 
 @dataclass(frozen=True)
@@ -315,13 +317,27 @@ def classify(
     secret: bytes | None = None,
     trusted_authserv_id: str | None = None,
 ) -> Classification:
-    """What the raw message `raw` is (see the module notes); never raises for odd input."""
+    """What the raw message `raw` is (see the module notes); never raises for odd input.
+
+    A message beyond the bounds of `limits.shape_problem`, or one the email package cannot
+    take apart, is `Kind.UNREADABLE` (the caller quarantines it)."""
+    problem = shape_problem(raw)
+    if problem is not None:
+        return Classification(Kind.UNREADABLE, reason=f"cannot be parsed: {problem}")
     try:
         message = email.message_from_bytes(raw, policy=email.policy.default)
         return _classify(message, raw, unsubscribe_address, secret, trusted_authserv_id)
-    except (ValueError, LookupError, TypeError, IndexError, AttributeError) as err:
-        # The email package raises a handful of types on malformed input; a person looks.
-        return Classification(Kind.UNKNOWN, reason=f"cannot be parsed ({type(err).__name__})")
+    except Exception as err:
+        # Whatever a hostile message makes the email package raise, it is about this message
+        # only: it goes to quarantine and the run goes on.
+        return Classification(
+            Kind.UNREADABLE, reason=f"cannot be parsed ({type(err).__name__}: {_short(err)})"
+        )
+
+
+def _short(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def _classify(

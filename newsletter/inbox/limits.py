@@ -1,0 +1,110 @@
+"""Bounds on what `inbox process` reads: message size, MIME nesting and part count.
+
+Python's email package parses nested multiparts recursively: ~1,200 levels (an 84 KB message)
+raise RecursionError, and a person can send that to any bounce address. `shape_problem` walks a
+message's MIME structure without recursion and says why it is beyond the bounds, before the
+email package ever sees it. Such messages go to the quarantine folder, never stop a run.
+"""
+
+from __future__ import annotations
+
+import email.parser
+import email.policy
+
+from ..errors import InboxError
+
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_PARTS",
+    "ConnectionLost",
+    "MessageTooLarge",
+    "shape_problem",
+]
+
+# Real bounces nest 3-5 levels (report > returned message > alternative > related); 40 leaves room
+# and stays far below the interpreter's recursion limit in every email-package walk.
+MAX_DEPTH = 40
+MAX_PARTS = 1000
+
+_HEADERS = email.parser.BytesHeaderParser(policy=email.policy.compat32)
+_CONTAINERS = ("message/rfc822", "message/global")
+
+
+class MessageTooLarge(InboxError):
+    """The message is larger than `[inbox] max_message_bytes`; it was not downloaded."""
+
+    def __init__(self, message: str, *, size: int) -> None:
+        super().__init__(message)
+        self.size = size
+
+
+class ConnectionLost(InboxError):
+    """The connection to the mailbox broke: nothing more can be read or moved in this run."""
+
+
+def _content_type(block: list[bytes]) -> tuple[str, bytes | None]:
+    """(content type, multipart boundary) of one header block."""
+    parsed = _HEADERS.parsebytes(b"\n".join(block) + b"\n\n")
+    boundary = parsed.get_boundary() if parsed.get_content_maintype() == "multipart" else None
+    return parsed.get_content_type(), (
+        boundary.encode("utf-8", "surrogateescape") if boundary else None
+    )
+
+
+def shape_problem(
+    raw: bytes, *, max_depth: int = MAX_DEPTH, max_parts: int = MAX_PARTS
+) -> str | None:
+    """Why `raw` is nested too deep or has too many parts (None: within bounds).
+
+    One pass over the lines with an explicit stack of open multiparts (their boundaries) and
+    embedded messages (None): the same structure the email package builds, without recursion.
+    """
+    stack: list[bytes | None] = []
+    block: list[bytes] = []
+    in_headers = True
+    parts = 1
+    for line in raw.splitlines():
+        if line.startswith(b"--") and stack:
+            bare = line.rstrip(b" \t")
+            level = _boundary_level(stack, bare)
+            if level is not None:
+                closing = bare[2:] == (stack[level] or b"") + b"--"
+                del stack[level + (0 if closing else 1) :]
+                block = []
+                in_headers = not closing
+                if not closing:
+                    parts += 1
+                    if parts > max_parts:
+                        return f"more than {max_parts} MIME parts"
+                continue
+        if not in_headers:
+            continue
+        if line.strip():
+            block.append(line)
+            continue
+        # The end of a header block: does this part open a container?
+        kind, boundary = _content_type(block)
+        block = []
+        in_headers = False
+        if boundary is not None:
+            stack.append(boundary)
+        elif kind in _CONTAINERS:
+            stack.append(None)
+            in_headers = True  # the embedded message's own headers follow
+            parts += 1
+        else:
+            continue
+        if len(stack) > max_depth:
+            return f"MIME parts nested deeper than {max_depth} levels"
+        if parts > max_parts:
+            return f"more than {max_parts} MIME parts"
+    return None
+
+
+def _boundary_level(stack: list[bytes | None], line: bytes) -> int | None:
+    """The stack index of the innermost open multipart whose boundary `line` is."""
+    for level in range(len(stack) - 1, -1, -1):
+        boundary = stack[level]
+        if boundary is not None and line[2:] in (boundary, boundary + b"--"):
+            return level
+    return None
