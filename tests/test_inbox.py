@@ -13,6 +13,7 @@ import pytest
 
 from newsletter.audience import SubscriberStatus, SubscriberStore, make_token
 from newsletter.config_reader import TableReader
+from newsletter.errors import AudienceError
 from newsletter.inbox import (
     MAX_DEPTH,
     ImapMailbox,
@@ -24,10 +25,12 @@ from newsletter.inbox import (
     classify,
     connect,
     imap_utf7,
+    organisational_domain,
     parse_inbox_table,
     process_inbox,
     shape_problem,
 )
+from newsletter.tokens import recipient_from_verp, verp_address
 from tests.imapserver import DovecotServer
 
 FIXTURES = Path(__file__).parent / "fixtures" / "inbox"
@@ -49,7 +52,9 @@ SUBSCRIBERS = [
     "holiday@example.org",
     "carol@example.org",
     "dave@example.org",
+    "vera@example.org",
 ]
+RETURNED = "our token in the returned message"
 
 
 def load(name: str, secret: bytes = SECRET) -> bytes:
@@ -64,22 +69,31 @@ def load(name: str, secret: bytes = SECRET) -> bytes:
 # --- classification -----------------------------------------------------------------------------
 
 EXPECTED = {
-    "postfix-hard-user-unknown.eml": (Kind.HARD_BOUNCE, "gone@example.net", "5.1.1"),
-    "postfix-delayed.eml": (Kind.NOTICE, "slow@example.org", "4.4.1"),
-    "postfix-hard-not-a-subscriber.eml": (Kind.HARD_BOUNCE, "stranger@elsewhere.example", "5.4.4"),
-    "exim-hard-generic-status.eml": (Kind.HARD_BOUNCE, "nobody@example.com", "5.1.1"),
-    "gmail-soft-mailbox-full.eml": (Kind.SOFT_BOUNCE, "full@example.com", "4.2.2"),
-    "microsoft-hard-recipient-not-found.eml": (Kind.HARD_BOUNCE, "ghost@contoso.example", "5.1.10"),
-    "arf-abuse-redacted.eml": (Kind.COMPLAINT, "grumpy@example.org", None),
-    "arf-abuse-original-rcpt-to.eml": (Kind.COMPLAINT, "Picky@Example.org", None),
-    "arf-not-spam.eml": (Kind.NOTICE, None, None),
-    "unsubscribe-gmail.eml": (Kind.UNSUBSCRIBE, "ann@example.org", None),
-    "unsubscribe-outlook.eml": (Kind.UNSUBSCRIBE, "dirk@example.org", None),
-    "unsubscribe-unauthenticated.eml": (Kind.UNSUBSCRIBE, "erin@example.org", None),
-    "reply-from-reader.eml": (Kind.UNKNOWN, None, None),
-    "auto-reply-out-of-office.eml": (Kind.NOTICE, "holiday@example.org", None),
-    "forged-bounce-token-mismatch.eml": (Kind.UNKNOWN, "carol@example.org", "5.1.1"),
-}
+    "postfix-hard-user-unknown.eml": (Kind.HARD_BOUNCE, "gone@example.net", "5.1.1", RETURNED),
+    "postfix-delayed.eml": (Kind.NOTICE, "slow@example.org", "4.4.1", RETURNED),
+    "postfix-hard-not-a-subscriber.eml": (
+        Kind.HARD_BOUNCE, "stranger@elsewhere.example", "5.4.4", None
+    ),
+    "postfix-hard-verp.eml": (Kind.HARD_BOUNCE, "vera@example.org", "5.1.1", "VERP return path"),
+    "dsn-forged-without-original.eml": (Kind.HARD_BOUNCE, "carol@example.org", "5.1.1", None),
+    "exim-hard-generic-status.eml": (Kind.HARD_BOUNCE, "nobody@example.com", "5.1.1", RETURNED),
+    "gmail-soft-mailbox-full.eml": (Kind.SOFT_BOUNCE, "full@example.com", "4.2.2", RETURNED),
+    "microsoft-hard-recipient-not-found.eml": (
+        Kind.HARD_BOUNCE, "ghost@contoso.example", "5.1.10", RETURNED
+    ),
+    "arf-abuse-redacted.eml": (Kind.COMPLAINT, "grumpy@example.org", None, RETURNED),
+    # Original-Rcpt-To is only what the report says: no token, no proof.
+    "arf-abuse-original-rcpt-to.eml": (Kind.COMPLAINT, "Picky@Example.org", None, None),
+    "arf-not-spam.eml": (Kind.NOTICE, None, None, None),
+    "unsubscribe-gmail.eml": (
+        Kind.UNSUBSCRIBE, "ann@example.org", None, "our token in the subject"
+    ),
+    "unsubscribe-outlook.eml": (Kind.UNSUBSCRIBE, "dirk@example.org", None, None),
+    "unsubscribe-unauthenticated.eml": (Kind.UNSUBSCRIBE, "erin@example.org", None, None),
+    "reply-from-reader.eml": (Kind.UNKNOWN, None, None, None),
+    "auto-reply-out-of-office.eml": (Kind.NOTICE, "holiday@example.org", None, None),
+    "forged-bounce-token-mismatch.eml": (Kind.UNKNOWN, "carol@example.org", "5.1.1", None),
+}  # fmt: skip
 
 
 def test_every_fixture_has_an_expectation() -> None:
@@ -88,11 +102,14 @@ def test_every_fixture_has_an_expectation() -> None:
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_classification_of_real_world_shapes(name: str) -> None:
-    kind, address, status = EXPECTED[name]
+    kind, address, status, proof = EXPECTED[name]
     found = classify(load(name), unsubscribe_address=UNSUBSCRIBE, secret=SECRET)
     assert found.kind == kind, found.reason
     assert (found.addresses[0] if found.addresses else None) == address
     assert found.status == status
+    assert found.proof == proof
+    # Without the secret nothing can be proved.
+    assert classify(load(name), unsubscribe_address=UNSUBSCRIBE).proof is None
 
 
 def test_the_diagnostic_is_kept_readable() -> None:
@@ -119,16 +136,23 @@ def test_a_token_for_another_address_is_suspicious() -> None:
     )
 
 
-def test_unsubscribe_mail_must_be_authenticated_when_a_trusted_server_is_named() -> None:
-    def kind(name: str) -> Kind:
-        return classify(
-            load(name), unsubscribe_address=UNSUBSCRIBE, trusted_authserv_id=OUR_MX
-        ).kind
+def test_unsubscribe_mail_without_a_token_needs_our_servers_authentication() -> None:
+    def proof(name: str, raw: bytes | None = None) -> str | None:
+        found = classify(
+            raw or load(name), unsubscribe_address=UNSUBSCRIBE, trusted_authserv_id=OUR_MX,
+            secret=SECRET,
+        )  # fmt: skip
+        assert found.kind == Kind.UNSUBSCRIBE
+        return found.proof
 
-    assert kind("unsubscribe-gmail.eml") == Kind.UNSUBSCRIBE  # dmarc=pass
-    assert kind("unsubscribe-outlook.eml") == Kind.UNSUBSCRIBE  # dkim=pass, From domain
+    without_token = load("unsubscribe-gmail.eml").replace(
+        b"Subject: unsubscribe " + make_token(SECRET, "ann@example.org").encode(),
+        b"Subject: unsubscribe",
+    )
+    assert proof("", without_token) == f"{OUR_MX}: dkim=pass for example.org"
+    assert proof("unsubscribe-outlook.eml") == f"{OUR_MX}: dkim=pass for example.org"
     # dmarc=fail from our server; a dmarc=pass written by someone else's server does not count.
-    assert kind("unsubscribe-unauthenticated.eml") == Kind.UNKNOWN
+    assert proof("unsubscribe-unauthenticated.eml") is None
 
 
 def test_automatic_mail_to_the_unsubscribe_address_unsubscribes_no_one() -> None:
@@ -137,6 +161,99 @@ def test_automatic_mail_to_the_unsubscribe_address_unsubscribes_no_one() -> None
     )
     found = classify(raw, unsubscribe_address=UNSUBSCRIBE)
     assert found.kind == Kind.UNKNOWN and "auto-replied" in found.reason
+
+
+def _unsubscribe_mail(sender: str, *results: str) -> bytes:
+    headers = "".join(f"Authentication-Results: {r}\r\n" for r in results)
+    return (
+        f"{headers}From: <{sender}>\r\nTo: {UNSUBSCRIBE}\r\nSubject: unsubscribe\r\n"
+        "Message-ID: <u1@example.org>\r\n\r\nunsubscribe\r\n"
+    ).encode()
+
+
+@pytest.mark.parametrize(
+    ("sender", "results", "proof"),
+    [
+        ("a@example.org", [f"{OUR_MX}; dmarc=pass header.from=example.org"], "dmarc=pass"),
+        ("a@example.org", [f"{OUR_MX} 1; dkim=pass header.d=mail.example.org"],
+         "dkim=pass for mail.example.org"),
+        ("a@news.example.co.uk", [f"{OUR_MX}; dkim=pass header.i=@example.co.uk"],
+         "dkim=pass for example.co.uk"),
+        # A public suffix is no organisation: a signature by com or co.uk aligns with nobody.
+        ("a@example.com", [f"{OUR_MX}; dkim=pass header.d=com"], None),
+        ("a@example.co.uk", [f"{OUR_MX}; dkim=pass header.d=co.uk"], None),
+        ("a@example.org", [f"{OUR_MX}; dkim=pass header.d=example.net"], None),
+        ("a@example.org", [f"{OUR_MX}; dmarc=pass header.from=evil.example"], None),
+        ("a@example.org", [f"{OUR_MX}; dmarc=pass"], None),
+        ("a@example.org", [f"{OUR_MX}; dmarc=fail header.from=example.org"], None),
+        # Only the topmost header counts: ours is added on top of whatever came with the mail.
+        ("a@example.org", ["other.example; dmarc=pass header.from=example.org",
+                           f"{OUR_MX}; dmarc=pass header.from=example.org"], None),
+        ("a@example.org", [f"{OUR_MX}; dmarc=fail header.from=example.org",
+                           f"{OUR_MX}; dmarc=pass header.from=example.org"], None),
+        ("a@example.org", [f"{OUR_MX}.evil.example; dmarc=pass header.from=example.org"], None),
+        ("a@example.org", [f"{OUR_MX}; dkim=pass (a comment; with dmarc=pass) header.d=x.example"],
+         None),
+        ("a@example.org", [], None),
+    ],
+)  # fmt: skip
+def test_authentication_results_are_ours_topmost_and_aligned(
+    sender: str, results: list[str], proof: str | None
+) -> None:
+    found = classify(
+        _unsubscribe_mail(sender, *results), unsubscribe_address=UNSUBSCRIBE,
+        trusted_authserv_id=OUR_MX, secret=SECRET,
+    )  # fmt: skip
+    assert found.kind == Kind.UNSUBSCRIBE
+    assert found.proof == (f"{OUR_MX}: {proof}" if proof else None)
+
+
+def test_organisational_domains_follow_the_public_suffix_list() -> None:
+    assert organisational_domain("mail.example.co.uk") == "example.co.uk"
+    assert organisational_domain("Example.ORG.") == "example.org"
+    assert organisational_domain("com") is None
+    assert organisational_domain("co.uk") is None
+    assert organisational_domain("someone.github.io") == "someone.github.io"
+
+
+def test_an_unsubscribe_token_in_the_subject_or_address_names_whom() -> None:
+    token = make_token(SECRET, "ann@example.org")
+    forged_from = (
+        f"From: <victim@example.org>\r\nTo: {UNSUBSCRIBE}\r\nSubject: unsubscribe\r\n\r\nx\r\n"
+    ).encode()
+    found = classify(forged_from, unsubscribe_address=UNSUBSCRIBE, secret=SECRET)
+    assert (found.kind, found.proof) == (Kind.UNSUBSCRIBE, None)
+    # The token decides whom: a forwarded mail from another address unsubscribes the reader.
+    with_subject = forged_from.replace(
+        b"Subject: unsubscribe", f"Subject: unsubscribe {token}".encode()
+    )
+    found = classify(with_subject, unsubscribe_address=UNSUBSCRIBE, secret=SECRET)
+    assert (found.kind, found.addresses, found.proof) == (
+        Kind.UNSUBSCRIBE, ("ann@example.org",), "our token in the subject"
+    )  # fmt: skip
+    local, _, domain = UNSUBSCRIBE.partition("@")
+    to_tagged = forged_from.replace(
+        f"To: {UNSUBSCRIBE}".encode(), f"To: {local}+{token}@{domain}".encode()
+    )
+    found = classify(to_tagged, unsubscribe_address=UNSUBSCRIBE, secret=SECRET)
+    assert (found.addresses, found.proof) == (("ann@example.org",), "our token in the address")
+    forged = with_subject.replace(token[-4:].encode(), b"AAAA")
+    found = classify(forged, unsubscribe_address=UNSUBSCRIBE, secret=SECRET)
+    assert found.kind == Kind.UNKNOWN and "not genuine" in found.reason
+
+
+def test_verp_return_paths() -> None:
+    address = verp_address("news@riverside-garden.example.org", "Vera@example.org", SECRET)
+    local, _, rest = address.partition("+")
+    assert local == "news" and rest.endswith("@riverside-garden.example.org")
+    assert recipient_from_verp(address, SECRET) == "Vera@example.org"
+    assert recipient_from_verp(f"<{address}>", SECRET) == "Vera@example.org"
+    assert recipient_from_verp(address, b"another-secret") is None
+    assert recipient_from_verp(address.replace("news+", "news+x"), SECRET) is None
+    assert recipient_from_verp("news@riverside-garden.example.org", SECRET) is None
+    assert recipient_from_verp(address.lower(), SECRET) is None  # case matters, documented
+    with pytest.raises(AudienceError):
+        verp_address("news+x@example.org", "a@example.org", SECRET)
 
 
 @pytest.mark.parametrize(
@@ -387,20 +504,21 @@ def test_a_whole_mailbox_is_processed_filed_and_what_is_left_is_listed(
     assert len(seen) == len(EXPECTED)
     statuses = {address: status_of(store, address) for address in SUBSCRIBERS}
     assert statuses == {
-        "gone@example.net": "bounced",  # Postfix 5.1.1
+        "gone@example.net": "bounced",  # Postfix 5.1.1, our token in the returned headers
         "slow@example.org": "subscribed",  # a delay is not a bounce
         "nobody@example.com": "bounced",  # Exim, 5.0.0 with 5.1.1 in the diagnostic
         "full@example.com": "subscribed",  # one soft bounce of 3
         "ghost@contoso.example": "bounced",  # Microsoft 5.1.10
         "grumpy@example.org": "complained",  # ARF, To redacted, token identifies
-        "picky@example.org": "complained",  # ARF Original-Rcpt-To (case differs)
-        "ann@example.org": "unsubscribed",
-        "dirk@example.org": "unsubscribed",
-        "erin@example.org": "unsubscribed",  # no trusted_authserv_id: From is believed
+        "picky@example.org": "subscribed",  # ARF Original-Rcpt-To without our token: no proof
+        "ann@example.org": "unsubscribed",  # the token of our mailto link in the subject
+        "dirk@example.org": "subscribed",  # no token, no trusted_authserv_id: no proof
+        "erin@example.org": "subscribed",  # the same, and a forgery
         "bob@example.org": "subscribed",  # a reply is for a person
         "holiday@example.org": "subscribed",
-        "carol@example.org": "subscribed",  # forged bounce
+        "carol@example.org": "subscribed",  # forged bounces: token mismatch, no original
         "dave@example.org": "subscribed",
+        "vera@example.org": "bounced",  # VERP return path, no original
     }
     sources = [e.source for e in store.events("gone@example.net")]
     assert sources[-1] == "inbox: hard bounce 5.1.1"
@@ -408,22 +526,27 @@ def test_a_whole_mailbox_is_processed_filed_and_what_is_left_is_listed(
         "inbox: feedback report: abuse (MailhostFBL/2.1)"
     )
     assert store.events("ann@example.org")[-1].source == "inbox: unsubscribe mail"
-    # Filed: everything understood. Left: the reply, the forged bounce, the stranger's bounce.
-    left = sorted(item.subject for item in report.left)
-    assert left == [
-        "Re: Harvest festival, new compost bays and the winter roster",
-        "Undelivered Mail Returned to Sender",
-        "Undelivered Mail Returned to Sender",
+    # Left: the reply, the forged bounce, and what proves nothing (reported as ignored).
+    assert sorted(item.action for item in report.left if not item.ignored) == [
+        "not a bounce, complaint or unsubscribe",
+        "suspicious: the report is about carol@example.org, but the returned message was for "
+        "dave@example.org",
     ]
-    reasons = sorted(item.action for item in report.left)
-    assert reasons[0] == "hard bounce for stranger@elsewhere.example, who is not a subscriber"
-    assert reasons[1] == "not a bounce, complaint or unsubscribe"
-    assert reasons[2].startswith("suspicious: the report is about carol@example.org")
-    assert len(report.processed) == len(EXPECTED) - 3
-    assert report.changes == {"bounced": 3, "complained": 2, "unsubscribed": 3}
+    assert sorted((item.address, item.action.split(" (")[0]) for item in report.ignored) == [
+        ("Picky@Example.org", "ignored: no proof"),
+        ("carol@example.org", "ignored: no proof"),
+        ("dirk@example.org", "ignored: no proof"),
+        ("erin@example.org", "ignored: no proof"),
+        ("stranger@elsewhere.example", "ignored: no proof"),
+    ]
+    assert [i.action for i in report.ignored if i.address == "carol@example.org"] == [
+        "ignored: no proof (hard bounce for carol@example.org; 550 5.1.1 User unknown)"
+    ]
+    assert len(report.processed) == len(EXPECTED) - 7
+    assert report.changes == {"bounced": 4, "complained": 1, "unsubscribed": 1}
     inbox = dovecot.messages(mailbox_user, dovecot.password, "INBOX")
     processed = dovecot.messages(mailbox_user, dovecot.password, "Processed")
-    assert len(inbox) == 3 and len(processed) == len(EXPECTED) - 3
+    assert len(inbox) == 7 and len(processed) == len(EXPECTED) - 7
     assert any(b"Subject: Re: Harvest festival" in m for m in inbox)
     # What is left stays unread for the person who will look at it.
     assert all(
@@ -431,7 +554,7 @@ def test_a_whole_mailbox_is_processed_filed_and_what_is_left_is_listed(
     )
     # A second run finds only what was left, and changes nothing.
     again = run(dovecot, mailbox_user, store)
-    assert again.processed == () and len(again.left) == 3 and again.changes == {}
+    assert again.processed == () and len(again.left) == 7 and again.changes == {}
 
 
 def test_a_dry_run_changes_and_moves_nothing(
@@ -517,7 +640,7 @@ def test_complaints_win_over_bounces_and_unsubscribes_do_not_override(
 def test_starttls_and_a_folder_with_a_non_ascii_name(
     dovecot: DovecotServer, mailbox_user: str, store: SubscriberStore
 ) -> None:
-    dovecot.append(mailbox_user, dovecot.password, "INBOX", load("unsubscribe-outlook.eml"))
+    dovecot.append(mailbox_user, dovecot.password, "INBOX", load("unsubscribe-gmail.eml"))
     report = run(
         dovecot,
         mailbox_user,
@@ -658,3 +781,25 @@ def test_the_quarantine_settings() -> None:
     )  # fmt: skip
     assert parse_inbox_table(table) is None
     assert [p.key for p in table.problems] == ["inbox.quarantine_folder", "inbox.max_message_bytes"]
+
+
+def test_soft_bounces_without_proof_count_for_nothing(
+    dovecot: DovecotServer, mailbox_user: str, store: SubscriberStore
+) -> None:
+    """D5: three soft bounces without the original marked anyone bounced."""
+    stripped = [
+        re.sub(rb"List-Unsubscribe: [^\r]*\r\n(?: [^\r]*\r\n)*", b"", _soft_bounce(n))
+        for n in (11, 12, 13)
+    ]
+    assert all(b"token=" not in raw for raw in stripped)
+    dovecot.append(mailbox_user, dovecot.password, "INBOX", *stripped)
+    report = run(dovecot, mailbox_user, store, soft_bounce_limit=2)
+    assert [item.action.split(" (")[0] for item in report.ignored] == ["ignored: no proof"] * 3
+    assert report.changes == {} and status_of(store, "full@example.com") == "subscribed"
+    subscriber = store.get("full@example.com")
+    assert subscriber is not None
+    bounces = SoftBounces(store.path)
+    try:
+        assert bounces.count(subscriber.key, 0) == 0
+    finally:
+        bounces.close()

@@ -117,6 +117,8 @@ def inbox_process(
             progress=_inbox_item,
         )
     summary = f"{len(report.processed)} handled{' (dry run)' if dry_run else ''}, "
+    if report.ignored:
+        summary += f"{len(report.ignored)} ignored (no proof we sent them), "
     if report.quarantined:
         summary += f"{len(report.quarantined)} quarantined in {inbox.quarantine_folder}, "
     console.print(summary + f"{len(report.left)} left in {inbox.folder}", highlight=False)
@@ -127,6 +129,7 @@ def _inbox_item(item: InboxItem) -> None:
         mark = "[red]quarantined[/]" if item.moved else "[red]to quarantine[/]"
     else:
         mark = "[green]ok[/]" if item.handled else "[yellow]left[/]"
+        mark = "[yellow]ignored[/]" if item.ignored else mark
     who = escape(item.address or item.sender or "?")
     console.print(
         f"{mark} {who}: {escape(item.action)}  [dim]({escape(item.subject)})[/]",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from ..config_tables import InboxSettings, parse_inbox_table
 from ..errors import InboxError
-from .classify import Classification, Kind, classify
+from .classify import Classification, Kind, classify, organisational_domain
 from .imap import ImapMailbox, connect, imap_utf7, opened
 from .limits import MAX_DEPTH, MAX_PARTS, ConnectionLost, MessageTooLarge, shape_problem
 from .process import InboxItem, InboxReport, Mailbox, process_inbox
@@ -35,6 +35,7 @@ __all__ = [
     "connect",
     "imap_utf7",
     "opened",
+    "organisational_domain",
     "parse_inbox_table",
     "process_inbox",
     "shape_problem",

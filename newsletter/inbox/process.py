@@ -3,7 +3,9 @@ file it.
 
 A hard bounce marks the subscriber `bounced`; `soft_bounce_limit` soft bounces (for different
 messages since the person last subscribed) do too. A complaint marks them `complained`, mail to
-the unsubscribe address unsubscribes them; notices are filed with nothing changed. Only
+the unsubscribe address unsubscribes them; notices are filed with nothing changed. Each of these
+needs proof that we sent that mail to that recipient (see `classify`): without it the message is
+left where it is, reported as "ignored: no proof", and nobody changes. Only
 subscribers are acted on: a report about an address that is not on the list is left, as it may
 concern someone's personal mail.
 
@@ -52,7 +54,9 @@ class InboxItem:
     """One message: what it is, what was done, and whether it was filed away.
 
     `handled`: understood and filed (in a dry run: would be); `moved`: really moved;
-    `quarantined`: unreadable, for the quarantine folder (`action` says why).
+    `quarantined`: unreadable, for the quarantine folder (`action` says why); `ignored`: a
+    bounce, complaint or unsubscribe without proof that we sent that mail to that recipient
+    (left where it is, nobody changed).
     """
 
     uid: int
@@ -64,6 +68,7 @@ class InboxItem:
     moved: bool
     handled: bool = True
     quarantined: bool = False
+    ignored: bool = False
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,11 @@ class InboxReport:
 
     def count(self, kind: Kind) -> int:
         return sum(1 for item in self.processed if item.kind == kind)
+
+    @property
+    def ignored(self) -> tuple[InboxItem, ...]:
+        """The bounces, complaints and unsubscribe mails without proof (among `left`)."""
+        return tuple(item for item in self.left if item.ignored)
 
 
 def _event_since(store: SubscriberStore, email: str) -> float:
@@ -161,6 +171,12 @@ def process_inbox(
                 done(quarantine(uid, found.reason, sender, subject))
                 continue
             address = found.addresses[0] if found.addresses else None
+            if found.needs_proof and found.proof is None:
+                action = f"ignored: no proof ({found.kind} for {address or 'nobody named'}"
+                action += f"; {found.reason})" if found.reason else ")"
+                done(InboxItem(uid, found.kind, address, action, sender, subject, False, False,
+                               ignored=True))  # fmt: skip
+                continue
             try:
                 action, file_it, change = _apply(
                     found, store, bounces, settings, dry_run=dry_run, now=clock()
