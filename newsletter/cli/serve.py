@@ -83,8 +83,11 @@ def inbox_process(
 
     Hard bounces mark the subscriber bounced, soft bounces count towards
     `soft_bounce_limit`, feedback reports mark complained, mail to the unsubscribe address
-    unsubscribes its sender. Handled messages move to `processed_folder`; anything else stays
-    (unread) and is listed. The password comes from the variable named by `password_env`.
+    unsubscribes the recipient it names: each only with proof that we sent that mail to that
+    recipient (VERP return path or our token), else it is listed as ignored. Handled messages
+    move to `processed_folder`; unreadable ones (too large, nested too deep, broken) to
+    `quarantine_folder`; anything else stays (unread) and is listed. The password comes from
+    the variable named by `password_env`.
 
     Examples:
 
