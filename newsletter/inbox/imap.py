@@ -165,6 +165,10 @@ class ImapMailbox:
         data = self._command(f"reading message {uid}", "FETCH", str(uid), f"(RFC822.SIZE {body})")
         found = _SIZE.search(" ".join(_text(i[0] if isinstance(i, tuple) else i) for i in data))
         size = int(found.group(1)) if found else None
+        if size is None and max_bytes is not None:
+            # A server that did not say: a full window means the message may go on.
+            got = max((len(i[1]) for i in data if isinstance(i, tuple) and len(i) == 2), default=0)
+            size = got + 1 if got >= max_bytes else None
         if max_bytes is not None and size is not None and size > max_bytes:
             raise MessageTooLarge(
                 f"message {uid} is {size:,} bytes, more than inbox.max_message_bytes "
