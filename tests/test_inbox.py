@@ -13,7 +13,6 @@ import pytest
 
 from newsletter.audience import SubscriberStatus, SubscriberStore, make_token
 from newsletter.config_reader import TableReader
-from newsletter.errors import AudienceError
 from newsletter.inbox import (
     MAX_DEPTH,
     ImapMailbox,
@@ -30,7 +29,6 @@ from newsletter.inbox import (
     process_inbox,
     shape_problem,
 )
-from newsletter.tokens import recipient_from_verp, verp_address
 from tests.imapserver import DovecotServer
 
 FIXTURES = Path(__file__).parent / "fixtures" / "inbox"
@@ -240,20 +238,6 @@ def test_an_unsubscribe_token_in_the_subject_or_address_names_whom() -> None:
     forged = with_subject.replace(token[-4:].encode(), b"AAAA")
     found = classify(forged, unsubscribe_address=UNSUBSCRIBE, secret=SECRET)
     assert found.kind == Kind.UNKNOWN and "not genuine" in found.reason
-
-
-def test_verp_return_paths() -> None:
-    address = verp_address("news@riverside-garden.example.org", "Vera@example.org", SECRET)
-    local, _, rest = address.partition("+")
-    assert local == "news" and rest.endswith("@riverside-garden.example.org")
-    assert recipient_from_verp(address, SECRET) == "Vera@example.org"
-    assert recipient_from_verp(f"<{address}>", SECRET) == "Vera@example.org"
-    assert recipient_from_verp(address, b"another-secret") is None
-    assert recipient_from_verp(address.replace("news+", "news+x"), SECRET) is None
-    assert recipient_from_verp("news@riverside-garden.example.org", SECRET) is None
-    assert recipient_from_verp(address.lower(), SECRET) is None  # case matters, documented
-    with pytest.raises(AudienceError):
-        verp_address("news+x@example.org", "a@example.org", SECRET)
 
 
 @pytest.mark.parametrize(
