@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TypedDict, Unpack
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 
@@ -787,3 +788,18 @@ def test_soft_bounces_without_proof_count_for_nothing(
         assert bounces.count(subscriber.key, 0) == 0
     finally:
         bounces.close()
+
+
+def test_the_mail_our_mailto_link_makes_proves_whom_it_unsubscribes() -> None:
+    """What a mail app sends for the List-Unsubscribe mailto that delivery writes."""
+    token = make_token(SECRET, "ann@example.org")
+    link = urlsplit(f"mailto:{UNSUBSCRIBE}?subject=unsubscribe%20{token}")
+    subject = parse_qs(link.query)["subject"][0]
+    mail = (
+        f"From: Ann <ann.private@example.net>\r\nTo: {unquote(link.path)}\r\n"
+        f"Subject: {subject}\r\nMessage-ID: <m1@example.net>\r\n\r\n\r\n"
+    ).encode()
+    found = classify(mail, unsubscribe_address=UNSUBSCRIBE, secret=SECRET)
+    assert (found.kind, found.addresses, found.proof) == (
+        Kind.UNSUBSCRIBE, ("ann@example.org",), "our token in the subject"
+    )  # fmt: skip
