@@ -375,6 +375,27 @@ def test_many_lines_deep_inside_is_refused_before_the_slow_parse() -> None:
     assert shape_problem(raw, max_work=100_000_000) is None
 
 
+@pytest.mark.parametrize(
+    ("header", "reason"),
+    [
+        (b"From: " + b"a." * 32_000, "a header field (from) longer than 4,096 bytes"),
+        (b"To: " + b"a@b.example, " * 400, "a header field (to) longer than 4,096 bytes"),
+        (b"To: a@b.example,\r\n" + b" c@d.example,\r\n" * 400 + b" e@f.example",
+         "a header field (to) longer than 4,096 bytes"),  # folded: still one field
+        (b"Cc: x@y.example\r\n" * 1200, "address fields longer than 16,384 bytes in all"),
+        (b"Subject: " + b"x " * 40_000, "a header field (subject) longer than 65,536 bytes"),
+    ],
+    ids=["from-atoms", "to-list", "to-folded", "many-cc", "subject"],
+)  # fmt: skip
+def test_header_fields_that_would_make_the_parser_crawl_are_refused(
+    header: bytes, reason: str
+) -> None:
+    """64 KB of `a.a.a.` in From took the email package 22 s; the scan refuses it at once."""
+    raw = header + b"\r\nTo: " + UNSUBSCRIBE.encode() + b"\r\nSubject: x\r\n\r\nbody\r\n"
+    found = classify(raw, unsubscribe_address=UNSUBSCRIBE, secret=SECRET)
+    assert (found.kind, found.reason) == (Kind.UNREADABLE, f"cannot be parsed: {reason}")
+
+
 def test_real_reports_are_within_the_bounds() -> None:
     for name in EXPECTED:
         assert shape_problem(load(name)) is None, name
