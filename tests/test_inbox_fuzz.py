@@ -1,5 +1,5 @@
-"""`inbox process` under attack: hundreds of malformed, deeply nested, huge and forged messages
-from a seeded generator, appended to a real Dovecot mailbox and processed in one run.
+"""`inbox process` under attack: hundreds of malformed, deeply nested, huge, header-bomb and forged
+messages from a seeded generator, appended to a real Dovecot mailbox and processed in one run.
 
 The run must never stop, nothing forged may change a subscriber, every message beyond the
 parsing bounds must end up in the quarantine folder, and the few genuine reports mixed in must
@@ -93,6 +93,22 @@ def _many_parts(count: int) -> bytes:
 def _huge(size: int, rng: random.Random) -> bytes:
     filler = rng.choice([b"x" * 76 + b"\r\n", b"=?utf-8?B?AAAA?=\r\n", b"\x00\xff" * 38 + b"\r\n"])
     return b"From: big@evil.example\r\nSubject: huge\r\n\r\n" + filler * (size // len(filler) + 1)
+
+
+def _crawling_header(rng: random.Random) -> bytes:
+    """Header fields the email package's header parser is slow on (beyond the field bounds)."""
+    victim = rng.choice(VICTIMS).encode()
+    return (
+        rng.choice(
+            [
+                b"From: " + b"a." * rng.randrange(3000, 40_000) + b"\r\n",
+                b"To: " + b"x@y.example, " * rng.randrange(400, 3000) + victim + b"\r\n",
+                b"From: " + b"=?utf-8?q?a?= " * rng.randrange(400, 3000) + b"<" + victim + b">\r\n",
+                b"Cc: a@b.example\r\n" * rng.randrange(1100, 3000),
+            ]
+        )
+        + f"To: {UNSUBSCRIBE}\r\nSubject: unsubscribe\r\n\r\nx\r\n".encode()
+    )
 
 
 # --- malformed --------------------------------------------------------------------------------
@@ -236,6 +252,7 @@ def samples() -> list[Sample]:
              for _ in range(8)]  # fmt: skip
     made += [("huge", QUARANTINE, _huge(rng.randrange(MAX_BYTES + 1, 2 * MAX_BYTES), rng))
              for _ in range(6)]  # fmt: skip
+    made += [("headers", QUARANTINE, _crawling_header(rng)) for _ in range(12)]
     made += [("malformed", NO_CHANGE, _malformed(rng)) for _ in range(160)]
     made += [("forged", NO_CHANGE, _forged(rng)) for _ in range(160)]
     bounce, unsub = GENUINE

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -203,16 +204,31 @@ def process_inbox(
     return InboxReport(tuple(processed), tuple(left), dry_run, changes, tuple(quarantined))
 
 
+_REPORT_FIELD = re.compile(
+    rb"^(From|Subject):[ \t]*([^\r\n]*(?:\r?\n[ \t][^\r\n]*)*)", re.IGNORECASE | re.MULTILINE
+)
+
+
 def _sender_and_subject(raw: bytes) -> tuple[str, str]:
-    """From address and Subject for the report; empty when the headers cannot be read."""
-    head = raw.replace(b"\r\n", b"\n").split(b"\n\n", 1)[0][:65536]
+    """From address and Subject for the report; empty when the headers cannot be read.
+
+    Only the first 1,000 bytes of each field are parsed: the email package's header parser
+    crawls through long crafted values, and this runs before any bound is checked."""
+    head = raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0][:65536]
+    fields: dict[bytes, bytes] = {}
+    for name, value in _REPORT_FIELD.findall(head):
+        fields.setdefault(name.lower(), value[:1000])
+    short = b"".join(
+        name + b": " + value + b"\r\n" for name, value in ((b"From", fields.get(b"from", b"")),
+                                                          (b"Subject", fields.get(b"subject", b"")))
+    )  # fmt: skip
     try:
-        header = email.message_from_bytes(head + b"\n\n", policy=email.policy.default)
+        header = email.message_from_bytes(short + b"\r\n", policy=email.policy.default)
         sender = parseaddr(str(header.get("From", "")))[1]
         subject = " ".join(str(header.get("Subject", "")).split())
     except Exception:  # a header the policy cannot decode: the report just shows less
         return "", ""
-    return sender, subject[:200]
+    return sender[:200], subject[:200]
 
 
 def _apply(
