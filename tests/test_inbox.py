@@ -396,6 +396,19 @@ def test_header_fields_that_would_make_the_parser_crawl_are_refused(
     assert (found.kind, found.reason) == (Kind.UNREADABLE, f"cannot be parsed: {reason}")
 
 
+def test_fields_inside_delivery_reports_have_the_same_bounds() -> None:
+    report = (
+        b"Content-Type: multipart/report; report-type=delivery-status; boundary=b\r\n\r\n"
+        b"--b\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; a\r\n\r\n"
+        b"Final-Recipient: rfc822; @@\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n--b--\r\n"
+    )
+    assert shape_problem(report.replace(b"@@", b"a@example.org")) is None
+    found = classify(report.replace(b"@@", b"a." * 5000 + b"@example.org"))
+    assert (
+        found.reason == "cannot be parsed: a header field (final-recipient) longer than 4,096 bytes"
+    )
+
+
 def test_real_reports_are_within_the_bounds() -> None:
     for name in EXPECTED:
         assert shape_problem(load(name)) is None, name

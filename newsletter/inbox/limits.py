@@ -49,6 +49,11 @@ _ADDRESS_FIELDS = {
 
 _HEADERS = email.parser.BytesHeaderParser(policy=email.policy.compat32)
 _CONTAINERS = ("message/rfc822", "message/global")
+# Bodies made of header-like fields (DSN and ARF blocks, returned headers): the same field bounds.
+_FIELD_BODIES = (
+    "message/delivery-status", "message/global-delivery-status", "message/feedback-report",
+    "text/rfc822-headers", "message/rfc822-headers", "message/global-headers",
+)  # fmt: skip
 
 
 class MessageTooLarge(InboxError):
@@ -89,6 +94,7 @@ def shape_problem(
     innermost: dict[bytes, int] = {}  # open boundary -> its deepest level: one lookup a line
     block: list[bytes] = []
     in_headers = True
+    in_fields = False  # the body of a part in _FIELD_BODIES
     parts = 1
     work = 0
     field, field_size, address_bytes = b"", 0, 0
@@ -104,16 +110,20 @@ def shape_problem(
                 del stack[level + (0 if closing else 1) :]
                 innermost = {b: i for i, b in enumerate(stack) if b is not None}
                 block, address_bytes = [], 0
-                in_headers = not closing
+                in_headers, in_fields = not closing, False
                 if not closing:
                     parts += 1
                     if parts > max_parts:
                         return f"more than {max_parts} MIME parts"
                 continue
-        if not in_headers:
+        if not in_headers and not in_fields:
+            continue
+        if in_fields and not line.strip():
+            address_bytes = 0  # the next block of fields
             continue
         if line.strip():
-            block.append(line)
+            if in_headers:
+                block.append(line)
             if line[:1] in (b" ", b"\t"):
                 field_size += len(line)
             else:
@@ -131,6 +141,7 @@ def shape_problem(
         kind, boundary = _content_type(block)
         block, address_bytes = [], 0
         in_headers = False
+        in_fields = kind in _FIELD_BODIES
         if boundary is not None:
             stack.append(boundary)
             innermost[boundary] = len(stack) - 1
