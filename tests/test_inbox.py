@@ -135,6 +135,25 @@ def test_a_token_for_another_address_is_suspicious() -> None:
     )
 
 
+def test_only_the_token_places_of_our_links_count_in_the_returned_message() -> None:
+    """A host name with a 22-letter label looks like a token; it must not make a real bounce
+    "suspicious", and a mailto's token counts like the URL's."""
+    raw = load("postfix-hard-user-unknown.eml")
+    token = make_token(SECRET, "gone@example.net").encode()
+    lookalike = raw.replace(
+        b"https://riverside-garden.example.org/", b"https://news.abcdefghijklmnopqrstuv.example/"
+    )
+    assert classify(lookalike, secret=SECRET).proof == "our token in the returned message"
+    mailto_only = re.sub(
+        rb"<https://[^>]*>,",
+        b"",
+        raw.replace(b"?subject=unsubscribe>", b"?subject=unsubscribe%20" + token + b">"),
+    )
+    assert b"token=" not in mailto_only
+    found = classify(mailto_only, secret=SECRET)
+    assert (found.kind, found.proof) == (Kind.HARD_BOUNCE, "our token in the returned message")
+
+
 def test_unsubscribe_mail_without_a_token_needs_our_servers_authentication() -> None:
     def proof(name: str, raw: bytes | None = None) -> str | None:
         found = classify(

@@ -89,7 +89,11 @@ class Classification:
 
 
 _STATUS_CODE = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
-_TOKEN = re.compile(TOKEN_PATTERN)
+_TOKEN = re.compile(r"(?<![A-Za-z0-9_.-])" + TOKEN_PATTERN)
+# Where our List-Unsubscribe puts the token: the https URL's `token=`, the mailto's subject.
+_LINK_TOKEN = re.compile(
+    r"(?:[?&]token=|[?&]subject=unsubscribe(?:%20|\+| ))(" + TOKEN_PATTERN + ")", re.IGNORECASE
+)
 # Where a bounce's envelope recipient (our VERP return path) shows up in the report itself.
 _ENVELOPE_HEADERS = ("To", "Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To")
 _VERP_CANDIDATE = re.compile(r"[^\s<>,;:\"()]+\+" + TOKEN_PATTERN + r"@[A-Za-z0-9.-]+")
@@ -213,7 +217,7 @@ def _proof(
             if recipient is not None:
                 named.setdefault(recipient.casefold(), "VERP return path")
     for text in _header_text(original, "List-Unsubscribe", "X-List-Unsubscribe"):
-        for token in _TOKEN.findall(unquote(text)):
+        for token in _LINK_TOKEN.findall(unquote(text)):
             try:
                 recipient = verify_token(secret, token)
             except AudienceError:
