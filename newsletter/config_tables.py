@@ -86,6 +86,11 @@ def parse_serve_table(table: TableReader) -> ServeSettings:
     )
 
 
+DEFAULT_QUARANTINE_FOLDER = "newsletter-quarantine"
+# Bounces and feedback reports are a few KB (with the returned message, rarely over 1 MB).
+DEFAULT_MAX_MESSAGE_BYTES = 10 * 1024 * 1024
+
+
 @dataclass(frozen=True)
 class InboxSettings:
     """The `[inbox]` table: where replies and bounces arrive, and how to treat them."""
@@ -97,6 +102,8 @@ class InboxSettings:
     password_env: str = DEFAULT_PASSWORD_ENV
     folder: str = "INBOX"
     processed_folder: str = "Processed"
+    quarantine_folder: str = DEFAULT_QUARANTINE_FOLDER
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     soft_bounce_limit: int = 3
     trusted_authserv_id: str | None = None
     ca_file: str | None = None
@@ -144,6 +151,13 @@ def parse_inbox_table(table: TableReader) -> InboxSettings | None:
     processed = text("processed_folder", "Processed") or "Processed"
     if processed == folder:
         table.problem("processed_folder", "must differ from 'folder'")
+    quarantine = text("quarantine_folder", DEFAULT_QUARANTINE_FOLDER) or DEFAULT_QUARANTINE_FOLDER
+    if quarantine in (folder, processed):
+        table.problem("quarantine_folder", "must differ from 'folder' and 'processed_folder'")
+    max_bytes = table.value("max_message_bytes", DEFAULT_MAX_MESSAGE_BYTES)
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 65536:
+        table.problem("max_message_bytes", "must be a whole number of bytes, at least 65536")
+        max_bytes = DEFAULT_MAX_MESSAGE_BYTES
     limit = table.value("soft_bounce_limit", 3)
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         table.problem("soft_bounce_limit", "must be a whole number of at least 1")
@@ -168,6 +182,8 @@ def parse_inbox_table(table: TableReader) -> InboxSettings | None:
         password_env=password_env,
         folder=folder,
         processed_folder=processed,
+        quarantine_folder=quarantine,
+        max_message_bytes=max_bytes,
         soft_bounce_limit=limit,
         trusted_authserv_id=authserv,
         ca_file=ca_file,

@@ -13,6 +13,8 @@ from pathlib import Path
 import httpx
 
 from newsletter.audience import SubscriberStore, make_token
+from tests.imapserver import DovecotServer
+from tests.test_inbox import nested
 
 SECRET = "a-test-signing-secret"
 
@@ -118,3 +120,54 @@ def test_dkim_keygen_makes_the_configured_secrets_folder(project: Path) -> None:
     assert result.returncode == 0, result.stderr
     key = project / ".secrets" / "dkim-s1.pem"
     assert key.is_file() and (key.stat().st_mode & 0o777) == 0o600
+
+
+def test_inbox_process_lists_quarantined_and_ignored_messages_and_goes_on(project: Path) -> None:
+    with SubscriberStore(project / "newsletter.db") as store:
+        store.add("ann@example.org", "Ann")
+        store.add("victim@example.org", "Vic")
+    unsubscribe = "unsubscribe@riverside-garden.example.org"
+    token = make_token(SECRET.encode(), "ann@example.org")
+    genuine = (
+        f"From: <ann@example.org>\r\nTo: {unsubscribe}\r\nSubject: unsubscribe {token}\r\n"
+        "Message-ID: <u1@example.org>\r\n\r\nunsubscribe\r\n"
+    ).encode()
+    forged = genuine.replace(b"ann@", b"victim@").replace(token.encode(), b"")
+    with DovecotServer() as dovecot:
+        user = dovecot.new_user("bounces")
+        dovecot.append(user, dovecot.password, "INBOX", nested(1200), forged, genuine)
+        (project / "ca.pem").write_bytes(dovecot.ca_pem())
+        with (project / "newsletter.toml").open("a") as config:
+            config.write(
+                f'\n[inbox]\nhost = "127.0.0.1"\nport = {dovecot.port}\nusername = "{user}"\n'
+                'ca_file = "ca.pem"\n'
+            )
+        env_password = {"NEWSLETTER_IMAP_PASSWORD": dovecot.password}
+        result = subprocess.run(
+            [sys.executable, "-m", "newsletter", "inbox", "process"],
+            cwd=project,
+            env={**{k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")},
+                 "NEWSLETTER_SECRET": SECRET, "COLUMNS": "200", **env_password},
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )  # fmt: skip
+        quarantine = dovecot.messages(user, dovecot.password, "newsletter-quarantine")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == (
+        "quarantined x@example.org: cannot be parsed: MIME parts nested deeper than 40 levels  "
+        "(nested)"
+    )
+    assert lines[1].startswith("ignored victim@example.org: ignored: no proof (unsubscribe for")
+    assert lines[2].startswith("ok ann@example.org: unsubscribed")
+    assert lines[3] == (
+        "1 handled, 1 ignored (no proof we sent them), 1 quarantined in newsletter-quarantine, "
+        "1 left in INBOX"
+    )
+    assert quarantine == [nested(1200)]
+    assert dovecot.password not in result.stdout + result.stderr
+    with SubscriberStore(project / "newsletter.db") as store:
+        statuses = {s.email: str(s.status) for s in store.iter_subscribers(None)}
+    assert statuses == {"ann@example.org": "unsubscribed", "victim@example.org": "subscribed"}

@@ -103,7 +103,7 @@ def test_send_unsubscribe_bounce_and_the_next_issue_skips_both(
         links = [part.strip().strip("<>") for part in str(message["List-Unsubscribe"]).split(",")]
         https = next(link for link in links if link.startswith("https://"))
         assert next(link for link in links if link.startswith("mailto:")).endswith(
-            "?subject=unsubscribe"
+            "?subject=unsubscribe%20" + make_token(SECRET, "ann@example.org")
         )
         server = WebServer(settings, secret=SECRET, serve_settings=ServeSettings(port=0))
         with running(server):

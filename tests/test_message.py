@@ -27,6 +27,7 @@ from newsletter.slots import Slot, SlotText
 SECRET = b"test-secret"
 DATE = datetime(2026, 11, 3, 9, 30, tzinfo=timezone(timedelta(hours=1)))
 UNSUBSCRIBE = "https://example.org/unsubscribe"
+MAILTO = "mailto:{address}@example.org?subject=unsubscribe%20{token}"
 BASE_URL = "https://news.example.org/"
 FIRST_NAME = Slot("subscriber.first_name", "there")
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 40
@@ -241,7 +242,8 @@ def test_headers(tmp_path: Path) -> None:
     assert parsed["List-Id"] == "Example News <example-news.example.org>"
     assert parsed["List-Unsubscribe"] == (
         f"<{unsubscribe_url('lee@example.org')}>, "
-        "<mailto:unsubscribe@example.org?subject=unsubscribe>"
+        # The mailto carries the token too: `inbox process` needs proof of whom it came from.
+        f"<{MAILTO.format(address='unsubscribe', token=token_for(SECRET, 'lee@example.org'))}>"
     )
     assert parsed["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert parsed["MIME-Version"] == "1.0"
@@ -532,14 +534,15 @@ BOTH_URL = unsubscribe_url("a@example.org", "https://example.org/u?list=news").r
         (
             None,
             "Unsubscribe <unsub@example.org>",
-            "mailto:unsub@example.org?subject=unsubscribe",
-            "<mailto:unsub@example.org?subject=unsubscribe>",
+            MAILTO.format(address="unsub", token=token_for(SECRET, "a@example.org")),
+            f"<{MAILTO.format(address='unsub', token=token_for(SECRET, 'a@example.org'))}>",
         ),
         (
             "https://example.org/u?list=news",
             "unsub@example.org",
             BOTH_URL,
-            f"<{BOTH_URL}>, <mailto:unsub@example.org?subject=unsubscribe>",
+            f"<{BOTH_URL}>, "
+            f"<{MAILTO.format(address='unsub', token=token_for(SECRET, 'a@example.org'))}>",
         ),
     ],
     ids=["url", "mailto", "both"],

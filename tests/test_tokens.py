@@ -8,7 +8,13 @@ from urllib.parse import quote
 import pytest
 
 from newsletter.errors import AudienceError
-from newsletter.tokens import make_token, verify_token
+from newsletter.tokens import (
+    TOKEN_PATTERN,
+    make_token,
+    recipient_from_verp,
+    verify_token,
+    verp_address,
+)
 
 # --- tokens -------------------------------------------------------------------------------------
 
@@ -83,3 +89,28 @@ def test_purposes_do_not_mix() -> None:
     assert confirm != make_token(SECRET, "ann@example.org")
     assert verify_token(SECRET, confirm, "confirm") == "ann@example.org"
     _bad(confirm)
+
+
+# --- VERP return paths --------------------------------------------------------------------------
+
+
+def test_verp_return_paths() -> None:
+    address = verp_address("news@news.example.org", "Vera@example.org", SECRET)
+    local, _, rest = address.partition("+")
+    assert local == "news" and rest.endswith("@news.example.org")
+    assert recipient_from_verp(address, SECRET) == "Vera@example.org"
+    assert recipient_from_verp(f"<{address}>", SECRET) == "Vera@example.org"
+    assert recipient_from_verp(address, b"another-secret") is None
+    assert recipient_from_verp(address.replace("news+", "news+x"), SECRET) is None
+    assert recipient_from_verp("news@news.example.org", SECRET) is None
+    assert recipient_from_verp(address.lower(), SECRET) is None  # case matters, documented
+    with pytest.raises(AudienceError):
+        verp_address("news+x@example.org", "a@example.org", SECRET)
+
+
+@pytest.mark.parametrize("address", ["ann@example.org", "jörg@exämple.de", "a+b@x.io"])
+def test_a_token_is_found_in_text_by_its_pattern(address: str) -> None:
+    token = make_token(SECRET, address)
+    assert re.findall(TOKEN_PATTERN, f"Subject: unsubscribe {token}\r\n") == [token]
+    assert re.findall(TOKEN_PATTERN, f"news+{token}@example.org") == [token]
+    assert recipient_from_verp(verp_address("news@example.org", address, SECRET), SECRET) == address

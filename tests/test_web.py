@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import html
+import re
 import signal
 import socket
 import subprocess
@@ -64,6 +66,20 @@ class Site:
     store: SubscriberStore
     events: list[WebEvent]
     settings: Settings
+
+    def origin(self) -> dict[str, str]:
+        """The Origin header a browser sends with a form POST from one of the site's pages."""
+        return {"Origin": self.server.url.rstrip("/")}
+
+    def resubscribe(self, email: str, **headers: str) -> httpx.Response:
+        """Both steps of subscribing again, as the pages' forms post them."""
+        url = self.url(email)
+        first = httpx.post(url, data={"action": "resubscribe"}, headers=headers or self.origin())
+        found = re.search(r'name="step" value="([^"]+)"', first.text)
+        if found is None:
+            return first
+        data = {"action": "resubscribe-confirm", "step": html.unescape(found.group(1))}
+        return httpx.post(url, data=data, headers=headers or self.origin())
 
     def url(self, email: str | None = None, token: str | None = None, **query: str) -> str:
         if token is None:
@@ -169,8 +185,8 @@ def test_a_token_for_a_removed_subscriber_changes_nothing_and_creates_no_one(sit
     page = httpx.get(url)
     assert page.status_code == 200 and "not on the list" in page.text
     assert "<form" not in page.text  # nothing to resubscribe: removal means forget me
-    resubscribe = httpx.post(url, data={"action": "resubscribe"})
-    assert resubscribe.status_code == 200
+    resubscribe = httpx.post(url, data={"action": "resubscribe"}, headers=site.origin())
+    assert resubscribe.status_code == 200 and "not on the list" in resubscribe.text
     assert site.store.get("bob@example.org") is None
     assert site.events[0].old_status is None and not site.events[0].changed
 
@@ -236,11 +252,103 @@ def test_the_page_resubscribes_and_unsubscribes_again(site: Site) -> None:
     done = httpx.post(url, data={"action": "unsubscribe"})
     assert done.status_code == 200 and "You are unsubscribed" in done.text
     assert 'value="resubscribe"' in done.text
-    again = httpx.post(url, data={"action": "resubscribe"})
+    again = site.resubscribe("ann@example.org")
     assert "You are subscribed again" in again.text
     assert status_of(site.store, "ann@example.org") == SubscriberStatus.SUBSCRIBED
     sources = [(e.new_status, e.source) for e in site.store.events("ann@example.org")][1:]
     assert sources == [("unsubscribed", "web page"), ("subscribed", "web page")]
+
+
+# --- subscribing again (D9) ---------------------------------------------------------------------
+
+
+def test_subscribing_again_is_a_deliberate_second_step(site: Site) -> None:
+    url = site.url("ann@example.org")
+    httpx.post(url, data={"action": "unsubscribe"})
+    first = httpx.post(url, data={"action": "resubscribe"}, headers=site.origin())
+    assert first.status_code == 200 and "Subscribe to Riverside Roots again?" in first.text
+    assert 'value="resubscribe-confirm"' in first.text
+    assert status_of(site.store, "ann@example.org") == SubscriberStatus.UNSUBSCRIBED
+    # The second step needs the signed step of the confirmation page: fresh, for this address.
+    stale = make_token(
+        SECRET, f"{int(time.time()) - 3700} ann@example.org", purpose="resubscribe-step"
+    )
+    forged_steps = {
+        "none": "",
+        "expired": stale,
+        "another address": make_token(
+            SECRET, f"{int(time.time())} bob@example.org", purpose="resubscribe-step"
+        ),
+        "the unsubscribe token": make_token(SECRET, "ann@example.org"),
+    }
+    for kind, step in forged_steps.items():
+        answer = httpx.post(
+            url, data={"action": "resubscribe-confirm", "step": step}, headers=site.origin()
+        )
+        assert answer.status_code == 200, kind
+        assert "press the button once more" in answer.text, kind
+        assert status_of(site.store, "ann@example.org") == SubscriberStatus.UNSUBSCRIBED, kind
+    assert "You are subscribed again" in site.resubscribe("ann@example.org").text
+    assert status_of(site.store, "ann@example.org") == SubscriberStatus.SUBSCRIBED
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Origin": "https://evil.example"},
+        {"Origin": "null"},
+        {"Referer": "https://evil.example/page"},
+        {"Origin": "http://127.0.0.1.evil.example"},
+        {},
+    ],
+    ids=["other-origin", "null-origin", "other-referer", "lookalike", "neither"],
+)
+def test_subscribing_again_from_another_site_is_refused(
+    site: Site, headers: dict[str, str]
+) -> None:
+    url = site.url("ann@example.org")
+    httpx.post(url, data={"action": "unsubscribe"})
+    good_step = re.search(
+        r'name="step" value="([^"]+)"',
+        httpx.post(url, data={"action": "resubscribe"}, headers=site.origin()).text,
+    )
+    assert good_step is not None
+    for data in (
+        {"action": "resubscribe"},
+        {"action": "resubscribe-confirm", "step": html.unescape(good_step.group(1))},
+    ):
+        answer = httpx.post(url, data=data, headers=headers)
+        assert answer.status_code == 403 and "Nothing was changed" in answer.text
+    assert status_of(site.store, "ann@example.org") == SubscriberStatus.UNSUBSCRIBED
+
+
+def test_a_same_origin_referer_is_enough_without_origin(site: Site) -> None:
+    httpx.post(site.url("ann@example.org"), data={"action": "unsubscribe"})
+    answer = site.resubscribe("ann@example.org", Referer=site.url("ann@example.org"))
+    assert "You are subscribed again" in answer.text
+
+
+@pytest.mark.parametrize("status", ["complained", "bounced"])
+def test_complained_and_bounced_are_never_subscribed_again_from_the_web(
+    site: Site, status: str
+) -> None:
+    url = site.url("bob@example.org")
+    site.store.set_status("bob@example.org", status, source="test")
+    page = httpx.get(url)
+    assert "This address does not receive Riverside Roots" in page.text
+    assert "<form" not in page.text
+    first = httpx.post(url, data={"action": "resubscribe"}, headers=site.origin())
+    assert "<form" not in first.text and "write to the editors" in first.text
+    # Even with a genuine step made for them (say, before the complaint arrived).
+    step = make_token(SECRET, f"{int(time.time())} bob@example.org", purpose="resubscribe-step")
+    confirm = httpx.post(
+        url, data={"action": "resubscribe-confirm", "step": step}, headers=site.origin()
+    )
+    assert confirm.status_code == 200 and "write to the editors" in confirm.text
+    one_click = httpx.post(url, data=ONE_CLICK)
+    assert one_click.status_code == 200 and "<form" not in one_click.text
+    assert status_of(site.store, "bob@example.org") == status
+    assert [e.new_status for e in site.store.events("bob@example.org")][-1] == status
 
 
 def test_pages_are_dutch_for_a_dutch_newsletter_or_when_asked(
@@ -264,7 +372,9 @@ def test_pages_are_dutch_for_a_dutch_newsletter_or_when_asked(
 def test_token_pages_carry_strict_security_headers(site: Site) -> None:
     response = httpx.get(site.url("ann@example.org"))
     headers = response.headers
-    assert headers["referrer-policy"] == "no-referrer"  # the token must not leak via Referer
+    # The token must not leak to other sites via Referer; same-origin (not no-referrer) so that a
+    # form POST still carries its Origin.
+    assert headers["referrer-policy"] == "same-origin"
     assert "default-src 'none'" in headers["content-security-policy"]
     assert "script-src" not in headers["content-security-policy"]
     assert headers["x-frame-options"] == "DENY"
@@ -567,6 +677,10 @@ def test_confirm_and_resubscribe_in_a_browser_without_javascript(
     assert status_of(site.store, "ann@example.org") == SubscriberStatus.UNSUBSCRIBED
     assert site.store.events("ann@example.org")[-1].source == "web page"
     page.get_by_role("button", name="Subscribe again").click()
+    # A deliberate second step; Chromium's Origin header passes the same-origin check.
+    expect(page.get_by_role("heading", level=1)).to_have_text("Subscribe to Riverside Roots again?")
+    assert status_of(site.store, "ann@example.org") == SubscriberStatus.UNSUBSCRIBED
+    page.get_by_role("button", name="Yes, subscribe me again").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("You are subscribed again")
     assert status_of(site.store, "ann@example.org") == SubscriberStatus.SUBSCRIBED
     # The language switch keeps the token and the page works in Dutch too.

@@ -84,8 +84,11 @@ def inbox_process(
 
     Hard bounces mark the subscriber bounced, soft bounces count towards
     `soft_bounce_limit`, feedback reports mark complained, mail to the unsubscribe address
-    unsubscribes its sender. Handled messages move to `processed_folder`; anything else stays
-    (unread) and is listed. The password comes from the variable named by `password_env`.
+    unsubscribes the recipient it names: each only with proof that we sent that mail to that
+    recipient (VERP return path or our token), else it is listed as ignored. Handled messages
+    move to `processed_folder`; unreadable ones (too large, nested too deep, broken) to
+    `quarantine_folder`; anything else stays (unread) and is listed. The password comes from
+    the variable named by `password_env`.
 
     Examples:
 
@@ -117,15 +120,20 @@ def inbox_process(
             dry_run=dry_run,
             progress=_inbox_item,
         )
-    console.print(
-        f"{len(report.processed)} handled{' (dry run)' if dry_run else ''}, "
-        f"{len(report.left)} left in {inbox.folder}",
-        highlight=False,
-    )
+    summary = f"{len(report.processed)} handled{' (dry run)' if dry_run else ''}, "
+    if report.ignored:
+        summary += f"{len(report.ignored)} ignored (no proof we sent them), "
+    if report.quarantined:
+        summary += f"{len(report.quarantined)} quarantined in {inbox.quarantine_folder}, "
+    console.print(summary + f"{len(report.left)} left in {inbox.folder}", highlight=False)
 
 
 def _inbox_item(item: InboxItem) -> None:
-    mark = "[green]ok[/]" if item.handled else "[yellow]left[/]"
+    if item.quarantined:
+        mark = "[red]quarantined[/]" if item.moved else "[red]to quarantine[/]"
+    else:
+        mark = "[green]ok[/]" if item.handled else "[yellow]left[/]"
+        mark = "[yellow]ignored[/]" if item.ignored else mark
     who = escape(item.address or item.sender or "?")
     console.print(
         f"{mark} {who}: {escape(item.action)}  [dim]({escape(item.subject)})[/]",

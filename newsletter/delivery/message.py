@@ -360,7 +360,7 @@ class MessageTemplate:
         """
         email = recipient.email
         target, target_name, target_email = self._target(recipient, test, to)
-        unsubscribe_url, header_url = self._unsubscribe_urls(target_email if to else email)
+        unsubscribe_url, header_url, mailto = self._unsubscribe_urls(target_email if to else email)
 
         values: list[str] = []
         missing: list[str] = []
@@ -385,11 +385,11 @@ class MessageTemplate:
         unsubscribe = ""
         if header_url:
             unsubscribe = f"List-Unsubscribe: <{header_url}>"
-            if self._unsubscribe_mailto is not None:
-                unsubscribe += f",\r\n <{self._unsubscribe_mailto}>"
+            if mailto:
+                unsubscribe += f",\r\n <{mailto}>"
             unsubscribe += "\r\n"
-        elif self._unsubscribe_mailto is not None:
-            unsubscribe = f"List-Unsubscribe: <{self._unsubscribe_mailto}>\r\n"
+        elif mailto:
+            unsubscribe = f"List-Unsubscribe: <{mailto}>\r\n"
 
         head = "".join(
             (
@@ -461,10 +461,10 @@ class MessageTemplate:
     ) -> Envelope:
         """`recipient`'s address, extra headers and Message-ID (cheap: no body is built)."""
         target, target_name, target_email = self._target(recipient, test, to)
-        _, header_url = self._unsubscribe_urls(target_email if to else recipient.email)
+        _, header_url, mailto = self._unsubscribe_urls(target_email if to else recipient.email)
         return Envelope(
             Mailbox(target.addr_spec, clean_line(target_name)),
-            self._headers(header_url),
+            self._headers(header_url, mailto),
             self._message_id(recipient.email, test),
         )
 
@@ -545,7 +545,7 @@ class MessageTemplate:
     ) -> tuple[Envelope, list[str]]:
         """The envelope and the raw value of every slot; `AudienceError` when one is missing."""
         target, target_name, target_email = self._target(recipient, test, to)
-        unsubscribe_url, header_url = self._unsubscribe_urls(
+        unsubscribe_url, header_url, mailto = self._unsubscribe_urls(
             target_email if to else recipient.email
         )
         values: list[str] = []
@@ -565,13 +565,12 @@ class MessageTemplate:
             )
         envelope = Envelope(
             Mailbox(target.addr_spec, clean_line(target_name)),
-            self._headers(header_url),
+            self._headers(header_url, mailto),
             self._message_id(recipient.email, test),
         )
         return envelope, values
 
-    def _headers(self, header_url: str) -> tuple[tuple[str, str], ...]:
-        mailto = self._unsubscribe_mailto
+    def _headers(self, header_url: str, mailto: str) -> tuple[tuple[str, str], ...]:
         urls = [f"<{url}>" for url in (header_url, mailto) if url]
         headers = [("List-Unsubscribe", ", ".join(urls))]
         if header_url:
@@ -595,17 +594,21 @@ class MessageTemplate:
         target = mailbox_address(reviewer.addr_spec, to)
         return target, reviewer.display_name, target.addr_spec
 
-    def _unsubscribe_urls(self, token_email: str) -> tuple[str, str]:
-        """(the unsubscribe link for the body, the https URL for the header or "").
+    def _unsubscribe_urls(self, token_email: str) -> tuple[str, str, str]:
+        """(the unsubscribe link for the body, the https URL for the header or "", the mailto
+        URL or "").
 
+        The mailto's subject carries the token too (`?subject=unsubscribe%20<token>`): `inbox
+        process` only acts on unsubscribe mail that proves which recipient it came from.
         A test's token is the reviewer's (the caller passes the reviewer's address): a
         one-click unsubscribe from the test copy must never unsubscribe the sample subscriber.
         """
+        token = quote(self._token_for(self._secret, token_email), safe="")
+        mailto = f"{self._unsubscribe_mailto}%20{token}" if self._unsubscribe_mailto else ""
         if self._unsubscribe_prefix is not None:
-            token = quote(self._token_for(self._secret, token_email), safe="")
             header_url = self._unsubscribe_prefix + token
-            return header_url, header_url
-        return self._unsubscribe_mailto or "", ""
+            return header_url, header_url, mailto
+        return mailto, "", mailto
 
     def _message_id(self, email: str, test: bool) -> str:
         if test:

@@ -18,13 +18,23 @@ Who a report is about: the DSN's Original-Recipient, else its Final-Recipient; f
 Original-Rcpt-To, else the address in the unsubscribe token of the returned message (feedback
 loops often redact the To header), else its To.
 
-Trust. Anyone can send a bounce-shaped mail. When the returned message (or its headers) still
-carries our List-Unsubscribe token, the token must be genuine and name the same address, else
-the report is left as suspicious. Reports without the original are believed, like most list
-managers do: the worst a forger gains is that someone stops getting the newsletter. For mail to
-the unsubscribe address, the From address is all there is (the mailto link carries no token);
-set `trusted_authserv_id` to the name your receiving server writes into Authentication-Results,
-and such mail then only counts when that header says DMARC (or DKIM for the From domain) passed.
+Proof. Anyone can send a bounce-shaped mail, so a bounce, complaint or unsubscribe mail only
+changes a subscriber with proof that we sent that mail to that recipient (`Classification.proof`
+says which; without it the caller ignores the message):
+
+- a VERP return path `<local>+<token>@<domain>` (`tokens.recipient_from_verp`) in the report's
+  To, Delivered-To, X-Original-To or Envelope-To, or in the returned message's Return-Path;
+- our signed token in the returned message's List-Unsubscribe (the https URL's `token=` or the
+  mailto's subject);
+- for mail to the unsubscribe address: the token in its Subject (our mailto link puts it there)
+  or in the address it was sent to (`unsubscribe+<token>@...`); without a token, only when the
+  topmost Authentication-Results header was written by `trusted_authserv_id` (your own server)
+  and says DMARC passed for the From domain, or DKIM passed for a domain aligned with it (same
+  organisational domain by the Public Suffix List: `header.d=com` never passes `example.com`).
+
+A token that is not genuine, or that names someone other than the address the report is about,
+makes the report suspicious (left for a person). A DSN without the original, an ARF naming only
+Original-Rcpt-To, or a `From: victim` mail without a token proves nothing.
 """
 
 from __future__ import annotations
@@ -38,12 +48,16 @@ import hashlib
 import re
 from dataclasses import dataclass
 from email.utils import getaddresses, parseaddr
+from functools import cache
 from urllib.parse import unquote
 
-from ..audience import verify_token
-from ..errors import AudienceError
+from publicsuffixlist import PublicSuffixList
 
-__all__ = ["Classification", "Kind", "classify"]
+from ..errors import AudienceError
+from ..tokens import TOKEN_PATTERN, recipient_from_verp, verify_token
+from .limits import shape_problem
+
+__all__ = ["Classification", "Kind", "classify", "organisational_domain"]
 
 
 class Kind(enum.StrEnum):
@@ -53,6 +67,7 @@ class Kind(enum.StrEnum):
     UNSUBSCRIBE = "unsubscribe"
     NOTICE = "notice"  # understood, nothing to change: delays, auto-replies, not-spam reports
     UNKNOWN = "unknown"  # left in the mailbox for a person
+    UNREADABLE = "unreadable"  # beyond the parsing bounds or broke the parser: quarantined
 
 
 @dataclass(frozen=True)
@@ -65,10 +80,23 @@ class Classification:
     reason: str = ""
     report_id: str = ""  # the report's own Message-ID (or a digest): soft bounces count once
     original_id: str | None = None  # the Message-ID of the message it reports on
+    proof: str | None = None  # how we know we sent it to `addresses[0]`; None: we do not
+
+    @property
+    def needs_proof(self) -> bool:
+        """Whether acting on it changes a subscriber (and so needs `proof`)."""
+        return self.kind in (Kind.HARD_BOUNCE, Kind.SOFT_BOUNCE, Kind.COMPLAINT, Kind.UNSUBSCRIBE)
 
 
 _STATUS_CODE = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
-_TOKEN = re.compile(r"[?&]token=([A-Za-z0-9_.%-]+)")
+_TOKEN = re.compile(r"(?<![A-Za-z0-9_.-])" + TOKEN_PATTERN)
+# Where our List-Unsubscribe puts the token: the https URL's `token=`, the mailto's subject.
+_LINK_TOKEN = re.compile(
+    r"(?:[?&]token=|[?&]subject=unsubscribe(?:%20|\+| ))(" + TOKEN_PATTERN + ")", re.IGNORECASE
+)
+# Where a bounce's envelope recipient (our VERP return path) shows up in the report itself.
+_ENVELOPE_HEADERS = ("To", "Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To")
+_VERP_CANDIDATE = re.compile(r"[^\s<>,;:\"()]+\+" + TOKEN_PATTERN + r"@[A-Za-z0-9.-]+")
 _HARD_CODES = {"5.2.1", "5.4.4", "5.1.0"}
 _HARD_WORDS = re.compile(
     r"user unknown|unknown user|no such (?:user|mailbox|recipient)|does not exist|"
@@ -135,32 +163,68 @@ def _original(message: email.message.EmailMessage) -> email.message.Message | No
     return None
 
 
-def _original_token(original: email.message.Message | None) -> str | None:
-    if original is None:
-        return None
-    for header in ("List-Unsubscribe", "X-List-Unsubscribe"):
-        value = original.get(header)
-        if value:
-            found = _TOKEN.search(" ".join(str(value).split()))
-            if found:
-                return unquote(found.group(1))
-    return None
+@dataclass(frozen=True)
+class _Proof:
+    """Recipients a report proves we mailed (casefolded address -> where), and any forgery."""
+
+    named: dict[str, str]
+    forged: str | None = None
+
+    def about(self, address: str | None) -> tuple[str | None, str | None]:
+        """(proof for `address`, why the report is suspicious); None, None without any proof.
+
+        Without an address (a redacted complaint), a single proven recipient is the one."""
+        if self.forged is not None:
+            return None, self.forged
+        if not self.named:
+            return None, None
+        if address is None:
+            return (next(iter(self.named.values())), None) if len(self.named) == 1 else (None, None)
+        found = self.named.get(address.casefold())
+        if found is None:
+            others = ", ".join(sorted(self.named))
+            return None, f"the report is about {address}, but the returned message was for {others}"
+        return found, None
 
 
-def _check_token(
-    original: email.message.Message | None, address: str | None, secret: bytes | None
-) -> tuple[str | None, str | None]:
-    """(address named by the returned message's token, problem); both None without a token."""
-    token = _original_token(original)
-    if token is None or secret is None:
-        return None, None
-    try:
-        named = verify_token(secret, token)
-    except AudienceError:
-        return None, "the returned message carries an unsubscribe token that is not genuine"
-    if address is not None and named.casefold() != address.casefold():
-        return named, f"the report is about {address}, but the returned message was for {named}"
-    return named, None
+def _header_text(message: email.message.Message | None, *names: str) -> list[str]:
+    if message is None:
+        return []
+    values: list[str] = []
+    for name in names:
+        for value in message.get_all(name, []) or []:
+            try:
+                values.append(" ".join(str(value).split()))
+            except Exception:  # an undecodable header proves nothing
+                continue
+    return values
+
+
+def _proof(
+    message: email.message.Message,
+    original: email.message.Message | None,
+    secret: bytes | None,
+) -> _Proof:
+    """What in the report proves which recipient we sent the reported message to."""
+    if secret is None:
+        return _Proof({})
+    named: dict[str, str] = {}
+    forged = None
+    envelope = _header_text(message, *_ENVELOPE_HEADERS) + _header_text(original, "Return-Path")
+    for text in envelope:
+        for candidate in _VERP_CANDIDATE.findall(text):
+            recipient = recipient_from_verp(candidate, secret)
+            if recipient is not None:
+                named.setdefault(recipient.casefold(), "VERP return path")
+    for text in _header_text(original, "List-Unsubscribe", "X-List-Unsubscribe"):
+        for token in _LINK_TOKEN.findall(unquote(text)):
+            try:
+                recipient = verify_token(secret, token)
+            except AudienceError:
+                forged = "the returned message carries an unsubscribe token that is not genuine"
+                continue
+            named.setdefault(recipient.casefold(), "our token in the returned message")
+    return _Proof(named, forged)
 
 
 def _bounce_kind(action: str, status: str | None, diagnostic: str) -> tuple[Kind, str | None]:
@@ -218,13 +282,13 @@ def _classify_dsn(
     findings.sort(key=lambda f: order.index(f[0]))
     kind, _, code, diagnostic = findings[0]
     addresses = tuple(dict.fromkeys(f[1] for f in findings if f[0] == kind))
-    _, problem = _check_token(original, addresses[0], secret)
+    proof, problem = _proof(message, original, secret).about(addresses[0])
     if problem is not None:
         return Classification(Kind.UNKNOWN, addresses, code, f"suspicious: {problem}", report_id)
     # "smtp; 550 ..." -> "550 ...": the diagnostic type says nothing to a person.
     reason = diagnostic.partition(";")[2].strip() if ";" in diagnostic[:12] else diagnostic
     reason = reason or (f"status {code}" if code else "")
-    return Classification(kind, addresses, code, reason, report_id, original_id)
+    return Classification(kind, addresses[:1], code, reason, report_id, original_id, proof)
 
 
 def _classify_arf(
@@ -238,11 +302,12 @@ def _classify_arf(
     original_id = str(original.get("Message-ID", "")).strip() or None if original else None
     report_id = _report_id(message, raw)
     address = _address_of(fields.get("Original-Rcpt-To"))
-    named, problem = _check_token(original, address, secret)
+    proven = _proof(message, original, secret)
+    proof, problem = proven.about(address)
     if problem is not None:
         return Classification(Kind.UNKNOWN, (address or "",), None, f"suspicious: {problem}")
-    if address is None:
-        address = named
+    if address is None and proof is not None:
+        address = next(iter(proven.named))
     if address is None and original is not None:
         to = getaddresses([str(v) for v in original.get_all("To", [])])
         if len(to) == 1 and "@" in to[0][1]:
@@ -258,7 +323,7 @@ def _classify_arf(
         )
     agent = " ".join(str(fields.get("User-Agent", "")).split())
     reason = f"feedback report: {feedback}" + (f" ({agent})" if agent else "")
-    return Classification(Kind.COMPLAINT, (address,), None, reason, report_id, original_id)
+    return Classification(Kind.COMPLAINT, (address,), None, reason, report_id, original_id, proof)
 
 
 def _is_automatic(message: email.message.EmailMessage) -> str | None:
@@ -282,30 +347,102 @@ def _is_automatic(message: email.message.EmailMessage) -> str | None:
     return None
 
 
+def _to_unsubscribe(unsubscribe_address: str, delivered: set[str]) -> bool:
+    """Whether the mail went to the unsubscribe address, or to its `+tag` form."""
+    local, _, domain = unsubscribe_address.casefold().rpartition("@")
+    for address in delivered:
+        their_local, _, their_domain = address.rpartition("@")
+        if their_domain == domain and their_local.partition("+")[0] == local.partition("+")[0]:
+            return True
+    return False
+
+
+def _unsubscribe_token(
+    subject: str, delivered: set[str], secret: bytes | None
+) -> tuple[tuple[str, str] | None, str | None]:
+    """((recipient, where) named by a token in the subject or address, problem)."""
+    if secret is None:
+        return None, None
+    tokens = [(t, "our token in the subject") for t in _TOKEN.findall(subject)]
+    for address in delivered:
+        local = address.rpartition("@")[0]
+        tokens += [(t, "our token in the address") for t in _TOKEN.findall(local)]
+    named: list[tuple[str, str]] = []
+    for token, where in tokens:
+        try:
+            named.append((verify_token(secret, token), where))
+        except AudienceError:
+            continue
+    if named:
+        return named[0], None
+    if tokens:
+        return None, "suspicious: mail to the unsubscribe address with a token that is not genuine"
+    return None, None
+
+
 def _delivered_to(message: email.message.EmailMessage) -> set[str]:
+    """The addresses the mail went to, as written (a token in one is case-sensitive)."""
     values = []
     for header in ("To", "Cc", "Delivered-To", "X-Original-To", "Envelope-To"):
         values += [str(v) for v in message.get_all(header, [])]
-    return {address.casefold() for _, address in getaddresses(values) if "@" in address}
+    return {address for _, address in getaddresses(values) if "@" in address}
 
 
-def _authenticated(message: email.message.EmailMessage, authserv_id: str, domain: str) -> bool:
-    """Whether our own server's Authentication-Results say the From domain passed DMARC, or a
-    DKIM signature of that domain (or a parent of it) verified."""
-    for value in message.get_all("Authentication-Results", []):
-        text = " ".join(str(value).split())
-        server, _, results = text.partition(";")
-        if server.strip().split()[0:1] != [authserv_id]:
+@cache
+def _suffixes() -> PublicSuffixList:
+    """The Public Suffix List shipped with `publicsuffixlist` (offline; ~0.1 s to load once)."""
+    return PublicSuffixList()
+
+
+def organisational_domain(domain: str) -> str | None:
+    """`mail.example.co.uk` -> `example.co.uk`; None for a public suffix itself (`com`, `co.uk`)."""
+    name = domain.strip().strip(".").lower()
+    if not name:
+        return None
+    found = _suffixes().privatesuffix(name)
+    return found if isinstance(found, str) else None
+
+
+_COMMENT = re.compile(r"\([^()]*\)")
+
+
+def _authenticated(
+    message: email.message.EmailMessage, authserv_id: str, domain: str
+) -> str | None:
+    """What in our own server's Authentication-Results shows the From domain is genuine:
+    `dmarc=pass` for exactly that domain, or `dkim=pass` for a domain of the same organisation.
+
+    Only the topmost header counts, and only when its authserv-id is ours: a receiving server
+    adds its header on top, and anything below it came with the message (RFC 8601 section 5).
+    """
+    values = message.get_all("Authentication-Results", [])
+    if not values:
+        return None
+    text = " ".join(str(values[0]).split())
+    while _COMMENT.search(text):  # comments may hold ';' (Gmail: "(2048-bit key; unprotected)")
+        text = _COMMENT.sub(" ", text)
+    server, _, results = text.partition(";")
+    if [w.lower() for w in server.split()[:1]] != [authserv_id.lower()]:
+        return None
+    own = organisational_domain(domain)
+    if own is None:
+        return None
+    for result in results.split(";"):
+        words = result.strip().lower().split()
+        if not words or "=" not in words[0]:
             continue
-        for result in results.split(";"):
-            words = result.strip().lower()
-            if words.startswith("dmarc=pass"):
-                return True
-            if words.startswith("dkim=pass"):
-                found = re.search(r"header\.d=([a-z0-9.-]+)", words)
-                if found and (domain == found.group(1) or domain.endswith("." + found.group(1))):
-                    return True
-    return False
+        method, _, verdict = words[0].partition("=")
+        properties = dict(w.split("=", 1) for w in words[1:] if "=" in w)
+        if verdict != "pass":
+            continue
+        if method == "dmarc" and properties.get("header.from", "").strip('"') == domain:
+            return f"{authserv_id}: dmarc=pass"
+        if method == "dkim":
+            signer = properties.get("header.d") or properties.get("header.i", "").rpartition("@")[2]
+            signer = signer.strip('"')
+            if signer and organisational_domain(signer) == own:
+                return f"{authserv_id}: dkim=pass for {signer}"
+    return None
 
 
 def classify(
@@ -315,13 +452,27 @@ def classify(
     secret: bytes | None = None,
     trusted_authserv_id: str | None = None,
 ) -> Classification:
-    """What the raw message `raw` is (see the module notes); never raises for odd input."""
+    """What the raw message `raw` is (see the module notes); never raises for odd input.
+
+    A message beyond the bounds of `limits.shape_problem`, or one the email package cannot
+    take apart, is `Kind.UNREADABLE` (the caller quarantines it)."""
+    problem = shape_problem(raw)
+    if problem is not None:
+        return Classification(Kind.UNREADABLE, reason=f"cannot be parsed: {problem}")
     try:
         message = email.message_from_bytes(raw, policy=email.policy.default)
         return _classify(message, raw, unsubscribe_address, secret, trusted_authserv_id)
-    except (ValueError, LookupError, TypeError, IndexError, AttributeError) as err:
-        # The email package raises a handful of types on malformed input; a person looks.
-        return Classification(Kind.UNKNOWN, reason=f"cannot be parsed ({type(err).__name__})")
+    except Exception as err:
+        # Whatever a hostile message makes the email package raise, it is about this message
+        # only: it goes to quarantine and the run goes on.
+        return Classification(
+            Kind.UNREADABLE, reason=f"cannot be parsed ({type(err).__name__}: {_short(err)})"
+        )
+
+
+def _short(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def _classify(
@@ -341,29 +492,40 @@ def _classify(
                 return _classify_arf(message, part, raw, secret)
         return Classification(Kind.UNKNOWN, reason=f"a report of type {report_type!r}")
     automatic = _is_automatic(message)
-    sender = parseaddr(str(message.get("From", "")))[1]
-    if unsubscribe_address and unsubscribe_address.casefold() in _delivered_to(message):
+    senders = getaddresses([str(v) for v in message.get_all("From", [])])
+    sender = senders[0][1] if len(senders) == 1 else ""
+    delivered = _delivered_to(message)
+    if unsubscribe_address and _to_unsubscribe(
+        unsubscribe_address, {a.casefold() for a in delivered}
+    ):
         if automatic is not None:
             return Classification(
                 Kind.UNKNOWN, reason=f"mail to the unsubscribe address, but {automatic}"
             )
+        subject = " ".join(str(message.get("Subject", "")).split())
+        report_id = _report_id(message, raw)
+        reason = f"mail to the unsubscribe address: {subject!r}"
+        named, problem = _unsubscribe_token(subject, delivered, secret)
+        if problem is not None:
+            return Classification(Kind.UNKNOWN, (sender,) if sender else (), reason=problem)
+        if named is not None:
+            return Classification(Kind.UNSUBSCRIBE, (named[0],), None, reason, report_id,
+                                  proof=named[1])  # fmt: skip
         if "@" not in sender:
             return Classification(Kind.UNKNOWN, reason="mail to the unsubscribe address without "
-                                  "a From address")  # fmt: skip
-        if authserv is not None and not _authenticated(
-            message, authserv, sender.rpartition("@")[2].lower()
-        ):
-            return Classification(
-                Kind.UNKNOWN,
-                (sender,),
-                reason=f"unsubscribe mail that {authserv} did not authenticate (no DMARC or "
-                "DKIM pass for the From domain)",
+                                  "a token or a single From address")  # fmt: skip
+        passed = None
+        if authserv is not None:
+            passed = _authenticated(message, authserv, sender.rpartition("@")[2].lower())
+        if passed is None:
+            why = (
+                f"no token, and {authserv} did not authenticate the sender"
+                if authserv
+                else "no token in the subject or address, and no trusted_authserv_id to "
+                "authenticate the sender"
             )
-        subject = " ".join(str(message.get("Subject", "")).split())
-        return Classification(
-            Kind.UNSUBSCRIBE, (sender,), None, f"mail to the unsubscribe address: {subject!r}",
-            _report_id(message, raw),
-        )  # fmt: skip
+            reason = f"{reason} ({why})"
+        return Classification(Kind.UNSUBSCRIBE, (sender,), None, reason, report_id, proof=passed)
     auto = str(message.get("Auto-Submitted", "")).strip().lower()
     if auto.startswith("auto-replied") or "X-Autoreply" in message:
         return Classification(Kind.NOTICE, (sender,) if sender else (), None, "auto-reply")

@@ -5,12 +5,14 @@ from __future__ import annotations
 import base64
 import contextlib
 import imaplib
+import re
 import ssl
 from collections.abc import Iterator
 from typing import Any
 
 from ..config_tables import InboxSettings
 from ..errors import InboxError
+from .limits import ConnectionLost, MessageTooLarge
 
 __all__ = ["ImapMailbox", "connect", "imap_utf7", "opened"]
 
@@ -140,7 +142,11 @@ class ImapMailbox:
     def _command(self, what: str, *args: str) -> list[Any]:
         try:
             status, data = self._client().uid(*args)
-        except (imaplib.IMAP4.error, OSError) as err:
+        except (imaplib.IMAP4.abort, OSError) as err:
+            raise ConnectionLost(
+                f"{self.server}: {what} failed: the connection broke ({err})"
+            ) from err
+        except imaplib.IMAP4.error as err:
             raise InboxError(f"{self.server}: {what} failed: {err}") from err
         if status != "OK":
             raise InboxError(f"{self.server}: {what} failed: {_text(data)}")
@@ -150,9 +156,26 @@ class ImapMailbox:
         data = self._command("listing the messages", "SEARCH", "ALL")
         return [int(uid) for uid in (data[0] or b"").split()] if data else []
 
-    def fetch(self, uid: int) -> bytes:
-        # PEEK: a message left for a person stays unread.
-        for item in self._command(f"reading message {uid}", "FETCH", str(uid), "(BODY.PEEK[])"):
+    def fetch(self, uid: int, max_bytes: int | None = None) -> bytes:
+        """The message's bytes; MessageTooLarge (nothing downloaded past `max_bytes`) when the
+        server says it is larger."""
+        # PEEK: a message left for a person stays unread. A partial fetch (<0.N>) bounds what
+        # a huge message costs; RFC822.SIZE says whether it was cut.
+        body = "BODY.PEEK[]" if max_bytes is None else f"BODY.PEEK[]<0.{max_bytes}>"
+        data = self._command(f"reading message {uid}", "FETCH", str(uid), f"(RFC822.SIZE {body})")
+        found = _SIZE.search(" ".join(_text(i[0] if isinstance(i, tuple) else i) for i in data))
+        size = int(found.group(1)) if found else None
+        if size is None and max_bytes is not None:
+            # A server that did not say: a full window means the message may go on.
+            got = max((len(i[1]) for i in data if isinstance(i, tuple) and len(i) == 2), default=0)
+            size = got + 1 if got >= max_bytes else None
+        if max_bytes is not None and size is not None and size > max_bytes:
+            raise MessageTooLarge(
+                f"message {uid} is {size:,} bytes, more than inbox.max_message_bytes "
+                f"({max_bytes:,})",
+                size=size,
+            )
+        for item in data:
             if isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], bytes):
                 return item[1]
         raise InboxError(f"{self.server}: message {uid} has gone from {self.settings.folder}")
@@ -162,7 +185,11 @@ class ImapMailbox:
             return
         try:
             status, data = self._client().create(_quoted(folder))
-        except (imaplib.IMAP4.error, OSError) as err:
+        except (imaplib.IMAP4.abort, OSError) as err:
+            raise ConnectionLost(
+                f"{self.server}: cannot create the folder {folder!r}: {err}"
+            ) from err
+        except imaplib.IMAP4.error as err:
             raise InboxError(f"{self.server}: cannot create the folder {folder!r}: {err}") from err
         if status != "OK" and b"ALREADYEXISTS" not in b" ".join(
             d for d in data if isinstance(d, bytes)
@@ -186,6 +213,9 @@ class ImapMailbox:
         self._command(f"copying message {uid} to {folder}", "COPY", str(uid), _quoted(folder))
         self._command(f"flagging message {uid}", "STORE", str(uid), "+FLAGS.SILENT", r"(\Deleted)")
         self._command(f"expunging message {uid}", "EXPUNGE", str(uid))
+
+
+_SIZE = re.compile(r"RFC822\.SIZE (\d+)", re.IGNORECASE)
 
 
 def _text(data: Any) -> str:

@@ -6,8 +6,14 @@ Routes (under `[serve] root_path` when a proxy strips a prefix):
   - `POST` with `List-Unsubscribe=One-Click` (form-urlencoded or multipart, as RFC 8058 allows):
     unsubscribes at once and answers 200. No cookie, no login, no script, no redirect.
   - `GET`: a page that asks for one press of a button (link scanners fetch URLs; a GET never
-    changes anything), or offers to subscribe again when the address is not subscribed.
-  - `POST` from that page's form: `action=unsubscribe` or `action=resubscribe`.
+    changes anything), or offers to subscribe again when the address is unsubscribed.
+  - `POST` from that page's form: `action=unsubscribe`; or, to subscribe again, two deliberate
+    steps: `action=resubscribe` shows a confirmation page (nothing changes), whose button posts
+    `action=resubscribe-confirm` with a signed `step` valid for an hour. Both need the request to
+    come from this site (Origin, else Referer, equal to the page's own origin: a form on another
+    site cannot subscribe anyone), and neither ever subscribes a `complained` or `bounced`
+    address again: they are told to write to the editors. A full double opt-in (a confirmation
+    mail) comes with the public subscribe form.
   A forged, cut or altered token gets a 400 page that names neither the list nor an address.
 - `/` lists the built issues (`dist/*/web.html`); `/<issue>/web.html` and the images beside it
   are served as they are. Nothing else from `dist/` is (the sample message holds a token).
@@ -41,7 +47,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from ..audience import SubscriberStatus, SubscriberStore, verify_token
+from ..audience import SubscriberStatus, SubscriberStore, make_token, verify_token
 from ..config import Settings
 from ..config_tables import DEFAULT_HOST, DEFAULT_PORT, ServeSettings, parse_serve_table
 from ..errors import AudienceError, NewsletterError
@@ -72,6 +78,10 @@ __all__ = [
 ]
 
 MAX_FORM_BYTES = 16 * 1024  # an RFC 8058 body is 26 bytes; a page form a few more
+STEP_SECONDS = 3600  # how long the "subscribe again?" confirmation page stays valid
+_STEP_PURPOSE = "resubscribe-step"
+# Not mailed and not to be mailed again from a web page: the editors decide.
+_BLOCKED = (SubscriberStatus.COMPLAINED, SubscriberStatus.BOUNCED)
 _ISSUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _IMAGE_TYPES = {
     ".png": "image/png",
@@ -85,7 +95,9 @@ _TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 _TOKEN_PAGE_HEADERS = {
     "Cache-Control": "no-store",
     "Content-Security-Policy": CSP,
-    "Referrer-Policy": "no-referrer",
+    # same-origin, not no-referrer: the token never leaves this site, and a form POST still
+    # carries its Origin (with no-referrer browsers send "Origin: null").
+    "Referrer-Policy": "same-origin",
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
     "X-Robots-Tag": "noindex",
@@ -262,10 +274,21 @@ class _Unsubscribe:
             )
         fields = parse_form(request.headers.get("content-type", ""), body)
         one_click = fields.get("List-Unsubscribe", "").lower() == "one-click"
-        action = "unsubscribe"
-        if fields.get("action") == "resubscribe" and not one_click:
-            action = "resubscribe"
+        action = fields.get("action", "unsubscribe")
+        if one_click or action not in ("resubscribe", "resubscribe-confirm"):
+            action = "unsubscribe"
         source = "web one-click" if one_click else "web page"
+        if action != "unsubscribe":
+            if not _same_origin(request):
+                return self.page(request, texts, title=texts.words["cross_site_title"],
+                                 lead=texts.words["cross_site_lead"], status=403)  # fmt: skip
+            if action == "resubscribe" or not self.step_valid(fields.get("step", ""), address):
+                found = await run_in_threadpool(self.store().get, address)
+                status = None if found is None else str(found.status)
+                return self.ask_resubscribe(
+                    request, texts, address, status, expired=action != "resubscribe"
+                )
+            action = "resubscribe"
         try:
             event = await run_in_threadpool(self.change, address, action, source)
         except AudienceError:
@@ -278,6 +301,56 @@ class _Unsubscribe:
                 media_type="text/plain",
             )
         return self.result(request, texts, event)
+
+    def step_for(self, address: str) -> str:
+        """A signed, timed proof that the confirmation page was shown for `address`."""
+        return make_token(self.secret, f"{int(self.clock())} {address}", purpose=_STEP_PURPOSE)
+
+    def step_valid(self, step: str, address: str) -> bool:
+        try:
+            named = verify_token(self.secret, step, purpose=_STEP_PURPOSE)
+        except AudienceError:
+            return False
+        issued, _, who = named.partition(" ")
+        return (
+            who == address and issued.isdigit() and 0 <= self.clock() - int(issued) <= STEP_SECONDS
+        )
+
+    def ask_resubscribe(
+        self,
+        request: Request,
+        texts: PageTexts,
+        address: str,
+        status: str | None,
+        *,
+        expired: bool = False,
+    ) -> HTMLResponse:
+        """The confirmation page of the second step (or why there is nothing to confirm)."""
+        if status != SubscriberStatus.UNSUBSCRIBED:
+            return self.show(request, texts, address, status)
+        name = self.settings.name
+        return self.page(
+            request,
+            texts,
+            title=texts.format("resubscribe_title", name=name, email=address),
+            lead=texts.format("resubscribe_lead", name=name, email=address),
+            note=texts.words["resubscribe_expired"] if expired else "",
+            button=Button(
+                "resubscribe-confirm",
+                texts.words["resubscribe_confirm_button"],
+                fields=(("step", self.step_for(address)),),
+            ),
+        )
+
+    def blocked(self, request: Request, texts: PageTexts, address: str) -> HTMLResponse:
+        """Complained or bounced: not mailed, and not to be subscribed again from here."""
+        name = self.settings.name
+        return self.page(
+            request,
+            texts,
+            title=texts.format("blocked_title", name=name, email=address),
+            lead=texts.format("blocked_lead", name=name, email=address),
+        )
 
     def change(self, address: str, action: str, source: str) -> WebEvent:
         """Apply the request to the store; runs in a worker thread."""
@@ -296,8 +369,9 @@ class _Unsubscribe:
         new = old
         changed = False
         if found is not None and old != wanted:
-            if action == "unsubscribe" and old != SubscriberStatus.SUBSCRIBED:
-                # Bounced or complained already means "not mailed"; keep the sharper record.
+            if old in _BLOCKED or (action == "unsubscribe" and old != SubscriberStatus.SUBSCRIBED):
+                # Bounced or complained already means "not mailed"; keep the sharper record,
+                # and never mail them again on a web request.
                 pass
             else:
                 try:
@@ -319,6 +393,8 @@ class _Unsubscribe:
         name = self.settings.name
         if status is None:
             return self.gone(request, texts, address)
+        if status in _BLOCKED:
+            return self.blocked(request, texts, address)
         if status == SubscriberStatus.SUBSCRIBED:
             return self.page(
                 request,
@@ -350,6 +426,8 @@ class _Unsubscribe:
         address = event.email
         if event.new_status is None:
             return self.gone(request, texts, address)
+        if event.new_status in _BLOCKED:
+            return self.blocked(request, texts, address)
         if event.new_status == SubscriberStatus.SUBSCRIBED:
             return self.page(
                 request,
@@ -369,6 +447,18 @@ class _Unsubscribe:
             note=texts.words["changed_mind"],
             button=Button("resubscribe", texts.words["resubscribe_button"], "secondary"),
         )
+
+
+def _same_origin(request: Request) -> bool:
+    """Whether the POST came from a page of this site: its Origin (else its Referer) is ours.
+
+    Browsers send Origin with every form POST; a request with neither header is refused."""
+    own = f"{request.url.scheme}://{request.url.netloc}".lower()
+    origin = request.headers.get("origin")
+    if origin is not None:
+        return origin.strip().lower() == own
+    referer = request.headers.get("referer")
+    return referer is not None and (referer.strip().lower() + "/").startswith(own + "/")
 
 
 async def _drain(request: Request) -> None:

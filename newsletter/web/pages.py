@@ -70,7 +70,7 @@ _PAGE = """<!doctype html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="robots" content="noindex">
-<meta name="referrer" content="no-referrer">
+<meta name="referrer" content="same-origin">
 <title>{{ title }}{% if name %} · {{ name }}{% endif %}</title>
 <style>{{ style|safe }}</style>
 </head>
@@ -82,6 +82,9 @@ _PAGE = """<!doctype html>
 {% if note %}<p class="muted">{{ note }}</p>{% endif %}
 <form method="post" action="{{ form_action }}">
 <input type="hidden" name="action" value="{{ button.action }}">
+{% for field, value in button.fields %}
+<input type="hidden" name="{{ field }}" value="{{ value }}">
+{% endfor %}
 <button type="submit" class="{{ button.style }}">{{ button.label }}</button>
 </form>
 {% endif %}
@@ -178,9 +181,12 @@ def texts_for(locale: str) -> PageTexts:
 
 @dataclass(frozen=True)
 class Button:
+    """A one-button form: its `action` value, label, style and any further hidden fields."""
+
     action: str
     label: str
     style: str = ""
+    fields: tuple[tuple[str, str], ...] = ()
 
 
 def render_page(
