@@ -6,6 +6,7 @@ in one go. A misspelt front-matter key is an error with a "did you mean".
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
 import difflib
 import re
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from babel.dates import get_month_names
 
 from .errors import ContentError, Problem, ProjectError
 
@@ -152,11 +154,11 @@ def load_issue(folder: Path) -> Issue:
     date = issue_meta.get("date")
     if isinstance(date, str):
         try:
-            date = dt.date.fromisoformat(date)
-        except ValueError:
+            date = parse_date(date)
+        except ValueError as err:
             problems.append(
                 Problem(
-                    f"'{date}' is not a date like 2026-11-26",
+                    f"'{date}' {err}; write it like 2026-11-26 or 26-11-2026",
                     file=issue_path,
                     line=_key_line(issue_meta, "date"),
                     key="date",
@@ -174,6 +176,47 @@ def load_issue(folder: Path) -> Issue:
         preheader=_clean(issue_meta.get("preheader")),
         date=date if isinstance(date, dt.date) else None,
     )
+
+
+_MONTHS: dict[str, int] = {}
+for _code in ("en", "nl", "de", "fr"):
+    for _width in ("wide", "abbreviated"):
+        for _number, _name in get_month_names(_width, locale=_code).items():
+            _MONTHS.setdefault(_name.lower().rstrip("."), _number)
+_MONTHS.update({"sept": 9, "mrt": 3, "mei": 5, "okt": 10})
+_DAY_FIRST = re.compile(r"^(\d{1,2})[-/.](\d{1,2})[-/.](\d{4})$")
+_ISO = re.compile(r"^(\d{4})-(\d{1,2})-(\d{1,2})$")
+_WRITTEN_DAY_FIRST = re.compile(r"^(?:[^\W\d]+,?\s+)?(\d{1,2})\.?\s+([^\W\d]+)\.?,?\s+(\d{4})$")
+_WRITTEN_MONTH_FIRST = re.compile(r"^(?:[^\W\d]+,?\s+)?([^\W\d]+)\.?\s+(\d{1,2}),?\s+(\d{4})$")
+
+
+def parse_date(text: str) -> dt.date:
+    """A date as editors write it: 2026-11-26, 26-11-2026, 26/11/2026, 26 november 2026,
+    November 26, 2026 (a weekday in front is allowed). Numeric forms are day first.
+
+    Raises ValueError saying why an impossible date (31 November) is not one.
+    """
+    value = " ".join(text.split())
+    year = month = day = None
+    if found := _ISO.match(value):
+        year, month, day = (int(part) for part in found.groups())
+    elif found := _DAY_FIRST.match(value):
+        day, month, year = (int(part) for part in found.groups())
+    elif found := _WRITTEN_DAY_FIRST.match(value):
+        day, month, year = int(found[1]), _MONTHS.get(found[2].lower()), int(found[3])
+    elif found := _WRITTEN_MONTH_FIRST.match(value):
+        month, day, year = _MONTHS.get(found[1].lower()), int(found[2]), int(found[3])
+    if year is None or day is None:
+        raise ValueError("is not a date")
+    if month is None:
+        raise ValueError("is not a date (unknown month name)")
+    if not 1 <= month <= 12:
+        raise ValueError(f"is not a date: there is no month {month}")
+    last = calendar.monthrange(year, month)[1]
+    if not 1 <= day <= last:
+        month_name = calendar.month_name[month]
+        raise ValueError(f"is not a date: {month_name} {year} has {last} days")
+    return dt.date(year, month, day)
 
 
 def _load_item(path: Path, problems: list[Problem]) -> Item | None:
@@ -246,7 +289,16 @@ def _clean(value: object) -> str | None:
 
 
 class _LineLoader(yaml.SafeLoader):
-    """A safe loader that remembers the line of each top-level key."""
+    """A safe loader that remembers the line of each top-level key.
+
+    Dates stay text (PyYAML would turn `2016-11-31` into a crash); `parse_date` reads them.
+    """
+
+
+_LineLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
 
 
 def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[Any, Any]:

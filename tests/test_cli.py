@@ -7,7 +7,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import pytest
 import typer.main
@@ -154,3 +154,31 @@ def test_every_command_is_documented_in_the_readme() -> None:
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     for name in command_names():
         assert f"newsletter {name}" in readme, f"README does not document 'newsletter {name}'"
+
+
+def test_every_newsletter_command_named_in_a_message_exists() -> None:
+    """Hints name commands the CLI has: `newsletter --debug build`, never `build --debug`."""
+    root = typer.main.get_command(cli.app)
+    package = Path(__file__).resolve().parent.parent / "newsletter"
+    sources = [p for p in package.rglob("*") if p.suffix in (".py", ".js", ".html", ".toml")]
+    wrong: list[str] = []
+    for path in sources:
+        text = path.read_text(encoding="utf-8")
+        for found in re.finditer(r"[`'\"]newsletter((?: [a-z-]+)+)", text):
+            words = found.group(1).split()
+            command: Any = root
+            if words[0] == "--debug":
+                words = words[1:]
+            for word in words:
+                if word.startswith("-"):
+                    if word != "--help" and not any(word in p.opts for p in command.params):
+                        wrong.append(f"{path.name}: {found.group(0)} ({word})")
+                    break
+                if not hasattr(command, "commands"):
+                    break
+                sub = command.commands.get(word)
+                if sub is None:
+                    wrong.append(f"{path.name}: {found.group(0)} ({word})")
+                    break
+                command = sub
+    assert wrong == [], wrong

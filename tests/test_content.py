@@ -76,11 +76,11 @@ def test_empty_issue_and_stray_files(tmp_path: Path) -> None:
 def test_missing_front_matter_and_bad_date(tmp_path: Path) -> None:
     folder = tmp_path / "x"
     folder.mkdir()
-    (folder / "issue.md").write_text("---\nsubject: S\ndate: 26-11-2026\n---\n", encoding="utf-8")
+    (folder / "issue.md").write_text("---\nsubject: S\ndate: 26-13-2026\n---\n", encoding="utf-8")
     (folder / "01-a.md").write_text("Just text\n", encoding="utf-8")
     message = problems_of(folder)
     assert f"{folder / '01-a.md'}:1: has no front matter" in message
-    assert f"{folder / 'issue.md'}:3: date: '26-11-2026' is not a date like 2026-11-26" in message
+    assert f"{folder / 'issue.md'}:3: date: '26-13-2026' is not a date" in message
 
 
 def test_only_drafts_is_an_error(tmp_path: Path) -> None:
@@ -105,3 +105,51 @@ def test_issue_reference_by_name_or_path(project: Path, issue_folder: Path) -> N
     with pytest.raises(ProjectError) as caught:
         resolve_issue_folder(project, "2026-1")
     assert caught.value.hint == "Did you mean '2026-11'?"
+
+
+def _issue_with_date(tmp_path: Path, value: str) -> Path:
+    folder = tmp_path / "dated"
+    folder.mkdir(exist_ok=True)
+    (folder / "issue.md").write_text(f"---\nsubject: S\ndate: {value}\n---\n", encoding="utf-8")
+    (folder / "01-a.md").write_text("---\ntitle: A\n---\nB\n", encoding="utf-8")
+    return folder
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2016-11-24",
+        "'2016-11-24'",
+        "24-11-2016",
+        "24/11/2016",
+        "24.11.2016",
+        "24 november 2016",
+        "24 November 2016",
+        "24 nov 2016",
+        "November 24, 2016",
+        "24 nov. 2016",
+        "donderdag 24 november 2016",
+    ],
+)
+def test_dates_in_iso_and_the_usual_written_forms(tmp_path: Path, value: str) -> None:
+    assert load_issue(_issue_with_date(tmp_path, value)).date == dt.date(2016, 11, 24)
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        ("2016-11-31", "November 2016 has 30 days"),
+        ("2016-13-01", "there is no month 13"),
+        ("31-11-2016", "November 2016 has 30 days"),
+        ("29 februari 2015", "February 2015 has 28 days"),
+        ("volgende week", "not a date"),
+    ],
+)
+def test_impossible_dates_are_errors_with_file_and_line(
+    tmp_path: Path, value: str, why: str
+) -> None:
+    folder = _issue_with_date(tmp_path, value)
+    message = problems_of(folder)
+    assert f"{folder / 'issue.md'}:3: date: '{value}'" in message
+    assert why in message
+    assert "2016-11-24" not in message or "24-11-2016" in message

@@ -123,7 +123,8 @@ def failure_from(error: BaseException, display_root: Path | None = None) -> Prev
     return PreviewFailure(
         "Unexpected error while rebuilding",
         (f"{type(error).__name__}: {error}",),
-        "This is a bug in newsletter or in a template; run 'newsletter build --debug' for details.",
+        "This is a bug in newsletter or in a template; "
+        "run 'newsletter --debug build ISSUE' for details.",
     )
 
 
