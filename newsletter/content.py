@@ -348,13 +348,32 @@ def _read_markdown(
             )
         )
         return None
+    traps = _quoting_traps(match.group(1), path)
     try:
         meta = yaml.load(match.group(1), Loader=_LineLoader)
     except yaml.YAMLError as err:
+        if traps:
+            problems.extend(traps)
+            return None
         mark = getattr(err, "problem_mark", None)
         yaml_line = mark.line + 2 if mark is not None else None
         reason = getattr(err, "problem", None) or str(err)
-        problems.append(Problem(f"invalid YAML front matter: {reason}", file=path, line=yaml_line))
+        problems.append(
+            Problem(
+                f"the front matter is not valid YAML ({reason}); write each key as "
+                "'key: value' and put values with : # \" ' in quotes",
+                file=path,
+                line=yaml_line,
+            )
+        )
+        return None
+    except (ValueError, TypeError, RecursionError):
+        problems.append(
+            Problem("the front matter cannot be read: write each key as 'key: value'", file=path)
+        )
+        return None
+    if traps:
+        problems.extend(traps)
         return None
     if meta is None:
         meta = {"__lines__": {}}
@@ -366,6 +385,56 @@ def _read_markdown(
     body = text[match.end() :]
     body_line = text[: match.end()].count("\n") + 1
     return meta, key_lines, body, body_line
+
+
+_KEY_VALUE = re.compile(r"^([A-Za-z_][\w-]*)[ \t]*:[ \t]+(\S.*?)[ \t]*$")
+
+
+def _quoted(value: str) -> str:
+    """`value` as a YAML quoted scalar an editor can paste back."""
+    if '"' not in value and "\\" not in value:
+        return f'"{value}"'
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _quoting_traps(front: str, path: Path) -> list[Problem]:
+    """Lines YAML would misread: text cut at ' #', a ': ' or a leading [ { * & ! @ ` % in an
+    unquoted value, quotes inside quotes. Each says how to write the line instead."""
+    problems: list[Problem] = []
+    lines = front.split("\n")
+    for index, line in enumerate(lines):
+        found = _KEY_VALUE.match(line)
+        if found is None:
+            continue
+        key, value = found.groups()
+        following = lines[index + 1] if index + 1 < len(lines) else ""
+        if value[0] in "|>" or (following[:1] in (" ", "\t") and following.strip()):
+            continue  # block scalars and values continued on the next lines
+        quote = value[0] if value[0] in "\"'" else ""
+        intended = value[1:-1] if quote and len(value) > 1 and value.endswith(quote) else value
+        if quote and not value.endswith(quote):
+            intended = value[1:]
+        try:
+            parsed = yaml.load(f"k: {value}", Loader=_LineLoader)
+        except (yaml.YAMLError, ValueError, TypeError, RecursionError):
+            reason = "YAML cannot read this value"
+        else:
+            if quote or not re.search(r"[ \t]#", value):
+                continue
+            kept = parsed.get("k") if isinstance(parsed, dict) else None
+            reason = (
+                f"YAML reads everything after ' #' as a comment, so the value would be cut "
+                f"to '{kept if kept is not None else ''}'"
+            )
+        problems.append(
+            Problem(
+                f"{reason}: put the value in quotes: {key}: {_quoted(intended)}",
+                file=path,
+                line=index + 2,
+                key=key,
+            )
+        )
+    return problems
 
 
 def _key_line(meta: Mapping[str, Any], key: str) -> int | None:
@@ -408,7 +477,10 @@ def _check_keys(
             meta[key] = str(value)
         elif not isinstance(value, expected):
             wanted = "true or false" if expected is bool else "text"
-            problems.append(Problem(f"must be {wanted}", file=path, line=lines.get(key), key=key))
+            advice = "" if expected is bool else ' (put the value in quotes: "...")'
+            problems.append(
+                Problem(f"must be {wanted}{advice}", file=path, line=lines.get(key), key=key)
+            )
     for key in required:
         value = meta.get(key)
         if value is None or (isinstance(value, str) and not value.strip()):

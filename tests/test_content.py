@@ -52,7 +52,10 @@ def test_all_problems_of_all_files_are_reported_together(issue_folder: Path) -> 
     latin1.write_bytes("---\ntitle: Caf\u00e9\n---\nna\u00efve\n".encode("latin-1"))
     message = problems_of(issue_folder)
     assert message.startswith("4 content problems:")
-    assert f"{bad_yaml}:2: invalid YAML front matter: expected ',' or ']'" in message
+    assert (
+        f"{bad_yaml}:2: title: YAML cannot read this value: "
+        'put the value in quotes: title: "[unclosed"' in message
+    )
     assert f"{no_title}:1: title: 'title' is required" in message
     assert f"{no_image}:3: image: image file 'missing.png' not found" in message
     assert f"{latin1}:2: is not UTF-8 text (byte 0xe9); save it as UTF-8" in message
@@ -153,3 +156,80 @@ def test_impossible_dates_are_errors_with_file_and_line(
     assert f"{folder / 'issue.md'}:3: date: '{value}'" in message
     assert why in message
     assert "2016-11-24" not in message or "24-11-2016" in message
+
+
+# --- YAML traps: nothing is cut silently, every mistake says how to quote ------------------------
+
+
+def test_value_cut_by_a_comment_is_an_error_with_the_quoted_line(issue_folder: Path) -> None:
+    path = write_item(
+        issue_folder,
+        "05-hash.md",
+        "---\ntitle: Nieuws\nsubtitle: Conferentie #2 op 10 februari\n---\nTekst\n",
+    )
+    message = problems_of(issue_folder)
+    assert f"{path}:3: subtitle:" in message
+    assert "put the value in quotes" in message
+    assert 'subtitle: "Conferentie #2 op 10 februari"' in message
+
+
+def test_colon_in_an_unquoted_value_says_put_it_in_quotes(issue_folder: Path) -> None:
+    path = write_item(
+        issue_folder,
+        "05-colon.md",
+        "---\ntitle: Agenda: wat er komt\nlink: https://e.org/\n---\nT\n",
+    )
+    message = problems_of(issue_folder)
+    assert f"{path}:2: title:" in message
+    assert 'put the value in quotes: title: "Agenda: wat er komt"' in message
+    assert "mapping values are not allowed" not in message
+
+
+def test_quotes_inside_a_quoted_value_suggest_the_other_quotes(issue_folder: Path) -> None:
+    (issue_folder / "issue.md").write_text(
+        '---\nsubject: "Hallo {{ subscriber.first_name | default("lezer") }}"\n---\nIntro\n',
+        encoding="utf-8",
+    )
+    message = problems_of(issue_folder)
+    assert f"{issue_folder / 'issue.md'}:2: subject:" in message
+    assert "put the value in quotes" in message
+    assert "subject: 'Hallo {{ subscriber.first_name | default(\"lezer\") }}'" in message
+    assert "expected <block end>" not in message
+
+
+def test_apostrophe_in_a_single_quoted_value(issue_folder: Path) -> None:
+    path = write_item(issue_folder, "05-apos.md", "---\ntitle: 'Jan's tuin'\n---\nT\n")
+    message = problems_of(issue_folder)
+    assert f"{path}:2: title:" in message
+    assert 'title: "Jan\'s tuin"' in message
+
+
+@pytest.mark.parametrize(
+    ("value", "fixed"),
+    [
+        ("[Update] nieuwe tijden", '"[Update] nieuwe tijden"'),
+        ("*Nieuw* in de tuin", '"*Nieuw* in de tuin"'),
+        ("@buurt op Instagram", '"@buurt op Instagram"'),
+        ("{nieuw} rooster", '"{nieuw} rooster"'),
+    ],
+)
+def test_values_starting_with_yaml_syntax_suggest_quotes(
+    issue_folder: Path, value: str, fixed: str
+) -> None:
+    path = write_item(issue_folder, "05-start.md", f"---\ntitle: {value}\n---\nT\n")
+    message = problems_of(issue_folder)
+    assert f"{path}:2: title:" in message
+    assert f"put the value in quotes: title: {fixed}" in message
+
+
+def test_quoted_values_and_hashes_without_a_space_still_load(issue_folder: Path) -> None:
+    write_item(
+        issue_folder,
+        "05-ok.md",
+        '---\ntitle: "Conferentie #2: 10 februari"\nsubtitle: Nummer#2 en C# en 10:30 uur\n'
+        "link: https://e.org/a#b\n---\nT\n",
+    )
+    item = next(i for i in load_issue(issue_folder).items if i.slug == "ok")
+    assert item.title == "Conferentie #2: 10 februari"
+    assert item.subtitle == "Nummer#2 en C# en 10:30 uur"
+    assert item.link == "https://e.org/a#b"

@@ -603,7 +603,8 @@ def test_a_broken_item_shows_its_file_and_line_and_keeps_the_last_good_email(
     expect(problems).to_be_visible(timeout=WAIT_SECONDS * 1000)
     expect(problems).to_contain_text("1 content problem")
     expect(problems).to_contain_text(
-        "issues/2026-11/02-compost-bays.md:3: invalid YAML front matter"
+        "issues/2026-11/02-compost-bays.md:2: title: YAML cannot read this value: "
+        "put the value in quotes"
     )
     expect(page.locator("#status")).to_have_text("Build failed")
     expect(email.locator("body")).to_contain_text("Three new compost bays")
@@ -633,7 +634,7 @@ def test_a_first_build_that_fails_shows_the_problems_until_fixed(
         page = context.new_page()
         page.goto(server.url)
         expect(page.locator("#problems")).to_contain_text(
-            "issues/2026-11/issue.md:4: date: 'someday' is not a date like 2026-11-26"
+            "issues/2026-11/issue.md:4: date: 'someday' is not a date; write it like 2026-11-26"
         )
         email = page.frame_locator("#email")
         expect(email.locator("body")).to_contain_text("No email to show yet")
