@@ -192,7 +192,11 @@ def _contrast(context: CheckContext) -> list[Finding]:
 
 
 def _link_location(context: CheckContext, link: LinkTag) -> Location:
-    where = context.locator.url(link.href) if link.href and "://" in link.href else Location()
+    where = (
+        context.locator.link(link.text, link.href)
+        if link.href and "://" in link.href
+        else Location()
+    )
     if where.file is None and link.text:
         where = _text_location(context, link.text)
     return where
