@@ -419,7 +419,7 @@ def _quoting_traps(front: str, path: Path) -> list[Problem]:
         except (yaml.YAMLError, ValueError, TypeError, RecursionError):
             reason = "YAML cannot read this value"
         else:
-            if quote or not re.search(r"[ \t]#", value):
+            if quote or not (value.startswith("#") or re.search(r"[ \t]#", value)):
                 continue
             kept = parsed.get("k") if isinstance(parsed, dict) else None
             reason = (

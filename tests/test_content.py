@@ -233,3 +233,10 @@ def test_quoted_values_and_hashes_without_a_space_still_load(issue_folder: Path)
     assert item.title == "Conferentie #2: 10 februari"
     assert item.subtitle == "Nummer#2 en C# en 10:30 uur"
     assert item.link == "https://e.org/a#b"
+
+
+def test_value_starting_with_a_hash_is_not_silently_empty(issue_folder: Path) -> None:
+    path = write_item(issue_folder, "05-hash.md", "---\ntitle: T\nsubtitle: #2 van 4\n---\nB\n")
+    message = problems_of(issue_folder)
+    assert f"{path}:3: subtitle: YAML reads everything after" in message
+    assert 'put the value in quotes: subtitle: "#2 van 4"' in message
