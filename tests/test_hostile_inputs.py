@@ -188,7 +188,7 @@ def _check(outcome: Outcome, names: tuple[str, ...], label: str, failures: list[
 
 def _run_all(
     cases: list[str],
-    write: Callable[[str], None],
+    write: Callable[[str], object],
     run: Callable[[], Outcome],
     names: tuple[str, ...],
     after_success: Callable[[str], str | None] | None = None,
