@@ -182,3 +182,26 @@ def test_every_newsletter_command_named_in_a_message_exists() -> None:
                     break
                 command = sub
     assert wrong == [], wrong
+
+
+def _leaf_commands(command: Any, words: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    if hasattr(command, "commands"):
+        found: list[tuple[str, ...]] = []
+        for name, sub in command.commands.items():
+            found += _leaf_commands(sub, (*words, name))
+        return found
+    return [words]
+
+
+def test_help_examples_stand_on_their_own_lines_and_options_show_no_type_names(
+    run: Run, tmp_path: Path
+) -> None:
+    for words in _leaf_commands(typer.main.get_command(cli.app)):
+        result = run(*words, "--help", cwd=tmp_path)
+        assert result.exit_code == 0, words
+        for line in result.out.splitlines():
+            uses = re.findall(r"(?:^|\s)newsletter\s+[a-z-]", line)
+            assert len(uses) <= 1, f"{' '.join(words)}: {line.strip()}"
+        assert not re.search(r"<(?:bool|str|int|float|path|list\[\w+\])>", result.out), (
+            f"{' '.join(words)} shows internal type names:\n{result.out}"
+        )

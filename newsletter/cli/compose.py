@@ -64,6 +64,7 @@ def new(
     Examples:
 
         newsletter new
+
         newsletter new 2026-12
     """
     settings = project_settings()
