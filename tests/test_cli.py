@@ -205,3 +205,31 @@ def test_help_examples_stand_on_their_own_lines_and_options_show_no_type_names(
         assert not re.search(r"<(?:bool|str|int|float|path|list\[\w+\])>", result.out), (
             f"{' '.join(words)} shows internal type names:\n{result.out}"
         )
+
+
+def test_new_follows_the_projects_language_and_dates_the_issue_from_its_name(
+    run: Run, tmp_path: Path
+) -> None:
+    assert run("init", "--language", "nl", "krant", cwd=tmp_path).exit_code == 0
+    root = tmp_path / "krant"
+    assert run("new", "2031-03", cwd=root).exit_code == 0
+    issue = (root / "issues" / "2031-03" / "issue.md").read_text(encoding="utf-8")
+    assert "date: 2031-03-01" in issue
+    assert "onderwerp" in issue.lower() and "subject line" not in issue
+    item = next((root / "issues" / "2031-03").glob("01-*.md")).read_text(encoding="utf-8")
+    assert "Schrijf" in item and "Write the item" not in item
+    assert run("new", "2031-04-15", cwd=root).exit_code == 0
+    assert "date: 2031-04-15" in (root / "issues" / "2031-04-15" / "issue.md").read_text()
+    # The stubs load: a new issue is only drafts, which build says plainly.
+    result = run("build", "2031-03", cwd=root)
+    assert result.exit_code == 1 and "every item is a draft" in result.err
+
+
+def test_the_dutch_example_subject_promises_only_items_it_has(run: Run, tmp_path: Path) -> None:
+    assert run("init", "--language", "nl", "krant", cwd=tmp_path).exit_code == 0
+    issue = next((tmp_path / "krant" / "issues").iterdir())
+    subject = (issue / "issue.md").read_text(encoding="utf-8").split("\n")[1].lower()
+    assert "winterrooster" not in subject
+    titles = " ".join(p.read_text(encoding="utf-8").lower() for p in issue.glob("0*.md"))
+    for word in ("oogstfeest", "compostbakken"):
+        assert word in subject and word in titles

@@ -27,7 +27,13 @@ Samples = Sequence[tuple[str, Mapping[str, str]]]
 
 def watch_paths_for(root: Path, issue_folder: Path) -> list[Path]:
     """What the preview of one issue watches: the issue, the theme overrides, config and images."""
-    return [issue_folder, root / "templates", root / "newsletter.toml", root / "images"]
+    return [
+        issue_folder,
+        root / "templates",
+        root / "newsletter.toml",
+        root / "images",
+        root / "locales",
+    ]
 
 
 def make_rebuild(root: Path, issue_folder: Path, samples: Samples | None = None) -> Rebuild:
