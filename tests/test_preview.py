@@ -458,6 +458,7 @@ def test_make_rebuild_fills_each_sample_and_serves_images_locally(project: Path)
         project / "templates",
         project / "newsletter.toml",
         project / "images",
+        project / "locales",
     ]
 
 
@@ -648,3 +649,20 @@ def test_a_first_build_that_fails_shows_the_problems_until_fixed(
             "Harvest festival, new compost bays and the winter roster"
         )
         context.close()
+
+
+@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+def test_the_page_speaks_the_newsletters_language(project: Path) -> None:
+    from starlette.testclient import TestClient
+
+    config = project / "newsletter.toml"
+    config.write_text(config.read_text().replace('locale = "en"', 'locale = "nl"'))
+    folder = project / "issues" / "2026-11"
+    app = create_app(make_rebuild(project, folder), [], display_root=project)
+    with TestClient(app, base_url="http://127.0.0.1:8025") as client:
+        page = client.get("/").text
+        state = client.get("/state.json").json()
+    assert '<html lang="nl">' in page
+    assert ">Telefoon</span>" in page and "Platte tekst" in page and "Abonnee" in page
+    assert "__T_" not in page and ">Mobile<" not in page
+    assert state["ui"]["failed"] == "Opbouwen mislukt"

@@ -78,6 +78,7 @@ def make_rebuild(root: Path, issue_folder: Path, samples: Samples | None = None)
             notes.append(f"check {finding.severity}: {where}{finding.message}")
         return PreviewBuild(
             issue_name=rendered.name,
+            language=rendered.language,
             sender_name=settings.sender.display_name,
             sender_address=settings.sender.addr_spec,
             preheader=rendered.preheader,

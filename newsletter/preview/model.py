@@ -73,6 +73,7 @@ class PreviewBuild:
     samples: tuple[PreviewSample, ...]
     images: tuple[PreviewImage, ...] = ()
     notes: tuple[str, ...] = ()
+    language: str = "en"  # the newsletter's: the page speaks it when it can (en, nl)
 
     def image(self, filename: str) -> PreviewImage | None:
         return next((image for image in self.images if image.filename == filename), None)
