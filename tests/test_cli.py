@@ -220,9 +220,13 @@ def test_new_follows_the_projects_language_and_dates_the_issue_from_its_name(
     assert "Schrijf" in item and "Write the item" not in item
     assert run("new", "2031-04-15", cwd=root).exit_code == 0
     assert "date: 2031-04-15" in (root / "issues" / "2031-04-15" / "issue.md").read_text()
-    # The stubs load: a new issue is only drafts, which build says plainly.
+    # A new issue is only drafts, which build says plainly; once the item is no draft, it builds.
     result = run("build", "2031-03", cwd=root)
     assert result.exit_code == 1 and "every item is a draft" in result.err
+    stub = next((root / "issues" / "2031-03").glob("01-*.md"))
+    stub.write_text(stub.read_text(encoding="utf-8").replace("draft: true\n", ""), "utf-8")
+    result = run("build", "2031-03", cwd=root)
+    assert result.exit_code == 0, result.err
 
 
 def test_the_dutch_example_subject_promises_only_items_it_has(run: Run, tmp_path: Path) -> None:
