@@ -16,9 +16,10 @@ from pathlib import Path
 from .audience import Subscriber
 from .config import Settings
 from .content import Issue, load_issue
+from .errors import RenderError
 from .render import render_issue
 from .render.model import RenderedIssue
-from .render.samples import sample_filler
+from .render.samples import missing_sample_values, sample_filler
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,9 @@ def build_issue(
     issue = load_issue(folder)
     rendered = render_issue(issue, settings)
     sample = Subscriber.sample(settings.locale).as_dict()
+    problems = missing_sample_values(rendered, issue, settings, sample)
+    if problems:
+        raise RenderError(problems)
     html = rendered.html.fill(sample_filler(rendered, settings, sample, html=True))
     text = rendered.text.fill(sample_filler(rendered, settings, sample, html=False))
     outputs: dict[str, bytes] = {

@@ -178,7 +178,7 @@ class Settings:
 # --- validation helpers -------------------------------------------------------------------------
 
 _HEX_COLOUR = re.compile(r"^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")
-_LOCALE = re.compile(r"^[a-z]{2,3}(?:_[A-Z]{2})?$")
+_LOCALE = re.compile(r"^[a-z]{2,3}(?:_[A-Z]{2})?(?:-(?:formal|informal))?$")
 KNOWN_TABLES = ("newsletter", "footer", "unsubscribe", "transport", "sending", "links", "serve",
                 "inbox", "dkim")  # fmt: skip
 

@@ -6,6 +6,7 @@ in one go. A misspelt front-matter key is an error with a "did you mean".
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
 import difflib
 import re
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from babel.dates import get_month_names
 
 from .config import find_project_root
 from .errors import ContentError, Problem, ProjectError
@@ -156,11 +158,11 @@ def load_issue(folder: Path) -> Issue:
     date = issue_meta.get("date")
     if isinstance(date, str):
         try:
-            date = dt.date.fromisoformat(date)
-        except ValueError:
+            date = parse_date(date)
+        except ValueError as err:
             problems.append(
                 Problem(
-                    f"'{date}' is not a date like 2026-11-26",
+                    f"'{date}' {err}; write it like 2026-11-26 or 26-11-2026",
                     file=issue_path,
                     line=_key_line(issue_meta, "date"),
                     key="date",
@@ -178,6 +180,47 @@ def load_issue(folder: Path) -> Issue:
         preheader=_clean(issue_meta.get("preheader")),
         date=date if isinstance(date, dt.date) else None,
     )
+
+
+_MONTHS: dict[str, int] = {}
+for _code in ("en", "nl", "de", "fr"):
+    for _width in ("wide", "abbreviated"):
+        for _number, _name in get_month_names(_width, locale=_code).items():
+            _MONTHS.setdefault(_name.lower().rstrip("."), _number)
+_MONTHS.update({"sept": 9, "mrt": 3, "mei": 5, "okt": 10})
+_DAY_FIRST = re.compile(r"^(\d{1,2})[-/.](\d{1,2})[-/.](\d{4})$")
+_ISO = re.compile(r"^(\d{4})-(\d{1,2})-(\d{1,2})$")
+_WRITTEN_DAY_FIRST = re.compile(r"^(?:[^\W\d]+,?\s+)?(\d{1,2})\.?\s+([^\W\d]+)\.?,?\s+(\d{4})$")
+_WRITTEN_MONTH_FIRST = re.compile(r"^(?:[^\W\d]+,?\s+)?([^\W\d]+)\.?\s+(\d{1,2}),?\s+(\d{4})$")
+
+
+def parse_date(text: str) -> dt.date:
+    """A date as editors write it: 2026-11-26, 26-11-2026, 26/11/2026, 26 november 2026,
+    November 26, 2026 (a weekday in front is allowed). Numeric forms are day first.
+
+    Raises ValueError saying why an impossible date (31 November) is not one.
+    """
+    value = " ".join(text.split())
+    year = month = day = None
+    if found := _ISO.match(value):
+        year, month, day = (int(part) for part in found.groups())
+    elif found := _DAY_FIRST.match(value):
+        day, month, year = (int(part) for part in found.groups())
+    elif found := _WRITTEN_DAY_FIRST.match(value):
+        day, month, year = int(found[1]), _MONTHS.get(found[2].lower()), int(found[3])
+    elif found := _WRITTEN_MONTH_FIRST.match(value):
+        month, day, year = _MONTHS.get(found[1].lower()), int(found[2]), int(found[3])
+    if year is None or day is None:
+        raise ValueError("is not a date")
+    if month is None:
+        raise ValueError("is not a date (unknown month name)")
+    if not 1 <= month <= 12:
+        raise ValueError(f"is not a date: there is no month {month}")
+    last = calendar.monthrange(year, month)[1]
+    if not 1 <= day <= last:
+        month_name = calendar.month_name[month]
+        raise ValueError(f"is not a date: {month_name} {year} has {last} days")
+    return dt.date(year, month, day)
 
 
 def _load_item(path: Path, problems: list[Problem], root: Path) -> Item | None:
@@ -265,7 +308,16 @@ def _clean(value: object) -> str | None:
 
 
 class _LineLoader(yaml.SafeLoader):
-    """A safe loader that remembers the line of each top-level key."""
+    """A safe loader that remembers the line of each top-level key.
+
+    Dates stay text (PyYAML would turn `2016-11-31` into a crash); `parse_date` reads them.
+    """
+
+
+_LineLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
 
 
 def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[Any, Any]:
@@ -315,19 +367,39 @@ def _read_markdown(
             )
         )
         return None
+    traps = _quoting_traps(match.group(1), path)
     try:
         meta = yaml.load(match.group(1), Loader=_LineLoader)
     except yaml.YAMLError as err:
+        if traps:
+            problems.extend(traps)
+            return None
         mark = getattr(err, "problem_mark", None)
         yaml_line = mark.line + 2 if mark is not None else None
         reason = getattr(err, "problem", None) or str(err)
-        problems.append(Problem(f"invalid YAML front matter: {reason}", file=path, line=yaml_line))
+        problems.append(
+            Problem(
+                f"the front matter is not valid YAML ({reason}); write each key as "
+                "'key: value' and put values with : # \" ' in quotes",
+                file=path,
+                line=yaml_line,
+            )
+        )
         return None
-    except (ValueError, RecursionError) as err:
+    except (ValueError, TypeError, RecursionError) as err:
         # A number of thousands of digits (Python refuses to convert it) or thousands of nested
         # lists or mappings (the parser recurses once per level).
         reason, where = _hostile_yaml(match.group(1), err)
-        problems.append(Problem(f"invalid YAML front matter: {reason}", file=path, line=where))
+        problems.append(
+            Problem(
+                f"the front matter cannot be read: {reason}; write each key as 'key: value'",
+                file=path,
+                line=where,
+            )
+        )
+        return None
+    if traps:
+        problems.extend(traps)
         return None
     if meta is None:
         meta = {"__lines__": {}}
@@ -355,6 +427,56 @@ def _hostile_yaml(front: str, err: Exception) -> tuple[str, int | None]:
         if re.search(r"\d{1000}", line):
             return "a number is too long (put long codes in quotes)", number
     return f"a value cannot be read ({err})", None
+
+
+_KEY_VALUE = re.compile(r"^([A-Za-z_][\w-]*)[ \t]*:[ \t]+(\S.*?)[ \t]*$")
+
+
+def _quoted(value: str) -> str:
+    """`value` as a YAML quoted scalar an editor can paste back."""
+    if '"' not in value and "\\" not in value:
+        return f'"{value}"'
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _quoting_traps(front: str, path: Path) -> list[Problem]:
+    """Lines YAML would misread: text cut at ' #', a ': ' or a leading [ { * & ! @ ` % in an
+    unquoted value, quotes inside quotes. Each says how to write the line instead."""
+    problems: list[Problem] = []
+    lines = front.split("\n")
+    for index, line in enumerate(lines):
+        found = _KEY_VALUE.match(line)
+        if found is None:
+            continue
+        key, value = found.groups()
+        following = lines[index + 1] if index + 1 < len(lines) else ""
+        if value[0] in "|>" or (following[:1] in (" ", "\t") and following.strip()):
+            continue  # block scalars and values continued on the next lines
+        quote = value[0] if value[0] in "\"'" else ""
+        intended = value[1:-1] if quote and len(value) > 1 and value.endswith(quote) else value
+        if quote and not value.endswith(quote):
+            intended = value[1:]
+        try:
+            parsed = yaml.load(f"k: {value}", Loader=_LineLoader)
+        except (yaml.YAMLError, ValueError, TypeError, RecursionError):
+            reason = "YAML cannot read this value"
+        else:
+            if quote or not (value.startswith("#") or re.search(r"[ \t]#", value)):
+                continue
+            kept = parsed.get("k") if isinstance(parsed, dict) else None
+            reason = (
+                f"YAML reads everything after ' #' as a comment, so the value would be cut "
+                f"to '{kept if kept is not None else ''}'"
+            )
+        problems.append(
+            Problem(
+                f"{reason}: put the value in quotes: {key}: {_quoted(intended)}",
+                file=path,
+                line=index + 2,
+                key=key,
+            )
+        )
+    return problems
 
 
 def _key_line(meta: Mapping[str, Any], key: str) -> int | None:
@@ -397,7 +519,10 @@ def _check_keys(
             meta[key] = str(value)
         elif not isinstance(value, expected):
             wanted = "true or false" if expected is bool else "text"
-            problems.append(Problem(f"must be {wanted}", file=path, line=lines.get(key), key=key))
+            advice = "" if expected is bool else ' (put the value in quotes: "...")'
+            problems.append(
+                Problem(f"must be {wanted}{advice}", file=path, line=lines.get(key), key=key)
+            )
     for key in required:
         value = meta.get(key)
         if value is None or (isinstance(value, str) and not value.strip()):

@@ -102,8 +102,15 @@ def init_project(root: Path, *, language: str = "en", today: dt.date | None = No
     return InitReport(root=root, created=tuple(sorted(plan)), issue_folder=issue_folder)
 
 
-def new_issue(root: Path, name: str | None = None, *, today: dt.date | None = None) -> Path:
-    """Create the next issue folder with `issue.md` and one item stub; return its path."""
+def new_issue(
+    root: Path, name: str | None = None, *, today: dt.date | None = None, language: str = "en"
+) -> Path:
+    """Create the next issue folder with `issue.md` and one item stub; return its path.
+
+    The stubs are in the project's `language` (en or nl; others get English). The issue is dated
+    from its name when the name is a date (2026-12 → 1 December 2026, unless that is this month:
+    today), else today.
+    """
     today = today or dt.date.today()
     issues = root / "issues"
     if name is None:
@@ -121,27 +128,28 @@ def new_issue(root: Path, name: str | None = None, *, today: dt.date | None = No
     folder = issues / name
     if folder.exists():
         raise ProjectError(f"{folder} already exists; nothing was written")
+    stubs = _scaffold() / language.split("_")[0].split("-")[0] / "new"
+    if not stubs.is_dir():
+        stubs = _scaffold() / "en" / "new"
     folder.mkdir(parents=True)
-    (folder / ISSUE_FILE).write_text(
-        "---\n"
-        'subject: "The subject line subscribers see"\n'
-        'preheader: "One sentence that appears next to the subject in the inbox."\n'
-        f"date: {today.isoformat()}\n"
-        "---\n"
-        "An optional introduction in Markdown. Remove it if the issue needs none.\n",
-        encoding="utf-8",
-    )
-    (folder / "01-first-item.md").write_text(
-        "---\n"
-        "title: The first item\n"
-        "subtitle: An optional subtitle\n"
-        "# image: picture.jpg\n"
-        "# image_alt: What the picture shows\n"
-        "# link: https://example.org/more\n"
-        "draft: true\n"
-        "---\n"
-        "Write the item here in Markdown: **bold**, *italic*, [links](https://example.org),\n"
-        "lists and tables. Remove `draft: true` above when it is ready to send.\n",
-        encoding="utf-8",
-    )
+    date = _date_from_name(name, today).isoformat()
+    for stub in sorted(stubs.iterdir(), key=lambda entry: entry.name):
+        text = stub.read_text(encoding="utf-8").replace("{date}", date)
+        (folder / stub.name).write_text(text, encoding="utf-8")
     return folder
+
+
+def _date_from_name(name: str, today: dt.date) -> dt.date:
+    """2026-12-05 → that day; 2026-12 → today if in that month, else the 1st; else today."""
+    found = re.match(r"^(\d{4})-(\d{2})(?:-(\d{2}))?(?!\d)", name)
+    if found is None:
+        return today
+    year, month = int(found[1]), int(found[2])
+    try:
+        if found[3]:
+            return dt.date(year, month, int(found[3]))
+        if (today.year, today.month) == (year, month):
+            return today
+        return dt.date(year, month, 1)
+    except ValueError:
+        return today

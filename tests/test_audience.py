@@ -8,6 +8,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
+from email.headerregistry import Address
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from newsletter.audience import store as audience_store
 from newsletter.audience.csvfile import ColumnMapping, ImportProblemsError, RowProblem
 from newsletter.audience.model import Subscriber, SubscriberStatus
 from newsletter.audience.store import SubscriberStore
+from newsletter.delivery.mime import address_value
 from newsletter.errors import AudienceError
 from newsletter.store import STORE_VERSION
 
@@ -356,9 +358,15 @@ def test_a_file_that_is_not_utf8_is_refused_with_its_line(
     path = tmp_path / "latin.csv"
     path.write_bytes("email,name\nann@example.org,Ann\nzoe@example.org,Zoë\n".encode("cp1252"))
     with pytest.raises(AudienceError) as caught:
+        store.import_csv(path, encoding="utf-8")
+    assert caught.value.message == f"{path}:3: the file is not utf-8 text (byte 0xEB)"
+    # Without --encoding a file that is not even Windows-1252 is refused, with both ways out.
+    path.write_bytes(b"email,name\nann@example.org,Ann\x81\n")
+    with pytest.raises(AudienceError) as caught:
         store.import_csv(path)
-    assert caught.value.message == f"{path}:3: the file is not UTF-8 text (byte 0xEB)"
+    assert caught.value.message == f"{path}:2: the file is not UTF-8 text (byte 0x81)"
     assert "CSV UTF-8" in (caught.value.hint or "")
+    assert "--encoding" in (caught.value.hint or "")
     assert store.count("subscribed") == 0
 
 
@@ -639,3 +647,77 @@ def test_100k_rows_import_with_one_duplicate_reported(tmp_path: Path) -> None:
         started = time.perf_counter()
         again = store.import_csv(path)
         assert (again.unchanged, time.perf_counter() - started < 10) == (100_000, True)
+
+
+# --- names: given name, particles (tussenvoegsel, von), family name ------------------------------
+
+
+def test_dutch_tussenvoegsel_column_is_kept(store: SubscriberStore, tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "E-mailadres;Voornaam;Tussenvoegsel;Achternaam\n"
+        "jan@example.org;Jan;van der;Berg\npiet@example.org;Piet;;Jansen\n",
+    )
+    assert store.import_csv(path).added == 2
+    jan = stored(store, "jan@example.org")
+    assert (jan.name, jan.first_name, jan.last_name) == ("Jan van der Berg", "Jan", "van der Berg")
+    assert jan.value("particle") == "van der"
+    assert jan.value("family_name") == "Berg"
+    piet = stored(store, "piet@example.org")
+    assert (piet.name, piet.last_name) == ("Piet Jansen", "Jansen")
+
+
+@pytest.mark.parametrize(
+    ("name", "first", "last"),
+    [
+        ("Jan van der Berg", "Jan", "van der Berg"),
+        ("Anna Maria van Dijk", "Anna Maria", "van Dijk"),
+        ("Richard von Weizsäcker", "Richard", "von Weizsäcker"),
+        ("Karl-Theodor zu Guttenberg", "Karl-Theodor", "zu Guttenberg"),
+        ("Vincent van Gogh", "Vincent", "van Gogh"),
+        ("Maya Jansen", "Maya", "Jansen"),
+        ("Madonna", "Madonna", ""),
+    ],
+)
+def test_full_names_split_at_the_particle(name: str, first: str, last: str) -> None:
+    subscriber = Subscriber(email="x@example.org", name=name)
+    assert (subscriber.first_name, subscriber.last_name) == (first, last)
+
+
+def test_names_reach_the_to_header_and_templates(store: SubscriberStore, tmp_path: Path) -> None:
+    path = write(
+        tmp_path, "email,Voornaam,Tussenvoegsel,Achternaam\njan@example.org,Jan,van der,Berg\n"
+    )
+    store.import_csv(path)
+    jan = stored(store, "jan@example.org")
+    header = address_value("To", jan.name, Address(addr_spec=jan.email))
+    assert header == '"Jan van der Berg" <jan@example.org>' or header == (
+        "Jan van der Berg <jan@example.org>"
+    )
+    assert jan.as_dict()["last_name"] == "van der Berg"
+
+
+# --- encodings --------------------------------------------------------------------------------
+
+
+def test_encoding_option_reads_cp1252(store: SubscriberStore, tmp_path: Path) -> None:
+    path = write(tmp_path, "email;naam\nzoe@example.org;Zoë Café\n", encoding="cp1252")
+    report = store.import_csv(path, encoding="cp1252")
+    assert report.added == 1 and report.warnings == ()
+    assert stored(store, "zoe@example.org").name == "Zoë Café"
+
+
+def test_cp1252_is_guessed_with_a_warning_naming_the_guess(
+    store: SubscriberStore, tmp_path: Path
+) -> None:
+    path = write(tmp_path, "email;naam\nzoe@example.org;Zoë “Zo” Müller – €5\n", encoding="cp1252")
+    report = store.import_csv(path)
+    assert stored(store, "zoe@example.org").name == "Zoë “Zo” Müller – €5"
+    assert any("Windows-1252" in w and "--encoding" in w for w in report.warnings)
+
+
+def test_an_unknown_encoding_is_named(store: SubscriberStore, tmp_path: Path) -> None:
+    path = write(tmp_path, "email\na@example.org\n")
+    with pytest.raises(AudienceError) as caught:
+        store.import_csv(path, encoding="klingon")
+    assert "klingon" in caught.value.message

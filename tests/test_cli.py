@@ -7,7 +7,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import pytest
 import typer.main
@@ -157,3 +157,86 @@ def test_every_command_is_documented_in_the_readme() -> None:
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     for name in command_names():
         assert f"newsletter {name}" in readme, f"README does not document 'newsletter {name}'"
+
+
+def test_every_newsletter_command_named_in_a_message_exists() -> None:
+    """Hints name commands the CLI has: `newsletter --debug build`, never `build --debug`."""
+    root = typer.main.get_command(cli.app)
+    package = Path(__file__).resolve().parent.parent / "newsletter"
+    sources = [p for p in package.rglob("*") if p.suffix in (".py", ".js", ".html", ".toml")]
+    wrong: list[str] = []
+    for path in sources:
+        text = path.read_text(encoding="utf-8")
+        for found in re.finditer(r"[`'\"]newsletter((?: [a-z-]+)+)", text):
+            words = found.group(1).split()
+            command: Any = root
+            if words[0] == "--debug":
+                words = words[1:]
+            for word in words:
+                if word.startswith("-"):
+                    if word != "--help" and not any(word in p.opts for p in command.params):
+                        wrong.append(f"{path.name}: {found.group(0)} ({word})")
+                    break
+                if not hasattr(command, "commands"):
+                    break
+                sub = command.commands.get(word)
+                if sub is None:
+                    wrong.append(f"{path.name}: {found.group(0)} ({word})")
+                    break
+                command = sub
+    assert wrong == [], wrong
+
+
+def _leaf_commands(command: Any, words: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    if hasattr(command, "commands"):
+        found: list[tuple[str, ...]] = []
+        for name, sub in command.commands.items():
+            found += _leaf_commands(sub, (*words, name))
+        return found
+    return [words]
+
+
+def test_help_examples_stand_on_their_own_lines_and_options_show_no_type_names(
+    run: Run, tmp_path: Path
+) -> None:
+    for words in _leaf_commands(typer.main.get_command(cli.app)):
+        result = run(*words, "--help", cwd=tmp_path)
+        assert result.exit_code == 0, words
+        for line in result.out.splitlines():
+            uses = re.findall(r"(?:^|\s)newsletter\s+[a-z-]", line)
+            assert len(uses) <= 1, f"{' '.join(words)}: {line.strip()}"
+        assert not re.search(r"<(?:bool|str|int|float|path|list\[\w+\])>", result.out), (
+            f"{' '.join(words)} shows internal type names:\n{result.out}"
+        )
+
+
+def test_new_follows_the_projects_language_and_dates_the_issue_from_its_name(
+    run: Run, tmp_path: Path
+) -> None:
+    assert run("init", "--language", "nl", "krant", cwd=tmp_path).exit_code == 0
+    root = tmp_path / "krant"
+    assert run("new", "2031-03", cwd=root).exit_code == 0
+    issue = (root / "issues" / "2031-03" / "issue.md").read_text(encoding="utf-8")
+    assert "date: 2031-03-01" in issue
+    assert "onderwerp" in issue.lower() and "subject line" not in issue
+    item = next((root / "issues" / "2031-03").glob("01-*.md")).read_text(encoding="utf-8")
+    assert "Schrijf" in item and "Write the item" not in item
+    assert run("new", "2031-04-15", cwd=root).exit_code == 0
+    assert "date: 2031-04-15" in (root / "issues" / "2031-04-15" / "issue.md").read_text()
+    # A new issue is only drafts, which build says plainly; once the item is no draft, it builds.
+    result = run("build", "2031-03", cwd=root)
+    assert result.exit_code == 1 and "every item is a draft" in result.err
+    stub = next((root / "issues" / "2031-03").glob("01-*.md"))
+    stub.write_text(stub.read_text(encoding="utf-8").replace("draft: true\n", ""), "utf-8")
+    result = run("build", "2031-03", cwd=root)
+    assert result.exit_code == 0, result.err
+
+
+def test_the_dutch_example_subject_promises_only_items_it_has(run: Run, tmp_path: Path) -> None:
+    assert run("init", "--language", "nl", "krant", cwd=tmp_path).exit_code == 0
+    issue = next((tmp_path / "krant" / "issues").iterdir())
+    subject = (issue / "issue.md").read_text(encoding="utf-8").split("\n")[1].lower()
+    assert "winterrooster" not in subject
+    titles = " ".join(p.read_text(encoding="utf-8").lower() for p in issue.glob("0*.md"))
+    for word in ("oogstfeest", "compostbakken"):
+        assert word in subject and word in titles

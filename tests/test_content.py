@@ -52,7 +52,10 @@ def test_all_problems_of_all_files_are_reported_together(issue_folder: Path) -> 
     latin1.write_bytes("---\ntitle: Caf\u00e9\n---\nna\u00efve\n".encode("latin-1"))
     message = problems_of(issue_folder)
     assert message.startswith("4 content problems:")
-    assert f"{bad_yaml}:2: invalid YAML front matter: expected ',' or ']'" in message
+    assert (
+        f"{bad_yaml}:2: title: YAML cannot read this value: "
+        'put the value in quotes: title: "[unclosed"' in message
+    )
     assert f"{no_title}:1: title: 'title' is required" in message
     assert f"{no_image}:3: image: image file 'missing.png' not found" in message
     assert f"{latin1}:2: is not UTF-8 text (byte 0xe9); save it as UTF-8" in message
@@ -76,11 +79,11 @@ def test_empty_issue_and_stray_files(tmp_path: Path) -> None:
 def test_missing_front_matter_and_bad_date(tmp_path: Path) -> None:
     folder = tmp_path / "x"
     folder.mkdir()
-    (folder / "issue.md").write_text("---\nsubject: S\ndate: 26-11-2026\n---\n", encoding="utf-8")
+    (folder / "issue.md").write_text("---\nsubject: S\ndate: 26-13-2026\n---\n", encoding="utf-8")
     (folder / "01-a.md").write_text("Just text\n", encoding="utf-8")
     message = problems_of(folder)
     assert f"{folder / '01-a.md'}:1: has no front matter" in message
-    assert f"{folder / 'issue.md'}:3: date: '26-11-2026' is not a date like 2026-11-26" in message
+    assert f"{folder / 'issue.md'}:3: date: '26-13-2026' is not a date" in message
 
 
 def test_only_drafts_is_an_error(tmp_path: Path) -> None:
@@ -125,3 +128,135 @@ def test_hostile_front_matter_is_a_clear_error(
     message = problems_of(issue_folder)
     assert f"{path}:3: " in message
     assert expected in message
+
+
+def _issue_with_date(tmp_path: Path, value: str) -> Path:
+    folder = tmp_path / "dated"
+    folder.mkdir(exist_ok=True)
+    (folder / "issue.md").write_text(f"---\nsubject: S\ndate: {value}\n---\n", encoding="utf-8")
+    (folder / "01-a.md").write_text("---\ntitle: A\n---\nB\n", encoding="utf-8")
+    return folder
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2016-11-24",
+        "'2016-11-24'",
+        "24-11-2016",
+        "24/11/2016",
+        "24.11.2016",
+        "24 november 2016",
+        "24 November 2016",
+        "24 nov 2016",
+        "November 24, 2016",
+        "24 nov. 2016",
+        "donderdag 24 november 2016",
+    ],
+)
+def test_dates_in_iso_and_the_usual_written_forms(tmp_path: Path, value: str) -> None:
+    assert load_issue(_issue_with_date(tmp_path, value)).date == dt.date(2016, 11, 24)
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        ("2016-11-31", "November 2016 has 30 days"),
+        ("2016-13-01", "there is no month 13"),
+        ("31-11-2016", "November 2016 has 30 days"),
+        ("29 februari 2015", "February 2015 has 28 days"),
+        ("volgende week", "not a date"),
+    ],
+)
+def test_impossible_dates_are_errors_with_file_and_line(
+    tmp_path: Path, value: str, why: str
+) -> None:
+    folder = _issue_with_date(tmp_path, value)
+    message = problems_of(folder)
+    assert f"{folder / 'issue.md'}:3: date: '{value}'" in message
+    assert why in message
+    assert "2016-11-24" not in message or "24-11-2016" in message
+
+
+# --- YAML traps: nothing is cut silently, every mistake says how to quote ------------------------
+
+
+def test_value_cut_by_a_comment_is_an_error_with_the_quoted_line(issue_folder: Path) -> None:
+    path = write_item(
+        issue_folder,
+        "05-hash.md",
+        "---\ntitle: Nieuws\nsubtitle: Conferentie #2 op 10 februari\n---\nTekst\n",
+    )
+    message = problems_of(issue_folder)
+    assert f"{path}:3: subtitle:" in message
+    assert "put the value in quotes" in message
+    assert 'subtitle: "Conferentie #2 op 10 februari"' in message
+
+
+def test_colon_in_an_unquoted_value_says_put_it_in_quotes(issue_folder: Path) -> None:
+    path = write_item(
+        issue_folder,
+        "05-colon.md",
+        "---\ntitle: Agenda: wat er komt\nlink: https://e.org/\n---\nT\n",
+    )
+    message = problems_of(issue_folder)
+    assert f"{path}:2: title:" in message
+    assert 'put the value in quotes: title: "Agenda: wat er komt"' in message
+    assert "mapping values are not allowed" not in message
+
+
+def test_quotes_inside_a_quoted_value_suggest_the_other_quotes(issue_folder: Path) -> None:
+    (issue_folder / "issue.md").write_text(
+        '---\nsubject: "Hallo {{ subscriber.first_name | default("lezer") }}"\n---\nIntro\n',
+        encoding="utf-8",
+    )
+    message = problems_of(issue_folder)
+    assert f"{issue_folder / 'issue.md'}:2: subject:" in message
+    assert "put the value in quotes" in message
+    assert "subject: 'Hallo {{ subscriber.first_name | default(\"lezer\") }}'" in message
+    assert "expected <block end>" not in message
+
+
+def test_apostrophe_in_a_single_quoted_value(issue_folder: Path) -> None:
+    path = write_item(issue_folder, "05-apos.md", "---\ntitle: 'Jan's tuin'\n---\nT\n")
+    message = problems_of(issue_folder)
+    assert f"{path}:2: title:" in message
+    assert 'title: "Jan\'s tuin"' in message
+
+
+@pytest.mark.parametrize(
+    ("value", "fixed"),
+    [
+        ("[Update] nieuwe tijden", '"[Update] nieuwe tijden"'),
+        ("*Nieuw* in de tuin", '"*Nieuw* in de tuin"'),
+        ("@buurt op Instagram", '"@buurt op Instagram"'),
+        ("{nieuw} rooster", '"{nieuw} rooster"'),
+    ],
+)
+def test_values_starting_with_yaml_syntax_suggest_quotes(
+    issue_folder: Path, value: str, fixed: str
+) -> None:
+    path = write_item(issue_folder, "05-start.md", f"---\ntitle: {value}\n---\nT\n")
+    message = problems_of(issue_folder)
+    assert f"{path}:2: title:" in message
+    assert f"put the value in quotes: title: {fixed}" in message
+
+
+def test_quoted_values_and_hashes_without_a_space_still_load(issue_folder: Path) -> None:
+    write_item(
+        issue_folder,
+        "05-ok.md",
+        '---\ntitle: "Conferentie #2: 10 februari"\nsubtitle: Nummer#2 en C# en 10:30 uur\n'
+        "link: https://e.org/a#b\n---\nT\n",
+    )
+    item = next(i for i in load_issue(issue_folder).items if i.slug == "ok")
+    assert item.title == "Conferentie #2: 10 februari"
+    assert item.subtitle == "Nummer#2 en C# en 10:30 uur"
+    assert item.link == "https://e.org/a#b"
+
+
+def test_value_starting_with_a_hash_is_not_silently_empty(issue_folder: Path) -> None:
+    path = write_item(issue_folder, "05-hash.md", "---\ntitle: T\nsubtitle: #2 van 4\n---\nB\n")
+    message = problems_of(issue_folder)
+    assert f"{path}:3: subtitle: YAML reads everything after" in message
+    assert 'put the value in quotes: subtitle: "#2 van 4"' in message

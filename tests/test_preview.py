@@ -458,6 +458,7 @@ def test_make_rebuild_fills_each_sample_and_serves_images_locally(project: Path)
         project / "templates",
         project / "newsletter.toml",
         project / "images",
+        project / "locales",
     ]
 
 
@@ -603,7 +604,8 @@ def test_a_broken_item_shows_its_file_and_line_and_keeps_the_last_good_email(
     expect(problems).to_be_visible(timeout=WAIT_SECONDS * 1000)
     expect(problems).to_contain_text("1 content problem")
     expect(problems).to_contain_text(
-        "issues/2026-11/02-compost-bays.md:3: invalid YAML front matter"
+        "issues/2026-11/02-compost-bays.md:2: title: YAML cannot read this value: "
+        "put the value in quotes"
     )
     expect(page.locator("#status")).to_have_text("Build failed")
     expect(email.locator("body")).to_contain_text("Three new compost bays")
@@ -633,7 +635,7 @@ def test_a_first_build_that_fails_shows_the_problems_until_fixed(
         page = context.new_page()
         page.goto(server.url)
         expect(page.locator("#problems")).to_contain_text(
-            "issues/2026-11/issue.md:4: date: 'someday' is not a date like 2026-11-26"
+            "issues/2026-11/issue.md:4: date: 'someday' is not a date; write it like 2026-11-26"
         )
         email = page.frame_locator("#email")
         expect(email.locator("body")).to_contain_text("No email to show yet")
@@ -647,3 +649,20 @@ def test_a_first_build_that_fails_shows_the_problems_until_fixed(
             "Harvest festival, new compost bays and the winter roster"
         )
         context.close()
+
+
+@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+def test_the_page_speaks_the_newsletters_language(project: Path) -> None:
+    from starlette.testclient import TestClient
+
+    config = project / "newsletter.toml"
+    config.write_text(config.read_text().replace('locale = "en"', 'locale = "nl"'))
+    folder = project / "issues" / "2026-11"
+    app = create_app(make_rebuild(project, folder), [], display_root=project)
+    with TestClient(app, base_url="http://127.0.0.1:8025") as client:
+        page = client.get("/").text
+        state = client.get("/state.json").json()
+    assert '<html lang="nl">' in page
+    assert ">Telefoon</span>" in page and "Platte tekst" in page and "Abonnee" in page
+    assert "__T_" not in page and ">Mobile<" not in page
+    assert state["ui"]["failed"] == "Opbouwen mislukt"

@@ -1,12 +1,15 @@
 """CSV files of subscribers: reading the layouts other tools export, and writing our own.
 
-Import reads UTF-8 (with or without a BOM) or BOM-marked UTF-16 (Excel's "Unicode Text");
-anything else is refused with the line of the first bad byte rather than guessed, because a wrong
-guess mangles names silently. The delimiter (`,` `;` tab) is the one the header line uses most.
-Headers are matched case-insensitively: Mailchimp (`Email Address`, `First Name`, `Last Name`,
-and `UNSUB_TIME`/`CLEAN_TIME` that mark people who must not be mailed), listmonk (`email`, `name`,
-`attributes` as a JSON object, `status`), Substack (`email`, ...), plain `email,name`, and Dutch
-headers (`e-mailadres`, `naam`, `voornaam`, `achternaam`). Every other column becomes an attribute
+Import reads UTF-8 (with or without a BOM) or BOM-marked UTF-16 (Excel's "Unicode Text"); a file
+that is neither but reads as Windows-1252 (Excel's "CSV" on Western European Windows) is read so
+with a warning naming the guess; `encoding` reads exactly the encoding given. Anything else is
+refused with the line of the first bad byte. The delimiter (`,` `;` tab) is the one the header
+line uses most. A tussenvoegsel column (`Tussenvoegsel`, "van der") is kept: `last_name` becomes
+"van der Berg", with `particle` and `family_name` apart. Headers are matched case-insensitively:
+Mailchimp (`Email Address`, `First Name`, `Last Name`, and `UNSUB_TIME`/`CLEAN_TIME` that mark
+people who must not be mailed), listmonk (`email`, `name`, `attributes` as a JSON object,
+`status`), Substack (`email`, ...), plain `email,name`, and Dutch headers (`e-mailadres`, `naam`,
+`voornaam`, `tussenvoegsel`, `achternaam`). Every other column becomes an attribute
 under a snake_case key (`Favourite Colour` → `favourite_colour`), usable as `subscriber.<key>`.
 
 This module only parses and writes; `SubscriberStore.import_csv` and `export_csv` use it.
@@ -48,6 +51,7 @@ class ColumnMapping:
     name: str | None = None
     first_name: str | None = None
     last_name: str | None = None
+    particle: str | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,7 @@ class ImportReport:
     kept_unsubscribed: int = 0
     resubscribed: int = 0
     problems: tuple[RowProblem, ...] = ()
+    warnings: tuple[str, ...] = ()
 
     def describe(self) -> str:
         """One line of counts, for people."""
@@ -126,10 +131,18 @@ _ROLE_ALIASES = {
     "last_name": frozenset(
         {"last_name", "lastname", "lname", "surname", "family_name", "achternaam"}
     ),
+    # Dutch tussenvoegsel ("van der"), or a particle column of other tools.
+    "particle": frozenset(
+        {"tussenvoegsel", "tussenvoegsels", "voorvoegsel", "particle", "name_particle", "infix"}
+    ),
     "status": frozenset({"status"}),
     "attributes": frozenset({"attributes", "attribs"}),  # listmonk: a JSON object
 }
-_ROLE_WORDS = {"first_name": "first name", "last_name": "last name"}
+_ROLE_WORDS = {
+    "first_name": "first name",
+    "last_name": "last name",
+    "particle": "name particle (tussenvoegsel)",
+}
 
 # Other tools' status words. listmonk: enabled / disabled / blocklisted.
 _STATUS_ALIASES = {
@@ -160,6 +173,7 @@ class _Layout:
     name: int | None
     first_name: int | None
     last_name: int | None
+    particle: int | None
     status: int | None
     json_attributes: int | None
     extras: tuple[tuple[int, str], ...]
@@ -178,31 +192,71 @@ class CsvRow:
     status: SubscriberStatus | None
 
 
-def read_csv_text(path: Path) -> str:
-    """The file's text: UTF-8 (BOM or not) or BOM-marked UTF-16; AudienceError otherwise."""
+def read_csv_text(path: Path, encoding: str | None = None) -> tuple[str, tuple[str, ...]]:
+    """The file's text and any warning about how it was read.
+
+    Without `encoding`: UTF-8 (BOM or not) or BOM-marked UTF-16; a file that is neither but reads
+    as Windows-1252 (what Excel saves as "CSV" on Western European Windows) is read so, with a
+    warning naming the guess. With `encoding` (any Python codec name: cp1252, latin-1,
+    mac-roman...), exactly that, strictly.
+    """
     try:
         raw = path.read_bytes()
     except FileNotFoundError as err:
         raise AudienceError(f"{path}: no such file") from err
     except OSError as err:
         raise AudienceError(f"{path}: cannot be read ({err.strerror})") from err
+    if encoding is not None:
+        return _decode_as(path, raw, encoding), ()
     if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         # Excel's "Unicode Text" export: UTF-16 with a byte order mark.
         try:
-            return raw.decode("utf-16")
+            return raw.decode("utf-16"), ()
         except UnicodeDecodeError as err:
             raise AudienceError(f"{path}: the file is not valid UTF-16 text") from err
     if raw.startswith(codecs.BOM_UTF8):
         raw = raw[len(codecs.BOM_UTF8) :]
     try:
-        return raw.decode("utf-8")
+        return raw.decode("utf-8"), ()
     except UnicodeDecodeError as err:
-        # Guessing a legacy encoding would mangle names quietly; the editor can re-save the file.
+        bad = err.start
+    line = raw.count(b"\n", 0, bad) + 1
+    utf8_error = AudienceError(
+        f"{path}:{line}: the file is not UTF-8 text (byte 0x{raw[bad]:02X})",
+        hint="Give its encoding with --encoding (e.g. --encoding cp1252), or save the file "
+        "as 'CSV UTF-8' (Excel) or with the Unicode (UTF-8) character set (LibreOffice).",
+    )
+    try:
+        text = raw.decode("cp1252")
+    except UnicodeDecodeError:
+        raise utf8_error from None
+    if re.search(r"[\x00-\x08\x0e-\x1f\x7f]", text):
+        raise utf8_error  # control characters: not text in any 8-bit encoding
+    return text, (
+        f"{path}: not UTF-8; read as Windows-1252 (Excel's 'CSV' on Western European Windows), "
+        f"first non-ASCII text on line {line}: check the names, or give the encoding with "
+        "--encoding (--encoding utf-8 refuses anything else)",
+    )
+
+
+def _decode_as(path: Path, raw: bytes, encoding: str) -> str:
+    try:
+        codec = codecs.lookup(encoding)
+    except LookupError as err:
+        raise AudienceError(
+            f"{path}: unknown encoding {encoding!r}",
+            hint="Use a name like utf-8, cp1252 (Excel on Western European Windows), latin-1, "
+            "utf-16 or mac-roman.",
+        ) from err
+    if codec.name == "utf-8" and raw.startswith(codecs.BOM_UTF8):
+        raw = raw[len(codecs.BOM_UTF8) :]
+    try:
+        return raw.decode(codec.name)
+    except UnicodeDecodeError as err:
         line = raw.count(b"\n", 0, err.start) + 1
         raise AudienceError(
-            f"{path}:{line}: the file is not UTF-8 text (byte 0x{raw[err.start]:02X})",
-            hint="Save the file as 'CSV UTF-8' (Excel) or with the Unicode (UTF-8) character "
-            "set (LibreOffice), then import it again.",
+            f"{path}:{line}: the file is not {encoding} text (byte 0x{raw[err.start]:02X})",
+            hint="Check the encoding the file was saved with.",
         ) from err
 
 
@@ -236,7 +290,7 @@ def _header_list(headers: list[str]) -> str:
 
 def _layout(path: Path, headers: list[str], mapping: ColumnMapping) -> _Layout:
     roles: dict[str, int] = {}
-    for role in ("email", "name", "first_name", "last_name"):
+    for role in ("email", "name", "first_name", "last_name", "particle"):
         wanted = getattr(mapping, role)
         if wanted is not None:
             roles[role] = _find_column(path, headers, wanted, role)
@@ -251,8 +305,7 @@ def _layout(path: Path, headers: list[str], mapping: ColumnMapping) -> _Layout:
                 raise AudienceError(
                     f"{path}: both {headers[roles[role]]!r} and {headers[index]!r} look like "
                     f"the {_ROLE_WORDS.get(role, role)} column",
-                    hint="Name the right one with --email-column, --name-column, ... "
-                    "(ColumnMapping in the library).",
+                    hint="Name the right one with --email-column, --name-column, ...",
                 )
             roles[role] = index
     if "email" not in roles:
@@ -260,8 +313,7 @@ def _layout(path: Path, headers: list[str], mapping: ColumnMapping) -> _Layout:
         hint = (
             "The first line must be a header naming the columns, e.g. 'email,name'."
             if first_row
-            else "Name the column that holds the addresses with --email-column "
-            "(ColumnMapping(email=...) in the library)."
+            else "Name the column that holds the addresses with --email-column."
         )
         raise AudienceError(
             f"{path}: no email column; the header has {_header_list(headers)}", hint=hint
@@ -271,6 +323,8 @@ def _layout(path: Path, headers: list[str], mapping: ColumnMapping) -> _Layout:
         taken.add("first_name")
     if "last_name" in roles:
         taken.add("last_name")
+    if "particle" in roles:
+        taken.update(("particle", "family_name"))
     extras: list[tuple[int, str]] = []
     status_columns: list[tuple[int, SubscriberStatus]] = []
     for index, key in enumerate(keys):
@@ -291,6 +345,7 @@ def _layout(path: Path, headers: list[str], mapping: ColumnMapping) -> _Layout:
         name=roles.get("name"),
         first_name=roles.get("first_name"),
         last_name=roles.get("last_name"),
+        particle=roles.get("particle"),
         status=roles.get("status"),
         json_attributes=roles.get("attributes"),
         extras=tuple(extras),
@@ -344,6 +399,7 @@ def _row(layout: _Layout, line: int, cells: list[str]) -> CsvRow:
     name = check_name(cell(layout.name))
     first = check_name(cell(layout.first_name), "first name")
     last = check_name(cell(layout.last_name), "last name")
+    particle = check_name(cell(layout.particle), "name particle")
     status: SubscriberStatus | None = None
     if layout.status is not None:
         word = cell(layout.status).strip().lower()
@@ -356,6 +412,12 @@ def _row(layout: _Layout, line: int, cells: list[str]) -> CsvRow:
         value = cell(index).strip()
         if value:
             attributes[key] = value
+    if particle and last:
+        # "van der" + "Berg": templates' last_name is the family name as written after a
+        # given name; the parts stay apart for whoever needs them (sorting, formal address).
+        attributes["particle"] = particle
+        attributes["family_name"] = last
+        last = f"{particle} {last}"
     if first:
         attributes["first_name"] = first
     if last:

@@ -12,7 +12,15 @@ import idna
 from ..errors import AudienceError
 from .addresses import address_key
 
-__all__ = ["NO_ATTRIBUTES", "StatusEvent", "Subscriber", "SubscriberStatus", "parse_status"]
+__all__ = [
+    "NAME_PARTICLES",
+    "NO_ATTRIBUTES",
+    "StatusEvent",
+    "Subscriber",
+    "SubscriberStatus",
+    "parse_status",
+    "split_name",
+]
 
 
 class SubscriberStatus(enum.StrEnum):
@@ -36,6 +44,29 @@ def parse_status(text: str) -> SubscriberStatus:
 
 
 NO_ATTRIBUTES: Mapping[str, str] = MappingProxyType({})
+
+# Words that start a family name (Dutch tussenvoegsels, German, French, Italian, Spanish,
+# Portuguese, Arabic particles), lower case as they are written after a given name.
+NAME_PARTICLES = frozenset(
+    {
+        "van", "von", "de", "der", "den", "del", "della", "di", "da", "du", "des", "le", "la",
+        "ten", "ter", "te", "zu", "zum", "zur", "vom", "dos", "das", "do", "'t", "in", "op",
+        "uit", "bin", "ibn", "al", "el", "d'", "l'",
+    }
+)  # fmt: skip
+
+
+def split_name(name: str) -> tuple[str, str]:
+    """A full name as (given names, family name with particles): "Jan van der Berg" →
+    ("Jan", "van der Berg"); without a particle the first word is the given name."""
+    words = name.split()
+    if not words:
+        return "", ""
+    for index in range(1, len(words) - 1):
+        if words[index].lower() in NAME_PARTICLES:
+            return " ".join(words[:index]), " ".join(words[index:])
+    return words[0], " ".join(words[1:])
+
 
 _SAMPLES = {
     "en": ("alex@example.org", "Alex Example", "Alex", "Example"),
@@ -72,19 +103,20 @@ class Subscriber:
 
     @property
     def first_name(self) -> str:
+        """The given name(s): an imported first name, else the full name before its family
+        name ("Anna Maria" of "Anna Maria van Dijk")."""
         explicit = self.attributes.get("first_name")
         if explicit:
             return explicit
-        words = self.name.split(maxsplit=1)
-        return words[0] if words else ""
+        return split_name(self.name)[0]
 
     @property
     def last_name(self) -> str:
+        """The family name with its particles ("van der Berg", "von Weizsäcker")."""
         explicit = self.attributes.get("last_name")
         if explicit:
             return explicit
-        words = self.name.split(maxsplit=1)
-        return words[1] if len(words) > 1 else ""
+        return split_name(self.name)[1]
 
     @property
     def needs_smtputf8(self) -> bool:

@@ -314,6 +314,7 @@ class SubscriberStore:
         strict: bool = False,
         resubscribe: bool = False,
         delimiter: str | None = None,
+        encoding: str | None = None,
     ) -> ImportReport:
         """Import a CSV file in one transaction (`audience.csvfile` lists the layouts recognised).
 
@@ -324,7 +325,8 @@ class SubscriberStore:
         CLEAN_TIME) may unsubscribe people, never subscribe them again on its own.
         """
         path = Path(path)
-        rows, problems = parse_csv(path, read_csv_text(path), mapping or ColumnMapping(), delimiter)
+        text, warnings = read_csv_text(path, encoding)
+        rows, problems = parse_csv(path, text, mapping or ColumnMapping(), delimiter)
         if strict and problems:
             raise ImportProblemsError(path, problems)
         source = f"import {path.name}"
@@ -385,6 +387,7 @@ class SubscriberStore:
             kept_unsubscribed=counts["kept"],
             resubscribed=counts["resubscribed"],
             problems=tuple(problems),
+            warnings=warnings,
         )
 
     @contextlib.contextmanager

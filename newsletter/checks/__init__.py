@@ -14,10 +14,12 @@ from collections.abc import Callable
 
 import httpx
 
+from ..audience import Subscriber
 from ..config import Settings
 from ..content import Issue
 from ..errors import NewsletterError
 from ..render.model import RenderedIssue
+from ..render.samples import missing_sample_values
 from .accessibility import check_accessibility
 from .context import CheckContext
 from .images import check_images, remote_image_findings, remote_image_urls
@@ -102,6 +104,12 @@ async def check_issue_async(
     """`check_issue` for callers inside an event loop (the preview server); same options."""
     context = CheckContext.build(issue, rendered, settings)
     findings: list[Finding] = []
+    # What `build` refuses, `check` reports as errors (one code path for both).
+    sample = Subscriber.sample(settings.locale).as_dict()
+    findings += [
+        Finding("error", "template-value", problem.message, problem.file, problem.line)
+        for problem in missing_sample_values(rendered, issue, settings, sample)
+    ]
     findings += check_size(context)
     findings += check_images(context)
     findings += check_accessibility(context)

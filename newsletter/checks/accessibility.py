@@ -147,13 +147,21 @@ def _link_texts(context: CheckContext) -> list[Finding]:
                 "warning",
                 "link-text-vague",
                 f"link text '{link.text}' does not say where the link goes; name the place "
-                "instead, e.g. 'the festival programme'",
+                f"instead{_example(context)}",
                 where.file,
                 where.line,
                 _url(link.href),
             )
         )
     return findings
+
+
+# Examples in the newsletter's language; none rather than one in another language.
+_EXAMPLES = {"en": ", e.g. 'the festival programme'", "nl": ", bijv. 'het festivalprogramma'"}
+
+
+def _example(context: CheckContext) -> str:
+    return _EXAMPLES.get(context.settings.locale.replace("-", "_").split("_")[0].lower(), "")
 
 
 def _contrast(context: CheckContext) -> list[Finding]:
@@ -192,7 +200,11 @@ def _contrast(context: CheckContext) -> list[Finding]:
 
 
 def _link_location(context: CheckContext, link: LinkTag) -> Location:
-    where = context.locator.url(link.href) if link.href and "://" in link.href else Location()
+    where = (
+        context.locator.link(link.text, link.href)
+        if link.href and "://" in link.href
+        else Location()
+    )
     if where.file is None and link.text:
         where = _text_location(context, link.text)
     return where

@@ -215,6 +215,20 @@ class Locator:
         """Where `url` is written, trying the forms rendering may have changed it into."""
         return self.find(*url_variants(url), whole=True)
 
+    def link(self, text: str, url: str) -> Location:
+        """Where the Markdown link `[text](url)` is written; else where `url` first is."""
+        wanted = _collapse(re.sub(r"[*_`~]", "", text)).lower()
+        for path, source in self.sources:
+            for variant in dict.fromkeys(url_variants(url)):
+                if not variant:
+                    continue
+                for found in re.finditer(r"\]\(\s*<?" + re.escape(variant), source):
+                    start = source.rfind("[", 0, found.start())
+                    label = _collapse(re.sub(r"[*_`~]", "", source[start + 1 : found.start()]))
+                    if start >= 0 and label.lower() == wanted:
+                        return Location(path, source.count("\n", 0, found.start()) + 1)
+        return self.url(url)
+
     def key_line(self, path: Path, key: str, *, table: str | None = None) -> int | None:
         """The line of `key:` (front matter) or `key =` (TOML, inside `[table]`) in `path`."""
         for source, text in self.sources:

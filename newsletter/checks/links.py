@@ -16,6 +16,7 @@ import concurrent.futures
 import ipaddress
 import json
 import os
+import re
 import socket
 import ssl
 import tempfile
@@ -441,11 +442,21 @@ def plan_links(
             continue
         where = context.locator.url(url)
         if scheme not in ("http", "https"):
+            # An email has no address of its own: a relative link or one without a scheme
+            # opens nothing, so it is an error (send refuses it), with the likely fix.
+            bare = re.match(
+                r"^(?:www\.)?[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2,}(?:[/?#]|$)", url, re.I
+            )
+            fix = (
+                f"; write the full address: https://{url}"
+                if bare and not scheme
+                else "; write the full address, starting with https://"
+            )
             findings.append(
                 Finding(
-                    "warning",
+                    "error",
                     f"{kind}-relative",
-                    f"{kind} '{url}' is not a full http(s) URL: in an email it goes nowhere",
+                    f"{kind} '{url}' is not a full http(s) URL: in an email it goes nowhere{fix}",
                     where.file,
                     where.line,
                     url,

@@ -8,9 +8,10 @@ holds `main`, the one place that turns a `NewsletterError` into a message and an
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+import typer.main
 from rich.markup import escape
 
 from .. import __version__
@@ -66,11 +67,53 @@ def _main(
     _state["debug"] = debug
 
 
+# What option tables show for a value instead of Python's type names (`<str>`, `<list[str]>`).
+_VALUE_LABELS = {
+    "str": "TEXT",
+    "int": "NUMBER",
+    "float": "NUMBER",
+    "Path": "PATH",
+    "list[str]": "TEXT",
+    "list[Path]": "PATH",
+}
+
+
+def _plain_value_labels(command: Any) -> None:
+    """Flags show nothing in the type column and values a plain word, throughout the tree."""
+    for sub in getattr(command, "commands", {}).values():
+        _plain_value_labels(sub)
+    help_option = getattr(command, "get_help_option", None)
+    if help_option is not None:
+
+        def quiet_help(ctx: Any, original: Any = help_option) -> Any:
+            option = original(ctx)
+            if option is not None:
+                setattr(option, "display_type_rich", lambda ctx: None)  # noqa: B010 - per instance
+            return option
+
+        setattr(command, "get_help_option", quiet_help)  # noqa: B010 - per instance
+    for param in getattr(command, "params", []):
+        if getattr(param, "is_flag", False):
+            setattr(param, "display_type_rich", lambda ctx: None)  # noqa: B010 - per instance
+            continue
+        display = getattr(param, "display_type", None)
+        if display is None or getattr(param, "metavar", None) is not None:
+            continue
+
+        def plain(ctx: Any, display: Any = display) -> str | None:
+            shown = str(display(ctx)).strip("<>").removesuffix(" range")
+            return _VALUE_LABELS.get(shown, shown.upper() if shown.isidentifier() else shown)
+
+        setattr(param, "display_type_rich", plain)  # noqa: B010 - per instance
+
+
 def main() -> None:
     """Entry point: run the app, turning library errors into a message and exit status."""
     try:
+        command = typer.main.get_command(app)
+        _plain_value_labels(command)
         # Without standalone mode, click returns the code of typer.Exit instead of exiting.
-        code = app(standalone_mode=False)
+        code = command(standalone_mode=False)
         if isinstance(code, int) and code:
             sys.exit(code)
     except NewsletterError as err:

@@ -61,13 +61,16 @@ def new(
 ) -> None:
     """Create the next issue folder with `issue.md` and one item stub.
 
+    The stubs are in the project's language; the issue is dated from its name (2026-12).
+
     Examples:
 
         newsletter new
+
         newsletter new 2026-12
     """
     settings = project_settings()
-    folder = new_issue(settings.root, name)
+    folder = new_issue(settings.root, name, language=settings.locale)
     console.print(f"Created [bold]{folder.relative_to(settings.root)}[/]")
 
 

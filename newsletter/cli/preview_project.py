@@ -27,7 +27,13 @@ Samples = Sequence[tuple[str, Mapping[str, str]]]
 
 def watch_paths_for(root: Path, issue_folder: Path) -> list[Path]:
     """What the preview of one issue watches: the issue, the theme overrides, config and images."""
-    return [issue_folder, root / "templates", root / "newsletter.toml", root / "images"]
+    return [
+        issue_folder,
+        root / "templates",
+        root / "newsletter.toml",
+        root / "images",
+        root / "locales",
+    ]
 
 
 def make_rebuild(root: Path, issue_folder: Path, samples: Samples | None = None) -> Rebuild:
@@ -72,6 +78,7 @@ def make_rebuild(root: Path, issue_folder: Path, samples: Samples | None = None)
             notes.append(f"check {finding.severity}: {where}{finding.message}")
         return PreviewBuild(
             issue_name=rendered.name,
+            language=rendered.language,
             sender_name=settings.sender.display_name,
             sender_address=settings.sender.addr_spec,
             preheader=rendered.preheader,

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
@@ -117,6 +118,21 @@ def import_(
     last_name_column: Annotated[
         str | None, typer.Option("--last-name-column", help="The column with last names.")
     ] = None,
+    particle_column: Annotated[
+        str | None,
+        typer.Option(
+            "--particle-column",
+            help="The column with name particles: Dutch tussenvoegsels (van der), von, de.",
+        ),
+    ] = None,
+    encoding: Annotated[
+        str | None,
+        typer.Option(
+            "--encoding",
+            help="The file's encoding, e.g. cp1252 or latin-1 (default: UTF-8 or UTF-16, else "
+            "a Windows-1252 guess with a warning).",
+        ),
+    ] = None,
     delimiter: Annotated[
         str | None,
         typer.Option("--delimiter", help="The field separator (default: detected): , ; or tab."),
@@ -142,13 +158,17 @@ def import_(
     Examples:
 
         newsletter subscribers import members.csv
+
         newsletter subscribers import export.csv --email-column "E-mail" --strict
+
+        newsletter subscribers import leden.csv --encoding cp1252
     """
     mapping = ColumnMapping(
         email=email_column,
         name=name_column,
         first_name=first_name_column,
         last_name=last_name_column,
+        particle=particle_column,
     )
     with open_store() as store:
         report = store.import_csv(
@@ -157,7 +177,10 @@ def import_(
             strict=strict,
             resubscribe=resubscribe,
             delimiter=_delimiter(delimiter),
+            encoding=encoding,
         )
+    for warning in report.warnings:
+        err_console.print(f"warning: {warning}", markup=False)
     for problem in report.problems:
         err_console.print(f"{file}:{problem.line}: {problem.reason}", markup=False)
     console.print(f"Imported {file}: {report.describe()}", markup=False)
@@ -187,6 +210,7 @@ def add(
     Examples:
 
         newsletter subscribers add ann@example.org --name "Ann Smith"
+
         newsletter subscribers add ann@example.org --attr city=Gent --attr plan=paid
     """
     attributes = _attributes(attr or [])
@@ -256,29 +280,43 @@ def list_(
     Examples:
 
         newsletter subscribers list
+
         newsletter subscribers list --status unsubscribed --limit 0
     """
     wanted = _status_or_all(status)
-    table = Table("Email", "Name", "Status", "Attributes")
+    rows: list[tuple[Text, Text, Text, Text]] = []
     with open_store() as store:
         chosen = store.iter_subscribers(wanted)
-        shown = 0
         for subscriber in itertools.islice(chosen, limit or None):
             attributes = ", ".join(f"{k}={v}" for k, v in sorted(subscriber.attributes.items()))
             # Text(): names are data, never rich markup; visible(): nor terminal controls.
-            table.add_row(
-                Text(visible(subscriber.email)),
-                Text(visible(subscriber.name)),
-                Text(subscriber.status),
-                Text(visible(attributes)),
+            rows.append(
+                (
+                    Text(visible(subscriber.email)),
+                    Text(visible(subscriber.name)),
+                    Text(subscriber.status),
+                    Text(visible(attributes)),
+                )
             )
-            shown += 1
         total = store.count(wanted) if wanted is not None else sum(store.count().values())
+    shown = len(rows)
+    # An address is never cut (a cut one reads as another address): its column is as wide as
+    # the longest; names and attributes wrap instead, and the table may outgrow the terminal.
+    table = Table()
+    widest = max((len(row[0].plain) for row in rows), default=5)
+    table.add_column("Email", no_wrap=True, min_width=widest)
+    table.add_column("Name", overflow="fold")
+    table.add_column("Status", no_wrap=True)
+    table.add_column("Attributes", overflow="fold")
+    for row in rows:
+        table.add_row(*row)
     what = "subscribers" if wanted is None else f"{wanted} subscribers"
     if not shown:
         console.print(f"No {what}.", markup=False)
         return
-    console.print(table)
+    # Console.print's width can only narrow: a console of the needed width prints the table.
+    wide = Console(width=max(console.width, widest + 50), highlight=False, soft_wrap=True)
+    wide.print(table)
     if total > shown:
         console.print(f"{shown} of {total} {what} shown (--limit 0 shows all)", markup=False)
 
@@ -298,6 +336,7 @@ def export(
     Examples:
 
         newsletter subscribers export backup.csv
+
         newsletter subscribers export - --status subscribed > subscribed.csv
     """
     wanted = _status_or_all(status)

@@ -26,6 +26,7 @@ from starlette.routing import Route
 
 from .hub import Hub, State
 from .model import EventCallback, PreviewBuild, PreviewSample, Rebuild
+from .texts import page_language, page_texts
 from .watch import DEFAULT_DEBOUNCE_MS
 
 __all__ = ["LOCAL_HOSTS", "create_app", "make_app"]
@@ -90,7 +91,11 @@ def make_app(
     async def page(request: Request) -> Response:
         state_json = json.dumps(_state_payload(hub)).replace("<", "\\u003c")
         title = hub.state.build.issue_name if hub.state.build else "newsletter"
-        body = _PAGE.replace("__TITLE__", html_lib.escape(title)).replace("__STATE__", state_json)
+        language = hub.state.build.language if hub.state.build else "en"
+        body = _PAGE.replace("__LANG__", page_language(language))
+        for key, text in page_texts(language).items():
+            body = body.replace(f"__T_{key}__", html_lib.escape(text))
+        body = body.replace("__TITLE__", html_lib.escape(title)).replace("__STATE__", state_json)
         return HTMLResponse(body, headers=_NO_STORE)
 
     async def email(request: Request) -> Response:
@@ -206,4 +211,5 @@ def _state_payload(hub: Hub, state: State | None = None) -> dict[str, Any]:
         "failure": dataclasses.asdict(failure) if failure else None,
         "builtAt": round(state.built_at * 1000) if state.built_at else None,
         "seconds": state.seconds,
+        "ui": dict(page_texts(build.language if build else "en")),
     }

@@ -73,6 +73,7 @@ class PreviewBuild:
     samples: tuple[PreviewSample, ...]
     images: tuple[PreviewImage, ...] = ()
     notes: tuple[str, ...] = ()
+    language: str = "en"  # the newsletter's: the page speaks it when it can (en, nl)
 
     def image(self, filename: str) -> PreviewImage | None:
         return next((image for image in self.images if image.filename == filename), None)
@@ -123,7 +124,8 @@ def failure_from(error: BaseException, display_root: Path | None = None) -> Prev
     return PreviewFailure(
         "Unexpected error while rebuilding",
         (f"{type(error).__name__}: {error}",),
-        "This is a bug in newsletter or in a template; run 'newsletter build --debug' for details.",
+        "This is a bug in newsletter or in a template; "
+        "run 'newsletter --debug build ISSUE' for details.",
     )
 
 

@@ -48,6 +48,7 @@ function renderSamples() {
 }
 
 function render() {
+  const ui = state.ui;  // the page's words, in the newsletter's language
   $("device").dataset.width = view.width;
   $(`width-${view.width}`).checked = true;
   $(`part-${view.part}`).checked = true;
@@ -60,12 +61,12 @@ function render() {
   setText("avatar", (sender.name || sender.address || "?").trim().charAt(0).toUpperCase());
   setText("subject", sample ? sample.subject : "");
   setText("preheader", state.preheader);
-  if (state.issue) document.title = `Preview · ${state.issue}`;
+  if (state.issue) document.title = `${ui.preview} · ${state.issue}`;
 
   const failure = state.failure;
   $("problems").hidden = !failure;
   if (failure) {
-    const kept = state.build ? " (showing the last version that built)" : "";
+    const kept = state.build ? ` ${ui.kept}` : "";
     setText("problems-title", `${failure.title}${kept}`);
     $("problems-list").replaceChildren(...failure.problems.map((problem) => {
       const item = document.createElement("li");
@@ -87,18 +88,18 @@ function render() {
   const status = $("status");
   if (!online) {
     status.dataset.state = "offline";
-    status.textContent = "Reconnecting…";
+    status.textContent = ui.reconnecting;
   } else if (state.building) {
     status.dataset.state = "building";
-    status.textContent = "Rebuilding…";
+    status.textContent = ui.rebuilding;
   } else if (failure) {
     status.dataset.state = "failed";
-    status.textContent = "Build failed";
+    status.textContent = ui.failed;
   } else {
     status.dataset.state = "live";
     const at = state.builtAt ? new Date(state.builtAt).toLocaleTimeString() : "";
-    const took = state.seconds ? ` in ${Math.round(state.seconds * 1000)} ms` : "";
-    status.textContent = `Live · built ${at}${took}`;
+    const took = state.seconds ? ` ${ui.took.replace("{ms}", Math.round(state.seconds * 1000))}` : "";
+    status.textContent = `${ui.live} ${at}${took}`;
   }
 }
 

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import jinja2
 from markupsafe import Markup
@@ -31,7 +32,7 @@ from .engine import (
 )
 from .images import ImageCollector, ImageRef
 from .inline import inline_css
-from .markdown import to_html, to_text
+from .markdown import ShownImage, body_images, to_html, to_text
 from .mjml import compile_mjml, extract_inline_css, unknown_tags
 from .model import RenderedIssue
 from .sandbox import render_limited
@@ -80,7 +81,7 @@ def render_issue(issue: Issue, settings: Settings, *, preview: bool = False) -> 
         issue = issue.without_drafts()
     problems: list[Problem] = []
     registry = SlotRegistry()
-    words = words_for(settings.locale)
+    words = words_for(settings.locale, settings.root)
     images = ImageCollector(settings.base_url, issue.name)
     text_env = text_environment()
     slot_values = slot_context(registry)
@@ -98,6 +99,7 @@ def render_issue(issue: Issue, settings: Settings, *, preview: bool = False) -> 
     subject = expand(issue.subject, issue.path, 0) or issue.subject
     preheader = expand(issue.preheader or "", issue.path, 0) or ""
     intro_source = expand(issue.intro, issue.path, issue.intro_line - 1) or ""
+    intro_images = _body_images(intro_source, issue.path, issue.intro_line, images, problems)
     items = [_item_view(item, words, images, expand, problems) for item in issue.items]
 
     theme_dir_env = theme_environment(settings.templates_dir)
@@ -108,7 +110,9 @@ def render_issue(issue: Issue, settings: Settings, *, preview: bool = False) -> 
             "subject": subject,
             "preheader": preheader,
             "date": words.date(issue.date) if issue.date else None,
-            "intro_html": Markup(to_html(intro_source)) if intro_source.strip() else None,
+            "intro_html": (
+                Markup(to_html(intro_source, intro_images)) if intro_source.strip() else None
+            ),
             "intro_text": to_text(intro_source).strip() if intro_source.strip() else None,
         },
         "items": items,
@@ -180,10 +184,11 @@ def _item_view(
         image = images.add(item.image_path, CONTENT_WIDTH, problems, key="image")
     if not source.strip():
         problems.append(Problem("the item has no text", file=item.path, line=item.body_line))
+    shown = _body_images(source, item.path, item.body_line, images, problems)
     return _ItemView(
         title=item.title,
         subtitle=item.subtitle,
-        html=Markup(_html_body(source)),
+        html=Markup(_html_body(source, shown)),
         text=to_text(source).strip(),
         image=image,
         image_alt=item.image_alt,
@@ -194,8 +199,51 @@ def _item_view(
     )
 
 
-def _html_body(source: str) -> str:
-    html = to_html(source)
+def _body_images(
+    source: str, file: Path, first_line: int, images: ImageCollector, problems: list[Problem]
+) -> dict[str, ShownImage]:
+    """Images in Markdown text go the way of item images: found beside `file`, measured,
+    resized, converted and embedded or published; https:// ones stay remote."""
+    shown: dict[str, ShownImage] = {}
+    for image in body_images(source):
+        line = first_line + image.line
+        src = image.src.strip()
+        if src in shown or src.lower().startswith("https://"):
+            continue
+        if not src or re.match(r"^[a-z][a-z0-9+.-]*:", src, re.IGNORECASE) or src.startswith("/"):
+            problems.append(
+                Problem(
+                    f"image '{src}': write a file name next to this file (foto.jpg) "
+                    "or an https:// URL",
+                    file=file,
+                    line=line,
+                )
+            )
+            continue
+        path = file.parent / unquote(src)
+        if not path.is_file():
+            problems.append(
+                Problem(
+                    f"image file '{unquote(src)}' not found (looked in {path.parent})",
+                    file=file,
+                    line=line,
+                )
+            )
+            continue
+        before = len(problems)
+        ref = images.add(path, CONTENT_WIDTH, problems)
+        if ref is None:
+            for index in range(before, len(problems)):
+                problems[index] = Problem(
+                    f"image '{unquote(src)}' {problems[index].message}", file=file, line=line
+                )
+            continue
+        shown[src] = ShownImage(ref.src, ref.width, ref.height)
+    return shown
+
+
+def _html_body(source: str, images: dict[str, ShownImage] | None = None) -> str:
+    html = to_html(source, images)
     # Markdown headings inside an item sit below the item's own <h2>.
     return re.sub(r"<(/?)h[12]>", r"<\1h3>", html)
 

@@ -43,6 +43,9 @@ def inline_css(html: str, css: str) -> str:
         allow_network=False,
         remove_classes=False,
         disable_leftover_css=False,
+        # A CSS `height: auto` must not overwrite an image's pixel height attribute (Outlook
+        # needs the number; the style keeps proportions on phones).
+        disable_basic_attributes=["height"],
     )
     result: str = inliner.transform(pretty_print=False)
     result = _TAG.sub(_merge_style, result)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import html as html_lib
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
@@ -13,17 +15,76 @@ from markdown_it.token import Token
 TEXT_WIDTH = 72
 
 
+@dataclass(frozen=True)
+class BodyImage:
+    """An image written in Markdown (`![alt](src)`): its source and 0-based line in the text."""
+
+    src: str
+    line: int
+
+
+@dataclass(frozen=True)
+class ShownImage:
+    """What an image in the Markdown becomes in the email: its `src` and displayed size."""
+
+    src: str
+    width: int | None
+    height: int | None
+
+
 @lru_cache(maxsize=1)
 def _parser() -> MarkdownIt:
     # Raw HTML stays off: item files are content, and the theme decides the markup.
-    return MarkdownIt("commonmark", {"html": False, "typographer": False}).enable(
+    parser = MarkdownIt("commonmark", {"html": False, "typographer": False}).enable(
         ["table", "strikethrough"]
     )
+    parser.add_render_rule("image", _render_image)
+    return parser
 
 
-def to_html(source: str) -> str:
-    """CommonMark with tables and strikethrough; raw HTML in the source is escaped."""
-    html: str = _parser().render(source)
+def _render_image(
+    self: Any, tokens: Sequence[Token], index: int, options: Any, env: Mapping[str, Any]
+) -> str:
+    """`<img>` with the prepared image's src, width and height (from `env["images"]`)."""
+    token = tokens[index]
+    src = str(token.attrGet("src") or "")
+    shown = env.get("images", {}).get(src) if isinstance(env, Mapping) else None
+    alt = self.renderInlineAsText(token.children or [], options, env)
+    attrs = {"src": shown.src if shown else src, "alt": alt}
+    title = token.attrGet("title")
+    if title:
+        attrs["title"] = str(title)
+    if shown and shown.width:
+        attrs["width"] = str(shown.width)
+        if shown.height:
+            attrs["height"] = str(shown.height)
+    # Scales down on narrow screens; height:auto keeps the proportions the attributes give.
+    attrs["style"] = "display:block;max-width:100%;height:auto;border:0;"
+    rendered = " ".join(f'{key}="{html_lib.escape(value)}"' for key, value in attrs.items())
+    return f"<img {rendered}>"
+
+
+def body_images(source: str) -> list[BodyImage]:
+    """Every `![alt](src)` in `source`, with the line it is on (0-based)."""
+    found: list[BodyImage] = []
+    for token in _parser().parse(source):
+        if token.type != "inline" or token.map is None:
+            continue
+        start = token.map[0]
+        for child in token.children or []:
+            if child.type == "softbreak" or child.type == "hardbreak":
+                start += 1
+            elif child.type == "image":
+                found.append(BodyImage(str(child.attrGet("src") or ""), start))
+    return found
+
+
+def to_html(source: str, images: Mapping[str, ShownImage] | None = None) -> str:
+    """CommonMark with tables and strikethrough; raw HTML in the source is escaped.
+
+    `images` maps an image's `src` as written to what the email shows instead.
+    """
+    html: str = _parser().render(source, {"images": dict(images or {})})
     return html
 
 

@@ -58,6 +58,7 @@ def extract_inline_css(source: str) -> tuple[str, str]:
 
 def compile_mjml(source: str, *, file: Path | None) -> tuple[str | None, list[Problem]]:
     """Compile MJML to HTML; invalid MJML becomes a problem naming the template."""
+    source, labels = _carry_button_titles(source)
     try:
         html: str = mjml.mjml2html(source)
     except Exception as err:  # mjml-python raises ValueError, maybe others from the Rust side
@@ -65,4 +66,35 @@ def compile_mjml(source: str, *, file: Path | None) -> tuple[str | None, list[Pr
     leftover = sorted(set(re.findall(r"<(mj-[a-z0-9-]+)", html)))
     if leftover:
         return None, [Problem(f"MJML left tags uncompiled: {', '.join(leftover)}", file=file)]
-    return html, []
+    return _restore_button_titles(html, labels), []
+
+
+_BUTTON = re.compile(r"<mj-button\b([^>]*)>")
+_TITLE = re.compile(r'\stitle="([^"]*)"')
+_CARRIER = re.compile(r'\sname="nl-button-(\d+)"')
+
+
+def _carry_button_titles(source: str) -> tuple[str, list[str]]:
+    """mjml-python drops mj-button's `title` but keeps `name`: carry each title in a `name`."""
+    labels: list[str] = []
+
+    def carry(match: re.Match[str]) -> str:
+        attrs = match.group(1)
+        title = _TITLE.search(attrs)
+        if title is None or " name=" in attrs:
+            return match.group(0)
+        labels.append(title.group(1))
+        return f'<mj-button{attrs} name="nl-button-{len(labels) - 1}">'
+
+    return _BUTTON.sub(carry, source), labels
+
+
+def _restore_button_titles(html: str, labels: list[str]) -> str:
+    """Each carried title back as the link's `title` and `aria-label` (its accessible name:
+    "Read more: <item title>" where the button only shows "Read more")."""
+
+    def restore(match: re.Match[str]) -> str:
+        label = labels[int(match.group(1))]
+        return f' title="{label}" aria-label="{label}"'
+
+    return _CARRIER.sub(restore, html) if labels else html
