@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from email.headerregistry import Address
 from email.utils import parseaddr
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .config_reader import TableReader, check_env_name
 from .config_tables import (
@@ -129,6 +129,9 @@ class Settings:
     brand_color: str = "#1b6b5a"
     text_color: str = "#1f2933"
     background_color: str = "#f2f4f3"
+    # "light dark": the theme's dark palette is declared and used; "light": clients are told the
+    # design is light-only (those that honour color-scheme leave it as it is).
+    color_scheme: Literal["light dark", "light"] = "light dark"
     reviewers: tuple[str, ...] = ()
     list_id: str | None = None
     unsubscribe: UnsubscribeSettings = field(default_factory=UnsubscribeSettings)
@@ -321,6 +324,7 @@ def settings_from_mapping(
         brand_color=main.get("brand_color") or "#1b6b5a",
         text_color=main.get("text_color") or "#1f2933",
         background_color=main.get("background_color") or "#f2f4f3",
+        color_scheme="light" if main.get("color_scheme") == "light" else "light dark",
         reviewers=tuple(main.get("reviewers") or ()),
         list_id=main.get("list_id"),
         footer=footer,
@@ -349,6 +353,7 @@ def _read_newsletter(main: TableReader) -> dict[str, Any]:
         "text_color": main.string("text_color", check=_check_colour),
         "background_color": main.string("background_color", check=_check_colour),
         "list_id": main.string("list_id"),
+        "color_scheme": main.string("color_scheme", check=_check_color_scheme),
     }
     reviewers: list[str] = []
     for index, reviewer in enumerate(main.get("reviewers", list) or []):
@@ -359,6 +364,10 @@ def _read_newsletter(main: TableReader) -> dict[str, Any]:
     values["reviewers"] = reviewers
     main.finish()
     return values
+
+
+def _check_color_scheme(value: str) -> str | None:
+    return None if value in ("light dark", "light") else "must be 'light dark' or 'light'"
 
 
 def _read_footer(foot: TableReader) -> Footer | None:

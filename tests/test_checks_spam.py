@@ -87,6 +87,9 @@ def test_example_issue_scores_below_two(settings: Settings, issue_folder: Path) 
     rendered = render_issue(load_issue(issue_folder), settings)
     result = score_message(build_sample_message(rendered, settings), spamassassin())
     assert result.score < 2, result.rules
+    # The clean example scores nothing at all; the hidden preheader used to be white-on-white.
+    assert result.score == 0.0, result.rules
+    assert "HTML_FONT_LOW_CONTRAST" not in {rule.name for rule in result.rules}
     # The rules that fire only because the sample was never sent are left out of the score.
     assert {rule.name for rule in result.ignored} >= {"NO_RECEIVED", "NO_RELAYS"}
     assert not {rule.name for rule in result.rules} & UNSENT_MESSAGE_RULES

@@ -33,6 +33,7 @@ from .inline import inline_css
 from .markdown import to_html, to_text
 from .mjml import compile_mjml, extract_inline_css, unknown_tags
 from .model import RenderedIssue
+from .standards import apply_standards
 
 __all__ = ["RenderedIssue", "render_issue"]
 
@@ -120,8 +121,8 @@ def render_issue(issue: Issue, settings: Settings, *, preview: bool = False) -> 
     if problems:
         raise RenderError(problems)
 
-    email_html = _render_html(theme_dir_env, {**context, "web": False}, problems)
-    web_html = _render_html(theme_dir_env, {**context, "web": True}, problems)
+    email_html = _render_html(theme_dir_env, {**context, "web": False}, problems, settings)
+    web_html = _render_html(theme_dir_env, {**context, "web": True}, problems, settings)
     text = _render_text(theme_dir_env, context, problems)
     if problems or email_html is None or web_html is None or text is None:
         raise RenderError(problems)
@@ -295,7 +296,10 @@ def _footer_view(
 
 
 def _render_html(
-    environment: jinja2.Environment, context: dict[str, Any], problems: list[Problem]
+    environment: jinja2.Environment,
+    context: dict[str, Any],
+    problems: list[Problem],
+    settings: Settings,
 ) -> str | None:
     template_file = find_template_file(environment, EMAIL_TEMPLATE)
     try:
@@ -314,7 +318,7 @@ def _render_html(
     if html is None:
         problems.extend(compile_problems)
         return None
-    return inline_css(html, css)
+    return apply_standards(inline_css(html, css), color_scheme=settings.color_scheme)
 
 
 def _render_text(
