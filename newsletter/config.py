@@ -111,6 +111,12 @@ class SendingSettings:
     rate_per_hour: float = 0.0
     max_attempts: int = 5
     pause_after_failures: int = 10
+    # The SMTP envelope sender (where bounces go); the From address when None.
+    return_path: str | None = None
+    # Each message's envelope sender names its recipient: <local>+<token>@<domain>.
+    verp: bool = False
+    # Gmail's Feedback-ID sender part; the header is "<issue>:<feedback_id>".
+    feedback_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -500,6 +506,21 @@ def _read_transport(trans: TableReader) -> TransportSettings:
     return transport
 
 
+def _check_return_path(value: str) -> str | None:
+    address = parse_address(value)
+    if address is None or address.display_name or address.addr_spec != value.strip():
+        return "must be a bare email address such as bounces@example.org"
+    if "+" in address.username:
+        return "must not contain '+' (VERP adds +<token> to it)"
+    return None
+
+
+def _check_feedback_id(value: str) -> str | None:
+    if not re.fullmatch(r"[A-Za-z0-9._-]+(?::[A-Za-z0-9._-]+){0,2}", value):
+        return "must be letters, digits, '.', '_' or '-', in at most three ':'-separated parts"
+    return None
+
+
 def _read_sending(send: TableReader) -> SendingSettings:
     defaults = SendingSettings()
     settings = SendingSettings(
@@ -512,6 +533,11 @@ def _read_sending(send: TableReader) -> SendingSettings:
             send.number("pause_after_failures", minimum=1, integer=True)
             or defaults.pause_after_failures
         ),
+        return_path=send.string("return_path", check=_check_return_path),
+        verp=bool(send.boolean("verp")),
+        feedback_id=send.string("feedback_id", check=_check_feedback_id),
     )
+    if settings.verp and settings.return_path is None:
+        send.problem("verp", "needs return_path (the bounce mailbox the tokens are added to)")
     send.finish()
     return settings
