@@ -3,7 +3,7 @@
 `check_issue` reads a loaded and rendered issue and returns a `CheckReport` of findings (errors,
 warnings, infos), each naming the file and line it concerns where the sources allow. It never
 prints. Checks: links (network unless offline), images, size and completeness, spam score
-(SpamAssassin, when installed), accessibility.
+(SpamAssassin, when installed), accessibility, sender authentication (from the settings).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from ..content import Issue
 from ..errors import NewsletterError
 from ..render.model import RenderedIssue
 from .accessibility import check_accessibility
+from .authentication import check_authentication
 from .context import CheckContext
 from .images import check_images, remote_image_findings, remote_image_urls
 from .links import (
@@ -105,6 +106,7 @@ async def check_issue_async(
     findings += check_size(context)
     findings += check_images(context)
     findings += check_accessibility(context)
+    findings += check_authentication(context)
 
     plan = plan_links(context, page_urls(context), offline=offline, allow_loopback=allow_loopback)
     image_plan = plan_links(
