@@ -204,10 +204,13 @@ def unsubscribe_url(address: str, url: str = UNSUBSCRIBE) -> str:
 def test_structure(template: MessageTemplate, images: bool) -> None:
     parsed = parse(template.personalise(Person("lee@example.org", "Lee", "Lee")))
 
+    # The canonical nesting: alternative > [text, related > [html, images]].
+    assert parsed.get_content_type() == "multipart/alternative"
+    plain, second = parsed.iter_parts()
     if images:
-        assert parsed.get_content_type() == "multipart/related"
-        assert parsed.get_param("type") == "multipart/alternative"
-        alternative, image = parsed.iter_parts()
+        assert second.get_content_type() == "multipart/related"
+        assert second.get_param("type") == "text/html"
+        rich, image = second.iter_parts()
         assert image.get_content_type() == "image/png"
         assert image["Content-ID"] == "<logo@example.org>"
         assert image.get_content_disposition() == "inline"
@@ -215,9 +218,7 @@ def test_structure(template: MessageTemplate, images: bool) -> None:
         assert image.get_payload(decode=True) == PNG
         assert "cid:logo@example.org" in body_text(parsed, "html")
     else:
-        assert parsed.get_content_type() == "multipart/alternative"
-        alternative = parsed
-    plain, rich = alternative.iter_parts()
+        rich = second
     assert [plain.get_content_type(), rich.get_content_type()] == ["text/plain", "text/html"]
     for part in (plain, rich):
         assert part.get_content_charset() == "utf-8"

@@ -250,27 +250,25 @@ class MessageTemplate:
         builder = BodyBuilder(web_url)
         alternative = f"{boundary}_alt"
         images = rendered.embedded_images
+        # The canonical nesting: alternative > [text, related > [html, images]]. The images
+        # belong to the HTML part only, so clients showing the text part list no attachments.
+        head_end += f'Content-Type: multipart/alternative; boundary="{alternative}"\r\n\r\n'
+        builder.text_part(alternative, "text/plain", rendered.text, TEXT)
         if images:
             related = f"{boundary}_rel"
-            head_end += (
-                f'Content-Type: multipart/related; type="multipart/alternative";\r\n'
+            builder.static(
+                f"--{alternative}\r\n"
+                'Content-Type: multipart/related; type="text/html";\r\n'
                 f' boundary="{related}"\r\n\r\n'
             )
-            builder.static(
-                f"--{related}\r\n"
-                "Content-Type: multipart/alternative;\r\n"
-                f' boundary="{alternative}"\r\n\r\n'
-            )
-        else:
-            head_end += f'Content-Type: multipart/alternative; boundary="{alternative}"\r\n\r\n'
-        builder.text_part(alternative, "text/plain", rendered.text, TEXT)
-        builder.text_part(alternative, "text/html", rendered.html, HTML)
-        builder.static(f"--{alternative}--\r\n")
-        if images:
+            builder.text_part(related, "text/html", rendered.html, HTML)
             for image in images:
                 builder.static(f"--{related}\r\n")
                 builder.image(image)
             builder.static(f"--{related}--\r\n")
+        else:
+            builder.text_part(alternative, "text/html", rendered.html, HTML)
+        builder.static(f"--{alternative}--\r\n")
 
         subject = SlotText(
             tuple(
