@@ -9,7 +9,7 @@ import difflib
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.headerregistry import Address
 from email.utils import parseaddr
@@ -138,6 +138,15 @@ class Settings:
     # "light dark": the theme's dark palette is declared and used; "light": clients are told the
     # design is light-only (those that honour color-scheme leave it as it is).
     color_scheme: Literal["light dark", "light"] = "light dark"
+    # A logo drawn for dark backgrounds, shown instead of `logo` in dark mode.
+    logo_dark: str | None = None
+    # The masthead: "brand" (logo on a block of the brand colour), "plain" (on white, a brand
+    # rule below) or "logo" (the logo alone); the subject as its heading or not.
+    masthead: Literal["brand", "plain", "logo"] = "brand"
+    masthead_subject: bool = True
+    # The default item layout (an issue or item can choose another) and the contents list.
+    layout: Literal["above", "left", "right", "thumbnail"] = "above"
+    in_this_issue: bool = False
     reviewers: tuple[str, ...] = ()
     list_id: str | None = None
     unsubscribe: UnsubscribeSettings = field(default_factory=UnsubscribeSettings)
@@ -331,6 +340,11 @@ def settings_from_mapping(
         text_color=main.get("text_color") or "#1f2933",
         background_color=main.get("background_color") or "#f2f4f3",
         color_scheme="light" if main.get("color_scheme") == "light" else "light dark",
+        logo_dark=main.get("logo_dark"),
+        masthead=main.get("masthead") or "brand",
+        masthead_subject=main.get("masthead_subject") is not False,
+        layout=main.get("layout") or "above",
+        in_this_issue=bool(main.get("in_this_issue")),
         reviewers=tuple(main.get("reviewers") or ()),
         list_id=main.get("list_id"),
         footer=footer,
@@ -360,6 +374,11 @@ def _read_newsletter(main: TableReader) -> dict[str, Any]:
         "background_color": main.string("background_color", check=_check_colour),
         "list_id": main.string("list_id"),
         "color_scheme": main.string("color_scheme", check=_check_color_scheme),
+        "logo_dark": main.string("logo_dark"),
+        "masthead": main.string("masthead", check=_one_of("brand", "plain", "logo")),
+        "masthead_subject": main.boolean("masthead_subject"),
+        "layout": main.string("layout", check=_one_of("above", "left", "right", "thumbnail")),
+        "in_this_issue": main.boolean("in_this_issue"),
     }
     reviewers: list[str] = []
     for index, reviewer in enumerate(main.get("reviewers", list) or []):
@@ -370,6 +389,15 @@ def _read_newsletter(main: TableReader) -> dict[str, Any]:
     values["reviewers"] = reviewers
     main.finish()
     return values
+
+
+def _one_of(*choices: str) -> Callable[[str], str | None]:
+    def check(value: str) -> str | None:
+        if value in choices:
+            return None
+        return "must be one of " + ", ".join(f"'{choice}'" for choice in choices)
+
+    return check
 
 
 def _check_color_scheme(value: str) -> str | None:

@@ -84,3 +84,55 @@ def test_preheader_text_stays_escaped() -> None:
     html = apply_standards(compiled)
     assert ">Tom &amp; Jerry &lt;b&gt;&#847;" in html
     assert "color:#ffffff" not in html
+
+
+def test_a_quoted_font_in_an_inlined_rule_leaves_one_style_attribute() -> None:
+    # premailer writes style='...' around a value with double quotes; the merge must see it.
+    html = inline_css(
+        '<html><head></head><body><img src="a.png" style="width:100%;height:auto"></body></html>',
+        "img { font-family: 'Segoe UI', Arial, sans-serif; color: #56636d; }",
+    )
+    (tag,) = re.findall(r"<img[^>]*>", html)
+    assert tag.count("style=") == 1, tag
+    assert "width:100%" in tag and "color:#56636d" in tag and "Segoe UI" in tag
+
+
+def test_theme_conventions_in_the_example(settings: Settings, issue_folder: Path) -> None:
+    html = _html(settings, issue_folder)
+    head = html[: html.index("</head>")]
+    # A dark palette, for prefers-color-scheme and for Outlook.com's attribute twins.
+    assert "@media (prefers-color-scheme: dark)" in head
+    assert "[data-ogsc] .card" in head and "[data-ogsb] .card" in head
+    # MSO font fallback, so Outlook for Windows does not fall back to Times New Roman.
+    assert "<!--[if mso]><style" in head and "Arial" in head
+    # No no-op CSS from mjml's button; the button has an accessible name and is a padded
+    # link (clickable as a whole) with Outlook's text-made padding.
+    assert "cursor:auto" not in html and "text-transform:none" not in html
+    buttons = re.findall(r'<a [^>]*class="button"[^>]*>.*?</a>', html, re.S)
+    assert len(buttons) == 2  # the two items with a link
+    for button in buttons:
+        assert re.search(r'aria-label="[^"]+: [^"]+"', button) and "padding:12px 22px" in button
+        assert "mso-text-raise" in button and "mso-padding-alt:0" in button
+    # Every content image has a numeric height (images-off and Outlook layouts keep their
+    # shape) yet scales with its width, and its alt text is styled.
+    images = re.findall(r"<img [^>]*>", html)
+    for tag in images:
+        if "cid:garden" in tag or "cid:compost" in tag or "cid:logo" in tag:
+            assert re.search(r'\sheight="\d+"', tag), tag
+            assert "height:auto" in tag and re.search(r"height:\d+px", tag) is None
+            assert "font-family" in tag and "color:" in tag
+    # Markdown table headers head their columns; cells do not break words at 320 px.
+    assert '<th scope="col"' in html and "<th>" not in html
+    assert "word-break: normal !important" in head
+
+
+def test_light_only_has_no_dark_palette(project: Path, issue_folder: Path) -> None:
+    config = project / "newsletter.toml"
+    config.write_text(
+        config.read_text(encoding="utf-8").replace(
+            "[newsletter]\n", '[newsletter]\ncolor_scheme = "light"\n', 1
+        ),
+        encoding="utf-8",
+    )
+    html = _html(load_settings(project), issue_folder)
+    assert "prefers-color-scheme" not in html and "data-ogsc" not in html

@@ -45,6 +45,10 @@ def head_metas(color_scheme: ColorScheme) -> str:
         "!important; font-size: inherit !important; font-family: inherit !important; "
         "font-weight: inherit !important; line-height: inherit !important; }"
         "</style>"
+        # Outlook for Windows falls back to Times New Roman for any font it lacks (and for
+        # elements without an inline font): Arial instead.
+        '<!--[if mso]><style type="text/css">body, table, td, th, div, p, h1, h2, h3, li, a, '
+        "span { font-family: 'Segoe UI', Arial, sans-serif !important; }</style><![endif]-->"
     )
 
 
@@ -67,7 +71,18 @@ def apply_standards(html: str, *, color_scheme: ColorScheme = "light dark") -> s
     if head is not None:
         body = body[: head.start()] + head_metas(color_scheme) + body[head.start() :]
     body = _MJML_PREVIEW.sub(lambda m: preheader_html(_reescape(m.group(1))), body, count=1)
+    body = _IMG.sub(_fluid_height, body)
     return f"{DOCTYPE}\n{body}"
+
+
+_IMG = re.compile(r'<img\b[^>]*\bheight="\d+"[^>]*>', re.I)
+_FIXED_HEIGHT = re.compile(r"(?<![-\w])height:\s*\d+px")
+
+
+def _fluid_height(match: re.Match[str]) -> str:
+    """An image with a numeric height attribute keeps it (Outlook and images-off layouts reserve
+    the space from it) but scales with its width everywhere else (`height:auto`)."""
+    return _FIXED_HEIGHT.sub("height:auto", match.group(0))
 
 
 def _reescape(text: str) -> str:
