@@ -252,7 +252,7 @@ def _check_layout(path: Path, meta: dict[str, Any], problems: list[Problem]) -> 
         hint = f"; did you mean '{suggestion[0]}'?" if suggestion else ""
         problems.append(
             Problem(
-                f"layout must be one of {', '.join(LAYOUTS)}{hint}",
+                f"must be one of {', '.join(LAYOUTS)}{hint}",
                 file=path,
                 line=_key_line(meta, "layout"),
                 key="layout",

@@ -7,10 +7,12 @@ from email.headerregistry import Address
 from pathlib import Path
 
 import pytest
+from PIL import Image, ImageDraw
 
 from newsletter.checks import check_issue
 from newsletter.checks.authentication import aligned, check_authentication, is_free_mail
 from newsletter.checks.context import CheckContext
+from newsletter.checks.masthead import check_logo_contrast
 from newsletter.config import Settings, TransportSettings, load_settings
 from newsletter.config_tables import DkimSettings
 from newsletter.content import load_issue
@@ -98,3 +100,67 @@ def test_alignment(dkim: str, author: str, expected: bool) -> None:
 def test_free_mail() -> None:
     assert is_free_mail("Gmail.com") and is_free_mail("outlook.com")
     assert not is_free_mail("riverside-garden.example.org")
+
+
+# --- the masthead logo's contrast (checks/masthead.py) ------------------------------------------
+
+
+def _logo(project: Path, name: str, colour: tuple[int, int, int]) -> None:
+    """A transparent 200x100 logo with a filled disc in `colour`."""
+    image = Image.new("RGBA", (200, 100), (0, 0, 0, 0))
+    ImageDraw.Draw(image).ellipse((50, 0, 150, 100), fill=(*colour, 255))
+    image.save(project / "images" / name)
+
+
+def _contrast_findings(project: Path, issue_folder: Path, extra: str) -> list[str]:
+    config = project / "newsletter.toml"
+    config.write_text(
+        config.read_text(encoding="utf-8").replace("[newsletter]\n", "[newsletter]\n" + extra, 1),
+        encoding="utf-8",
+    )
+    settings = load_settings(project)
+    issue = load_issue(issue_folder)
+    context = CheckContext.build(issue, render_issue(issue, settings), settings)
+    return [f.message for f in check_logo_contrast(context)]
+
+
+def test_the_example_logo_shows_on_its_masthead(project: Path, issue_folder: Path) -> None:
+    assert _contrast_findings(project, issue_folder, "") == []
+
+
+def test_a_logo_in_the_brand_colour_on_the_brand_masthead_is_a_warning(
+    project: Path, issue_folder: Path
+) -> None:
+    _logo(project, "brand-logo.png", (0x1B, 0x6B, 0x5A))
+    text = (project / "newsletter.toml").read_text(encoding="utf-8")
+    (project / "newsletter.toml").write_text(
+        text.replace('logo = "images/logo.png"', 'logo = "images/brand-logo.png"'),
+        encoding="utf-8",
+    )
+    [message] = _contrast_findings(project, issue_folder, "")
+    assert "images/brand-logo.png barely shows on the masthead (#1b6b5a)" in message
+    assert 'masthead = "plain"' in message
+
+
+def test_a_brand_coloured_logo_on_the_plain_masthead_only_asks_about_dark_mode(
+    project: Path, issue_folder: Path
+) -> None:
+    _logo(project, "brand-logo.png", (0x1B, 0x6B, 0x5A))
+    text = (project / "newsletter.toml").read_text(encoding="utf-8")
+    (project / "newsletter.toml").write_text(
+        text.replace('logo = "images/logo.png"', 'logo = "images/brand-logo.png"'),
+        encoding="utf-8",
+    )
+    [message] = _contrast_findings(project, issue_folder, 'masthead = "plain"\n')
+    assert "on the masthead in dark mode (#1c2124)" in message and "logo_dark" in message
+
+
+def test_a_white_logo_on_the_plain_masthead_is_a_warning(project: Path, issue_folder: Path) -> None:
+    _logo(project, "white-logo.png", (255, 255, 255))
+    text = (project / "newsletter.toml").read_text(encoding="utf-8")
+    (project / "newsletter.toml").write_text(
+        text.replace('logo = "images/logo.png"', 'logo = "images/white-logo.png"'),
+        encoding="utf-8",
+    )
+    messages = _contrast_findings(project, issue_folder, 'masthead = "plain"\n')
+    assert any("barely shows on the masthead (#ffffff)" in m for m in messages)

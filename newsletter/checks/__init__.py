@@ -33,6 +33,7 @@ from .links import (
     result_findings,
     run_sync,
 )
+from .masthead import check_logo_contrast
 from .model import CheckReport, Finding, Severity
 from .size import check_size
 from .spam import SPAM_TIMEOUT, build_sample_message, check_spam
@@ -107,6 +108,7 @@ async def check_issue_async(
     findings += check_images(context)
     findings += check_accessibility(context)
     findings += check_authentication(context)
+    findings += check_logo_contrast(context)
 
     plan = plan_links(context, page_urls(context), offline=offline, allow_loopback=allow_loopback)
     image_plan = plan_links(
