@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from newsletter.config import load_settings
 from newsletter.content import load_issue
@@ -103,3 +104,24 @@ def test_an_unknown_layout_names_file_and_line(project: Path) -> None:
         load_issue(project / "issues" / "2026-11")
     expected = "layout: must be one of above, left, right, thumbnail; did you mean 'left'?"
     assert f"{issue}:2: {expected}" in str(caught.value)
+
+
+def test_logo_dark_is_hidden_until_dark_mode(project: Path) -> None:
+    Image.new("RGBA", (192, 192), (255, 255, 255, 255)).save(project / "images" / "logo-dark.png")
+    config = project / "newsletter.toml"
+    config.write_text(
+        config.read_text(encoding="utf-8").replace(
+            "[newsletter]\n", '[newsletter]\nlogo_dark = "images/logo-dark.png"\n', 1
+        ),
+        encoding="utf-8",
+    )
+    settings = load_settings(project)
+    rendered = render_issue(load_issue(project / "issues" / "2026-11"), settings)
+    html = filled_html(rendered, settings)
+    dark = re.search(r'<div class="logo-dark" style="([^"]*)">\s*<img [^>]*>', html)
+    assert dark is not None and "display:none" in dark.group(1)
+    assert re.search(r'height="96"', dark.group(0)) and "cid:logo-dark" in dark.group(0)
+    assert "<!--[if !mso]><!-->" in html  # Outlook for Windows never shows the dark logo
+    media = html[html.index("@media (prefers-color-scheme: dark)") :]
+    assert ".logo-light { display: none !important; }" in media
+    assert {image.filename.split("-")[0] for image in rendered.embedded_images} >= {"logo"}
