@@ -10,12 +10,12 @@ import ipaddress
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.headerregistry import Address
 from email.utils import getaddresses, parseaddr
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from .config_reader import TableReader, check_env_name
@@ -113,6 +113,12 @@ class SendingSettings:
     rate_per_hour: float = 0.0
     max_attempts: int = 5
     pause_after_failures: int = 10
+    # The SMTP envelope sender (where bounces go); the From address when None.
+    return_path: str | None = None
+    # Each message's envelope sender names its recipient: <local>+<token>@<domain>.
+    verp: bool = False
+    # Gmail's Feedback-ID sender part; the header is "<issue>:<feedback_id>".
+    feedback_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -131,6 +137,18 @@ class Settings:
     brand_color: str = "#1b6b5a"
     text_color: str = "#1f2933"
     background_color: str = "#f2f4f3"
+    # "light dark": the theme's dark palette is declared and used; "light": clients are told the
+    # design is light-only (those that honour color-scheme leave it as it is).
+    color_scheme: Literal["light dark", "light"] = "light dark"
+    # A logo drawn for dark backgrounds, shown instead of `logo` in dark mode.
+    logo_dark: str | None = None
+    # The masthead: "brand" (logo on a block of the brand colour), "plain" (on white, a brand
+    # rule below) or "logo" (the logo alone); the subject as its heading or not.
+    masthead: Literal["brand", "plain", "logo"] = "brand"
+    masthead_subject: bool = True
+    # The default item layout (an issue or item can choose another) and the contents list.
+    layout: Literal["above", "left", "right", "thumbnail"] = "above"
+    in_this_issue: bool = False
     reviewers: tuple[str, ...] = ()
     list_id: str | None = None
     unsubscribe: UnsubscribeSettings = field(default_factory=UnsubscribeSettings)
@@ -406,6 +424,12 @@ def settings_from_mapping(
         brand_color=main.get("brand_color") or "#1b6b5a",
         text_color=main.get("text_color") or "#1f2933",
         background_color=main.get("background_color") or "#f2f4f3",
+        color_scheme="light" if main.get("color_scheme") == "light" else "light dark",
+        logo_dark=main.get("logo_dark"),
+        masthead=main.get("masthead") or "brand",
+        masthead_subject=main.get("masthead_subject") is not False,
+        layout=main.get("layout") or "above",
+        in_this_issue=bool(main.get("in_this_issue")),
         reviewers=tuple(main.get("reviewers") or ()),
         list_id=main.get("list_id"),
         footer=footer,
@@ -434,6 +458,12 @@ def _read_newsletter(main: TableReader) -> dict[str, Any]:
         "text_color": main.string("text_color", check=_check_colour),
         "background_color": main.string("background_color", check=_check_colour),
         "list_id": main.string("list_id"),
+        "color_scheme": main.string("color_scheme", check=_check_color_scheme),
+        "logo_dark": main.string("logo_dark"),
+        "masthead": main.string("masthead", check=_one_of("brand", "plain", "logo")),
+        "masthead_subject": main.boolean("masthead_subject"),
+        "layout": main.string("layout", check=_one_of("above", "left", "right", "thumbnail")),
+        "in_this_issue": main.boolean("in_this_issue"),
     }
     reviewers: list[str] = []
     for index, reviewer in enumerate(main.get("reviewers", list) or []):
@@ -445,6 +475,19 @@ def _read_newsletter(main: TableReader) -> dict[str, Any]:
     values["reviewers"] = reviewers
     main.finish()
     return values
+
+
+def _one_of(*choices: str) -> Callable[[str], str | None]:
+    def check(value: str) -> str | None:
+        if value in choices:
+            return None
+        return "must be one of " + ", ".join(f"'{choice}'" for choice in choices)
+
+    return check
+
+
+def _check_color_scheme(value: str) -> str | None:
+    return None if value in ("light dark", "light") else "must be 'light dark' or 'light'"
 
 
 def _read_footer(foot: TableReader) -> Footer | None:
@@ -577,6 +620,21 @@ def _read_transport(trans: TableReader) -> TransportSettings:
     return transport
 
 
+def _check_return_path(value: str) -> str | None:
+    address = parse_address(value)
+    if address is None or address.display_name or address.addr_spec != value.strip():
+        return "must be a bare email address such as bounces@example.org"
+    if "+" in address.username:
+        return "must not contain '+' (VERP adds +<token> to it)"
+    return None
+
+
+def _check_feedback_id(value: str) -> str | None:
+    if not re.fullmatch(r"[A-Za-z0-9._-]+(?::[A-Za-z0-9._-]+){0,2}", value):
+        return "must be letters, digits, '.', '_' or '-', in at most three ':'-separated parts"
+    return None
+
+
 def _read_sending(send: TableReader) -> SendingSettings:
     defaults = SendingSettings()
     settings = SendingSettings(
@@ -589,6 +647,11 @@ def _read_sending(send: TableReader) -> SendingSettings:
             send.number("pause_after_failures", minimum=1, integer=True)
             or defaults.pause_after_failures
         ),
+        return_path=send.string("return_path", check=_check_return_path),
+        verp=bool(send.boolean("verp")),
+        feedback_id=send.string("feedback_id", check=_check_feedback_id),
     )
+    if settings.verp and settings.return_path is None:
+        send.problem("verp", "needs return_path (the bounce mailbox the tokens are added to)")
     send.finish()
     return settings

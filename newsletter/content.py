@@ -7,6 +7,7 @@ in one go. A misspelt front-matter key is an error with a "did you mean".
 from __future__ import annotations
 
 import calendar
+import dataclasses
 import datetime as dt
 import difflib
 import re
@@ -28,7 +29,10 @@ ISSUE_KEYS: dict[str, type | tuple[type, ...]] = {
     "subject": str,
     "preheader": str,
     "date": (dt.date, str),
+    "layout": str,
+    "in_this_issue": bool,
 }
+LAYOUTS = ("above", "left", "right", "thumbnail")
 ITEM_KEYS: dict[str, type | tuple[type, ...]] = {
     "title": str,
     "subtitle": str,
@@ -37,6 +41,7 @@ ITEM_KEYS: dict[str, type | tuple[type, ...]] = {
     "link": str,
     "link_text": str,
     "draft": bool,
+    "layout": str,
 }
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)(?:\r?\n)?^---[ \t]*(?:\r?\n|\Z)", re.S | re.M)
 
@@ -55,6 +60,8 @@ class Item:
     link: str | None = None
     link_text: str | None = None
     draft: bool = False
+    # Where the image goes (above, left, right, thumbnail); None: the issue's or the default.
+    layout: str | None = None
 
     @property
     def slug(self) -> str:
@@ -82,6 +89,8 @@ class Issue:
     items: tuple[Item, ...]
     preheader: str | None = None
     date: dt.date | None = None
+    layout: str | None = None
+    in_this_issue: bool | None = None
 
     @property
     def name(self) -> str:
@@ -92,15 +101,7 @@ class Issue:
         return self.folder / ISSUE_FILE
 
     def without_drafts(self) -> Issue:
-        return Issue(
-            folder=self.folder,
-            subject=self.subject,
-            intro=self.intro,
-            intro_line=self.intro_line,
-            items=tuple(item for item in self.items if not item.draft),
-            preheader=self.preheader,
-            date=self.date,
-        )
+        return dataclasses.replace(self, items=tuple(item for item in self.items if not item.draft))
 
 
 def resolve_issue_folder(root: Path, reference: str) -> Path:
@@ -169,8 +170,10 @@ def load_issue(folder: Path) -> Issue:
                 )
             )
             date = None
+    _check_layout(issue_path, issue_meta, problems)
     if problems:
         raise ContentError(problems)
+    in_this_issue = issue_meta.get("in_this_issue")
     return Issue(
         folder=folder,
         subject=str(issue_meta["subject"]).strip(),
@@ -179,6 +182,8 @@ def load_issue(folder: Path) -> Issue:
         items=tuple(items),
         preheader=_clean(issue_meta.get("preheader")),
         date=date if isinstance(date, dt.date) else None,
+        layout=_clean(issue_meta.get("layout")),
+        in_this_issue=in_this_issue if isinstance(in_this_issue, bool) else None,
     )
 
 
@@ -279,6 +284,7 @@ def _load_item(path: Path, problems: list[Problem], root: Path) -> Item | None:
                 key="image_alt",
             )
         )
+    _check_layout(path, meta, problems)
     if len(problems) > before:
         return None
     return Item(
@@ -292,12 +298,28 @@ def _load_item(path: Path, problems: list[Problem], root: Path) -> Item | None:
         link=link,
         link_text=_clean(meta.get("link_text")),
         draft=bool(meta.get("draft", False)),
+        layout=_clean(meta.get("layout")),
     )
 
 
 def _inside(path: Path, root: Path) -> bool:
     """Whether `path`, symbolic links followed, is inside `root`."""
     return path.resolve().is_relative_to(root.resolve())
+
+
+def _check_layout(path: Path, meta: dict[str, Any], problems: list[Problem]) -> None:
+    layout = meta.get("layout")
+    if isinstance(layout, str) and layout.strip() not in LAYOUTS:
+        suggestion = difflib.get_close_matches(layout.strip(), LAYOUTS, n=1)
+        hint = f"; did you mean '{suggestion[0]}'?" if suggestion else ""
+        problems.append(
+            Problem(
+                f"must be one of {', '.join(LAYOUTS)}{hint}",
+                file=path,
+                line=_key_line(meta, "layout"),
+                key="layout",
+            )
+        )
 
 
 def _clean(value: object) -> str | None:

@@ -62,6 +62,9 @@ SIGNED_HEADERS: tuple[str, ...] = (
     "Content-Type",
     "Content-Transfer-Encoding",
     "Content-Language",
+    "Precedence",
+    "X-Auto-Response-Suppress",
+    "Feedback-ID",
 )
 # Signed one extra time: no second header of these names can be slipped in above the first.
 OVERSIGNED: frozenset[bytes] = frozenset(

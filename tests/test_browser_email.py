@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import re
 import shutil
+import threading
 from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict
 
@@ -107,3 +111,90 @@ def test_images_keep_their_proportions_on_a_phone(
     ]
     page.close()
     assert squashed == []
+
+
+# --- every width, images on and off, light and dark ----------------------------------------------
+
+JUDGED_WIDTHS = [320, 375, 600, 800]
+
+
+@pytest.fixture(scope="module")
+def email_url(email_html: Path) -> Iterator[str]:
+    """The built email served over HTTP on loopback, so image requests can be refused."""
+    handler = functools.partial(QuietHandler, directory=str(email_html.parent))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/{email_html.name}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def _open_as(browser: Browser, email_url: str, width: int, scheme: str, images: bool) -> Page:
+    context = browser.new_context(
+        viewport={"width": width, "height": 800},
+        color_scheme=scheme,  # type: ignore[arg-type]
+    )
+    if not images:
+        # Outlook's default, and many corporate gateways': no image is fetched.
+        context.route(re.compile(r".*\.(png|jpe?g|gif)$"), lambda route: route.abort())
+    page = context.new_page()
+    page.goto(email_url, wait_until="load")
+    return page
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+@pytest.mark.parametrize("images", [True, False], ids=["images-on", "images-off"])
+@pytest.mark.parametrize("width", JUDGED_WIDTHS)
+def test_no_sideways_scroll_at_any_width_images_on_or_off_light_or_dark(
+    browser: Browser, email_url: str, width: int, images: bool, scheme: str
+) -> None:
+    page = _open_as(browser, email_url, width, scheme, images)
+    scroll_width = page.evaluate("() => document.documentElement.scrollWidth")
+    assert scroll_width <= width, f"scrolls sideways at {width} px: {scroll_width} px wide"
+    loaded = page.evaluate("() => Array.from(document.images, (img) => img.naturalWidth > 0)")
+    assert all(loaded) if images else not any(loaded)
+    if not images:
+        # Numeric heights keep the space the images take: the layout does not collapse.
+        boxes = page.evaluate(
+            """() => Array.from(document.images)
+                .filter((img) => img.getAttribute("height"))
+                .map((img) => [img.getAttribute("height"), img.getBoundingClientRect().height])"""
+        )
+        assert boxes, "images carry a numeric height"
+        assert [box for box in boxes if box[1] < 20] == []
+    page.context.close()
+
+
+def test_images_off_keeps_the_length_of_the_email(browser: Browser, email_url: str) -> None:
+    heights = []
+    for images in (True, False):
+        page = _open_as(browser, email_url, 600, "light", images)
+        heights.append(page.evaluate("() => document.documentElement.scrollHeight"))
+        page.context.close()
+    on, off = heights
+    assert off >= 0.95 * on, f"images off: {off} px against {on} px with images"
+
+
+def test_dark_mode_recolours_the_cards(browser: Browser, email_url: str) -> None:
+    colours = {}
+    for scheme in ("light", "dark"):
+        page = _open_as(browser, email_url, 600, scheme, True)
+        colours[scheme] = page.evaluate(
+            """() => {
+                const card = document.querySelector(".card");
+                const text = document.querySelector(".card-text div");
+                return [getComputedStyle(card).backgroundColor, getComputedStyle(text).color];
+            }"""
+        )
+        page.context.close()
+    assert colours["light"][0] == "rgb(255, 255, 255)"
+    assert colours["dark"][0] == "rgb(28, 33, 36)"
+    assert colours["dark"][1] == "rgb(228, 232, 233)"

@@ -89,9 +89,12 @@ def test_default_button_is_accessible_by_construction(project: Path, issue_folde
     settings = load_settings(project)
     issue = load_issue(issue_folder)
     html = render_issue(issue, settings).html.fill(lambda slot: "x")
+    # The theme's bulletproof button wraps the text in Outlook-only spacers and a span.
     assert re.search(
-        rf'<a href="{SITE}/button"[^>]*aria-label="Read more: Button"[^>]*>\s*Read more', html
-    ) or re.search(rf'<a [^>]*aria-label="Read more: Button"[^>]*href="{SITE}/button"', html)
+        rf'<a href="{SITE}/button"[^>]*aria-label="Read more: Button"[^>]*>((?!</a>).)*Read more',
+        html,
+        re.S,
+    )
     report = check(project, issue_folder)
     assert not {code for code in report.codes() if code.startswith("link-text")}
 

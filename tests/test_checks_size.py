@@ -117,7 +117,7 @@ def test_unsubscribe_link_missing_from_html(project: Path, issue_folder: Path) -
 
 def test_unsubscribe_link_missing_from_text(project: Path, issue_folder: Path) -> None:
     template = override_template(
-        project, "email.txt.j2", "{{ words.unsubscribe }}: {{ unsubscribe_url }}"
+        project, "email.txt.j2", "{{ labelled(words.unsubscribe, unsubscribe_url, own_line=true) }}"
     )
     report = check(project, issue_folder)
     [missing] = [f for f in report.findings if f.code == "unsubscribe-missing"]

@@ -102,7 +102,7 @@ def test_build_error_is_clear_and_leaves_previous_output(run: Run, project: Path
     assert result.err == (
         "error: 2 content problems:\n"
         f"  {item}:2: unknown key 'titel'; did you mean 'title'? (known keys: title, subtitle, "
-        "image, image_alt, link, link_text, draft)\n"
+        "image, image_alt, link, link_text, draft, layout)\n"
         f"  {item}:1: title: 'title' is required\n"
     )
     assert "Traceback" not in result.err

@@ -121,7 +121,8 @@ def test_messages_sent_through_a_real_smtp_server_verify_with_dkimpy(
         )
         signed = found["h"].split(":")
         for name in ("from", "subject", "date", "message-id", "to", "list-unsubscribe",
-                     "list-unsubscribe-post"):  # fmt: skip
+                     "list-unsubscribe-post", "precedence",
+                     "x-auto-response-suppress"):  # fmt: skip
             assert name in signed
         # Oversigned: one more than present, so a second header of the name cannot be added.
         for name in ("from", "subject", "list-unsubscribe", "list-unsubscribe-post"):
@@ -320,3 +321,32 @@ def test_the_dkim_table_reports_every_problem_with_its_key() -> None:
     assert table.warnings == [
         "newsletter.toml: unknown key 'dkim.keyfile' is ignored (did you mean 'key_file'?)"
     ]
+
+
+def test_verp_bounce_address_reaches_the_server_and_the_signature_covers_bulk_headers(
+    project: Path, tmp_path: Path, key: tuple[bytes, bytes]
+) -> None:
+    config = project / "newsletter.toml"
+    config.write_text(
+        config.read_text(encoding="utf-8")
+        + f'\n[sending]\nreturn_path = "bounces@{DOMAIN}"\nverp = true\nfeedback_id = "rr"\n',
+        encoding="utf-8",
+    )
+    template = signed_template(project, signer(key).sign)
+    audience = ListAudience(people(3))
+    with SmtpTestServer() as server, Ledger(tmp_path / "newsletter.db") as ledger:
+        report = send_issue(
+            template, audience, transport=smtp_transport(server.port), ledger=ledger
+        )
+        assert report.sent_now == 3
+        received = server.messages
+    for message in received:
+        (recipient,) = message.rcpt_tos
+        local, _, domain = message.mail_from.rpartition("@")
+        assert domain == DOMAIN and local.startswith("bounces+")
+        # The MAIL FROM names its recipient with the same signed token as the unsubscribe link.
+        assert local.removeprefix("bounces+") == token_for(SECRET, recipient)
+        assert dkimpy.verify(message.data, dnsfunc=dns_for(key[1]))
+        signed = tags(message.data)["h"].split(":")
+        assert {"precedence", "x-auto-response-suppress", "feedback-id"} <= set(signed)
+        assert b"\r\nFeedback-ID: 2026-11:rr\r\n" in message.data

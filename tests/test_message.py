@@ -17,12 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from newsletter.config import Footer, Settings, UnsubscribeSettings
+from newsletter.config import Footer, SendingSettings, Settings, UnsubscribeSettings
 from newsletter.delivery.message import MessageTemplate
+from newsletter.delivery.mime import encoded_words
 from newsletter.delivery.transports.base import OutgoingMessage
 from newsletter.errors import AudienceError, ConfigError, RenderError
 from newsletter.render.model import EmbeddedImage, RenderedIssue
 from newsletter.slots import Slot, SlotText
+from newsletter.tokens import make_token, verify_token
 
 SECRET = b"test-secret"
 DATE = datetime(2026, 11, 3, 9, 30, tzinfo=timezone(timedelta(hours=1)))
@@ -203,10 +205,13 @@ def unsubscribe_url(address: str, url: str = UNSUBSCRIBE) -> str:
 def test_structure(template: MessageTemplate, images: bool) -> None:
     parsed = parse(template.personalise(Person("lee@example.org", "Lee", "Lee")))
 
+    # The canonical nesting: alternative > [text, related > [html, images]].
+    assert parsed.get_content_type() == "multipart/alternative"
+    plain, second = parsed.iter_parts()
     if images:
-        assert parsed.get_content_type() == "multipart/related"
-        assert parsed.get_param("type") == "multipart/alternative"
-        alternative, image = parsed.iter_parts()
+        assert second.get_content_type() == "multipart/related"
+        assert second.get_param("type") == "text/html"
+        rich, image = second.iter_parts()
         assert image.get_content_type() == "image/png"
         assert image["Content-ID"] == "<logo@example.org>"
         assert image.get_content_disposition() == "inline"
@@ -214,9 +219,7 @@ def test_structure(template: MessageTemplate, images: bool) -> None:
         assert image.get_payload(decode=True) == PNG
         assert "cid:logo@example.org" in body_text(parsed, "html")
     else:
-        assert parsed.get_content_type() == "multipart/alternative"
-        alternative = parsed
-    plain, rich = alternative.iter_parts()
+        rich = second
     assert [plain.get_content_type(), rich.get_content_type()] == ["text/plain", "text/html"]
     for part in (plain, rich):
         assert part.get_content_charset() == "utf-8"
@@ -667,3 +670,67 @@ def test_non_ascii_sender_and_list_name(tmp_path: Path) -> None:
 def test_to_is_only_for_test_sends(template: MessageTemplate) -> None:
     with pytest.raises(ValueError, match="test"):
         template.personalise(Person("a@example.org"), to="rita@example.org")
+
+
+# --- bulk-mail headers, return path and VERP ----------------------------------------------------
+
+
+def test_bulk_headers_and_no_feedback_id_by_default(template: MessageTemplate) -> None:
+    parsed = parse(template.personalise(Person("lee@example.org")))
+    assert parsed["Precedence"] == "bulk"
+    assert parsed["X-Auto-Response-Suppress"] == "OOF, AutoReply"
+    assert parsed["Feedback-ID"] is None
+
+
+def test_feedback_id_names_the_issue(settings: Settings) -> None:
+    settings = replace(settings, sending=SendingSettings(feedback_id="riverside"))
+    template = MessageTemplate.prepare(
+        make_rendered(), settings, secret=SECRET, token_for=token_for, date=DATE
+    )
+    assert parse(template.personalise(Person("lee@example.org")))["Feedback-ID"] == (
+        "2026-11:riverside"
+    )
+
+
+def test_envelope_sender_is_the_return_path_with_a_verp_token(settings: Settings) -> None:
+    plain = MessageTemplate.prepare(make_rendered(), settings, secret=SECRET, token_for=make_token)
+    assert plain.personalise(Person("lee@example.org")).sender == "news@example.org"
+
+    bounce = replace(settings, sending=SendingSettings(return_path="bounces@example.org"))
+    template = MessageTemplate.prepare(make_rendered(), bounce, secret=SECRET, token_for=make_token)
+    message = template.personalise(Person("lee@example.org"))
+    assert message.sender == "bounces@example.org"
+    assert b"Return-Path" not in header_block(message.data), "the receiving server adds it"
+
+    verp = replace(settings, sending=SendingSettings(return_path="bounces@example.org", verp=True))
+    template = MessageTemplate.prepare(make_rendered(), verp, secret=SECRET, token_for=make_token)
+    for address in ("lee@example.org", "Søren.Ø@example.org"):
+        sender = template.personalise(Person(address, needs_smtputf8=True)).sender
+        local, _, domain = sender.rpartition("@")
+        assert domain == "example.org"
+        prefix, plus, token = local.partition("+")
+        assert (prefix, plus) == ("bounces", "+")
+        assert re.fullmatch(r"[A-Za-z0-9_.-]+", token), "no quoting needed"
+        # The token is the recipient's signed token: it names them, and only we can make it.
+        assert verify_token(SECRET, token) == address
+    # A test send's bounce names the reviewer it went to, never the sample subscriber.
+    reviewer = template.personalise(Person("lee@example.org"), test=True, to="ed@example.org")
+    assert verify_token(SECRET, reviewer.sender.split("+", 1)[1].rsplit("@", 1)[0]) == (
+        "ed@example.org"
+    )
+
+
+def test_encoded_words_end_at_spaces() -> None:
+    text = "Nieuwsbrief van de buurtmoestuin — oogstfeest, compostbakken en het winterrooster"
+    folded = encoded_words(text, 60)
+    words = folded.split("\r\n ")
+    assert len(words) > 1
+    decoded = str(make_header(decode_header(folded.replace("\r\n ", " "))))
+    assert decoded == text
+    for word in words[:-1]:
+        # Every word but the last ends with an encoded space: no word of the text is cut.
+        assert word.endswith("_?="), word
+        assert len(word) <= 75
+    # A run without spaces still splits (mid-word is the only way), within the limit.
+    long_run = encoded_words("ë" * 60, 60).split("\r\n ")
+    assert len(long_run) > 1 and all(len(word) <= 75 for word in long_run)

@@ -114,7 +114,27 @@ def test_text_part_keeps_every_link_and_has_no_entities(
     assert not re.search(r"&[a-z]+;|&#\d+;", text)
     assert all(len(line) <= 78 for line in text.splitlines() if "://" not in line)
     assert "HARVEST FESTIVAL ON 6 DECEMBER" in text
-    assert "Unsubscribe: https://riverside-garden.example.org/unsubscribe" in text
+    assert "Unsubscribe:\nhttps://riverside-garden.example.org/unsubscribe" in text
+    # "label: URL" lines longer than 72 put the URL on a line of its own.
+    assert all(len(line) <= 72 for line in text.splitlines() if ": http" in line)
+
+
+def test_text_part_wraps_subtitles_and_keeps_emphasis(
+    settings: Settings, issue_folder: Path
+) -> None:
+    subtitle = "A subtitle long enough to need wrapping in the plain-text part " * 2
+    (issue_folder / "05-plain.md").write_text(
+        f"---\ntitle: Plain text\nsubtitle: {subtitle.strip()}\n"
+        "link: https://example.org/a-rather-long-path/that-goes-on/and-on-for-a-while\n"
+        "link_text: Read the whole story on our website\n---\n"
+        "Some *emphasis* and **strong** words.\n",
+        encoding="utf-8",
+    )
+    text = filled_text(render_issue(load_issue(issue_folder), settings), settings)
+    assert "Some _emphasis_ and *strong* words." in text
+    section = text[text.index("PLAIN TEXT") :]
+    assert all(len(line) <= 72 for line in section.splitlines()[:4])
+    assert "Read the whole story on our website:\nhttps://example.org/a-rather-long-path" in text
 
 
 def test_per_recipient_slots_survive_inlining(rendered: RenderedIssue) -> None:

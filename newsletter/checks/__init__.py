@@ -3,7 +3,7 @@
 `check_issue` reads a loaded and rendered issue and returns a `CheckReport` of findings (errors,
 warnings, infos), each naming the file and line it concerns where the sources allow. It never
 prints. Checks: links (network unless offline), images, size and completeness, spam score
-(SpamAssassin, when installed), accessibility.
+(SpamAssassin, when installed), accessibility, sender authentication (from the settings).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from ..errors import NewsletterError
 from ..render.model import RenderedIssue
 from ..render.samples import missing_sample_values
 from .accessibility import check_accessibility
+from .authentication import check_authentication
 from .context import CheckContext
 from .images import check_images, remote_image_findings, remote_image_urls
 from .links import (
@@ -34,6 +35,7 @@ from .links import (
     result_findings,
     run_sync,
 )
+from .masthead import check_logo_contrast
 from .model import CheckReport, Finding, Severity
 from .size import check_size
 from .spam import SPAM_TIMEOUT, build_sample_message, check_spam
@@ -113,6 +115,8 @@ async def check_issue_async(
     findings += check_size(context)
     findings += check_images(context)
     findings += check_accessibility(context)
+    findings += check_authentication(context)
+    findings += check_logo_contrast(context)
 
     plan = plan_links(context, page_urls(context), offline=offline, allow_loopback=allow_loopback)
     image_plan = plan_links(

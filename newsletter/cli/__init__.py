@@ -1,7 +1,7 @@
 """The `newsletter` command: thin Typer commands over the library; errors are reported here once.
 
 One module per command group: `compose` (init, new, build, preview, check), `send` (send,
-status), `serve` (serve, inbox, dkim), `subscribers`. This module builds the app from them and
+status), `serve` (serve, inbox, dkim, dns), `subscribers`. This module builds the app from them and
 holds `main`, the one place that turns a `NewsletterError` into a message and an exit status.
 """
 
@@ -43,6 +43,7 @@ for command in (
 ):
     app.command()(command)
 app.add_typer(serve.dkim_app, name="dkim")
+app.add_typer(serve.dns_app, name="dns")
 app.add_typer(serve.inbox_app, name="inbox")
 
 _state = {"debug": False}

@@ -1,4 +1,4 @@
-"""The long-running and mailbox side: `serve`, `inbox process`, `dkim keygen`."""
+"""The long-running and mailbox side: `serve`, `inbox process`, `dkim keygen`, `dns check`."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import typer
 from rich.markup import escape
 
 from ..audience import SubscriberStore
+from ..checks.dns import check_dns
 from ..config import parse_address
 from ..dkim import SECRETS_DIR, make_secrets_dir
 from ..dkim import keygen as dkim_keygen
@@ -25,6 +26,9 @@ from ._output import console
 from ._project import project_settings
 
 dkim_app = typer.Typer(help="DKIM keys for signing outgoing mail.", no_args_is_help=True)
+dns_app = typer.Typer(
+    help="Check the DNS records (SPF, DKIM, DMARC) your mail is judged by.", no_args_is_help=True
+)
 inbox_app = typer.Typer(help="Process the reply and bounce mailbox.", no_args_is_help=True)
 
 
@@ -216,3 +220,49 @@ def dkim_keygen_command(
             highlight=False,
             markup=False,
         )
+
+
+@dns_app.command("check")
+def dns_check_command(
+    nameserver: Annotated[
+        str | None,
+        typer.Option(
+            "--nameserver", help="Ask this DNS server (IP[:port]) instead of the system's."
+        ),
+    ] = None,
+) -> None:
+    """Look up the DKIM key, SPF and DMARC records for the From and bounce domains (online),
+    and print what to publish where one is missing or wrong. Exit status 1 on an error.
+
+    Examples:
+
+        newsletter dns check
+        newsletter dns check --nameserver 1.1.1.1
+    """
+    settings = project_settings()
+    server, port = None, 53
+    if nameserver:
+        host, sep, number = nameserver.rpartition(":")
+        if sep and number.isdigit() and "." in host:
+            server, port = host, int(number)
+        else:
+            server = nameserver
+    report = check_dns(settings, nameserver=server, port=port)
+    marks = {"ok": "[green]ok[/]", "warning": "[yellow]warning[/]", "error": "[red]error[/]"}
+    for finding in report.findings:
+        console.print(
+            f"{marks[finding.status]}  {finding.kind} {escape(finding.name)}: "
+            f"{escape(finding.message)}",
+            highlight=False,
+        )
+        for record in finding.found:
+            console.print(f"    found:   {record}", highlight=False, markup=False)
+        if finding.publish:
+            console.print(
+                f'    publish: TXT {finding.name} "{finding.publish}"',
+                highlight=False,
+                markup=False,
+            )
+    if not report.ok:
+        console.print("See docs/deliverability.md for what each record does.", highlight=False)
+        raise typer.Exit(1)

@@ -70,6 +70,7 @@ from .mime import (
     qp_value,
     resolve_web_url,
     unstructured,
+    verp_sender,
 )
 
 # The content types are re-exported: provider modules and tests written before the split
@@ -157,6 +158,7 @@ class MessageTemplate:
     fingerprint: str
     issue: str
     sender: str
+    _verp: bool
     _smtputf8: bool
     _slots: tuple[Slot, ...] = field(repr=False)
     _head_from: str = field(repr=False)
@@ -231,6 +233,11 @@ class MessageTemplate:
             reply_to = settings.reply_to
             lists += f"Reply-To: {address_value('Reply-To', reply_to.display_name, reply_to)}\r\n"
         lists += list_id_header(settings, domain)
+        # Bulk mail says so: vacation responders and Exchange's out-of-office replies stay quiet
+        # instead of flooding the Reply-To, and Gmail's Postmaster Tools can group complaints.
+        lists += "Precedence: bulk\r\nX-Auto-Response-Suppress: OOF, AutoReply\r\n"
+        if settings.sending.feedback_id:
+            lists += f"Feedback-ID: {id_part(rendered.name)}:{settings.sending.feedback_id}\r\n"
 
         head_end = ""
         if unsubscribe_prefix is not None:
@@ -243,27 +250,25 @@ class MessageTemplate:
         builder = BodyBuilder(web_url)
         alternative = f"{boundary}_alt"
         images = rendered.embedded_images
+        # The canonical nesting: alternative > [text, related > [html, images]]. The images
+        # belong to the HTML part only, so clients showing the text part list no attachments.
+        head_end += f'Content-Type: multipart/alternative; boundary="{alternative}"\r\n\r\n'
+        builder.text_part(alternative, "text/plain", rendered.text, TEXT)
         if images:
             related = f"{boundary}_rel"
-            head_end += (
-                f'Content-Type: multipart/related; type="multipart/alternative";\r\n'
+            builder.static(
+                f"--{alternative}\r\n"
+                'Content-Type: multipart/related; type="text/html";\r\n'
                 f' boundary="{related}"\r\n\r\n'
             )
-            builder.static(
-                f"--{related}\r\n"
-                "Content-Type: multipart/alternative;\r\n"
-                f' boundary="{alternative}"\r\n\r\n'
-            )
-        else:
-            head_end += f'Content-Type: multipart/alternative; boundary="{alternative}"\r\n\r\n'
-        builder.text_part(alternative, "text/plain", rendered.text, TEXT)
-        builder.text_part(alternative, "text/html", rendered.html, HTML)
-        builder.static(f"--{alternative}--\r\n")
-        if images:
+            builder.text_part(related, "text/html", rendered.html, HTML)
             for image in images:
                 builder.static(f"--{related}\r\n")
                 builder.image(image)
             builder.static(f"--{related}--\r\n")
+        else:
+            builder.text_part(alternative, "text/html", rendered.html, HTML)
+        builder.static(f"--{alternative}--\r\n")
 
         subject = SlotText(
             tuple(
@@ -286,7 +291,8 @@ class MessageTemplate:
         return cls(
             fingerprint=fingerprint,
             issue=rendered.name,
-            sender=sender.addr_spec,
+            sender=settings.sending.return_path or sender.addr_spec,
+            _verp=settings.sending.verp and settings.sending.return_path is not None,
             _smtputf8=smtputf8,
             _slots=builder.slots,
             _head_from=head_from,
@@ -417,12 +423,19 @@ class MessageTemplate:
             pieces[position] = encoded[key]
         data = b"".join(pieces)
         return OutgoingMessage(
-            sender=self.sender,
+            sender=self.envelope_sender(target_email),
             recipient=target_email,
             message_id=message_id,
             data=data if self._sign is None else self._sign(data),
             smtputf8=self._smtputf8 or not target_email.isascii() or _flag(recipient, to),
         )
+
+    def envelope_sender(self, email: str) -> str:
+        """The SMTP envelope sender (bounce address) of the message to `email`: the return path,
+        with the recipient's signed token added (VERP) when asked for."""
+        if not self._verp:
+            return self.sender
+        return verp_sender(self.sender, self._token_for(self._secret, email))
 
     # --- for provider APIs -----------------------------------------------------------------
 
@@ -756,6 +769,7 @@ def _fingerprint(rendered: RenderedIssue, settings: Settings) -> str:
         settings.base_url or "",
         unsubscribe.url or "",
         unsubscribe.mailto or "",
+        settings.sending.feedback_id or "",
     ):
         digest.update(value.encode("utf-8", "surrogatepass") + b"\0")
     for image in rendered.embedded_images:

@@ -43,6 +43,7 @@ __all__ = [
     "resolve_web_url",
     "slug",
     "unstructured",
+    "verp_sender",
 ]
 
 
@@ -143,14 +144,22 @@ def encoded_words(text: str, first_room: int) -> str:
     words: list[str] = []
     current: list[str] = []
     size = 0
+    after_space = 0  # pieces in `current` up to and including its last space
     for char in text:
         piece = _q_char(char)
-        if size + len(piece) > room and current:
-            words.append(_EW_PREFIX + "".join(current) + _EW_SUFFIX)
-            current, size = [], 0
+        while size + len(piece) > room and current:
+            # End the word after the last space when there is one, so clients that show each
+            # encoded word separately (or a reader of the raw header) never see a word cut.
+            cut = after_space or len(current)
+            words.append(_EW_PREFIX + "".join(current[:cut]) + _EW_SUFFIX)
+            current = current[cut:]
+            size = sum(len(one) for one in current)
+            after_space = 0
             room = _ENCODED_WORD_MAX - overhead
         current.append(piece)
         size += len(piece)
+        if char == " ":
+            after_space = len(current)
     if current:
         words.append(_EW_PREFIX + "".join(current) + _EW_SUFFIX)
     return "\r\n ".join(words)
@@ -189,6 +198,16 @@ def fold_at_spaces(line: str) -> str | None:
     if any(len(one) > _HEADER_HARD_LIMIT for one in lines):
         return None
     return "\r\n".join(lines) + "\r\n"
+
+
+def verp_sender(return_path: str, token: str) -> str:
+    """`<local>+<token>@<domain>` of `return_path`: the bounce address naming one recipient.
+
+    The token is the recipient's signed unsubscribe token (letters, digits, `-`, `_`, `.`), so
+    the address needs no quoting and a bounce to it proves which recipient it was for.
+    """
+    local, _, domain = return_path.rpartition("@")
+    return f"{local}+{token}@{domain}"
 
 
 def quote_phrase(text: str) -> str:

@@ -36,12 +36,15 @@ from .markdown import ShownImage, body_images, to_html, to_text
 from .mjml import compile_mjml, extract_inline_css, unknown_tags
 from .model import RenderedIssue
 from .sandbox import render_limited
+from .standards import apply_standards
 
 __all__ = ["RenderedIssue", "render_issue"]
 
 EMAIL_TEMPLATE = "email.mjml.j2"
 TEXT_TEMPLATE = "email.txt.j2"
 CONTENT_WIDTH = 552  # 600 px body less 24 px padding on each side
+# The image's width in each layout: a 40 % column beside the text, a 26 % thumbnail column.
+IMAGE_WIDTHS = {"above": CONTENT_WIDTH, "left": 204, "right": 204, "thumbnail": 120}
 LOGO_MAX_WIDTH = 300
 PARTNER_LOGO_WIDTH = 140
 ICON_SIZE = 24
@@ -72,6 +75,7 @@ class _ItemView:
     link_text: str
     draft: bool
     slug: str
+    layout: str
 
 
 def render_issue(issue: Issue, settings: Settings, *, preview: bool = False) -> RenderedIssue:
@@ -100,7 +104,11 @@ def render_issue(issue: Issue, settings: Settings, *, preview: bool = False) -> 
     preheader = expand(issue.preheader or "", issue.path, 0) or ""
     intro_source = expand(issue.intro, issue.path, issue.intro_line - 1) or ""
     intro_images = _body_images(intro_source, issue.path, issue.intro_line, images, problems)
-    items = [_item_view(item, words, images, expand, problems) for item in issue.items]
+    default_layout = issue.layout or settings.layout
+    items = [
+        _item_view(item, words, images, expand, problems, item.layout or default_layout)
+        for item in issue.items
+    ]
 
     theme_dir_env = theme_environment(settings.templates_dir)
     context = {
@@ -116,6 +124,9 @@ def render_issue(issue: Issue, settings: Settings, *, preview: bool = False) -> 
             "intro_text": to_text(intro_source).strip() if intro_source.strip() else None,
         },
         "items": items,
+        "in_this_issue": (
+            issue.in_this_issue if issue.in_this_issue is not None else settings.in_this_issue
+        ),
         "footer": _footer_view(settings, images, theme_dir_env, problems),
         "words": words,
         "lang": words.language,
@@ -126,8 +137,8 @@ def render_issue(issue: Issue, settings: Settings, *, preview: bool = False) -> 
     if problems:
         raise RenderError(problems)
 
-    email_html = _render_html(theme_dir_env, {**context, "web": False}, problems)
-    web_html = _render_html(theme_dir_env, {**context, "web": True}, problems)
+    email_html = _render_html(theme_dir_env, {**context, "web": False}, problems, settings)
+    web_html = _render_html(theme_dir_env, {**context, "web": True}, problems, settings)
     text = _render_text(theme_dir_env, context, problems)
     if problems or email_html is None or web_html is None or text is None:
         raise RenderError(problems)
@@ -175,13 +186,15 @@ def _item_view(
     images: ImageCollector,
     expand: Any,
     problems: list[Problem],
+    layout: str,
 ) -> _ItemView:
     source = expand(item.body, item.path, item.body_line - 1) or ""
     image: ImageRef | None = None
+    width = IMAGE_WIDTHS.get(layout, CONTENT_WIDTH)
     if item.image_is_remote and item.image:
-        image = ImageRef(item.image, CONTENT_WIDTH, None)
+        image = ImageRef(item.image, width, None)
     elif item.image_path is not None:
-        image = images.add(item.image_path, CONTENT_WIDTH, problems, key="image")
+        image = images.add(item.image_path, width, problems, key="image")
     if not source.strip():
         problems.append(Problem("the item has no text", file=item.path, line=item.body_line))
     shown = _body_images(source, item.path, item.body_line, images, problems)
@@ -196,6 +209,7 @@ def _item_view(
         link_text=item.link_text or words.read_more,
         draft=item.draft,
         slug=item.slug,
+        layout=layout,
     )
 
 
@@ -245,7 +259,9 @@ def _body_images(
 def _html_body(source: str, images: dict[str, ShownImage] | None = None) -> str:
     html = to_html(source, images)
     # Markdown headings inside an item sit below the item's own <h2>.
-    return re.sub(r"<(/?)h[12]>", r"<\1h3>", html)
+    html = re.sub(r"<(/?)h[12]>", r"<\1h3>", html)
+    # Markdown tables have one header row: its cells head columns.
+    return re.sub(r"<th(?=[\s>])(?![^>]*\bscope=)", '<th scope="col"', html)
 
 
 def _project_image(
@@ -290,10 +306,25 @@ def _newsletter_view(
             problems,
             "newsletter.logo",
         )
+    logo_dark = None
+    if settings.logo_dark:
+        logo_dark = _project_image(
+            settings,
+            settings.logo_dark,
+            min(settings.logo_width, LOGO_MAX_WIDTH),
+            images,
+            problems,
+            "newsletter.logo_dark",
+        )
     on_brand = readable_on(settings.brand_color)
     return {
         "name": settings.name,
         "logo": logo,
+        "logo_dark": logo_dark,
+        "masthead": settings.masthead,
+        "masthead_subject": settings.masthead_subject,
+        "color_scheme": settings.color_scheme,
+        "dark": dark_palette(settings.brand_color),
         "brand_color": settings.brand_color,
         "text_color": settings.text_color,
         "background_color": settings.background_color,
@@ -359,7 +390,10 @@ def _footer_view(
 
 
 def _render_html(
-    environment: jinja2.Environment, context: dict[str, Any], problems: list[Problem]
+    environment: jinja2.Environment,
+    context: dict[str, Any],
+    problems: list[Problem],
+    settings: Settings,
 ) -> str | None:
     template_file = find_template_file(environment, EMAIL_TEMPLATE)
     try:
@@ -378,7 +412,7 @@ def _render_html(
     if html is None:
         problems.extend(compile_problems)
         return None
-    return inline_css(html, css)
+    return apply_standards(inline_css(html, css), color_scheme=settings.color_scheme)
 
 
 def _render_text(
@@ -417,6 +451,42 @@ def contrast_ratio(first: str, second: str) -> float:
 def readable_on(background: str) -> str:
     """White or near-black text, whichever reads better on `background`."""
     return "#ffffff" if contrast_ratio(background, "#ffffff") >= 4.5 else "#111111"
+
+
+def _mix(colour: str, other: str, share: float) -> str:
+    """`colour` moved `share` of the way towards `other` (both #rrggbb or #rgb)."""
+
+    def channels(value: str) -> list[int]:
+        value = value.lstrip("#")
+        if len(value) == 3:
+            value = "".join(c * 2 for c in value)
+        return [int(value[i : i + 2], 16) for i in (0, 2, 4)]
+
+    mixed = [
+        round(a + (b - a) * share) for a, b in zip(channels(colour), channels(other), strict=True)
+    ]
+    return "#" + "".join(f"{c:02x}" for c in mixed)
+
+
+DARK_CARD = "#1c2124"
+
+
+def dark_palette(brand: str) -> dict[str, str]:
+    """The dark-mode colours: near-black page and cards, light text (WCAG AA on the cards), and
+    the brand colour lightened until links read on the card."""
+    link = brand
+    for step in range(11):
+        link = _mix(brand, "#ffffff", step / 10)
+        if contrast_ratio(link, DARK_CARD) >= 4.5:
+            break
+    return {
+        "background": "#121517",
+        "card": DARK_CARD,
+        "text": "#e4e8e9",
+        "muted": "#a9b4ba",
+        "border": "#353d42",
+        "link": link,
+    }
 
 
 def link_colour(brand: str, text: str) -> str:

@@ -16,7 +16,8 @@ from premailer import Premailer
 
 _STYLE_OPEN = re.compile(r"<style(?![^>]*data-premailer)", re.I)
 _TAG = re.compile(r"<([a-zA-Z][a-zA-Z0-9-]*)(\s[^<>]*?)?(/?)>", re.S)
-_STYLE_ATTR = re.compile(r'\sstyle="([^"]*)"', re.I)
+# premailer writes style='...' when a value holds double quotes (a quoted font name).
+_STYLE_ATTR = re.compile(r"""\sstyle=(?:"([^"]*)"|'([^']*)')""", re.I)
 _SAVED_ATTR = re.compile(r'\sdata-nl-style="([^"]*)"', re.I)
 
 
@@ -54,9 +55,11 @@ def inline_css(html: str, css: str) -> str:
 
 def _save_style(match: re.Match[str]) -> str:
     attrs = match.group(2) or ""
-    if ' style="' not in attrs and " STYLE=" not in attrs.upper():
+    if not _STYLE_ATTR.search(attrs):
         return match.group(0)
-    attrs = _STYLE_ATTR.sub(lambda m: f' data-nl-style="{m.group(1)}"', attrs, count=1)
+    attrs = _STYLE_ATTR.sub(
+        lambda m: ' data-nl-style="' + _value(m).replace('"', "'") + '"', attrs, count=1
+    )
     return f"<{match.group(1)}{attrs}{match.group(3)}>"
 
 
@@ -71,7 +74,7 @@ def _merge_style(match: re.Match[str]) -> str:
 
 def _rebuild(match: re.Match[str], attrs: str, original: str) -> str:
     from_rules = _STYLE_ATTR.search(attrs)
-    rules = _declarations(from_rules.group(1)) if from_rules else []
+    rules = _declarations(_value(from_rules)) if from_rules else []
     merged: dict[str, str] = {}
     important: set[str] = set()
     for name, value in rules:
@@ -84,11 +87,17 @@ def _rebuild(match: re.Match[str], attrs: str, original: str) -> str:
         if name not in important:
             merged.pop(name, None)  # keep the original's place in the order
             merged[name] = value
-    style = ";".join(f"{name}:{value}" for name, value in merged.items())
+    # One double-quoted attribute: quotes inside values become single quotes (same CSS).
+    style = ";".join(f"{name}:{value}" for name, value in merged.items()).replace('"', "'")
     attrs = _STYLE_ATTR.sub("", attrs)
     if style:
         attrs += f' style="{style}"'
     return f"<{match.group(1)}{attrs}{match.group(3)}>"
+
+
+def _value(match: re.Match[str]) -> str:
+    """A style attribute's value, whichever quotes it had."""
+    return match.group(1) if match.group(1) is not None else match.group(2)
 
 
 def _declarations(style: str) -> list[tuple[str, str]]:

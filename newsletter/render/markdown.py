@@ -210,6 +210,10 @@ class _TextWriter:
                 parts.append(child.content)
             elif kind in ("softbreak", "hardbreak"):
                 parts.append(" ")
+            elif kind in ("em_open", "em_close"):
+                parts.append("_")  # the plain-text conventions readers know: _this_, *this*
+            elif kind in ("strong_open", "strong_close"):
+                parts.append("*")
             elif kind == "link_open":
                 links.append((str(child.attrGet("href") or ""), len("".join(parts))))
             elif kind == "link_close" and links:
