@@ -6,15 +6,17 @@ Secrets are never read from the file: the file names the environment variable th
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.headerregistry import Address
-from email.utils import parseaddr
+from email.utils import getaddresses, parseaddr
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from .config_reader import TableReader, check_env_name
 from .config_tables import (
@@ -181,10 +183,39 @@ KNOWN_TABLES = ("newsletter", "footer", "unsubscribe", "transport", "sending", "
                 "inbox", "dkim")  # fmt: skip
 
 
+# Characters that end a header line or hide text in some reader (C0/C1 controls, Unicode line
+# and paragraph separators, bidi overrides): never part of a configured address.
+_ADDRESS_FORBIDDEN = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069\ufeff]"
+)
+
+
+def address_problem(value: str) -> str | None:
+    """Why `value` is not exactly one address `Name <addr@host>` or `addr@host`; None if it is.
+
+    A list (`a@b, c@d`), a second `<...>`, or a control or line-separator character is refused,
+    never reinterpreted: a header must say what the editor wrote.
+    """
+    forbidden = _ADDRESS_FORBIDDEN.search(value)
+    if forbidden:
+        return (
+            "must not contain control or line-separator characters "
+            f"(found U+{ord(forbidden.group()):04X})"
+        )
+    found = [pair for pair in getaddresses([value]) if any(pair)]
+    if len(found) > 1:
+        return f"must be exactly one address, not {len(found)} ({value!r})"
+    if len(found) != 1 or _one_address(value) is None:
+        return "is not an email address like 'Name <name@example.org>'"
+    return None
+
+
 def parse_address(value: str) -> Address | None:
-    """`Name <addr@host>` or a bare address, as an `Address`; None when it is not one."""
-    if "\n" in value or "\r" in value:
-        return None
+    """`Name <addr@host>` or a bare address, as an `Address`; None unless it is exactly one."""
+    return None if address_problem(value) else _one_address(value)
+
+
+def _one_address(value: str) -> Address | None:
     name, addr = parseaddr(value)
     if not addr or "@" not in addr or addr.count("@") != 1:
         return None
@@ -192,15 +223,44 @@ def parse_address(value: str) -> Address | None:
     if not local or "." not in domain:
         return None
     try:
-        return Address(display_name=name, addr_spec=addr)
+        address = Address(display_name=name, addr_spec=addr)
     except (ValueError, IndexError):
         return None
+    # What we would write must read back as the same single address.
+    if getaddresses([str(address)]) != [(name, addr)]:
+        return None
+    return address
 
 
 def _check_address(value: str) -> str | None:
-    return (
-        None if parse_address(value) else "is not an email address like 'Name <name@example.org>'"
-    )
+    return address_problem(value)
+
+
+def _check_api_url(value: str) -> str | None:
+    """https://, or http:// only to this machine (a test server): an API key never goes in clear."""
+    if re.match(r"^https://[^\s/]+", value):
+        return None
+    if not re.match(r"^http://[^\s/]+", value):
+        return "must be an https:// URL"
+    try:
+        host = urlsplit(value).hostname or ""
+    except ValueError:
+        return "must be an https:// URL"
+    if not _is_loopback(host):
+        return (
+            "must be https:// (plain http:// would send the API key in clear; it is allowed "
+            "only to this machine: localhost, 127.0.0.1 or ::1)"
+        )
+    return None
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _check_url(value: str) -> str | None:
@@ -253,6 +313,17 @@ def load_settings(root: Path) -> Settings:
         raise ConfigError([Problem(f"is not UTF-8 text ({err.reason})", file=path)]) from err
     try:
         data = tomllib.loads(text)
+    except RecursionError as err:
+        # tomllib recurses once per nested inline table or array.
+        raise ConfigError(
+            [
+                Problem(
+                    "is nested too deeply (tables or arrays inside each other)",
+                    file=path,
+                    line=_deepest_line(text),
+                )
+            ]
+        ) from err
     except tomllib.TOMLDecodeError as err:
         line_match = re.search(r"line (\d+)", str(err))
         raise ConfigError(
@@ -265,6 +336,20 @@ def load_settings(root: Path) -> Settings:
             ]
         ) from err
     return settings_from_mapping(root, data, path=path, text=text)
+
+
+def _deepest_line(text: str, limit: int = 100) -> int | None:
+    """The first line where `{` and `[` nest deeper than `limit` (strings roughly skipped)."""
+    depth = 0
+    for number, line in enumerate(text.splitlines(), start=1):
+        for char in re.sub(r'"(?:[^"\\]|\\.)*"|\'[^\']*\'', "", line.split("#", 1)[0]):
+            if char in "{[":
+                depth += 1
+                if depth > limit:
+                    return number
+            elif char in "}]":
+                depth = max(0, depth - 1)
+    return None
 
 
 def settings_from_mapping(
@@ -352,8 +437,9 @@ def _read_newsletter(main: TableReader) -> dict[str, Any]:
     }
     reviewers: list[str] = []
     for index, reviewer in enumerate(main.get("reviewers", list) or []):
-        if not isinstance(reviewer, str) or parse_address(reviewer) is None:
-            main.problem("reviewers", f"entry {index + 1} ({reviewer!r}) is not an email address")
+        reason = address_problem(reviewer) if isinstance(reviewer, str) else "is not text"
+        if reason:
+            main.problem("reviewers", f"entry {index + 1} ({reviewer!r}) {reason}")
         else:
             reviewers.append(reviewer)
     values["reviewers"] = reviewers
@@ -460,7 +546,7 @@ def _read_transport(trans: TableReader) -> TransportSettings:
         ),
         ca_file=trans.string("ca_file"),
         local_hostname=trans.string("local_hostname"),
-        api_url=trans.string("api_url", check=_check_url),
+        api_url=trans.string("api_url", check=_check_api_url),
         api_key_env=trans.string("api_key_env", check=check_env_name),
         sandbox=bool(trans.boolean("sandbox")),
         region=trans.string("region"),

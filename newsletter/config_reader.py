@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -246,6 +247,10 @@ class TableReader:
         """A number (a whole number when `integer`) from `minimum` to `maximum`."""
         value = self.get(key, int if integer else float)
         if value is None:
+            return None
+        if not math.isfinite(value):
+            # TOML allows nan and inf; neither is a usable timeout, rate or size.
+            self.problem(key, "must be a finite number, not nan or inf")
             return None
         if value < minimum:
             self.problem(key, f"must be at least {minimum:g}")

@@ -7,6 +7,7 @@ importing the web app, the transports or the renderer.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -150,7 +151,10 @@ def parse_inbox_table(table: TableReader) -> InboxSettings | None:
     authserv = text("trusted_authserv_id")
     ca_file = text("ca_file")
     timeout = table.value("timeout", 30.0)
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+    if isinstance(timeout, float) and not math.isfinite(timeout):
+        table.problem("timeout", "must be a finite number of seconds, not nan or inf")
+        timeout = 30.0
+    elif isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
         table.problem("timeout", "must be a number of seconds")
         timeout = 30.0
     table.finish()

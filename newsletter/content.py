@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 from babel.dates import get_month_names
 
+from .config import find_project_root
 from .errors import ContentError, Problem, ProjectError
 
 ISSUE_FILE = "issue.md"
@@ -130,10 +131,13 @@ def load_issue(folder: Path) -> Issue:
         issue_meta, lines, intro, intro_line = parsed
         _check_keys(issue_path, issue_meta, lines, ISSUE_KEYS, problems, required=("subject",))
 
+    # Images must stay inside the project: an item may come from someone the editor does not
+    # trust with the machine's files.
+    root = find_project_root(folder) or folder
     items: list[Item] = []
     item_files = sorted(p for p in folder.iterdir() if p.is_file() and ITEM_PATTERN.match(p.name))
     for path in item_files:
-        item = _load_item(path, problems)
+        item = _load_item(path, problems, root)
         if item is not None:
             items.append(item)
     if not item_files:
@@ -219,7 +223,7 @@ def parse_date(text: str) -> dt.date:
     return dt.date(year, month, day)
 
 
-def _load_item(path: Path, problems: list[Problem]) -> Item | None:
+def _load_item(path: Path, problems: list[Problem], root: Path) -> Item | None:
     parsed = _read_markdown(path, problems)
     if parsed is None:
         return None
@@ -232,6 +236,16 @@ def _load_item(path: Path, problems: list[Problem]) -> Item | None:
             problems.append(
                 Problem(
                     "image must be a path relative to the item file or an https:// URL",
+                    file=path,
+                    line=_key_line(meta, "image"),
+                    key="image",
+                )
+            )
+        elif not _inside(path.parent / image, root):
+            problems.append(
+                Problem(
+                    f"image '{image}' must be inside the project ({root}): no absolute paths, "
+                    "'..' out of it or links pointing outside",
                     file=path,
                     line=_key_line(meta, "image"),
                     key="image",
@@ -279,6 +293,11 @@ def _load_item(path: Path, problems: list[Problem]) -> Item | None:
         link_text=_clean(meta.get("link_text")),
         draft=bool(meta.get("draft", False)),
     )
+
+
+def _inside(path: Path, root: Path) -> bool:
+    """Whether `path`, symbolic links followed, is inside `root`."""
+    return path.resolve().is_relative_to(root.resolve())
 
 
 def _clean(value: object) -> str | None:
@@ -367,7 +386,13 @@ def _read_markdown(
             )
         )
         return None
-    except (ValueError, TypeError, RecursionError):
+    except (ValueError, RecursionError) as err:
+        # A number of thousands of digits (Python refuses to convert it) or thousands of nested
+        # lists or mappings (the parser recurses once per level).
+        reason, where = _hostile_yaml(match.group(1), err)
+        problems.append(Problem(f"invalid YAML front matter: {reason}", file=path, line=where))
+        return None
+    except TypeError:
         problems.append(
             Problem("the front matter cannot be read: write each key as 'key: value'", file=path)
         )
@@ -435,6 +460,22 @@ def _quoting_traps(front: str, path: Path) -> list[Problem]:
             )
         )
     return problems
+
+
+def _hostile_yaml(front: str, err: Exception) -> tuple[str, int | None]:
+    """Why the front matter could not be read, and the line (of the file) where that starts."""
+    if isinstance(err, RecursionError):
+        depth = 0
+        for number, line in enumerate(front.splitlines(), start=2):
+            for char in line:
+                depth += 1 if char in "[{" else -1 if char in "]}" else 0
+                if depth > 100:
+                    return "lists or mappings are nested too deeply", number
+        return "lists or mappings are nested too deeply", None
+    for number, line in enumerate(front.splitlines(), start=2):
+        if re.search(r"\d{1000}", line):
+            return "a number is too long (put long codes in quotes)", number
+    return f"a value cannot be read ({err})", None
 
 
 def _key_line(meta: Mapping[str, Any], key: str) -> int | None:

@@ -323,6 +323,18 @@ def signer_from_settings(
     return DkimSigner(settings.domain, settings.selector, data, clock=clock, source=str(path))
 
 
+# Where `dkim keygen` puts a key by default: in the project, ignored by git (init's .gitignore).
+SECRETS_DIR = ".secrets"
+
+
+def make_secrets_dir(folder: Path) -> None:
+    """Create `folder` for the owner only (0700); an existing one is left as it is."""
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+    except OSError as err:
+        raise DkimError(f"{folder}: cannot be created ({err.strerror})") from err
+
+
 def write_private_key(path: Path, key: DkimKey) -> None:
     """Write the private key, readable by the owner only; never overwrite an existing file."""
     try:

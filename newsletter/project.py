@@ -24,6 +24,10 @@ newsletter.db-*
 *.lock
 .newsletter-secret
 .newsletter-cache/
+# private keys: `dkim keygen` writes to .secrets/
+.secrets/
+*.pem
+*.key
 """
 TEMPLATES_README = """\
 # Theme overrides

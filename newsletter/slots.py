@@ -7,6 +7,7 @@ Personalising a message is then only splicing a few strings together.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -26,12 +27,36 @@ class Slot:
 
     path: str
     default: str | None = None
+    # The slot starts a link or image address (`href`, `src`, ...): its value decides the
+    # scheme, so it goes through `safe_url` (a subscriber's `javascript:` must not run).
+    url: bool = False
 
     @property
     def field(self) -> str | None:
         """The subscriber field name for `subscriber.*` slots, else None."""
         prefix = "subscriber."
         return self.path[len(prefix) :] if self.path.startswith(prefix) else None
+
+
+# Schemes a per-recipient value may give a link or image address; a value without a scheme
+# (`/path`, `//host/path`, `page.html`) is kept too.
+SAFE_SCHEMES = frozenset({"http", "https", "mailto", "tel"})
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
+# What browsers ignore in a URL: leading C0 controls and spaces, and tabs and line breaks anywhere
+# (`java\tscript:` is `javascript:`).
+_URL_IGNORED = re.compile(r"[\t\n\r]|^[\x00-\x20\x7f]+")
+
+
+def safe_url(value: str) -> str:
+    """`value` if, read as a URL, its scheme is http, https, mailto or tel (or it has none);
+    `#` otherwise (`javascript:`, `data:`, `vbscript:`, ...)."""
+    compact = _URL_IGNORED.sub("", value)
+    match = _SCHEME.match(compact)
+    if match is not None and match.group(1).lower() not in SAFE_SCHEMES:
+        return "#"
+    if match is None and ":" in re.split(r"[/?#]", compact, maxsplit=1)[0]:
+        return "#"  # a colon before any slash that is not a scheme: not worth guessing
+    return value
 
 
 Part = str | Slot

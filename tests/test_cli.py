@@ -52,7 +52,10 @@ def test_init_creates_a_project_that_builds(run: Run, tmp_path: Path) -> None:
     result = run("init", str(target), cwd=tmp_path)
     assert result.exit_code == 0, result.err
     assert (target / "newsletter.toml").is_file()
-    assert (target / ".gitignore").read_text().count(".newsletter-secret") == 1
+    ignored = (target / ".gitignore").read_text().splitlines()
+    assert ignored.count(".newsletter-secret") == 1
+    # Private keys never end up in git: DKIM keys from `dkim keygen` and any stray key file.
+    assert {".secrets/", "*.pem", "*.key"} <= set(ignored)
     assert len((target / ".newsletter-secret").read_text().strip()) >= 32
     issue = next((target / "issues").iterdir())
     result = run("build", issue.name, cwd=target)

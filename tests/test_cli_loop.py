@@ -82,8 +82,16 @@ def test_serve_answers_one_click_unsubscribe_from_the_command_line(project: Path
 def test_dkim_keygen_prints_the_record_and_refuses_to_overwrite(project: Path) -> None:
     result = run(project, "dkim", "keygen", "--selector", "news2026")
     assert result.returncode == 0, result.stderr
-    key = project / "dkim-news2026.pem"
+    # Outside the tracked tree by default: in .secrets/, which init's .gitignore covers.
+    key = project / ".secrets" / "dkim-news2026.pem"
     assert key.is_file() and (key.stat().st_mode & 0o777) == 0o600
+    assert (key.parent.stat().st_mode & 0o777) == 0o700
+    assert not (project / "dkim-news2026.pem").exists()
+    assert 'key_file = ".secrets/dkim-news2026.pem"' in result.stdout
+    assert "does not cover it" in result.stdout  # the example project has no .gitignore
+    (project / ".gitignore").write_text(".secrets/\n")
+    other = run(project, "dkim", "keygen", "--selector", "news2027")
+    assert other.returncode == 0 and "does not cover it" not in other.stdout
     assert "news2026._domainkey.riverside-garden.example.org" in result.stdout
     assert "v=DKIM1; k=rsa; p=" in result.stdout
     before = key.read_bytes()
@@ -96,3 +104,17 @@ def test_inbox_process_without_an_inbox_table_says_what_to_add(project: Path) ->
     result = run(project, "inbox", "process")
     assert result.returncode == 1
     assert "newsletter.toml: has no [inbox] table: add one with host and username" in result.stderr
+
+
+def test_dkim_keygen_makes_the_configured_secrets_folder(project: Path) -> None:
+    config = project / "newsletter.toml"
+    config.write_text(
+        config.read_text(encoding="utf-8")
+        + '\n[dkim]\ndomain = "riverside-garden.example.org"\nselector = "s1"\n'
+        'key_file = ".secrets/dkim-s1.pem"\n',
+        encoding="utf-8",
+    )
+    result = run(project, "dkim", "keygen")
+    assert result.returncode == 0, result.stderr
+    key = project / ".secrets" / "dkim-s1.pem"
+    assert key.is_file() and (key.stat().st_mode & 0o777) == 0o600

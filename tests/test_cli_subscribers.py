@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import re
 import shutil
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from newsletter.audience import SubscriberStore
-from newsletter.cli.subscribers import DATABASE_NAME, app
+from newsletter.cli.subscribers import DATABASE_NAME, app, visible
 from newsletter.errors import NewsletterError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "csv"
@@ -415,3 +416,58 @@ def test_dutch_excel_csv_with_encoding_or_a_named_guess(run: Run, project: Path)
         zoe = store.get("zoe@example.org")
         assert jan is not None and jan.name == "Jan van der Berg"
         assert zoe is not None and zoe.name == "Zoë Müller"
+
+
+# --- hostile names (issue 15: D14) --------------------------------------------------------------
+
+HOSTILE_NAME = "Eve\x1b[2J\x1b]0;pwned\x07 \u202egnp.exe\x9b31m\x00"
+
+
+def test_list_shows_control_characters_as_visible_escapes(run: Run, project: Path) -> None:
+    (project / "hostile.csv").write_text(
+        f'email,name,city\neve@example.org,"{HOSTILE_NAME}","\x1b[31mGent\u2066"\n',
+        encoding="utf-8",
+    )
+    assert run("import", "hostile.csv").exit_code == 0
+    out = run("list").out
+    for raw in ("\x1b", "\x07", "\u202e", "\u2066", "\x9b", "\x00"):
+        assert raw not in out
+    assert "Eve\\x1b[2J" in out  # the table may cut the rest to fit the terminal
+    assert visible(HOSTILE_NAME) == "Eve\\x1b[2J\\x1b]0;pwned\\x07 \\u202egnp.exe\\x9b31m\\x00"
+    # The stored name is unchanged: only the display is escaped.
+    with store_of(project) as store:
+        eve = store.get("eve@example.org")
+    assert eve is not None and eve.name == HOSTILE_NAME
+
+
+FORMULAS = ['=HYPERLINK("https://evil.example","Click")', "+1+1", "-2+3", "@SUM(1)"]
+
+
+def test_export_neutralises_spreadsheet_formulas_and_import_undoes_it(
+    run: Run, project: Path, tmp_path: Path
+) -> None:
+    quoted = [name.replace('"', '""') for name in FORMULAS]
+    rows = "".join(
+        f'user{n}@example.org,"{name}","{FORMULAS[n].replace(chr(34), "")}"\n'
+        for n, name in enumerate(quoted)
+    )
+    (project / "in.csv").write_text("email,name,note\n" + rows, encoding="utf-8")
+    assert run("import", "in.csv", "--strict").exit_code == 0
+    assert run("export", "out.csv").exit_code == 0
+    with (project / "out.csv").open(newline="", encoding="utf-8") as handle:
+        exported = list(csv.reader(handle))[1:]
+    names = [row[1] for row in exported]
+    notes = [row[3] for row in exported]
+    assert names == ["'" + name for name in FORMULAS]
+    assert all(note.startswith("'") for note in notes)
+    # Re-imported, the values are the originals again.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "newsletter.toml").write_text(MINIMAL_CONFIG, encoding="utf-8")
+    shutil.copy(project / "out.csv", other / "out.csv")
+    assert run("import", "out.csv", "--strict", cwd=other).exit_code == 0
+    with store_of(other) as store:
+        for n, name in enumerate(FORMULAS):
+            found = store.get(f"user{n}@example.org")
+            assert found is not None and found.name == name.strip()
+            assert found.attributes["note"] == name.replace('"', "").strip()

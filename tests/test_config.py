@@ -242,3 +242,121 @@ def test_a_provider_setting_for_another_transport_is_warned(tmp_path: Path) -> N
         f"{tmp_path / 'newsletter.toml'}:10: 'transport.message_stream' is not used by the "
         "sendgrid transport (only by postmark); it is ignored",
     )
+
+
+# --- hostile or unlucky values (issue 15: D10, D12, D17) ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("table", "value"),
+    [
+        ("[transport]", "timeout = nan"),
+        ("[transport]", "timeout = inf"),
+        ("[sending]", "rate_per_second = nan"),
+        ("[sending]", "rate_per_hour = inf"),
+        ("[inbox]", 'host = "imap.example.org"\nusername = "u"\ntimeout = nan'),
+        ("[inbox]", 'host = "imap.example.org"\nusername = "u"\ntimeout = -inf'),
+    ],
+)
+def test_a_number_that_is_not_finite_is_refused_with_its_key(
+    tmp_path: Path, table: str, value: str
+) -> None:
+    key = value.splitlines()[-1].split(" = ")[0]
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, MINIMAL + f"\n{table}\n{value}\n"))
+    path = tmp_path / "newsletter.toml"
+    line = 8 + len(value.splitlines())
+    assert f"{path}:{line}: {table.strip('[]')}.{key}: must be a finite number" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    ["deep = " + "{ a = " * 2000 + "1" + " }" * 2000, "deep = " + "[" * 2000 + "]" * 2000],
+)
+def test_thousands_of_nested_tables_are_a_clear_error(tmp_path: Path, extra: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, MINIMAL + "\n" + extra + "\n"))
+    assert f"{tmp_path / 'newsletter.toml'}:8: is nested too deeply" in str(caught.value)
+
+
+def test_thousands_of_nested_table_headers_are_only_an_unknown_table(tmp_path: Path) -> None:
+    deep = "[" + ".".join(["a"] * 2000) + "]\nx = 1\n"
+    settings = load_settings(write(tmp_path, MINIMAL + "\n" + deep))
+    assert "unknown table '[a]'" in " ".join(settings.warnings)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("from", "a@example.org, evil@attacker.example", "must be exactly one address"),
+        ("from", "News <a@example.org>, evil@attacker.example", "must be exactly one address"),
+        ("from", "a@example.org <evil@attacker.example>", "must be exactly one address"),
+        ("from", "a@example.org; evil@attacker.example", "must be exactly one address"),
+        ("from", "Evil\\u2028From: evil@attacker.example <a@example.org>", "control"),
+        ("from", "Evil\\u2029 <a@example.org>", "control"),
+        ("from", "Evil\\u0000 <a@example.org>", "control"),
+        ("from", "Evil\\u202e <a@example.org>", "control"),
+        ("reply_to", "a@example.org, evil@attacker.example", "must be exactly one address"),
+        ("reply_to", "Team\\u2028 <team@example.org>", "control"),
+    ],
+)
+def test_a_config_address_that_does_not_parse_exactly_is_refused(
+    tmp_path: Path, key: str, value: str, expected: str
+) -> None:
+    text = MINIMAL.replace('name = "Test News"', f'name = "Test News"\n{key} = "{value}"')
+    if key == "from":
+        text = text.replace('from = "Test News <news@example.org>"\n', "")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, text))
+    message = str(caught.value)
+    assert f"{tmp_path / 'newsletter.toml'}:3: newsletter.{key}: " in message
+    assert expected in message
+
+
+def test_a_reviewer_with_two_addresses_is_refused(tmp_path: Path) -> None:
+    text = MINIMAL.replace(
+        'name = "Test News"', 'name = "Test News"\nreviewers = ["a@example.org, b@evil.example"]'
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, text))
+    assert ":3: newsletter.reviewers: entry 1" in str(caught.value)
+
+
+def test_unsubscribe_mailto_with_two_addresses_is_refused(tmp_path: Path) -> None:
+    text = MINIMAL + '\n[unsubscribe]\nmailto = "u@example.org, evil@attacker.example"\n'
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, text))
+    assert ":9: unsubscribe.mailto: must be exactly one address" in str(caught.value)
+
+
+def test_good_addresses_still_load(tmp_path: Path) -> None:
+    text = MINIMAL.replace(
+        'name = "Test News"',
+        'name = "Test News"\nreply_to = "\\"Team, Garden\\" <team@example.org>"\n'
+        'reviewers = ["Ann <ann@example.org>", "bob@example.org"]',
+    )
+    settings = load_settings(write(tmp_path, text))
+    assert settings.reply_to is not None
+    assert settings.reply_to.display_name == "Team, Garden"
+    assert settings.reviewers == ("Ann <ann@example.org>", "bob@example.org")
+
+
+@pytest.mark.parametrize(
+    "url", ["http://api.example.com/v3", "http://10.0.0.5:8080", "http://localhost.evil.example/"]
+)
+def test_a_provider_api_url_over_plain_http_off_loopback_is_refused(
+    tmp_path: Path, url: str
+) -> None:
+    text = MINIMAL + f'\n[transport]\nkind = "postmark"\napi_url = "{url}"\n'
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, text))
+    assert ":10: transport.api_url: must be https://" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "url", ["https://api.eu.example.com", "http://127.0.0.1:8025", "http://localhost:9/x",
+            "http://[::1]:8080/"],
+)  # fmt: skip
+def test_a_provider_api_url_over_https_or_to_loopback_loads(tmp_path: Path, url: str) -> None:
+    text = MINIMAL + f'\n[transport]\nkind = "postmark"\napi_url = "{url}"\n'
+    assert load_settings(write(tmp_path, text)).transport.api_url == url

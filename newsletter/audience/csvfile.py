@@ -390,7 +390,7 @@ def _row(layout: _Layout, line: int, cells: list[str]) -> CsvRow:
         )
 
     def cell(index: int | None) -> str:
-        return cells[index] if index is not None and index < len(cells) else ""
+        return formula_undone(cells[index]) if index is not None and index < len(cells) else ""
 
     raw_email = cell(layout.email)
     if not raw_email.strip():
@@ -474,22 +474,41 @@ def parse_csv(
     return rows, problems
 
 
+# A spreadsheet reads a cell starting with one of these as a formula (`=HYPERLINK(...)`).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def formula_safe(value: str) -> str:
+    """`value` with a leading apostrophe when a spreadsheet would run it as a formula.
+
+    OWASP's advice for CSV injection; `import` takes the apostrophe off again (`formula_undone`).
+    """
+    return "'" + value if value.startswith(_FORMULA_START) else value
+
+
+def formula_undone(value: str) -> str:
+    """The value `formula_safe` was given: an exported file imports as it was."""
+    if value.startswith("'") and value[1:].startswith(_FORMULA_START):
+        return value[1:]
+    return value
+
+
 def write_csv(out: TextIO, attribute_keys: list[str], subscribers: Iterable[Subscriber]) -> int:
     """Subscribers as CSV: email, name, status, then one column per attribute key, CRLF lines.
 
     Returns the number of rows written. Open files with `newline=""`.
     """
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(["email", "name", "status", *attribute_keys])
+    writer.writerow(["email", "name", "status", *map(formula_safe, attribute_keys)])
     written = 0
     for subscriber in subscribers:
         values = subscriber.attributes
         writer.writerow(
             [
-                subscriber.email,
-                subscriber.name,
+                formula_safe(subscriber.email),
+                formula_safe(subscriber.name),
                 subscriber.status,
-                *(values.get(k, "") for k in attribute_keys),
+                *(formula_safe(values.get(k, "")) for k in attribute_keys),
             ]
         )
         written += 1

@@ -417,7 +417,25 @@ def plan_links(
     fetch: list[str] = []
     web_url = context.web_url.split("?", 1)[0]
     for url in urls:
-        if SLOT_MARKER.search(url):
+        marker = SLOT_MARKER.search(url)
+        if marker is not None:
+            slot = context.slot_in(url)
+            # Flagged when the value comes before any scheme: it decides what the link does.
+            before = url[: marker.start()]
+            if slot is not None and slot.field is not None and not any(c in before for c in ":/?#"):
+                where = context.locator.find(f"]({{{{ {slot.path}", f'="{{{{ {slot.path}')
+                findings.append(
+                    Finding(
+                        "warning",
+                        f"{kind}-from-subscriber",
+                        f"the {kind} address is {{{{ {slot.path} }}}}: a subscriber's value "
+                        "decides where it goes (values that are not http(s), mailto or tel "
+                        "become '#')",
+                        where.file,
+                        where.line,
+                        url,
+                    )
+                )
             continue  # per-recipient (the unsubscribe link): differs per subscriber
         scheme = url.split(":", 1)[0].lower() if ":" in url else ""
         if scheme in ("mailto", "tel", "sms", "cid", "data") or url.startswith("#"):

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..audience import Subscriber
 from ..config import Settings
+from ..delivery.message import MessageTemplate
 from ..errors import NewsletterError
 from ..render.model import RenderedIssue
 from .model import Finding, Severity
@@ -150,8 +151,6 @@ def build_sample_message(rendered: RenderedIssue, settings: Settings) -> bytes:
 
     Raises `NewsletterError` when no message can be built (e.g. no unsubscribe configured).
     """
-    from ..delivery.message import MessageTemplate
-
     template = MessageTemplate.prepare(
         rendered,
         settings,

@@ -13,6 +13,7 @@ from rich.markup import escape
 
 from ..audience import SubscriberStore
 from ..config import parse_address
+from ..dkim import SECRETS_DIR, make_secrets_dir
 from ..dkim import keygen as dkim_keygen
 from ..errors import ConfigError, Problem
 from ..inbox import InboxItem, process_inbox
@@ -132,6 +133,23 @@ def _inbox_item(item: InboxItem) -> None:
     )
 
 
+def _relative(path: Path, root: Path) -> str:
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+
+def _ignored_by_git(path: Path, root: Path) -> bool:
+    """Whether the project's .gitignore covers `path` by the patterns `init` writes (a key
+    outside the project is not our concern)."""
+    if not path.is_relative_to(root):
+        return True
+    try:
+        patterns = set((root / ".gitignore").read_text(encoding="utf-8").split())
+    except OSError:
+        patterns = set()
+    first = path.relative_to(root).parts[0]
+    return f"{first}/" in patterns or f"*{path.suffix}" in patterns or first in patterns
+
+
 @dkim_app.command("keygen")
 def dkim_keygen_command(
     selector: Annotated[
@@ -148,8 +166,9 @@ def dkim_keygen_command(
 ) -> None:
     """Make a 2048-bit RSA key for DKIM and print the DNS TXT record to publish.
 
-    The private key is written readable by you only and never overwritten; keep it out of
-    version control. Publish the record, then set [dkim] domain, selector and key_file.
+    The private key is written readable by you only and never overwritten, by default to
+    .secrets/dkim-SELECTOR.pem (a folder `init`'s .gitignore keeps out of git). Publish the
+    record, then set [dkim] domain, selector and key_file.
 
     Examples:
 
@@ -162,11 +181,22 @@ def dkim_keygen_command(
     chosen_selector = selector or (
         configured.selector if configured else f"news{time.strftime('%Y')}"
     )
-    chosen_out = out or Path(configured.key_file if configured else f"dkim-{chosen_selector}.pem")
+    chosen_out = out or Path(
+        configured.key_file if configured else f"{SECRETS_DIR}/dkim-{chosen_selector}.pem"
+    )
     if not chosen_out.is_absolute():
         chosen_out = (settings.root if out is None else Path.cwd()) / chosen_out
+    if chosen_out.parent == settings.root / SECRETS_DIR:
+        # The default place is outside the tracked tree: a folder for the owner only.
+        make_secrets_dir(chosen_out.parent)
     report = dkim_keygen(chosen_domain, chosen_selector, chosen_out)
     console.print(f"Wrote the private key to [bold]{report.key_file}[/] (mode 600)")
+    if not _ignored_by_git(report.key_file, settings.root):
+        console.print(
+            f"[yellow]Warning:[/] {report.key_file.name} is in the project but .gitignore does "
+            "not cover it: add '.secrets/', '*.pem' and '*.key' to .gitignore",
+            highlight=False,
+        )
     console.print(f"Publish this TXT record at [bold]{report.record_name}[/]:")
     console.print(report.record, highlight=False, markup=False, soft_wrap=True)
     console.print("\nAs a zone-file line:", highlight=False)
@@ -174,7 +204,7 @@ def dkim_keygen_command(
     if configured is None:
         console.print(
             f'\nThen add to newsletter.toml:\n[dkim]\ndomain = "{chosen_domain}"\n'
-            f'selector = "{chosen_selector}"\nkey_file = "{chosen_out.name}"',
+            f'selector = "{chosen_selector}"\nkey_file = "{_relative(chosen_out, settings.root)}"',
             highlight=False,
             markup=False,
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import re
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -58,7 +59,23 @@ def _count(number: int, what: str = "subscriber") -> str:
 
 
 def _who(subscriber: Subscriber) -> str:
-    return f"{subscriber.name} <{subscriber.email}>" if subscriber.name else subscriber.email
+    who = f"{subscriber.name} <{subscriber.email}>" if subscriber.name else subscriber.email
+    return visible(who)
+
+
+# C0 and C1 controls, DEL, and the bidi overrides and isolates that reorder what a terminal shows.
+_INVISIBLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def visible(text: str) -> str:
+    """`text` with control characters as visible escapes (`\\x1b`, `\\u202e`): a name from a
+    subscriber list must not move the cursor, retitle the terminal or reverse the line."""
+
+    def escape(match: re.Match[str]) -> str:
+        code = ord(match.group())
+        return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+    return _INVISIBLE.sub(escape, text)
 
 
 def _status_or_all(text: str | None) -> SubscriberStatus | None:
@@ -272,13 +289,13 @@ def list_(
         chosen = store.iter_subscribers(wanted)
         for subscriber in itertools.islice(chosen, limit or None):
             attributes = ", ".join(f"{k}={v}" for k, v in sorted(subscriber.attributes.items()))
-            # Text(): names are data, never rich markup.
+            # Text(): names are data, never rich markup; visible(): nor terminal controls.
             rows.append(
                 (
-                    Text(subscriber.email),
-                    Text(subscriber.name),
+                    Text(visible(subscriber.email)),
+                    Text(visible(subscriber.name)),
                     Text(subscriber.status),
-                    Text(attributes),
+                    Text(visible(attributes)),
                 )
             )
         total = store.count(wanted) if wanted is not None else sum(store.count().values())

@@ -44,7 +44,7 @@ from urllib.parse import quote
 from ..config import Settings, parse_address
 from ..errors import AudienceError, ConfigError, Problem, RenderError
 from ..render.model import RenderedIssue
-from ..slots import UNSUBSCRIBE_URL, WEB_URL, Slot, SlotText
+from ..slots import UNSUBSCRIBE_URL, WEB_URL, Slot, SlotText, safe_url
 from .content import (
     HTML,
     SUBJECT,
@@ -635,10 +635,10 @@ class MessageTemplate:
             return unsubscribe_url
         if slot.path == WEB_URL:
             return self._web_url
-        value = self._field_value(recipient, slot)
-        if value:
-            return value
-        return slot.default
+        value = self._field_value(recipient, slot) or slot.default
+        if value is not None and slot.url:
+            return safe_url(value)  # a subscriber's `javascript:` must not become a link
+        return value
 
     @staticmethod
     def _field_value(recipient: Recipient, slot: Slot) -> str | None:

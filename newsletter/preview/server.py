@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import ipaddress
 import socket
 import threading
@@ -15,6 +14,7 @@ from types import FrameType
 import uvicorn
 
 from ..errors import NewsletterError
+from ..listening import http_url, listen
 from .app import LOCAL_HOSTS, make_app
 from .hub import Hub
 from .model import EventCallback, Rebuild
@@ -76,26 +76,14 @@ class PreviewServer:
         """Take the port now, so a busy port is reported before anything else happens."""
         if self._socket is not None:
             return
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        # proto=IPPROTO_TCP: asyncio switches Nagle off only on accepted sockets whose
-        # protocol says TCP; with proto 0 every response waits ~40 ms for a delayed ACK.
-        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        try:
-            sock.bind((self.host, self.port))
-            sock.listen(128)
-        except OSError as err:
-            sock.close()
-            if err.errno == errno.EADDRINUSE:
-                raise PreviewError(
-                    f"port {self.port} on {self.host} is already in use",
-                    hint="Another preview may be running. Stop it, or pick another port with "
-                    f"--port {self.port + 1}.",
-                ) from err
-            raise PreviewError(
-                f"cannot listen on {self.host}:{self.port}: {err.strerror or err}"
-            ) from err
+        sock = listen(
+            self.host,
+            self.port,
+            backlog=128,
+            error=PreviewError,
+            busy_hint="Another preview may be running. Stop it, or pick another port with "
+            f"--port {self.port + 1}.",
+        )
         self._socket = sock
         self.port = sock.getsockname()[1]
 
@@ -108,8 +96,7 @@ class PreviewServer:
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}/"
+        return http_url(self.host, self.port)
 
     async def serve(self) -> None:
         """Serve until stopped; the first build runs before the first request is answered."""

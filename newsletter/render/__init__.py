@@ -21,6 +21,7 @@ from ..content import Issue, Item
 from ..errors import Problem, RenderError
 from ..i18n import Words, words_for
 from ..linktags import tag_links, tag_text
+from ..slots import safe_url
 from .engine import (
     SlotRegistry,
     find_template_file,
@@ -34,6 +35,7 @@ from .inline import inline_css
 from .markdown import ShownImage, body_images, to_html, to_text
 from .mjml import compile_mjml, extract_inline_css, unknown_tags
 from .model import RenderedIssue
+from .sandbox import render_limited
 
 __all__ = ["RenderedIssue", "render_issue"]
 
@@ -87,8 +89,8 @@ def render_issue(issue: Issue, settings: Settings, *, preview: bool = False) -> 
     def expand(source: str, file: Path, line_offset: int) -> str | None:
         """Per-recipient values in Markdown sources and the subject become slot markers."""
         try:
-            return text_env.from_string(source).render(slot_values)
-        except jinja2.TemplateError as err:
+            return render_limited(text_env.from_string(source), slot_values)
+        except Exception as err:  # any failure of editor-written text is reported, not raised
             problems.append(
                 template_problem(err, file=file, template_name=None, line_offset=line_offset)
             )
@@ -137,10 +139,14 @@ def render_issue(issue: Issue, settings: Settings, *, preview: bool = False) -> 
         web_html = tag_links(web_html, settings.links, issue.name, skip=skip)
         text = tag_text(text, settings.links, issue.name, skip=skip)
     subject_text = registry.split(" ".join(subject.split()))
-    html_text = registry.split(email_html)
+    html_text = registry.split(email_html, html=True)
     text_part = registry.split(text)
     # The web version is public: per-recipient values fall back to their defaults.
-    web_filled = registry.fill(web_html, lambda slot: html_lib.escape(slot.default or ""))
+    web_filled = registry.split(web_html, html=True).fill(
+        lambda slot: html_lib.escape(
+            safe_url(slot.default or "") if slot.url else slot.default or ""
+        )
+    )
     fingerprint = hashlib.sha256()
     for part in (subject_text, html_text, text_part):
         fingerprint.update(repr(part.parts).encode())
@@ -253,6 +259,16 @@ def _project_image(
     if reference.startswith("https://"):
         return ImageRef(reference, width, None)
     path = settings.root / reference
+    if not path.resolve().is_relative_to(settings.root.resolve()):
+        problems.append(
+            Problem(
+                f"image '{reference}' must be inside the project ({settings.root}): no absolute "
+                "paths, '..' out of it or links pointing outside",
+                file=settings.config_path,
+                key=key,
+            )
+        )
+        return None
     if not path.is_file():
         problems.append(
             Problem(f"image file '{reference}' not found", file=settings.config_path, key=key)
@@ -348,8 +364,8 @@ def _render_html(
     template_file = find_template_file(environment, EMAIL_TEMPLATE)
     try:
         template = environment.get_template(EMAIL_TEMPLATE)
-        mjml_source = template.render(context)
-    except jinja2.TemplateError as err:
+        mjml_source = render_limited(template, context)
+    except Exception as err:  # any failure of editor-written text is reported, not raised
         problems.append(template_problem(err, file=template_file, template_name=EMAIL_TEMPLATE))
         return None
     template_source = template_file.read_text(encoding="utf-8") if template_file else None
@@ -372,8 +388,8 @@ def _render_text(
     try:
         # The text part must not be HTML-escaped: render it with autoescape off.
         template = environment.overlay(autoescape=False).get_template(TEXT_TEMPLATE)
-        text = template.render({**context, "web": False})
-    except jinja2.TemplateError as err:
+        text = render_limited(template, {**context, "web": False})
+    except Exception as err:  # any failure of editor-written text is reported, not raised
         problems.append(template_problem(err, file=template_file, template_name=TEXT_TEMPLATE))
         return None
     lines = [line.rstrip() for line in text.splitlines()]

@@ -20,6 +20,7 @@ from markupsafe import Markup
 
 from ..errors import Problem
 from ..slots import UNSUBSCRIBE_URL, Slot, SlotText
+from .sandbox import Sandbox
 
 _MARKER = re.compile(r"NLSLOT(\d+)X")
 
@@ -39,8 +40,12 @@ class SlotRegistry:
             self._index[slot] = index
         return f"NLSLOT{index}X"
 
-    def split(self, text: str) -> SlotText:
-        """Cut rendered text at its markers into static strings and `Slot`s."""
+    def split(self, text: str, *, html: bool = False) -> SlotText:
+        """Cut rendered text at its markers into static strings and `Slot`s.
+
+        In `html`, a slot at the start of a link or image address (before any scheme) becomes a
+        `url` slot: its per-recipient value is scheme-checked when filled (slots.safe_url).
+        """
         parts: list[str | Slot] = []
         position = 0
         for match in _MARKER.finditer(text):
@@ -49,7 +54,11 @@ class SlotRegistry:
                 continue
             if match.start() > position:
                 parts.append(text[position : match.start()])
-            parts.append(self._slots[index])
+            slot = self._slots[index]
+            # Only subscriber values: the unsubscribe and web URLs are ours.
+            if html and slot.field is not None and starts_url(text, match.start()):
+                slot = Slot(slot.path, slot.default, url=True)
+            parts.append(slot)
             position = match.end()
         if position < len(text):
             parts.append(text[position:])
@@ -57,6 +66,27 @@ class SlotRegistry:
 
     def fill(self, text: str, value: Callable[[Slot], str]) -> str:
         return self.split(text).fill(value)
+
+
+# Attributes whose value is fetched or followed as a URL.
+_URL_ATTRIBUTES = frozenset(
+    {"href", "src", "action", "formaction", "background", "poster", "cite", "xlink:href",
+     "srcset", "data", "longdesc", "usemap", "lowsrc", "dynsrc", "ping"}
+)  # fmt: skip
+_ATTRIBUTE_START = re.compile(r"""([A-Za-z_:][-A-Za-z0-9_:.]*)\s*=\s*(["']?)([^"'<>]*)\Z""")
+
+
+def starts_url(html: str, position: int) -> bool:
+    """Whether `position` of `html` is inside a URL attribute's value, before any scheme ends."""
+    tag_start = html.rfind("<", 0, position)
+    if tag_start < 0 or html.rfind(">", tag_start, position) >= 0:
+        return False
+    found = _ATTRIBUTE_START.search(html, tag_start, position)
+    if found is None or found.group(1).lower() not in _URL_ATTRIBUTES:
+        return False
+    before = found.group(3)
+    # `https://x/?q=` before the value fixes the scheme; `java` or nothing does not.
+    return not any(char in before for char in ":/?#")
 
 
 class SlotValue:
@@ -111,12 +141,13 @@ def package_theme_dir() -> Path:
 
 
 def theme_environment(project_templates: Path | None) -> jinja2.Environment:
-    """The theme's environment: project overrides first, then the default theme; autoescaped."""
+    """The theme's environment: project overrides first, then the default theme; autoescaped,
+    sandboxed (sandbox.py)."""
     loaders: list[jinja2.BaseLoader] = []
     if project_templates is not None and project_templates.is_dir():
         loaders.append(jinja2.FileSystemLoader(project_templates))
     loaders.append(jinja2.FileSystemLoader(package_theme_dir()))
-    environment = jinja2.Environment(
+    environment = Sandbox(
         loader=jinja2.ChoiceLoader(loaders),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
@@ -125,16 +156,35 @@ def theme_environment(project_templates: Path | None) -> jinja2.Environment:
     )
     environment.filters["default"] = _default_filter
     environment.filters["d"] = _default_filter
+    environment.guard_filters()
     return environment
 
 
+class _NoFiles(jinja2.BaseLoader):
+    """Content is one file: `include`, `import` and `extends` are refused, whatever the path."""
+
+    def get_source(
+        self, environment: jinja2.Environment, template: str
+    ) -> tuple[str, str | None, Callable[[], bool] | None]:
+        raise jinja2.TemplateNotFound(
+            template,
+            f"items, the subject and the introduction cannot include, import or extend "
+            f"other templates ('{template}')",
+        )
+
+
 def text_environment() -> jinja2.Environment:
-    """For Markdown sources and subjects: per-recipient values, no HTML escaping at this stage."""
-    environment = jinja2.Environment(
-        autoescape=False, undefined=jinja2.StrictUndefined, keep_trailing_newline=True
+    """For Markdown sources and subjects: per-recipient values, no HTML escaping at this stage;
+    sandboxed (sandbox.py), with no access to any other file."""
+    environment = Sandbox(
+        loader=_NoFiles(),
+        autoescape=False,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
     )
     environment.filters["default"] = _default_filter
     environment.filters["d"] = _default_filter
+    environment.guard_filters()
     return environment
 
 
@@ -159,6 +209,9 @@ def template_problem(
     if isinstance(err, jinja2.TemplateSyntaxError):
         line = err.lineno
         message = f"template syntax error: {err.message}"
+    elif isinstance(err, RecursionError):
+        line = _line_from_traceback(err.__traceback__, template_name)
+        message = "template error: a macro calls itself without end (or nests too deeply)"
     elif isinstance(err, jinja2.UndefinedError):
         line = _line_from_traceback(err.__traceback__, template_name)
         message = f"unknown template variable: {err.message}"

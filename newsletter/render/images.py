@@ -19,6 +19,15 @@ DENSITY = 2
 _FORMATS = {"PNG": ("png", "image/png"), "JPEG": ("jpg", "image/jpeg"), "GIF": ("gif", "image/gif")}
 
 
+# Pillow's own limit (about 89 megapixels, a 10,000 x 8,900 photo) is a warning only; here it is
+# an error. Pillow refuses twice as many by itself (DecompressionBombError).
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+
+
+class _TooManyPixels(ValueError):
+    """An image claims more pixels than `MAX_PIXELS`."""
+
+
 @dataclass(frozen=True)
 class ImageRef:
     """What a template needs to show an image."""
@@ -45,6 +54,11 @@ def _prepare(path: Path, mtime_ns: int, size: int, max_width: int) -> _Prepared:
     with Image.open(io.BytesIO(raw)) as image:
         image_format = image.format or ""
         width, height = image.size
+        if width * height > MAX_PIXELS:
+            # Checked before decoding: a small file can claim billions of pixels.
+            raise _TooManyPixels(
+                f"{width} x {height} = {width * height:,} pixels, more than {MAX_PIXELS:,}"
+            )
         animated = bool(getattr(image, "is_animated", False))
         if image_format not in _FORMATS:
             # WebP, BMP, TIFF... are not shown by every mail client: convert to PNG or JPEG.
@@ -90,6 +104,13 @@ class ImageCollector:
             prepared = _prepare(path, stat.st_mtime_ns, stat.st_size, display_width * DENSITY)
         except FileNotFoundError:
             problems.append(Problem("image not found", file=path, key=key))
+            return None
+        except (Image.DecompressionBombError, _TooManyPixels) as err:
+            problems.append(
+                Problem(
+                    f"has too many pixels to open safely: {err}; scale it down", file=path, key=key
+                )
+            )
             return None
         except (UnidentifiedImageError, OSError, ValueError) as err:
             problems.append(

@@ -14,7 +14,7 @@ from pathlib import Path
 from ..config import Settings
 from ..content import Issue
 from ..errors import Problem
-from ..slots import UNSUBSCRIBE_URL, WEB_URL, Slot
+from ..slots import UNSUBSCRIBE_URL, WEB_URL, Slot, safe_url
 from .engine import package_theme_dir
 from .model import RenderedIssue
 
@@ -48,6 +48,7 @@ def sample_filler(
             found = web_url
         else:
             found = sample.get(slot.field or "", "") or (slot.default or "")
+            found = safe_url(found) if slot.url else found
         found = " ".join(found.split()) if not html else found
         return html_lib.escape(found, quote=True) if html else found
 

@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import email.parser
 import email.policy
-import errno
 import html
 import re
 import socket
@@ -46,6 +45,7 @@ from ..audience import SubscriberStatus, SubscriberStore, verify_token
 from ..config import Settings
 from ..config_tables import DEFAULT_HOST, DEFAULT_PORT, ServeSettings, parse_serve_table
 from ..errors import AudienceError, NewsletterError
+from ..listening import http_url, listen
 from .pages import (
     CSP,
     FALLBACK_LANGUAGE,
@@ -550,33 +550,19 @@ class WebServer:
         """Take the port now, so a busy port is reported before anything else happens."""
         if self._socket is not None:
             return
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        # proto=IPPROTO_TCP matters: asyncio switches Nagle off only on accepted sockets whose
-        # proto says TCP. With proto 0 every response waited ~40 ms for a delayed ACK.
-        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        try:
-            sock.bind((self.host, self.port))
-            sock.listen(1024)
-        except OSError as err:
-            sock.close()
-            if err.errno == errno.EADDRINUSE:
-                raise ServeError(
-                    f"port {self.port} on {self.host} is already in use",
-                    hint="Stop the other server, or pick another port with "
-                    f"--port {self.port + 1}.",
-                ) from err
-            raise ServeError(
-                f"cannot listen on {self.host}:{self.port}: {err.strerror or err}"
-            ) from err
+        sock = listen(
+            self.host,
+            self.port,
+            backlog=1024,
+            error=ServeError,
+            busy_hint=f"Stop the other server, or pick another port with --port {self.port + 1}.",
+        )
         self._socket = sock
         self.port = sock.getsockname()[1]
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}{self.serve_settings.root_path}/"
+        return http_url(self.host, self.port, f"{self.serve_settings.root_path}/")
 
     async def serve(self) -> None:
         self.bind()

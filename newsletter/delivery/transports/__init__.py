@@ -35,7 +35,7 @@ __all__ = ["describe_transport", "make_transport", "provider_class"]
 def provider_class(kind: str) -> type[HttpProviderTransport]:
     """The transport class of provider `kind` (`KeyError` for a kind not in the registry)."""
     # Deferred: importing _http imports httpx, which a project sending by SMTP never needs.
-    from ._http import HttpProviderTransport
+    from ._http import HttpProviderTransport  # noqa: PLC0415 (httpx is heavy; see above)
 
     provider = PROVIDERS[kind]
     module = importlib.import_module(provider.import_path)
