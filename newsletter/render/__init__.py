@@ -99,8 +99,12 @@ def render_issue(issue: Issue, settings: Settings, *, preview: bool = False) -> 
     subject = expand(issue.subject, issue.path, 0) or issue.subject
     preheader = expand(issue.preheader or "", issue.path, 0) or ""
     intro_source = expand(issue.intro, issue.path, issue.intro_line - 1) or ""
-    intro_images = _body_images(intro_source, issue.path, issue.intro_line, images, problems)
-    items = [_item_view(item, words, images, expand, problems) for item in issue.items]
+    intro_images = _body_images(
+        intro_source, issue.path, issue.intro_line, images, problems, settings.root
+    )
+    items = [
+        _item_view(item, words, images, expand, problems, settings.root) for item in issue.items
+    ]
 
     theme_dir_env = theme_environment(settings.templates_dir)
     context = {
@@ -175,6 +179,7 @@ def _item_view(
     images: ImageCollector,
     expand: Any,
     problems: list[Problem],
+    root: Path,
 ) -> _ItemView:
     source = expand(item.body, item.path, item.body_line - 1) or ""
     image: ImageRef | None = None
@@ -184,7 +189,7 @@ def _item_view(
         image = images.add(item.image_path, CONTENT_WIDTH, problems, key="image")
     if not source.strip():
         problems.append(Problem("the item has no text", file=item.path, line=item.body_line))
-    shown = _body_images(source, item.path, item.body_line, images, problems)
+    shown = _body_images(source, item.path, item.body_line, images, problems, root)
     return _ItemView(
         title=item.title,
         subtitle=item.subtitle,
@@ -200,7 +205,12 @@ def _item_view(
 
 
 def _body_images(
-    source: str, file: Path, first_line: int, images: ImageCollector, problems: list[Problem]
+    source: str,
+    file: Path,
+    first_line: int,
+    images: ImageCollector,
+    problems: list[Problem],
+    root: Path,
 ) -> dict[str, ShownImage]:
     """Images in Markdown text go the way of item images: found beside `file`, measured,
     resized, converted and embedded or published; https:// ones stay remote."""
@@ -221,6 +231,17 @@ def _body_images(
             )
             continue
         path = file.parent / unquote(src)
+        if not path.resolve().is_relative_to(root.resolve()):
+            # As for item images: nothing outside the project is read into an email.
+            problems.append(
+                Problem(
+                    f"image '{unquote(src)}' must be inside the project ({root}): no '..' "
+                    "out of it and no links pointing outside",
+                    file=file,
+                    line=line,
+                )
+            )
+            continue
         if not path.is_file():
             problems.append(
                 Problem(
