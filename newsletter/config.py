@@ -297,6 +297,19 @@ def _check_colour(value: str) -> str | None:
     return None if _HEX_COLOUR.match(value) else "must be a colour like '#1b6b5a'"
 
 
+def _check_register(value: str) -> str | None:
+    if value not in ("formal", "informal"):
+        return "must be 'formal' (u, Sie, vous) or 'informal' (je, du, tu)"
+    return None
+
+
+def _with_register(locale: str, register: str | None) -> str:
+    """`locale` with the register named apart (`register = "formal"`) folded in: nl-formal."""
+    if not register or locale.endswith(("-formal", "-informal")):
+        return locale
+    return f"{locale}-{register}"
+
+
 def _check_locale(value: str) -> str | None:
     if not _LOCALE.match(value):
         return "must be a locale code like 'en', 'nl' or 'pt_BR'"
@@ -417,7 +430,7 @@ def settings_from_mapping(
         name=main["name"],
         sender=sender,
         reply_to=parse_address(reply_to) if reply_to else None,
-        locale=main.get("locale") or "en",
+        locale=_with_register(main.get("locale") or "en", main.get("register")),
         base_url=main["base_url"].rstrip("/") + "/" if main.get("base_url") else None,
         logo=main.get("logo"),
         logo_width=int(main["logo_width"]) if main.get("logo_width") else 160,
@@ -451,6 +464,7 @@ def _read_newsletter(main: TableReader) -> dict[str, Any]:
         "from": main.string("from", required=True, check=_check_address),
         "reply_to": main.string("reply_to", check=_check_address),
         "locale": main.string("locale", check=_check_locale),
+        "register": main.string("register", check=_check_register),
         "base_url": main.string("base_url", check=_check_url),
         "logo": main.string("logo"),
         "logo_width": main.number("logo_width", minimum=16, integer=True),

@@ -408,16 +408,15 @@ def _read_markdown(
             )
         )
         return None
-    except (ValueError, TypeError, RecursionError) as err:
+    except (ValueError, RecursionError) as err:
         # A number of thousands of digits (Python refuses to convert it) or thousands of nested
         # lists or mappings (the parser recurses once per level).
         reason, where = _hostile_yaml(match.group(1), err)
+        problems.append(Problem(f"invalid YAML front matter: {reason}", file=path, line=where))
+        return None
+    except TypeError:
         problems.append(
-            Problem(
-                f"the front matter cannot be read: {reason}; write each key as 'key: value'",
-                file=path,
-                line=where,
-            )
+            Problem("the front matter cannot be read: write each key as 'key: value'", file=path)
         )
         return None
     if traps:
@@ -433,22 +432,6 @@ def _read_markdown(
     body = text[match.end() :]
     body_line = text[: match.end()].count("\n") + 1
     return meta, key_lines, body, body_line
-
-
-def _hostile_yaml(front: str, err: Exception) -> tuple[str, int | None]:
-    """Why the front matter could not be read, and the line (of the file) where that starts."""
-    if isinstance(err, RecursionError):
-        depth = 0
-        for number, line in enumerate(front.splitlines(), start=2):
-            for char in line:
-                depth += 1 if char in "[{" else -1 if char in "]}" else 0
-                if depth > 100:
-                    return "lists or mappings are nested too deeply", number
-        return "lists or mappings are nested too deeply", None
-    for number, line in enumerate(front.splitlines(), start=2):
-        if re.search(r"\d{1000}", line):
-            return "a number is too long (put long codes in quotes)", number
-    return f"a value cannot be read ({err})", None
 
 
 _KEY_VALUE = re.compile(r"^([A-Za-z_][\w-]*)[ \t]*:[ \t]+(\S.*?)[ \t]*$")
@@ -499,6 +482,22 @@ def _quoting_traps(front: str, path: Path) -> list[Problem]:
             )
         )
     return problems
+
+
+def _hostile_yaml(front: str, err: Exception) -> tuple[str, int | None]:
+    """Why the front matter could not be read, and the line (of the file) where that starts."""
+    if isinstance(err, RecursionError):
+        depth = 0
+        for number, line in enumerate(front.splitlines(), start=2):
+            for char in line:
+                depth += 1 if char in "[{" else -1 if char in "]}" else 0
+                if depth > 100:
+                    return "lists or mappings are nested too deeply", number
+        return "lists or mappings are nested too deeply", None
+    for number, line in enumerate(front.splitlines(), start=2):
+        if re.search(r"\d{1000}", line):
+            return "a number is too long (put long codes in quotes)", number
+    return f"a value cannot be read ({err})", None
 
 
 def _key_line(meta: Mapping[str, Any], key: str) -> int | None:

@@ -34,7 +34,7 @@ def test_build_check_and_preview_greet_the_same_sample_subscriber_in_a_dutch_pro
 
     preview = make_rebuild(root, folder)()
     shown = preview.samples[0]
-    assert shown.label == f"{sample.name} (sample subscriber)"
+    assert shown.label == f"{sample.name} (voorbeeldabonnee)"  # the preview speaks Dutch too
     assert shown.subscriber["email"] == sample.email
     assert greeting in shown.html and greeting in shown.text
 

@@ -387,6 +387,37 @@ def test_sync_pulls_provider_suppressions_into_the_list(
         assert refused.exit_code == 1
 
 
+def test_list_never_cuts_an_address(run: Run, project: Path) -> None:
+    long = "maria.van.der.berg-de.jong.secretariaat@bewonersvereniging-de-linde.example.org"
+    (project / "members.csv").write_text(
+        f"email,name,plot,committee\n{long},Maria van der Berg-de Jong,12,garden and compost\n",
+        encoding="utf-8",
+    )
+    assert run("import", "members.csv").exit_code == 0
+    result = run("list")
+    assert result.exit_code == 0, result.err
+    assert long in result.out
+    assert "…" not in result.out
+
+
+def test_dutch_excel_csv_with_encoding_or_a_named_guess(run: Run, project: Path) -> None:
+    (project / "leden.csv").write_bytes(
+        "E-mailadres;Voornaam;Tussenvoegsel;Achternaam\n"
+        "jan@example.org;Jan;van der;Berg\nzoe@example.org;Zoë;;Müller\n".encode("cp1252")
+    )
+    result = run("import", "leden.csv")
+    assert result.exit_code == 0, result.err
+    assert "warning: leden.csv: not UTF-8; read as Windows-1252" in result.err
+    assert "--encoding" in result.err
+    again = run("import", "leden.csv", "--encoding", "cp1252")
+    assert again.exit_code == 0 and "warning" not in again.err
+    with store_of(project) as store:
+        jan = store.get("jan@example.org")
+        zoe = store.get("zoe@example.org")
+        assert jan is not None and jan.name == "Jan van der Berg"
+        assert zoe is not None and zoe.name == "Zoë Müller"
+
+
 # --- hostile names (issue 15: D14) --------------------------------------------------------------
 
 HOSTILE_NAME = "Eve\x1b[2J\x1b]0;pwned\x07 \u202egnp.exe\x9b31m\x00"
@@ -440,34 +471,3 @@ def test_export_neutralises_spreadsheet_formulas_and_import_undoes_it(
             found = store.get(f"user{n}@example.org")
             assert found is not None and found.name == name.strip()
             assert found.attributes["note"] == name.replace('"', "").strip()
-
-
-def test_list_never_cuts_an_address(run: Run, project: Path) -> None:
-    long = "maria.van.der.berg-de.jong.secretariaat@bewonersvereniging-de-linde.example.org"
-    (project / "members.csv").write_text(
-        f"email,name,plot,committee\n{long},Maria van der Berg-de Jong,12,garden and compost\n",
-        encoding="utf-8",
-    )
-    assert run("import", "members.csv").exit_code == 0
-    result = run("list")
-    assert result.exit_code == 0, result.err
-    assert long in result.out
-    assert "…" not in result.out
-
-
-def test_dutch_excel_csv_with_encoding_or_a_named_guess(run: Run, project: Path) -> None:
-    (project / "leden.csv").write_bytes(
-        "E-mailadres;Voornaam;Tussenvoegsel;Achternaam\n"
-        "jan@example.org;Jan;van der;Berg\nzoe@example.org;Zoë;;Müller\n".encode("cp1252")
-    )
-    result = run("import", "leden.csv")
-    assert result.exit_code == 0, result.err
-    assert "warning: leden.csv: not UTF-8; read as Windows-1252" in result.err
-    assert "--encoding" in result.err
-    again = run("import", "leden.csv", "--encoding", "cp1252")
-    assert again.exit_code == 0 and "warning" not in again.err
-    with store_of(project) as store:
-        jan = store.get("jan@example.org")
-        zoe = store.get("zoe@example.org")
-        assert jan is not None and jan.name == "Jan van der Berg"
-        assert zoe is not None and zoe.name == "Zoë Müller"

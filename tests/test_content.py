@@ -110,26 +110,6 @@ def test_issue_reference_by_name_or_path(project: Path, issue_folder: Path) -> N
     assert caught.value.hint == "Did you mean '2026-11'?"
 
 
-# --- hostile front matter (issue 15: D12) -------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("front", "expected"),
-    [
-        ("title: T\nsubtitle: " + "9" * 100_000, "number is too long"),
-        ("title: T\nsubtitle: " + "[" * 50_000 + "]" * 50_000, "nested too deeply"),
-        ("title: T\nsubtitle: " + "{a: " * 50_000 + "1" + "}" * 50_000, "nested too deeply"),
-    ],
-)
-def test_hostile_front_matter_is_a_clear_error(
-    issue_folder: Path, front: str, expected: str
-) -> None:
-    path = write_item(issue_folder, "05-hostile.md", f"---\n{front}\n---\nBody\n")
-    message = problems_of(issue_folder)
-    assert f"{path}:3: " in message
-    assert expected in message
-
-
 def _issue_with_date(tmp_path: Path, value: str) -> Path:
     folder = tmp_path / "dated"
     folder.mkdir(exist_ok=True)
@@ -260,3 +240,23 @@ def test_value_starting_with_a_hash_is_not_silently_empty(issue_folder: Path) ->
     message = problems_of(issue_folder)
     assert f"{path}:3: subtitle: YAML reads everything after" in message
     assert 'put the value in quotes: subtitle: "#2 van 4"' in message
+
+
+# --- hostile front matter (issue 15: D12) -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("front", "expected"),
+    [
+        ("title: T\nsubtitle: " + "9" * 100_000, "number is too long"),
+        ("title: T\nsubtitle: " + "[" * 50_000 + "]" * 50_000, "nested too deeply"),
+        ("title: T\nsubtitle: " + "{a: " * 50_000 + "1" + "}" * 50_000, "nested too deeply"),
+    ],
+)
+def test_hostile_front_matter_is_a_clear_error(
+    issue_folder: Path, front: str, expected: str
+) -> None:
+    path = write_item(issue_folder, "05-hostile.md", f"---\n{front}\n---\nBody\n")
+    message = problems_of(issue_folder)
+    assert f"{path}:3: " in message
+    assert expected in message

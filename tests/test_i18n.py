@@ -66,3 +66,25 @@ def test_missing_language_points_at_the_project_folder(tmp_path: Path) -> None:
     message = str(caught.value)
     assert str(tmp_path / "locales" / "de.toml") in message
     assert "site-packages" not in message and "newsletter/locales/" not in message
+
+
+def test_register_key_chooses_the_formal_words(project: Path, issue_folder: Path) -> None:
+    _locale(project, "nl")
+    config = project / "newsletter.toml"
+    config.write_text(
+        config.read_text().replace('locale = "nl"', 'locale = "nl"\nregister = "formal"')
+    )
+    settings = load_settings(project)
+    assert not settings.warnings
+    html = render_issue(load_issue(issue_folder), settings).html.fill(lambda slot: "x")
+    assert "U ontvangt deze e-mail omdat u zich" in html
+
+
+def test_an_unknown_register_is_an_error_naming_the_key(project: Path) -> None:
+    config = project / "newsletter.toml"
+    config.write_text(
+        config.read_text().replace('locale = "en"', 'locale = "en"\nregister = "stiff"')
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_settings(project)
+    assert "register" in str(caught.value) and "formal" in str(caught.value)

@@ -666,3 +666,7 @@ def test_the_page_speaks_the_newsletters_language(project: Path) -> None:
     assert ">Telefoon</span>" in page and "Platte tekst" in page and "Abonnee" in page
     assert "__T_" not in page and ">Mobile<" not in page
     assert state["ui"]["failed"] == "Opbouwen mislukt"
+    labels = [sample["label"] for sample in state["samples"]]
+    assert labels[1:] == ["Zonder naam (standaardwaarden)", "Lange, vijandige naam"]
+    assert "(voorbeeldabonnee)" in labels[0]
+    assert any("is een concept" in note for note in state["notes"])

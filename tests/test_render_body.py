@@ -83,3 +83,16 @@ def test_body_image_with_another_scheme_is_an_error(settings: Settings, issue_fo
     with pytest.raises(RenderError) as caught:
         render_issue(load_issue(issue_folder), settings)
     assert any(p.file == path and p.line == 4 for p in caught.value.problems)
+
+
+def test_body_image_outside_the_project_is_refused(
+    settings: Settings, issue_folder: Path, tmp_path: Path
+) -> None:
+    Image.new("RGB", (10, 10), "#000000").save(tmp_path / "secret.png")
+    path = _item(issue_folder, "05-uit.md", "Tekst.\n\n![Geheim](../../../secret.png)\n")
+    with pytest.raises(RenderError) as caught:
+        render_issue(load_issue(issue_folder), settings)
+    assert any(
+        p.file == path and p.line == 6 and "inside the project" in p.message
+        for p in caught.value.problems
+    ), caught.value.problems

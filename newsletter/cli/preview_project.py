@@ -16,6 +16,7 @@ from ..checks import check_issue
 from ..config import Settings, load_settings
 from ..content import load_issue
 from ..preview import PreviewBuild, PreviewImage, PreviewSample, Rebuild, default_samples
+from ..preview.texts import page_texts
 from ..render import render_issue
 from ..render.model import RenderedIssue
 from ..render.samples import sample_filler
@@ -53,7 +54,7 @@ def make_rebuild(root: Path, issue_folder: Path, samples: Samples | None = None)
         chosen = (
             samples
             if samples is not None
-            else default_samples(Subscriber.sample(settings.locale).as_dict())
+            else default_samples(Subscriber.sample(settings.locale).as_dict(), rendered.language)
         )
         images = [
             PreviewImage(image.filename, image.content_type, image.data)
@@ -62,10 +63,10 @@ def make_rebuild(root: Path, issue_folder: Path, samples: Samples | None = None)
             PreviewImage(image.filename, _content_type(image.filename), image.data)
             for image in rendered.published_images
         ]
-        notes = [
-            f"{name} is a draft: marked here, left out when the issue is sent"
-            for name in rendered.draft_items
-        ] + [f"newsletter.toml: {warning}" for warning in settings.warnings]
+        draft_note = page_texts(rendered.language)["draft_note"]
+        notes = [draft_note.format(name=name) for name in rendered.draft_items] + [
+            f"newsletter.toml: {warning}" for warning in settings.warnings
+        ]
         for finding in (*report.errors, *report.warnings):
             where = ""
             if finding.file is not None:

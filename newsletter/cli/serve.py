@@ -237,6 +237,7 @@ def dns_check_command(
     Examples:
 
         newsletter dns check
+
         newsletter dns check --nameserver 1.1.1.1
     """
     settings = project_settings()

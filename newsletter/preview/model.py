@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from ..errors import NewsletterError, Problem, ProblemsError
+from .texts import page_texts
 
 __all__ = [
     "HOSTILE_SAMPLE",
@@ -103,13 +104,17 @@ Rebuild = Callable[[], PreviewBuild]
 EventCallback = Callable[[PreviewEvent], None]
 
 
-def default_samples(built_in: Mapping[str, str]) -> tuple[tuple[str, Mapping[str, str]], ...]:
-    """The sample subscribers offered: the project's own, one without a name, a hostile one."""
+def default_samples(
+    built_in: Mapping[str, str], language: str = "en"
+) -> tuple[tuple[str, Mapping[str, str]], ...]:
+    """The sample subscribers offered: the project's own, one without a name, a hostile one;
+    labelled in `language` (the newsletter's) where the page speaks it."""
+    texts = page_texts(language)
     name = built_in.get("name") or built_in.get("email", "sample")
     return (
-        (f"{name} (sample subscriber)", built_in),
-        ("No name (defaults show)", NO_NAME_SAMPLE),
-        ("Long hostile name", HOSTILE_SAMPLE),
+        (texts["sample_subscriber"].format(name=name), built_in),
+        (texts["no_name"], NO_NAME_SAMPLE),
+        (texts["hostile_name"], HOSTILE_SAMPLE),
     )
 
 

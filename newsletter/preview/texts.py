@@ -31,6 +31,10 @@ _TEXTS: dict[str, dict[str, str]] = {
         "subject": "Subject:",
         "preheader": "Preheader:",
         "the_email": "The email",
+        "sample_subscriber": "{name} (sample subscriber)",
+        "no_name": "No name (defaults show)",
+        "hostile_name": "Long hostile name",
+        "draft_note": "{name} is a draft: marked here, left out when the issue is sent",
     },
     "nl": {
         "preview": "Voorbeeld",
@@ -55,6 +59,10 @@ _TEXTS: dict[str, dict[str, str]] = {
         "subject": "Onderwerp:",
         "preheader": "Voorvertoning:",
         "the_email": "De e-mail",
+        "sample_subscriber": "{name} (voorbeeldabonnee)",
+        "no_name": "Zonder naam (standaardwaarden)",
+        "hostile_name": "Lange, vijandige naam",
+        "draft_note": "{name} is een concept: hier gemarkeerd, niet verstuurd met het nummer",
     },
 }
 

@@ -103,10 +103,14 @@ def render_issue(issue: Issue, settings: Settings, *, preview: bool = False) -> 
     subject = expand(issue.subject, issue.path, 0) or issue.subject
     preheader = expand(issue.preheader or "", issue.path, 0) or ""
     intro_source = expand(issue.intro, issue.path, issue.intro_line - 1) or ""
-    intro_images = _body_images(intro_source, issue.path, issue.intro_line, images, problems)
+    intro_images = _body_images(
+        intro_source, issue.path, issue.intro_line, images, problems, settings.root
+    )
     default_layout = issue.layout or settings.layout
     items = [
-        _item_view(item, words, images, expand, problems, item.layout or default_layout)
+        _item_view(
+            item, words, images, expand, problems, item.layout or default_layout, settings.root
+        )
         for item in issue.items
     ]
 
@@ -187,6 +191,7 @@ def _item_view(
     expand: Any,
     problems: list[Problem],
     layout: str,
+    root: Path,
 ) -> _ItemView:
     source = expand(item.body, item.path, item.body_line - 1) or ""
     image: ImageRef | None = None
@@ -197,7 +202,7 @@ def _item_view(
         image = images.add(item.image_path, width, problems, key="image")
     if not source.strip():
         problems.append(Problem("the item has no text", file=item.path, line=item.body_line))
-    shown = _body_images(source, item.path, item.body_line, images, problems)
+    shown = _body_images(source, item.path, item.body_line, images, problems, root)
     return _ItemView(
         title=item.title,
         subtitle=item.subtitle,
@@ -214,7 +219,12 @@ def _item_view(
 
 
 def _body_images(
-    source: str, file: Path, first_line: int, images: ImageCollector, problems: list[Problem]
+    source: str,
+    file: Path,
+    first_line: int,
+    images: ImageCollector,
+    problems: list[Problem],
+    root: Path,
 ) -> dict[str, ShownImage]:
     """Images in Markdown text go the way of item images: found beside `file`, measured,
     resized, converted and embedded or published; https:// ones stay remote."""
@@ -235,6 +245,17 @@ def _body_images(
             )
             continue
         path = file.parent / unquote(src)
+        if not path.resolve().is_relative_to(root.resolve()):
+            # As for item images: nothing outside the project is read into an email.
+            problems.append(
+                Problem(
+                    f"image '{unquote(src)}' must be inside the project ({root}): no '..' "
+                    "out of it and no links pointing outside",
+                    file=file,
+                    line=line,
+                )
+            )
+            continue
         if not path.is_file():
             problems.append(
                 Problem(
