@@ -14,6 +14,7 @@ import typer.main
 from typer.core import TyperGroup
 
 from newsletter import cli
+from newsletter.cli.commands import app as cli_app
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -139,7 +140,7 @@ def test_every_command_has_help_with_examples(run: Run, tmp_path: Path) -> None:
 
 
 def command_names() -> list[str]:
-    group = typer.main.get_command(cli.app)
+    group = typer.main.get_command(cli_app)
     assert isinstance(group, TyperGroup)
     names: list[str] = []
     for name, command in group.commands.items():

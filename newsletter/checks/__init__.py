@@ -11,8 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-
-import httpx
+from typing import TYPE_CHECKING
 
 from ..config import Settings
 from ..content import Issue
@@ -35,6 +34,9 @@ from .links import (
 from .model import CheckReport, Finding, Severity
 from .size import check_size
 from .spam import SPAM_TIMEOUT, build_sample_message, check_spam
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["CheckReport", "Finding", "LinkResult", "Severity", "check_issue", "check_issue_async"]
 

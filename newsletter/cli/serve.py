@@ -1,4 +1,8 @@
-"""The long-running and mailbox side: `serve`, `inbox process`, `dkim keygen`."""
+"""The long-running and mailbox side: `serve`, `inbox process`, `dkim keygen`.
+
+The web side (Starlette, uvicorn), the mailbox (IMAP) and DKIM (cryptography) are imported
+inside their commands, so no other command pays for them at start-up.
+"""
 
 from __future__ import annotations
 
@@ -6,22 +10,19 @@ import dataclasses
 import os
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 
-from ..audience import SubscriberStore
 from ..config import parse_address
-from ..dkim import keygen as dkim_keygen
 from ..errors import ConfigError, Problem
-from ..inbox import InboxItem, process_inbox
-from ..inbox import opened as open_mailbox
-from ..sending import signing_secret
-from ..web import WebEvent
-from ..web import serve as serve_web
 from ._output import console
 from ._project import project_settings
+
+if TYPE_CHECKING:
+    from ..inbox import InboxItem
+    from ..web import WebEvent
 
 dkim_app = typer.Typer(help="DKIM keys for signing outgoing mail.", no_args_is_help=True)
 inbox_app = typer.Typer(help="Process the reply and bounce mailbox.", no_args_is_help=True)
@@ -54,6 +55,9 @@ def serve(
             host=host if host is not None else chosen.host,
             port=port if port is not None else chosen.port,
         )
+    from ..sending import signing_secret  # noqa: PLC0415 (heavy, only serve needs it)
+    from ..web import serve as serve_web  # noqa: PLC0415 (heavy, only serve needs it)
+
     server = serve_web(
         settings, secret=signing_secret(settings), serve_settings=chosen, on_event=_web_event
     )
@@ -102,6 +106,10 @@ def inbox_process(
                 )
             ]
         )
+    from ..audience import SubscriberStore  # noqa: PLC0415 (heavy, only this command needs it)
+    from ..inbox import opened as open_mailbox  # noqa: PLC0415 (heavy, only this command needs it)
+    from ..inbox import process_inbox  # noqa: PLC0415 (heavy, only this command needs it)
+
     unsubscribe = parse_address(settings.unsubscribe.mailto or "")
     with (
         open_mailbox(inbox, os.environ.get(inbox.password_env), readonly=dry_run) as mailbox,
@@ -165,6 +173,8 @@ def dkim_keygen_command(
     chosen_out = out or Path(configured.key_file if configured else f"dkim-{chosen_selector}.pem")
     if not chosen_out.is_absolute():
         chosen_out = (settings.root if out is None else Path.cwd()) / chosen_out
+    from ..dkim import keygen as dkim_keygen  # noqa: PLC0415 (heavy, only this command needs it)
+
     report = dkim_keygen(chosen_domain, chosen_selector, chosen_out)
     console.print(f"Wrote the private key to [bold]{report.key_file}[/] (mode 600)")
     console.print(f"Publish this TXT record at [bold]{report.record_name}[/]:")

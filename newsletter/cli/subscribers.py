@@ -26,7 +26,6 @@ from ..audience import (
     parse_status,
 )
 from ..config import load_settings
-from ..delivery.suppressions import suppression_source, sync_suppressions
 from ..errors import AudienceError
 from ._output import plain_console as console
 from ._output import plain_err_console as err_console
@@ -346,6 +345,12 @@ def sync(
         newsletter subscribers sync --dry-run
         newsletter subscribers sync sendgrid --days 30
     """
+    # heavy (the provider transports), only this command needs them
+    from ..delivery.suppressions import (  # noqa: PLC0415
+        suppression_source,
+        sync_suppressions,
+    )
+
     root = project_root()
     source = suppression_source(load_settings(root), provider=provider)
     since = datetime.now(UTC) - timedelta(days=days) if days else None

@@ -79,7 +79,7 @@ def render_issue(issue: Issue, settings: Settings, *, preview: bool = False) -> 
     problems: list[Problem] = []
     registry = SlotRegistry()
     words = words_for(settings.locale)
-    images = ImageCollector(settings.base_url, issue.name)
+    images = ImageCollector(settings.base_url, issue.name, cache_dir=settings.cache_dir / "images")
     text_env = text_environment()
     slot_values = slot_context(registry)
 
@@ -96,6 +96,12 @@ def render_issue(issue: Issue, settings: Settings, *, preview: bool = False) -> 
     subject = expand(issue.subject, issue.path, 0) or issue.subject
     preheader = expand(issue.preheader or "", issue.path, 0) or ""
     intro_source = expand(issue.intro, issue.path, issue.intro_line - 1) or ""
+    # The items' photos first, several at a time; the item views then find them ready.
+    images.prefetch(
+        (item.image_path, CONTENT_WIDTH)
+        for item in issue.items
+        if item.image_path is not None and not (item.image_is_remote and item.image)
+    )
     items = [_item_view(item, words, images, expand, problems) for item in issue.items]
 
     theme_dir_env = theme_environment(settings.templates_dir)
