@@ -170,17 +170,26 @@ def check(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the findings as JSON (for scripts).")
     ] = False,
+    no_cache: Annotated[
+        bool,
+        typer.Option(
+            "--no-cache",
+            help="Ask for every link and run SpamAssassin again instead of reusing results.",
+        ),
+    ] = False,
 ) -> None:
     """Check an issue before sending: links, images, size, spam score, accessibility.
 
     Every finding names the file and line it concerns. Exits with status 1 when there are
-    errors; warnings alone do not fail. Good link answers are cached for ten minutes in
-    `.newsletter-cache/`, so checking again after a fix is quick.
+    errors; warnings alone do not fail. Good link answers are cached for ten minutes and spam
+    scores per content in `.newsletter-cache/`, so checking again after a fix is quick and a
+    `send` right after the check does not repeat it; `--no-cache` checks everything afresh.
 
     Examples:
 
         newsletter check 2026-11
         newsletter check 2026-11 --offline
+        newsletter check 2026-11 --no-cache
         newsletter check 2026-11 --json > check.json
     """
     from ..checks import check_issue  # noqa: PLC0415 (heavy, only this command needs it)
@@ -190,7 +199,7 @@ def check(
     settings = project_settings()
     loaded = load_issue(resolve_issue_folder(settings.root, issue))
     rendered = render_issue(loaded, settings)
-    report = check_issue(loaded, rendered, settings, offline=offline)
+    report = check_issue(loaded, rendered, settings, offline=offline, use_cache=not no_cache)
     if as_json:
         typer.echo(report.to_json())
     else:
