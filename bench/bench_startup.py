@@ -6,6 +6,7 @@ Run: .venv/bin/python bench/bench_startup.py [--baseline REF] [--runs N]
 Each round runs every case once for the current code and once for `--baseline` (default: the
 commit before the lazy imports), alternating, so both see the same machine; prints medians,
 min and max of wall time per case. Cases, each a whole process in a copy of the example project:
+- `python -c pass`: the interpreter alone (site, the editable install's finder), the floor;
 - `newsletter --version`;
 - `newsletter status 2026-11` (nothing sent yet: it reads settings and the ledger);
 - `import newsletter.sending` (what `send` imports before it renders and checks).
@@ -41,7 +42,8 @@ def main() -> None:
         shutil.copytree(REPO / "images", project / "images")
         shutil.copytree(REPO / "issues" / "2026-11", project / "issues" / "2026-11")
         sides = {"baseline": extract(args.baseline, root / "baseline"), "current": None}
-        cases = {
+        cases: dict[str, list[str] | None] = {
+            "python -c pass (floor)": ["-c", "pass"],
             "newsletter --version": ["--version"],
             "newsletter status 2026-11": ["status", "2026-11"],
             "import newsletter.sending": None,
@@ -51,11 +53,12 @@ def main() -> None:
             for case, arguments in cases.items():
                 for side, code_root in sides.items():
                     prefix, env = command(code_root)
-                    argv = (
-                        [*prefix, *arguments]
-                        if arguments is not None
-                        else [sys.executable, "-c", "import newsletter.sending"]
-                    )
+                    if arguments is None:
+                        argv = [sys.executable, "-c", "import newsletter.sending"]
+                    elif arguments[0] == "-c":
+                        argv = [sys.executable, *arguments]
+                    else:
+                        argv = [*prefix, *arguments]
                     start = time.perf_counter()
                     subprocess.run(argv, cwd=project, env=env, check=True, capture_output=True)
                     times.setdefault((case, side), []).append(time.perf_counter() - start)
