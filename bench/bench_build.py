@@ -15,6 +15,7 @@ processed in threads), and the current code rebuilding with the cache filled (no
 from __future__ import annotations
 
 import argparse
+import resource
 import shutil
 import statistics
 import subprocess
@@ -115,14 +116,20 @@ def photos_main() -> None:
         baseline = extract(args.baseline, root / "baseline")
         cache = project / ".newsletter-cache"
         times: dict[str, list[float]] = {}
+        cpu: dict[str, list[float]] = {}
 
         def build(label: str, code_root: Path | None) -> None:
             prefix, env = command(code_root)
+            used = resource.getrusage(resource.RUSAGE_CHILDREN)
             start = time.perf_counter()
             subprocess.run(
                 [*prefix, "build", "photos"], cwd=project, env=env, check=True, capture_output=True
             )
             times.setdefault(label, []).append(time.perf_counter() - start)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu.setdefault(label, []).append(
+                after.ru_utime - used.ru_utime + after.ru_stime - used.ru_stime
+            )
 
         build("warm-up (not counted)", None)  # bytecode compiled, files in the page cache
         build("warm-up (not counted)", baseline)
@@ -133,13 +140,14 @@ def photos_main() -> None:
             build("current, rebuild (cache filled)", None)
 
     print(f"{args.photos} photos of 3000x2000; baseline {args.baseline}; {args.runs} rounds\n")
-    print(f"{'build':<36}{'median':>9}{'min':>9}{'max':>9}")
+    print(f"{'build':<36}{'median':>9}{'min':>9}{'max':>9}{'CPU':>9}")
     for label, runs in times.items():
         if label.startswith("warm-up"):
             continue
         print(
             f"{label:<36}{statistics.median(runs) * 1000:>7.0f}ms"
             f"{min(runs) * 1000:>7.0f}ms{max(runs) * 1000:>7.0f}ms"
+            f"{statistics.median(cpu[label]) * 1000:>7.0f}ms"
         )
 
 
