@@ -34,6 +34,8 @@ from .providers import PROVIDER_SETTINGS, PROVIDERS, setting_problems
 
 CONFIG_NAME = "newsletter.toml"
 SECRET_FILE_NAME = ".newsletter-secret"
+# What can be recomputed (link answers, check results, resized images); git-ignored by `init`.
+CACHE_DIR_NAME = ".newsletter-cache"
 DEFAULT_SECRET_ENV = "NEWSLETTER_SECRET"
 DEFAULT_SMTP_PASSWORD_ENV = "NEWSLETTER_SMTP_PASSWORD"
 
@@ -179,6 +181,11 @@ class Settings:
     @property
     def database_path(self) -> Path:
         return self.root / "newsletter.db"
+
+    @property
+    def cache_dir(self) -> Path:
+        """`.newsletter-cache/`: safe to delete at any time; everything in it is rebuilt."""
+        return self.root / CACHE_DIR_NAME
 
     def secret(self) -> bytes | None:
         """The signing secret: from the environment, else from the ignored file `init` writes."""

@@ -11,7 +11,11 @@ import socket
 
 from .errors import NewsletterError
 
-__all__ = ["http_url", "listen"]
+__all__ = ["PREVIEW_PORT", "http_url", "listen"]
+
+# The preview's port on 127.0.0.1; here, not in preview/, so that the CLI can show it as the
+# default of `--port` without importing the preview server (Starlette, uvicorn).
+PREVIEW_PORT = 8025
 
 
 def listen(

@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
+import sys
 from pathlib import Path
 
 import pytest
 
+from newsletter import cli
 from newsletter.checks import check_issue
 from newsletter.checks.spam import (
     UNSENT_MESSAGE_RULES,
+    SpamCache,
     build_sample_message,
     check_spam,
     parse_report,
     score_message,
+    spam_cache_key,
 )
 from newsletter.config import Settings, load_settings
 from newsletter.content import load_issue
 from newsletter.render import render_issue
+from newsletter.sending import SendRequest, rehearse
 
 SPAMASSASSIN = shutil.which("spamassassin")
 needs_spamassassin = pytest.mark.skipif(
@@ -202,3 +208,94 @@ def test_no_sample_without_unsubscribe_settings(project: Path, issue_folder: Pat
     assert skipped.severity == "info"
     assert "no sample message" in skipped.message
     assert "unsubscribe-config" in report.codes("error")
+
+
+# --- the cache of scores: a send right after a check does not run SpamAssassin again ------------
+
+
+def spam_findings(report_json: str) -> list[str]:
+    findings = json.loads(report_json)["findings"]
+    return [f["message"] for f in findings if f["code"] == "spam-score"]
+
+
+@pytest.mark.slow
+@needs_spamassassin
+def test_a_send_after_a_check_reuses_the_score_until_the_content_changes(
+    project: Path,
+    issue_folder: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The real SpamAssassin behind a wrapper first on PATH that counts its runs.
+    calls = project.parent / "spamassassin-calls.log"
+    wrapper = project.parent / "bin" / "spamassassin"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f'#!/bin/sh\necho run >> "{calls}"\nexec "{spamassassin()}" "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{wrapper.parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    (project / ".newsletter-secret").write_text("a-test-signing-secret\n", encoding="utf-8")
+    settings = load_settings(project)
+    monkeypatch.delenv(settings.unsubscribe.secret_env, raising=False)
+    monkeypatch.chdir(project)
+
+    def runs() -> int:
+        return len(calls.read_text().splitlines()) if calls.exists() else 0
+
+    def check(*options: str) -> list[str]:
+        monkeypatch.setattr(sys, "argv", ["newsletter", "check", "2026-11", "--json", *options])
+        cli.main()
+        return spam_findings(capsys.readouterr().out)
+
+    def send_gate() -> list[str]:
+        # `send --dry-run` runs the same gate as a send: settings, check, plan.
+        rehearsal = rehearse(load_settings(project), SendRequest("2026-11", link_check=False))
+        return [f.message for f in rehearsal.findings.findings if f.code == "spam-score"]
+
+    checked = check("--offline")
+    assert runs() == 1 and len(checked) == 1 and checked[0].startswith("spam score ")
+    assert (project / ".newsletter-cache" / "spam.json").is_file()
+
+    assert send_gate() == checked
+    assert runs() == 1, "the send ran SpamAssassin again for content just checked"
+
+    item = next(issue_folder.glob("01-*.md"))
+    item.write_text(item.read_text() + "\nOne more sentence about the harvest.\n")
+    assert send_gate()[0].startswith("spam score ")
+    assert runs() == 2, "changed content was not scored again"
+
+    assert check("--offline", "--no-cache")[0].startswith("spam score ")
+    assert runs() == 3
+    check("--offline")
+    assert runs() == 3
+
+
+def test_the_score_key_follows_the_message_and_the_spamassassin_installation(
+    tmp_path: Path,
+) -> None:
+    program = tmp_path / "spamassassin"
+    program.write_text("#!/bin/sh\n")
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "10_default.cf").write_text("score A 1\n")
+    message = b"Date: Thu, 03 Dec 2026 03:05:57 +0000\r\nSubject: hi\r\n\r\nbody\r\n"
+
+    def key(text: bytes = message) -> str:
+        return spam_cache_key(text, str(program), extra=(str(rules),))
+
+    first = key()
+    assert key(message.replace(b"03:05:57", b"03:05:58")) == first  # only the Date differs
+    assert key(message.replace(b"body", b"Body")) != first
+    (rules / "10_default.cf").write_text("score A 2.5\n")  # a rule update
+    assert key() != first
+    changed_rules = key()
+    program.write_text("#!/bin/sh\n# upgraded\n")
+    assert key() != changed_rules
+
+
+def test_a_damaged_score_cache_is_ignored(tmp_path: Path) -> None:
+    path = tmp_path / "spam.json"
+    path.write_text("{not json", encoding="utf-8")
+    cache = SpamCache.load(path)
+    assert cache.get("anything") is None
+    path.write_text(json.dumps({"k": {"used_at": 1.0, "score": {"score": "x"}}}), encoding="utf-8")
+    assert SpamCache.load(path).get("k") is None

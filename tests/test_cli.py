@@ -14,6 +14,7 @@ import typer.main
 from typer.core import TyperGroup
 
 from newsletter import cli
+from newsletter.cli.commands import app as cli_app
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -142,7 +143,7 @@ def test_every_command_has_help_with_examples(run: Run, tmp_path: Path) -> None:
 
 
 def command_names() -> list[str]:
-    group = typer.main.get_command(cli.app)
+    group = typer.main.get_command(cli_app)
     assert isinstance(group, TyperGroup)
     names: list[str] = []
     for name, command in group.commands.items():
@@ -161,7 +162,7 @@ def test_every_command_is_documented_in_the_readme() -> None:
 
 def test_every_newsletter_command_named_in_a_message_exists() -> None:
     """Hints name commands the CLI has: `newsletter --debug build`, never `build --debug`."""
-    root = typer.main.get_command(cli.app)
+    root = typer.main.get_command(cli_app)
     package = Path(__file__).resolve().parent.parent / "newsletter"
     sources = [p for p in package.rglob("*") if p.suffix in (".py", ".js", ".html", ".toml")]
     wrong: list[str] = []
@@ -199,7 +200,7 @@ def _leaf_commands(command: Any, words: tuple[str, ...] = ()) -> list[tuple[str,
 def test_help_examples_stand_on_their_own_lines_and_options_show_no_type_names(
     run: Run, tmp_path: Path
 ) -> None:
-    for words in _leaf_commands(typer.main.get_command(cli.app)):
+    for words in _leaf_commands(typer.main.get_command(cli_app)):
         result = run(*words, "--help", cwd=tmp_path)
         assert result.exit_code == 0, words
         for line in result.out.splitlines():

@@ -17,9 +17,7 @@ import keyword
 import re
 import unicodedata
 from collections.abc import Mapping
-
-import email_validator
-from email_validator import EmailNotValidError, validate_email
+from types import ModuleType
 
 from ..errors import AudienceError
 
@@ -57,11 +55,19 @@ def has_line_break(text: str) -> bool:
 _special: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
 
 
+def _email_validator() -> ModuleType:
+    """email-validator, imported on first use: compiling its patterns at import takes 0.1 s
+    (more on a busy machine), which commands that never check an address should not pay."""
+    import email_validator  # noqa: PLC0415 (heavy, only checking an address needs it)
+
+    return email_validator
+
+
 def _special_suffixes() -> tuple[str, ...]:
     """`.name` for each special-use domain name, rebuilt only when email-validator's list (a
     module global that may change) differs from last time: building it per address cost 3 µs."""
     global _special
-    names = tuple(email_validator.SPECIAL_USE_DOMAIN_NAMES)
+    names = tuple(_email_validator().SPECIAL_USE_DOMAIN_NAMES)
     if names != _special[0]:
         _special = (names, tuple("." + name for name in names))
     return _special[1]
@@ -93,9 +99,10 @@ def normalise_address(text: str) -> str:
     fast = _fast_normalise(address)
     if fast is not None:
         return fast
+    validator = _email_validator()
     try:
-        checked = validate_email(address, check_deliverability=False)
-    except EmailNotValidError as err:
+        checked = validator.validate_email(address, check_deliverability=False)
+    except validator.EmailNotValidError as err:
         raise AudienceError(f"{address!r} is not a valid email address: {err}") from err
     return str(checked.normalized)
 

@@ -11,8 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-
-import httpx
+from typing import TYPE_CHECKING
 
 from ..audience import Subscriber
 from ..config import Settings
@@ -38,7 +37,10 @@ from .links import (
 from .masthead import check_logo_contrast
 from .model import CheckReport, Finding, Severity
 from .size import check_size
-from .spam import SPAM_TIMEOUT, build_sample_message, check_spam
+from .spam import SPAM_CACHE_FILE, SPAM_TIMEOUT, SpamCache, build_sample_message, check_spam
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["CheckReport", "Finding", "LinkResult", "Severity", "check_issue", "check_issue_async"]
 
@@ -65,7 +67,10 @@ def check_issue(
     to score the message with (None: skip the spam check); `sample_message` is the message to
     score (built from `rendered` when None). `allow_loopback` checks links to 127.0.0.1 and
     localhost like any other instead of warning about them (for tests). Good link answers are
-    cached in `<root>/.newsletter-cache/links.json` for ten minutes unless `use_cache` is False.
+    cached in `<root>/.newsletter-cache/links.json` for ten minutes, and spam scores in
+    `spam.json` per message and SpamAssassin installation (so a `send` right after a `check` of
+    the same content neither asks for its links nor runs SpamAssassin again). `use_cache=False`
+    asks and scores afresh (and records the new score).
 
     This runs its own event loop (in a thread when called from inside one). A `client` belongs
     to the loop it is used in: to share one, call `check_issue_async` from that loop instead.
@@ -158,5 +163,6 @@ async def check_issue_async(
         issue_file=issue.path,
         timeout=spam_timeout,
         reason_missing=reason,
+        cache=SpamCache.load(settings.cache_dir / SPAM_CACHE_FILE, read=use_cache, clock=clock),
     )
     return CheckReport.of(rendered.name, findings)

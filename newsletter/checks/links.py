@@ -24,17 +24,19 @@ import time
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
-import httpx
-
 from .. import __version__
+from ..config import CACHE_DIR_NAME
 from ..linktags import text_urls
 from .context import SLOT_MARKER, CheckContext
 from .model import Finding, Severity
 
-CACHE_DIR = ".newsletter-cache"
+if TYPE_CHECKING:
+    import httpx
+
+CACHE_DIR = CACHE_DIR_NAME
 CACHE_FILE = "links.json"
 CACHE_TTL = 600.0  # seconds: long enough for an edit-and-recheck loop, short enough to be fresh
 PER_HOST = 2
@@ -193,6 +195,9 @@ async def check_urls(
             pending.append(url)
     if not pending:
         return results
+    # httpx (0.2-0.4 s of imports) only when a link is asked for: a check whose links are all
+    # cached, or a send whose check is cached, never loads it.
+    import httpx  # noqa: PLC0415 (heavy, only asking for a link needs it)
 
     own_client = client is None
     if client is None:
@@ -245,6 +250,8 @@ async def _follow(
     started: set[str],
 ) -> LinkResult:
     """Ask for `url`, following redirects hop by hop."""
+    import httpx  # noqa: PLC0415 (heavy; loaded already by check_urls)
+
     began = time.monotonic()
     chain: list[str] = []
     current = url
@@ -301,6 +308,8 @@ async def _follow(
 
 async def _ask(client: httpx.AsyncClient, url: str, timeout: float) -> tuple[str, httpx.Response]:
     """HEAD, and GET when HEAD fails; a GET's body is never downloaded."""
+    import httpx  # noqa: PLC0415 (heavy; loaded already by check_urls)
+
     try:
         response = await client.request("HEAD", url, follow_redirects=False, timeout=timeout)
         if response.status_code < 400:
@@ -315,6 +324,8 @@ async def _ask(client: httpx.AsyncClient, url: str, timeout: float) -> tuple[str
 
 def classify_error(err: httpx.HTTPError) -> tuple[str, str]:
     """`(kind, detail)` of a failed request: dns, tls, timeout, connect, invalid or failed."""
+    import httpx  # noqa: PLC0415 (heavy; loaded already by check_urls)
+
     causes = list(_causes(err))
     if isinstance(err, httpx.TimeoutException):
         return "timeout", f"no answer within the per-request timeout ({type(err).__name__})"

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
-
 from ..render import DARK_CARD, contrast_ratio
 from .context import CheckContext
 from .model import Finding
@@ -23,9 +21,11 @@ def visible_share(path: Path, background: str) -> float | None:
     """The share of the image's opaque pixels with 3:1 contrast against `background`; None when
     the image cannot be read or has no transparency (it brings its own background)."""
     try:
+        from PIL import Image  # noqa: PLC0415 (heavy: only a logo to measure needs Pillow)
+
         with Image.open(path) as opened:
             image = opened.convert("RGBA")
-    except (OSError, UnidentifiedImageError):
+    except OSError:  # Pillow's UnidentifiedImageError is an OSError
         return None
     image.thumbnail((96, 96))
     raw = image.tobytes()

@@ -3,16 +3,27 @@
 Only the rules the Debian package ships are used (no `sa-update`, no network tests, no Bayes), so
 a score is the same on every machine with the same SpamAssassin version. Bayes is switched off
 because scoring would otherwise teach the editor's own Bayes database our sample message.
+
+Because the score is a function of the message and of SpamAssassin's program, rules and
+configuration, it is kept in `.newsletter-cache/spam.json` (`SpamCache`): a `send` right after a
+`check` of the same content does not pay SpamAssassin's seconds again. The key is the message
+without its Date header plus what identifies the installed SpamAssassin (see `_identity`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import re
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..audience import Subscriber
 from ..config import Settings
@@ -63,6 +74,129 @@ class SpamScore:
     rules: tuple[SpamRule, ...]
     ignored: tuple[SpamRule, ...]
     required: float = 5.0
+
+
+# --- the cache of scores ---------------------------------------------------------------------
+
+SPAM_CACHE_FILE = "spam.json"
+# Part of every key: bump it when what is scored or how a report is read changes.
+SPAM_CACHE_VERSION = "1"
+# Entries not used for this long are dropped when the file is written.
+SPAM_CACHE_KEEP = 30 * 24 * 3600.0
+# What besides the program decides a score: the site configuration (local.cf, *.pre), the rules
+# the package ships and those sa-update installs.
+SPAMASSASSIN_PATHS = ("/etc/spamassassin", "/usr/share/spamassassin", "/var/lib/spamassassin")
+_DATE_HEADER = re.compile(rb"(?im)^Date:[^\n]*\n")
+
+
+def _identity(executable: str, extra: tuple[str, ...] = SPAMASSASSIN_PATHS) -> str:
+    """Path, size and modification time of the program and of every file in its configuration
+    and rule folders: an upgrade, a rule update (sa-update) or an edited local.cf gives another
+    identity. A few hundred stat calls (milliseconds), no process started."""
+    parts: list[str] = []
+    for name in (executable, *extra):
+        try:
+            info = os.stat(name)
+        except OSError:
+            continue
+        parts.append(f"{name}:{info.st_size}:{info.st_mtime_ns}")
+        for folder, subfolders, files in os.walk(name):
+            subfolders.sort()
+            for file in sorted(files):
+                path = os.path.join(folder, file)
+                try:
+                    info = os.stat(path)
+                except OSError:
+                    continue
+                parts.append(f"{path}:{info.st_size}:{info.st_mtime_ns}")
+    return "\n".join(parts)
+
+
+def spam_cache_key(
+    message: bytes, executable: str, *, extra: tuple[str, ...] = SPAMASSASSIN_PATHS
+) -> str:
+    """What a score depends on: the message (its Date header aside: it changes every second and,
+    without Received headers, no rule compares it with anything) and the SpamAssassin used."""
+    digest = hashlib.sha256()
+    for part in (SPAM_CACHE_VERSION.encode(), _identity(executable, extra).encode()):
+        digest.update(part + b"\0")
+    digest.update(_DATE_HEADER.sub(b"", message, count=1))
+    return digest.hexdigest()
+
+
+@dataclass
+class SpamCache:
+    """Scores per `spam_cache_key`, in a JSON file (None: in memory only). `read=False` scores
+    afresh but still records the new score (`check --no-cache`)."""
+
+    path: Path | None
+    read: bool = True
+    clock: Callable[[], float] = time.time
+    entries: dict[str, dict[str, Any]] = field(default_factory=dict)
+    changed: bool = False
+
+    @classmethod
+    def load(
+        cls, path: Path | None, *, read: bool = True, clock: Callable[[], float] = time.time
+    ) -> SpamCache:
+        cache = cls(path, read, clock)
+        if path is None:
+            return cache
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return cache  # missing or damaged: start afresh
+        if isinstance(data, dict):
+            cache.entries = {
+                key: entry
+                for key, entry in data.items()
+                if isinstance(entry, dict) and isinstance(entry.get("used_at"), int | float)
+            }
+        return cache
+
+    def get(self, key: str) -> SpamScore | None:
+        entry = self.entries.get(key) if self.read else None
+        if entry is None:
+            return None
+        try:
+            score = entry["score"]
+            found = SpamScore(
+                score=float(score["score"]),
+                rules=tuple(SpamRule(**rule) for rule in score["rules"]),
+                ignored=tuple(SpamRule(**rule) for rule in score["ignored"]),
+                required=float(score["required"]),
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+        entry["used_at"] = self.clock()
+        self.changed = True
+        return found
+
+    def put(self, key: str, score: SpamScore) -> None:
+        self.entries[key] = {"used_at": self.clock(), "score": asdict(score)}
+        self.changed = True
+
+    def save(self) -> None:
+        if self.path is None or not self.changed:
+            return
+        now = self.clock()
+        kept = {
+            key: entry
+            for key, entry in self.entries.items()
+            if now - entry["used_at"] < SPAM_CACHE_KEEP
+        }
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(prefix=".spam.", dir=self.path.parent)
+            try:
+                with os.fdopen(handle, "w", encoding="utf-8") as stream:
+                    json.dump(kept, stream, indent=1, sort_keys=True)
+                os.replace(temporary, self.path)
+            except BaseException:
+                Path(temporary).unlink(missing_ok=True)
+                raise
+        except OSError:
+            pass  # a cache that cannot be written only makes the next check slower
 
 
 def find_spamassassin(executable: str | None) -> str | None:
@@ -168,8 +302,12 @@ def check_spam(
     issue_file: Path | None,
     timeout: float = SPAM_TIMEOUT,
     reason_missing: str | None = None,
+    cache: SpamCache | None = None,
 ) -> list[Finding]:
-    """Findings for the spam score of `message` (info findings when it cannot be scored)."""
+    """Findings for the spam score of `message` (info findings when it cannot be scored).
+
+    With a `cache`, a message scored before by the same SpamAssassin is not scored again, and a
+    new score is recorded there (failures never are)."""
     if not executable:
         return []
     found = find_spamassassin(executable)
@@ -185,10 +323,17 @@ def check_spam(
     if message is None:
         why = f" ({reason_missing})" if reason_missing else ""
         return [Finding("info", "spam-skipped", f"spam score not checked: no sample message{why}")]
-    try:
-        result = score_message(message, found, timeout=timeout)
-    except NewsletterError as err:
-        return [Finding("warning", "spam-failed", f"spam score not checked: {err.message}")]
+    key = spam_cache_key(message, found) if cache is not None else ""
+    result = cache.get(key) if cache is not None else None
+    if result is None:
+        try:
+            result = score_message(message, found, timeout=timeout)
+        except NewsletterError as err:
+            return [Finding("warning", "spam-failed", f"spam score not checked: {err.message}")]
+        if cache is not None:
+            cache.put(key, result)
+    if cache is not None:
+        cache.save()
     listed = ", ".join(
         f"{rule.name} ({rule.points:+.1f}{': ' + rule.description if rule.description else ''})"
         for rule in sorted(result.rules, key=lambda rule: -rule.points)

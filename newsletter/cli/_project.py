@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..audience import make_token
 from ..config import Settings, find_project_root, load_settings
-from ..delivery.message import MessageTemplate
 from ..errors import ProjectError
-from ..render.model import RenderedIssue
 from ._output import err_console
+
+if TYPE_CHECKING:
+    from ..delivery.message import MessageTemplate
+    from ..render.model import RenderedIssue
 
 
 def project_root(start: Path | None = None) -> Path:
@@ -33,4 +35,7 @@ def project_settings() -> Settings:
 
 def message_template(settings: Settings, rendered: RenderedIssue, secret: bytes) -> MessageTemplate:
     """The message template of a rendered issue, with this project's tokens and secret."""
+    from ..delivery.message import MessageTemplate  # noqa: PLC0415 (heavy, only a build needs it)
+    from ..tokens import make_token  # noqa: PLC0415 (beside MessageTemplate)
+
     return MessageTemplate.prepare(rendered, settings, secret=secret, token_for=make_token)

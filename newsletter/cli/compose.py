@@ -1,27 +1,29 @@
-"""Composing an issue: `init`, `new`, `build`, `preview`, `check`."""
+"""Composing an issue: `init`, `new`, `build`, `preview`, `check`.
+
+The renderer (Jinja2, MJML, premailer, Pillow), the checks (httpx) and the preview server
+(Starlette, uvicorn) are imported inside the commands that use them, so the other commands of
+`newsletter` do not pay for them at start-up.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from ..audience import Subscriber
-from ..build import build_issue
-from ..checks import check_issue
-from ..checks.report import print_report
 from ..config import Settings
 from ..content import load_issue, resolve_issue_folder
-from ..preview import DEFAULT_PORT, PreviewEvent, serve_preview
+from ..listening import PREVIEW_PORT
 from ..project import init_project, new_issue
-from ..render import render_issue
-from ..render.model import RenderedIssue
 from ._output import console, err_console
 from ._project import message_template, project_root, project_settings
-from .preview_project import make_rebuild, watch_paths_for
+
+if TYPE_CHECKING:
+    from ..preview import PreviewEvent
+    from ..render.model import RenderedIssue
 
 
 def _size(size: int) -> str:
@@ -86,6 +88,8 @@ def build(
         newsletter build 2026-11
         newsletter build issues/2026-11
     """
+    from ..build import build_issue  # noqa: PLC0415 (heavy, only this command needs it)
+
     settings = project_settings()
     folder = resolve_issue_folder(settings.root, issue)
     report = build_issue(settings, folder, sample_message=_sample_message(settings))
@@ -101,6 +105,8 @@ def build(
 def _sample_message(settings: Settings) -> Callable[[RenderedIssue], bytes]:
     """The sample message.eml of a build, signed with a throwaway key when none is set."""
 
+    from ..audience import Subscriber  # noqa: PLC0415 (heavy, only a build needs it)
+
     def build(rendered: RenderedIssue) -> bytes:
         secret = settings.secret() or b"sample-only-not-a-real-secret"
         sample = Subscriber.sample(settings.locale)
@@ -113,7 +119,7 @@ def preview(
     issue: Annotated[str, typer.Argument(help="The issue: its folder, or just its name.")],
     port: Annotated[
         int, typer.Option("--port", "-p", help="Port on 127.0.0.1 to serve the preview on.")
-    ] = DEFAULT_PORT,
+    ] = PREVIEW_PORT,
 ) -> None:
     """Preview an issue in the browser; it rebuilds and reloads the page whenever you save.
 
@@ -127,6 +133,12 @@ def preview(
         newsletter preview 2026-11
         newsletter preview 2026-11 --port 8026
     """
+    from ..preview import serve_preview  # noqa: PLC0415 (heavy, only this command needs it)
+    from .preview_project import (  # noqa: PLC0415 (heavy, only this command needs it)
+        make_rebuild,
+        watch_paths_for,
+    )
+
     # Only the project root here: a broken newsletter.toml is shown on the page, not fatal.
     root = project_root()
     folder = resolve_issue_folder(root, issue)
@@ -161,23 +173,36 @@ def check(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the findings as JSON (for scripts).")
     ] = False,
+    no_cache: Annotated[
+        bool,
+        typer.Option(
+            "--no-cache",
+            help="Ask for every link and run SpamAssassin again instead of reusing results.",
+        ),
+    ] = False,
 ) -> None:
     """Check an issue before sending: links, images, size, spam score, accessibility.
 
     Every finding names the file and line it concerns. Exits with status 1 when there are
-    errors; warnings alone do not fail. Good link answers are cached for ten minutes in
-    `.newsletter-cache/`, so checking again after a fix is quick.
+    errors; warnings alone do not fail. Good link answers are cached for ten minutes and spam
+    scores per content in `.newsletter-cache/`, so checking again after a fix is quick and a
+    `send` right after the check does not repeat it; `--no-cache` checks everything afresh.
 
     Examples:
 
         newsletter check 2026-11
         newsletter check 2026-11 --offline
+        newsletter check 2026-11 --no-cache
         newsletter check 2026-11 --json > check.json
     """
+    from ..checks import check_issue  # noqa: PLC0415 (heavy, only this command needs it)
+    from ..checks.report import print_report  # noqa: PLC0415 (heavy, see check_issue)
+    from ..render import render_issue  # noqa: PLC0415 (heavy, only this command needs it)
+
     settings = project_settings()
     loaded = load_issue(resolve_issue_folder(settings.root, issue))
     rendered = render_issue(loaded, settings)
-    report = check_issue(loaded, rendered, settings, offline=offline)
+    report = check_issue(loaded, rendered, settings, offline=offline, use_cache=not no_cache)
     if as_json:
         typer.echo(report.to_json())
     else:

@@ -1,4 +1,8 @@
-"""Sending an issue: `send` (a test copy, a dry run, or the real resumable send) and `status`."""
+"""Sending an issue: `send` (a test copy, a dry run, or the real resumable send) and `status`.
+
+`status` reads only the ledger; the send use case (renderer, checks, transports) is imported
+inside `send`, so `status` starts without it.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.progress import (
@@ -18,23 +22,15 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from ..checks.report import print_report
 from ..config import Settings
 from ..content import resolve_issue_folder
 from ..delivery.ledger import Ledger, State
-from ..delivery.sender import SendProgress, SendReport
-from ..sending import (
-    CheckFailedError,
-    Rehearsal,
-    SendPlan,
-    SendRequest,
-    deliver,
-    plan_send,
-    rehearse,
-    send_test_copies,
-)
 from ._output import console, err_console
 from ._project import project_settings
+
+if TYPE_CHECKING:
+    from ..delivery.sender import SendProgress, SendReport
+    from ..sending import Rehearsal, SendPlan, SendRequest
 
 
 def send(
@@ -91,6 +87,8 @@ def send(
         newsletter send 2026-11 --yes --resend-uncertain
         newsletter send 2026-11 --no-link-check
     """
+    from ..sending import SendRequest, plan_send  # noqa: PLC0415 (heavy, only send needs it)
+
     settings = project_settings()
     if test:
         _send_test(settings, issue, to or [])
@@ -126,6 +124,8 @@ def send(
 
 
 def _send_test(settings: Settings, issue: str, to: list[str]) -> None:
+    from ..sending import send_test_copies  # noqa: PLC0415 (heavy, only send needs it)
+
     results = send_test_copies(settings, issue, to=to)
     for result in results:
         if result.error:
@@ -141,6 +141,8 @@ def _send_test(settings: Settings, issue: str, to: list[str]) -> None:
 
 
 def _dry_run(settings: Settings, request: SendRequest) -> None:
+    from ..sending import rehearse  # noqa: PLC0415 (heavy, only send needs it)
+
     rehearsal = _checked(settings, lambda: rehearse(settings, request))
     report = rehearsal.report
     console.print(
@@ -150,11 +152,14 @@ def _dry_run(settings: Settings, request: SendRequest) -> None:
     )
 
 
-_Checked = TypeVar("_Checked", SendPlan, Rehearsal)
+_Checked = TypeVar("_Checked", "SendPlan", "Rehearsal")
 
 
 def _checked(settings: Settings, step: Callable[[], _Checked]) -> _Checked:
     """Run `step` (which runs the content check) and print the check's errors and warnings."""
+    from ..checks.report import print_report  # noqa: PLC0415 (heavy, only send needs it)
+    from ..sending import CheckFailedError  # noqa: PLC0415 (heavy, only send needs it)
+
     try:
         result = step()
     except CheckFailedError as err:
@@ -184,6 +189,8 @@ def _print_plan(plan: SendPlan) -> None:
 
 def _run_send(plan: SendPlan, accept_changed: bool) -> SendReport:
     """Deliver with a progress bar; Ctrl-C sets the stop event (the messages in flight finish)."""
+    from ..sending import deliver  # noqa: PLC0415 (heavy, only send needs it)
+
     stop = threading.Event()
 
     def interrupt(signum: int, frame: object) -> None:

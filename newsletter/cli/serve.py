@@ -1,4 +1,8 @@
-"""The long-running and mailbox side: `serve`, `inbox process`, `dkim keygen`, `dns check`."""
+"""The long-running and mailbox side: `serve`, `inbox process`, `dkim keygen`, `dns check`.
+
+The web side (Starlette, uvicorn), the mailbox (IMAP), DKIM (cryptography) and DNS (dnspython)
+are imported inside their commands, so no other command pays for them at start-up.
+"""
 
 from __future__ import annotations
 
@@ -6,24 +10,19 @@ import dataclasses
 import os
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 
-from ..audience import SubscriberStore
-from ..checks.dns import check_dns
 from ..config import parse_address
-from ..dkim import SECRETS_DIR, make_secrets_dir
-from ..dkim import keygen as dkim_keygen
 from ..errors import ConfigError, Problem
-from ..inbox import InboxItem, process_inbox
-from ..inbox import opened as open_mailbox
-from ..sending import signing_secret
-from ..web import WebEvent
-from ..web import serve as serve_web
 from ._output import console
 from ._project import project_settings
+
+if TYPE_CHECKING:
+    from ..inbox import InboxItem
+    from ..web import WebEvent
 
 dkim_app = typer.Typer(help="DKIM keys for signing outgoing mail.", no_args_is_help=True)
 dns_app = typer.Typer(
@@ -59,6 +58,9 @@ def serve(
             host=host if host is not None else chosen.host,
             port=port if port is not None else chosen.port,
         )
+    from ..sending import signing_secret  # noqa: PLC0415 (heavy, only serve needs it)
+    from ..web import serve as serve_web  # noqa: PLC0415 (heavy, only serve needs it)
+
     server = serve_web(
         settings, secret=signing_secret(settings), serve_settings=chosen, on_event=_web_event
     )
@@ -110,6 +112,10 @@ def inbox_process(
                 )
             ]
         )
+    from ..audience import SubscriberStore  # noqa: PLC0415 (heavy, only this command needs it)
+    from ..inbox import opened as open_mailbox  # noqa: PLC0415 (heavy, only this command needs it)
+    from ..inbox import process_inbox  # noqa: PLC0415 (heavy, only this command needs it)
+
     unsubscribe = parse_address(settings.unsubscribe.mailto or "")
     with (
         open_mailbox(inbox, os.environ.get(inbox.password_env), readonly=dry_run) as mailbox,
@@ -187,6 +193,9 @@ def dkim_keygen_command(
         newsletter dkim keygen
         newsletter dkim keygen --selector news2026 --domain example.org --out dkim-news2026.pem
     """
+    from ..dkim import SECRETS_DIR, make_secrets_dir  # noqa: PLC0415 (heavy: cryptography)
+    from ..dkim import keygen as dkim_keygen  # noqa: PLC0415 (heavy, only this command needs it)
+
     settings = project_settings()
     configured = settings.dkim
     chosen_domain = domain or (configured.domain if configured else settings.sender.domain)
@@ -240,6 +249,8 @@ def dns_check_command(
 
         newsletter dns check --nameserver 1.1.1.1
     """
+    from ..checks.dns import check_dns  # noqa: PLC0415 (heavy: dnspython, only this command)
+
     settings = project_settings()
     server, port = None, 53
     if nameserver:

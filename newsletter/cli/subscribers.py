@@ -13,26 +13,21 @@ import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ..audience import (
-    ColumnMapping,
-    Subscriber,
-    SubscriberStatus,
-    SubscriberStore,
-    parse_status,
-)
 from ..config import load_settings
-from ..delivery.suppressions import suppression_source, sync_suppressions
 from ..errors import AudienceError
 from ._output import plain_console as console
 from ._output import plain_err_console as err_console
 from ._project import project_root
+
+if TYPE_CHECKING:
+    from ..audience import Subscriber, SubscriberStatus, SubscriberStore
 
 # Settings.database_path names the same file; these commands do not need the whole config.
 DATABASE_NAME = "newsletter.db"
@@ -50,6 +45,10 @@ app = typer.Typer(
 @contextlib.contextmanager
 def open_store(start: Path | None = None) -> Iterator[SubscriberStore]:
     """The subscriber store of the project around `start` (the current folder)."""
+    # The audience package (CSV, addresses, the store) only for these commands, not for every
+    # start of `newsletter`.
+    from ..audience import SubscriberStore  # noqa: PLC0415 (heavy, only these commands need it)
+
     with SubscriberStore(project_root(start) / DATABASE_NAME) as store:
         yield store
 
@@ -79,6 +78,8 @@ def visible(text: str) -> str:
 
 
 def _status_or_all(text: str | None) -> SubscriberStatus | None:
+    from ..audience import parse_status  # noqa: PLC0415 (see open_store)
+
     if text is None or text.strip().lower() == "all":
         return None
     return parse_status(text)
@@ -163,6 +164,8 @@ def import_(
 
         newsletter subscribers import leden.csv --encoding cp1252
     """
+    from ..audience import ColumnMapping  # noqa: PLC0415 (see open_store)
+
     mapping = ColumnMapping(
         email=email_column,
         name=name_column,
@@ -213,6 +216,8 @@ def add(
 
         newsletter subscribers add ann@example.org --attr city=Gent --attr plan=paid
     """
+    from ..audience import SubscriberStatus  # noqa: PLC0415 (see open_store)
+
     attributes = _attributes(attr or [])
     with open_store() as store:
         existing = store.get(email)
@@ -254,6 +259,8 @@ def unsubscribe(email: Annotated[str, typer.Argument(help="The address.")]) -> N
 
         newsletter subscribers unsubscribe ann@example.org
     """
+    from ..audience import SubscriberStatus  # noqa: PLC0415 (see open_store)
+
     with open_store() as store:
         existing = store.get(email)
         if existing is None:
@@ -402,6 +409,12 @@ def sync(
         newsletter subscribers sync --dry-run
         newsletter subscribers sync sendgrid --days 30
     """
+    # heavy (the provider transports), only this command needs them
+    from ..delivery.suppressions import (  # noqa: PLC0415
+        suppression_source,
+        sync_suppressions,
+    )
+
     root = project_root()
     source = suppression_source(load_settings(root), provider=provider)
     since = datetime.now(UTC) - timedelta(days=days) if days else None

@@ -14,7 +14,7 @@ from types import FrameType
 import uvicorn
 
 from ..errors import NewsletterError
-from ..listening import http_url, listen
+from ..listening import PREVIEW_PORT, http_url, listen
 from .app import LOCAL_HOSTS, make_app
 from .hub import Hub
 from .model import EventCallback, Rebuild
@@ -23,7 +23,7 @@ from .watch import DEFAULT_DEBOUNCE_MS
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "PreviewError", "PreviewServer", "serve_preview"]
 
 DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8025
+DEFAULT_PORT = PREVIEW_PORT
 
 
 class PreviewError(NewsletterError):

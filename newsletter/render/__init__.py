@@ -86,7 +86,7 @@ def render_issue(issue: Issue, settings: Settings, *, preview: bool = False) -> 
     problems: list[Problem] = []
     registry = SlotRegistry()
     words = words_for(settings.locale, settings.root)
-    images = ImageCollector(settings.base_url, issue.name)
+    images = ImageCollector(settings.base_url, issue.name, cache_dir=settings.cache_dir / "images")
     text_env = text_environment()
     slot_values = slot_context(registry)
 
@@ -103,10 +103,16 @@ def render_issue(issue: Issue, settings: Settings, *, preview: bool = False) -> 
     subject = expand(issue.subject, issue.path, 0) or issue.subject
     preheader = expand(issue.preheader or "", issue.path, 0) or ""
     intro_source = expand(issue.intro, issue.path, issue.intro_line - 1) or ""
+    default_layout = issue.layout or settings.layout
+    # The items' photos first, several at a time; the item views then find them ready.
+    images.prefetch(
+        (item.image_path, IMAGE_WIDTHS.get(item.layout or default_layout, CONTENT_WIDTH))
+        for item in issue.items
+        if item.image_path is not None and not (item.image_is_remote and item.image)
+    )
     intro_images = _body_images(
         intro_source, issue.path, issue.intro_line, images, problems, settings.root
     )
-    default_layout = issue.layout or settings.layout
     items = [
         _item_view(
             item, words, images, expand, problems, item.layout or default_layout, settings.root

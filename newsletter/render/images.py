@@ -1,27 +1,66 @@
-"""Local images: measured, scaled down when heavy, embedded (CID) or published under base_url."""
+"""Local images: measured, scaled down when heavy, embedded (CID) or published under base_url.
+
+Scaling and re-encoding a photo takes 50-150 ms, so the results are kept in the project's
+`.newsletter-cache/images/`, keyed by the source file's content hash, the target width and the
+version of this pipeline: a rebuild with unchanged images reads them back and decodes nothing.
+When several images did change, `ImageCollector.prefetch` processes them in threads (Pillow
+releases the GIL while it decodes, resizes and encodes). Pillow itself is imported only when an
+image has to be processed.
+"""
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import io
+import json
+import os
 import re
+import tempfile
+import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-
-from PIL import Image, UnidentifiedImageError
+from typing import TYPE_CHECKING
 
 from ..errors import Problem
 from .model import EmbeddedImage, PublishedImage
 
+if TYPE_CHECKING:
+    from PIL import Image
+
 # Images are kept at twice the width they are shown at, sharp on high-density screens.
 DENSITY = 2
 _FORMATS = {"PNG": ("png", "image/png"), "JPEG": ("jpg", "image/jpeg"), "GIF": ("gif", "image/gif")}
+# Part of every cache key: bump it when `_process` would produce other bytes (quality, formats,
+# resampling), so that no stale result is reused.
+PIPELINE_VERSION = "1"
+
+
+@dataclass
+class ImageWork:
+    """What this process did with images: `processed` by Pillow, or read back from the cache
+    (`cache_hits`). Observable, so a test can tell a rebuild did no image work."""
+
+    processed: int = 0
+    cache_hits: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def count(self, *, hit: bool) -> None:
+        with self._lock:
+            if hit:
+                self.cache_hits += 1
+            else:
+                self.processed += 1
+
+
+work = ImageWork()
 
 
 # Pillow's own limit (about 89 megapixels, a 10,000 x 8,900 photo) is a warning only; here it is
 # an error. Pillow refuses twice as many by itself (DecompressionBombError).
-MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+MAX_PIXELS = 89_478_485  # Pillow's Image.MAX_IMAGE_PIXELS (not imported here: Pillow is heavy)
 
 
 class _TooManyPixels(ValueError):
@@ -48,10 +87,33 @@ class _Prepared:
 
 
 @lru_cache(maxsize=64)
-def _prepare(path: Path, mtime_ns: int, size: int, max_width: int) -> _Prepared:
-    """Read, measure and (if wider than needed) scale an image. Cached for preview rebuilds."""
+def _prepare(
+    path: Path, mtime_ns: int, size: int, max_width: int, cache_dir: Path | None = None
+) -> _Prepared:
+    """Read, measure and (if wider than needed) scale an image: from `cache_dir` when it holds
+    the result for these bytes and this width. Also kept in memory for preview rebuilds."""
     raw = path.read_bytes()
-    with Image.open(io.BytesIO(raw)) as image:
+    key = f"{hashlib.sha256(raw).hexdigest()}-w{max_width}-v{PIPELINE_VERSION}"
+    if cache_dir is not None:
+        cached = _read_cached(cache_dir / key)
+        if cached is not None:
+            work.count(hit=True)
+            return cached
+    prepared = _process(raw, max_width)
+    work.count(hit=False)
+    if cache_dir is not None:
+        _write_cached(cache_dir / key, prepared)
+    return prepared
+
+
+def _process(raw: bytes, max_width: int) -> _Prepared:
+    from PIL import Image  # noqa: PLC0415 (heavy, only processing an image needs it)
+
+    try:
+        opened = Image.open(io.BytesIO(raw))
+    except Image.DecompressionBombError as err:
+        raise _TooManyPixels(str(err)) from err
+    with opened as image:
         image_format = image.format or ""
         width, height = image.size
         if width * height > MAX_PIXELS:
@@ -86,6 +148,49 @@ def _encode(image: Image.Image, image_format: str) -> bytes:
     return buffer.getvalue()
 
 
+def _read_cached(entry: Path) -> _Prepared | None:
+    """A cached result (one JSON line of metadata, then the bytes); None when absent or bad."""
+    try:
+        blob = entry.read_bytes()
+        header, _, data = blob.partition(b"\n")
+        meta = json.loads(header)
+        if meta.get("size") != len(data) or hashlib.sha256(data).hexdigest()[:12] != meta["digest"]:
+            return None  # a torn or tampered entry: process the image again
+        extension, content_type = _FORMATS[meta["format"]]
+        return _Prepared(
+            data, extension, content_type, meta["width"], meta["height"], meta["digest"]
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _write_cached(entry: Path, prepared: _Prepared) -> None:
+    """Store a result atomically (temporary file, then rename); a cache that cannot be written
+    (read-only project, full disk) only costs the next build the work again."""
+    image_format = next(name for name, (ext, _) in _FORMATS.items() if ext == prepared.extension)
+    header = json.dumps(
+        {
+            "format": image_format,
+            "width": prepared.width,
+            "height": prepared.height,
+            "digest": prepared.digest,
+            "size": len(prepared.data),
+        }
+    ).encode()
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=entry.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(handle, "wb") as out:
+                out.write(header + b"\n" + prepared.data)
+            os.replace(temporary, entry)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+    except OSError:
+        pass
+
+
 @dataclass
 class ImageCollector:
     """Collects the local images of one render; hands out `src` values for the templates."""
@@ -94,6 +199,30 @@ class ImageCollector:
     issue_name: str
     embedded: dict[str, EmbeddedImage] = field(default_factory=dict)
     published: dict[str, PublishedImage] = field(default_factory=dict)
+    # Where processed images are cached across builds (None: only in memory).
+    cache_dir: Path | None = None
+
+    def prefetch(self, wanted: Iterable[tuple[Path, int]]) -> None:
+        """Prepare these (path, display width) images ahead of `add`, several at a time.
+
+        Only a head start: errors are left for `add` to report, and what is cached already
+        costs a read.
+        """
+        jobs: list[tuple[Path, int, int, int]] = []
+        for path, display_width in dict.fromkeys(wanted):
+            try:
+                stat = path.stat()
+            except OSError:
+                continue
+            jobs.append((path, stat.st_mtime_ns, stat.st_size, display_width * DENSITY))
+        if len(jobs) < 2:
+            return
+        workers = min(len(jobs), os.cpu_count() or 1)
+        if workers < 2:
+            return
+        with concurrent.futures.ThreadPoolExecutor(workers, "newsletter-image") as pool:
+            futures = [pool.submit(_prepare, *job, self.cache_dir) for job in jobs]
+            concurrent.futures.wait(futures)
 
     def add(
         self, path: Path, display_width: int, problems: list[Problem], *, key: str | None = None
@@ -101,18 +230,20 @@ class ImageCollector:
         """Register a local image shown `display_width` pixels wide; None (and a problem) if bad."""
         try:
             stat = path.stat()
-            prepared = _prepare(path, stat.st_mtime_ns, stat.st_size, display_width * DENSITY)
+            prepared = _prepare(
+                path, stat.st_mtime_ns, stat.st_size, display_width * DENSITY, self.cache_dir
+            )
         except FileNotFoundError:
             problems.append(Problem("image not found", file=path, key=key))
             return None
-        except (Image.DecompressionBombError, _TooManyPixels) as err:
+        except _TooManyPixels as err:
             problems.append(
                 Problem(
                     f"has too many pixels to open safely: {err}; scale it down", file=path, key=key
                 )
             )
             return None
-        except (UnidentifiedImageError, OSError, ValueError) as err:
+        except (OSError, ValueError) as err:  # Pillow's UnidentifiedImageError is an OSError
             problems.append(
                 Problem(f"is not an image mail clients can show ({err})", file=path, key=key)
             )

@@ -12,8 +12,6 @@ from __future__ import annotations
 import logging
 import re
 
-from premailer import Premailer
-
 _STYLE_OPEN = re.compile(r"<style(?![^>]*data-premailer)", re.I)
 _TAG = re.compile(r"<([a-zA-Z][a-zA-Z0-9-]*)(\s[^<>]*?)?(/?)>", re.S)
 # premailer writes style='...' when a value holds double quotes (a quoted font name).
@@ -35,6 +33,9 @@ def inline_css(html: str, css: str) -> str:
         protected = style_block + protected
     else:
         protected = protected[:head_end] + style_block + protected[head_end:]
+    # premailer brings lxml, cssutils and requests: 0.3-0.7 s of imports, paid only by a render.
+    from premailer import Premailer  # noqa: PLC0415 (heavy, only rendering needs it)
+
     inliner = Premailer(
         protected,
         keep_style_tags=False,

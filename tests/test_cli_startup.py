@@ -1,0 +1,108 @@
+"""Start-up: what `newsletter --version`, `status` and `send` import (the import graph, not a time).
+
+Each case runs in a fresh interpreter, because this test process has imported everything
+already. The times themselves are in bench/bench_startup.py.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from newsletter import __version__
+
+from .conftest import EXAMPLE_ISSUE
+
+# Libraries a command pays for only if it uses them: the web side and preview server, the
+# browser, image processing, CSS inlining, HTTP, email-validator's pattern compilation.
+HEAVY = (
+    "starlette",
+    "uvicorn",
+    "playwright",
+    "PIL",
+    "premailer",
+    "cssutils",
+    "httpx",
+    "email_validator",
+)
+PROVIDERS = "newsletter.delivery.transports."
+
+_PROBE = """
+import json, sys
+{setup}
+heavy = {heavy!r}
+loaded = sorted(
+    name for name in sys.modules
+    if name.split(".")[0] in heavy
+    or (name.startswith({providers!r}) and name.rsplit(".", 1)[1]
+        not in ("base", "smtp", "outbox"))
+)
+print(json.dumps(loaded))
+"""
+
+
+def loaded_after(setup: str, cwd: Path | None = None) -> tuple[list[str], str]:
+    """The heavy modules in sys.modules after running `setup` in a new interpreter, and the
+    output `setup` printed before them."""
+    code = _PROBE.format(setup=setup, heavy=HEAVY, providers=PROVIDERS)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    *printed, last = done.stdout.strip().splitlines()
+    loaded: list[str] = json.loads(last)
+    return loaded, "\n".join(printed)
+
+
+def test_version_answers_before_typer_and_the_library_load() -> None:
+    setup = (
+        "sys.argv = ['newsletter', '--version']\n"
+        "from newsletter.cli import main\n"
+        "main()\n"
+        "print('typer' in sys.modules, 'rich' in sys.modules, 'newsletter.config' in sys.modules)"
+    )
+    loaded, printed = loaded_after(setup)
+    assert printed.splitlines() == [f"newsletter {__version__}", "False False False"]
+    assert loaded == []
+
+
+def test_building_the_app_loads_no_heavy_library() -> None:
+    loaded, _ = loaded_after("import newsletter.cli.commands")
+    assert loaded == []
+
+
+def test_status_loads_no_heavy_library(project: Path) -> None:
+    setup = (
+        f"sys.argv = ['newsletter', 'status', {EXAMPLE_ISSUE!r}]\n"
+        "from newsletter.cli import main\n"
+        "main()"
+    )
+    loaded, printed = loaded_after(setup, cwd=project)
+    assert printed == f"'{EXAMPLE_ISSUE}' has not been sent yet."
+    assert loaded == []
+
+
+def test_the_send_use_case_loads_neither_serve_nor_the_providers() -> None:
+    # What `send` imports before it renders and checks: the renderer's heavy parts (Pillow,
+    # premailer) and the link check's httpx come only when they have work to do.
+    loaded, _ = loaded_after("import newsletter.sending, newsletter.cli.send")
+    assert loaded == []
+
+
+def test_a_render_with_cached_images_does_not_load_pillow(project: Path) -> None:
+    setup = (
+        "from newsletter.config import load_settings\n"
+        "from newsletter.content import load_issue\n"
+        "from newsletter.render import render_issue\n"
+        "settings = load_settings(__import__('pathlib').Path('.'))\n"
+        f"issue = load_issue(settings.issues_dir / {EXAMPLE_ISSUE!r})\n"
+        "render_issue(issue, settings)\n"
+        "print('PIL' in sys.modules)"
+    )
+    first, printed = loaded_after(setup, cwd=project)
+    assert printed == "True" and "PIL" in first
+    second, printed = loaded_after(setup, cwd=project)
+    assert printed == "False"
+    assert "PIL" not in second
