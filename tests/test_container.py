@@ -105,7 +105,8 @@ def _why_no_docker() -> str | None:
     except subprocess.TimeoutExpired:
         return "the Docker daemon did not answer within 30 s"
     if info.returncode != 0:
-        return f"the Docker daemon does not answer: {info.stderr.strip().splitlines()[-1:]}"
+        said = info.stderr.strip().splitlines()
+        return f"the Docker daemon does not answer ({said[-1] if said else 'no message'})"
     return None
 
 
@@ -165,10 +166,8 @@ def test_the_container_is_healthy_and_unsubscribes(image: str, tmp_path: Path) -
             assert time.monotonic() < deadline, f"not healthy: {state.stdout}\n{logs.stderr}"
             time.sleep(1)
         assert _docker("exec", name, "id", "-u").stdout.strip() != "0"
-        has_pytest = (
-            "import importlib.util, sys; sys.exit(importlib.util.find_spec('pytest') is None)"
-        )
-        assert _docker("exec", name, "python", "-c", has_pytest).returncode == 1  # no test extras
+        no_pytest = "import importlib.util as u, sys; sys.exit(3 if u.find_spec('pytest') else 0)"
+        assert _docker("exec", name, "python", "-c", no_pytest).returncode == 0  # no test extras
         published = _docker("port", name, "8000/tcp").stdout.split()[0]
         assert published.startswith("127.0.0.1:")
         base = f"http://{published}"
