@@ -694,3 +694,43 @@ def test_confirm_and_resubscribe_in_a_browser_without_javascript(
     assert page.evaluate("getComputedStyle(document.querySelector('button')).borderRadius") == "8px"
     assert violations == []
     context.close()
+
+
+# --- health check -------------------------------------------------------------------------------
+
+
+def test_healthz_says_ok_and_nothing_else(site: Site) -> None:
+    response = httpx.get(f"{site.server.url}healthz")
+    assert response.status_code == 200
+    assert response.text == "ok\n"
+    assert response.headers["content-type"] == "text/plain; charset=utf-8"
+    assert response.headers["cache-control"] == "no-store"
+    assert "server" not in response.headers  # no name, no version
+    assert httpx.head(f"{site.server.url}healthz").status_code == 200
+    assert httpx.post(f"{site.server.url}healthz").status_code == 405
+    assert site.events == []  # a probe every few seconds is not a subscription change
+
+
+def test_healthz_answers_503_when_the_store_cannot_be_read(
+    settings: Settings, tmp_path: Path
+) -> None:
+    opened = SubscriberStore(settings.database_path)
+    server = WebServer(settings, secret=SECRET, serve_settings=ServeSettings(port=0), store=opened)
+    with running(server):
+        assert httpx.get(f"{server.url}healthz").status_code == 200
+        opened.close()  # the store's connection is gone: every read now fails
+        response = httpx.get(f"{server.url}healthz")
+        assert response.status_code == 503
+        assert response.text == "unavailable\n"
+        assert "ann@" not in response.text and "Traceback" not in response.text
+
+
+def test_healthz_with_the_archive_off_and_in_a_process_of_its_own(
+    project: Path, settings: Settings
+) -> None:
+    server = WebServer(settings, secret=SECRET, serve_settings=ServeSettings(port=0, archive=False))
+    with running(server):  # the server opens the project's store itself
+        assert httpx.get(f"{server.url}healthz").text == "ok\n"
+        assert httpx.get(server.url).status_code == 404
+    with server_process(project) as base:
+        assert httpx.get(base + "healthz").status_code == 200

@@ -42,7 +42,9 @@ def serve(
     """Serve one-click unsubscribe (RFC 8058), its pages, and the archive of built issues.
 
     Listens on 127.0.0.1 unless told otherwise; put it behind your web server for https
-    (docs/serve.md). Every change is written to the subscriber store at once. Stop with Ctrl-C.
+    (docs/serve.md; a container image and a systemd unit: docs/deploy.md). Every change is
+    written to the subscriber store at once. GET /healthz answers "ok" while the store can be
+    read. Stop with Ctrl-C.
 
     Examples:
 

@@ -15,6 +15,9 @@ Routes (under `[serve] root_path` when a proxy strips a prefix):
     address again: they are told to write to the editors. A full double opt-in (a confirmation
     mail) comes with the public subscribe form.
   A forged, cut or altered token gets a 400 page that names neither the list nor an address.
+- `/healthz`: `200 ok` (text/plain) when the subscriber store answers a read, `503` when it does
+  not; for a container's or a load balancer's health check. No token, address or version in it,
+  and not reported as an event.
 - `/` lists the built issues (`dist/*/web.html`); `/<issue>/web.html` and the images beside it
   are served as they are. Nothing else from `dist/` is (the sample message holds a token).
 
@@ -102,6 +105,7 @@ _TOKEN_PAGE_HEADERS = {
     "X-Frame-Options": "DENY",
     "X-Robots-Tag": "noindex",
 }
+_HEALTH_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 _FILE_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "public, max-age=300"}
 
 
@@ -556,9 +560,30 @@ def create_app(
     def current() -> SubscriberStore:
         return holder["store"]
 
+    def readable() -> bool:
+        store = holder.get("store")
+        if store is None:  # not open yet, or closed at shutdown
+            return False
+        try:
+            store.count(SubscriberStatus.SUBSCRIBED)  # an index-only count: cheap, but a real read
+        except AudienceError:
+            return False
+        return True
+
+    async def healthz(request: Request) -> Response:
+        ok = await run_in_threadpool(readable)
+        return Response(
+            "ok\n" if ok else "unavailable\n",
+            status_code=200 if ok else 503,
+            media_type="text/plain",
+            headers=_HEALTH_HEADERS,
+        )
+
     unsubscribe = _Unsubscribe(settings, secret, current, on_event, clock)
     path = unsubscribe_path(settings, serve_settings.root_path)
     routes = [Route(path, unsubscribe.handle, methods=["GET", "POST"], name="unsubscribe")]
+    # Before the archive's `/{issue}`, which would otherwise take it (so no issue is `healthz`).
+    routes.append(Route("/healthz", healthz, methods=["GET"], name="healthz"))
     if serve_settings.archive:
         archive = _Archive(settings)
         routes += [
