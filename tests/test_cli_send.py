@@ -145,7 +145,7 @@ def test_rejected_recipient_is_reported_and_the_exit_status_is_non_zero(
     newsletter(smtp_project, "subscribers", "import", "list.csv")
     server.reject_recipient("bob@example.org")
     sent = newsletter(smtp_project, "send", "2026-11", "--yes")
-    assert sent.returncode == 0, "a permanent failure of one recipient completes the run"
+    assert sent.returncode == 3, "0 only when every recipient is sent; 3: some failed"
     assert "failed 1" in sent.stdout
     assert "failed: bob@example.org:" in sent.stderr and "550" in sent.stderr
     status = newsletter(smtp_project, "status", "2026-11")
@@ -168,7 +168,7 @@ def test_wrong_password_pauses_with_a_clear_reason(
 ) -> None:
     newsletter(smtp_project, "subscribers", "import", "list.csv")
     result = newsletter(smtp_project, "send", "2026-11", "--yes", password="wrong")
-    assert result.returncode == 1
+    assert result.returncode == 5, "a sender-level refusal is a pause (5), not a content error"
     assert "authentication failed for editor at 127.0.0.1" in result.stderr
     assert "wrong" not in result.stderr.replace("wrong-", "")
     assert not server.messages
@@ -203,3 +203,26 @@ def test_send_runs_the_check_first_and_refuses_on_errors(
     forced = newsletter(smtp_project, "send", "2026-11", "--yes", "--no-link-check", "--force")
     assert forced.returncode == 0, forced.stderr
     assert len(server.messages) == 3
+
+
+def test_exit_codes_tell_cron_what_is_left(
+    smtp_project: Path, server: SmtpTestServer, cached_spamassassin: SpamAssassinCache | None
+) -> None:
+    """0 all sent, 3 failed, 4 uncertain, 5 paused, 6 deferred and waiting, 1 usage errors."""
+    newsletter(smtp_project, "subscribers", "import", "list.csv")
+    usage = newsletter(smtp_project, "send", "2026-11", "--no-such-option")
+    assert usage.returncode == 1
+    server.drop_after_data(recipient="bob@example.org")
+    uncertain = newsletter(smtp_project, "send", "2026-11", "--yes", "--no-wait")
+    assert uncertain.returncode == 4, uncertain.stderr
+    assert newsletter(smtp_project, "status", "2026-11").returncode == 4
+    server.clear_faults()
+    server.defer("rcpt", recipient="bob@example.org", times=None)
+    args = ("send", "2026-11", "--yes", "--no-wait", "--resend-uncertain")
+    deferred = newsletter(smtp_project, *args)
+    assert deferred.returncode == 6, deferred.stderr
+    status = newsletter(smtp_project, "status", "2026-11")
+    assert status.returncode == 6, "status exits like the send it describes"
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    for code in ("`0`", "`1`", "`3`", "`4`", "`5`", "`6`"):
+        assert code in readme.split("### Exit codes", 1)[1].split("##", 1)[0]

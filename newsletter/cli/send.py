@@ -22,7 +22,8 @@ from ..checks.report import print_report
 from ..config import Settings
 from ..content import resolve_issue_folder
 from ..delivery.ledger import Ledger, State
-from ..delivery.sender import SendProgress, SendReport
+from ..delivery.sender import RunOutcome, SendProgress, SendReport, run_outcome
+from ..errors import ExitCode, TransportUnavailableError
 from ..sending import (
     CheckFailedError,
     Rehearsal,
@@ -35,6 +36,15 @@ from ..sending import (
 )
 from ._output import console, err_console
 from ._project import project_settings
+
+# The exit status of `send` and `status` for what is left of the send (README: Exit codes).
+EXIT_CODES = {
+    RunOutcome.SENT: ExitCode.OK,
+    RunOutcome.FAILED: ExitCode.FAILED,
+    RunOutcome.UNCERTAIN: ExitCode.UNCERTAIN,
+    RunOutcome.PAUSED: ExitCode.PAUSED,
+    RunOutcome.DEFERRED: ExitCode.DEFERRED,
+}
 
 
 def send(
@@ -106,7 +116,13 @@ def send(
     if dry_run:
         _dry_run(settings, request)
         return
-    plan = _checked(settings, lambda: plan_send(settings, request))
+    try:
+        plan = _checked(settings, lambda: plan_send(settings, request))
+    except TransportUnavailableError as err:
+        # The server refused us (login, unreachable) before anything was sent: fix the sender
+        # and run again, like a run paused by a refusal.
+        err.exit_code = ExitCode.PAUSED
+        raise
     _print_plan(plan)
     accept_changed = False
     if plan.content_changed:
@@ -121,8 +137,9 @@ def send(
         raise typer.Abort()
     report = _run_send(plan, accept_changed)
     _print_send_report(report)
-    if not report.complete or report.paused_reason or report.interrupted:
-        raise typer.Exit(1)
+    code = EXIT_CODES[report.outcome]
+    if code:
+        raise typer.Exit(code)
 
 
 def _send_test(settings: Settings, issue: str, to: list[str]) -> None:
@@ -284,5 +301,10 @@ def status(
             console.print(
                 f"  uncertain: {row.email}: {row.last_error}", highlight=False, markup=False
             )
-        if ledger.is_locked(name):
+        running = ledger.is_locked(name)
+        if running:
             console.print("A send of this issue is running now.")
+    # A run in progress is not finished: "deferred" (come back later), whatever its counts say.
+    code = ExitCode.DEFERRED if running else EXIT_CODES[run_outcome(counts)]
+    if code:
+        raise typer.Exit(code)

@@ -19,7 +19,7 @@ import functools
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol, TypeVar
 
@@ -97,6 +97,35 @@ class SendReport:
     def complete(self) -> bool:
         open_states = (State.PENDING, State.SENDING, State.DEFERRED)
         return not any(self.counts.get(state, 0) for state in open_states)
+
+    @property
+    def outcome(self) -> RunOutcome:
+        """What is left, the most pressing first (`RunOutcome.SENT`: nothing)."""
+        stopped = self.paused_reason is not None or self.interrupted
+        return run_outcome(self.counts, stopped=stopped)
+
+
+class RunOutcome(enum.Enum):
+    """Where a send stands after a run, the most pressing state first (the CLI's exit status)."""
+
+    SENT = "sent"  # every recipient has the issue
+    PAUSED = "paused"  # the run stopped early (sender refused, stop asked): run it again
+    UNCERTAIN = "uncertain"  # some messages may or may not have been delivered
+    DEFERRED = "deferred"  # some wait for a retry (or were not reached yet)
+    FAILED = "failed"  # some failed permanently; everyone else has the issue
+
+
+def run_outcome(counts: Mapping[State, int], *, stopped: bool = False) -> RunOutcome:
+    """The outcome of a send from its ledger counts; `stopped` when the run ended early."""
+    if stopped:
+        return RunOutcome.PAUSED
+    if counts.get(State.UNCERTAIN, 0) or counts.get(State.SENDING, 0):
+        return RunOutcome.UNCERTAIN
+    if counts.get(State.PENDING, 0) or counts.get(State.DEFERRED, 0):
+        return RunOutcome.DEFERRED
+    if counts.get(State.FAILED, 0):
+        return RunOutcome.FAILED
+    return RunOutcome.SENT
 
 
 @dataclass(frozen=True)
