@@ -145,3 +145,9 @@ class UncertainDeliveryError(DeliveryError):
 
 class TransportUnavailableError(DeliveryError):
     """The transport cannot work at all (server down, authentication failed): stop the run."""
+
+
+class SenderRefusedError(TransportUnavailableError):
+    """The server refused us, not the recipient (530/535 authentication, a 5xx at MAIL FROM, a
+    5.7.x policy refusal of the message): no recipient can be sent to, so the run pauses and
+    nobody is failed for it."""

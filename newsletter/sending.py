@@ -183,6 +183,9 @@ def plan_send(
     ):
         issue_ledger = ledger.issue(template.issue)
         counts = issue_ledger.counts()
+        if not ledger.is_locked(template.issue):
+            # Rows a killed run left `sending` are uncertain too (the next run marks them so).
+            counts[State.UNCERTAIN] += counts.get(State.SENDING, 0)
         stored = issue_ledger.fingerprint()
         subscribed = store.count(SubscriberStatus.SUBSCRIBED)
     rendered = issue.rendered

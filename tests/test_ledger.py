@@ -319,7 +319,7 @@ ILLEGAL = [
     (State.SENT, "deferred"),
     (State.SENT, "uncertain"),
     (State.PENDING, "sent"),
-    (State.PENDING, "deferred"),
+    # pending -> deferred is legal: a 4xx at MAIL or RCPT, before the row is marked sending.
     (State.PENDING, "uncertain"),
     (State.DEFERRED, "sent"),
     (State.FAILED, "sending"),

@@ -11,11 +11,15 @@ States and the only legal moves::
     failed ──┤   (failed and uncertain rows go back to sending only when resending is asked for)
     uncertain┘
     pending | deferred ─► failed   (refused before any network call)
+    pending | deferred ─► deferred (a 4xx before the message could be handed over)
+    sending | pending | deferred | failed ─► pending   (the sender was refused, not them)
+    pending | deferred ─► (removed)   (they unsubscribed during the send)
 
-`sending` is written before the network call and `sent` after it, each committed before the
-method returns. A row still `sending` when a later run takes the issue's lock was interrupted
-mid-send (the lock guarantees its run is dead), so taking the lock moves it to the explicit
-`uncertain` state: it is reported, and not sent again unless the editor asks.
+`sending` is written before the message could reach the server (for SMTP after MAIL and RCPT
+were accepted, for provider APIs just before the request) and `sent` after it, each committed
+before the method returns. A row still `sending` when a later run takes the issue's lock was
+interrupted mid-send (the lock guarantees its run is dead), so taking the lock moves it to the
+explicit `uncertain` state: it is reported, and not sent again unless the editor asks.
 
 Durability: every method commits before it returns; on SQLite a process crash (even SIGKILL)
 loses nothing, and `durable=True` adds an fsync per commit (`store.sqlite` says what each means).
@@ -136,12 +140,30 @@ _SQL_SENT = (
 )
 _SQL_FAILED = (
     "UPDATE ledger_rows SET state = 'failed', last_error = :error, next_attempt_at = NULL,"
+    " attempts = attempts + CASE WHEN state = 'sending' THEN 0 ELSE :tried END,"
     " updated_at = :now WHERE issue = :issue AND key = :key"
     " AND state IN ('sending', 'pending', 'deferred')"
 )
+# From `sending`, or straight from pending/deferred when the server refused before the row was
+# marked (a 4xx at MAIL or RCPT): that try still counts as an attempt.
 _SQL_DEFERRED = (
     "UPDATE ledger_rows SET state = 'deferred', last_error = :error, next_attempt_at = :at,"
-    " updated_at = :now WHERE issue = :issue AND key = :key AND state = 'sending'"
+    " attempts = attempts + CASE WHEN state = 'sending' THEN 0 ELSE 1 END,"
+    " updated_at = :now WHERE issue = :issue AND key = :key"
+    " AND state IN ('sending', 'pending', 'deferred')"
+)
+# Back to pending after a refusal of the sender, not the recipient: the try is not counted.
+_FROM_RELEASABLE = (State.SENDING, State.PENDING, State.DEFERRED, State.FAILED)
+_SQL_RELEASE = (
+    "UPDATE ledger_rows SET state = 'pending', last_error = :error, next_attempt_at = NULL,"
+    " attempts = CASE WHEN state <> 'pending' AND attempts > 0 THEN attempts - 1"
+    " ELSE attempts END,"
+    " updated_at = :now WHERE issue = :issue AND key = :key"
+    f" AND state IN ({_in(_FROM_RELEASABLE)})"
+)
+_SQL_LEFT = (
+    "DELETE FROM ledger_rows WHERE issue = :issue AND key = :key"
+    " AND state IN ('pending', 'deferred')"
 )
 _SQL_UNCERTAIN = (
     "UPDATE ledger_rows SET state = 'uncertain', last_error = :error, next_attempt_at = NULL,"
@@ -447,12 +469,15 @@ class IssueLedger:
         """Permanently failed (never retried unless asked); also for refusals before sending."""
         self.mark_failed_many([(key, error)])
 
-    def mark_failed_many(self, items: Iterable[tuple[str, str]]) -> None:
+    def mark_failed_many(self, items: Iterable[tuple[str, str]], *, tried: bool = False) -> None:
+        """`tried`: the server refused these rows before they were marked `sending` (that try
+        counts as an attempt); False for refusals before any network call."""
         items = list(items)
         now = self._now()
+        t = int(tried)
         self._apply(
             _SQL_FAILED,
-            [{"error": e, "now": now, "issue": self.name, "key": k} for k, e in items],
+            [{"error": e, "now": now, "issue": self.name, "key": k, "tried": t} for k, e in items],
             [key for key, _ in items],
             State.FAILED,
             _FROM_FAILABLE,
@@ -473,8 +498,36 @@ class IssueLedger:
             ],
             [key for key, _, _ in items],
             State.DEFERRED,
-            (State.SENDING,),
+            (State.SENDING, State.PENDING, State.DEFERRED),
         )
+
+    def release_many(self, items: Iterable[tuple[str, str]]) -> None:
+        """Back to pending, with the reason: the sender was refused, not these recipients.
+
+        For rows being sent, not yet tried, or just failed by a refusal that turned out to be
+        the sender's (the same reply for many in a row). The try is not counted.
+        """
+        items = list(items)
+        now = self._now()
+        self._apply(
+            _SQL_RELEASE,
+            [{"error": e, "now": now, "issue": self.name, "key": k} for k, e in items],
+            [key for key, _ in items],
+            State.PENDING,
+            _FROM_RELEASABLE,
+        )
+
+    def remove_left(self, keys: Iterable[str]) -> int:
+        """Drop pending or deferred rows whose recipient left during the send (unsubscribed):
+        as a later freeze would. Rows in any other state stay. Returns how many went."""
+        params = [{"issue": self.name, "key": key} for key in keys]
+        if not params:
+            return 0
+        try:
+            with self.ledger._transaction():
+                return self._db.executemany(_SQL_LEFT, params).rowcount
+        except self._errors as err:
+            raise LedgerError(f"issue '{self.name}': cannot drop who left: {err}") from err
 
     def mark_uncertain(self, key: str, error: str) -> None:
         """The message may or may not have gone (e.g. connection lost after the data)."""

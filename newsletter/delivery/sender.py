@@ -17,6 +17,7 @@ from __future__ import annotations
 import enum
 import functools
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -37,7 +38,7 @@ from .content import OutgoingMessage, Recipient
 from .ledger import IssueLedger, Ledger, LedgerRow, State
 from .message import MessageTemplate, Personalisation
 from .ratelimit import Backoff, RateLimiter
-from .transports.base import BatchItem, BatchResult, DeliveryReceipt, Transport
+from .transports.base import BatchItem, BatchResult, DeliveryReceipt, Transport, handing_over
 
 MAX_LISTED_PROBLEMS = 20
 _Unit = TypeVar("_Unit")
@@ -155,6 +156,10 @@ class _Tally:
     uncertain: int = 0
     consecutive_failures: int = 0
     paused_reason: str | None = None
+    removed: int = 0  # left (unsubscribed) during the run
+    # The same permanent reply for recipients in a row: the reply and the rows it failed.
+    streak_reply: str | None = None
+    streak: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def snapshot(self, last: str | None) -> SendProgress:
@@ -306,7 +311,11 @@ def send_issue(
             options=options,
             clock=clock,
             stop=stop,
-            tally=_Tally(options, total=frozen.total),
+            tally=_Tally(
+                options,
+                total=frozen.total,
+                deferred=issue_ledger.counts().get(State.DEFERRED, 0),
+            ),
             progress=progress,
         )
         already_sent = issue_ledger.counts().get(State.SENT, 0)
@@ -317,7 +326,7 @@ def send_issue(
         tally = run.tally
         return SendReport(
             issue=template.issue,
-            total=frozen.total,
+            total=frozen.total - tally.removed,
             sent_now=tally.sent,
             counts=issue_ledger.counts(),
             failures=tuple(issue_ledger.failures()),
@@ -326,7 +335,7 @@ def send_issue(
             paused_reason=tally.paused_reason,
             interrupted=stop.is_set() and tally.paused_reason is None,
             added_to_audience=frozen.added if not frozen.first else 0,
-            removed_from_audience=frozen.removed,
+            removed_from_audience=frozen.removed + tally.removed,
             already_sent=already_sent,
         )
 
@@ -391,14 +400,21 @@ def _run_passes(run: _Run) -> None:
 
 
 def _send_batch(run: _Run, batch: list[LedgerRow], resend: bool) -> None:
-    """One request: skip who left, mark the rest `sending` in one commit, hand over, record."""
+    """One request: wait for the rate limit, then skip who left, hand over, record.
+
+    The subscription is looked up after the rate-limit wait, right before the message is made
+    (issue 15, D6). Rows are marked `sending` at the transport's point of no return when it
+    signals one (`transports.base.handover`), else just before the call (D16).
+    """
+    run.limiter.acquire(len(batch))
     items: list[tuple[LedgerRow, BatchItem]] = []
     refused: list[tuple[str, str]] = []
+    left: list[str] = []
     mime = run.transport.needs_mime
     for row in batch:
         recipient = run.audience.recipient(row.key)
         if recipient is None:
-            refused.append((row.key, "no longer subscribed; not sent"))
+            left.append(row.key)
             continue
         try:
             item = make_item(run.template, row.key, recipient, mime=mime)
@@ -406,22 +422,41 @@ def _send_batch(run: _Run, batch: list[LedgerRow], resend: bool) -> None:
             refused.append((row.key, err.message))
             continue
         items.append((row, item))
+    removed = run.ledger.remove_left(left) if left else 0
     if refused:
         run.ledger.mark_failed_many(refused)
+    if removed or refused:
         with run.tally.lock:
             run.tally.failed += len(refused)
+            run.tally.removed += removed
+            run.tally.total -= removed
             if not items:
                 run.report(batch[-1].email)
     if not items:
         return
-    run.limiter.acquire(len(items))
-    run.ledger.mark_sending(
-        [row.key for row, _ in items],
-        message_ids={item.key: item.message.message_id for _, item in items},
-        resend=resend,
-    )
-    results = _handed_over(run.transport, [item for _, item in items])
-    _record(run, items, results)
+    keys = [row.key for row, _ in items]
+    message_ids = {item.key: item.message.message_id for _, item in items}
+    marked: list[bool] = []
+
+    def mark() -> None:
+        run.ledger.mark_sending(keys, message_ids=message_ids, resend=resend)
+        marked.append(True)
+
+    # Resent rows (failed, uncertain) are marked first: their refusals have no pending to fall to.
+    late = bool(getattr(run.transport, "signals_handover", False)) and not resend
+    if late:
+        with handing_over(mark):
+            results = _handed_over(run.transport, [item for _, item in items])
+    else:
+        mark()
+        results = _handed_over(run.transport, [item for _, item in items])
+    if not marked and any(r.receipt is not None or _maybe_sent(r.error) for r in results):
+        mark()  # a transport that did not signal: the rows must pass through `sending`
+    _record(run, items, results, marked=bool(marked))
+
+
+def _maybe_sent(error: Exception | None) -> bool:
+    return error is None or isinstance(error, UncertainDeliveryError)
 
 
 def _handed_over(transport: Transport, items: Sequence[BatchItem]) -> list[BatchResult]:
@@ -492,9 +527,16 @@ def _classify(
 
 
 def _record(
-    run: _Run, items: list[tuple[LedgerRow, BatchItem]], results: list[BatchResult]
+    run: _Run,
+    items: list[tuple[LedgerRow, BatchItem]],
+    results: list[BatchResult],
+    *,
+    marked: bool = True,
 ) -> None:
-    """Write each recipient's outcome to the ledger (sent first) and update the tally."""
+    """Write each recipient's outcome to the ledger (sent first) and update the tally.
+
+    `marked`: the rows were marked `sending` (else the server refused before the handover).
+    """
     now = run.clock()
     found = [
         (
@@ -510,7 +552,9 @@ def _record(
         kind: [entry for entry in found if entry[2].kind is kind] for kind in Outcome
     }
     sent = by_kind[Outcome.SENT]
-    waiting = by_kind[Outcome.DEFERRED] + by_kind[Outcome.UNAVAILABLE]
+    deferred = by_kind[Outcome.DEFERRED]
+    unavailable = by_kind[Outcome.UNAVAILABLE]
+    waiting = deferred + unavailable
     if sent:
         run.ledger.mark_sent_many(
             [(row.key, outcome.reply) for row, _, outcome in sent],
@@ -518,12 +562,16 @@ def _record(
         )
     if by_kind[Outcome.FAILED]:
         run.ledger.mark_failed_many(
-            [(row.key, outcome.reason) for row, _, outcome in by_kind[Outcome.FAILED]]
+            [(row.key, outcome.reason) for row, _, outcome in by_kind[Outcome.FAILED]],
+            tried=not marked,
         )
-    if waiting:
+    if deferred:
         run.ledger.mark_deferred_many(
-            [(row.key, outcome.reason, outcome.retry_at) for row, _, outcome in waiting]
+            [(row.key, outcome.reason, outcome.retry_at) for row, _, outcome in deferred]
         )
+    if unavailable:
+        # Not sent, and not the recipient's fault: back to pending for the next run.
+        run.ledger.release_many([(row.key, outcome.reason) for row, _, outcome in unavailable])
     for row, _, outcome in by_kind[Outcome.UNCERTAIN]:
         run.ledger.mark_uncertain(row.key, outcome.reason)
     pause = max((outcome.pause for _, _, outcome in waiting), default=0.0)
@@ -534,17 +582,69 @@ def _record(
         tally.sent += len(sent)
         tally.failed += len(by_kind[Outcome.FAILED])
         tally.uncertain += len(by_kind[Outcome.UNCERTAIN])
-        tally.deferred += len(waiting)
+        # "retrying" is how many wait now: rows that were deferred and got an answer leave it.
+        was_deferred = sum(1 for row, _ in items if row.state is State.DEFERRED)
+        tally.deferred = max(tally.deferred + len(deferred) - was_deferred, 0)
         if sent:
             tally.consecutive_failures = 0
         elif waiting:
             # A refused request counts once, however many recipients it carried.
             tally.consecutive_failures += 1
-            unavailable = by_kind[Outcome.UNAVAILABLE]
             limit_reached = tally.consecutive_failures >= run.options.pause_after_failures
             if (unavailable or limit_reached) and tally.paused_reason is None:
                 tally.paused_reason = (unavailable or waiting)[0][2].reason
+        _follow_streak(run, found)
         run.report(items[-1][0].email)
+
+
+def _follow_streak(run: _Run, found: list[tuple[LedgerRow, BatchItem, Classified]]) -> None:
+    """Pause on the same permanent reply for `pause_after_failures` recipients in a row.
+
+    A relay that refuses every recipient alike ("550 5.7.1 Relaying denied") refuses the
+    sender, not them: the run pauses and the rows of the streak go back to pending, before the
+    whole list is failed. Replies about the mailbox itself (5.1.x, 5.2.x) never count: a list
+    may hold several dead addresses in a row. Called with the tally's lock held.
+    """
+    tally = run.tally
+    for row, _, outcome in found:
+        if outcome.kind is Outcome.SENT:
+            tally.streak_reply, tally.streak = None, []
+            continue
+        if outcome.kind is not Outcome.FAILED:
+            continue
+        reply = _streak_reply(outcome.reason, row.email)
+        if reply is None or reply != tally.streak_reply:
+            tally.streak_reply, tally.streak = reply, []
+        if reply is not None:
+            tally.streak.append(row.key)
+    limit = max(run.options.pause_after_failures, 1)
+    if tally.streak_reply is None or len(tally.streak) < limit:
+        return
+    if tally.paused_reason is None:
+        tally.paused_reason = (
+            f"the same refusal for {len(tally.streak)} recipients in a row: "
+            f"{tally.streak_reply}; it looks like a refusal of the sender, so nobody was "
+            "failed for it"
+        )
+    run.ledger.release_many([(key, tally.paused_reason) for key in tally.streak])
+    tally.failed -= len(tally.streak)
+    tally.streak_reply, tally.streak = None, []
+
+
+_ENHANCED = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
+
+
+def _streak_reply(reason: str, email: str) -> str | None:
+    """The server's reply in `reason` with the recipient's address taken out, or None when it
+    is about the mailbox (enhanced status 5.1.x or 5.2.x) or no permanent reply at all."""
+    found = re.search(r"\b5\d\d[ -].*$", reason)
+    if found is None or reason.startswith("gave up after"):
+        return None
+    reply = found.group(0)
+    status = _ENHANCED.search(reply)
+    if status is not None and status.group(2) in ("1", "2"):
+        return None
+    return re.sub(re.escape(email), "<recipient>", reply, flags=re.IGNORECASE)
 
 
 def _reason(error: Exception | None, default: str = "") -> str:

@@ -47,7 +47,7 @@ from ...errors import (
 from ...providers import PROVIDERS, setting_problems
 from ..content import ProviderTemplate, SlotContext
 from ..message import Personalisation
-from .base import BatchItem, BatchResult, DeliveryReceipt, SuppressionSource
+from .base import BatchItem, BatchResult, DeliveryReceipt, SuppressionSource, handover
 
 __all__ = [
     "USER_AGENT",
@@ -173,6 +173,8 @@ class HttpProviderTransport:
     needs_mime: ClassVar[bool] = False
     # Providers sign with their own DKIM keys (and may rebuild headers): ours is never added.
     delivers_mime_as_is: ClassVar[bool] = False
+    # `request` calls base.handover() just before a request is written (see base.py).
+    signals_handover: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -523,6 +525,7 @@ class HttpProviderTransport:
                 f"{self.name}: unusable API URL {url!r}: {err}",
                 hint="Check [transport] api_url.",
             ) from err
+        handover()  # the sender marks the batch `sending` now, not before it was built
         try:
             raw = client.send(request, auth=self.auth() or httpx.USE_CLIENT_DEFAULT)
         except (httpx.ConnectTimeout, httpx.ConnectError, httpx.PoolTimeout) as err:
