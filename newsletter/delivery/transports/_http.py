@@ -18,6 +18,9 @@ Everything else is here, the same for every provider:
 
 from __future__ import annotations
 
+import base64
+import binascii
+import contextlib
 import json
 import math
 import os
@@ -550,9 +553,29 @@ class HttpProviderTransport:
                 f"{self.name}: the connection failed after the request was sent "
                 f"({_describe(err)}); it may have been accepted"
             ) from err
-        response = ProviderResponse(self.name, raw.status_code, raw.headers, raw.content)
+        body = raw.content
+        if not 200 <= raw.status_code < 300:
+            # Error words end up in messages and the ledger: never with our credentials in them
+            # (a proxy that echoes the request's headers would print the key; issue 15, D23).
+            body = _redacted(body, self._secrets(raw.request))
+        response = ProviderResponse(self.name, raw.status_code, raw.headers, body)
         self._raise_for_status(response)
         return response
+
+    def _secrets(self, request: httpx.Request) -> list[bytes]:
+        """The key and every credential the request carried, as they could be echoed."""
+        values = [self.api_key, *self.auth_headers().values()]
+        for name in ("authorization", "x-amz-security-token"):
+            values += request.headers.get_list(name)
+        found: set[str] = set()
+        for value in values:
+            found.add(value)
+            for word in value.replace(",", " ").split():
+                found.add(word.split("=", 1)[-1])  # SigV4: Credential=..., Signature=...
+                with contextlib.suppress(ValueError, binascii.Error):
+                    found.update(base64.b64decode(word, validate=True).decode().split(":"))
+        # Longest first, so that a key inside a longer value is not left half-replaced.
+        return sorted({v.encode() for v in found if len(v) >= 8}, key=len, reverse=True)
 
     def _raise_for_status(self, response: ProviderResponse) -> None:
         status = response.status
@@ -613,6 +636,12 @@ class HttpProviderTransport:
             follow_redirects=False,
             headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
         )
+
+
+def _redacted(body: bytes, secrets: Sequence[bytes]) -> bytes:
+    for secret in secrets:
+        body = body.replace(secret, b"[redacted]")
+    return body
 
 
 def require_env(
