@@ -176,3 +176,46 @@ def test_who_leaves_during_the_rate_limit_wait_is_not_mailed_nor_failed(
     assert report.counts[State.SENT] == 5 and report.outcome is RunOutcome.SENT
     assert ledger.issue(template.issue).row(leaver) is None
     assert report.removed_from_audience == 1
+
+
+def test_a_long_writer_beside_the_send_does_not_kill_it(
+    server: SmtpTestServer, template: MessageTemplate, tmp_path: Path
+) -> None:
+    """Issue 15, D1: another process holds the write lock longer than the busy timeout (an
+    import of a million rows); every ledger write waits and retries, the send completes, and
+    nothing is misclassified."""
+    database = tmp_path / "busy.db"
+    audience = ListAudience(people(40))
+    server.delay("data_end", 0.02, times=None)
+    holding = threading.Event()
+    release = threading.Event()
+
+    def long_writer() -> None:
+        import sqlite3  # a second connection, as another process has
+
+        while len(server.messages) < 5:
+            threading.Event().wait(0.005)
+        other = sqlite3.connect(database, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        holding.set()
+        release.wait(10)
+        other.execute("ROLLBACK")
+        other.close()
+
+    writer = threading.Thread(target=long_writer)
+    writer.start()
+    with Ledger(database, busy_timeout=0.2) as ledger:
+        timer = threading.Timer(1.5, release.set)  # 7 x the busy timeout
+        timer.start()
+        report = send_issue(
+            template,
+            audience,
+            transport=smtp_transport(server.port, connections=2),
+            ledger=ledger,
+            backoff=FAST,
+        )
+        writer.join()
+    assert holding.is_set()
+    assert report.complete and report.counts[State.SENT] == 40
+    assert report.outcome is RunOutcome.SENT
+    assert set(received(server).values()) == {1} and len(received(server)) == 40

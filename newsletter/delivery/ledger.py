@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import LedgerError
 from ..store import Connection, Params, Store, StoreError
@@ -193,6 +193,38 @@ _SQL_DUE_PAGE = (
 )
 
 
+_T = TypeVar("_T")
+
+
+def _is_busy(err: BaseException) -> bool:
+    """Whether `err` (or what caused it) is the database being locked by another writer."""
+    seen: BaseException | None = err
+    while seen is not None:
+        text = str(seen).lower()
+        if "database is locked" in text or "database is busy" in text:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _retry_busy(
+    write: Callable[[], _T], patience: float, retryable: Callable[[], bool] = lambda: True
+) -> _T:
+    """Run `write`, again with a growing pause while another process holds the database, for
+    up to `patience` seconds; then the error stands (the caller pauses the run)."""
+    deadline = time.monotonic() + patience
+    pause = 0.05
+    while True:
+        try:
+            return write()
+        except LedgerError as err:
+            late = time.monotonic() + pause > deadline
+            if not _is_busy(err) or late or not retryable():
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 2.0)
+
+
 def _row(values: Sequence[Any]) -> LedgerRow:
     return LedgerRow(
         issue=values[0],
@@ -224,7 +256,11 @@ class Ledger:
         clock: Callable[[], float] = time.time,
         durable: bool = False,
         busy_timeout: float = 10.0,
+        busy_retry: float = 600.0,
     ) -> None:
+        # Seconds a write keeps retrying while another process holds the database (on top of
+        # each attempt's busy timeout): a long import must not kill a send (issue 15, D1).
+        self.busy_retry = busy_retry
         if isinstance(source, Store):
             self.database, self._owned = source, False
         else:
@@ -323,7 +359,8 @@ class IssueLedger:
     # --- freezing -------------------------------------------------------------------------------
 
     def freeze(self, recipients: Iterable[tuple[str, str]], fingerprint: str) -> FreezeReport:
-        """Record the audience, streaming, in one transaction.
+        """Record the audience, streaming, in one transaction (waiting while another process
+        holds the database, up to `busy_retry` seconds).
 
         `recipients` yields `(key, email)`. The first call stores `fingerprint`; a later call (a
         resume) with a different one is refused until `set_fingerprint` accepts the change. A
@@ -331,12 +368,27 @@ class IssueLedger:
         deferred rows whose key is gone from the audience (they unsubscribed); rows that were
         sent, failed, or are sending or uncertain always stay.
         """
+        # Streamed: a busy database is waited for only while nothing was read yet (the write
+        # lock is taken first, and once held no other writer can make the freeze fail).
+        stream = iter(recipients)
+        started: list[bool] = []
+        return _retry_busy(
+            lambda: self._freeze(stream, fingerprint, started),
+            self.ledger.busy_retry,
+            retryable=lambda: not started,
+        )
+
+    def _freeze(
+        self, recipients: Iterator[tuple[str, str]], fingerprint: str, started: list[bool]
+    ) -> FreezeReport:
         now = self._now()
         received = 0
 
         def rows(round_: int) -> Iterator[Params]:
             nonlocal received
             for key, email in recipients:
+                if not started:
+                    started.append(True)
                 if not key or not email or any(c in email for c in "\r\n"):
                     raise LedgerError(
                         f"issue '{self.name}': recipient {key!r} <{email!r}> cannot be frozen "
@@ -523,11 +575,15 @@ class IssueLedger:
         params = [{"issue": self.name, "key": key} for key in keys]
         if not params:
             return 0
-        try:
-            with self.ledger._transaction():
-                return self._db.executemany(_SQL_LEFT, params).rowcount
-        except self._errors as err:
-            raise LedgerError(f"issue '{self.name}': cannot drop who left: {err}") from err
+
+        def remove() -> int:
+            try:
+                with self.ledger._transaction():
+                    return self._db.executemany(_SQL_LEFT, params).rowcount
+            except self._errors as err:
+                raise LedgerError(f"issue '{self.name}': cannot drop who left: {err}") from err
+
+        return _retry_busy(remove, self.ledger.busy_retry)
 
     def mark_uncertain(self, key: str, error: str) -> None:
         """The message may or may not have gone (e.g. connection lost after the data)."""
@@ -545,6 +601,18 @@ class IssueLedger:
     ) -> None:
         if not params:
             return
+        _retry_busy(
+            lambda: self._apply_once(sql, params, keys, target, allowed), self.ledger.busy_retry
+        )
+
+    def _apply_once(
+        self,
+        sql: str,
+        params: list[Params],
+        keys: list[str],
+        target: State,
+        allowed: Sequence[State],
+    ) -> None:
         with self._lock:
             try:
                 if len(params) == 1:

@@ -400,6 +400,18 @@ def _run_passes(run: _Run) -> None:
 
 
 def _send_batch(run: _Run, batch: list[LedgerRow], resend: bool) -> None:
+    """`_send_one_batch`, pausing the run (not aborting it) when the ledger cannot be written
+    even after waiting for other writers: rows stay where the ledger last had them (`sending`
+    rows are reported uncertain, never resent), so nothing delivered is misclassified."""
+    try:
+        _send_one_batch(run, batch, resend)
+    except LedgerError as err:
+        with run.tally.lock:
+            if run.tally.paused_reason is None:
+                run.tally.paused_reason = f"the send ledger cannot be written: {err.message}"
+
+
+def _send_one_batch(run: _Run, batch: list[LedgerRow], resend: bool) -> None:
     """One request: wait for the rate limit, then skip who left, hand over, record.
 
     The subscription is looked up after the rate-limit wait, right before the message is made
