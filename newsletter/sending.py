@@ -236,7 +236,7 @@ def deliver(
     )
     with (
         SubscriberStore(settings.database_path) as store,
-        Ledger(settings.database_path) as ledger,
+        Ledger(settings.database_path, durable=sending.durable) as ledger,
     ):
         return send_issue(
             plan.template,

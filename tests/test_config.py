@@ -242,3 +242,13 @@ def test_a_provider_setting_for_another_transport_is_warned(tmp_path: Path) -> N
         f"{tmp_path / 'newsletter.toml'}:10: 'transport.message_stream' is not used by the "
         "sendgrid transport (only by postmark); it is ignored",
     )
+
+
+def test_sending_durable_is_a_boolean(tmp_path: Path) -> None:
+    """Issue 15, D23: `[sending] durable = true` asks for an fsync per ledger commit."""
+    assert load_settings(write(tmp_path, MINIMAL)).sending.durable is False
+    on = load_settings(write(tmp_path, MINIMAL + "\n[sending]\ndurable = true\n"))
+    assert on.sending.durable is True
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, MINIMAL + '\n[sending]\ndurable = "yes"\n'))
+    assert "sending.durable" in str(caught.value)
