@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from newsletter.audience import SubscriberStore
+from newsletter.config import load_settings
 from tests.smtpserver import SmtpTestServer
 from tests.spamcache import SpamAssassinCache
 
@@ -152,6 +154,13 @@ def test_rejected_recipient_is_reported_and_the_exit_status_is_non_zero(
     assert "failed: bob@example.org:" in sent.stderr and "550" in sent.stderr
     status = newsletter(smtp_project, "status", "2026-11")
     assert "failed: bob@example.org:" in status.stdout
+    # Issue 12: "550 5.1.1 No such user" is a hard bounce, as in a DSN: the next issue skips Bob.
+    with SubscriberStore(load_settings(smtp_project).database_path) as store:
+        bob = store.get("bob@example.org")
+        ann = store.get("ann@example.org")
+        assert bob is not None and bob.status == "bounced"
+        assert ann is not None and ann.status == "subscribed"
+        assert store.events("bob@example.org")[-1].source == "send: hard bounce 5.1.1"
 
 
 def test_missing_password_is_an_error_before_anything_is_sent(

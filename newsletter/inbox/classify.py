@@ -43,7 +43,7 @@ from urllib.parse import unquote
 from ..audience import verify_token
 from ..errors import AudienceError
 
-__all__ = ["Classification", "Kind", "classify"]
+__all__ = ["Classification", "Kind", "classify", "classify_refusal"]
 
 
 class Kind(enum.StrEnum):
@@ -161,6 +161,22 @@ def _check_token(
     if address is not None and named.casefold() != address.casefold():
         return named, f"the report is about {address}, but the returned message was for {named}"
     return named, None
+
+
+def classify_refusal(
+    email: str, reply: str, *, report_id: str, original_id: str | None
+) -> Classification:
+    """A server's permanent refusal of a recipient at send time (e.g. "550 5.1.1 No such
+    user"), judged by the same rules as a DSN: a hard or a soft bounce (issue 12)."""
+    kind, code = _bounce_kind("failed", None, reply)
+    return Classification(
+        kind,
+        addresses=(email,),
+        status=code,
+        reason=f"refused at send time: {reply}",
+        report_id=report_id,
+        original_id=original_id,
+    )
 
 
 def _bounce_kind(action: str, status: str | None, diagnostic: str) -> tuple[Kind, str | None]:
