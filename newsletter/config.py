@@ -121,6 +121,9 @@ class SendingSettings:
     verp: bool = False
     # Gmail's Feedback-ID sender part; the header is "<issue>:<feedback_id>".
     feedback_id: str | None = None
+    # An fsync per ledger commit (SQLite synchronous=FULL): survives a power cut, not only a
+    # crash of the process. Cost measured in bench/bench_durable.py (README: Sending).
+    durable: bool = False
 
 
 @dataclass(frozen=True)
@@ -671,6 +674,7 @@ def _read_sending(send: TableReader) -> SendingSettings:
         return_path=send.string("return_path", check=_check_return_path),
         verp=bool(send.boolean("verp")),
         feedback_id=send.string("feedback_id", check=_check_feedback_id),
+        durable=bool(send.boolean("durable")),
     )
     if settings.verp and settings.return_path is None:
         send.problem("verp", "needs return_path (the bounce mailbox the tokens are added to)")

@@ -6,8 +6,25 @@ CLI uses. Messages name the file, line, key or recipient concerned.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from pathlib import Path
+
+
+class ExitCode(enum.IntEnum):
+    """The exit statuses of every command, for cron and CI (documented in the README).
+
+    A send exits 0 only when every recipient has the issue; otherwise the most pressing of what
+    is left: paused (the sender was refused or the run was stopped), uncertain, deferred
+    (waiting for a retry), failed.
+    """
+
+    OK = 0
+    ERROR = 1  # usage, configuration, content: nothing was sent
+    FAILED = 3  # some recipients failed permanently; the rest were sent
+    UNCERTAIN = 4  # some messages may or may not have been delivered
+    PAUSED = 5  # the run stopped before the end (sender refused, Ctrl-C, SIGTERM): run it again
+    DEFERRED = 6  # some messages wait for a retry (--no-wait, or a retry later)
 
 
 @dataclass(frozen=True)
@@ -33,7 +50,7 @@ class Problem:
 class NewsletterError(Exception):
     """Base of every error the CLI reports without a traceback."""
 
-    exit_code = 1
+    exit_code: int = ExitCode.ERROR
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
@@ -128,3 +145,9 @@ class UncertainDeliveryError(DeliveryError):
 
 class TransportUnavailableError(DeliveryError):
     """The transport cannot work at all (server down, authentication failed): stop the run."""
+
+
+class SenderRefusedError(TransportUnavailableError):
+    """The server refused us, not the recipient (530/535 authentication, a 5xx at MAIL FROM, a
+    5.7.x policy refusal of the message): no recipient can be sent to, so the run pauses and
+    nobody is failed for it."""

@@ -53,6 +53,7 @@ from .delivery.transports import describe_transport, make_transport
 from .delivery.transports.base import Transport
 from .dkim import signer_from_settings
 from .errors import ConfigError, Problem, ProjectError
+from .inbox.process import apply_refusals
 from .render import render_issue
 from .render.model import RenderedIssue
 from .tokens import make_token
@@ -183,6 +184,9 @@ def plan_send(
     ):
         issue_ledger = ledger.issue(template.issue)
         counts = issue_ledger.counts()
+        if not ledger.is_locked(template.issue):
+            # Rows a killed run left `sending` are uncertain too (the next run marks them so).
+            counts[State.UNCERTAIN] += counts.get(State.SENDING, 0)
         stored = issue_ledger.fingerprint()
         subscribed = store.count(SubscriberStatus.SUBSCRIBED)
     rendered = issue.rendered
@@ -231,11 +235,12 @@ def deliver(
         accept_changed_content=accept_changed,
         wait_for_deferred=plan.request.wait_for_deferred,
     )
+    started = clock()
     with (
         SubscriberStore(settings.database_path) as store,
-        Ledger(settings.database_path) as ledger,
+        Ledger(settings.database_path, durable=sending.durable) as ledger,
     ):
-        return send_issue(
+        report = send_issue(
             plan.template,
             StoreAudience(store),
             transport=plan.transport,
@@ -246,6 +251,26 @@ def deliver(
             stop=stop,
             progress=progress,
         )
+        _bounce_refused(settings, store, report, since=started)
+        return report
+
+
+def _bounce_refused(
+    settings: Settings, store: SubscriberStore, report: SendReport, *, since: float
+) -> None:
+    """Recipients the server refused for good during this run are bounces, judged like DSNs
+    (a hard one marks them bounced, so the next issue skips them; issue 12)."""
+    refusals = [
+        (row.email, row.last_error or "", row.message_id)
+        for row in report.failures
+        if row.updated_at >= since
+        and row.last_error
+        and not row.last_error.startswith("gave up after")
+        and ("refused the recipient" in row.last_error or f"refused {row.email}" in row.last_error)
+    ]
+    if refusals:
+        limit = settings.inbox.soft_bounce_limit if settings.inbox is not None else 3
+        apply_refusals(store, refusals, issue=report.issue, soft_bounce_limit=limit)
 
 
 def rehearse(

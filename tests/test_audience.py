@@ -16,6 +16,7 @@ from newsletter.audience import store as audience_store
 from newsletter.audience.csvfile import ColumnMapping, ImportProblemsError, RowProblem
 from newsletter.audience.model import Subscriber, SubscriberStatus
 from newsletter.audience.store import SubscriberStore
+from newsletter.delivery.ledger import Ledger
 from newsletter.delivery.mime import address_value
 from newsletter.errors import AudienceError
 from newsletter.store import STORE_VERSION
@@ -153,6 +154,30 @@ def test_remove_erases_the_subscriber_and_their_history(store: SubscriberStore) 
     assert store.events("ann@example.org") == ()
     db = sqlite3.connect(store.path)
     assert db.execute("SELECT COUNT(*) FROM subscriber_events").fetchone()[0] == 0
+
+
+def test_remove_erases_the_address_from_every_ledger_and_the_soft_bounces(
+    store: SubscriberStore,
+) -> None:
+    """Issue 15, D15: `remove` is an erasure (GDPR): no table keeps the address."""
+    store.add("ann@example.org")
+    store.add("bob@example.org")
+    with Ledger(store.path) as ledger:
+        for issue in ("2026-10", "2026-11"):
+            ledger.issue(issue).freeze(
+                [("ann@example.org", "ann@example.org"), ("bob@example.org", "bob@example.org")],
+                "fp",
+            )
+    db = sqlite3.connect(store.path)
+    with db:
+        db.execute(
+            "INSERT INTO inbox_soft_bounces (subscriber_key, report_id, message_key, status, at)"
+            " VALUES ('ann@example.org', 'r1', 'm1', '4.2.2', 1.0)"
+        )
+    assert store.remove("Ann@Example.org") is True
+    dump = "\n".join(db.iterdump())
+    assert "ann@example.org" not in dump.lower()
+    assert dump.count("bob@example.org") >= 3, "only the removed address goes"
 
 
 def test_iteration_streams_in_address_order_by_status(

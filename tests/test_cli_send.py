@@ -7,13 +7,17 @@ import email.policy
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from newsletter.audience import SubscriberStore
+from newsletter.config import load_settings
 from tests.smtpserver import SmtpTestServer
 from tests.spamcache import SpamAssassinCache
 
@@ -127,7 +131,7 @@ def test_import_test_send_send_resume_and_status(
 
     again = newsletter(smtp_project, "send", "2026-11", "--yes")
     assert again.returncode == 0
-    assert "sent 0 now, 3 of 3 in all" in again.stdout
+    assert "Everything was sent: all 3 recipients already have '2026-11'." in again.stdout
     assert len(server.messages) == 4
 
     status = newsletter(smtp_project, "status", "2026-11")
@@ -145,11 +149,18 @@ def test_rejected_recipient_is_reported_and_the_exit_status_is_non_zero(
     newsletter(smtp_project, "subscribers", "import", "list.csv")
     server.reject_recipient("bob@example.org")
     sent = newsletter(smtp_project, "send", "2026-11", "--yes")
-    assert sent.returncode == 0, "a permanent failure of one recipient completes the run"
+    assert sent.returncode == 3, "0 only when every recipient is sent; 3: some failed"
     assert "failed 1" in sent.stdout
     assert "failed: bob@example.org:" in sent.stderr and "550" in sent.stderr
     status = newsletter(smtp_project, "status", "2026-11")
     assert "failed: bob@example.org:" in status.stdout
+    # Issue 12: "550 5.1.1 No such user" is a hard bounce, as in a DSN: the next issue skips Bob.
+    with SubscriberStore(load_settings(smtp_project).database_path) as store:
+        bob = store.get("bob@example.org")
+        ann = store.get("ann@example.org")
+        assert bob is not None and bob.status == "bounced"
+        assert ann is not None and ann.status == "subscribed"
+        assert store.events("bob@example.org")[-1].source == "send: hard bounce 5.1.1"
 
 
 def test_missing_password_is_an_error_before_anything_is_sent(
@@ -168,7 +179,7 @@ def test_wrong_password_pauses_with_a_clear_reason(
 ) -> None:
     newsletter(smtp_project, "subscribers", "import", "list.csv")
     result = newsletter(smtp_project, "send", "2026-11", "--yes", password="wrong")
-    assert result.returncode == 1
+    assert result.returncode == 5, "a sender-level refusal is a pause (5), not a content error"
     assert "authentication failed for editor at 127.0.0.1" in result.stderr
     assert "wrong" not in result.stderr.replace("wrong-", "")
     assert not server.messages
@@ -203,3 +214,141 @@ def test_send_runs_the_check_first_and_refuses_on_errors(
     forced = newsletter(smtp_project, "send", "2026-11", "--yes", "--no-link-check", "--force")
     assert forced.returncode == 0, forced.stderr
     assert len(server.messages) == 3
+
+
+def test_exit_codes_tell_cron_what_is_left(
+    smtp_project: Path, server: SmtpTestServer, cached_spamassassin: SpamAssassinCache | None
+) -> None:
+    """0 all sent, 3 failed, 4 uncertain, 5 paused, 6 deferred and waiting, 1 usage errors."""
+    newsletter(smtp_project, "subscribers", "import", "list.csv")
+    usage = newsletter(smtp_project, "send", "2026-11", "--no-such-option")
+    assert usage.returncode == 1
+    server.drop_after_data(recipient="bob@example.org")
+    uncertain = newsletter(smtp_project, "send", "2026-11", "--yes", "--no-wait")
+    assert uncertain.returncode == 4, uncertain.stderr
+    assert newsletter(smtp_project, "status", "2026-11").returncode == 4
+    server.clear_faults()
+    server.defer("rcpt", recipient="bob@example.org", times=None)
+    args = ("send", "2026-11", "--yes", "--no-wait", "--resend-uncertain")
+    deferred = newsletter(smtp_project, *args)
+    assert deferred.returncode == 6, deferred.stderr
+    status = newsletter(smtp_project, "status", "2026-11")
+    assert status.returncode == 6, "status exits like the send it describes"
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    for code in ("`0`", "`1`", "`3`", "`4`", "`5`", "`6`"):
+        assert code in readme.split("### Exit codes", 1)[1].split("##", 1)[0]
+
+
+def start_send(project: Path, *args: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    env.update(
+        NEWSLETTER_SECRET="a-test-signing-secret",
+        COLUMNS="200",
+        NEWSLETTER_SMTP_PASSWORD=PASSWORD,
+    )
+    return subprocess.Popen(
+        [sys.executable, "-m", "newsletter", "send", "2026-11", "--yes", *args],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_and_sighup_stop_like_ctrl_c(
+    smtp_project: Path,
+    server: SmtpTestServer,
+    cached_spamassassin: SpamAssassinCache | None,
+    signum: int,
+) -> None:
+    """D8: the messages in flight finish and are recorded; the run ends paused (5)."""
+    newsletter(smtp_project, "subscribers", "import", "list.csv")
+    server.delay("data_end", 0.8, times=None)
+    child = start_send(smtp_project)
+    deadline = time.monotonic() + 90
+    while server.transactions < 1:
+        assert child.poll() is None, child.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    child.send_signal(signum)
+    out, err = child.communicate(timeout=60)
+    assert child.returncode == 5, (out, err)
+    assert "Stopping" in err and "Traceback" not in err
+    status = newsletter(smtp_project, "status", "2026-11")
+    assert "uncertain │ 0" in status.stdout, status.stdout
+    sent_before = len(server.messages)
+    assert 1 <= sent_before < 3
+    server.clear_faults()
+    resumed = newsletter(smtp_project, "send", "2026-11", "--yes")
+    assert resumed.returncode == 0, resumed.stderr
+    rcpts = [m.rcpt_tos[0] for m in server.messages]
+    assert sorted(rcpts) == ["ann@example.org", "bob@example.org", "sor@example.org"]
+
+
+def test_send_and_status_output(
+    smtp_project: Path, server: SmtpTestServer, cached_spamassassin: SpamAssassinCache | None
+) -> None:
+    """D18, D19, D20, D22 and issue 12's wording: markup is markup, each address once, no empty
+    bar, a finished issue says so, `status` lists 20 failures unless --all."""
+    rows = "".join(f"dead{n:02d}@example.org,Dead {n}\n" for n in range(25))
+    (smtp_project / "many.csv").write_text("email,name\n" + rows, encoding="utf-8")
+    newsletter(smtp_project, "subscribers", "import", "many.csv")
+    newsletter(smtp_project, "subscribers", "import", "list.csv")
+    for n in range(25):
+        server.reject_recipient(f"dead{n:02d}@example.org")
+    sent = newsletter(smtp_project, "send", "2026-11", "--yes")
+    assert sent.returncode == 3, sent.stderr
+    line = next(x for x in sent.stderr.splitlines() if "failed: dead00@example.org" in x)
+    assert line.count("dead00@example.org") == 1, line
+    assert "… and 5 more failed" in sent.stderr
+    status = newsletter(smtp_project, "status", "2026-11")
+    assert status.stdout.count("  failed: dead") == 20
+    assert "--all" in status.stdout
+    every = newsletter(smtp_project, "status", "2026-11", "--all")
+    assert every.stdout.count("  failed: dead") == 25
+
+    server.clear_faults()
+    again = newsletter(smtp_project, "send", "2026-11", "--yes")
+    assert again.returncode == 3 and "0/" not in again.stdout, "no bar when nothing is left"
+
+    test = newsletter(smtp_project, "send", "2026-11", "--test", "--to", "x@example.org")
+    assert test.returncode == 0
+    server.reject_recipient("x@example.org")
+    refused = newsletter(smtp_project, "send", "2026-11", "--test", "--to", "x@example.org")
+    assert refused.returncode == 1
+    assert "[red]" not in refused.stderr and "not sent to x@example.org: " in refused.stderr
+    assert refused.stderr.count("x@example.org") == 1, refused.stderr
+
+
+def test_a_finished_issue_says_everything_was_sent(
+    smtp_project: Path, server: SmtpTestServer, cached_spamassassin: SpamAssassinCache | None
+) -> None:
+    newsletter(smtp_project, "subscribers", "import", "list.csv")
+    assert newsletter(smtp_project, "send", "2026-11", "--yes").returncode == 0
+    again = newsletter(smtp_project, "send", "2026-11", "--yes")
+    assert again.returncode == 0
+    assert "Everything was sent: all 3 recipients already have '2026-11'." in again.stdout
+    assert "━" not in again.stdout, "no empty progress bar"
+
+
+def test_status_after_a_kill_gives_a_reason_not_none(
+    smtp_project: Path, server: SmtpTestServer, cached_spamassassin: SpamAssassinCache | None
+) -> None:
+    newsletter(smtp_project, "subscribers", "import", "list.csv")
+    server.delay("data_end", 5.0, times=None)
+    child = start_send(smtp_project)
+    deadline = time.monotonic() + 90
+    while server.transactions < 1:
+        assert child.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
+    time.sleep(0.5)  # the data is in; the server holds its reply for 5 s
+    child.kill()
+    child.communicate()
+    status = newsletter(smtp_project, "status", "2026-11")
+    assert ": None" not in status.stdout
+    assert "uncertain:" in status.stdout and "being sent" in status.stdout
+    assert status.returncode == 4
+    plan = newsletter(smtp_project, "send", "2026-11", "--resend-uncertain", stdin="n\n")
+    assert "resending, as asked" in plan.stdout and "not resent" not in plan.stdout

@@ -366,3 +366,13 @@ def test_a_provider_api_url_over_plain_http_off_loopback_is_refused(
 def test_a_provider_api_url_over_https_or_to_loopback_loads(tmp_path: Path, url: str) -> None:
     text = MINIMAL + f'\n[transport]\nkind = "postmark"\napi_url = "{url}"\n'
     assert load_settings(write(tmp_path, text)).transport.api_url == url
+
+
+def test_sending_durable_is_a_boolean(tmp_path: Path) -> None:
+    """Issue 15, D23: `[sending] durable = true` asks for an fsync per ledger commit."""
+    assert load_settings(write(tmp_path, MINIMAL)).sending.durable is False
+    on = load_settings(write(tmp_path, MINIMAL + "\n[sending]\ndurable = true\n"))
+    assert on.sending.durable is True
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, MINIMAL + '\n[sending]\ndurable = "yes"\n'))
+    assert "sending.durable" in str(caught.value)

@@ -11,6 +11,7 @@ other 4xx → permanent, unless the provider narrows it down to some items.
 from __future__ import annotations
 
 import email.utils
+import json
 import socket
 import ssl
 import threading
@@ -36,6 +37,7 @@ from newsletter.delivery.transports._http import (
 from newsletter.delivery.transports.base import BatchItem, BatchResult
 from newsletter.errors import (
     ConfigError,
+    DeliveryError,
     PermanentDeliveryError,
     TransientDeliveryError,
     TransportUnavailableError,
@@ -565,3 +567,20 @@ def test_require_env_names_the_variable_never_the_value(tmp_path: Path) -> None:
     assert EchoTransport.describe_settings(TransportSettings(kind="echo", sandbox=True)) == (
         "echo https://api.echo.invalid (sandbox: nothing is delivered)"
     )
+
+
+@pytest.mark.parametrize("status", [400, 401, 502])
+def test_an_error_body_that_echoes_the_key_is_redacted(
+    template: MessageTemplate, server: ProviderFake, transport: EchoTransport, status: int
+) -> None:
+    """Issue 15, D23: a proxy that echoes our request headers must not print the key."""
+    body = json.dumps(
+        {"message": f"bad gateway; request had Authorization: Bearer {KEY}", "key": KEY}
+    ).encode()
+    server.fail_next(FakeResponse(status, body, {"Content-Type": "application/json"}))
+    with pytest.raises(DeliveryError) as caught:
+        transport.send_batch(items(template, 1))
+    error = caught.value
+    for text in (str(error), error.reply or "", error.hint or ""):
+        assert KEY not in text, text
+    assert "[redacted]" in str(error) + (error.reply or "")

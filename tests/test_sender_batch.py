@@ -300,12 +300,13 @@ def test_people_who_left_or_cannot_be_sent_to(template: MessageTemplate, databas
 
     transport = RecordingBatchTransport(database, template.issue, whole=whole)
     report, rows = run(template, audience, transport, database)
-    assert rows["reader00008@example.org"].state == State.FAILED
-    assert "no longer subscribed" in (rows["reader00008@example.org"].last_error or "")
+    # Who left is dropped from the send, not failed (issue 15, D21).
+    assert "reader00008@example.org" not in rows
+    assert report.removed_from_audience == 1 and report.total == 10
     assert rows["bad address@example.org"].state == State.FAILED
     assert "not an address" in (rows["bad address@example.org"].last_error or "")
     assert "reader00008@example.org" not in transport.accepted
-    assert nonzero(report.counts) == {State.SENT: 9, State.FAILED: 2}
+    assert nonzero(report.counts) == {State.SENT: 9, State.FAILED: 1}
 
 
 def test_wrong_result_keys_make_the_batch_uncertain(

@@ -19,6 +19,7 @@ from newsletter.delivery.transports.smtp import SmtpTransport, is_loopback_host,
 from newsletter.errors import (
     PermanentDeliveryError,
     RecipientRejectedError,
+    SenderRefusedError,
     TransientDeliveryError,
     TransportUnavailableError,
     UncertainDeliveryError,
@@ -354,17 +355,43 @@ def test_550_rejects_one_recipient_and_the_next_uses_the_same_connection(
     assert server.connections == 1
 
 
-@pytest.mark.parametrize("stage", ["mail", "data", "data_end"])
+@pytest.mark.parametrize("stage", ["data", "data_end"])
 def test_5xx_outside_rcpt_is_permanent_for_the_message(
     stage: Stage, server: SmtpTestServer, make_transport: MakeTransport
 ) -> None:
     transport = make_transport(server)
-    server.defer(stage, reply="554 5.7.1 Rejected")
+    server.defer(stage, reply="554 5.6.0 Message content rejected")
 
     with pytest.raises(PermanentDeliveryError) as caught:
         transport.send(message())
     assert not isinstance(caught.value, RecipientRejectedError)
-    assert caught.value.reply == "554 5.7.1 Rejected"
+    assert caught.value.reply == "554 5.6.0 Message content rejected"
+
+    transport.send(message())
+    assert server.connections == 1
+
+
+@pytest.mark.parametrize(
+    ("stage", "reply"),
+    [
+        ("mail", "554 5.7.1 Rejected"),
+        ("mail", "553 5.1.8 Sender address rejected"),
+        ("rcpt", "530 5.7.0 Authentication required"),
+        ("data", "554 5.7.1 Rejected"),
+        ("data_end", "554 5.7.1 Rejected"),
+    ],
+)
+def test_a_refusal_of_the_sender_or_by_policy_is_a_sender_refusal(
+    stage: Stage, reply: str, server: SmtpTestServer, make_transport: MakeTransport
+) -> None:
+    """Not about the recipient: the sender pauses the run instead of failing everyone (D4)."""
+    transport = make_transport(server)
+    server.defer(stage, reply=reply)
+
+    with pytest.raises(SenderRefusedError) as caught:
+        transport.send(message())
+    assert isinstance(caught.value, TransportUnavailableError)
+    assert caught.value.reply == reply
 
     transport.send(message())
     assert server.connections == 1

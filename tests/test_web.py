@@ -734,3 +734,35 @@ def test_healthz_with_the_archive_off_and_in_a_process_of_its_own(
         assert httpx.get(server.url).status_code == 404
     with server_process(project) as base:
         assert httpx.get(base + "healthz").status_code == 200
+
+
+def test_a_client_that_trickles_its_headers_is_cut_off(
+    settings: Settings, store: SubscriberStore
+) -> None:
+    """Issue 15, D23: slowloris. Headers not complete within the header timeout: closed."""
+    server = WebServer(
+        settings,
+        secret=SECRET,
+        serve_settings=ServeSettings(port=0),
+        store=store,
+        header_timeout=1.0,
+    )
+    with running(server), socket.create_connection((server.host, server.port), timeout=5) as sock:
+        started = time.monotonic()
+        closed_after: float | None = None
+        for byte in b"GET /unsubscribe HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 40:
+            try:
+                sock.sendall(bytes([byte]))
+                sock.settimeout(0.2)
+                if sock.recv(1) == b"":
+                    closed_after = time.monotonic() - started
+                    break
+            except TimeoutError:
+                continue
+            except OSError:
+                closed_after = time.monotonic() - started
+                break
+        assert closed_after is not None, "the trickling client was never cut off"
+        assert closed_after < 3.0
+        # A normal client on a fresh connection is still served.
+        assert httpx.get(f"{server.url}unsubscribe?token=x.y").status_code == 400

@@ -44,6 +44,10 @@ _UPDATE = (
 )
 _SET_STATUS = "UPDATE subscribers SET status = :status, updated_at = :now WHERE key = :key"
 _DELETE = "DELETE FROM subscribers WHERE key = :key"
+_ERASE = (
+    "DELETE FROM ledger_rows WHERE key = :key",
+    "DELETE FROM inbox_soft_bounces WHERE subscriber_key = :key",
+)
 _EVENT = (
     "INSERT INTO subscriber_events (subscriber_key, at, old_status, new_status, source)"
     " VALUES (:key, :at, :old, :new, :source)"
@@ -229,6 +233,10 @@ class SubscriberStore:
         key = lookup_key(email)
         with self._transaction(f"remove {email.strip()}") as db:
             deleted = db.execute(_DELETE, {"key": key}).rowcount
+            # An erasure (GDPR): the send ledgers and the inbox's soft bounces keep nothing of
+            # them either, in the same transaction (issue 15, D15).
+            for sql in _ERASE:
+                db.execute(sql, {"key": key})
         return deleted > 0
 
     def set_status(self, email: str, status: str, *, source: str) -> Subscriber:

@@ -17,7 +17,7 @@ import typer.main
 from rich.markup import escape
 
 from .. import __version__
-from ..errors import NewsletterError
+from ..errors import ExitCode, NewsletterError
 from . import compose, send, serve
 from ._output import console, err_console
 from .subscribers import app as subscribers_app
@@ -138,4 +138,5 @@ def run() -> None:
             show()
         else:
             err_console.print(f"error: {err}", highlight=False, markup=False)
-        sys.exit(getattr(err, "exit_code", 2))
+        # 1, like every other error that stops a command before it does anything (README).
+        sys.exit(ExitCode.ERROR if getattr(err, "exit_code", 2) else 0)

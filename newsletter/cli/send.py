@@ -6,17 +6,22 @@ inside `send`, so `status` starts without it.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
+from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeRemainingColumn,
 )
@@ -24,13 +29,30 @@ from rich.table import Table
 
 from ..config import Settings
 from ..content import resolve_issue_folder
-from ..delivery.ledger import Ledger, State
-from ._output import console, err_console
+from ..delivery.ledger import Ledger, LedgerRow, State
+from ..delivery.sender import RunOutcome, SendProgress, SendReport, run_outcome
+from ..errors import ExitCode, TransportUnavailableError
+from ._output import console, err_console, plain_console, plain_err_console
 from ._project import project_settings
 
 if TYPE_CHECKING:
-    from ..delivery.sender import SendProgress, SendReport
     from ..sending import Rehearsal, SendPlan, SendRequest
+
+LISTED = 20  # failures and uncertain rows printed by `send` and `status` (all with --all)
+
+
+def _first(rows: Iterable[LedgerRow], limit: int | None) -> list[LedgerRow]:
+    return list(rows) if limit is None else list(itertools.islice(rows, limit))
+
+
+# The exit status of `send` and `status` for what is left of the send (README: Exit codes).
+EXIT_CODES = {
+    RunOutcome.SENT: ExitCode.OK,
+    RunOutcome.FAILED: ExitCode.FAILED,
+    RunOutcome.UNCERTAIN: ExitCode.UNCERTAIN,
+    RunOutcome.PAUSED: ExitCode.PAUSED,
+    RunOutcome.DEFERRED: ExitCode.DEFERRED,
+}
 
 
 def send(
@@ -81,10 +103,15 @@ def send(
     Examples:
 
         newsletter send 2026-11 --test
+
         newsletter send 2026-11 --test --to editor@example.org
+
         newsletter send 2026-11 --dry-run
+
         newsletter send 2026-11
+
         newsletter send 2026-11 --yes --resend-uncertain
+
         newsletter send 2026-11 --no-link-check
     """
     from ..sending import SendRequest, plan_send  # noqa: PLC0415 (heavy, only send needs it)
@@ -104,7 +131,13 @@ def send(
     if dry_run:
         _dry_run(settings, request)
         return
-    plan = _checked(settings, lambda: plan_send(settings, request))
+    try:
+        plan = _checked(settings, lambda: plan_send(settings, request))
+    except TransportUnavailableError as err:
+        # The server refused us (login, unreachable) before anything was sent: fix the sender
+        # and run again, like a run paused by a refusal.
+        err.exit_code = ExitCode.PAUSED
+        raise
     _print_plan(plan)
     accept_changed = False
     if plan.content_changed:
@@ -119,8 +152,9 @@ def send(
         raise typer.Abort()
     report = _run_send(plan, accept_changed)
     _print_send_report(report)
-    if not report.complete or report.paused_reason or report.interrupted:
-        raise typer.Exit(1)
+    code = EXIT_CODES[report.outcome]
+    if code:
+        raise typer.Exit(code)
 
 
 def _send_test(settings: Settings, issue: str, to: list[str]) -> None:
@@ -130,12 +164,12 @@ def _send_test(settings: Settings, issue: str, to: list[str]) -> None:
     for result in results:
         if result.error:
             err_console.print(
-                f"[red]not sent[/] to {result.recipient}: {result.error}",
+                f"[red]not sent[/] to {escape(result.recipient)}: "
+                f"{escape(_without_address(result.error, result.recipient))}",
                 highlight=False,
-                markup=False,
             )
         else:
-            console.print(f"[green]test sent[/] to {result.recipient}", highlight=False)
+            console.print(f"[green]test sent[/] to {escape(result.recipient)}", highlight=False)
     if any(result.error for result in results):
         raise typer.Exit(1)
 
@@ -179,25 +213,33 @@ def _print_plan(plan: SendPlan) -> None:
     summary.add_row("Subscribed", str(plan.subscribed))
     summary.add_row("Already sent", str(plan.already_sent))
     if plan.uncertain:
-        resending = ": resending, as asked" if plan.request.resend_uncertain else ""
-        summary.add_row("Uncertain", f"{plan.uncertain} (not resent{resending})")
+        what = "resending, as asked" if plan.request.resend_uncertain else "not resent"
+        summary.add_row("Uncertain", f"{plan.uncertain} ({what})")
     if plan.failed_before:
         retrying = " (retrying, as asked)" if plan.request.retry_failed else ""
         summary.add_row("Failed before", f"{plan.failed_before}{retrying}")
     console.print(summary)
 
 
+# Stopped like Ctrl-C: systemd's stop (SIGTERM) and a dropped SSH session (SIGHUP) too.
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def _run_send(plan: SendPlan, accept_changed: bool) -> SendReport:
-    """Deliver with a progress bar; Ctrl-C sets the stop event (the messages in flight finish)."""
+    """Deliver with a progress bar. Ctrl-C, SIGTERM and SIGHUP set the stop event: the messages
+    in flight finish and are recorded, and the run ends paused (issue 15, D8)."""
     from ..sending import deliver  # noqa: PLC0415 (heavy, only send needs it)
 
     stop = threading.Event()
 
     def interrupt(signum: int, frame: object) -> None:
-        err_console.print("\nStopping: finishing the messages in flight…")
         stop.set()
+        with contextlib.suppress(OSError, ValueError):  # the terminal may be gone (SIGHUP)
+            err_console.print(
+                f"\nStopping ({signal.Signals(signum).name}): finishing the messages in flight…"
+            )
 
-    previous = signal.signal(signal.SIGINT, interrupt)
+    previous = {signum: signal.signal(signum, interrupt) for signum in _STOP_SIGNALS}
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -210,30 +252,74 @@ def _run_send(plan: SendPlan, accept_changed: bool) -> SendReport:
         ),
     )
     started = time.monotonic()
-    try:
-        with Progress(*columns, console=console, transient=False) as bar:
-            task = bar.add_task("sending", total=None, rate=0.0, sent=0, failed=0, deferred=0)
+    # The bar appears with the first progress report: not before the transport answered, and
+    # not at all when there is nothing left to send (issue 15, D20; issue 12).
+    bar = Progress(*columns, console=console, transient=False)
+    task: list[TaskID] = []
 
-            def progress(update: SendProgress) -> None:
-                elapsed = max(time.monotonic() - started, 1e-6)
-                bar.update(
-                    task,
-                    total=update.total,
-                    completed=update.done,
-                    rate=update.done / elapsed,
-                    sent=update.sent,
-                    failed=update.failed,
-                    deferred=update.deferred,
-                    description="waiting to retry" if update.waiting_until else "sending",
+    def progress(update: SendProgress) -> None:
+        try:
+            if not task:
+                bar.start()
+                task.append(
+                    bar.add_task("sending", total=None, rate=0.0, sent=0, failed=0, deferred=0)
                 )
+            elapsed = max(time.monotonic() - started, 1e-6)
+            bar.update(
+                task[0],
+                total=update.total,
+                completed=update.done,
+                rate=update.done / elapsed,
+                sent=update.sent,
+                failed=update.failed,
+                deferred=update.deferred,
+                description="waiting to retry" if update.waiting_until else "sending",
+            )
+        except OSError:
+            pass  # no terminal any more (SIGHUP): the send goes on, the ledger records it
 
-            return deliver(plan, accept_changed=accept_changed, stop=stop, progress=progress)
+    try:
+        return deliver(plan, accept_changed=accept_changed, stop=stop, progress=progress)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        if task:
+            with contextlib.suppress(OSError):
+                bar.stop()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _without_address(reason: str | None, email: str) -> str:
+    """The reason without a leading "address: " (the line names the address already; D19)."""
+    text = reason or ""
+    prefix = f"{email}: "
+    if text.lower().startswith(prefix.lower()):
+        text = text[len(prefix) :]
+    return text
+
+
+def _print_rows(
+    out: Console, rows: Sequence[LedgerRow], label: str, limit: int | None, total: int
+) -> None:
+    """One line per row (at most `limit`), then how many more there are."""
+    shown = rows if limit is None else rows[:limit]
+    for row in shown:
+        reason = _without_address(row.last_error, row.email)
+        if not reason and row.state is State.SENDING:
+            reason = "the run stopped while this message was being sent"
+        out.print(f"  {label}: {row.email}: {reason or 'no reason recorded'}", markup=False)
+    more = total - len(shown)
+    if more > 0:
+        out.print(f"  … and {more} more {label}", markup=False)
 
 
 def _print_send_report(report: SendReport) -> None:
     counts = report.counts
+    if report.sent_now == 0 and report.outcome is RunOutcome.SENT and report.total:
+        console.print(
+            f"Everything was sent: all {report.total} recipients already have '{report.issue}'.",
+            highlight=False,
+        )
+        return
     console.print(
         f"[bold]{report.issue}[/]: sent {report.sent_now} now, "
         f"{counts.get(State.SENT, 0)} of {report.total} in all; "
@@ -246,12 +332,8 @@ def _print_send_report(report: SendReport) -> None:
             f"[yellow]{report.recovered_uncertain} message(s) of an interrupted run "
             "are uncertain[/] (the run stopped while they were being sent)."
         )
-    for row in report.failures[:20]:
-        err_console.print(f"  failed: {row.email}: {row.last_error}", highlight=False, markup=False)
-    for row in report.uncertain[:20]:
-        err_console.print(
-            f"  uncertain: {row.email}: {row.last_error}", highlight=False, markup=False
-        )
+    _print_rows(plain_err_console, report.failures, "failed", LISTED, len(report.failures))
+    _print_rows(plain_err_console, report.uncertain, "uncertain", LISTED, len(report.uncertain))
     if report.uncertain:
         err_console.print(
             "  Check the server's log for these; --resend-uncertain sends them "
@@ -266,12 +348,20 @@ def _print_send_report(report: SendReport) -> None:
 
 def status(
     issue: Annotated[str, typer.Argument(help="The issue: its folder, or just its name.")],
+    all_rows: Annotated[
+        bool,
+        typer.Option("--all", help=f"List every failure and uncertain row (default {LISTED})."),
+    ] = False,
 ) -> None:
     """Show how far the send of an issue got: counts per state, failures and their reasons.
+
+    Exits like `send` (0 when everyone has the issue; see the README's exit codes).
 
     Examples:
 
         newsletter status 2026-11
+
+        newsletter status 2026-11 --all
     """
     settings = project_settings()
     name = resolve_issue_folder(settings.root, issue).name
@@ -285,11 +375,19 @@ def status(
         for state in State:
             table.add_row(state.value, str(counts.get(state, 0)))
         console.print(table)
-        for row in issue_ledger.failures():
-            console.print(f"  failed: {row.email}: {row.last_error}", highlight=False, markup=False)
-        for row in issue_ledger.uncertain():
-            console.print(
-                f"  uncertain: {row.email}: {row.last_error}", highlight=False, markup=False
-            )
-        if ledger.is_locked(name):
+        limit = None if all_rows else LISTED
+        failed = counts.get(State.FAILED, 0)
+        _print_rows(
+            plain_console, _first(issue_ledger.rows(State.FAILED), limit), "failed", limit, failed
+        )
+        uncertain = issue_ledger.uncertain()
+        _print_rows(plain_console, uncertain, "uncertain", limit, len(uncertain))
+        if failed + len(uncertain) > LISTED and not all_rows:
+            console.print("  (newsletter status ISSUE --all lists them all)")
+        running = ledger.is_locked(name)
+        if running:
             console.print("A send of this issue is running now.")
+    # A run in progress is not finished: "deferred" (come back later), whatever its counts say.
+    code = ExitCode.DEFERRED if running else EXIT_CODES[run_outcome(counts)]
+    if code:
+        raise typer.Exit(code)

@@ -11,11 +11,15 @@ States and the only legal moves::
     failed ──┤   (failed and uncertain rows go back to sending only when resending is asked for)
     uncertain┘
     pending | deferred ─► failed   (refused before any network call)
+    pending | deferred ─► deferred (a 4xx before the message could be handed over)
+    sending | pending | deferred | failed ─► pending   (the sender was refused, not them)
+    pending | deferred ─► (removed)   (they unsubscribed during the send)
 
-`sending` is written before the network call and `sent` after it, each committed before the
-method returns. A row still `sending` when a later run takes the issue's lock was interrupted
-mid-send (the lock guarantees its run is dead), so taking the lock moves it to the explicit
-`uncertain` state: it is reported, and not sent again unless the editor asks.
+`sending` is written before the message could reach the server (for SMTP after MAIL and RCPT
+were accepted, for provider APIs just before the request) and `sent` after it, each committed
+before the method returns. A row still `sending` when a later run takes the issue's lock was
+interrupted mid-send (the lock guarantees its run is dead), so taking the lock moves it to the
+explicit `uncertain` state: it is reported, and not sent again unless the editor asks.
 
 Durability: every method commits before it returns; on SQLite a process crash (even SIGKILL)
 loses nothing, and `durable=True` adds an fsync per commit (`store.sqlite` says what each means).
@@ -35,7 +39,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import LedgerError
 from ..store import Connection, Params, Store, StoreError
@@ -136,12 +140,30 @@ _SQL_SENT = (
 )
 _SQL_FAILED = (
     "UPDATE ledger_rows SET state = 'failed', last_error = :error, next_attempt_at = NULL,"
+    " attempts = attempts + CASE WHEN state = 'sending' THEN 0 ELSE :tried END,"
     " updated_at = :now WHERE issue = :issue AND key = :key"
     " AND state IN ('sending', 'pending', 'deferred')"
 )
+# From `sending`, or straight from pending/deferred when the server refused before the row was
+# marked (a 4xx at MAIL or RCPT): that try still counts as an attempt.
 _SQL_DEFERRED = (
     "UPDATE ledger_rows SET state = 'deferred', last_error = :error, next_attempt_at = :at,"
-    " updated_at = :now WHERE issue = :issue AND key = :key AND state = 'sending'"
+    " attempts = attempts + CASE WHEN state = 'sending' THEN 0 ELSE 1 END,"
+    " updated_at = :now WHERE issue = :issue AND key = :key"
+    " AND state IN ('sending', 'pending', 'deferred')"
+)
+# Back to pending after a refusal of the sender, not the recipient: the try is not counted.
+_FROM_RELEASABLE = (State.SENDING, State.PENDING, State.DEFERRED, State.FAILED)
+_SQL_RELEASE = (
+    "UPDATE ledger_rows SET state = 'pending', last_error = :error, next_attempt_at = NULL,"
+    " attempts = CASE WHEN state <> 'pending' AND attempts > 0 THEN attempts - 1"
+    " ELSE attempts END,"
+    " updated_at = :now WHERE issue = :issue AND key = :key"
+    f" AND state IN ({_in(_FROM_RELEASABLE)})"
+)
+_SQL_LEFT = (
+    "DELETE FROM ledger_rows WHERE issue = :issue AND key = :key"
+    " AND state IN ('pending', 'deferred')"
 )
 _SQL_UNCERTAIN = (
     "UPDATE ledger_rows SET state = 'uncertain', last_error = :error, next_attempt_at = NULL,"
@@ -169,6 +191,38 @@ _SQL_DUE_PAGE = (
     " WHERE issue = :issue AND state = :state AND id > :after"
     " AND COALESCE(next_attempt_at, 0) <= :due ORDER BY id LIMIT :limit"
 )
+
+
+_T = TypeVar("_T")
+
+
+def _is_busy(err: BaseException) -> bool:
+    """Whether `err` (or what caused it) is the database being locked by another writer."""
+    seen: BaseException | None = err
+    while seen is not None:
+        text = str(seen).lower()
+        if "database is locked" in text or "database is busy" in text:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _retry_busy(
+    write: Callable[[], _T], patience: float, retryable: Callable[[], bool] = lambda: True
+) -> _T:
+    """Run `write`, again with a growing pause while another process holds the database, for
+    up to `patience` seconds; then the error stands (the caller pauses the run)."""
+    deadline = time.monotonic() + patience
+    pause = 0.05
+    while True:
+        try:
+            return write()
+        except LedgerError as err:
+            late = time.monotonic() + pause > deadline
+            if not _is_busy(err) or late or not retryable():
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 2.0)
 
 
 def _row(values: Sequence[Any]) -> LedgerRow:
@@ -202,7 +256,11 @@ class Ledger:
         clock: Callable[[], float] = time.time,
         durable: bool = False,
         busy_timeout: float = 10.0,
+        busy_retry: float = 600.0,
     ) -> None:
+        # Seconds a write keeps retrying while another process holds the database (on top of
+        # each attempt's busy timeout): a long import must not kill a send (issue 15, D1).
+        self.busy_retry = busy_retry
         if isinstance(source, Store):
             self.database, self._owned = source, False
         else:
@@ -301,7 +359,8 @@ class IssueLedger:
     # --- freezing -------------------------------------------------------------------------------
 
     def freeze(self, recipients: Iterable[tuple[str, str]], fingerprint: str) -> FreezeReport:
-        """Record the audience, streaming, in one transaction.
+        """Record the audience, streaming, in one transaction (waiting while another process
+        holds the database, up to `busy_retry` seconds).
 
         `recipients` yields `(key, email)`. The first call stores `fingerprint`; a later call (a
         resume) with a different one is refused until `set_fingerprint` accepts the change. A
@@ -309,12 +368,27 @@ class IssueLedger:
         deferred rows whose key is gone from the audience (they unsubscribed); rows that were
         sent, failed, or are sending or uncertain always stay.
         """
+        # Streamed: a busy database is waited for only while nothing was read yet (the write
+        # lock is taken first, and once held no other writer can make the freeze fail).
+        stream = iter(recipients)
+        started: list[bool] = []
+        return _retry_busy(
+            lambda: self._freeze(stream, fingerprint, started),
+            self.ledger.busy_retry,
+            retryable=lambda: not started,
+        )
+
+    def _freeze(
+        self, recipients: Iterator[tuple[str, str]], fingerprint: str, started: list[bool]
+    ) -> FreezeReport:
         now = self._now()
         received = 0
 
         def rows(round_: int) -> Iterator[Params]:
             nonlocal received
             for key, email in recipients:
+                if not started:
+                    started.append(True)
                 if not key or not email or any(c in email for c in "\r\n"):
                     raise LedgerError(
                         f"issue '{self.name}': recipient {key!r} <{email!r}> cannot be frozen "
@@ -447,12 +521,15 @@ class IssueLedger:
         """Permanently failed (never retried unless asked); also for refusals before sending."""
         self.mark_failed_many([(key, error)])
 
-    def mark_failed_many(self, items: Iterable[tuple[str, str]]) -> None:
+    def mark_failed_many(self, items: Iterable[tuple[str, str]], *, tried: bool = False) -> None:
+        """`tried`: the server refused these rows before they were marked `sending` (that try
+        counts as an attempt); False for refusals before any network call."""
         items = list(items)
         now = self._now()
+        t = int(tried)
         self._apply(
             _SQL_FAILED,
-            [{"error": e, "now": now, "issue": self.name, "key": k} for k, e in items],
+            [{"error": e, "now": now, "issue": self.name, "key": k, "tried": t} for k, e in items],
             [key for key, _ in items],
             State.FAILED,
             _FROM_FAILABLE,
@@ -473,8 +550,40 @@ class IssueLedger:
             ],
             [key for key, _, _ in items],
             State.DEFERRED,
-            (State.SENDING,),
+            (State.SENDING, State.PENDING, State.DEFERRED),
         )
+
+    def release_many(self, items: Iterable[tuple[str, str]]) -> None:
+        """Back to pending, with the reason: the sender was refused, not these recipients.
+
+        For rows being sent, not yet tried, or just failed by a refusal that turned out to be
+        the sender's (the same reply for many in a row). The try is not counted.
+        """
+        items = list(items)
+        now = self._now()
+        self._apply(
+            _SQL_RELEASE,
+            [{"error": e, "now": now, "issue": self.name, "key": k} for k, e in items],
+            [key for key, _ in items],
+            State.PENDING,
+            _FROM_RELEASABLE,
+        )
+
+    def remove_left(self, keys: Iterable[str]) -> int:
+        """Drop pending or deferred rows whose recipient left during the send (unsubscribed):
+        as a later freeze would. Rows in any other state stay. Returns how many went."""
+        params = [{"issue": self.name, "key": key} for key in keys]
+        if not params:
+            return 0
+
+        def remove() -> int:
+            try:
+                with self.ledger._transaction():
+                    return self._db.executemany(_SQL_LEFT, params).rowcount
+            except self._errors as err:
+                raise LedgerError(f"issue '{self.name}': cannot drop who left: {err}") from err
+
+        return _retry_busy(remove, self.ledger.busy_retry)
 
     def mark_uncertain(self, key: str, error: str) -> None:
         """The message may or may not have gone (e.g. connection lost after the data)."""
@@ -492,6 +601,18 @@ class IssueLedger:
     ) -> None:
         if not params:
             return
+        _retry_busy(
+            lambda: self._apply_once(sql, params, keys, target, allowed), self.ledger.busy_retry
+        )
+
+    def _apply_once(
+        self,
+        sql: str,
+        params: list[Params],
+        keys: list[str],
+        target: State,
+        allowed: Sequence[State],
+    ) -> None:
         with self._lock:
             try:
                 if len(params) == 1:

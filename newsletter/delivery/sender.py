@@ -17,9 +17,10 @@ from __future__ import annotations
 import enum
 import functools
 import queue
+import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol, TypeVar
 
@@ -37,7 +38,7 @@ from .content import OutgoingMessage, Recipient
 from .ledger import IssueLedger, Ledger, LedgerRow, State
 from .message import MessageTemplate, Personalisation
 from .ratelimit import Backoff, RateLimiter
-from .transports.base import BatchItem, BatchResult, DeliveryReceipt, Transport
+from .transports.base import BatchItem, BatchResult, DeliveryReceipt, Transport, handing_over
 
 MAX_LISTED_PROBLEMS = 20
 _Unit = TypeVar("_Unit")
@@ -98,6 +99,35 @@ class SendReport:
         open_states = (State.PENDING, State.SENDING, State.DEFERRED)
         return not any(self.counts.get(state, 0) for state in open_states)
 
+    @property
+    def outcome(self) -> RunOutcome:
+        """What is left, the most pressing first (`RunOutcome.SENT`: nothing)."""
+        stopped = self.paused_reason is not None or self.interrupted
+        return run_outcome(self.counts, stopped=stopped)
+
+
+class RunOutcome(enum.Enum):
+    """Where a send stands after a run, the most pressing state first (the CLI's exit status)."""
+
+    SENT = "sent"  # every recipient has the issue
+    PAUSED = "paused"  # the run stopped early (sender refused, stop asked): run it again
+    UNCERTAIN = "uncertain"  # some messages may or may not have been delivered
+    DEFERRED = "deferred"  # some wait for a retry (or were not reached yet)
+    FAILED = "failed"  # some failed permanently; everyone else has the issue
+
+
+def run_outcome(counts: Mapping[State, int], *, stopped: bool = False) -> RunOutcome:
+    """The outcome of a send from its ledger counts; `stopped` when the run ended early."""
+    if stopped:
+        return RunOutcome.PAUSED
+    if counts.get(State.UNCERTAIN, 0) or counts.get(State.SENDING, 0):
+        return RunOutcome.UNCERTAIN
+    if counts.get(State.PENDING, 0) or counts.get(State.DEFERRED, 0):
+        return RunOutcome.DEFERRED
+    if counts.get(State.FAILED, 0):
+        return RunOutcome.FAILED
+    return RunOutcome.SENT
+
 
 @dataclass(frozen=True)
 class DryRunReport:
@@ -126,6 +156,10 @@ class _Tally:
     uncertain: int = 0
     consecutive_failures: int = 0
     paused_reason: str | None = None
+    removed: int = 0  # left (unsubscribed) during the run
+    # The same permanent reply for recipients in a row: the reply and the rows it failed.
+    streak_reply: str | None = None
+    streak: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def snapshot(self, last: str | None) -> SendProgress:
@@ -277,7 +311,11 @@ def send_issue(
             options=options,
             clock=clock,
             stop=stop,
-            tally=_Tally(options, total=frozen.total),
+            tally=_Tally(
+                options,
+                total=frozen.total,
+                deferred=issue_ledger.counts().get(State.DEFERRED, 0),
+            ),
             progress=progress,
         )
         already_sent = issue_ledger.counts().get(State.SENT, 0)
@@ -288,7 +326,7 @@ def send_issue(
         tally = run.tally
         return SendReport(
             issue=template.issue,
-            total=frozen.total,
+            total=frozen.total - tally.removed,
             sent_now=tally.sent,
             counts=issue_ledger.counts(),
             failures=tuple(issue_ledger.failures()),
@@ -297,7 +335,7 @@ def send_issue(
             paused_reason=tally.paused_reason,
             interrupted=stop.is_set() and tally.paused_reason is None,
             added_to_audience=frozen.added if not frozen.first else 0,
-            removed_from_audience=frozen.removed,
+            removed_from_audience=frozen.removed + tally.removed,
             already_sent=already_sent,
         )
 
@@ -362,14 +400,33 @@ def _run_passes(run: _Run) -> None:
 
 
 def _send_batch(run: _Run, batch: list[LedgerRow], resend: bool) -> None:
-    """One request: skip who left, mark the rest `sending` in one commit, hand over, record."""
+    """`_send_one_batch`, pausing the run (not aborting it) when the ledger cannot be written
+    even after waiting for other writers: rows stay where the ledger last had them (`sending`
+    rows are reported uncertain, never resent), so nothing delivered is misclassified."""
+    try:
+        _send_one_batch(run, batch, resend)
+    except LedgerError as err:
+        with run.tally.lock:
+            if run.tally.paused_reason is None:
+                run.tally.paused_reason = f"the send ledger cannot be written: {err.message}"
+
+
+def _send_one_batch(run: _Run, batch: list[LedgerRow], resend: bool) -> None:
+    """One request: wait for the rate limit, then skip who left, hand over, record.
+
+    The subscription is looked up after the rate-limit wait, right before the message is made
+    (issue 15, D6). Rows are marked `sending` at the transport's point of no return when it
+    signals one (`transports.base.handover`), else just before the call (D16).
+    """
+    run.limiter.acquire(len(batch))
     items: list[tuple[LedgerRow, BatchItem]] = []
     refused: list[tuple[str, str]] = []
+    left: list[str] = []
     mime = run.transport.needs_mime
     for row in batch:
         recipient = run.audience.recipient(row.key)
         if recipient is None:
-            refused.append((row.key, "no longer subscribed; not sent"))
+            left.append(row.key)
             continue
         try:
             item = make_item(run.template, row.key, recipient, mime=mime)
@@ -377,22 +434,41 @@ def _send_batch(run: _Run, batch: list[LedgerRow], resend: bool) -> None:
             refused.append((row.key, err.message))
             continue
         items.append((row, item))
+    removed = run.ledger.remove_left(left) if left else 0
     if refused:
         run.ledger.mark_failed_many(refused)
+    if removed or refused:
         with run.tally.lock:
             run.tally.failed += len(refused)
+            run.tally.removed += removed
+            run.tally.total -= removed
             if not items:
                 run.report(batch[-1].email)
     if not items:
         return
-    run.limiter.acquire(len(items))
-    run.ledger.mark_sending(
-        [row.key for row, _ in items],
-        message_ids={item.key: item.message.message_id for _, item in items},
-        resend=resend,
-    )
-    results = _handed_over(run.transport, [item for _, item in items])
-    _record(run, items, results)
+    keys = [row.key for row, _ in items]
+    message_ids = {item.key: item.message.message_id for _, item in items}
+    marked: list[bool] = []
+
+    def mark() -> None:
+        run.ledger.mark_sending(keys, message_ids=message_ids, resend=resend)
+        marked.append(True)
+
+    # Resent rows (failed, uncertain) are marked first: their refusals have no pending to fall to.
+    late = bool(getattr(run.transport, "signals_handover", False)) and not resend
+    if late:
+        with handing_over(mark):
+            results = _handed_over(run.transport, [item for _, item in items])
+    else:
+        mark()
+        results = _handed_over(run.transport, [item for _, item in items])
+    if not marked and any(r.receipt is not None or _maybe_sent(r.error) for r in results):
+        mark()  # a transport that did not signal: the rows must pass through `sending`
+    _record(run, items, results, marked=bool(marked))
+
+
+def _maybe_sent(error: Exception | None) -> bool:
+    return error is None or isinstance(error, UncertainDeliveryError)
 
 
 def _handed_over(transport: Transport, items: Sequence[BatchItem]) -> list[BatchResult]:
@@ -463,9 +539,16 @@ def _classify(
 
 
 def _record(
-    run: _Run, items: list[tuple[LedgerRow, BatchItem]], results: list[BatchResult]
+    run: _Run,
+    items: list[tuple[LedgerRow, BatchItem]],
+    results: list[BatchResult],
+    *,
+    marked: bool = True,
 ) -> None:
-    """Write each recipient's outcome to the ledger (sent first) and update the tally."""
+    """Write each recipient's outcome to the ledger (sent first) and update the tally.
+
+    `marked`: the rows were marked `sending` (else the server refused before the handover).
+    """
     now = run.clock()
     found = [
         (
@@ -481,7 +564,9 @@ def _record(
         kind: [entry for entry in found if entry[2].kind is kind] for kind in Outcome
     }
     sent = by_kind[Outcome.SENT]
-    waiting = by_kind[Outcome.DEFERRED] + by_kind[Outcome.UNAVAILABLE]
+    deferred = by_kind[Outcome.DEFERRED]
+    unavailable = by_kind[Outcome.UNAVAILABLE]
+    waiting = deferred + unavailable
     if sent:
         run.ledger.mark_sent_many(
             [(row.key, outcome.reply) for row, _, outcome in sent],
@@ -489,12 +574,16 @@ def _record(
         )
     if by_kind[Outcome.FAILED]:
         run.ledger.mark_failed_many(
-            [(row.key, outcome.reason) for row, _, outcome in by_kind[Outcome.FAILED]]
+            [(row.key, outcome.reason) for row, _, outcome in by_kind[Outcome.FAILED]],
+            tried=not marked,
         )
-    if waiting:
+    if deferred:
         run.ledger.mark_deferred_many(
-            [(row.key, outcome.reason, outcome.retry_at) for row, _, outcome in waiting]
+            [(row.key, outcome.reason, outcome.retry_at) for row, _, outcome in deferred]
         )
+    if unavailable:
+        # Not sent, and not the recipient's fault: back to pending for the next run.
+        run.ledger.release_many([(row.key, outcome.reason) for row, _, outcome in unavailable])
     for row, _, outcome in by_kind[Outcome.UNCERTAIN]:
         run.ledger.mark_uncertain(row.key, outcome.reason)
     pause = max((outcome.pause for _, _, outcome in waiting), default=0.0)
@@ -505,17 +594,69 @@ def _record(
         tally.sent += len(sent)
         tally.failed += len(by_kind[Outcome.FAILED])
         tally.uncertain += len(by_kind[Outcome.UNCERTAIN])
-        tally.deferred += len(waiting)
+        # "retrying" is how many wait now: rows that were deferred and got an answer leave it.
+        was_deferred = sum(1 for row, _ in items if row.state is State.DEFERRED)
+        tally.deferred = max(tally.deferred + len(deferred) - was_deferred, 0)
         if sent:
             tally.consecutive_failures = 0
         elif waiting:
             # A refused request counts once, however many recipients it carried.
             tally.consecutive_failures += 1
-            unavailable = by_kind[Outcome.UNAVAILABLE]
             limit_reached = tally.consecutive_failures >= run.options.pause_after_failures
             if (unavailable or limit_reached) and tally.paused_reason is None:
                 tally.paused_reason = (unavailable or waiting)[0][2].reason
+        _follow_streak(run, found)
         run.report(items[-1][0].email)
+
+
+def _follow_streak(run: _Run, found: list[tuple[LedgerRow, BatchItem, Classified]]) -> None:
+    """Pause on the same permanent reply for `pause_after_failures` recipients in a row.
+
+    A relay that refuses every recipient alike ("550 5.7.1 Relaying denied") refuses the
+    sender, not them: the run pauses and the rows of the streak go back to pending, before the
+    whole list is failed. Replies about the mailbox itself (5.1.x, 5.2.x) never count: a list
+    may hold several dead addresses in a row. Called with the tally's lock held.
+    """
+    tally = run.tally
+    for row, _, outcome in found:
+        if outcome.kind is Outcome.SENT:
+            tally.streak_reply, tally.streak = None, []
+            continue
+        if outcome.kind is not Outcome.FAILED:
+            continue
+        reply = _streak_reply(outcome.reason, row.email)
+        if reply is None or reply != tally.streak_reply:
+            tally.streak_reply, tally.streak = reply, []
+        if reply is not None:
+            tally.streak.append(row.key)
+    limit = max(run.options.pause_after_failures, 1)
+    if tally.streak_reply is None or len(tally.streak) < limit:
+        return
+    if tally.paused_reason is None:
+        tally.paused_reason = (
+            f"the same refusal for {len(tally.streak)} recipients in a row: "
+            f"{tally.streak_reply}; it looks like a refusal of the sender, so nobody was "
+            "failed for it"
+        )
+    run.ledger.release_many([(key, tally.paused_reason) for key in tally.streak])
+    tally.failed -= len(tally.streak)
+    tally.streak_reply, tally.streak = None, []
+
+
+_ENHANCED = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
+
+
+def _streak_reply(reason: str, email: str) -> str | None:
+    """The server's reply in `reason` with the recipient's address taken out, or None when it
+    is about the mailbox (enhanced status 5.1.x or 5.2.x) or no permanent reply at all."""
+    found = re.search(r"\b5\d\d[ -].*$", reason)
+    if found is None or reason.startswith("gave up after"):
+        return None
+    reply = found.group(0)
+    status = _ENHANCED.search(reply)
+    if status is not None and status.group(2) in ("1", "2"):
+        return None
+    return re.sub(re.escape(email), "<recipient>", reply, flags=re.IGNORECASE)
 
 
 def _reason(error: Exception | None, default: str = "") -> str:

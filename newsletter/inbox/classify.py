@@ -57,7 +57,7 @@ from ..errors import AudienceError
 from ..tokens import TOKEN_PATTERN, recipient_from_verp, verify_token
 from .limits import shape_problem
 
-__all__ = ["Classification", "Kind", "classify", "organisational_domain"]
+__all__ = ["Classification", "Kind", "classify", "classify_refusal", "organisational_domain"]
 
 
 class Kind(enum.StrEnum):
@@ -225,6 +225,22 @@ def _proof(
                 continue
             named.setdefault(recipient.casefold(), "our token in the returned message")
     return _Proof(named, forged)
+
+
+def classify_refusal(
+    email: str, reply: str, *, report_id: str, original_id: str | None
+) -> Classification:
+    """A server's permanent refusal of a recipient at send time (e.g. "550 5.1.1 No such
+    user"), judged by the same rules as a DSN: a hard or a soft bounce (issue 12)."""
+    kind, code = _bounce_kind("failed", None, reply)
+    return Classification(
+        kind,
+        addresses=(email,),
+        status=code,
+        reason=f"refused at send time: {reply}",
+        report_id=report_id,
+        original_id=original_id,
+    )
 
 
 def _bounce_kind(action: str, status: str | None, diagnostic: str) -> tuple[Kind, str | None]:

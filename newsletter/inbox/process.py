@@ -33,11 +33,11 @@ from typing import Protocol
 from ..audience import SubscriberStatus, SubscriberStore
 from ..config_tables import InboxSettings
 from ..errors import AudienceError, InboxError
-from .classify import Classification, Kind, classify
+from .classify import Classification, Kind, classify, classify_refusal
 from .limits import ConnectionLost, MessageTooLarge
 from .softbounces import SoftBounces
 
-__all__ = ["InboxItem", "InboxReport", "Mailbox", "process_inbox"]
+__all__ = ["InboxItem", "InboxReport", "Mailbox", "apply_refusals", "process_inbox"]
 
 
 class Mailbox(Protocol):
@@ -231,6 +231,38 @@ def _sender_and_subject(raw: bytes) -> tuple[str, str]:
     return sender[:200], subject[:200]
 
 
+def apply_refusals(
+    store: SubscriberStore,
+    refusals: list[tuple[str, str, str | None]],
+    *,
+    issue: str,
+    soft_bounce_limit: int,
+    now: float | None = None,
+) -> list[str]:
+    """Apply permanent refusals seen at send time, `(email, reply, message_id)`, as bounces
+    under the same rules as DSNs from the inbox: a hard one (5.1.x "no such user", 5.2.1,
+    5.4.4, or those words) marks the subscriber bounced at once, a soft one counts towards
+    `soft_bounce_limit`. Returns what was done, one line each (issue 12)."""
+    when = time.time() if now is None else now
+    # Only the limit of the inbox's settings is read by `_apply`.
+    settings = InboxSettings(host="", username="", soft_bounce_limit=soft_bounce_limit)
+    done: list[str] = []
+    bounces = SoftBounces(store.path)
+    try:
+        for email, reply, message_id in refusals:
+            found = classify_refusal(
+                email, reply, report_id=f"send:{issue}:{email}", original_id=message_id
+            )
+            action, _, changed = _apply(
+                found, store, bounces, settings, dry_run=False, now=when, origin="send"
+            )
+            if changed:
+                done.append(f"{email}: {action}")
+    finally:
+        bounces.close()
+    return done
+
+
 def _apply(
     found: Classification,
     store: SubscriberStore,
@@ -239,6 +271,7 @@ def _apply(
     *,
     dry_run: bool,
     now: float,
+    origin: str = "inbox",
 ) -> tuple[str, bool, str | None]:
     """(what was done, whether to file the message, the status it changed to)."""
     would = "would be " if dry_run else ""
@@ -261,17 +294,17 @@ def _apply(
         return str(status)
 
     if found.kind == Kind.COMPLAINT:
-        changed = set_status(SubscriberStatus.COMPLAINED, f"inbox: {found.reason}")
+        changed = set_status(SubscriberStatus.COMPLAINED, f"{origin}: {found.reason}")
         return (f"{would}marked complained" if changed else "already complained"), True, changed
     if found.kind == Kind.UNSUBSCRIBE:
         if current != SubscriberStatus.SUBSCRIBED:
             return f"already {current}", True, None
-        changed = set_status(SubscriberStatus.UNSUBSCRIBED, "inbox: unsubscribe mail")
+        changed = set_status(SubscriberStatus.UNSUBSCRIBED, f"{origin}: unsubscribe mail")
         return f"{would}unsubscribed", True, changed
     if found.kind == Kind.HARD_BOUNCE:
         if current == SubscriberStatus.COMPLAINED:
             return "hard bounce; stays complained", True, None
-        changed = set_status(SubscriberStatus.BOUNCED, f"inbox: hard bounce{code}")
+        changed = set_status(SubscriberStatus.BOUNCED, f"{origin}: hard bounce{code}")
         return (
             (f"{would}marked bounced (hard bounce{code})" if changed else "already bounced"),
             (True),
@@ -288,7 +321,7 @@ def _apply(
     limit = settings.soft_bounce_limit
     if count >= limit and current == SubscriberStatus.SUBSCRIBED:
         changed = set_status(
-            SubscriberStatus.BOUNCED, f"inbox: {count} soft bounces (last{code or ' unknown'})"
+            SubscriberStatus.BOUNCED, f"{origin}: {count} soft bounces (last{code or ' unknown'})"
         )
         return f"{would}marked bounced ({count} of {limit} soft bounces)", True, changed
     return f"soft bounce{code}: {min(count, limit)} of {limit}", True, None

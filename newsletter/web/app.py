@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+import h11
 import uvicorn
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -49,6 +50,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ..audience import SubscriberStatus, SubscriberStore, make_token, verify_token
 from ..config import Settings
@@ -631,10 +633,55 @@ def create_app(
 # --- running it ---------------------------------------------------------------------------------
 
 
+HEADER_TIMEOUT = 10.0  # seconds a client has to send a request's line and headers
+
+
+def _header_timeout_protocol(seconds: float) -> type[H11Protocol]:
+    """uvicorn's h11 protocol, closing a connection whose request line and headers are not all
+    in within `seconds` (uvicorn has no such limit: a slowloris client trickling a header a
+    byte at a time held a connection for ever; issue 15, D23)."""
+
+    class HeaderTimeoutProtocol(H11Protocol):
+        _header_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                if self._header_timer is None:
+                    self._arm()  # a new request began on a kept-alive connection
+            else:
+                self._disarm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._header_timer = self.loop.call_later(seconds, self._expired)
+
+        def _disarm(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _expired(self) -> None:
+            self._header_timer = None
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                self.transport.close()
+
+    return HeaderTimeoutProtocol
+
+
 class WebServer:
     """The app served by uvicorn on `host:port` until Ctrl-C or `stop()`.
 
     `port=0` takes a free port; `bind()` then sets `port`. `ready` is set once the store is open.
+    A client gets `header_timeout` seconds to send a request's line and headers.
     """
 
     def __init__(
@@ -645,7 +692,9 @@ class WebServer:
         serve_settings: ServeSettings | None = None,
         store: SubscriberStore | None = None,
         on_event: Callable[[WebEvent], None] | None = None,
+        header_timeout: float = HEADER_TIMEOUT,
     ) -> None:
+        self.header_timeout = header_timeout
         self.serve_settings = serve_settings or ServeSettings()
         self.host = self.serve_settings.host
         self.port = self.serve_settings.port
@@ -696,6 +745,8 @@ class WebServer:
             server_header=False,
             timeout_graceful_shutdown=5,
             backlog=1024,
+            http=_header_timeout_protocol(self.header_timeout),
+            h11_max_incomplete_event_size=16 * 1024,  # request line + headers, bytes
         )
         self._server = uvicorn.Server(config)
         try:

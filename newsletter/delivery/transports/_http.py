@@ -21,6 +21,9 @@ wire into the typed errors above, and every provider leans on all of it.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import contextlib
 import json
 import math
 import os
@@ -50,7 +53,7 @@ from ...errors import (
 from ...providers import PROVIDERS, setting_problems
 from ..content import ProviderTemplate, SlotContext
 from ..message import Personalisation
-from .base import BatchItem, BatchResult, DeliveryReceipt, SuppressionSource
+from .base import BatchItem, BatchResult, DeliveryReceipt, SuppressionSource, handover
 
 __all__ = [
     "USER_AGENT",
@@ -176,6 +179,8 @@ class HttpProviderTransport:
     needs_mime: ClassVar[bool] = False
     # Providers sign with their own DKIM keys (and may rebuild headers): ours is never added.
     delivers_mime_as_is: ClassVar[bool] = False
+    # `request` calls base.handover() just before a request is written (see base.py).
+    signals_handover: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -526,6 +531,7 @@ class HttpProviderTransport:
                 f"{self.name}: unusable API URL {url!r}: {err}",
                 hint="Check [transport] api_url.",
             ) from err
+        handover()  # the sender marks the batch `sending` now, not before it was built
         try:
             raw = client.send(request, auth=self.auth() or httpx.USE_CLIENT_DEFAULT)
         except (httpx.ConnectTimeout, httpx.ConnectError, httpx.PoolTimeout) as err:
@@ -550,9 +556,29 @@ class HttpProviderTransport:
                 f"{self.name}: the connection failed after the request was sent "
                 f"({_describe(err)}); it may have been accepted"
             ) from err
-        response = ProviderResponse(self.name, raw.status_code, raw.headers, raw.content)
+        body = raw.content
+        if not 200 <= raw.status_code < 300:
+            # Error words end up in messages and the ledger: never with our credentials in them
+            # (a proxy that echoes the request's headers would print the key; issue 15, D23).
+            body = _redacted(body, self._secrets(raw.request))
+        response = ProviderResponse(self.name, raw.status_code, raw.headers, body)
         self._raise_for_status(response)
         return response
+
+    def _secrets(self, request: httpx.Request) -> list[bytes]:
+        """The key and every credential the request carried, as they could be echoed."""
+        values = [self.api_key, *self.auth_headers().values()]
+        for name in ("authorization", "x-amz-security-token"):
+            values += request.headers.get_list(name)
+        found: set[str] = set()
+        for value in values:
+            found.add(value)
+            for word in value.replace(",", " ").split():
+                found.add(word.split("=", 1)[-1])  # SigV4: Credential=..., Signature=...
+                with contextlib.suppress(ValueError, binascii.Error):
+                    found.update(base64.b64decode(word, validate=True).decode().split(":"))
+        # Longest first, so that a key inside a longer value is not left half-replaced.
+        return sorted({v.encode() for v in found if len(v) >= 8}, key=len, reverse=True)
 
     def _raise_for_status(self, response: ProviderResponse) -> None:
         status = response.status
@@ -613,6 +639,12 @@ class HttpProviderTransport:
             follow_redirects=False,
             headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
         )
+
+
+def _redacted(body: bytes, secrets: Sequence[bytes]) -> bytes:
+    for secret in secrets:
+        body = body.replace(secret, b"[redacted]")
+    return body
 
 
 def require_env(

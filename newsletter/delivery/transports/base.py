@@ -7,7 +7,9 @@ of one (`max_batch = 1`, see `send_one_by_one`), so the sender has a single deli
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,6 +27,8 @@ __all__ = [
     "SuppressionKind",
     "SuppressionSource",
     "Transport",
+    "handing_over",
+    "handover",
     "send_one_by_one",
 ]
 
@@ -121,6 +125,40 @@ def send_one_by_one(
     sender classifies it exactly as a whole-request error of a provider.
     """
     return [BatchResult(item.key, receipt=send(item.message)) for item in items]
+
+
+# --- the point of no return -------------------------------------------------------------------
+#
+# The ledger marks a row `sending` so that a crash cannot cause a duplicate; marked too early, a
+# crash while connecting reports as uncertain a message the server never saw (issue 15, D16).
+# A transport with `signals_handover = True` calls `handover()` at the last moment before the
+# server could have the message (SMTP: after MAIL and RCPT were accepted, before DATA; HTTP:
+# just before the request is written), and the sender marks the rows there. Transports without
+# the attribute are marked before `send_batch`, as before.
+
+_handover = threading.local()
+
+
+@contextlib.contextmanager
+def handing_over(callback: Callable[[], None]) -> Iterator[None]:
+    """While the block runs in this thread, the first `handover()` calls `callback`."""
+    previous = getattr(_handover, "callback", None)
+    _handover.callback = callback
+    try:
+        yield
+    finally:
+        _handover.callback = previous
+
+
+def handover() -> None:
+    """Say that the message is about to reach the server (once per batch; no-op outside a send).
+
+    If the callback raises (the ledger could not record it), the transport must not send.
+    """
+    callback = getattr(_handover, "callback", None)
+    if callback is not None:
+        _handover.callback = None
+        callback()
 
 
 # --- suppression lists: the seam between provider transports and delivery/suppressions.py --------

@@ -22,15 +22,27 @@ from ...errors import (
     DeliveryError,
     PermanentDeliveryError,
     RecipientRejectedError,
+    SenderRefusedError,
     TransientDeliveryError,
     TransportUnavailableError,
     UncertainDeliveryError,
 )
-from .base import BatchItem, BatchResult, DeliveryReceipt, OutgoingMessage, send_one_by_one
+from .base import (
+    BatchItem,
+    BatchResult,
+    DeliveryReceipt,
+    OutgoingMessage,
+    handover,
+    send_one_by_one,
+)
 
 SECURITY_MODES = ("starttls", "tls", "none")
 
 _LINE_END = re.compile(rb"\r\n|\r|\n")
+# An enhanced status code 5.7.x: security or policy (RFC 3463), about us or the message.
+_POLICY = re.compile(r"^5\.7\.\d{1,3}\b")
+# Replies that mean the session itself is refused, whichever command they answer.
+_AUTH_CODES = (530, 535)
 _END_OF_DATA = b".\r\n"
 
 
@@ -151,6 +163,7 @@ class SmtpTransport:
     max_batch = 1
     needs_mime = True
     delivers_mime_as_is = True
+    signals_handover = True  # base.handover() after RCPT, before DATA
 
     def __init__(
         self,
@@ -340,6 +353,8 @@ class SmtpTransport:
             self._expect(connection, message, "MAIL", code, text, 250)
             code, text = smtp.rcpt(message.recipient)
             self._expect(connection, message, "RCPT", code, text, 250, 251)
+            # The server took sender and recipient: from DATA on it could have the message.
+            handover()
             smtp.putcmd("data")
             code, text = smtp.getreply()
             self._expect(connection, message, "DATA", code, text, 354)
@@ -443,6 +458,21 @@ class SmtpTransport:
             )
         if reset:
             _reset(connection)
+        if code in _AUTH_CODES or (code >= 500 and stage == "MAIL"):
+            return SenderRefusedError(
+                f"{self._server} refused the sender {message.sender} at {stage}: {reply}",
+                hint="Check the sender address, transport.username and its password; nobody "
+                "was failed for this. Run the same command to resume.",
+                reply=reply,
+            )
+        if code >= 500 and stage != "RCPT" and _POLICY.match(_reply_text(text)):
+            return SenderRefusedError(
+                f"{self._server} refused the message by policy at {stage}: {reply}",
+                hint="The server will not take this message from us (authentication, SPF, "
+                "DKIM, DMARC, content policy); nobody was failed for it. Fix the cause and "
+                "run the same command to resume.",
+                reply=reply,
+            )
         if code < 500:
             return TransientDeliveryError(
                 f"{who} deferred the message at {stage}: {reply}", reply=reply
