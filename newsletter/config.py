@@ -22,13 +22,17 @@ from .config_tables import (
     InboxSettings,
     LinkTagging,
     ServeSettings,
+    StoreSettings,
     parse_dkim_table,
     parse_inbox_table,
     parse_links_table,
     parse_serve_table,
+    parse_store_table,
 )
 from .errors import ConfigError, Problem
 from .providers import PROVIDER_SETTINGS, PROVIDERS, setting_problems
+from .store_url import ENV_NAME as STORE_ENV_NAME
+from .store_url import StoreUrl, StoreUrlError, parse_store_url
 
 CONFIG_NAME = "newsletter.toml"
 SECRET_FILE_NAME = ".newsletter-secret"
@@ -138,6 +142,7 @@ class Settings:
     serve: ServeSettings = field(default_factory=ServeSettings)
     inbox: InboxSettings | None = None
     dkim: DkimSettings | None = None
+    store: StoreSettings = field(default_factory=StoreSettings)
     warnings: tuple[str, ...] = ()
 
     @property
@@ -160,6 +165,25 @@ class Settings:
     def database_path(self) -> Path:
         return self.root / "newsletter.db"
 
+    def database(self, environ: Mapping[str, str] = os.environ) -> StoreUrl:
+        """Where the store is: `NEWSLETTER_DATABASE_URL` if set, else `[store] url` (default: the
+        project's newsletter.db). ConfigError naming the variable or key if it cannot be used."""
+        override = environ.get(STORE_ENV_NAME, "").strip()
+        origin = STORE_ENV_NAME if override else "store.url"
+        try:
+            return parse_store_url(
+                override or self.store.url,
+                root=self.root,
+                origin=origin,
+                from_environment=bool(override),
+                environ=environ,
+            )
+        except StoreUrlError as err:
+            if override:
+                raise ConfigError([Problem(str(err))]) from None
+            message = str(err).removeprefix("store.url: ")
+            raise ConfigError([Problem(message, file=self.config_path, key="store.url")]) from None
+
     def secret(self) -> bytes | None:
         """The signing secret: from the environment, else from the ignored file `init` writes."""
         value = os.environ.get(self.unsubscribe.secret_env)
@@ -178,7 +202,7 @@ class Settings:
 _HEX_COLOUR = re.compile(r"^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")
 _LOCALE = re.compile(r"^[a-z]{2,3}(?:_[A-Z]{2})?$")
 KNOWN_TABLES = ("newsletter", "footer", "unsubscribe", "transport", "sending", "links", "serve",
-                "inbox", "dkim")  # fmt: skip
+                "inbox", "dkim", "store")  # fmt: skip
 
 
 def parse_address(value: str) -> Address | None:
@@ -302,6 +326,7 @@ def settings_from_mapping(
     serve = parse_serve_table(table("serve"))
     inbox = parse_inbox_table(table("inbox"))
     dkim = parse_dkim_table(table("dkim"))
+    store = parse_store_table(table("store"))
 
     if problems:
         raise ConfigError(problems)
@@ -331,6 +356,7 @@ def settings_from_mapping(
         serve=serve,
         inbox=inbox,
         dkim=dkim,
+        store=store,
         warnings=tuple(warnings),
     )
 

@@ -18,7 +18,7 @@ Queries are written once, with `:name` parameters, by the modules that own the t
 from __future__ import annotations
 
 from .base import Connection, Cursor, Params, StoreError
-from .core import Store
+from .core import Store, StoreSource, locate
 from .dialect import POSTGRESQL, SQLITE, Dialect
 from .migrations import MIGRATIONS, STORE_VERSION, Migration
 
@@ -34,4 +34,6 @@ __all__ = [
     "Params",
     "Store",
     "StoreError",
+    "StoreSource",
+    "locate",
 ]

@@ -4,7 +4,9 @@ Queries elsewhere are written once, in the SQL both engines speak, with named pa
 (`:name`, which SQLite's driver takes as is). Only what cannot be written once lives here:
 
 - how a write transaction starts (SQLite: `BEGIN IMMEDIATE`, so it never fails half-way on a
-  lock; PostgreSQL: `BEGIN`, row locks do that work);
+  lock; PostgreSQL: `BEGIN`, row locks do that work), and how migrations and the one-per-issue
+  audience freeze keep others out (`exclusive`: nothing on SQLite, where the write lock is the
+  whole file; a transaction-scoped advisory lock on PostgreSQL);
 - column types in the migrations (`{pk}` and `{real}` in a statement): an auto-numbered key and a
   float wide enough for epoch seconds (PostgreSQL's `REAL` is 4 bytes);
 - the parameter style the driver takes (`to_pyformat` rewrites `:name` to psycopg's
@@ -16,7 +18,7 @@ Queries elsewhere are written once, in the SQL both engines speak, with named pa
 Upserts need no entry: `INSERT ... ON CONFLICT (...) DO UPDATE SET x = excluded.x` and
 `ON CONFLICT DO NOTHING` mean the same on both engines, so queries use those forms only.
 
-`POSTGRESQL` is the seam for issue 10; no engine uses it yet (nothing here imports a driver).
+Nothing here imports a driver: `store.sqlite` and `store.postgresql` are the engines.
 """
 
 from __future__ import annotations
@@ -41,6 +43,12 @@ class Dialect:
     user_version: str | None  # SQLite's header field (release 0.1 kept its schema version there)
     json_each: str  # FROM-clause item giving the `key` of each entry of the JSON text `{column}`
     paramstyle: str  # "named" (`:name`, as written) or "pyformat" (`%(name)s`)
+    exclusive: str  # `{key}` filled: keeps other writers out of one job until the commit
+
+    def exclusive_lock(self, key: int) -> str | None:
+        """A statement that, inside a write transaction, excludes others doing job `key` until
+        it ends; None when the engine's write lock already does (SQLite)."""
+        return self.exclusive.format(key=key) if self.exclusive else None
 
     def ddl(self, statement: str) -> str:
         """A migration statement with this engine's column types filled in."""
@@ -61,6 +69,7 @@ SQLITE = Dialect(
     user_version="PRAGMA user_version",
     json_each="json_each({column})",
     paramstyle="named",
+    exclusive="",
 )
 
 POSTGRESQL = Dialect(
@@ -75,6 +84,7 @@ POSTGRESQL = Dialect(
     user_version=None,
     json_each="jsonb_each(({column})::jsonb)",
     paramstyle="pyformat",
+    exclusive="SELECT pg_advisory_xact_lock({key})",
 )
 
 # A parameter (`:name`, not `::type`), or a quoted string/identifier to copy unchanged.

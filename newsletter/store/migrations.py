@@ -118,6 +118,7 @@ MIGRATIONS: tuple[Migration, ...] = (
 )
 
 STORE_VERSION = MIGRATIONS[-1].version
+MIGRATION_LOCK = 0x6E6C0001  # the advisory-lock key that serialises migrations ("nl" 1)
 
 _VERSIONS_TABLE = """CREATE TABLE store_migrations (
     version INTEGER PRIMARY KEY,
@@ -196,6 +197,9 @@ def migrate(connection: Connection, dialect: Dialect, where: str) -> int:
         return STORE_VERSION
     connection.execute(dialect.begin_write)
     try:
+        exclusive = dialect.exclusive_lock(MIGRATION_LOCK)
+        if exclusive is not None:
+            connection.execute(exclusive)
         # Read again inside the write lock: another process may have migrated meanwhile.
         tables = _tables(connection, dialect)
         now = time.time()
