@@ -168,21 +168,7 @@ class Settings:
     def database(self, environ: Mapping[str, str] = os.environ) -> StoreUrl:
         """Where the store is: `NEWSLETTER_DATABASE_URL` if set, else `[store] url` (default: the
         project's newsletter.db). ConfigError naming the variable or key if it cannot be used."""
-        override = environ.get(STORE_ENV_NAME, "").strip()
-        origin = STORE_ENV_NAME if override else "store.url"
-        try:
-            return parse_store_url(
-                override or self.store.url,
-                root=self.root,
-                origin=origin,
-                from_environment=bool(override),
-                environ=environ,
-            )
-        except StoreUrlError as err:
-            if override:
-                raise ConfigError([Problem(str(err))]) from None
-            message = str(err).removeprefix("store.url: ")
-            raise ConfigError([Problem(message, file=self.config_path, key="store.url")]) from None
+        return _resolve_store(self.store.url, self.root, environ)
 
     def secret(self) -> bytes | None:
         """The signing secret: from the environment, else from the ignored file `init` writes."""
@@ -289,6 +275,43 @@ def load_settings(root: Path) -> Settings:
             ]
         ) from err
     return settings_from_mapping(root, data, path=path, text=text)
+
+
+def store_location(root: Path, environ: Mapping[str, str] = os.environ) -> StoreUrl:
+    """Where the project at `root` keeps its store, reading only `[store]` of newsletter.toml
+    (for commands that need nothing else of it): like `Settings.database`."""
+    path = root / CONFIG_NAME
+    table: object = None
+    text = ""
+    if not environ.get(STORE_ENV_NAME, "").strip() and path.is_file():
+        try:
+            text = path.read_text(encoding="utf-8")
+            table = tomllib.loads(text).get("store")
+        except (UnicodeDecodeError, tomllib.TOMLDecodeError):
+            load_settings(root)  # reports the problem with its line
+    problems: list[Problem] = []
+    store = parse_store_table(TableReader("store", table, path=path, text=text, problems=problems))
+    if problems:
+        raise ConfigError(problems)
+    return _resolve_store(store.url, root, environ)
+
+
+def _resolve_store(url: str, root: Path, environ: Mapping[str, str]) -> StoreUrl:
+    override = environ.get(STORE_ENV_NAME, "").strip()
+    try:
+        return parse_store_url(
+            override or url,
+            root=root,
+            origin=STORE_ENV_NAME if override else "store.url",
+            from_environment=bool(override),
+            environ=environ,
+        )
+    except StoreUrlError as err:
+        if override:
+            raise ConfigError([Problem(str(err))]) from None
+        message = str(err).removeprefix("store.url: ")
+        problem = Problem(message, file=root / CONFIG_NAME, key="store.url")
+        raise ConfigError([problem]) from None
 
 
 def settings_from_mapping(

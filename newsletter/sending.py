@@ -178,8 +178,8 @@ def plan_send(
     template = issue.template(transport)
     findings = _gate(checker, issue, request)
     with (
-        SubscriberStore(settings.database_path) as store,
-        Ledger(settings.database_path) as ledger,
+        SubscriberStore(settings.database()) as store,
+        Ledger(settings.database()) as ledger,
     ):
         issue_ledger = ledger.issue(template.issue)
         counts = issue_ledger.counts()
@@ -232,8 +232,8 @@ def deliver(
         wait_for_deferred=plan.request.wait_for_deferred,
     )
     with (
-        SubscriberStore(settings.database_path) as store,
-        Ledger(settings.database_path) as ledger,
+        SubscriberStore(settings.database()) as store,
+        Ledger(settings.database()) as ledger,
     ):
         return send_issue(
             plan.template,
@@ -257,7 +257,7 @@ def rehearse(
     issue = _Issue.load(settings, folder, signing_secret(settings))
     template = issue.template(None)
     findings = _gate(checker, issue, request)
-    with SubscriberStore(settings.database_path) as store:
+    with SubscriberStore(settings.database()) as store:
         report = dry_run(template, StoreAudience(store))
     return Rehearsal(findings, report)
 

@@ -15,7 +15,7 @@ from types import MappingProxyType, TracebackType
 from typing import Any, TextIO, overload
 
 from ..errors import AudienceError
-from ..store import Connection, Params, Store, StoreError
+from ..store import Connection, Params, Store, StoreError, StoreSource
 from .addresses import address_key, check_name, clean_attributes, lookup_key, normalise_address
 from .csvfile import (
     ColumnMapping,
@@ -106,7 +106,7 @@ class SubscriberStore:
     """
 
     def __init__(
-        self, source: Path | str | Store, *, clock: Callable[[], float] = time.time
+        self, source: StoreSource | Store, *, clock: Callable[[], float] = time.time
     ) -> None:
         if isinstance(source, Store):
             self.database, self._owned = source, False

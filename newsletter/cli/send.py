@@ -268,7 +268,7 @@ def status(
     """
     settings = project_settings()
     name = resolve_issue_folder(settings.root, issue).name
-    with Ledger(settings.database_path) as ledger:
+    with Ledger(settings.database()) as ledger:
         if name not in ledger.issues():
             console.print(f"'{name}' has not been sent yet.")
             return

@@ -105,7 +105,7 @@ def inbox_process(
     unsubscribe = parse_address(settings.unsubscribe.mailto or "")
     with (
         open_mailbox(inbox, os.environ.get(inbox.password_env), readonly=dry_run) as mailbox,
-        SubscriberStore(settings.database_path) as store,
+        SubscriberStore(settings.database()) as store,
     ):
         report = process_inbox(
             mailbox,

@@ -25,15 +25,12 @@ from ..audience import (
     SubscriberStore,
     parse_status,
 )
-from ..config import load_settings
+from ..config import load_settings, store_location
 from ..delivery.suppressions import suppression_source, sync_suppressions
 from ..errors import AudienceError
 from ._output import plain_console as console
 from ._output import plain_err_console as err_console
 from ._project import project_root
-
-# Settings.database_path names the same file; these commands do not need the whole config.
-DATABASE_NAME = "newsletter.db"
 
 app = typer.Typer(
     name="subscribers",
@@ -48,7 +45,8 @@ app = typer.Typer(
 @contextlib.contextmanager
 def open_store(start: Path | None = None) -> Iterator[SubscriberStore]:
     """The subscriber store of the project around `start` (the current folder)."""
-    with SubscriberStore(project_root(start) / DATABASE_NAME) as store:
+    # Only [store] of newsletter.toml is read: these commands need nothing else of it.
+    with SubscriberStore(store_location(project_root(start))) as store:
         yield store
 
 

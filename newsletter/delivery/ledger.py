@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LedgerError
-from ..store import Connection, Params, Store, StoreError
+from ..store import Connection, Params, Store, StoreError, StoreSource
 from . import runlock
 from .runlock import LockInfo, RunLock
 
@@ -197,7 +197,7 @@ class Ledger:
 
     def __init__(
         self,
-        source: Path | str | Store,
+        source: StoreSource | Store,
         *,
         clock: Callable[[], float] = time.time,
         durable: bool = False,

@@ -482,7 +482,7 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         opened = None
         if "store" not in holder:
-            opened = await run_in_threadpool(SubscriberStore, settings.database_path)
+            opened = await run_in_threadpool(SubscriberStore, settings.database())
             holder["store"] = opened
         if on_ready is not None:
             on_ready()
