@@ -39,7 +39,7 @@ from typing import Any
 
 from ..errors import LedgerError
 from ..store import Connection, Params, Store, StoreError, StoreSource
-from . import runlock
+from . import leases, runlock
 from .runlock import LockInfo, RunLock
 
 __all__ = [
@@ -124,8 +124,8 @@ _FROM_FAILABLE = (State.SENDING, State.PENDING, State.DEFERRED)
 
 _SQL_SENDING = (
     "UPDATE ledger_rows SET state = 'sending', attempts = attempts + 1,"
-    " message_id = COALESCE(:message_id, message_id), next_attempt_at = NULL, updated_at = :now"
-    " WHERE issue = :issue AND key = :key AND state IN ({states})"
+    " message_id = COALESCE(:message_id, message_id), next_attempt_at = NULL, updated_at = :now,"
+    " lease_id = :lease WHERE issue = :issue AND key = :key AND state IN ({states})"
 )
 _SQL_SEND = _SQL_SENDING.format(states=_in(_FROM_SENDABLE))
 _SQL_RESEND = _SQL_SENDING.format(states=_in(_FROM_RESENDABLE))
@@ -219,6 +219,7 @@ class Ledger:
         # The hot path (one UPDATE per mark) uses these directly: no call through the store.
         self._db: Connection = self.database.connection
         self._lock = self.database.lock
+        self._leases: dict[str, int] = {}  # issue -> this worker's lease (PostgreSQL)
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -270,14 +271,19 @@ class Ledger:
     def lock(self, issue: str) -> contextlib.AbstractContextManager[RunLock]:
         """Hold the issue's send lock for a run, across processes (`delivery.runlock`).
 
-        On taking it, rows a dead run left `sending` become `uncertain`.
+        On taking it, rows a dead run left `sending` become `uncertain`. On PostgreSQL, a lease
+        instead (`delivery.leases`): several workers may send one issue.
         """
+        if not self.database.is_sqlite:
+            return leases.hold(self, issue, clock=self._clock)
         return runlock.hold(
             self.lock_path(issue), issue, clock=self._clock, recover=self.issue(issue)._recover
         )
 
     def is_locked(self, issue: str) -> bool:
         """Whether a live run holds the issue's lock (this process's own run counts)."""
+        if not self.database.is_sqlite:
+            return bool(leases.live_leases(self.database, issue, now=self._clock()))
         return runlock.is_locked(self.lock_path(issue))
 
 
@@ -414,9 +420,13 @@ class IssueLedger:
         ids = message_ids or {}
         states = _FROM_RESENDABLE if resend else _FROM_SENDABLE
         now = self._now()
+        lease = self.ledger._leases.get(self.name)
         self._apply(
             _SQL_RESEND if resend else _SQL_SEND,
-            [{"message_id": ids.get(k), "now": now, "issue": self.name, "key": k} for k in keys],
+            [
+                {"message_id": ids.get(k), "now": now, "issue": self.name, "key": k, "lease": lease}
+                for k in keys
+            ],
             keys,
             State.SENDING,
             states,

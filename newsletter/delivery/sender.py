@@ -33,8 +33,9 @@ from ..errors import (
     TransportUnavailableError,
     UncertainDeliveryError,
 )
+from . import leases
 from .content import OutgoingMessage, Recipient
-from .ledger import IssueLedger, Ledger, LedgerRow, State
+from .ledger import FreezeReport, IssueLedger, Ledger, LedgerRow, State
 from .message import MessageTemplate, Personalisation
 from .ratelimit import Backoff, RateLimiter
 from .transports.base import BatchItem, BatchResult, DeliveryReceipt, Transport
@@ -262,10 +263,16 @@ def send_issue(
                     hint="Confirm to send the changed version to the rest, or restore the content.",
                 )
             issue_ledger.set_fingerprint(template.fingerprint)
-        frozen = issue_ledger.freeze(
-            ((key, recipient.email) for key, recipient in audience.recipients()),
-            template.fingerprint,
-        )
+        with leases.first_freeze(ledger, template.issue, now=clock()) as first:
+            # On PostgreSQL, a worker joining a send in progress uses the frozen audience.
+            frozen = (
+                issue_ledger.freeze(
+                    ((key, recipient.email) for key, recipient in audience.recipients()),
+                    template.fingerprint,
+                )
+                if first
+                else _joined(issue_ledger)
+            )
         transport.check()
         run = _Run(
             template=template,
@@ -279,6 +286,7 @@ def send_issue(
             stop=stop,
             tally=_Tally(options, total=frozen.total),
             progress=progress,
+            claiming=not ledger.database.is_sqlite,
         )
         already_sent = issue_ledger.counts().get(State.SENT, 0)
         try:
@@ -317,6 +325,7 @@ class _Run:
     stop: threading.Event
     tally: _Tally
     progress: Callable[[SendProgress], None] | None
+    claiming: bool = False  # PostgreSQL: rows are claimed batch by batch (`leases.claim`)
 
     def halted(self) -> bool:
         return self.stop.is_set() or self.tally.paused_reason is not None
@@ -339,12 +348,15 @@ def _run_passes(run: _Run) -> None:
         )
         resend = first_pass and (options.retry_failed or options.resend_uncertain)
         size = max(1, run.transport.max_batch)
-        _run_workers(
-            _batched(rows, size, run.halted),
-            functools.partial(_send_batch, run, resend=resend),
-            options.concurrency,
-            run.halted,
-        )
+        if run.claiming:
+            _run_claiming(run, size, _resent_states(options) if resend else ())
+        else:
+            _run_workers(
+                _batched(rows, size, run.halted),
+                functools.partial(_send_batch, run, resend=resend),
+                options.concurrency,
+                run.halted,
+            )
         first_pass = False
         if run.halted() or not options.wait_for_deferred:
             return
@@ -361,7 +373,7 @@ def _run_passes(run: _Run) -> None:
                 return
 
 
-def _send_batch(run: _Run, batch: list[LedgerRow], resend: bool) -> None:
+def _send_batch(run: _Run, batch: list[LedgerRow], resend: bool, claimed: bool = False) -> None:
     """One request: skip who left, mark the rest `sending` in one commit, hand over, record."""
     items: list[tuple[LedgerRow, BatchItem]] = []
     refused: list[tuple[str, str]] = []
@@ -386,13 +398,58 @@ def _send_batch(run: _Run, batch: list[LedgerRow], resend: bool) -> None:
     if not items:
         return
     run.limiter.acquire(len(items))
-    run.ledger.mark_sending(
-        [row.key for row, _ in items],
-        message_ids={item.key: item.message.message_id for _, item in items},
-        resend=resend,
-    )
+    message_ids = {item.key: item.message.message_id for _, item in items}
+    if claimed:  # already `sending`, since the claim
+        leases.set_message_ids(run.ledger.ledger, run.ledger.name, message_ids)
+    else:
+        run.ledger.mark_sending(
+            [row.key for row, _ in items], message_ids=message_ids, resend=resend
+        )
     results = _handed_over(run.transport, [item for _, item in items])
     _record(run, items, results)
+
+
+def _resent_states(options: SendOptions) -> tuple[State, ...]:
+    return ((State.FAILED,) if options.retry_failed else ()) + (
+        (State.UNCERTAIN,) if options.resend_uncertain else ()
+    )
+
+
+def _joined(issue_ledger: IssueLedger) -> FreezeReport:
+    """The freeze report of a worker that joins a send another worker froze."""
+    total = sum(issue_ledger.counts().values())
+    return FreezeReport(issue_ledger.name, False, 0, 0, 0, total)
+
+
+def _run_claiming(run: _Run, size: int, states: Sequence[State]) -> None:
+    """`options.concurrency` threads, each claiming a batch (`leases.claim`) and sending it,
+    until nothing is due or the run halts. A batch is claimed only when a thread is free to send
+    it, so what a dead worker leaves uncertain is at most what it had in flight."""
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        while not run.halted() and not errors:
+            try:
+                batch = leases.claim(
+                    run.ledger.ledger, run.ledger.name, size, now=run.clock(), states=states
+                )
+                if not batch:
+                    return
+                _send_batch(run, batch, resend=bool(states), claimed=True)
+            except BaseException as err:
+                errors.append(err)
+                return
+
+    threads = [
+        threading.Thread(target=worker, name=f"send-{n}", daemon=True)
+        for n in range(max(1, run.options.concurrency))
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
 
 
 def _handed_over(transport: Transport, items: Sequence[BatchItem]) -> list[BatchResult]:
