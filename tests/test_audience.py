@@ -1,4 +1,4 @@
-"""The subscriber store on real SQLite files: adding, statuses, history, CSV import/export."""
+"""The subscriber store on both engines (`store_url`): adding, statuses, history, CSV files."""
 
 from __future__ import annotations
 
@@ -38,8 +38,8 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def store(tmp_path: Path, clock: Clock) -> Iterator[SubscriberStore]:
-    with SubscriberStore(tmp_path / "newsletter.db", clock=clock) as opened:
+def store(store_url: str, clock: Clock) -> Iterator[SubscriberStore]:
+    with SubscriberStore(store_url, clock=clock) as opened:
         yield opened
 
 
@@ -150,8 +150,8 @@ def test_remove_erases_the_subscriber_and_their_history(store: SubscriberStore) 
     assert store.remove("ann@example.org") is False
     assert store.get("ann@example.org") is None
     assert store.events("ann@example.org") == ()
-    db = sqlite3.connect(store.path)
-    assert db.execute("SELECT COUNT(*) FROM subscriber_events").fetchone()[0] == 0
+    with store.database.read() as db:
+        assert db.execute("SELECT COUNT(*) FROM subscriber_events").fetchone()[0] == 0
 
 
 def test_iteration_streams_in_address_order_by_status(
