@@ -1,8 +1,9 @@
 """The `newsletter` command: thin Typer commands over the library; errors are reported here once.
 
 One module per command group: `compose` (init, new, build, preview, check), `send` (send,
-status), `serve` (serve, inbox, dkim), `subscribers`. This module builds the app from them and
-holds `main`, the one place that turns a `NewsletterError` into a message and an exit status.
+status), `serve` (serve, inbox, dkim), `subscribers`, `store`. This module builds the app from
+them and holds `main`, the one place that turns a `NewsletterError` into a message and an exit
+status.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from .. import __version__
 from ..errors import NewsletterError
 from . import compose, send, serve
 from ._output import console, err_console
+from .store import app as store_app
 from .subscribers import app as subscribers_app
 
 app = typer.Typer(
@@ -43,6 +45,7 @@ for command in (
     app.command()(command)
 app.add_typer(serve.dkim_app, name="dkim")
 app.add_typer(serve.inbox_app, name="inbox")
+app.add_typer(store_app, name="store")
 
 _state = {"debug": False}
 

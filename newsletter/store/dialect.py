@@ -11,7 +11,8 @@ Queries elsewhere are written once, in the SQL both engines speak, with named pa
   float wide enough for epoch seconds (PostgreSQL's `REAL` is 4 bytes);
 - the parameter style the driver takes (`to_pyformat` rewrites `:name` to psycopg's
   `%(name)s`, once per query text);
-- reading the keys of a JSON object column, listing the tables, and SQLite's `user_version`;
+- reading the keys of a JSON object column, listing the tables and their columns, SQLite's
+  `user_version`, and numbering on after rows copied in with their ids (`reset_ids`);
 - claiming rows for a worker (`claim`: nothing on SQLite, whose single writer already excludes
   others; `FOR UPDATE SKIP LOCKED` on PostgreSQL, for several sending workers, issue 10).
 
@@ -44,11 +45,18 @@ class Dialect:
     json_each: str  # FROM-clause item giving the `key` of each entry of the JSON text `{column}`
     paramstyle: str  # "named" (`:name`, as written) or "pyformat" (`%(name)s`)
     exclusive: str  # `{key}` filled: keeps other writers out of one job until the commit
+    columns: str  # the column names of the table `:table`, in order
+    next_id: str  # `{table}` filled: after rows were copied in with their ids, number on from there
 
     def exclusive_lock(self, key: int) -> str | None:
         """A statement that, inside a write transaction, excludes others doing job `key` until
         it ends; None when the engine's write lock already does (SQLite)."""
         return self.exclusive.format(key=key) if self.exclusive else None
+
+    def reset_ids(self, table: str) -> str | None:
+        """A statement making `table`'s auto-numbered `id` go on after the highest one present
+        (None where the engine does it by itself: SQLite)."""
+        return self.next_id.format(table=table) if self.next_id else None
 
     def ddl(self, statement: str) -> str:
         """A migration statement with this engine's column types filled in."""
@@ -70,6 +78,8 @@ SQLITE = Dialect(
     json_each="json_each({column})",
     paramstyle="named",
     exclusive="",
+    columns="SELECT name FROM pragma_table_info(:table) ORDER BY cid",
+    next_id="",
 )
 
 POSTGRESQL = Dialect(
@@ -85,6 +95,14 @@ POSTGRESQL = Dialect(
     json_each="jsonb_each(({column})::jsonb)",
     paramstyle="pyformat",
     exclusive="SELECT pg_advisory_xact_lock({key})",
+    columns=(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema ="
+        " current_schema() AND table_name = :table ORDER BY ordinal_position"
+    ),
+    next_id=(
+        "SELECT setval(pg_get_serial_sequence('{table}', 'id'),"
+        " (SELECT COALESCE(MAX(id), 0) + 1 FROM {table}), false)"
+    ),
 )
 
 # A parameter (`:name`, not `::type`), or a quoted string/identifier to copy unchanged.
