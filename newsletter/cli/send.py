@@ -21,6 +21,7 @@ from rich.table import Table
 from ..checks.report import print_report
 from ..config import Settings
 from ..content import resolve_issue_folder
+from ..delivery import leases
 from ..delivery.ledger import Ledger, State
 from ..delivery.sender import SendProgress, SendReport
 from ..sending import (
@@ -284,5 +285,10 @@ def status(
             console.print(
                 f"  uncertain: {row.email}: {row.last_error}", highlight=False, markup=False
             )
+        if not ledger.database.is_sqlite:
+            # PostgreSQL: every worker that took part, live or not, with its lease.
+            now = time.time()
+            for lease in leases.leases(ledger.database, name):
+                console.print(f"  worker {lease.describe(now)}", highlight=False, markup=False)
         if ledger.is_locked(name):
             console.print("A send of this issue is running now.")

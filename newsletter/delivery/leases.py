@@ -63,7 +63,9 @@ _LIVE = (
 )
 _LEASES = (
     "SELECT id, issue, pid, host, lock_key, state, started_at, heartbeat_at, ended_at, recovered,"
-    f" {_LIVE} FROM ledger_leases WHERE issue = :issue ORDER BY id"
+    f" {_LIVE}, (SELECT COUNT(*) FROM ledger_rows r WHERE r.issue = ledger_leases.issue"
+    " AND r.lease_id = ledger_leases.id AND r.state = 'sending')"
+    " FROM ledger_leases WHERE issue = :issue ORDER BY id"
 )
 _EXPIRE = (
     "UPDATE ledger_leases SET state = 'expired', ended_at = :now, recovered = :recovered"
@@ -119,6 +121,20 @@ class Lease:
     ended_at: float | None
     recovered: int  # rows turned uncertain when this lease expired
     alive: bool  # its worker's connection still holds the lease's lock
+    in_flight: int  # rows `sending` under this lease now
+
+    def describe(self, now: float) -> str:
+        """One line for `newsletter status`."""
+        who = self.info.describe()
+        if self.state == "active" and self.alive:
+            beat = now - self.heartbeat_at
+            stale = " (late: it will expire)" if beat > EXPIRY else ""
+            return f"{who}: sending, {self.in_flight} in flight, heartbeat {beat:.0f} s ago{stale}"
+        if self.state == "active":
+            return f"{who}: ended without releasing its lease (expires when a worker looks next)"
+        if self.state == "expired":
+            return f"{who}: expired, {self.recovered} message(s) left uncertain"
+        return f"{who}: finished"
 
 
 def _issue_key(issue: str) -> int:
@@ -136,6 +152,7 @@ def _lease(row: Sequence[Any]) -> Lease:
         ended_at=None if row[8] is None else float(row[8]),
         recovered=int(row[9]),
         alive=bool(row[10]) and row[5] == "active",
+        in_flight=int(row[11]),
     )
 
 

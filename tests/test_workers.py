@@ -1,0 +1,168 @@
+"""Several workers sending one issue from a shared PostgreSQL store (issue 10), as processes
+against Postmark's loopback fake: leases, claims, SIGKILLs at random moments, restarts."""
+
+from __future__ import annotations
+
+import email.utils
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from newsletter.delivery import leases
+from newsletter.delivery.ledger import Ledger, State
+from newsletter.store import Store
+from tests.pgserver import PostgresServer
+from tests.providerfake import FakeRequest, FakeResponse, ProviderFake
+from tests.sendkit import people
+from tests.test_transport_postmark import TOKEN, PostmarkFake
+
+REPO = Path(__file__).resolve().parent.parent
+ISSUE = "2026-11"
+
+
+class CountingPostmark(PostmarkFake):
+    """Postmark's fake answering as the real API does, without validating each batch against
+    the API's schema (test_transport_postmark does that): the workers' tests send 200,000
+    messages, and what they check is who got what how often."""
+
+    def handle(self, request: FakeRequest) -> FakeResponse:
+        if (request.method, request.path) != ("POST", "/email/batch"):
+            return super().handle(request)
+        if request.header("x-postmark-server-token") != self.token:
+            return FakeResponse.json({"ErrorCode": 10, "Message": "no token"}, 401)
+        answers = []
+        for message in request.json():
+            address = email.utils.parseaddr(message["To"])[1].lower()
+            with self.lock:
+                message_id = f"pm-{next(self.ids):08d}"
+            self.server.accept(address, message_id)
+            answers.append(
+                {"ErrorCode": 0, "Message": "OK", "MessageID": message_id, "To": message["To"]}
+            )
+        return FakeResponse.json(answers)
+
+
+@pytest.fixture
+def postmark() -> Iterator[ProviderFake]:
+    with ProviderFake() as server:
+        CountingPostmark(server)
+        server.record_requests = False
+        yield server
+
+
+def spawn(server: ProviderFake, project: Path, url: str, count: int) -> subprocess.Popen[str]:
+    """A worker process sending the example issue to `count` people."""
+    command = [sys.executable, "-m", "tests.workerkit", server.url, str(project), url]
+    return subprocess.Popen(
+        [*command, str(count), "list"],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO), "POSTMARK_SERVER_TOKEN": TOKEN},
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+
+
+def outcome(server: ProviderFake, url: str, count: int) -> tuple[int, int, set[str]]:
+    """Check one send after its workers ended: (duplicates, uncertain, senders' pids).
+
+    Every person was accepted by the provider exactly once with the id the ledger holds (`sent`),
+    or is `uncertain` and was accepted at most once; no row is left pending or sending.
+    """
+    everyone = {person.email for person in people(count)}
+    with Store.open(url) as store:
+        issue = Ledger(store).issue(ISSUE)
+        counts = issue.counts()
+        sent = {row.email: row.reply for row in issue.rows(State.SENT)}
+        uncertain = {row.email for row in issue.rows(State.UNCERTAIN)}
+        workers = leases.leases(store, ISSUE)
+    assert counts[State.PENDING] == counts[State.SENDING] == counts[State.DEFERRED] == 0, counts
+    assert set(sent) | uncertain == everyone and not set(sent) & uncertain
+    duplicates = sum(1 for n in server.accepted.values() if n > 1)
+    for address, reply in sent.items():
+        assert server.accepted[address] == 1 and server.ids[address] == [reply], address
+    assert set(server.accepted) <= everyone
+    assert server.problems == []
+    assert all(lease.state != "active" for lease in workers)
+    return duplicates, len(uncertain), {f"{w.info.pid}" for w in workers if w.state == "released"}
+
+
+def reasons_of(url: str) -> set[str | None]:
+    with Store.open(url) as store:
+        return {row.last_error for row in Ledger(store).issue(ISSUE).rows(State.UNCERTAIN)}
+
+
+def test_three_workers_share_one_send(
+    postmark: ProviderFake, project: Path, postgres_server: PostgresServer
+) -> None:
+    count = 3000
+    url = postgres_server.new_store()
+    workers = [spawn(postmark, project, url, count) for _ in range(3)]
+    for worker in workers:
+        assert worker.wait(timeout=300) == 0
+    duplicates, uncertain, finished = outcome(postmark, url, count)
+    assert (duplicates, uncertain) == (0, 0), reasons_of(url)
+    assert len(finished) == 3
+    # The audience was frozen once; each worker joined the same send.
+    with Store.open(url) as store, store.read() as db:
+        assert db.execute("SELECT freeze_round FROM ledger_issues").fetchone()[0] == 1
+
+
+@pytest.mark.slow
+def test_chaos_sigkilled_workers_never_send_twice(
+    postmark: ProviderFake, project: Path, postgres_server: PostgresServer
+) -> None:
+    """3 workers, 20,000 recipients, workers SIGKILLed at random moments and restarted."""
+    trials = int(os.environ.get("NEWSLETTER_CHAOS_TRIALS", "10"))
+    count = 20_000
+    rng = random.Random(20261203)
+    total_duplicates = total_uncertain = total_in_flight = total_kills = 0
+    for _ in range(trials):
+        postmark.accepted.clear()
+        postmark.ids.clear()
+        url = postgres_server.new_store()
+        running = [spawn(postmark, project, url, count) for _ in range(3)]
+        kills = 0
+        in_flight = 0
+        deadline = time.monotonic() + 300
+        while any(w.poll() is None for w in running):
+            assert time.monotonic() < deadline, "the workers did not finish"
+            time.sleep(rng.uniform(0.05, 0.6))
+            alive = [w for w in running if w.poll() is None]
+            if kills >= 2 or not alive or not postmark.accepted:
+                continue
+            victim = rng.choice(alive)
+            victim.send_signal(signal.SIGKILL)
+            victim.wait()
+            kills += 1
+            # What the killed worker had in flight: its `sending` rows, before anyone looks.
+            with Store.open(url) as store, store.read() as db:
+                in_flight += db.execute(
+                    "SELECT COUNT(*) FROM ledger_rows r JOIN ledger_leases l"
+                    " ON r.lease_id = l.id WHERE r.state = 'sending' AND l.pid = :pid",
+                    {"pid": victim.pid},
+                ).fetchone()[0]
+            running.remove(victim)
+            running.append(spawn(postmark, project, url, count))
+        # A last worker takes over whatever a kill left and finds nothing more to send.
+        last = spawn(postmark, project, url, count)
+        assert last.wait(timeout=300) == 0
+        duplicates, uncertain, _ = outcome(postmark, url, count)
+        assert uncertain <= in_flight
+        total_duplicates += duplicates
+        total_uncertain += uncertain
+        total_in_flight += in_flight
+        total_kills += kills
+    print(
+        f"\nchaos: {trials} trials of {count} recipients, 3 workers, {total_kills} SIGKILLs:"
+        f" duplicates {total_duplicates}, uncertain {total_uncertain}"
+        f" (in flight at the kills {total_in_flight})"
+    )
+    assert total_duplicates == 0
+    assert total_kills >= trials
