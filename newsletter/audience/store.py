@@ -154,8 +154,12 @@ class SubscriberStore:
         except self.database.errors as err:
             raise AudienceError(f"{self.path}: cannot {action}: {err}") from err
 
-    def _row_by_key(self, db: Connection, key: str) -> tuple[Any, ...] | None:
-        found: tuple[Any, ...] | None = db.execute(_BY_KEY, {"key": key}).fetchone()
+    def _row_by_key(
+        self, db: Connection, key: str, *, to_change: bool = False
+    ) -> tuple[Any, ...] | None:
+        """The row of `key`; `to_change`: locked until the transaction ends (PostgreSQL)."""
+        sql = _BY_KEY + self.database.dialect.lock_row if to_change else _BY_KEY
+        found: tuple[Any, ...] | None = db.execute(sql, {"key": key}).fetchone()
         return found
 
     # --- single subscribers ---------------------------------------------------------------------
@@ -181,7 +185,7 @@ class SubscriberStore:
         key = address_key(address)
         now = self._clock()
         with self._transaction(f"add {address}") as db:
-            found = self._row_by_key(db, key)
+            found = self._row_by_key(db, key, to_change=True)
             if found is None:
                 status: str = SubscriberStatus.SUBSCRIBED
                 db.execute(
@@ -242,7 +246,7 @@ class SubscriberStore:
         key = lookup_key(email)
         now = self._clock()
         with self._transaction(f"change the status of {email.strip()}") as db:
-            found = self._row_by_key(db, key)
+            found = self._row_by_key(db, key, to_change=True)
             if found is None:
                 raise AudienceError(f"no subscriber {email.strip()}")
             if found[4] != new:
