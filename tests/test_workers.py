@@ -7,17 +7,21 @@ import email.utils
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
+from newsletter.audience import SubscriberStore
 from newsletter.delivery import leases
 from newsletter.delivery.ledger import Ledger, State
 from newsletter.store import Store
+from newsletter.tokens import make_token
 from tests.pgserver import PostgresServer
 from tests.providerfake import FakeRequest, FakeResponse, ProviderFake
 from tests.sendkit import people
@@ -57,11 +61,13 @@ def postmark() -> Iterator[ProviderFake]:
         yield server
 
 
-def spawn(server: ProviderFake, project: Path, url: str, count: int) -> subprocess.Popen[str]:
-    """A worker process sending the example issue to `count` people."""
+def spawn(
+    server: ProviderFake, project: Path, url: str, count: int, audience: str = "list"
+) -> subprocess.Popen[str]:
+    """A worker process sending the example issue to `count` people (or the store's)."""
     command = [sys.executable, "-m", "tests.workerkit", server.url, str(project), url]
     return subprocess.Popen(
-        [*command, str(count), "list"],
+        [*command, str(count), audience],
         cwd=REPO,
         env={**os.environ, "PYTHONPATH": str(REPO), "POSTMARK_SERVER_TOKEN": TOKEN},
         stdout=subprocess.DEVNULL,
@@ -166,3 +172,69 @@ def test_chaos_sigkilled_workers_never_send_twice(
     )
     assert total_duplicates == 0
     assert total_kills >= trials
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_an_unsubscribe_on_the_server_during_a_send_stops_later_messages(
+    postmark: ProviderFake, project: Path, postgres_server: PostgresServer
+) -> None:
+    """The laptop and the server: `serve --workers 2` and a sending worker, separate processes
+    on one PostgreSQL store; a one-click unsubscribe POSTed mid-send means no later message."""
+    url = postgres_server.new_store()
+    count = 3000
+    with Store.open(url) as store:
+        subscribers = SubscriberStore(store)
+        for person in people(count):
+            subscribers.add(person.email, person.name or "")
+    port = free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "NEWSLETTER_DATABASE_URL": url,
+        "NEWSLETTER_SECRET": "server-secret",
+    }
+    server = subprocess.Popen(
+        [sys.executable, "-m", "newsletter", "serve", "--port", str(port), "--workers", "2"],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    sender = None
+    try:
+        assert server.stdout is not None
+        assert "with 2 workers" in server.stdout.readline()
+        base = f"http://127.0.0.1:{port}/unsubscribe"
+        sender = spawn(postmark, project, url, count, audience="store")
+        leaving = [p.email for p in people(count)[-5:]]  # the last in send order
+        deadline = time.monotonic() + 120
+        while not postmark.accepted:
+            assert time.monotonic() < deadline and sender.poll() is None, "no progress"
+            time.sleep(0.01)
+        for address in leaving:
+            token = make_token(b"server-secret", address)
+            answer = httpx.post(
+                base, params={"token": token}, data={"List-Unsubscribe": "One-Click"}, timeout=30
+            )
+            assert answer.status_code == 200, answer.text
+        assert sender.wait(timeout=300) == 0
+    finally:
+        if sender is not None and sender.poll() is None:
+            sender.kill()
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+    assert server.returncode == 0
+    assert all(postmark.accepted[address] == 0 for address in leaving)
+    with Store.open(url) as store:
+        subscribers = SubscriberStore(store)
+        for address in leaving:
+            found = subscribers.get(address)
+            assert found is not None and found.status == "unsubscribed"
+            assert [e.source for e in subscribers.events(address)][-1].startswith("web")
+        issue = Ledger(store).issue(ISSUE)
+        assert issue.counts()[State.SENT] == count - len(leaving)

@@ -631,8 +631,11 @@ class WebServer:
             self._socket.close()  # the workers hold it
             self._socket = None
         status = 0
+        stopping = False
 
         def forward(signum: int, _frame: object) -> None:
+            nonlocal stopping
+            stopping = True
             for child in children:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(child, signal.SIGTERM)
@@ -646,7 +649,9 @@ class WebServer:
                     break
                 if pid in children:
                     children.remove(pid)
-                    if code != 0 and status == 0:
+                    # uvicorn ends by raising the signal it was stopped with again.
+                    asked = stopping and os.WIFSIGNALED(code)
+                    if code != 0 and not asked and status == 0:
                         status = 1
                         forward(signal.SIGTERM, None)  # one failed: stop them all
         finally:
