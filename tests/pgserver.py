@@ -60,7 +60,8 @@ def require_postgresql() -> Path:
 class PostgresServer:
     """One PostgreSQL cluster on a Unix socket in a fresh temporary folder."""
 
-    def __init__(self, bin_dir: Path | None = None) -> None:
+    def __init__(self, bin_dir: Path | None = None, *, durable: bool = False) -> None:
+        self.durable = durable  # fsync as in production (benchmarks); tests trade it for speed
         found = bin_dir or postgresql_bin()
         if found is None:
             raise RuntimeError("PostgreSQL is not installed")
@@ -105,16 +106,14 @@ class PostgresServer:
             "--encoding=UTF8",
             "--locale=C",
         )
-        settings = " ".join(
-            [
-                "-c listen_addresses=''",
-                f"-c unix_socket_directories='{self.socket_dir}'",
-                "-c fsync=off",
-                "-c synchronous_commit=off",
-                "-c full_page_writes=off",
-                "-c max_connections=200",
-            ]
-        )
+        options = [
+            "-c listen_addresses=''",
+            f"-c unix_socket_directories='{self.socket_dir}'",
+            "-c max_connections=200",
+        ]
+        if not self.durable:
+            options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
+        settings = " ".join(options)
         self._run(
             "pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", settings, "-w", "start"
         )

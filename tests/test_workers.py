@@ -3,7 +3,6 @@ against Postmark's loopback fake: leases, claims, SIGKILLs at random moments, re
 
 from __future__ import annotations
 
-import email.utils
 import os
 import random
 import signal
@@ -23,34 +22,13 @@ from newsletter.delivery.ledger import Ledger, State
 from newsletter.store import Store
 from newsletter.tokens import make_token
 from tests.pgserver import PostgresServer
-from tests.providerfake import FakeRequest, FakeResponse, ProviderFake
+from tests.providerfake import ProviderFake
 from tests.sendkit import people
-from tests.test_transport_postmark import TOKEN, PostmarkFake
+from tests.test_transport_postmark import TOKEN
+from tests.workerkit import CountingPostmark
 
 REPO = Path(__file__).resolve().parent.parent
 ISSUE = "2026-11"
-
-
-class CountingPostmark(PostmarkFake):
-    """Postmark's fake answering as the real API does, without validating each batch against
-    the API's schema (test_transport_postmark does that): the workers' tests send 200,000
-    messages, and what they check is who got what how often."""
-
-    def handle(self, request: FakeRequest) -> FakeResponse:
-        if (request.method, request.path) != ("POST", "/email/batch"):
-            return super().handle(request)
-        if request.header("x-postmark-server-token") != self.token:
-            return FakeResponse.json({"ErrorCode": 10, "Message": "no token"}, 401)
-        answers = []
-        for message in request.json():
-            address = email.utils.parseaddr(message["To"])[1].lower()
-            with self.lock:
-                message_id = f"pm-{next(self.ids):08d}"
-            self.server.accept(address, message_id)
-            answers.append(
-                {"ErrorCode": 0, "Message": "OK", "MessageID": message_id, "To": message["To"]}
-            )
-        return FakeResponse.json(answers)
 
 
 @pytest.fixture
