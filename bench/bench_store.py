@@ -25,6 +25,7 @@ import argparse
 import csv
 import os
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -124,6 +125,8 @@ def main() -> None:
     parser.add_argument("--skip-import", action="store_true")
     parser.add_argument("--skip-send", action="store_true")
     args = parser.parse_args()
+    # Stopped by SIGTERM (a timeout), still remove the PostgreSQL cluster and temporary files.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     if postgresql_bin() is None:
         raise SystemExit("needs PostgreSQL (Debian's postgresql package)")
     worker_counts = [int(n) for n in args.workers.split(",")]
