@@ -93,3 +93,26 @@ def test_a_released_lease_is_not_recovered_and_status_says_finished(
 
 def first_pid(ledger: Ledger) -> int:
     return leases.leases(ledger.database, ISSUE)[0].info.pid
+
+
+def test_taking_a_lease_expires_a_dead_one_and_the_heartbeat_renews_it(url: str) -> None:
+    with Ledger(url) as ledger:
+        ledger.issue(ISSUE).freeze([("a", "a@example.org")], "fp")
+        with ledger.database.read() as db:  # a worker that died without a trace but its lease
+            db.execute(
+                "INSERT INTO ledger_leases (issue, pid, host, lock_key, state, started_at,"
+                " heartbeat_at) VALUES (:issue, 1, 'elsewhere', 12345, 'active', :now, :now)",
+                {"issue": ISSUE, "now": time.time()},
+            )
+            db.execute("UPDATE ledger_rows SET state = 'sending', lease_id = 1")
+        with leases.hold(ledger, ISSUE, clock=time.time, beat=0.05):
+            # Taking the lease already expired it (its lock is not held by anyone) ...
+            found = leases.leases(ledger.database, ISSUE)
+            assert [lease.state for lease in found] == ["expired", "active"]
+            assert found[0].recovered == 1
+            started = found[1].heartbeat_at
+            deadline = time.monotonic() + 10
+            while leases.leases(ledger.database, ISSUE)[1].heartbeat_at == started:
+                assert time.monotonic() < deadline, "no heartbeat"
+                time.sleep(0.02)
+        assert ledger.issue(ISSUE).counts()[State.UNCERTAIN] == 1

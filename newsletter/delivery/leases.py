@@ -84,6 +84,7 @@ _INSERT = (
     "INSERT INTO ledger_leases (issue, pid, host, lock_key, state, started_at, heartbeat_at)"
     " VALUES (:issue, :pid, :host, :lock_key, 'active', :now, :now) RETURNING id"
 )
+_TRY_ISSUE_LOCK = "SELECT pg_try_advisory_xact_lock(:key)"
 _BEAT = "UPDATE ledger_leases SET heartbeat_at = :now WHERE id = :id AND state = 'active'"
 _RELEASE = (
     "UPDATE ledger_leases SET state = 'released', ended_at = :now WHERE id = :id"
@@ -245,10 +246,13 @@ def hold(
                 ).fetchone()[0]
             )
         ledger._leases[issue] = lease_id
+        # The heartbeat has a connection of its own: a long statement of the worker (freezing a
+        # million recipients) must not hold it back until the lease looks dead.
+        beat_store = Store.open(store.location)
         stop = threading.Event()
         beater = threading.Thread(
             target=_heartbeat,
-            args=(ledger, issue, lease_id, clock, stop, beat),
+            args=(beat_store, issue, lease_id, clock, stop, beat),
             name=f"lease-{lease_id}",
             daemon=True,
         )
@@ -258,31 +262,32 @@ def hold(
         finally:
             stop.set()
             beater.join()
+            beat_store.close()
             ledger._leases.pop(issue, None)
             with store.lock:
                 store.connection.execute(_RELEASE, {"now": clock(), "id": lease_id})
 
 
 def _heartbeat(
-    ledger: Ledger,
+    store: Store,
     issue: str,
     lease_id: int,
     clock: Callable[[], float],
     stop: threading.Event,
     beat: float,
 ) -> None:
-    """Renew the lease, and expire dead workers' leases, every `beat` seconds until stopped."""
-    store = ledger.database
+    """Renew the lease every `beat` seconds until stopped, and expire dead workers' leases
+    when no other worker is doing the same (or freezing) right now."""
     while not stop.wait(beat):
         try:
             now = clock()
-            with ledger._transaction() as db:
+            with store.transaction() as db:
                 db.execute(_BEAT, {"now": now, "id": lease_id})
-                exclusive = store.dialect.exclusive_lock(_issue_key(issue))
-                if exclusive is not None:
-                    db.execute(exclusive)
-                _expire_dead(db, issue, now)
-        except Exception:  # a missed beat is retried; the lease tolerates EXPIRY
+            with store.transaction() as db:
+                free = db.execute(_TRY_ISSUE_LOCK, {"key": _issue_key(issue)}).fetchone()[0]
+                if free:
+                    _expire_dead(db, issue, now)
+        except store.errors:  # a missed beat is retried; the lease tolerates EXPIRY
             continue
 
 
