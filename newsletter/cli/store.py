@@ -32,6 +32,11 @@ def migrate() -> None:
 
     Every command does this when it opens the store; run it on its own to upgrade a shared
     database once, before the workers and the server start.
+
+    Examples:
+
+        newsletter store migrate
+        NEWSLETTER_DATABASE_URL=postgresql://editor@db.example.org/news newsletter store migrate
     """
     with Store.open(store_location(project_root())) as store:
         console.print(
@@ -41,7 +46,12 @@ def migrate() -> None:
 
 @app.command()
 def info() -> None:
-    """Show the engine, where the store is (any password hidden), its version and its rows."""
+    """Show the engine, where the store is (any password hidden), its version and its rows.
+
+    Examples:
+
+        newsletter store info
+    """
     with Store.open(store_location(project_root())) as store:
         found = describe(store)
     # Plain lines, not a table: a long URL or path must not be cut to the terminal's width.
