@@ -10,8 +10,9 @@ fsync on as in production), removed at the end. SQLite: a file in a temporary di
 
 - import: `newsletter subscribers import` of a generated CSV of `--import-rows` people into an
   empty store, in a child process per run; wall time and the child's peak RSS (ru_maxrss).
-- send: the example issue to `--send-recipients` people through Postmark's loopback fake (in
-  this process, counting only: tests/workerkit.py's CountingPostmark), by worker processes
+- send: the example issue to `--send-recipients` people through SendGrid's loopback fake (in
+  this process, counting only: tests/workerkit.py's CountingSendGrid; 1,000 recipients a
+  request, one body with per-recipient substitutions), by worker processes
   (tests/workerkit.py): SQLite with 1 worker, PostgreSQL with each of `--workers`. Reported:
   recipients/s from the first to the last message the fake accepted (workers' start-up, which
   renders the issue, excluded), and the workers' CPU (user+sys, start-up included) per 1,000.
@@ -39,8 +40,8 @@ sys.path.insert(0, str(REPO))
 from tests.conftest import copy_example_project  # noqa: E402
 from tests.pgserver import PostgresServer, postgresql_bin  # noqa: E402
 from tests.providerfake import ProviderFake  # noqa: E402
-from tests.test_transport_postmark import TOKEN  # noqa: E402
-from tests.workerkit import CountingPostmark  # noqa: E402
+from tests.test_transport_sendgrid import KEY  # noqa: E402
+from tests.workerkit import CountingSendGrid  # noqa: E402
 
 IMPORT_CHILD = """
 import resource, sys, time
@@ -99,9 +100,9 @@ def run_send(
     cpu = children_cpu()
     command = [
         sys.executable, "-m", "tests.workerkit", fake.url, str(project), store_url,
-        str(recipients), "list",
+        str(recipients), "list", "sendgrid",
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(REPO), "POSTMARK_SERVER_TOKEN": TOKEN}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "SENDGRID_API_KEY": KEY}
     started = [
         subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL)
         for _ in range(workers)
@@ -158,7 +159,7 @@ def main() -> None:
             configs = [("sqlite", 1)] + [("postgresql", n) for n in worker_counts]
             sends: dict[tuple[str, int], list[tuple[float, float]]] = {c: [] for c in configs}
             with ProviderFake() as fake:
-                CountingPostmark(fake)
+                CountingSendGrid(fake)
                 fake.record_requests = False
                 for run in range(args.runs):
                     for engine, workers in configs:
@@ -173,7 +174,7 @@ def main() -> None:
                             f"send run {run + 1} {engine:10} {workers} worker(s) "
                             f"{rate:8.0f} recipients/s  {cpu:5.2f} CPU s per 1k"
                         )
-            print(f"\nsend of {args.send_recipients} recipients to the Postmark fake (median):")
+            print(f"\nsend of {args.send_recipients} recipients to the SendGrid fake (median):")
             base = statistics.median(v[0] for v in sends[("postgresql", worker_counts[0])])
             for (engine, workers), values in sends.items():
                 rate = statistics.median(v[0] for v in values)
