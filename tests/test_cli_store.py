@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ from typer.testing import CliRunner
 
 from newsletter.audience import SubscriberStore
 from newsletter.cli import app
+from newsletter.delivery import leases
 from newsletter.delivery.ledger import Ledger, State
 from newsletter.errors import NewsletterError
 from newsletter.inbox.softbounces import SoftBounces
@@ -106,3 +108,22 @@ def test_migrate_and_info_on_the_default_sqlite_file(
     assert (project / "newsletter.db").is_file()
     code, out = run(monkeypatch, project, "store", "info")
     assert code == 0 and "newsletter.db" in out and "ledger_rows" in out
+
+
+def test_status_lists_the_workers_of_a_send_on_postgresql(
+    monkeypatch: pytest.MonkeyPatch, project: Path, postgres_server: PostgresServer
+) -> None:
+    url = postgres_server.new_store()
+    monkeypatch.setenv("NEWSLETTER_DATABASE_URL", url)
+    with Ledger(url) as ledger:
+        issue = ledger.issue("2026-11")
+        issue.freeze([("a@example.org", "a@example.org"), ("b@example.org", "b@example.org")], "f")
+        with ledger.lock("2026-11"):
+            (claimed,) = leases.claim(ledger, "2026-11", 1, now=time.time())
+            code, out = run(monkeypatch, project, "status", "2026-11")
+            assert code == 0, out
+            assert "worker process" in out and "sending, 1 in flight" in out
+            assert "A send of this issue is running now." in out
+            issue.mark_sent(claimed.key, "250 ok")
+    code, out = run(monkeypatch, project, "status", "2026-11")
+    assert code == 0 and ": finished" in out and "running now" not in out
