@@ -116,3 +116,19 @@ def test_taking_a_lease_expires_a_dead_one_and_the_heartbeat_renews_it(url: str)
                 assert time.monotonic() < deadline, "no heartbeat"
                 time.sleep(0.02)
         assert ledger.issue(ISSUE).counts()[State.UNCERTAIN] == 1
+
+
+def test_marking_a_claimed_batch_sent_is_all_or_nothing(two: tuple[Ledger, Ledger]) -> None:
+    first, _ = two
+    with first.lock(ISSUE):
+        batch = leases.claim(first, ISSUE, 3, now=time.time())
+        keys = [r.key for r in batch]
+        leases.mark_sent(first, ISSUE, [(k, "202") for k in keys[:2]], {keys[0]: "<m0@x>"})
+        issue = first.issue(ISSUE)
+        row = issue.row(keys[0])
+        assert row is not None and row.state is State.SENT and row.message_id == "<m0@x>"
+        # Again, with one row already sent: refused, and the third row is left as it was.
+        with pytest.raises(IllegalTransitionError, match="1 of 2 rows"):
+            leases.mark_sent(first, ISSUE, [(keys[1], "202"), (keys[2], "202")], {})
+        third = issue.row(keys[2])
+        assert third is not None and third.state is State.SENDING

@@ -114,6 +114,17 @@ _MESSAGE_IDS = (
 )
 
 
+# `sent` for a whole batch of claimed rows in one statement (PostgreSQL): the ledger's move
+# `sending -> sent`, for rows under this lease only.
+_SENT = (
+    "UPDATE ledger_rows AS r SET state = 'sent', reply = v.reply,"
+    " message_id = COALESCE(v.message_id, r.message_id), next_attempt_at = NULL, updated_at = :now"
+    " FROM (SELECT unnest(CAST(:keys AS text[])) AS key, unnest(CAST(:replies AS text[])) AS reply,"
+    " unnest(CAST(:ids AS text[])) AS message_id) AS v"
+    " WHERE r.issue = :issue AND r.key = v.key AND r.state = 'sending' AND r.lease_id = :lease"
+)
+
+
 @dataclass(frozen=True)
 class Lease:
     """One worker's lease on an issue, as `newsletter status` shows it."""
@@ -365,3 +376,30 @@ def set_message_ids(ledger: Ledger, issue: str, ids: dict[str, str]) -> None:
     }
     with ledger._lock:
         ledger._db.execute(_MESSAGE_IDS, params)
+
+
+def mark_sent(
+    ledger: Ledger, issue: str, items: Sequence[tuple[str, str]], ids: dict[str, str]
+) -> None:
+    """`IssueLedger.mark_sent_many` for claimed rows, in one statement: every row must still be
+    `sending` under this worker's lease, or nothing is written (IllegalTransitionError, as the
+    ledger says it)."""
+    from .ledger import IllegalTransitionError  # here: ledger imports this module
+
+    if not items:
+        return
+    params = {
+        "keys": [key for key, _ in items],
+        "replies": [reply for _, reply in items],
+        "ids": [ids.get(key) for key, _ in items],
+        "now": ledger._clock(),
+        "issue": issue,
+        "lease": ledger._leases.get(issue),
+    }
+    with ledger._transaction() as db:
+        done = db.execute(_SENT, params).rowcount
+        if done != len(items):  # raised inside the transaction: it is rolled back
+            raise IllegalTransitionError(
+                f"issue '{issue}': {len(items) - done} of {len(items)} rows are no longer being "
+                "sent by this worker (its lease expired); nothing was marked sent"
+            )

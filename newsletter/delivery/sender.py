@@ -540,10 +540,12 @@ def _record(
     sent = by_kind[Outcome.SENT]
     waiting = by_kind[Outcome.DEFERRED] + by_kind[Outcome.UNAVAILABLE]
     if sent:
-        run.ledger.mark_sent_many(
-            [(row.key, outcome.reply) for row, _, outcome in sent],
-            message_ids={item.key: item.message.message_id for _, item, _ in sent},
-        )
+        replies = [(row.key, outcome.reply) for row, _, outcome in sent]
+        ids = {item.key: item.message.message_id for _, item, _ in sent}
+        if run.claiming:  # one statement for the batch (PostgreSQL)
+            leases.mark_sent(run.ledger.ledger, run.ledger.name, replies, ids)
+        else:
+            run.ledger.mark_sent_many(replies, message_ids=ids)
     if by_kind[Outcome.FAILED]:
         run.ledger.mark_failed_many(
             [(row.key, outcome.reason) for row, _, outcome in by_kind[Outcome.FAILED]]
