@@ -265,12 +265,14 @@ def test_mailchimp_export(store: SubscriberStore) -> None:
     assert mary.attributes["notes"] == "likes tulips"
 
 
-def test_mailchimp_unsubscribed_export_does_not_subscribe_anyone(store: SubscriberStore) -> None:
+def test_mailchimp_unsubscribed_export_does_not_subscribe_anyone(
+    store: SubscriberStore, tmp_path: Path
+) -> None:
     store.add("gone@example.org", "Gone Away")
     report = store.import_csv(FIXTURES / "mailchimp_unsubscribed.csv")
     assert (report.added, report.updated) == (0, 1)
     assert stored(store, "gone@example.org").status == "unsubscribed"
-    fresh = SubscriberStore(store.path.with_name("other.db"))
+    fresh = SubscriberStore(tmp_path / "other.db")
     fresh.import_csv(FIXTURES / "mailchimp_unsubscribed.csv")
     assert emails(fresh) == []
     assert emails(fresh, "unsubscribed") == ["gone@example.org"]
