@@ -144,7 +144,7 @@ class SubscriberStore:
             with self.database.read() as db:
                 yield db
         except self.database.errors as err:
-            raise AudienceError(f"{self.path}: cannot {action}: {err}") from err
+            raise AudienceError(f"{self.database.where}: cannot {action}: {err}") from err
 
     @contextlib.contextmanager
     def _transaction(self, action: str) -> Iterator[Connection]:
@@ -152,7 +152,7 @@ class SubscriberStore:
             with self.database.transaction() as db:
                 yield db
         except self.database.errors as err:
-            raise AudienceError(f"{self.path}: cannot {action}: {err}") from err
+            raise AudienceError(f"{self.database.where}: cannot {action}: {err}") from err
 
     def _row_by_key(
         self, db: Connection, key: str, *, to_change: bool = False

@@ -246,7 +246,7 @@ class Ledger:
             if begun:
                 raise
             raise LedgerError(
-                f"{self.path}: cannot write to the send ledger: {err}",
+                f"{self.database.where}: cannot write to the send ledger: {err}",
                 hint="another program may be holding the database; try again",
             ) from err
 

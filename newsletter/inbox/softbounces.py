@@ -57,7 +57,7 @@ class SoftBounces:
             with self.database.read() as db:
                 db.execute(_RECORD, params)
         except self.database.errors as err:
-            raise InboxError(f"{self.path}: cannot record a soft bounce: {err}") from err
+            raise InboxError(f"{self.database.where}: cannot record a soft bounce: {err}") from err
 
     def count(self, key: str, since: float) -> int:
         """Soft bounces for different messages since `since`."""
@@ -65,5 +65,5 @@ class SoftBounces:
             with self.database.read() as db:
                 row = db.execute(_COUNT, {"key": key, "since": since}).fetchone()
         except self.database.errors as err:
-            raise InboxError(f"{self.path}: cannot count soft bounces: {err}") from err
+            raise InboxError(f"{self.database.where}: cannot count soft bounces: {err}") from err
         return int(row[0])
