@@ -24,13 +24,17 @@ from .config_tables import (
     InboxSettings,
     LinkTagging,
     ServeSettings,
+    StoreSettings,
     parse_dkim_table,
     parse_inbox_table,
     parse_links_table,
     parse_serve_table,
+    parse_store_table,
 )
 from .errors import ConfigError, Problem
 from .providers import PROVIDER_SETTINGS, PROVIDERS, setting_problems
+from .store_url import ENV_NAME as STORE_ENV_NAME
+from .store_url import StoreUrl, StoreUrlError, parse_store_url
 
 CONFIG_NAME = "newsletter.toml"
 SECRET_FILE_NAME = ".newsletter-secret"
@@ -163,6 +167,7 @@ class Settings:
     serve: ServeSettings = field(default_factory=ServeSettings)
     inbox: InboxSettings | None = None
     dkim: DkimSettings | None = None
+    store: StoreSettings = field(default_factory=StoreSettings)
     warnings: tuple[str, ...] = ()
 
     @property
@@ -190,6 +195,11 @@ class Settings:
         """`.newsletter-cache/`: safe to delete at any time; everything in it is rebuilt."""
         return self.root / CACHE_DIR_NAME
 
+    def database(self, environ: Mapping[str, str] = os.environ) -> StoreUrl:
+        """Where the store is: `NEWSLETTER_DATABASE_URL` if set, else `[store] url` (default: the
+        project's newsletter.db). ConfigError naming the variable or key if it cannot be used."""
+        return _resolve_store(self.store.url, self.root, environ)
+
     def secret(self) -> bytes | None:
         """The signing secret: from the environment, else from the ignored file `init` writes."""
         value = os.environ.get(self.unsubscribe.secret_env)
@@ -208,7 +218,7 @@ class Settings:
 _HEX_COLOUR = re.compile(r"^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")
 _LOCALE = re.compile(r"^[a-z]{2,3}(?:_[A-Z]{2})?(?:-(?:formal|informal))?$")
 KNOWN_TABLES = ("newsletter", "footer", "unsubscribe", "transport", "sending", "links", "serve",
-                "inbox", "dkim")  # fmt: skip
+                "inbox", "dkim", "store")  # fmt: skip
 
 
 # Characters that end a header line or hide text in some reader (C0/C1 controls, Unicode line
@@ -393,6 +403,43 @@ def _deepest_line(text: str, limit: int = 100) -> int | None:
     return None
 
 
+def store_location(root: Path, environ: Mapping[str, str] = os.environ) -> StoreUrl:
+    """Where the project at `root` keeps its store, reading only `[store]` of newsletter.toml
+    (for commands that need nothing else of it): like `Settings.database`."""
+    path = root / CONFIG_NAME
+    table: object = None
+    text = ""
+    if not environ.get(STORE_ENV_NAME, "").strip() and path.is_file():
+        try:
+            text = path.read_text(encoding="utf-8")
+            table = tomllib.loads(text).get("store")
+        except (UnicodeDecodeError, tomllib.TOMLDecodeError):
+            load_settings(root)  # reports the problem with its line
+    problems: list[Problem] = []
+    store = parse_store_table(TableReader("store", table, path=path, text=text, problems=problems))
+    if problems:
+        raise ConfigError(problems)
+    return _resolve_store(store.url, root, environ)
+
+
+def _resolve_store(url: str, root: Path, environ: Mapping[str, str]) -> StoreUrl:
+    override = environ.get(STORE_ENV_NAME, "").strip()
+    try:
+        return parse_store_url(
+            override or url,
+            root=root,
+            origin=STORE_ENV_NAME if override else "store.url",
+            from_environment=bool(override),
+            environ=environ,
+        )
+    except StoreUrlError as err:
+        if override:
+            raise ConfigError([Problem(str(err))]) from None
+        message = str(err).removeprefix("store.url: ")
+        problem = Problem(message, file=root / CONFIG_NAME, key="store.url")
+        raise ConfigError([problem]) from None
+
+
 def settings_from_mapping(
     root: Path, data: Mapping[str, Any], *, path: Path, text: str = ""
 ) -> Settings:
@@ -428,6 +475,7 @@ def settings_from_mapping(
     serve = parse_serve_table(table("serve"))
     inbox = parse_inbox_table(table("inbox"))
     dkim = parse_dkim_table(table("dkim"))
+    store = parse_store_table(table("store"))
 
     if problems:
         raise ConfigError(problems)
@@ -463,6 +511,7 @@ def settings_from_mapping(
         serve=serve,
         inbox=inbox,
         dkim=dkim,
+        store=store,
         warnings=tuple(warnings),
     )
 

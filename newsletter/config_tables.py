@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 
 from .config_reader import TableReader, check_env_name
+from .store_url import DEFAULT_URL, StoreUrlError, parse_store_url
 
 __all__ = [
     "DEFAULT_MEDIUM",
@@ -20,11 +21,13 @@ __all__ = [
     "InboxSettings",
     "LinkTagging",
     "ServeSettings",
+    "StoreSettings",
     "normal_host",
     "parse_dkim_table",
     "parse_inbox_table",
     "parse_links_table",
     "parse_serve_table",
+    "parse_store_table",
     "slugify",
 ]
 
@@ -346,3 +349,25 @@ def parse_links_table(table: TableReader, *, newsletter_name: str = "") -> LinkT
         medium=medium or DEFAULT_MEDIUM,
         campaign=campaign,
     )
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """The `[store]` table: where subscribers and the send ledger live (`store_url`)."""
+
+    url: str = DEFAULT_URL
+
+
+def parse_store_table(table: TableReader) -> StoreSettings:
+    """The `[store]` table; a URL holding a password is an error naming `store.url`."""
+    url = table.string("url")
+    table.finish()
+    if url is None:
+        return StoreSettings()
+    try:
+        # The root only anchors a relative SQLite path; what is checked here does not need it.
+        parse_store_url(url, root=table.path.parent, origin="store.url", from_environment=False)
+    except StoreUrlError as err:
+        table.problem("url", str(err).removeprefix("store.url: "))
+        return StoreSettings()
+    return StoreSettings(url=url)

@@ -179,8 +179,8 @@ def plan_send(
     template = issue.template(transport)
     findings = _gate(checker, issue, request)
     with (
-        SubscriberStore(settings.database_path) as store,
-        Ledger(settings.database_path) as ledger,
+        SubscriberStore(settings.database()) as store,
+        Ledger(settings.database()) as ledger,
     ):
         issue_ledger = ledger.issue(template.issue)
         counts = issue_ledger.counts()
@@ -237,8 +237,8 @@ def deliver(
     )
     started = clock()
     with (
-        SubscriberStore(settings.database_path) as store,
-        Ledger(settings.database_path, durable=sending.durable) as ledger,
+        SubscriberStore(settings.database()) as store,
+        Ledger(settings.database(), durable=sending.durable) as ledger,
     ):
         report = send_issue(
             plan.template,
@@ -282,7 +282,7 @@ def rehearse(
     issue = _Issue.load(settings, folder, signing_secret(settings))
     template = issue.template(None)
     findings = _gate(checker, issue, request)
-    with SubscriberStore(settings.database_path) as store:
+    with SubscriberStore(settings.database()) as store:
         report = dry_run(template, StoreAudience(store))
     return Rehearsal(findings, report)
 

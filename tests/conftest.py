@@ -1,14 +1,17 @@
-"""Shared fixtures: a copy of the example project in a temporary folder."""
+"""Shared fixtures: a copy of the example project in a temporary folder; the store on each
+engine (`store_url`: a SQLite file, or a fresh database on a throw-away PostgreSQL cluster)."""
 
 from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from newsletter.config import Settings, load_settings
+from tests.pgserver import PostgresServer, require_postgresql
 from tests.spamcache import SpamAssassinCache
 
 REPO = Path(__file__).resolve().parent.parent
@@ -59,3 +62,23 @@ def cached_spamassassin(
     if spamassassin_cache is not None:
         monkeypatch.setenv("PATH", spamassassin_cache.search_path(os.environ.get("PATH")))
     return spamassassin_cache
+
+
+ENGINES = ("sqlite", "postgresql")
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One throw-away PostgreSQL cluster per test process (xdist worker), removed at the end."""
+    bin_dir = require_postgresql()
+    with PostgresServer(bin_dir) as server:
+        yield server
+
+
+@pytest.fixture(params=ENGINES)
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a test's store lives, once per engine: a SQLite file, or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "newsletter.db")
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    return server.new_store()

@@ -13,9 +13,10 @@ import pytest
 from typer.testing import CliRunner
 
 from newsletter.audience import SubscriberStore
-from newsletter.cli.subscribers import DATABASE_NAME, app, visible
+from newsletter.cli.subscribers import app, visible
 from newsletter.errors import NewsletterError
 
+DATABASE_NAME = "newsletter.db"  # the default store of a project
 FIXTURES = Path(__file__).parent / "fixtures" / "csv"
 
 MINIMAL_CONFIG = """\

@@ -60,6 +60,7 @@ class RecordingBatchTransport:
     name = "recording"
     needs_mime = True
     delivers_mime_as_is = False
+    signals_handover = False
 
     def __init__(
         self,

@@ -73,6 +73,7 @@ class ProviderLike:
     max_batch = 10
     needs_mime = True
     delivers_mime_as_is = False
+    signals_handover = False
 
     def __init__(self) -> None:
         self.data: list[bytes] = []

@@ -169,7 +169,7 @@ def test_a_new_file_gets_every_table(path: Path) -> None:
     with Store.open(path) as store:
         assert store.version == STORE_VERSION
     tables = {name for kind, name, _ in schema(path) if kind == "table"}
-    assert tables == {*TABLES, "store_migrations"}
+    assert tables == {*TABLES, "store_migrations", "ledger_leases"}
     assert [(v, d) for v, d, _ in migrations(path)] == [
         (m.version, m.description) for m in MIGRATIONS
     ]
@@ -287,6 +287,7 @@ def test_a_release_0_1_file_with_only_a_ledger(path: Path) -> None:
         (1, "subscribers and their status history"),
         (2, "the send ledger (from release 0.1)"),
         (3, "soft bounces read from the inbox"),
+        (4, "sending workers' leases"),
     ]
     with Ledger(path) as ledger:
         assert ledger.issues() == ["old"]
@@ -318,12 +319,17 @@ def test_release_0_1_file_migrates_without_loss(release_db: Path) -> None:
     }
     with Store.open(release_db) as store:
         assert store.version == STORE_VERSION
-    assert dump(release_db) == before  # not one row rewritten
+    after = dump(release_db)
+    # Migration 4 adds a column (the lease a `sending` row is held under), empty in old rows.
+    assert {row[-1] for row in after["ledger_rows"]} == {None}
+    after["ledger_rows"] = [row[:-1] for row in after["ledger_rows"]]
+    assert after == before  # not one row rewritten
+    from_release = [m for m in MIGRATIONS if m.version <= 3]
     assert [(v, d) for v, d, _ in migrations(release_db)] == [
-        (m.version, f"{m.description} (from release 0.1)") for m in MIGRATIONS
-    ]
+        (m.version, f"{m.description} (from release 0.1)") for m in from_release
+    ] + [(m.version, m.description) for m in MIGRATIONS if m.version > 3]
     tables = {name for kind, name, _ in schema(release_db) if kind == "table"}
-    assert tables == {*TABLES, "store_migrations"}  # ledger_meta is gone
+    assert tables == {*TABLES, "store_migrations", "ledger_leases"}  # ledger_meta is gone
     assert pragma(release_db, "user_version") == STORE_VERSION
     migrated = (schema(release_db), migrations(release_db))
     Store.open(release_db).close()

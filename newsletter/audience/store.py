@@ -15,7 +15,7 @@ from types import MappingProxyType, TracebackType
 from typing import Any, TextIO, overload
 
 from ..errors import AudienceError
-from ..store import Connection, Params, Store, StoreError
+from ..store import Connection, Params, Store, StoreError, StoreSource
 from .addresses import address_key, check_name, clean_attributes, lookup_key, normalise_address
 from .csvfile import (
     ColumnMapping,
@@ -110,7 +110,7 @@ class SubscriberStore:
     """
 
     def __init__(
-        self, source: Path | str | Store, *, clock: Callable[[], float] = time.time
+        self, source: StoreSource | Store, *, clock: Callable[[], float] = time.time
     ) -> None:
         if isinstance(source, Store):
             self.database, self._owned = source, False
@@ -148,7 +148,7 @@ class SubscriberStore:
             with self.database.read() as db:
                 yield db
         except self.database.errors as err:
-            raise AudienceError(f"{self.path}: cannot {action}: {err}") from err
+            raise AudienceError(f"{self.database.where}: cannot {action}: {err}") from err
 
     @contextlib.contextmanager
     def _transaction(self, action: str) -> Iterator[Connection]:
@@ -156,10 +156,14 @@ class SubscriberStore:
             with self.database.transaction() as db:
                 yield db
         except self.database.errors as err:
-            raise AudienceError(f"{self.path}: cannot {action}: {err}") from err
+            raise AudienceError(f"{self.database.where}: cannot {action}: {err}") from err
 
-    def _row_by_key(self, db: Connection, key: str) -> tuple[Any, ...] | None:
-        found: tuple[Any, ...] | None = db.execute(_BY_KEY, {"key": key}).fetchone()
+    def _row_by_key(
+        self, db: Connection, key: str, *, to_change: bool = False
+    ) -> tuple[Any, ...] | None:
+        """The row of `key`; `to_change`: locked until the transaction ends (PostgreSQL)."""
+        sql = _BY_KEY + self.database.dialect.lock_row if to_change else _BY_KEY
+        found: tuple[Any, ...] | None = db.execute(sql, {"key": key}).fetchone()
         return found
 
     # --- single subscribers ---------------------------------------------------------------------
@@ -185,7 +189,7 @@ class SubscriberStore:
         key = address_key(address)
         now = self._clock()
         with self._transaction(f"add {address}") as db:
-            found = self._row_by_key(db, key)
+            found = self._row_by_key(db, key, to_change=True)
             if found is None:
                 status: str = SubscriberStatus.SUBSCRIBED
                 db.execute(
@@ -250,7 +254,7 @@ class SubscriberStore:
         key = lookup_key(email)
         now = self._clock()
         with self._transaction(f"change the status of {email.strip()}") as db:
-            found = self._row_by_key(db, key)
+            found = self._row_by_key(db, key, to_change=True)
             if found is None:
                 raise AudienceError(f"no subscriber {email.strip()}")
             if found[4] != new:

@@ -1,8 +1,9 @@
 """The Typer app of the `newsletter` command, and the one place errors are reported.
 
 One module per command group: `compose` (init, new, build, preview, check), `send` (send,
-status), `serve` (serve, inbox, dkim, dns), `subscribers`. This module builds the app from them and
-holds `run`, the one place that turns a `NewsletterError` into a message and an exit status.
+status), `serve` (serve, inbox, dkim, dns), `subscribers`, `store`. This module builds the app from
+them and holds `run`, the one place that turns a `NewsletterError` into a message and an exit
+status.
 The command modules import the heavy parts of the library inside each command, so building the
 app costs only Typer and rich (`newsletter --version` does not even get here: see `main`).
 """
@@ -20,6 +21,7 @@ from .. import __version__
 from ..errors import ExitCode, NewsletterError
 from . import compose, send, serve
 from ._output import console, err_console
+from .store import app as store_app
 from .subscribers import app as subscribers_app
 
 app = typer.Typer(
@@ -47,6 +49,7 @@ for command in (
 app.add_typer(serve.dkim_app, name="dkim")
 app.add_typer(serve.dns_app, name="dns")
 app.add_typer(serve.inbox_app, name="inbox")
+app.add_typer(store_app, name="store")
 
 _state = {"debug": False}
 

@@ -365,7 +365,7 @@ def status(
     """
     settings = project_settings()
     name = resolve_issue_folder(settings.root, issue).name
-    with Ledger(settings.database_path) as ledger:
+    with Ledger(settings.database()) as ledger:
         if name not in ledger.issues():
             console.print(f"'{name}' has not been sent yet.")
             return
@@ -384,6 +384,13 @@ def status(
         _print_rows(plain_console, uncertain, "uncertain", limit, len(uncertain))
         if failed + len(uncertain) > LISTED and not all_rows:
             console.print("  (newsletter status ISSUE --all lists them all)")
+        if not ledger.database.is_sqlite:
+            from ..delivery import leases  # noqa: PLC0415 (only a PostgreSQL store has leases)
+
+            # PostgreSQL: every worker that took part, live or not, with its lease.
+            now = time.time()
+            for lease in leases.leases(ledger.database, name):
+                console.print(f"  worker {lease.describe(now)}", highlight=False, markup=False)
         running = ledger.is_locked(name)
         if running:
             console.print("A send of this issue is running now.")

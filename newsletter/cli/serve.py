@@ -38,6 +38,14 @@ def serve(
     port: Annotated[
         int | None, typer.Option("--port", "-p", help="Port to listen on (default 8080).")
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Processes serving requests; more than one needs a PostgreSQL store.",
+        ),
+    ] = 1,
 ) -> None:
     """Serve one-click unsubscribe (RFC 8058), its pages, and the archive of built issues.
 
@@ -51,6 +59,7 @@ def serve(
         newsletter serve
         newsletter serve --port 8090
         newsletter serve --host 0.0.0.0 --port 80
+        NEWSLETTER_DATABASE_URL=postgresql:///news newsletter serve --workers 4
     """
     settings = project_settings()
     chosen = settings.serve
@@ -63,10 +72,25 @@ def serve(
     from ..sending import signing_secret  # noqa: PLC0415 (heavy, only serve needs it)
     from ..web import serve as serve_web  # noqa: PLC0415 (heavy, only serve needs it)
 
+    if workers > 1 and settings.database().is_sqlite:
+        raise ConfigError(
+            [Problem("--workers: several server processes need a PostgreSQL store")],
+            hint="Set [store] url (or NEWSLETTER_DATABASE_URL) to a postgresql:// database; "
+            "one process serves a SQLite file.",
+        )
     server = serve_web(
         settings, secret=signing_secret(settings), serve_settings=chosen, on_event=_web_event
     )
-    console.print(f"Serving unsubscribe links and the archive at {server.url}  (Ctrl-C to stop)")
+    console.print(
+        f"Serving unsubscribe links and the archive at {server.url}"
+        f"{f' with {workers} workers' if workers > 1 else ''}  (Ctrl-C to stop)"
+    )
+    if workers > 1:
+        status = server.run_workers(workers)
+        console.print("Stopped.")
+        if status:
+            raise typer.Exit(status)
+        return
     server.run()
     console.print("Stopped.")
 
@@ -121,7 +145,7 @@ def inbox_process(
     unsubscribe = parse_address(settings.unsubscribe.mailto or "")
     with (
         open_mailbox(inbox, os.environ.get(inbox.password_env), readonly=dry_run) as mailbox,
-        SubscriberStore(settings.database_path) as store,
+        SubscriberStore(settings.database()) as store,
     ):
         report = process_inbox(
             mailbox,

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ..config import load_settings
+from ..config import load_settings, store_location
 from ..errors import AudienceError
 from ._output import plain_console as console
 from ._output import plain_err_console as err_console
@@ -28,9 +28,6 @@ from ._project import project_root
 
 if TYPE_CHECKING:
     from ..audience import Subscriber, SubscriberStatus, SubscriberStore
-
-# Settings.database_path names the same file; these commands do not need the whole config.
-DATABASE_NAME = "newsletter.db"
 
 app = typer.Typer(
     name="subscribers",
@@ -46,10 +43,10 @@ app = typer.Typer(
 def open_store(start: Path | None = None) -> Iterator[SubscriberStore]:
     """The subscriber store of the project around `start` (the current folder)."""
     # The audience package (CSV, addresses, the store) only for these commands, not for every
-    # start of `newsletter`.
+    # start of `newsletter`. Only [store] of newsletter.toml is read: nothing else is needed.
     from ..audience import SubscriberStore  # noqa: PLC0415 (heavy, only these commands need it)
 
-    with SubscriberStore(project_root(start) / DATABASE_NAME) as store:
+    with SubscriberStore(store_location(project_root(start))) as store:
         yield store
 
 

@@ -33,7 +33,6 @@ WHERE clauses of the queries here, next to the code that explains a refused move
 from __future__ import annotations
 
 import contextlib
-import enum
 import heapq
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -42,8 +41,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import LedgerError
-from ..store import Connection, Params, Store, StoreError
-from . import runlock
+from ..store import Connection, Params, Store, StoreError, StoreSource
+from . import leases, runlock
+from .ledgerrow import IllegalTransitionError, LedgerRow, State
 from .runlock import LockInfo, RunLock
 
 __all__ = [
@@ -60,39 +60,8 @@ __all__ = [
 _PAGE = 1000  # rows fetched per query while streaming: bounded memory, short lock holds
 
 
-class State(enum.StrEnum):
-    """Where one recipient of one issue stands."""
-
-    PENDING = "pending"
-    SENDING = "sending"
-    SENT = "sent"
-    FAILED = "failed"
-    DEFERRED = "deferred"
-    UNCERTAIN = "uncertain"
-
-
-class IllegalTransitionError(LedgerError):
-    """A state change the ledger refuses (e.g. anything out of `sent`)."""
-
-
 class _Refused(Exception):
     """A batch touched fewer rows than it named: roll back, then explain."""
-
-
-@dataclass(frozen=True)
-class LedgerRow:
-    """One recipient of one issue, as the ledger knows it."""
-
-    issue: str
-    key: str
-    email: str
-    state: State
-    attempts: int
-    last_error: str | None
-    reply: str | None
-    message_id: str | None
-    next_attempt_at: float | None
-    updated_at: float
 
 
 @dataclass(frozen=True)
@@ -128,8 +97,8 @@ _FROM_FAILABLE = (State.SENDING, State.PENDING, State.DEFERRED)
 
 _SQL_SENDING = (
     "UPDATE ledger_rows SET state = 'sending', attempts = attempts + 1,"
-    " message_id = COALESCE(:message_id, message_id), next_attempt_at = NULL, updated_at = :now"
-    " WHERE issue = :issue AND key = :key AND state IN ({states})"
+    " message_id = COALESCE(:message_id, message_id), next_attempt_at = NULL, updated_at = :now,"
+    " lease_id = :lease WHERE issue = :issue AND key = :key AND state IN ({states})"
 )
 _SQL_SEND = _SQL_SENDING.format(states=_in(_FROM_SENDABLE))
 _SQL_RESEND = _SQL_SENDING.format(states=_in(_FROM_RESENDABLE))
@@ -251,7 +220,7 @@ class Ledger:
 
     def __init__(
         self,
-        source: Path | str | Store,
+        source: StoreSource | Store,
         *,
         clock: Callable[[], float] = time.time,
         durable: bool = False,
@@ -277,6 +246,7 @@ class Ledger:
         # The hot path (one UPDATE per mark) uses these directly: no call through the store.
         self._db: Connection = self.database.connection
         self._lock = self.database.lock
+        self._leases: dict[str, int] = {}  # issue -> this worker's lease (PostgreSQL)
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -303,7 +273,7 @@ class Ledger:
             if begun:
                 raise
             raise LedgerError(
-                f"{self.path}: cannot write to the send ledger: {err}",
+                f"{self.database.where}: cannot write to the send ledger: {err}",
                 hint="another program may be holding the database; try again",
             ) from err
 
@@ -328,14 +298,19 @@ class Ledger:
     def lock(self, issue: str) -> contextlib.AbstractContextManager[RunLock]:
         """Hold the issue's send lock for a run, across processes (`delivery.runlock`).
 
-        On taking it, rows a dead run left `sending` become `uncertain`.
+        On taking it, rows a dead run left `sending` become `uncertain`. On PostgreSQL, a lease
+        instead (`delivery.leases`): several workers may send one issue.
         """
+        if not self.database.is_sqlite:
+            return leases.hold(self, issue, clock=self._clock)
         return runlock.hold(
             self.lock_path(issue), issue, clock=self._clock, recover=self.issue(issue)._recover
         )
 
     def is_locked(self, issue: str) -> bool:
         """Whether a live run holds the issue's lock (this process's own run counts)."""
+        if not self.database.is_sqlite:
+            return bool(leases.live_leases(self.database, issue, now=self._clock()))
         return runlock.is_locked(self.lock_path(issue))
 
 
@@ -488,9 +463,13 @@ class IssueLedger:
         ids = message_ids or {}
         states = _FROM_RESENDABLE if resend else _FROM_SENDABLE
         now = self._now()
+        lease = self.ledger._leases.get(self.name)
         self._apply(
             _SQL_RESEND if resend else _SQL_SEND,
-            [{"message_id": ids.get(k), "now": now, "issue": self.name, "key": k} for k in keys],
+            [
+                {"message_id": ids.get(k), "now": now, "issue": self.name, "key": k, "lease": lease}
+                for k in keys
+            ],
             keys,
             State.SENDING,
             states,

@@ -34,8 +34,9 @@ from ..errors import (
     TransportUnavailableError,
     UncertainDeliveryError,
 )
+from . import leases
 from .content import OutgoingMessage, Recipient
-from .ledger import IssueLedger, Ledger, LedgerRow, State
+from .ledger import FreezeReport, IssueLedger, Ledger, LedgerRow, State
 from .message import MessageTemplate, Personalisation
 from .ratelimit import Backoff, RateLimiter
 from .transports.base import BatchItem, BatchResult, DeliveryReceipt, Transport, handing_over
@@ -296,10 +297,16 @@ def send_issue(
                     hint="Confirm to send the changed version to the rest, or restore the content.",
                 )
             issue_ledger.set_fingerprint(template.fingerprint)
-        frozen = issue_ledger.freeze(
-            ((key, recipient.email) for key, recipient in audience.recipients()),
-            template.fingerprint,
-        )
+        with leases.first_freeze(ledger, template.issue, now=clock()) as first:
+            # On PostgreSQL, a worker joining a send in progress uses the frozen audience.
+            frozen = (
+                issue_ledger.freeze(
+                    ((key, recipient.email) for key, recipient in audience.recipients()),
+                    template.fingerprint,
+                )
+                if first
+                else _joined(issue_ledger)
+            )
         transport.check()
         run = _Run(
             template=template,
@@ -317,6 +324,7 @@ def send_issue(
                 deferred=issue_ledger.counts().get(State.DEFERRED, 0),
             ),
             progress=progress,
+            claiming=not ledger.database.is_sqlite,
         )
         already_sent = issue_ledger.counts().get(State.SENT, 0)
         try:
@@ -355,6 +363,7 @@ class _Run:
     stop: threading.Event
     tally: _Tally
     progress: Callable[[SendProgress], None] | None
+    claiming: bool = False  # PostgreSQL: rows are claimed batch by batch (`leases.claim`)
 
     def halted(self) -> bool:
         return self.stop.is_set() or self.tally.paused_reason is not None
@@ -377,12 +386,15 @@ def _run_passes(run: _Run) -> None:
         )
         resend = first_pass and (options.retry_failed or options.resend_uncertain)
         size = max(1, run.transport.max_batch)
-        _run_workers(
-            _batched(rows, size, run.halted),
-            functools.partial(_send_batch, run, resend=resend),
-            options.concurrency,
-            run.halted,
-        )
+        if run.claiming:
+            _run_claiming(run, size, _resent_states(options) if resend else ())
+        else:
+            _run_workers(
+                _batched(rows, size, run.halted),
+                functools.partial(_send_batch, run, resend=resend),
+                options.concurrency,
+                run.halted,
+            )
         first_pass = False
         if run.halted() or not options.wait_for_deferred:
             return
@@ -399,24 +411,25 @@ def _run_passes(run: _Run) -> None:
                 return
 
 
-def _send_batch(run: _Run, batch: list[LedgerRow], resend: bool) -> None:
+def _send_batch(run: _Run, batch: list[LedgerRow], resend: bool, claimed: bool = False) -> None:
     """`_send_one_batch`, pausing the run (not aborting it) when the ledger cannot be written
     even after waiting for other writers: rows stay where the ledger last had them (`sending`
     rows are reported uncertain, never resent), so nothing delivered is misclassified."""
     try:
-        _send_one_batch(run, batch, resend)
+        _send_one_batch(run, batch, resend, claimed)
     except LedgerError as err:
         with run.tally.lock:
             if run.tally.paused_reason is None:
                 run.tally.paused_reason = f"the send ledger cannot be written: {err.message}"
 
 
-def _send_one_batch(run: _Run, batch: list[LedgerRow], resend: bool) -> None:
+def _send_one_batch(run: _Run, batch: list[LedgerRow], resend: bool, claimed: bool) -> None:
     """One request: wait for the rate limit, then skip who left, hand over, record.
 
     The subscription is looked up after the rate-limit wait, right before the message is made
     (issue 15, D6). Rows are marked `sending` at the transport's point of no return when it
-    signals one (`transports.base.handover`), else just before the call (D16).
+    signals one (`transports.base.handover`), else just before the call (D16). `claimed` rows
+    (several workers on PostgreSQL) are `sending` since their claim.
     """
     run.limiter.acquire(len(batch))
     items: list[tuple[LedgerRow, BatchItem]] = []
@@ -434,6 +447,8 @@ def _send_one_batch(run: _Run, batch: list[LedgerRow], resend: bool) -> None:
             refused.append((row.key, err.message))
             continue
         items.append((row, item))
+    if claimed and left:  # claimed rows are `sending`: back to pending, then dropped
+        run.ledger.release_many((key, "left during the send") for key in left)
     removed = run.ledger.remove_left(left) if left else 0
     if refused:
         run.ledger.mark_failed_many(refused)
@@ -448,6 +463,11 @@ def _send_one_batch(run: _Run, batch: list[LedgerRow], resend: bool) -> None:
         return
     keys = [row.key for row, _ in items]
     message_ids = {item.key: item.message.message_id for _, item in items}
+    if claimed:  # already `sending`, since the claim
+        leases.set_message_ids(run.ledger.ledger, run.ledger.name, message_ids)
+        results = _handed_over(run.transport, [item for _, item in items])
+        _record(run, items, results, marked=True)
+        return
     marked: list[bool] = []
 
     def mark() -> None:
@@ -455,7 +475,7 @@ def _send_one_batch(run: _Run, batch: list[LedgerRow], resend: bool) -> None:
         marked.append(True)
 
     # Resent rows (failed, uncertain) are marked first: their refusals have no pending to fall to.
-    late = bool(getattr(run.transport, "signals_handover", False)) and not resend
+    late = run.transport.signals_handover and not resend
     if late:
         with handing_over(mark):
             results = _handed_over(run.transport, [item for _, item in items])
@@ -469,6 +489,49 @@ def _send_one_batch(run: _Run, batch: list[LedgerRow], resend: bool) -> None:
 
 def _maybe_sent(error: Exception | None) -> bool:
     return error is None or isinstance(error, UncertainDeliveryError)
+
+
+def _resent_states(options: SendOptions) -> tuple[State, ...]:
+    return ((State.FAILED,) if options.retry_failed else ()) + (
+        (State.UNCERTAIN,) if options.resend_uncertain else ()
+    )
+
+
+def _joined(issue_ledger: IssueLedger) -> FreezeReport:
+    """The freeze report of a worker that joins a send another worker froze."""
+    total = sum(issue_ledger.counts().values())
+    return FreezeReport(issue_ledger.name, False, 0, 0, 0, total)
+
+
+def _run_claiming(run: _Run, size: int, states: Sequence[State]) -> None:
+    """`options.concurrency` threads, each claiming a batch (`leases.claim`) and sending it,
+    until nothing is due or the run halts. A batch is claimed only when a thread is free to send
+    it, so what a dead worker leaves uncertain is at most what it had in flight."""
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        while not run.halted() and not errors:
+            try:
+                batch = leases.claim(
+                    run.ledger.ledger, run.ledger.name, size, now=run.clock(), states=states
+                )
+                if not batch:
+                    return
+                _send_batch(run, batch, resend=bool(states), claimed=True)
+            except BaseException as err:
+                errors.append(err)
+                return
+
+    threads = [
+        threading.Thread(target=worker, name=f"send-{n}", daemon=True)
+        for n in range(max(1, run.options.concurrency))
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
 
 
 def _handed_over(transport: Transport, items: Sequence[BatchItem]) -> list[BatchResult]:
@@ -568,10 +631,12 @@ def _record(
     unavailable = by_kind[Outcome.UNAVAILABLE]
     waiting = deferred + unavailable
     if sent:
-        run.ledger.mark_sent_many(
-            [(row.key, outcome.reply) for row, _, outcome in sent],
-            message_ids={item.key: item.message.message_id for _, item, _ in sent},
-        )
+        replies = [(row.key, outcome.reply) for row, _, outcome in sent]
+        ids = {item.key: item.message.message_id for _, item, _ in sent}
+        if run.claiming:  # one statement for the batch (PostgreSQL)
+            leases.mark_sent(run.ledger.ledger, run.ledger.name, replies, ids)
+        else:
+            run.ledger.mark_sent_many(replies, message_ids=ids)
     if by_kind[Outcome.FAILED]:
         run.ledger.mark_failed_many(
             [(row.key, outcome.reason) for row, _, outcome in by_kind[Outcome.FAILED]],

@@ -118,7 +118,7 @@ def process_inbox(
     tokens in returned messages. With `dry_run`, nothing is changed or moved: the report says
     what would have happened.
     """
-    bounces = SoftBounces(store.path)
+    bounces = SoftBounces(store.database)
     processed: list[InboxItem] = []
     left: list[InboxItem] = []
     quarantined: list[InboxItem] = []

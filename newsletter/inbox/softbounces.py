@@ -5,10 +5,8 @@ The table (`inbox_soft_bounces`) is created by the store's migrations; the queri
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from ..errors import InboxError
-from ..store import Store, StoreError
+from ..store import Store, StoreError, StoreSource
 
 __all__ = ["SoftBounces"]
 
@@ -28,7 +26,7 @@ class SoftBounces:
     """Soft bounces per subscriber. `SoftBounces(path)` opens the store at `path` (and closes it
     on `close()`); `SoftBounces(store)` uses an open `Store` and leaves it open."""
 
-    def __init__(self, source: Path | str | Store) -> None:
+    def __init__(self, source: StoreSource | Store) -> None:
         if isinstance(source, Store):
             self.database, self._owned = source, False
         else:
@@ -59,7 +57,7 @@ class SoftBounces:
             with self.database.read() as db:
                 db.execute(_RECORD, params)
         except self.database.errors as err:
-            raise InboxError(f"{self.path}: cannot record a soft bounce: {err}") from err
+            raise InboxError(f"{self.database.where}: cannot record a soft bounce: {err}") from err
 
     def count(self, key: str, since: float) -> int:
         """Soft bounces for different messages since `since`."""
@@ -67,5 +65,5 @@ class SoftBounces:
             with self.database.read() as db:
                 row = db.execute(_COUNT, {"key": key, "since": since}).fetchone()
         except self.database.errors as err:
-            raise InboxError(f"{self.path}: cannot count soft bounces: {err}") from err
+            raise InboxError(f"{self.database.where}: cannot count soft bounces: {err}") from err
         return int(row[0])

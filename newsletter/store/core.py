@@ -14,12 +14,30 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
-from . import sqlite
+from ..store_url import StoreUrl, StoreUrlError, parse_store_url
+from . import postgresql, sqlite
 from .base import Connection, StoreError
-from .dialect import SQLITE, Dialect
+from .dialect import POSTGRESQL, SQLITE, Dialect
 from .migrations import applied_versions, migrate
 
-__all__ = ["Store"]
+__all__ = ["Store", "StoreSource", "locate"]
+
+StoreSource = Path | str | StoreUrl
+"""A SQLite file, a store URL (`sqlite:///…`, `postgresql://…`), or a checked `StoreUrl`."""
+
+
+def locate(source: StoreSource) -> StoreUrl:
+    """The checked location of `source`; a string with `://` is a URL (relative SQLite paths
+    from the working directory), anything else a SQLite file. StoreError if it cannot be used."""
+    if isinstance(source, StoreUrl):
+        return source
+    if isinstance(source, str) and "://" in source:
+        try:
+            return parse_store_url(source, root=Path.cwd(), origin="store", from_environment=True)
+        except StoreUrlError as err:
+            raise StoreError(str(err)) from None
+    path = Path(source)
+    return StoreUrl("sqlite", shown=str(path), path=path)
 
 
 class Store:
@@ -36,29 +54,36 @@ class Store:
         *,
         dialect: Dialect,
         errors: tuple[type[Exception], ...],
-        path: Path,
+        location: StoreUrl,
     ) -> None:
         self.connection = connection
         self.dialect = dialect
         self.errors = errors
-        self.path = path
+        self.location = location
+        # The SQLite file (its run-lock files sit beside it); a placeholder on PostgreSQL, where
+        # nothing is kept beside the store. `where` names the store in messages either way.
+        self.path = location.path or Path(location.engine)
+        self.where = location.shown
         self.lock = threading.RLock()
 
     @classmethod
     def open(
         cls,
-        path: Path | str,
+        source: StoreSource,
         *,
         durable: bool = False,
         busy_timeout: float = 10.0,
         purpose: str = "the database",
     ) -> Store:
-        """Open (creating it if missing) and migrate the SQLite store at `path`.
+        """Open (creating it if missing) and migrate the store at `source` (see `locate`).
 
         `purpose` names the store in errors (`the subscriber database`, `the send ledger`).
-        StoreError when the file cannot be opened or a newer newsletter wrote it.
+        StoreError when it cannot be opened or a newer newsletter wrote it.
         """
-        path = Path(path)
+        location = locate(source)
+        if location.path is None:
+            return cls._open_postgresql(location, busy_timeout=busy_timeout, purpose=purpose)
+        path = location.path
         try:
             connection = sqlite.connect(path, durable=durable, busy_timeout=busy_timeout)
         except sqlite.ERRORS as err:
@@ -71,7 +96,30 @@ class Store:
         except BaseException:
             connection.close()
             raise
-        return cls(connection, dialect=SQLITE, errors=sqlite.ERRORS, path=path)
+        return cls(connection, dialect=SQLITE, errors=sqlite.ERRORS, location=location)
+
+    @classmethod
+    def _open_postgresql(cls, location: StoreUrl, *, busy_timeout: float, purpose: str) -> Store:
+        # Durability needs no setting: every PostgreSQL commit is flushed to its WAL.
+        errors = postgresql.errors()
+        where = location.shown
+        try:
+            connection = postgresql.connect(location, busy_timeout=busy_timeout)
+        except errors as err:
+            raise StoreError(f"{where}: cannot open {purpose}: {_first_line(err)}") from None
+        try:
+            migrate(connection, POSTGRESQL, f"{where}: {purpose}")
+        except errors as err:
+            connection.close()
+            raise StoreError(f"{where}: cannot open {purpose}: {_first_line(err)}") from None
+        except BaseException:
+            connection.close()
+            raise
+        return cls(connection, dialect=POSTGRESQL, errors=errors, location=location)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect is SQLITE
 
     # --- use ------------------------------------------------------------------------------------
 
@@ -122,3 +170,8 @@ class Store:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _first_line(error: Exception) -> str:
+    """libpq's messages run over several lines (with hints); the first says what failed."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]

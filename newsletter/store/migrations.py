@@ -115,9 +115,34 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX inbox_soft_bounces_by_key ON inbox_soft_bounces (subscriber_key, at)",
         ),
     ),
+    Migration(
+        4,
+        "sending workers' leases",
+        (
+            # One row per worker that sends (or sent) an issue; `lock_key` names the advisory
+            # lock its connection holds while it lives (PostgreSQL; SQLite uses the run file).
+            """CREATE TABLE ledger_leases (
+                id {pk},
+                issue TEXT NOT NULL,
+                pid INTEGER NOT NULL,
+                host TEXT NOT NULL,
+                lock_key INTEGER NOT NULL,
+                state TEXT NOT NULL CHECK (state IN ('active', 'released', 'expired')),
+                started_at {real} NOT NULL,
+                heartbeat_at {real} NOT NULL,
+                ended_at {real},
+                recovered INTEGER NOT NULL DEFAULT 0
+            )""",
+            "CREATE INDEX ledger_leases_by_issue ON ledger_leases (issue, state)",
+            # The lease a `sending` row was claimed under: rows of an expired lease become
+            # uncertain while the other workers go on.
+            "ALTER TABLE ledger_rows ADD COLUMN lease_id INTEGER",
+        ),
+    ),
 )
 
 STORE_VERSION = MIGRATIONS[-1].version
+MIGRATION_LOCK = 0x6E6C0001  # the advisory-lock key that serialises migrations ("nl" 1)
 
 _VERSIONS_TABLE = """CREATE TABLE store_migrations (
     version INTEGER PRIMARY KEY,
@@ -196,6 +221,9 @@ def migrate(connection: Connection, dialect: Dialect, where: str) -> int:
         return STORE_VERSION
     connection.execute(dialect.begin_write)
     try:
+        exclusive = dialect.exclusive_lock(MIGRATION_LOCK)
+        if exclusive is not None:
+            connection.execute(exclusive)
         # Read again inside the write lock: another process may have migrated meanwhile.
         tables = _tables(connection, dialect)
         now = time.time()

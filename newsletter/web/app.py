@@ -33,7 +33,9 @@ import contextlib
 import email.parser
 import email.policy
 import html
+import os
 import re
+import signal
 import socket
 import threading
 import time
@@ -599,7 +601,7 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         opened = None
         if "store" not in holder:
-            opened = await run_in_threadpool(SubscriberStore, settings.database_path)
+            opened = await run_in_threadpool(SubscriberStore, settings.database())
             holder["store"] = opened
         if on_ready is not None:
             on_ready()
@@ -759,6 +761,55 @@ class WebServer:
         """Serve in this thread until Ctrl-C (which ends it cleanly) or `stop()`."""
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(self.serve())
+
+    def run_workers(self, count: int) -> int:
+        """Serve from `count` processes sharing the listening socket (pre-fork), until Ctrl-C
+        or SIGTERM, which each worker answers by finishing its requests. Each worker opens its
+        own connection to the store at its start, so every unsubscribe is one transaction of
+        one process. Returns the exit status (non-zero if a worker died on its own)."""
+        self.bind()
+        children: list[int] = []
+        for _ in range(count):
+            pid = os.fork()
+            if pid == 0:  # the worker: serve, then leave without running the parent's cleanup
+                code = 0
+                try:
+                    self.run()
+                except BaseException:
+                    code = 1
+                os._exit(code)
+            children.append(pid)
+        if self._socket is not None:
+            self._socket.close()  # the workers hold it
+            self._socket = None
+        status = 0
+        stopping = False
+
+        def forward(signum: int, _frame: object) -> None:
+            nonlocal stopping
+            stopping = True
+            for child in children:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child, signal.SIGTERM)
+
+        previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            while children:
+                try:
+                    pid, code = os.wait()
+                except ChildProcessError:
+                    break
+                if pid in children:
+                    children.remove(pid)
+                    # uvicorn ends by raising the signal it was stopped with again.
+                    asked = stopping and os.WIFSIGNALED(code)
+                    if code != 0 and not asked and status == 0:
+                        status = 1
+                        forward(signal.SIGTERM, None)  # one failed: stop them all
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        return status
 
     def stop(self) -> None:
         """Ask a running server to shut down; safe from any thread."""

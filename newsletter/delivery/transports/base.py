@@ -100,6 +100,13 @@ class Transport(Protocol):
         with their own keys and may rebuild headers, so they say False."""
         ...
 
+    @property
+    def signals_handover(self) -> bool:
+        """True when `send_batch` calls `handover()` at the last moment before the server could
+        have the message (SMTP after RCPT, HTTP before the request is written); the sender then
+        marks rows `sending` only then. False: they are marked just before `send_batch`."""
+        ...
+
     def check(self) -> None:
         """Prove the transport can work (connect, authenticate) before the first message.
 

@@ -46,6 +46,7 @@ class OutboxTransport:
     name = "outbox"
     max_batch = 1
     needs_mime = True
+    signals_handover = False  # a file is written whole or not at all
     delivers_mime_as_is = True
 
     def __init__(self, folder: Path) -> None:

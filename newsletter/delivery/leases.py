@@ -1,0 +1,402 @@
+"""Leases: several workers send one issue from a shared PostgreSQL store (issue 10).
+
+On SQLite one run sends an issue at a time (`delivery.runlock`, a file lock). On PostgreSQL any
+number of workers, on any machines, may send the same issue at once; each holds a *lease*, a row
+of `ledger_leases`:
+
+- liveness has two signs, both needed: the worker's connection holds a session advisory lock
+  named by the lease's `lock_key` (the server drops it the moment the process dies, even by
+  SIGKILL, as the kernel drops a file lock), and a heartbeat written every `HEARTBEAT` seconds
+  (a worker cut off from the database, whose connection the server still thinks open, is
+  declared dead once the heartbeat is `EXPIRY` seconds old);
+- a dead worker's lease is expired by whichever worker looks next (on taking its own lease, and
+  at each heartbeat), in one transaction: the rows it left `sending` become `uncertain`, exactly
+  like a crash on SQLite, and are never resent unless asked;
+- work is claimed in batches: `claim` picks due rows with `SELECT … FOR UPDATE SKIP LOCKED` and
+  marks them `sending` under the lease in the same statement, so no two workers get a row;
+- the audience is frozen once, by the first worker (`first_freeze`: a session advisory lock per
+  issue serialises the check, and later workers join the frozen issue).
+
+A worker whose lease was expired while it still lived (a long network partition) can claim
+nothing more: `claim` requires the lease to be active, and its late marks are refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import socket
+import threading
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..store import Connection, Store
+from .ledgerrow import IllegalTransitionError, LedgerRow, State
+from .runlock import LockInfo, RunLock
+
+if TYPE_CHECKING:
+    from .ledger import Ledger
+
+__all__ = [
+    "EXPIRY",
+    "HEARTBEAT",
+    "Lease",
+    "claim",
+    "first_freeze",
+    "hold",
+    "leases",
+    "live_leases",
+    "set_message_ids",
+]
+
+HEARTBEAT = 5.0  # seconds between a worker's heartbeats
+EXPIRY = 30.0  # a heartbeat this old means a dead (or cut-off) worker
+_LOCK_CLASS = 0x6E6C  # the advisory-lock class of leases ("nl")
+
+_LIVE = (
+    "EXISTS (SELECT 1 FROM pg_locks p WHERE p.locktype = 'advisory' AND p.granted"
+    " AND p.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    " AND p.classid::bigint = :lock_class AND p.objid::bigint = ledger_leases.lock_key"
+    " AND p.objsubid = 2)"
+)
+_LEASES = (
+    "SELECT id, issue, pid, host, lock_key, state, started_at, heartbeat_at, ended_at, recovered,"
+    f" {_LIVE}, (SELECT COUNT(*) FROM ledger_rows r WHERE r.issue = ledger_leases.issue"
+    " AND r.lease_id = ledger_leases.id AND r.state = 'sending')"
+    " FROM ledger_leases WHERE issue = :issue ORDER BY id"
+)
+_EXPIRE = (
+    "UPDATE ledger_leases SET state = 'expired', ended_at = :now, recovered = :recovered"
+    " WHERE id = :id AND state = 'active'"
+)
+_RECOVER = (
+    "UPDATE ledger_rows SET state = 'uncertain', last_error = :error, updated_at = :now"
+    " WHERE issue = :issue AND state = 'sending' AND lease_id = :lease"
+)
+_RECOVER_UNLEASED = (
+    "UPDATE ledger_rows SET state = 'uncertain', last_error = :error, updated_at = :now"
+    " WHERE issue = :issue AND state = 'sending' AND (lease_id IS NULL OR lease_id NOT IN"
+    " (SELECT id FROM ledger_leases WHERE state = 'active'))"
+)
+_INSERT = (
+    "INSERT INTO ledger_leases (issue, pid, host, lock_key, state, started_at, heartbeat_at)"
+    " VALUES (:issue, :pid, :host, :lock_key, 'active', :now, :now) RETURNING id"
+)
+_TRY_ISSUE_LOCK = "SELECT pg_try_advisory_xact_lock(:key)"
+_BEAT = "UPDATE ledger_leases SET heartbeat_at = :now WHERE id = :id AND state = 'active'"
+_RELEASE = (
+    "UPDATE ledger_leases SET state = 'released', ended_at = :now WHERE id = :id"
+    " AND state = 'active'"
+)
+_COLUMNS = (
+    "issue, key, email, state, attempts, last_error, reply, message_id, next_attempt_at, updated_at"
+)
+# Due rows, oldest first, skipping rows another worker is claiming right now; marked `sending`
+# under the lease in the same statement (so in the same transaction).
+_CLAIM = (
+    "UPDATE ledger_rows SET state = 'sending', attempts = attempts + 1, next_attempt_at = NULL,"
+    " updated_at = :now, lease_id = :lease"
+    " WHERE id IN (SELECT id FROM ledger_rows WHERE issue = :issue"
+    " AND (state = 'pending' OR (state = 'deferred' AND COALESCE(next_attempt_at, 0) <= :due)"
+    " {extra}) ORDER BY id LIMIT :limit{claim})"
+    " AND EXISTS (SELECT 1 FROM ledger_leases WHERE id = :lease AND state = 'active')"
+    f" RETURNING id, {_COLUMNS}"
+)
+# One statement for a whole batch (arrays unnested side by side): a statement per row costs a
+# round trip each, which made recording the ids the slowest step of a send.
+_MESSAGE_IDS = (
+    "UPDATE ledger_rows AS r SET message_id = v.message_id"
+    " FROM (SELECT unnest(CAST(:keys AS text[])) AS key,"
+    " unnest(CAST(:ids AS text[])) AS message_id) AS v"
+    " WHERE r.issue = :issue AND r.key = v.key AND r.state = 'sending' AND r.lease_id = :lease"
+)
+
+
+# `sent` for a whole batch of claimed rows in one statement (PostgreSQL): the ledger's move
+# `sending -> sent`, for rows under this lease only.
+_SENT = (
+    "UPDATE ledger_rows AS r SET state = 'sent', reply = v.reply,"
+    " message_id = COALESCE(v.message_id, r.message_id), next_attempt_at = NULL, updated_at = :now"
+    " FROM (SELECT unnest(CAST(:keys AS text[])) AS key, unnest(CAST(:replies AS text[])) AS reply,"
+    " unnest(CAST(:ids AS text[])) AS message_id) AS v"
+    " WHERE r.issue = :issue AND r.key = v.key AND r.state = 'sending' AND r.lease_id = :lease"
+)
+
+
+@dataclass(frozen=True)
+class Lease:
+    """One worker's lease on an issue, as `newsletter status` shows it."""
+
+    id: int
+    issue: str
+    info: LockInfo
+    state: str  # active, released, expired
+    heartbeat_at: float
+    ended_at: float | None
+    recovered: int  # rows turned uncertain when this lease expired
+    alive: bool  # its worker's connection still holds the lease's lock
+    in_flight: int  # rows `sending` under this lease now
+
+    def describe(self, now: float) -> str:
+        """One line for `newsletter status`."""
+        who = self.info.describe()
+        if self.state == "active" and self.alive:
+            beat = now - self.heartbeat_at
+            stale = " (late: it will expire)" if beat > EXPIRY else ""
+            return f"{who}: sending, {self.in_flight} in flight, heartbeat {beat:.0f} s ago{stale}"
+        if self.state == "active":
+            return f"{who}: ended without releasing its lease (expires when a worker looks next)"
+        if self.state == "expired":
+            return f"{who}: expired, {self.recovered} message(s) left uncertain"
+        return f"{who}: finished"
+
+
+def _issue_key(issue: str) -> int:
+    """The advisory-lock key of an issue (a 63-bit space apart from leases' two-part keys)."""
+    return 0x6E6C_0000_0000 + zlib.crc32(issue.encode())
+
+
+def _lease(row: Sequence[Any]) -> Lease:
+    return Lease(
+        id=int(row[0]),
+        issue=str(row[1]),
+        info=LockInfo(int(row[2]), str(row[3]), float(row[6])),
+        state=str(row[5]),
+        heartbeat_at=float(row[7]),
+        ended_at=None if row[8] is None else float(row[8]),
+        recovered=int(row[9]),
+        alive=bool(row[10]) and row[5] == "active",
+        in_flight=int(row[11]),
+    )
+
+
+def leases(store: Store, issue: str) -> list[Lease]:
+    """Every lease ever taken on `issue`, oldest first."""
+    with store.read() as db:
+        rows = db.execute(_LEASES, {"issue": issue, "lock_class": _LOCK_CLASS}).fetchall()
+    return [_lease(row) for row in rows]
+
+
+def live_leases(store: Store, issue: str, *, now: float) -> list[Lease]:
+    """The leases whose workers live: lock held and heartbeat fresh."""
+    return [
+        lease
+        for lease in leases(store, issue)
+        if lease.alive and now - lease.heartbeat_at <= EXPIRY
+    ]
+
+
+def _expire_dead(db: Connection, issue: str, now: float) -> tuple[int, LockInfo | None]:
+    """Expire the dead workers' leases (rows they left `sending` become `uncertain`); call in a
+    transaction holding the issue's lock. The rows recovered, and the last dead worker."""
+    recovered = 0
+    previous = None
+    found = db.execute(_LEASES, {"issue": issue, "lock_class": _LOCK_CLASS}).fetchall()
+    for lease in map(_lease, found):
+        if lease.state != "active" or (lease.alive and now - lease.heartbeat_at <= EXPIRY):
+            continue
+        why = (
+            "ended"
+            if not lease.alive
+            else f"sent no heartbeat for {now - lease.heartbeat_at:.0f} s"
+        )
+        error = f"the worker {why} while this message was being sent ({lease.info.describe()})"
+        params = {"error": error, "now": now, "issue": issue, "lease": lease.id}
+        count = db.execute(_RECOVER, params).rowcount
+        db.execute(_EXPIRE, {"now": now, "recovered": count, "id": lease.id})
+        recovered += count
+        previous = lease.info
+    return recovered, previous
+
+
+@contextlib.contextmanager
+def _session_lock(store: Store, sql: str, params: dict[str, int]) -> Iterator[None]:
+    with store.lock:
+        store.connection.execute(f"SELECT pg_advisory_lock({sql})", params)
+    try:
+        yield
+    finally:
+        with store.lock:
+            store.connection.execute(f"SELECT pg_advisory_unlock({sql})", params)
+
+
+@contextlib.contextmanager
+def hold(
+    ledger: Ledger, issue: str, *, clock: Callable[[], float], beat: float = HEARTBEAT
+) -> Iterator[RunLock]:
+    """Take a lease on `issue` for this worker (PostgreSQL), with a heartbeat thread.
+
+    On taking it, dead workers' leases are expired and their `sending` rows become `uncertain`
+    (reported in the RunLock, with the last dead worker as `previous`); so are `sending` rows
+    under no live lease at all (a run before leases, or a store copied from SQLite).
+    """
+    store = ledger.database
+    info = LockInfo(pid=os.getpid(), host=socket.gethostname(), started_at=clock())
+    key = secrets.randbits(31)
+    lock_params = {"lock_class": _LOCK_CLASS, "lock_key": key}
+    two_part = "CAST(:lock_class AS INTEGER), CAST(:lock_key AS INTEGER)"
+    with _session_lock(store, two_part, lock_params):
+        now = clock()
+        with ledger._transaction() as db:
+            exclusive = store.dialect.exclusive_lock(_issue_key(issue))
+            if exclusive is not None:
+                db.execute(exclusive)
+            recovered, previous = _expire_dead(db, issue, now)
+            error = "the run ended while this message was being sent"
+            recovered += db.execute(
+                _RECOVER_UNLEASED, {"error": error, "now": now, "issue": issue}
+            ).rowcount
+            lease_id = int(
+                db.execute(
+                    _INSERT,
+                    {
+                        "issue": issue,
+                        "pid": info.pid,
+                        "host": info.host,
+                        "lock_key": key,
+                        "now": now,
+                    },
+                ).fetchone()[0]
+            )
+        ledger._leases[issue] = lease_id
+        # The heartbeat has a connection of its own: a long statement of the worker (freezing a
+        # million recipients) must not hold it back until the lease looks dead.
+        beat_store = Store.open(store.location)
+        stop = threading.Event()
+        beater = threading.Thread(
+            target=_heartbeat,
+            args=(beat_store, issue, lease_id, clock, stop, beat),
+            name=f"lease-{lease_id}",
+            daemon=True,
+        )
+        beater.start()
+        try:
+            yield RunLock(issue, info, recovered, previous)
+        finally:
+            stop.set()
+            beater.join()
+            beat_store.close()
+            ledger._leases.pop(issue, None)
+            with store.lock:
+                store.connection.execute(_RELEASE, {"now": clock(), "id": lease_id})
+
+
+def _heartbeat(
+    store: Store,
+    issue: str,
+    lease_id: int,
+    clock: Callable[[], float],
+    stop: threading.Event,
+    beat: float,
+) -> None:
+    """Renew the lease every `beat` seconds until stopped, and expire dead workers' leases
+    when no other worker is doing the same (or freezing) right now."""
+    while not stop.wait(beat):
+        try:
+            now = clock()
+            with store.transaction() as db:
+                db.execute(_BEAT, {"now": now, "id": lease_id})
+            with store.transaction() as db:
+                free = db.execute(_TRY_ISSUE_LOCK, {"key": _issue_key(issue)}).fetchone()[0]
+                if free:
+                    _expire_dead(db, issue, now)
+        except store.errors:  # a missed beat is retried; the lease tolerates EXPIRY
+            continue
+
+
+@contextlib.contextmanager
+def first_freeze(ledger: Ledger, issue: str, *, now: float) -> Iterator[bool]:
+    """Whether this worker should freeze the audience: on SQLite always (one run at a time);
+    on PostgreSQL unless the issue is frozen and another worker is sending it. Held until the
+    block ends, so a second worker waits for the first one's freeze, then joins it."""
+    store = ledger.database
+    if store.is_sqlite:
+        yield True
+        return
+    with _session_lock(store, ":key", {"key": _issue_key(issue)}):
+        own = ledger._leases.get(issue)
+        others = [lease for lease in live_leases(store, issue, now=now) if lease.id != own]
+        frozen = ledger.issue(issue).fingerprint() is not None
+        yield not (frozen and others)
+
+
+def claim(
+    ledger: Ledger,
+    issue: str,
+    limit: int,
+    *,
+    now: float,
+    states: Sequence[State] = (),
+) -> list[LedgerRow]:
+    """Up to `limit` due rows, marked `sending` under this worker's lease in one statement.
+
+    Pending rows and due deferred rows, plus rows in `states` (failed, uncertain: a resend).
+    `attempts` in the rows returned counts the tries before this one, as `todo` gives them.
+    Empty when nothing is due, or when this worker's lease was expired.
+    """
+    lease = ledger._leases.get(issue)
+    if lease is None:
+        raise RuntimeError(f"claim without a lease on issue {issue!r}")
+    store = ledger.database
+    extra = "".join(f" OR state = '{State(s).value}'" for s in states)
+    sql = _CLAIM.format(extra=extra, claim=store.dialect.claim)
+    params = {"now": now, "due": now, "lease": lease, "issue": issue, "limit": limit}
+    with ledger._transaction() as db:
+        rows = sorted(db.execute(sql, params).fetchall(), key=lambda row: int(row[0]))
+    return [
+        LedgerRow(
+            issue=row[1],
+            key=row[2],
+            email=row[3],
+            state=State(row[4]),
+            attempts=int(row[5]) - 1,
+            last_error=row[6],
+            reply=row[7],
+            message_id=row[8],
+            next_attempt_at=row[9],
+            updated_at=row[10],
+        )
+        for row in rows
+    ]
+
+
+def set_message_ids(ledger: Ledger, issue: str, ids: dict[str, str]) -> None:
+    """Record the Message-IDs of claimed rows (known once their messages are made)."""
+    if not ids:
+        return
+    params = {
+        "keys": list(ids),
+        "ids": list(ids.values()),
+        "issue": issue,
+        "lease": ledger._leases.get(issue),
+    }
+    with ledger._lock:
+        ledger._db.execute(_MESSAGE_IDS, params)
+
+
+def mark_sent(
+    ledger: Ledger, issue: str, items: Sequence[tuple[str, str]], ids: dict[str, str]
+) -> None:
+    """`IssueLedger.mark_sent_many` for claimed rows, in one statement: every row must still be
+    `sending` under this worker's lease, or nothing is written (IllegalTransitionError, as the
+    ledger says it)."""
+    if not items:
+        return
+    params = {
+        "keys": [key for key, _ in items],
+        "replies": [reply for _, reply in items],
+        "ids": [ids.get(key) for key, _ in items],
+        "now": ledger._clock(),
+        "issue": issue,
+        "lease": ledger._leases.get(issue),
+    }
+    with ledger._transaction() as db:
+        done = db.execute(_SENT, params).rowcount
+        if done != len(items):  # raised inside the transaction: it is rolled back
+            raise IllegalTransitionError(
+                f"issue '{issue}': {len(items) - done} of {len(items)} rows are no longer being "
+                "sent by this worker (its lease expired); nothing was marked sent"
+            )

@@ -1,0 +1,134 @@
+"""Leases and claims on PostgreSQL (delivery/leases.py), two workers in one process: each has its
+own connection, as two machines would."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from newsletter.delivery import leases
+from newsletter.delivery.ledger import IllegalTransitionError, Ledger, State
+from newsletter.store import Store
+from tests.pgserver import PostgresServer
+
+ISSUE = "2026-11"
+
+
+@pytest.fixture
+def url(postgres_server: PostgresServer) -> str:
+    return postgres_server.new_store()
+
+
+@pytest.fixture
+def two(url: str) -> Iterator[tuple[Ledger, Ledger]]:
+    with Ledger(url) as first, Ledger(url) as second:
+        first.issue(ISSUE).freeze(((f"k{i:03d}", f"k{i}@example.org") for i in range(100)), "fp")
+        yield first, second
+
+
+def test_claims_of_two_workers_never_overlap(two: tuple[Ledger, Ledger]) -> None:
+    first, second = two
+    with first.lock(ISSUE), second.lock(ISSUE):
+        now = time.time()
+        a = leases.claim(first, ISSUE, 30, now=now)
+        b = leases.claim(second, ISSUE, 30, now=now)
+        assert len(a) == len(b) == 30
+        assert not {r.key for r in a} & {r.key for r in b}
+        assert [r.key for r in a] == sorted(r.key for r in a)  # oldest first
+        assert all(r.attempts == 0 for r in a + b)  # tries before this one
+        rest = leases.claim(first, ISSUE, 1000, now=now)
+        assert len(rest) == 40 and leases.claim(second, ISSUE, 10, now=now) == []
+        counts = first.issue(ISSUE).counts()
+        assert counts[State.SENDING] == 100 and counts[State.PENDING] == 0
+        live = leases.live_leases(first.database, ISSUE, now=time.time())
+        assert sorted(lease.in_flight for lease in live) == [30, 70]
+
+
+def test_a_claim_needs_a_lease(two: tuple[Ledger, Ledger]) -> None:
+    with pytest.raises(RuntimeError, match="without a lease"):
+        leases.claim(two[0], ISSUE, 10, now=time.time())
+
+
+def test_a_silent_worker_is_expired_and_its_rows_become_uncertain(
+    two: tuple[Ledger, Ledger],
+) -> None:
+    first, second = two
+    with first.lock(ISSUE):
+        claimed = leases.claim(first, ISSUE, 10, now=time.time())
+        # The first worker goes quiet (a partition: its connection still looks open).
+        with first.database.read() as db:
+            db.execute("UPDATE ledger_leases SET heartbeat_at = heartbeat_at - :age", {"age": 3600})
+        with second.lock(ISSUE) as run:
+            assert run.recovered_uncertain == 10
+            assert run.previous is not None and run.previous.pid == first_pid(first)
+            issue = second.issue(ISSUE)
+            assert {r.key for r in issue.rows(State.UNCERTAIN)} == {r.key for r in claimed}
+            row = issue.row(claimed[0].key)
+            assert row is not None and "no heartbeat" in (row.last_error or "")
+            # The expired worker can claim nothing more, and its late results are refused.
+            assert leases.claim(first, ISSUE, 10, now=time.time()) == []
+            with pytest.raises(IllegalTransitionError):
+                first.issue(ISSUE).mark_sent(claimed[0].key, "250 ok")
+            shown = [lease.describe(time.time()) for lease in leases.leases(second.database, ISSUE)]
+            assert "expired, 10 message(s) left uncertain" in shown[0]
+            assert "sending, 0 in flight" in shown[1]
+
+
+def test_a_released_lease_is_not_recovered_and_status_says_finished(
+    two: tuple[Ledger, Ledger], url: str
+) -> None:
+    first, second = two
+    with first.lock(ISSUE):
+        batch = leases.claim(first, ISSUE, 5, now=time.time())
+        first.issue(ISSUE).mark_sent_many([(r.key, "250") for r in batch])
+    assert not first.is_locked(ISSUE)
+    with second.lock(ISSUE) as run:
+        assert run.recovered_uncertain == 0 and run.previous is None
+    with Store.open(url) as store:
+        states = [lease.state for lease in leases.leases(store, ISSUE)]
+    assert states == ["released", "released"]
+
+
+def first_pid(ledger: Ledger) -> int:
+    return leases.leases(ledger.database, ISSUE)[0].info.pid
+
+
+def test_taking_a_lease_expires_a_dead_one_and_the_heartbeat_renews_it(url: str) -> None:
+    with Ledger(url) as ledger:
+        ledger.issue(ISSUE).freeze([("a", "a@example.org")], "fp")
+        with ledger.database.read() as db:  # a worker that died without a trace but its lease
+            db.execute(
+                "INSERT INTO ledger_leases (issue, pid, host, lock_key, state, started_at,"
+                " heartbeat_at) VALUES (:issue, 1, 'elsewhere', 12345, 'active', :now, :now)",
+                {"issue": ISSUE, "now": time.time()},
+            )
+            db.execute("UPDATE ledger_rows SET state = 'sending', lease_id = 1")
+        with leases.hold(ledger, ISSUE, clock=time.time, beat=0.05):
+            # Taking the lease already expired it (its lock is not held by anyone) ...
+            found = leases.leases(ledger.database, ISSUE)
+            assert [lease.state for lease in found] == ["expired", "active"]
+            assert found[0].recovered == 1
+            started = found[1].heartbeat_at
+            deadline = time.monotonic() + 10
+            while leases.leases(ledger.database, ISSUE)[1].heartbeat_at == started:
+                assert time.monotonic() < deadline, "no heartbeat"
+                time.sleep(0.02)
+        assert ledger.issue(ISSUE).counts()[State.UNCERTAIN] == 1
+
+
+def test_marking_a_claimed_batch_sent_is_all_or_nothing(two: tuple[Ledger, Ledger]) -> None:
+    first, _ = two
+    with first.lock(ISSUE):
+        batch = leases.claim(first, ISSUE, 3, now=time.time())
+        keys = [r.key for r in batch]
+        leases.mark_sent(first, ISSUE, [(k, "202") for k in keys[:2]], {keys[0]: "<m0@x>"})
+        issue = first.issue(ISSUE)
+        row = issue.row(keys[0])
+        assert row is not None and row.state is State.SENT and row.message_id == "<m0@x>"
+        # Again, with one row already sent: refused, and the third row is left as it was.
+        with pytest.raises(IllegalTransitionError, match="1 of 2 rows"):
+            leases.mark_sent(first, ISSUE, [(keys[1], "202"), (keys[2], "202")], {})
+        third = issue.row(keys[2])
+        assert third is not None and third.state is State.SENDING
