@@ -1,6 +1,10 @@
 """`newsletter.toml`: loaded once into frozen settings, every problem reported with its key.
 
 Secrets are never read from the file: the file names the environment variable that holds them.
+
+About 730 lines: the `Settings` tree and the checks of every value that has no table of its own
+in `config_tables` (addresses, the sender, sending, the store location). Each is short; kept
+together so that one file shows what `newsletter.toml` may hold at its top level.
 """
 
 from __future__ import annotations

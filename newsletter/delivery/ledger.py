@@ -26,7 +26,7 @@ loses nothing, and `durable=True` adds an fsync per commit (`store.sqlite` says 
 
 Times are seconds since the epoch (`time.time()`), because rows outlive the process.
 
-A little over 600 lines, kept in one module on purpose: the legal moves are written once, in the
+About 740 lines, kept in one module on purpose: the legal moves are written once, in the
 WHERE clauses of the queries here, next to the code that explains a refused move.
 """
 

@@ -10,6 +10,11 @@ and the outbox, up to a provider's batch size for provider APIs), `options.concu
 at a time; a whole batch is marked `sending` in one commit before it is handed over, and each
 recipient's result is recorded after it. `_classify` decides what every result means (sent,
 failed, deferred, uncertain, transport unavailable), the same for every transport.
+
+About 800 lines, kept in one module on purpose: it is the one delivery loop, and what each
+result means (`_classify`), when a row is marked `sending` and when the run pauses are rules of
+that loop; split apart, the order of those steps (the crash guarantees) would be read in
+several files. Claiming rows for several workers lives in `leases`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The web side of `newsletter serve`: one-click unsubscribe, its pages, the issue archive."""
+"""The web side of `newsletter serve`: one-click unsubscribe, its pages, the issue archive
+(`app`), served by uvicorn (`server`)."""
 
 from __future__ import annotations
 
@@ -8,17 +9,17 @@ from .app import (
     ServeError,
     ServeSettings,
     WebEvent,
-    WebServer,
     create_app,
     parse_form,
     parse_serve_table,
-    serve,
     unsubscribe_path,
 )
+from .server import HEADER_TIMEOUT, WebServer, serve
 
 __all__ = [
     "DEFAULT_HOST",
     "DEFAULT_PORT",
+    "HEADER_TIMEOUT",
     "ServeError",
     "ServeSettings",
     "WebEvent",

@@ -15,7 +15,7 @@ Everything else is here, the same for every provider:
   5xx / 408 → `TransientDeliveryError`; 401 / 403 → `TransportUnavailableError`; other 4xx →
   `client_error(...)`, by default `PermanentDeliveryError` for every item of the request.
 
-A little over 600 lines, kept in one module: it is the one place that turns what happened on the
+About 700 lines, kept in one module: it is the one place that turns what happened on the
 wire into the typed errors above, and every provider leans on all of it.
 """
 
