@@ -24,7 +24,14 @@ import re
 
 from .errors import AudienceError
 
-__all__ = ["TOKEN_PATTERN", "make_token", "recipient_from_verp", "verify_token", "verp_address"]
+__all__ = [
+    "TOKEN_PATTERN",
+    "make_token",
+    "recipient_from_verp",
+    "verify_token",
+    "verp_address",
+    "verp_with_token",
+]
 
 _SIGNATURE_BYTES = 16  # 128 bits of HMAC-SHA256
 _TOKEN_PART = re.compile(r"[A-Za-z0-9_-]+")
@@ -97,7 +104,14 @@ def verp_address(return_path: str, email: str, secret: bytes) -> str:
         raise AudienceError(
             f"{return_path!r} cannot carry a VERP token: it must be local@domain without '+'"
         )
-    return f"{local}+{make_token(secret, email)}@{domain}"
+    return verp_with_token(return_path.strip(), make_token(secret, email))
+
+
+def verp_with_token(return_path: str, token: str) -> str:
+    """`<local>+<token>@<domain>` of a checked `return_path` (the config refuses one with '+'):
+    the one place the VERP format is written; `recipient_from_verp` reads it back."""
+    local, _, domain = return_path.rpartition("@")
+    return f"{local}+{token}@{domain}"
 
 
 def recipient_from_verp(address: str, secret: bytes) -> str | None:

@@ -14,12 +14,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import ipaddress
-import json
-import os
 import re
 import socket
 import ssl
-import tempfile
 import time
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import asdict, dataclass, field
@@ -30,6 +27,7 @@ from urllib.parse import urlsplit
 from .. import __version__
 from ..config import CACHE_DIR_NAME
 from ..linktags import text_urls
+from .cachefile import read_cache, write_cache
 from .context import SLOT_MARKER, CheckContext
 from .model import Finding, Severity
 
@@ -99,20 +97,15 @@ class LinkCache:
         cache = cls(path, ttl, clock)
         if path is None:
             return cache
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return cache  # missing or damaged: start afresh
-        if isinstance(data, dict):
-            now = clock()
-            for url, entry in data.items():
-                fresh = (
-                    isinstance(entry, dict)
-                    and isinstance(entry.get("checked_at"), int | float)
-                    and 0 <= now - entry["checked_at"] < ttl
-                )
-                if fresh:
-                    cache.entries[url] = entry
+        now = clock()
+        for url, entry in read_cache(path).items():
+            fresh = (
+                isinstance(entry, dict)
+                and isinstance(entry.get("checked_at"), int | float)
+                and 0 <= now - entry["checked_at"] < ttl
+            )
+            if fresh:
+                cache.entries[url] = entry
         return cache
 
     def get(self, url: str) -> LinkResult | None:
@@ -144,14 +137,7 @@ class LinkCache:
     def save(self) -> None:
         if self.path is None:
             return
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            handle, temporary = tempfile.mkstemp(prefix=".links.", dir=self.path.parent)
-            with os.fdopen(handle, "w", encoding="utf-8") as stream:
-                json.dump(self.entries, stream, indent=1, sort_keys=True)
-            os.replace(temporary, self.path)
-        except OSError:
-            pass  # a cache that cannot be written only makes the next check slower
+        write_cache(self.path, self.entries)
 
 
 def cache_path(root: Path) -> Path:

@@ -13,7 +13,6 @@ without its Date header plus what identifies the installed SpamAssassin (see `_i
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -30,6 +29,7 @@ from ..config import Settings
 from ..delivery.message import MessageTemplate
 from ..errors import NewsletterError
 from ..render.model import RenderedIssue
+from .cachefile import read_cache, write_cache
 from .model import Finding, Severity
 
 WARN_SCORE = 3.0
@@ -142,16 +142,11 @@ class SpamCache:
         cache = cls(path, read, clock)
         if path is None:
             return cache
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return cache  # missing or damaged: start afresh
-        if isinstance(data, dict):
-            cache.entries = {
-                key: entry
-                for key, entry in data.items()
-                if isinstance(entry, dict) and isinstance(entry.get("used_at"), int | float)
-            }
+        cache.entries = {
+            key: entry
+            for key, entry in read_cache(path).items()
+            if isinstance(entry, dict) and isinstance(entry.get("used_at"), int | float)
+        }
         return cache
 
     def get(self, key: str) -> SpamScore | None:
@@ -185,18 +180,7 @@ class SpamCache:
             for key, entry in self.entries.items()
             if now - entry["used_at"] < SPAM_CACHE_KEEP
         }
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            handle, temporary = tempfile.mkstemp(prefix=".spam.", dir=self.path.parent)
-            try:
-                with os.fdopen(handle, "w", encoding="utf-8") as stream:
-                    json.dump(kept, stream, indent=1, sort_keys=True)
-                os.replace(temporary, self.path)
-            except BaseException:
-                Path(temporary).unlink(missing_ok=True)
-                raise
-        except OSError:
-            pass  # a cache that cannot be written only makes the next check slower
+        write_cache(self.path, kept)
 
 
 def find_spamassassin(executable: str | None) -> str | None:

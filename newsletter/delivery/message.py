@@ -45,6 +45,7 @@ from ..config import Settings, parse_address
 from ..errors import AudienceError, ConfigError, Problem, RenderError
 from ..render.model import RenderedIssue
 from ..slots import UNSUBSCRIBE_URL, WEB_URL, Slot, SlotText, safe_url
+from ..tokens import verp_with_token
 from .content import (
     HTML,
     SUBJECT,
@@ -70,7 +71,6 @@ from .mime import (
     qp_value,
     resolve_web_url,
     unstructured,
-    verp_sender,
 )
 
 # The content types are re-exported: provider modules and tests written before the split
@@ -435,7 +435,7 @@ class MessageTemplate:
         with the recipient's signed token added (VERP) when asked for."""
         if not self._verp:
             return self.sender
-        return verp_sender(self.sender, self._token_for(self._secret, email))
+        return verp_with_token(self.sender, self._token_for(self._secret, email))
 
     # --- for provider APIs -----------------------------------------------------------------
 

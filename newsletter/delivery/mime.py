@@ -43,7 +43,6 @@ __all__ = [
     "resolve_web_url",
     "slug",
     "unstructured",
-    "verp_sender",
 ]
 
 
@@ -198,16 +197,6 @@ def fold_at_spaces(line: str) -> str | None:
     if any(len(one) > _HEADER_HARD_LIMIT for one in lines):
         return None
     return "\r\n".join(lines) + "\r\n"
-
-
-def verp_sender(return_path: str, token: str) -> str:
-    """`<local>+<token>@<domain>` of `return_path`: the bounce address naming one recipient.
-
-    The token is the recipient's signed unsubscribe token (letters, digits, `-`, `_`, `.`), so
-    the address needs no quoting and a bounce to it proves which recipient it was for.
-    """
-    local, _, domain = return_path.rpartition("@")
-    return f"{local}+{token}@{domain}"
 
 
 def quote_phrase(text: str) -> str:
