@@ -160,6 +160,17 @@ _SQL_FREEZE_ROW = (
     " email = CASE WHEN ledger_rows.state = 'pending' AND ledger_rows.attempts = 0"
     " THEN excluded.email ELSE ledger_rows.email END"
 )
+# `newsletter reconcile`: the provider settled an uncertain row either way. The try that left it
+# uncertain is not counted when it never reached the provider.
+_SQL_SETTLE_SENT = (
+    "UPDATE ledger_rows SET state = 'sent', reply = :reply, updated_at = :now"
+    " WHERE issue = :issue AND key = :key AND state = 'uncertain'"
+)
+_SQL_SETTLE_UNSENT = (
+    "UPDATE ledger_rows SET state = 'pending', last_error = :error, next_attempt_at = NULL,"
+    " attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, updated_at = :now"
+    " WHERE issue = :issue AND key = :key AND state = 'uncertain'"
+)
 # Deferred too long (its first deferral before :cutoff): given up, like an MTA's bounce after
 # its queue lifetime. Rows deferred before this column existed count from their last update.
 _SQL_GIVE_UP = (
@@ -586,6 +597,16 @@ class IssueLedger:
                 raise LedgerError(f"issue '{self.name}': cannot drop who left: {err}") from err
 
         return _retry_busy(remove, self.ledger.busy_retry)
+
+    def settle_sent(self, key: str, reply: str) -> None:
+        """An uncertain row the provider proved it accepted: `sent`, with the evidence."""
+        params = {"reply": reply, "now": self._now(), "issue": self.name, "key": key}
+        self._apply(_SQL_SETTLE_SENT, [params], [key], State.SENT, (State.UNCERTAIN,))
+
+    def settle_unsent(self, key: str, evidence: str) -> None:
+        """An uncertain row the provider proved it never had: `pending`, sent by the next run."""
+        params = {"error": evidence, "now": self._now(), "issue": self.name, "key": key}
+        self._apply(_SQL_SETTLE_UNSENT, [params], [key], State.PENDING, (State.UNCERTAIN,))
 
     def give_up_deferred(self, cutoff: float, lifetime: str) -> int:
         """Fail deferred rows first deferred before `cutoff` (retried for `lifetime`, e.g.
