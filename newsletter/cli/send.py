@@ -343,8 +343,9 @@ def _print_send_report(report: SendReport) -> None:
     _print_rows(plain_err_console, report.uncertain, "uncertain", LISTED, len(report.uncertain))
     if report.uncertain:
         err_console.print(
-            "  Check the server's log for these; --resend-uncertain sends them "
-            "again (they may get it twice)."
+            "  `newsletter reconcile ISSUE` asks the provider about them (Postmark, Mailgun, the "
+            "outbox); otherwise check the server's log; --resend-uncertain sends them again "
+            "(they may get it twice)."
         )
     if report.gave_up:
         err_console.print(
