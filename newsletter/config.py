@@ -121,7 +121,13 @@ class TransportSettings:
 class SendingSettings:
     rate_per_second: float = 0.0
     rate_per_hour: float = 0.0
-    max_attempts: int = 5
+    # A cap on tries of one message; None: retried until `retry_for` has passed.
+    max_attempts: int | None = None
+    # Deferred mail (4xx, 429, 5xx) is retried for this long after its first deferral, across
+    # runs, like an MTA's queue lifetime (Postfix: 5 days); then it fails.
+    retry_for: float = 86400.0
+    # How long `send` itself stays to retry deferred mail; later retries are for the next run.
+    wait_for_retries: float = 900.0
     pause_after_failures: int = 10
     # The SMTP envelope sender (where bounces go); the From address when None.
     return_path: str | None = None
@@ -712,14 +718,24 @@ def _check_feedback_id(value: str) -> str | None:
     return None
 
 
+def _whole(value: float | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def _or(value: float | None, default: float) -> float:
+    return default if value is None else value
+
+
 def _read_sending(send: TableReader) -> SendingSettings:
     defaults = SendingSettings()
     settings = SendingSettings(
         rate_per_second=send.number("rate_per_second") or 0.0,
         rate_per_hour=send.number("rate_per_hour") or 0.0,
-        max_attempts=int(
-            send.number("max_attempts", minimum=1, integer=True) or defaults.max_attempts
+        max_attempts=_whole(send.number("max_attempts", minimum=1, integer=True)),
+        retry_for=_or(
+            send.duration("retry_for", minimum=60, maximum=30 * 86400), defaults.retry_for
         ),
+        wait_for_retries=_or(send.duration("wait_for_retries"), defaults.wait_for_retries),
         pause_after_failures=int(
             send.number("pause_after_failures", minimum=1, integer=True)
             or defaults.pause_after_failures

@@ -264,6 +264,34 @@ class TableReader:
         value = self.get(key, bool)
         return None if value is None else bool(value)
 
+    def duration(
+        self, key: str, *, minimum: float = 0, maximum: float | None = None
+    ) -> float | None:
+        """Seconds, written as a number of seconds or as `"45s"`, `"15m"`, `"36h"`, `"2d"`."""
+        value = self.get(key, (str, float))
+        if value is None:
+            return None
+        seconds: float
+        if isinstance(value, str):
+            found = _DURATION.fullmatch(value.strip())
+            if found is None:
+                self.problem(key, 'must be seconds or a duration such as "90m", "36h" or "2d"')
+                return None
+            seconds = float(found.group(1)) * _UNIT_SECONDS[found.group(2)]
+        else:
+            seconds = value
+        if not math.isfinite(seconds) or seconds < minimum:
+            self.problem(key, f"must be at least {minimum:g} seconds")
+            return None
+        if maximum is not None and seconds > maximum:
+            self.problem(key, f"must be at most {maximum:g} seconds")
+            return None
+        return seconds
+
+
+_DURATION = re.compile(r"(\d{1,6}(?:\.\d{1,3})?)\s*([smhd])")
+_UNIT_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
 
 def line_of(text: str, table: str, key: str) -> int | None:
     """Best-effort line of `key` inside `[table]` ("" for the top level); None if not found."""

@@ -229,6 +229,8 @@ def deliver(
     options = SendOptions(
         concurrency=plan.concurrency,
         max_attempts=sending.max_attempts,
+        retry_for=sending.retry_for,
+        max_wait=sending.wait_for_retries,
         pause_after_failures=sending.pause_after_failures,
         retry_failed=plan.request.retry_failed,
         resend_uncertain=plan.request.resend_uncertain,

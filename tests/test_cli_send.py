@@ -352,3 +352,40 @@ def test_status_after_a_kill_gives_a_reason_not_none(
     assert status.returncode == 4
     plan = newsletter(smtp_project, "send", "2026-11", "--resend-uncertain", stdin="n\n")
     assert "resending, as asked" in plan.stdout and "not resent" not in plan.stdout
+
+
+def test_deferred_mail_waits_for_a_later_run_and_status_says_when(
+    smtp_project: Path, server: SmtpTestServer, cached_spamassassin: SpamAssassinCache | None
+) -> None:
+    config = smtp_project / "newsletter.toml"
+    config.write_text(
+        config.read_text(encoding="utf-8")
+        + '\n[sending]\nwait_for_retries = 0\nretry_for = "2d"\n',
+        encoding="utf-8",
+    )
+    newsletter(smtp_project, "subscribers", "import", "list.csv")
+    server.defer("rcpt", recipient="bob@example.org", times=None)
+    sent = newsletter(smtp_project, "send", "2026-11", "--yes")
+    assert sent.returncode == 6, sent.stdout + sent.stderr
+    assert "1 message(s) wait for a retry; the next at " in sent.stdout
+    status = newsletter(smtp_project, "status", "2026-11")
+    assert status.returncode == 6
+    assert re.search(r"1 deferred: next attempt at \d{4}-\d\d-\d\d \d\d:\d\d", status.stdout)
+    assert "given up at" in status.stdout and "retry_for" in status.stdout
+
+
+def test_status_shows_terminal_controls_in_replies_without_obeying_them(
+    smtp_project: Path, server: SmtpTestServer, cached_spamassassin: SpamAssassinCache | None
+) -> None:
+    """A hostile server's reply (or provider error) reaches the editor's terminal as text."""
+    newsletter(smtp_project, "subscribers", "import", "list.csv")
+    server.reject_recipient(
+        "ann@example.org", reply="550 5.1.1 gone \x1b]0;pwned\x07\x1b[2J\u202eevil"
+    )
+    sent = newsletter(smtp_project, "send", "2026-11", "--yes")
+    assert sent.returncode == 3
+    status = newsletter(smtp_project, "status", "2026-11")
+    for output in (sent.stderr, status.stdout):
+        assert "failed: ann@example.org" in output
+        assert "\x1b" not in output and "\x07" not in output and "\u202e" not in output
+    assert "\\x1b]0;pwned\\x07\\x1b[2J\\u202eevil" in status.stdout

@@ -13,7 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from newsletter.audience import SubscriberStore
-from newsletter.cli.subscribers import app, visible
+from newsletter.cli._output import visible
+from newsletter.cli.subscribers import app
 from newsletter.errors import NewsletterError
 
 DATABASE_NAME = "newsletter.db"  # the default store of a project

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from rich.console import Console
 
 console = Console(soft_wrap=True)
@@ -10,3 +12,18 @@ err_console = Console(stderr=True, soft_wrap=True)
 # The subscriber commands print addresses and names: no number or URL highlighting in them.
 plain_console = Console(soft_wrap=True, highlight=False)
 plain_err_console = Console(stderr=True, soft_wrap=True, highlight=False)
+
+
+# C0 and C1 controls, DEL, and the bidi overrides and isolates that reorder what a terminal shows.
+_INVISIBLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def visible(text: str) -> str:
+    """`text` with control characters as visible escapes (`\\x1b`, `\\u202e`): a name from a
+    subscriber list must not move the cursor, retitle the terminal or reverse the line."""
+
+    def escape(match: re.Match[str]) -> str:
+        code = ord(match.group())
+        return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+    return _INVISIBLE.sub(escape, text)

@@ -1,9 +1,9 @@
 """The Typer app of the `newsletter` command, and the one place errors are reported.
 
 One module per command group: `compose` (init, new, build, preview, check), `send` (send,
-status), `serve` (serve, inbox, dkim, dns), `subscribers`, `store`. This module builds the app from
-them and holds `run`, the one place that turns a `NewsletterError` into a message and an exit
-status.
+status), `reconcile`, `serve` (serve, inbox, dkim, dns), `subscribers`, `store`. This module
+builds the app from them and holds `run`, the one place that turns a `NewsletterError` into a
+message and an exit status.
 The command modules import the heavy parts of the library inside each command, so building the
 app costs only Typer and rich (`newsletter --version` does not even get here: see `main`).
 """
@@ -19,7 +19,7 @@ from rich.markup import escape
 
 from .. import __version__
 from ..errors import ExitCode, NewsletterError
-from . import compose, send, serve
+from . import compose, reconcile, send, serve
 from ._output import console, err_console
 from .store import app as store_app
 from .subscribers import app as subscribers_app
@@ -43,6 +43,7 @@ for command in (
     compose.check,
     send.send,
     send.status,
+    reconcile.reconcile,
     serve.serve,
 ):
     app.command()(command)

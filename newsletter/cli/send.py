@@ -32,7 +32,7 @@ from ..content import resolve_issue_folder
 from ..delivery.ledger import Ledger, LedgerRow, State
 from ..delivery.sender import RunOutcome, SendProgress, SendReport, run_outcome
 from ..errors import ExitCode, TransportUnavailableError
-from ._output import console, err_console, plain_console, plain_err_console
+from ._output import console, err_console, plain_console, plain_err_console, visible
 from ._project import project_settings
 
 if TYPE_CHECKING:
@@ -288,6 +288,11 @@ def _run_send(plan: SendPlan, accept_changed: bool) -> SendReport:
             signal.signal(signum, handler)
 
 
+def _when(at: float) -> str:
+    """A moment in the editor's local time, e.g. `2026-12-03 14:05 CET`."""
+    return time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(at))
+
+
 def _without_address(reason: str | None, email: str) -> str:
     """The reason without a leading "address: " (the line names the address already; D19)."""
     text = reason or ""
@@ -306,7 +311,9 @@ def _print_rows(
         reason = _without_address(row.last_error, row.email)
         if not reason and row.state is State.SENDING:
             reason = "the run stopped while this message was being sent"
-        out.print(f"  {label}: {row.email}: {reason or 'no reason recorded'}", markup=False)
+        # Replies come from servers and addresses from lists: no terminal controls get through.
+        text = f"  {label}: {row.email}: {reason or 'no reason recorded'}"
+        out.print(visible(text), markup=False)
     more = total - len(shown)
     if more > 0:
         out.print(f"  … and {more} more {label}", markup=False)
@@ -336,8 +343,23 @@ def _print_send_report(report: SendReport) -> None:
     _print_rows(plain_err_console, report.uncertain, "uncertain", LISTED, len(report.uncertain))
     if report.uncertain:
         err_console.print(
-            "  Check the server's log for these; --resend-uncertain sends them "
-            "again (they may get it twice)."
+            "  `newsletter reconcile ISSUE` asks the provider about them (Postmark, Mailgun, the "
+            "outbox); otherwise check the server's log; --resend-uncertain sends them again "
+            "(they may get it twice)."
+        )
+    if report.gave_up:
+        err_console.print(
+            f"  {report.gave_up} deferred message(s) failed: retried for [sending] retry_for "
+            "without success.",
+            highlight=False,
+        )
+    if report.next_attempt_at is not None and not report.paused_reason and not report.interrupted:
+        waiting = counts.get(State.DEFERRED, 0)
+        console.print(
+            f"{waiting} message(s) wait for a retry; the next at {_when(report.next_attempt_at)}. "
+            "Run the same command again then to send them (cron: see the README, "
+            '"Deferred mail").',
+            highlight=False,
         )
     if report.paused_reason:
         err_console.print(f"[bold red]paused:[/] {report.paused_reason}", highlight=False)
@@ -380,6 +402,16 @@ def status(
         _print_rows(
             plain_console, _first(issue_ledger.rows(State.FAILED), limit), "failed", limit, failed
         )
+        deferred = issue_ledger.deferred()
+        if deferred.count and deferred.next_attempt_at is not None:
+            retry_for = settings.sending.retry_for
+            since = deferred.oldest_since or deferred.next_attempt_at
+            console.print(
+                f"  {deferred.count} deferred: next attempt at {_when(deferred.next_attempt_at)}"
+                f" (run `newsletter send {name}` then); the oldest is given up at "
+                f"{_when(since + retry_for)} ([sending] retry_for)",
+                highlight=False,
+            )
         uncertain = issue_ledger.uncertain()
         _print_rows(plain_console, uncertain, "uncertain", limit, len(uncertain))
         if failed + len(uncertain) > LISTED and not all_rows:

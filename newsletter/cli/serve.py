@@ -17,7 +17,7 @@ from rich.markup import escape
 
 from ..config import parse_address
 from ..errors import ConfigError, Problem
-from ._output import console
+from ._output import console, visible
 from ._project import project_settings
 
 if TYPE_CHECKING:
@@ -103,7 +103,7 @@ def _web_event(event: WebEvent) -> None:
         line = f"{event.email}: {what} ({event.source})"
     else:
         line = f"{event.email}: already {event.old_status} ({event.source})"
-    console.print(line, highlight=False, markup=False)
+    console.print(visible(line), highlight=False, markup=False)
 
 
 @inbox_app.command("process")
@@ -170,9 +170,10 @@ def _inbox_item(item: InboxItem) -> None:
     else:
         mark = "[green]ok[/]" if item.handled else "[yellow]left[/]"
         mark = "[yellow]ignored[/]" if item.ignored else mark
-    who = escape(item.address or item.sender or "?")
+    # A hostile mail's subject or sender may carry terminal controls: shown, never obeyed.
+    who = escape(visible(item.address or item.sender or "?"))
     console.print(
-        f"{mark} {who}: {escape(item.action)}  [dim]({escape(item.subject)})[/]",
+        f"{mark} {who}: {escape(visible(item.action))}  [dim]({escape(visible(item.subject))})[/]",
         highlight=False,
     )
 

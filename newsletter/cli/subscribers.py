@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-import re
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -24,6 +23,7 @@ from ..config import load_settings, store_location
 from ..errors import AudienceError
 from ._output import plain_console as console
 from ._output import plain_err_console as err_console
+from ._output import visible
 from ._project import project_root
 
 if TYPE_CHECKING:
@@ -57,21 +57,6 @@ def _count(number: int, what: str = "subscriber") -> str:
 def _who(subscriber: Subscriber) -> str:
     who = f"{subscriber.name} <{subscriber.email}>" if subscriber.name else subscriber.email
     return visible(who)
-
-
-# C0 and C1 controls, DEL, and the bidi overrides and isolates that reorder what a terminal shows.
-_INVISIBLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-
-
-def visible(text: str) -> str:
-    """`text` with control characters as visible escapes (`\\x1b`, `\\u202e`): a name from a
-    subscriber list must not move the cursor, retitle the terminal or reverse the line."""
-
-    def escape(match: re.Match[str]) -> str:
-        code = ord(match.group())
-        return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-
-    return _INVISIBLE.sub(escape, text)
 
 
 def _status_or_all(text: str | None) -> SubscriberStatus | None:

@@ -47,6 +47,7 @@ from .ledgerrow import IllegalTransitionError, LedgerRow, State
 from .runlock import LockInfo, RunLock
 
 __all__ = [
+    "DeferredSummary",
     "FreezeReport",
     "IllegalTransitionError",
     "IssueLedger",
@@ -62,6 +63,15 @@ _PAGE = 1000  # rows fetched per query while streaming: bounded memory, short lo
 
 class _Refused(Exception):
     """A batch touched fewer rows than it named: roll back, then explain."""
+
+
+@dataclass(frozen=True)
+class DeferredSummary:
+    """The rows of an issue waiting for a retry (times are Unix seconds; None when none wait)."""
+
+    count: int
+    next_attempt_at: float | None
+    oldest_since: float | None
 
 
 @dataclass(frozen=True)
@@ -117,6 +127,7 @@ _SQL_FAILED = (
 # marked (a 4xx at MAIL or RCPT): that try still counts as an attempt.
 _SQL_DEFERRED = (
     "UPDATE ledger_rows SET state = 'deferred', last_error = :error, next_attempt_at = :at,"
+    " deferred_since = COALESCE(deferred_since, :now),"
     " attempts = attempts + CASE WHEN state = 'sending' THEN 0 ELSE 1 END,"
     " updated_at = :now WHERE issue = :issue AND key = :key"
     " AND state IN ('sending', 'pending', 'deferred')"
@@ -148,6 +159,29 @@ _SQL_FREEZE_ROW = (
     " ON CONFLICT (issue, key) DO UPDATE SET seen_round = excluded.seen_round,"
     " email = CASE WHEN ledger_rows.state = 'pending' AND ledger_rows.attempts = 0"
     " THEN excluded.email ELSE ledger_rows.email END"
+)
+# `newsletter reconcile`: the provider settled an uncertain row either way. The try that left it
+# uncertain is not counted when it never reached the provider.
+_SQL_SETTLE_SENT = (
+    "UPDATE ledger_rows SET state = 'sent', reply = :reply, updated_at = :now"
+    " WHERE issue = :issue AND key = :key AND state = 'uncertain'"
+)
+_SQL_SETTLE_UNSENT = (
+    "UPDATE ledger_rows SET state = 'pending', last_error = :error, next_attempt_at = NULL,"
+    " attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, updated_at = :now"
+    " WHERE issue = :issue AND key = :key AND state = 'uncertain'"
+)
+# Deferred too long (its first deferral before :cutoff): given up, like an MTA's bounce after
+# its queue lifetime. Rows deferred before this column existed count from their last update.
+_SQL_GIVE_UP = (
+    "UPDATE ledger_rows SET state = 'failed', next_attempt_at = NULL, updated_at = :now,"
+    " last_error = :prefix || COALESCE(last_error, 'no reason recorded')"
+    " WHERE issue = :issue AND state = 'deferred'"
+    " AND COALESCE(deferred_since, updated_at) < :cutoff"
+)
+_SQL_DEFERRED_SUMMARY = (
+    "SELECT COUNT(*), MIN(next_attempt_at), MIN(COALESCE(deferred_since, updated_at))"
+    " FROM ledger_rows WHERE issue = :issue AND state = 'deferred'"
 )
 _SQL_STATE = "SELECT state FROM ledger_rows WHERE issue = :issue AND key = :key"
 # One page of one state's rows, in id order (see IssueLedger._merged).
@@ -563,6 +597,41 @@ class IssueLedger:
                 raise LedgerError(f"issue '{self.name}': cannot drop who left: {err}") from err
 
         return _retry_busy(remove, self.ledger.busy_retry)
+
+    def settle_sent(self, key: str, reply: str) -> None:
+        """An uncertain row the provider proved it accepted: `sent`, with the evidence."""
+        params = {"reply": reply, "now": self._now(), "issue": self.name, "key": key}
+        self._apply(_SQL_SETTLE_SENT, [params], [key], State.SENT, (State.UNCERTAIN,))
+
+    def settle_unsent(self, key: str, evidence: str) -> None:
+        """An uncertain row the provider proved it never had: `pending`, sent by the next run."""
+        params = {"error": evidence, "now": self._now(), "issue": self.name, "key": key}
+        self._apply(_SQL_SETTLE_UNSENT, [params], [key], State.PENDING, (State.UNCERTAIN,))
+
+    def give_up_deferred(self, cutoff: float, lifetime: str) -> int:
+        """Fail deferred rows first deferred before `cutoff` (retried for `lifetime`, e.g.
+        "1 d", which the recorded reason names). Returns how many."""
+        params = {
+            "issue": self.name,
+            "now": self._now(),
+            "cutoff": cutoff,
+            "prefix": f"gave up after retrying for {lifetime}: ",
+        }
+
+        def give_up() -> int:
+            try:
+                with self.ledger._transaction():
+                    return int(self._db.execute(_SQL_GIVE_UP, params).rowcount)
+            except self._errors as err:
+                raise LedgerError(f"issue '{self.name}': cannot give up late rows: {err}") from err
+
+        return _retry_busy(give_up, self.ledger.busy_retry)
+
+    def deferred(self) -> DeferredSummary:
+        """How many rows wait for a retry, the earliest next try and the oldest first deferral."""
+        with self._lock:
+            found = self._db.execute(_SQL_DEFERRED_SUMMARY, {"issue": self.name}).fetchone()
+        return DeferredSummary(int(found[0]), found[1], found[2])
 
     def mark_uncertain(self, key: str, error: str) -> None:
         """The message may or may not have gone (e.g. connection lost after the data)."""

@@ -65,7 +65,11 @@ class Audience(Protocol):
 @dataclass(frozen=True)
 class SendOptions:
     concurrency: int = 1
-    max_attempts: int = 5
+    max_attempts: int | None = 5  # None: no cap; `retry_for` decides
+    # Deferred rows are given up (failed) this many seconds after their first deferral.
+    retry_for: float | None = None
+    # How long a run waits for deferred rows to come due; later ones are left for a next run.
+    max_wait: float | None = None
     pause_after_failures: int = 10
     retry_failed: bool = False
     resend_uncertain: bool = False
@@ -99,6 +103,8 @@ class SendReport:
     added_to_audience: int = 0
     removed_from_audience: int = 0
     already_sent: int = 0
+    next_attempt_at: float | None = None  # the earliest deferred row's next try, if any
+    gave_up: int = 0  # deferred rows failed because `retry_for` had passed
 
     @property
     def complete(self) -> bool:
@@ -163,6 +169,7 @@ class _Tally:
     consecutive_failures: int = 0
     paused_reason: str | None = None
     removed: int = 0  # left (unsubscribed) during the run
+    gave_up: int = 0  # deferred past `retry_for`, failed in this run
     # The same permanent reply for recipients in a row: the reply and the rows it failed.
     streak_reply: str | None = None
     streak: list[str] = field(default_factory=list)
@@ -337,6 +344,7 @@ def send_issue(
         finally:
             transport.close()
         tally = run.tally
+        deferred = issue_ledger.deferred()
         return SendReport(
             issue=template.issue,
             total=frozen.total - tally.removed,
@@ -350,6 +358,8 @@ def send_issue(
             added_to_audience=frozen.added if not frozen.first else 0,
             removed_from_audience=frozen.removed + tally.removed,
             already_sent=already_sent,
+            next_attempt_at=deferred.next_attempt_at,
+            gave_up=tally.gave_up,
         )
 
 
@@ -383,7 +393,9 @@ def _run_passes(run: _Run) -> None:
     """Send every due row, then wait for deferred rows to come due and send them, until done."""
     options = run.options
     first_pass = True
+    stay_until: float | None = None
     while not run.halted():
+        _give_up_expired(run)
         rows = run.ledger.todo(
             now=run.clock(),
             retry_failed=options.retry_failed and first_pass,
@@ -407,6 +419,10 @@ def _run_passes(run: _Run) -> None:
         if not deferred:
             return
         due = min(row.next_attempt_at or 0.0 for row in deferred)
+        if stay_until is None and options.max_wait is not None:
+            stay_until = run.clock() + options.max_wait
+        if stay_until is not None and due > stay_until:
+            return  # the next try is for a later run (`send` again, cron: see the README)
         wait = due - run.clock()
         if wait > 0:
             if run.progress is not None:
@@ -414,6 +430,29 @@ def _run_passes(run: _Run) -> None:
                     run.progress(replace(run.tally.snapshot(None), waiting_until=due))
             if run.stop.wait(wait):
                 return
+
+
+def _give_up_expired(run: _Run) -> None:
+    """Fail the deferred rows whose first deferral is more than `retry_for` ago."""
+    if run.options.retry_for is None:
+        return
+    given_up = run.ledger.give_up_deferred(
+        run.clock() - run.options.retry_for, _duration(run.options.retry_for)
+    )
+    if given_up:
+        with run.tally.lock:
+            run.tally.gave_up += given_up
+            run.tally.failed += given_up
+            run.tally.deferred = max(run.tally.deferred - given_up, 0)
+
+
+def _duration(seconds: float) -> str:
+    """`36 h`, `2 d`, `90 min`: how long deferred mail was retried, for the reason recorded."""
+    if seconds >= 86400 and seconds % 86400 == 0:
+        return f"{seconds / 86400:g} d"
+    if seconds >= 3600:
+        return f"{seconds / 3600:g} h"
+    return f"{seconds / 60:g} min"
 
 
 def _send_batch(run: _Run, batch: list[LedgerRow], resend: bool, claimed: bool = False) -> None:
@@ -597,7 +636,7 @@ def _classify(
         return Classified(Outcome.UNAVAILABLE, _reason(error), retry_at=now)
     if isinstance(error, TransientDeliveryError):
         tries = attempts + 1
-        if tries >= options.max_attempts:
+        if options.max_attempts is not None and tries >= options.max_attempts:
             return Classified(Outcome.FAILED, f"gave up after {tries} attempts: {_reason(error)}")
         delay = backoff.delay(tries, retry_after=error.retry_after)
         return Classified(

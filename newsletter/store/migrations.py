@@ -139,6 +139,12 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE ledger_rows ADD COLUMN lease_id INTEGER",
         ),
     ),
+    Migration(
+        5,
+        "when each deferred row was first deferred",
+        # Deferred mail is retried for `[sending] retry_for` from its first deferral, across runs.
+        ("ALTER TABLE ledger_rows ADD COLUMN deferred_since {real}",),
+    ),
 )
 
 STORE_VERSION = MIGRATIONS[-1].version

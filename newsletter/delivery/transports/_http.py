@@ -53,7 +53,14 @@ from ...errors import (
 from ...providers import PROVIDERS, setting_problems
 from ..content import ProviderTemplate, SlotContext
 from ..message import Personalisation
-from .base import BatchItem, BatchResult, DeliveryReceipt, SuppressionSource, handover
+from .base import (
+    BatchItem,
+    BatchResult,
+    DeliveryReceipt,
+    SentLookup,
+    SuppressionSource,
+    handover,
+)
 
 __all__ = [
     "USER_AGENT",
@@ -268,6 +275,11 @@ class HttpProviderTransport:
 
     def suppression_source(self) -> SuppressionSource | None:
         """The provider's bounce/complaint/unsubscribe list, if this module can read it."""
+        return None
+
+    def sent_lookup(self) -> SentLookup | None:
+        """The provider's searchable record of accepted messages, if its API has one that can
+        answer per recipient (for `newsletter reconcile`)."""
         return None
 
     def inspect_check(self, response: ProviderResponse) -> None:

@@ -198,3 +198,52 @@ class SuppressionSource(Protocol):
         Raises `TransportUnavailableError` (bad key, unreachable) or another `DeliveryError`.
         """
         ...
+
+
+# --- asking the provider what happened: the seam for `newsletter reconcile` -------------------
+
+
+class Verdict(enum.StrEnum):
+    SENT = "sent"  # the provider has the message: it was accepted
+    NOT_SENT = "not_sent"  # the provider certainly never had it: safe to send again
+    UNKNOWN = "unknown"  # the provider cannot tell (yet): the row stays uncertain
+
+
+@dataclass(frozen=True)
+class SentQuery:
+    """One uncertain row to ask about: its recipient, our Message-ID, the sender, and when
+    (Unix seconds) the row was handed over, so a lookup can bound its search in time."""
+
+    key: str
+    email: str
+    message_id: str | None
+    sender: str
+    handed_over_at: float
+
+
+@dataclass(frozen=True)
+class Finding:
+    """What the provider said about one query: a verdict and the evidence (its id, or why)."""
+
+    key: str
+    verdict: Verdict
+    evidence: str
+
+
+class SentLookup(Protocol):
+    """A provider's record of accepted messages, searchable per recipient.
+
+    `settle_after`: seconds after the hand-over before "not found" is believed (the provider's
+    search lags behind its API); `keeps_for`: how long the provider keeps the record (after
+    that, "not found" proves nothing).
+    """
+
+    name: str
+    settle_after: float
+    keeps_for: float
+
+    def look_up(self, issue: str, query: SentQuery) -> Finding:
+        """SENT with the provider's id when it has the message, else NOT_SENT (or UNKNOWN when
+        it cannot tell). Raises `TransportUnavailableError` (bad key, unreachable) or another
+        `DeliveryError`."""
+        ...

@@ -48,7 +48,15 @@ from ._http import (
     ProviderResponse,
     parse_retry_after,
 )
-from .base import BatchItem, BatchResult, Suppression, SuppressionKind
+from .base import (
+    BatchItem,
+    BatchResult,
+    Finding,
+    SentQuery,
+    Suppression,
+    SuppressionKind,
+    Verdict,
+)
 
 US_API = "https://api.mailgun.net"
 EU_API = "https://api.eu.mailgun.net"
@@ -221,6 +229,63 @@ class MailgunTransport(HttpProviderTransport):
                 ]
             )
         return MailgunSuppressions(self, self.domain)
+
+    def sent_lookup(self) -> MailgunSentLookup:
+        return MailgunSentLookup(self)
+
+
+class MailgunSentLookup:
+    """`GET /v3/{domain}/events?event=accepted&message-id=…`: did Mailgun accept our message?
+
+    A message sent as MIME keeps our Message-ID, which Mailgun's events carry as the message
+    id. Events can take a while to be searchable (Mailgun advises polling no newer than half an
+    hour ago) and are kept for 1 to 30 days by plan: "not found" is believed only between the
+    two, taking the shortest plan's day.
+    """
+
+    name = "mailgun"
+    settle_after = 1800.0
+    keeps_for = 86400.0
+
+    def __init__(self, transport: MailgunTransport) -> None:
+        self.transport = transport
+
+    def look_up(self, issue: str, query: SentQuery) -> Finding:
+        message_id = (query.message_id or "").strip().strip("<>")
+        if not message_id:
+            return Finding(query.key, Verdict.UNKNOWN, "no Message-ID recorded for this row")
+        domain = self.transport.domain or query.sender.rpartition("@")[2]
+        if not usable_domain(domain):
+            return Finding(query.key, Verdict.UNKNOWN, "no sending domain to search")
+        params: dict[str, str | int] = {
+            "event": "accepted",
+            "message-id": message_id,
+            "recipient": query.email,
+            "begin": int(query.handed_over_at - 3600),
+            "ascending": "yes",
+            "limit": 300,
+        }
+        data = self.transport.get(f"/v3/{quote(domain, safe='')}/events", params=params).json()
+        items = data.get("items") if isinstance(data, dict) else None
+        if not isinstance(items, list):
+            raise UncertainDeliveryError("mailgun: events answered without 'items'")
+        for event in items:
+            if isinstance(event, dict) and _accepted(event, message_id, query.email):
+                evidence = f"mailgun accepted it: event {event.get('id', '?')}"
+                return Finding(query.key, Verdict.SENT, evidence)
+        return Finding(query.key, Verdict.NOT_SENT, "mailgun has no 'accepted' event for it")
+
+
+def _accepted(event: dict[str, Any], message_id: str, email: str) -> bool:
+    message = event.get("message")
+    headers = message.get("headers") if isinstance(message, dict) else None
+    found = headers.get("message-id") if isinstance(headers, dict) else None
+    return (
+        event.get("event") == "accepted"
+        and str(event.get("recipient", "")).lower() == email.lower()
+        and isinstance(found, str)
+        and found.strip().strip("<>") == message_id
+    )
 
 
 class MailgunSuppressions:

@@ -15,7 +15,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ...errors import TransportUnavailableError
-from .base import BatchItem, BatchResult, DeliveryReceipt, OutgoingMessage, send_one_by_one
+from .base import (
+    BatchItem,
+    BatchResult,
+    DeliveryReceipt,
+    Finding,
+    OutgoingMessage,
+    SentQuery,
+    Verdict,
+    send_one_by_one,
+)
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+@=-]+")
 _STEM_LENGTH = 80
@@ -29,15 +38,36 @@ def outbox_file_name(message: OutgoingMessage) -> str:
     """
     message_id = message.message_id.strip().strip("<>")
     if message_id:
-        key = f"id:{message_id}".encode()
-        readable = message_id
-    else:
-        # Without a Message-ID the content tells resends apart from different messages.
-        digest = hashlib.sha256(message.data).hexdigest()
-        key = f"to:{message.recipient}\n{digest}".encode()
-        readable = message.recipient
+        return _file_name(message_id, f"id:{message_id}".encode())
+    # Without a Message-ID the content tells resends apart from different messages.
+    digest = hashlib.sha256(message.data).hexdigest()
+    return _file_name(message.recipient, f"to:{message.recipient}\n{digest}".encode())
+
+
+def _file_name(readable: str, key: bytes) -> str:
     stem = _UNSAFE.sub("_", readable).strip("._-")[:_STEM_LENGTH] or "message"
     return f"{stem}-{hashlib.sha256(key).hexdigest()[:16]}.eml"
+
+
+class OutboxSentLookup:
+    """The outbox itself: a message was written if its file is there (files appear whole, by
+    rename, so "not there" is certain at once)."""
+
+    name = "outbox"
+    settle_after = 0.0
+    keeps_for = float("inf")
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+
+    def look_up(self, issue: str, query: SentQuery) -> Finding:
+        message_id = (query.message_id or "").strip().strip("<>")
+        if not message_id:
+            return Finding(query.key, Verdict.UNKNOWN, "no Message-ID recorded for this row")
+        path = self.folder / _file_name(message_id, f"id:{message_id}".encode())
+        if path.is_file():
+            return Finding(query.key, Verdict.SENT, f"written to {path}")
+        return Finding(query.key, Verdict.NOT_SENT, f"no {path.name} in {self.folder}")
 
 
 class OutboxTransport:

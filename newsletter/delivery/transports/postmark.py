@@ -28,8 +28,17 @@ from ...errors import (
     UncertainDeliveryError,
 )
 from ..content import MessageContent
+from ..message import Personalisation
 from ._http import HttpProviderTransport, ProviderResponse, personalisation, require_env
-from .base import BatchItem, BatchResult, Suppression, SuppressionKind
+from .base import (
+    BatchItem,
+    BatchResult,
+    Finding,
+    SentQuery,
+    Suppression,
+    SuppressionKind,
+    Verdict,
+)
 
 TEST_TOKEN = "POSTMARK_API_TEST"
 DEFAULT_STREAM = "broadcast"
@@ -113,6 +122,9 @@ class PostmarkTransport(HttpProviderTransport):
     def suppression_source(self) -> PostmarkSuppressions:
         return PostmarkSuppressions(self)
 
+    def sent_lookup(self) -> PostmarkSentLookup:
+        return PostmarkSentLookup(self)
+
     # --- sending ----------------------------------------------------------------------------
 
     def deliver(self, items: Sequence[BatchItem]) -> list[BatchResult]:
@@ -175,7 +187,7 @@ class PostmarkTransport(HttpProviderTransport):
             "TrackOpens": False,
             "TrackLinks": "None",
             "Tag": personalisation(item).template.issue[:1000],
-            "Metadata": {"issue": personalisation(item).template.issue},
+            "Metadata": _metadata(personalisation(item), item.key),
         }
         if content.reply_to is not None:
             body["ReplyTo"] = content.reply_to.formatted()
@@ -276,6 +288,87 @@ class PostmarkSuppressions:
                 continue
             reason = f"{entry.get('SuppressionReason')} (origin: {entry.get('Origin', '?')})"
             yield Suppression(address, kind, at, reason)
+
+
+def _metadata(found: Personalisation, key: str) -> dict[str, str]:
+    """The issue, and for a real send the ledger key: `reconcile` tells the subscriber's
+    message from a test copy sent to the same address."""
+    if found.test:
+        return {"issue": found.template.issue, "test": "yes"}
+    return {"issue": found.template.issue, "newsletter_key": key[:80]}
+
+
+class PostmarkSentLookup:
+    """`GET /messages/outbound?recipient=…&tag=<issue>`: the messages Postmark accepted.
+
+    A message of this issue to this recipient that is not a test copy (Metadata
+    `newsletter_key` equal to the row's key) proves the row was sent. Postmark's search shows a
+    message within seconds of the API accepting it and keeps it 45 days by default.
+    """
+
+    name = "postmark"
+    settle_after = 300.0
+    keeps_for = 45 * 86400.0
+    page = 50
+
+    def __init__(self, transport: PostmarkTransport) -> None:
+        self.transport = transport
+
+    def look_up(self, issue: str, query: SentQuery) -> Finding:
+        params: dict[str, str | int] = {
+            "recipient": query.email,
+            "tag": issue[:1000],
+            "count": self.page,
+            "offset": 0,
+        }
+        unclear = False
+        while True:
+            data = self.transport.get("/messages/outbound", params=params).json()
+            messages = data.get("Messages") if isinstance(data, dict) else None
+            if not isinstance(messages, list):
+                raise UncertainDeliveryError(
+                    "postmark: /messages/outbound answered without 'Messages'"
+                )
+            for message in messages:
+                match = _match(message, issue, query) if isinstance(message, dict) else None
+                if match == "row":
+                    evidence = f"postmark has it: MessageID {message.get('MessageID')}"
+                    return Finding(query.key, Verdict.SENT, evidence)
+                unclear = unclear or match == "unclear"
+            total = data.get("TotalCount")
+            offset = int(params["offset"]) + len(messages)
+            if not messages or not isinstance(total, int) or offset >= total:
+                break
+            params["offset"] = offset
+        if unclear:
+            # Sent by a version without the key, or changed metadata: it may be this row.
+            return Finding(
+                query.key,
+                Verdict.UNKNOWN,
+                "postmark has a message of this issue to this address without our key",
+            )
+        return Finding(query.key, Verdict.NOT_SENT, "postmark has no such message")
+
+
+def _match(message: Mapping[str, Any], issue: str, query: SentQuery) -> str | None:
+    """ "row": this row's message; "test": a test copy; "unclear": of this issue to this
+    address but unmarked; None: another recipient or issue."""
+    recipients = message.get("Recipients") or message.get("To") or []
+    if isinstance(recipients, str):
+        recipients = [recipients]
+    addresses = {
+        str(entry.get("Email") if isinstance(entry, dict) else entry).strip().lower()
+        for entry in recipients
+    }
+    if query.email.lower() not in addresses or message.get("Tag") != issue[:1000]:
+        return None
+    metadata = message.get("Metadata")
+    if isinstance(metadata, dict):
+        if metadata.get("newsletter_key") == query.key[:80]:
+            return "row"
+        if metadata.get("test") == "yes" or metadata.get("newsletter_key"):
+            return "test" if metadata.get("test") == "yes" else None
+    return "unclear"
 
 
 def _timestamp(value: object) -> datetime | None:
