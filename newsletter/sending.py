@@ -58,6 +58,7 @@ from .errors import ConfigError, Problem, ProjectError
 from .inbox.process import apply_refusals
 from .render import render_issue
 from .render.model import RenderedIssue
+from .store import Store
 from .tokens import make_token
 
 __all__ = [
@@ -354,13 +355,23 @@ def archive_snapshot(rendered: RenderedIssue) -> Snapshot:
     )
 
 
-def update_archive(settings: Settings, issue: str) -> ArchivedIssue:
+def update_archive(settings: Settings, issue: str) -> tuple[ArchivedIssue, bool]:
     """Replace the archived web version of a sent issue with the issue as it is now (the
-    deliberate `newsletter archive update`). ArchiveError if it was never sent."""
+    deliberate `newsletter archive update`); the bool is true when the issue was added instead:
+    sent (says the send ledger) before this version kept an archive, it is archived with the
+    time its first message was recorded sent. ArchiveError if it was never sent."""
     folder = resolve_issue_folder(settings.root, issue)
-    rendered = render_issue(load_issue(folder), settings)
-    with ArchiveStore(settings.database()) as archive:
-        return archive.update(archive_snapshot(rendered))
+    snapshot = archive_snapshot(render_issue(load_issue(folder), settings))
+    with Store.open(settings.database(), purpose="the archive") as store:
+        archive = ArchiveStore(store)
+        if archive.page(snapshot.issue) is None:
+            sent = [row.updated_at for row in Ledger(store).issue(snapshot.issue).rows(State.SENT)]
+            if sent:
+                archive.freeze(snapshot, at=min(sent))
+                page = archive.page(snapshot.issue)
+                assert page is not None
+                return page.entry, True
+        return archive.update(snapshot), False
 
 
 _IMAGE_TYPES = {"png": "image/png", "jpg": "image/jpeg", "gif": "image/gif"}

@@ -335,6 +335,27 @@ def test_archive_list_and_a_deliberate_update(
     assert "updated 1x" in run("archive", "list")[1]
 
 
+def test_an_issue_sent_before_the_archive_existed_is_added_by_update(
+    engine_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = engine_settings
+    deliver(plan_send(settings, SendRequest(ISSUE), checker=offline_check), clock=lambda: 1.0)
+    with Store.open(settings.database()) as store, store.transaction() as db:
+        # As a send by the previous release left it: ledger rows, no archive.
+        for table in ("archive_files", "archive_issues", "archive_blobs"):
+            db.execute(f"DELETE FROM {table}")
+    with Ledger(settings.database()) as ledger:
+        first = min(row.updated_at for row in ledger.issue(ISSUE).rows(State.SENT))
+    monkeypatch.chdir(settings.root)
+    code, output = run("archive", "update", ISSUE)
+    assert code == 0, output
+    assert f"Added {ISSUE} to the archive: it was sent" in output
+    with archived(settings) as archive:
+        (entry,) = archive.entries()
+        assert (entry.sent_at, entry.updates) == (first, 0)
+        assert archive.filenames(ISSUE)
+
+
 def test_an_issue_folder_that_is_gone_is_reported(
     engine_settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:

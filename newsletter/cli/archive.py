@@ -67,7 +67,8 @@ def update(
 
     The archive keeps what subscribers received; use this after fixing a mistake, when the
     public version should show the fix. Its send date stays; images of the old version stay
-    available for the mail that links them.
+    available for the mail that links them. An issue sent before this version kept an archive
+    (the send ledger knows) is added, dated when its first message was sent.
 
     Examples:
 
@@ -76,11 +77,16 @@ def update(
     from ..sending import update_archive  # noqa: PLC0415 (renders the issue: only this command)
 
     settings = project_settings()
-    entry = update_archive(settings, issue)
-    console.print(
-        f"Replaced the archived version of {entry.issue} (sent {_local(entry.sent_at)}) with "
-        f"the issue as it is now: {entry.subject}. Updated {entry.updates} time(s) so far.",
-        highlight=False,
-        markup=False,
-        soft_wrap=True,
-    )
+    entry, added = update_archive(settings, issue)
+    if added:
+        message = (
+            f"Added {entry.issue} to the archive: it was sent {_local(entry.sent_at)}, before "
+            f"this version kept an archive. It shows the issue as it is now: {entry.subject}"
+        )
+    else:
+        message = (
+            f"Replaced the archived version of {entry.issue} (sent {_local(entry.sent_at)}) "
+            f"with the issue as it is now: {entry.subject}. Updated {entry.updates} time(s) "
+            "so far."
+        )
+    console.print(message, highlight=False, markup=False, soft_wrap=True)
