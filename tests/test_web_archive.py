@@ -251,3 +251,40 @@ def test_with_the_archive_off_only_hosted_images_remain(
     finally:
         server.stop()
         thread.join(WAIT_SECONDS)
+
+
+def test_embedded_images_of_the_web_version_are_served_beside_it(
+    project_settings: Settings,
+) -> None:
+    server, thread = start(project_settings)  # no base_url: images travel inside the messages
+    try:
+        deliver(plan_send(project_settings, SendRequest(ISSUE), checker=offline_check))
+        page = httpx.get(f"{server.url}{ISSUE}/web.html")
+        sources = set(re.findall(r'<img[^>]+src="([^"]+)"', page.text))
+        local = sorted(s for s in sources if "://" not in s and not s.startswith("data:"))
+        assert len(local) >= 3 and not any(s.startswith("cid:") for s in sources)
+        for source in local:
+            image = httpx.get(str(httpx.URL(f"{server.url}{ISSUE}/web.html").join(source)))
+            assert image.status_code == 200, source
+            assert image.headers["content-type"] in ("image/png", "image/jpeg", "image/gif")
+    finally:
+        server.stop()
+        thread.join(WAIT_SECONDS)
+
+
+@pytest.mark.parametrize(
+    ("locale", "shown"),
+    [("en", "September 21, 2026"), ("nl", "21 september 2026"), ("nl-formal", "21 september 2026")],
+)
+def test_the_index_shows_dates_in_the_newsletters_language(
+    project_settings: Settings, locale: str, shown: str
+) -> None:
+    with ArchiveStore(project_settings.database()) as archive:
+        archive.freeze(Snapshot("2026-09", "Seed swap", "<p/>"), at=1_790_000_000.0)
+    server, thread = start(replace(project_settings, locale=locale))
+    try:
+        index = httpx.get(server.url)
+        assert f'<time class="muted" datetime="2026-09-21">{shown}</time>' in index.text
+    finally:
+        server.stop()
+        thread.join(WAIT_SECONDS)
