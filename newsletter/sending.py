@@ -213,7 +213,9 @@ def plan_send(
         content_changed=stored is not None and stored != template.fingerprint,
         # The outbox writes files one by one; SMTP and providers use parallel connections.
         concurrency=settings.transport.connections if settings.transport.kind != "outbox" else 1,
-        archive=archive_snapshot(rendered),
+        # The outbox only writes files for review: nobody received the issue, so it is not
+        # published (`archive update` adds it if those files were delivered after all).
+        archive=archive_snapshot(rendered) if settings.transport.kind != "outbox" else None,
     )
 
 

@@ -5,7 +5,7 @@ rebuilds and resumed sends; replaced only by `newsletter archive update`."""
 from __future__ import annotations
 
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,7 +18,7 @@ from newsletter.build import build_issue, local_image_html
 from newsletter.checks import check_issue
 from newsletter.checks.model import CheckReport
 from newsletter.cli.commands import app
-from newsletter.config import Settings
+from newsletter.config import Settings, TransportSettings
 from newsletter.content import Issue, load_issue
 from newsletter.delivery.ledger import Ledger, State
 from newsletter.delivery.sender import send_issue
@@ -38,6 +38,7 @@ from newsletter.store import Store
 from newsletter.store.admin import copy_store
 from tests.pgserver import PostgresServer
 from tests.sendkit import ListAudience, example_template, people
+from tests.smtpserver import SmtpTestServer
 
 ISSUE = "2026-11"
 READERS = ("ann@example.org", "bob@example.org", "carol@example.net")
@@ -51,11 +52,22 @@ def offline_check(
 
 
 @pytest.fixture
+def sink() -> Iterator[SmtpTestServer]:
+    with SmtpTestServer() as running:
+        yield running
+
+
+def smtp_to(settings: Settings, sink: SmtpTestServer) -> Settings:
+    transport = TransportSettings(kind="smtp", host="127.0.0.1", port=sink.port, security="none")
+    return replace(settings, transport=transport)
+
+
+@pytest.fixture
 def engine_settings(
-    settings: Settings, store_url: str, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, store_url: str, sink: SmtpTestServer, monkeypatch: pytest.MonkeyPatch
 ) -> Settings:
-    """The example project, with its store on the engine under test, a signing secret and
-    three subscribers."""
+    """The example project sending to an SMTP server on loopback, with its store on the engine
+    under test, a signing secret and three subscribers."""
     if "://" in store_url:
         monkeypatch.setenv("NEWSLETTER_DATABASE_URL", store_url)
     else:
@@ -65,7 +77,7 @@ def engine_settings(
     with SubscriberStore(settings.database()) as store:
         for address in READERS:
             store.add(address, address.split("@")[0].title())
-    return settings
+    return smtp_to(settings, sink)
 
 
 def archived(settings: Settings) -> ArchiveStore:
@@ -174,6 +186,21 @@ def test_sending_freezes_what_was_sent_and_a_rebuild_changes_nothing(
         assert kept is not None and kept.html == page.html
         assert "A line added after the send." not in kept.html
         assert archive.entries()[0].sent_at == 1_800_000_000.0
+
+
+def test_an_outbox_send_is_not_published_until_update_says_so(
+    engine_settings: Settings, sink: SmtpTestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = replace(engine_settings, transport=TransportSettings(kind="outbox"))
+    report = deliver(plan_send(settings, SendRequest(ISSUE), checker=offline_check))
+    assert report.sent_now == 3 and sink.messages == []
+    assert len(list((settings.root / "outbox").rglob("*.eml"))) == 3
+    with archived(settings) as archive:
+        assert archive.entries() == [] and archive.filenames(ISSUE) == []
+    # Files for review only, unless the editor says they were delivered after all.
+    monkeypatch.chdir(settings.root)
+    code, output = run("archive", "update", ISSUE)
+    assert code == 0 and f"Added {ISSUE} to the archive" in output
 
 
 def test_the_archive_exists_before_the_first_message_is_handed_over(

@@ -22,13 +22,14 @@ from newsletter.audience import SubscriberStore
 from newsletter.build import build_issue
 from newsletter.checks import check_issue
 from newsletter.checks.model import CheckReport
-from newsletter.config import Settings
+from newsletter.config import Settings, TransportSettings
 from newsletter.content import Issue, load_issue
 from newsletter.render import render_issue
 from newsletter.render.model import RenderedIssue
 from newsletter.sending import SendRequest, deliver, plan_send, send_test_copies
 from newsletter.web import ServeSettings, WebServer
 from newsletter.web.archive import ISSUE_CSP
+from tests.smtpserver import SmtpTestServer
 
 ISSUE = "2026-11"
 SECRET_ISSUE = "2027-01"
@@ -47,6 +48,7 @@ def offline_check(
 class Site:
     server: WebServer
     settings: Settings
+    sink: SmtpTestServer
 
     def get(self, path: str) -> httpx.Response:
         return httpx.get(self.server.url + path)
@@ -63,9 +65,17 @@ def start(settings: Settings, *, archive: bool = True) -> tuple[WebServer, threa
 
 
 @pytest.fixture
-def project_settings(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    """The example project with a signing secret, two subscribers, and a second issue with a
-    secret subject that is built but never sent."""
+def sink() -> Iterator[SmtpTestServer]:
+    with SmtpTestServer() as running:
+        yield running
+
+
+@pytest.fixture
+def project_settings(
+    settings: Settings, sink: SmtpTestServer, monkeypatch: pytest.MonkeyPatch
+) -> Settings:
+    """The example project sending to an SMTP server on loopback, with a signing secret, two
+    subscribers, and a second issue with a secret subject that is built but never sent."""
     monkeypatch.delenv("NEWSLETTER_DATABASE_URL", raising=False)
     monkeypatch.delenv(settings.unsubscribe.secret_env, raising=False)
     (settings.root / ".newsletter-secret").write_text("archive-web-secret\n", encoding="utf-8")
@@ -82,11 +92,12 @@ def project_settings(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Set
     item.write_text(
         item.read_text("utf-8") + "\n![Het geheime plan](geheim-plan.png)\n", encoding="utf-8"
     )
-    return settings
+    transport = TransportSettings(kind="smtp", host="127.0.0.1", port=sink.port, security="none")
+    return replace(settings, transport=transport)
 
 
 @pytest.fixture
-def site(project_settings: Settings) -> Iterator[Site]:
+def site(project_settings: Settings, sink: SmtpTestServer) -> Iterator[Site]:
     """A server for the project, with 2026-11 sent (then changed and rebuilt) and 2026-12
     built only."""
     server, thread = start(project_settings)
@@ -97,16 +108,16 @@ def site(project_settings: Settings) -> Iterator[Site]:
         item.write_text(item.read_text("utf-8") + "\nChanged after the send.\n", "utf-8")
         build_issue(settings, settings.issues_dir / ISSUE)
         build_issue(settings, settings.issues_dir / SECRET_ISSUE)
-        yield Site(server, settings)
+        yield Site(server, settings, sink)
     finally:
         server.stop()
         thread.join(WAIT_SECONDS)
 
 
-def sent_messages(settings: Settings) -> list[EmailMessage]:
+def sent_messages(sink: SmtpTestServer) -> list[EmailMessage]:
     found = []
-    for path in sorted((settings.root / settings.transport.path).rglob("*.eml")):
-        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+    for received in sink.messages:
+        message = email.message_from_bytes(received.data, policy=email.policy.default)
         assert isinstance(message, EmailMessage)
         found.append(message)
     return found
@@ -141,7 +152,7 @@ def test_the_archive_shows_what_was_sent_not_the_rebuild(site: Site) -> None:
 
 
 def test_hosted_images_in_the_sent_mail_are_served(site: Site) -> None:
-    messages = sent_messages(site.settings)
+    messages = sent_messages(site.sink)
     assert len(messages) == 2
     html = html_of(messages[0])
     sources = set(re.findall(r'<img[^>]+src="([^"]+)"', html))
@@ -174,7 +185,7 @@ def test_a_built_but_unsent_issue_is_never_reachable(site: Site) -> None:
 
 def test_a_test_copy_makes_its_hosted_images_reachable_but_not_its_page(site: Site) -> None:
     send_test_copies(site.settings, SECRET_ISSUE, to=["editor@example.org"])
-    (copy,) = [m for m in sent_messages(site.settings) if "GEHEIM" in str(m["Subject"])]
+    (copy,) = [m for m in sent_messages(site.sink) if "GEHEIM" in str(m["Subject"])]
     linked = re.findall(rf'src="({re.escape(site.server.url)}{SECRET_ISSUE}/[^"]+)"', html_of(copy))
     assert any("geheim-plan-" in url for url in linked)
     assert all(httpx.get(url).status_code == 200 for url in linked)  # the reviewer sees them
@@ -236,7 +247,7 @@ def test_path_traversal_and_other_files_get_404(site: Site) -> None:
 
 
 def test_with_the_archive_off_only_hosted_images_remain(
-    project_settings: Settings,
+    project_settings: Settings, sink: SmtpTestServer
 ) -> None:
     server, thread = start(project_settings, archive=False)
     try:
@@ -244,7 +255,7 @@ def test_with_the_archive_off_only_hosted_images_remain(
         deliver(plan_send(settings, SendRequest(ISSUE), checker=offline_check))
         for path in ("", "feed.xml", ISSUE, f"{ISSUE}/", f"{ISSUE}/web.html"):
             assert httpx.get(server.url + path).status_code == 404, path
-        html = html_of(sent_messages(settings)[0])
+        html = html_of(sent_messages(sink)[0])
         hosted = re.findall(rf'src="({re.escape(server.url)}[^"]+)"', html)
         assert hosted and all(httpx.get(url).status_code == 200 for url in hosted)
         assert httpx.get(server.url + "healthz").status_code == 200

@@ -30,7 +30,8 @@ def list_() -> None:
     """List the archived issues, the most recently sent first: when each was sent, its subject,
     and whether it was replaced since.
 
-    An issue is archived when its first message is sent (not by `build`, a test or a dry run).
+    An issue is archived when its first message is sent (not by `build`, a test, a dry run
+    or the outbox).
 
     Examples:
 
