@@ -95,6 +95,7 @@ def write_folder_atomically(target: Path, outputs: Mapping[str, bytes]) -> tuple
         files = []
         for name, data in outputs.items():
             path = staging / name
+            path.parent.mkdir(parents=True, exist_ok=True)  # a name may hold a folder: `a/b`
             path.write_bytes(data)
             files.append(BuiltFile(target / name, len(data)))
         retired = None

@@ -413,3 +413,20 @@ def test_store_copy_carries_the_archive_to_postgresql(
         image = copied.image(ISSUE, "b.gif")
     assert page is not None and page.html == "<p>één</p>"
     assert image is not None and image.data == bytes(range(256))
+
+
+def test_archive_export_writes_the_sent_issues(
+    engine_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = engine_settings
+    deliver(plan_send(settings, SendRequest(ISSUE), checker=offline_check))
+    monkeypatch.chdir(settings.root)
+    code, output = run("archive", "export", "public")
+    assert code == 0, output
+    assert "index.html, 1 issue(s) with" in output
+    assert "No feed.xml: set base_url in newsletter.toml" in output
+    assert (settings.root / "public" / ISSUE / "web.html").is_file()
+    assert not (settings.root / "public" / "feed.xml").exists()
+    code, output = run("archive", "export", "issues")
+    assert code != 0 and "is not empty and was not written by" in output
+    assert (settings.root / "issues" / ISSUE / "issue.md").is_file()

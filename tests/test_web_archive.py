@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from email.message import EmailMessage
+from pathlib import Path
 
 import feedparser
 import httpx
@@ -24,11 +25,12 @@ from newsletter.checks import check_issue
 from newsletter.checks.model import CheckReport
 from newsletter.config import Settings, TransportSettings
 from newsletter.content import Issue, load_issue
+from newsletter.errors import ProjectError
 from newsletter.render import render_issue
 from newsletter.render.model import RenderedIssue
 from newsletter.sending import SendRequest, deliver, plan_send, send_test_copies
 from newsletter.web import ServeSettings, WebServer
-from newsletter.web.archive import ISSUE_CSP
+from newsletter.web.archive import ISSUE_CSP, export_archive
 from tests.smtpserver import SmtpTestServer
 
 ISSUE = "2026-11"
@@ -299,3 +301,37 @@ def test_the_index_shows_dates_in_the_newsletters_language(
     finally:
         server.stop()
         thread.join(WAIT_SECONDS)
+
+
+def test_a_static_export_holds_what_was_sent_and_nothing_else(site: Site, tmp_path: Path) -> None:
+    target = tmp_path / "public"
+    with ArchiveStore(site.settings.database()) as archive:
+        report = export_archive(site.settings, archive, target)
+        names = archive.filenames(ISSUE)
+    assert (report.issues, report.images, report.feed) == (1, len(names), True)
+    written = sorted(str(p.relative_to(target)) for p in target.rglob("*") if p.is_file())
+    assert written == sorted(
+        [".newsletter-archive", "index.html", "feed.xml", f"{ISSUE}/web.html"]
+        + [f"{ISSUE}/{name}" for name in names]
+    )
+    assert (target / f"{ISSUE}/web.html").read_text("utf-8") == site.get(f"{ISSUE}/web.html").text
+    index = (target / "index.html").read_text("utf-8")
+    assert "Harvest festival" in index and f'href="{ISSUE}/web.html"' in index
+    feed = feedparser.parse((target / "feed.xml").read_bytes())
+    assert not feed.bozo and [e.link for e in feed.entries] == [
+        f"{site.settings.base_url}{ISSUE}/web.html"
+    ]
+    everything = b"".join(p.read_bytes() for p in target.rglob("*") if p.is_file())
+    assert b"GEHEIM" not in everything and SECRET_ISSUE.encode() not in everything
+
+    # Exporting again replaces the earlier export; a folder of yours is never replaced.
+    (target / "stale.html").write_text("old")
+    with ArchiveStore(site.settings.database()) as archive:
+        export_archive(site.settings, archive, target)
+        assert not (target / "stale.html").exists()
+        mine = tmp_path / "mine"
+        mine.mkdir()
+        (mine / "notes.txt").write_text("keep me")
+        with pytest.raises(ProjectError, match="not empty and was not written by"):
+            export_archive(site.settings, archive, mine)
+    assert (mine / "notes.txt").read_text() == "keep me"

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -91,3 +92,39 @@ def update(
             "so far."
         )
     console.print(message, highlight=False, markup=False, soft_wrap=True)
+
+
+@app.command()
+def export(
+    folder: Annotated[Path, typer.Argument(help="The folder to write (replaced as a whole).")],
+) -> None:
+    """Write the archive as static files, for a web host other than `newsletter serve`.
+
+    `index.html`, `feed.xml` (when base_url is set) and `<issue>/web.html` with the images of
+    every sent issue; never a draft or an unsent issue. The folder must be new, empty, or an
+    earlier export. Upload it to where base_url points.
+
+    Examples:
+
+        newsletter archive export public/
+    """
+    from ..archive import ArchiveStore  # noqa: PLC0415 (opens the store: only this command)
+    from ..web.archive import export_archive  # noqa: PLC0415 (heavy: only this command)
+
+    settings = project_settings()
+    with ArchiveStore(settings.database()) as archive:
+        report = export_archive(settings, archive, folder.resolve())
+    feed = "feed.xml, " if report.feed else ""
+    console.print(
+        f"Wrote {report.folder}: index.html, {feed}{report.issues} issue(s) with "
+        f"{report.images} image(s).",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
+    if not report.feed:
+        console.print(
+            "No feed.xml: set base_url in newsletter.toml (a feed's links must be absolute).",
+            highlight=False,
+            markup=False,
+        )

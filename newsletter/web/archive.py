@@ -21,6 +21,8 @@ import datetime as dt
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 from babel.dates import format_date
 from starlette.concurrency import run_in_threadpool
@@ -30,7 +32,9 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from ..archive import ArchivedIssue, ArchiveStore
+from ..build import write_folder_atomically
 from ..config import Settings
+from ..errors import ProjectError
 from .pages import (
     CSP,
     FALLBACK_LANGUAGE,
@@ -40,7 +44,7 @@ from .pages import (
     texts_for,
 )
 
-__all__ = ["FEED_ENTRIES", "archive_routes"]
+__all__ = ["FEED_ENTRIES", "ExportReport", "archive_routes", "atom_feed", "export_archive"]
 
 FEED_ENTRIES = 50  # the newest issues in the feed; the index lists them all
 _ISSUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -102,10 +106,8 @@ class _Archive:
         except ValueError:  # a locale Babel does not know: the ISO date says it as well
             return _when(at).date().isoformat()
 
-    async def index(self, request: Request) -> Response:
-        self._pages_on()
-        entries = await run_in_threadpool(self.archive().entries)
-        body = render_archive(
+    def index_html(self, entries: list[ArchivedIssue], *, feed: bool = True) -> str:
+        return render_archive(
             texts_for(self.language),
             name=self.settings.name,
             entries=[
@@ -118,8 +120,13 @@ class _Archive:
                 )
                 for e in entries
             ],
-            feed_href="feed.xml",
+            feed_href="feed.xml" if feed else "",
         )
+
+    async def index(self, request: Request) -> Response:
+        self._pages_on()
+        entries = await run_in_threadpool(self.archive().entries)
+        body = self.index_html(entries)
         # The index is one of our own pages: its stylesheet is allowed by its hash.
         return HTMLResponse(body, headers=_PAGE_HEADERS | {"Content-Security-Policy": CSP})
 
@@ -220,3 +227,54 @@ def archive_routes(
         Route("/{issue}/", handlers.issue, methods=["GET"]),
         Route("/{issue}/{file}", handlers.file, methods=["GET"]),
     ]
+
+
+# --- a static copy --------------------------------------------------------------------------------
+
+_EXPORT_MARK = ".newsletter-archive"  # marks a folder `export_archive` wrote (and may replace)
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    folder: Path
+    issues: int
+    images: int
+    feed: bool  # written only with base_url (a feed's links must be absolute)
+
+
+def export_archive(settings: Settings, archive: ArchiveStore, target: Path) -> ExportReport:
+    """Write the archive as static files into `target`, for any web host: `index.html`,
+    `feed.xml` (with `base_url`), and `<issue>/web.html` with the images of every archived
+    issue; nothing else. The folder is replaced as a whole, so it must be empty, missing or an
+    earlier export (ProjectError otherwise: nothing of yours is deleted)."""
+    if target.exists() and (
+        not target.is_dir() or (any(target.iterdir()) and not (target / _EXPORT_MARK).is_file())
+    ):
+        raise ProjectError(
+            f"{target} is not empty and was not written by 'newsletter archive export'; "
+            "nothing was written",
+            hint="Export into a new folder: it is replaced as a whole on every export.",
+        )
+    handlers = _Archive(settings, lambda: archive, pages=True)
+    entries = archive.entries()
+    base = settings.base_url
+    outputs: dict[str, bytes] = {_EXPORT_MARK: b"written by newsletter archive export\n"}
+    outputs["index.html"] = handlers.index_html(entries, feed=base is not None).encode("utf-8")
+    pages: dict[str, str] = {}
+    images = 0
+    for entry in entries:
+        page = archive.page(entry.issue)
+        if page is None or not _ISSUE_NAME.match(entry.issue):
+            continue
+        pages[entry.issue] = page.html
+        outputs[f"{entry.issue}/web.html"] = page.html.encode("utf-8")
+        for filename in archive.filenames(entry.issue):
+            image = archive.image(entry.issue, filename)
+            if image is not None and _FILE_NAME.match(filename) and filename != "web.html":
+                outputs[f"{entry.issue}/{filename}"] = image.data
+                images += 1
+    if base is not None:
+        latest = entries[:FEED_ENTRIES]
+        outputs["feed.xml"] = atom_feed(settings.name, handlers.language, base, latest, pages)
+    write_folder_atomically(target, outputs)
+    return ExportReport(target, len(pages), images, base is not None)
