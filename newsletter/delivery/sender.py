@@ -151,7 +151,6 @@ class TestSendResult:
     error: str | None
 
 
-@dataclass
 class _Once:
     """Runs `action` the first time it is called from any thread; the others wait for it.
     An action that failed fails every later call the same way (nothing may be handed over)."""
