@@ -18,6 +18,7 @@ from .config import Settings
 from .content import Issue, load_issue
 from .errors import RenderError
 from .render import render_issue
+from .render.images import embedded_images_advice
 from .render.model import RenderedIssue
 from .render.samples import missing_sample_values, sample_filler
 
@@ -34,6 +35,7 @@ class BuildReport:
     rendered: RenderedIssue
     folder: Path
     files: tuple[BuiltFile, ...]
+    warnings: tuple[str, ...] = ()
 
 
 def local_image_html(rendered: RenderedIssue, html: str) -> str:
@@ -75,7 +77,14 @@ def build_issue(
         outputs[published.filename] = published.data
     target = settings.dist_dir / rendered.name
     files = write_folder_atomically(target, outputs)
-    return BuildReport(issue=issue, rendered=rendered, folder=target, files=files)
+    advice = embedded_images_advice(rendered.embedded_images)
+    return BuildReport(
+        issue=issue,
+        rendered=rendered,
+        folder=target,
+        files=files,
+        warnings=(advice,) if advice else (),
+    )
 
 
 def write_folder_atomically(target: Path, outputs: Mapping[str, bytes]) -> tuple[BuiltFile, ...]:
@@ -86,6 +95,7 @@ def write_folder_atomically(target: Path, outputs: Mapping[str, bytes]) -> tuple
         files = []
         for name, data in outputs.items():
             path = staging / name
+            path.parent.mkdir(parents=True, exist_ok=True)  # a name may hold a folder: `a/b`
             path.write_bytes(data)
             files.append(BuiltFile(target / name, len(data)))
         retired = None

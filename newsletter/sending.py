@@ -30,7 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from .archive import ArchivedIssue, ArchiveImage, ArchiveStore, Snapshot
 from .audience import Subscriber, SubscriberStatus, SubscriberStore
+from .build import local_image_html
 from .checks import check_issue
 from .checks.model import CheckReport
 from .config import Settings, parse_address
@@ -56,6 +58,7 @@ from .errors import ConfigError, Problem, ProjectError
 from .inbox.process import apply_refusals
 from .render import render_issue
 from .render.model import RenderedIssue
+from .store import Store
 from .tokens import make_token
 
 __all__ = [
@@ -65,11 +68,13 @@ __all__ = [
     "SendPlan",
     "SendRequest",
     "TransportFactory",
+    "archive_snapshot",
     "deliver",
     "plan_send",
     "rehearse",
     "send_test_copies",
     "signing_secret",
+    "update_archive",
 ]
 
 TransportFactory = Callable[[Settings, Mapping[str, str]], Transport]
@@ -129,6 +134,7 @@ class SendPlan:
     failed_before: int
     content_changed: bool
     concurrency: int
+    archive: Snapshot | None = None  # frozen into the archive when the first message leaves
 
 
 @dataclass(frozen=True)
@@ -207,6 +213,9 @@ def plan_send(
         content_changed=stored is not None and stored != template.fingerprint,
         # The outbox writes files one by one; SMTP and providers use parallel connections.
         concurrency=settings.transport.connections if settings.transport.kind != "outbox" else 1,
+        # The outbox only writes files for review: nobody received the issue, so it is not
+        # published (`archive update` adds it if those files were delivered after all).
+        archive=archive_snapshot(rendered) if settings.transport.kind != "outbox" else None,
     )
 
 
@@ -242,6 +251,14 @@ def deliver(
         SubscriberStore(settings.database()) as store,
         Ledger(settings.database(), durable=sending.durable) as ledger,
     ):
+        snapshot = plan.archive
+
+        def freeze_archive() -> None:
+            # Before the first message: its web version link and hosted images must work
+            # when it arrives. Kept from the first run on; a resumed run writes nothing.
+            if snapshot is not None:
+                ArchiveStore(ledger.database).freeze(snapshot, at=clock())
+
         report = send_issue(
             plan.template,
             StoreAudience(store),
@@ -252,6 +269,7 @@ def deliver(
             clock=clock,
             stop=stop,
             progress=progress,
+            before_first_handover=freeze_archive,
         )
         _bounce_refused(settings, store, report, since=started)
         return report
@@ -312,8 +330,66 @@ def send_test_copies(
     folder = resolve_issue_folder(settings.root, issue)
     secret = signing_secret(settings)
     transport = transport_factory(settings, environ)  # checked by send_test before any copy
-    template = _Issue.load(settings, folder, secret).template(transport)
+    loaded = _Issue.load(settings, folder, secret)
+    template = loaded.template(transport)
+    hosted = loaded.rendered.published_images
+    if hosted:
+        # The copy links its images under base_url: `serve` must have them before it arrives
+        # (the page itself stays unpublished until the issue is sent).
+        with ArchiveStore(settings.database()) as archive:
+            archive.publish_images(loaded.rendered.name, _published(loaded.rendered))
     return send_test(template, Subscriber.sample(settings.locale), reviewers, transport)
+
+
+def archive_snapshot(rendered: RenderedIssue) -> Snapshot:
+    """What the archive keeps of `rendered`: the web version exactly as `build` writes it
+    (embedded images referenced by their file names), the subject with each per-recipient value
+    at its default, and every image the messages or the page use."""
+    subject = " ".join(rendered.subject.fill(lambda slot: slot.default or "").split())
+    images = [
+        ArchiveImage(image.filename, image.content_type, image.data)
+        for image in rendered.embedded_images
+    ]
+    images += _published(rendered)
+    return Snapshot(
+        rendered.name,
+        subject or rendered.name,
+        local_image_html(rendered, rendered.web_html),
+        tuple(images),
+    )
+
+
+def update_archive(settings: Settings, issue: str) -> tuple[ArchivedIssue, bool]:
+    """Replace the archived web version of a sent issue with the issue as it is now (the
+    deliberate `newsletter archive update`); the bool is true when the issue was added instead:
+    sent (says the send ledger) before this version kept an archive, it is archived with the
+    time its first message was recorded sent. ArchiveError if it was never sent."""
+    folder = resolve_issue_folder(settings.root, issue)
+    snapshot = archive_snapshot(render_issue(load_issue(folder), settings))
+    with Store.open(settings.database(), purpose="the archive") as store:
+        archive = ArchiveStore(store)
+        if archive.page(snapshot.issue) is None:
+            sent = [row.updated_at for row in Ledger(store).issue(snapshot.issue).rows(State.SENT)]
+            if sent:
+                archive.freeze(snapshot, at=min(sent))
+                page = archive.page(snapshot.issue)
+                assert page is not None
+                return page.entry, True
+        return archive.update(snapshot), False
+
+
+_IMAGE_TYPES = {"png": "image/png", "jpg": "image/jpeg", "gif": "image/gif"}
+
+
+def _published(rendered: RenderedIssue) -> list[ArchiveImage]:
+    return [
+        ArchiveImage(
+            image.filename,
+            _IMAGE_TYPES.get(image.filename.rsplit(".", 1)[-1].lower(), "application/octet-stream"),
+            image.data,
+        )
+        for image in rendered.published_images
+    ]
 
 
 # --- the steps ------------------------------------------------------------------------------

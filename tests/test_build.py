@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 from pathlib import Path
 
 from newsletter.audience import Subscriber
@@ -10,7 +11,7 @@ from newsletter.build import build_issue
 from newsletter.checks.context import CheckContext
 from newsletter.checks.spam import build_sample_message
 from newsletter.cli.preview_project import make_rebuild
-from newsletter.config import load_settings
+from newsletter.config import Settings, load_settings
 from newsletter.content import load_issue
 from newsletter.project import init_project
 from newsletter.render import render_issue
@@ -51,3 +52,12 @@ def test_an_english_project_keeps_its_english_sample(tmp_path: Path) -> None:
     report = build_issue(load_settings(tmp_path), folder)
     assert "Dear Alex," in (report.folder / "email.html").read_text(encoding="utf-8")
     assert make_rebuild(tmp_path, folder)().samples[0].label == "Alex Example (sample subscriber)"
+
+
+def test_a_build_warns_when_embedded_images_are_heavy(settings: Settings) -> None:
+    folder = settings.issues_dir / "2026-11"
+    (warning,) = build_issue(settings, folder).warnings
+    assert warning.startswith("embedded images add 144 KB to every message (over 100 KB)")
+    assert "set base_url in newsletter.toml" in warning
+    hosted = replace(settings, base_url="https://news.example.org/")
+    assert build_issue(hosted, folder).warnings == ()

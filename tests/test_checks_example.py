@@ -64,9 +64,19 @@ def test_example_issue_warns_about_each_placeholder_link_once(
         ("https://riverside-garden.example.org/", config, 26),
         ("https://buurtfonds.example.org/", config, 31),
     }
-    warnings = {(f.url, f.file, f.line) for f in report.warnings}
-    assert warnings == expected
-    assert {f.code for f in report.warnings} == {"link-example"}
+    links = [f for f in report.warnings if f.code == "link-example"]
+    assert {(f.url, f.file, f.line) for f in links} == expected
+    assert len(links) == len(expected)
+
+
+def test_example_issue_warns_that_its_embedded_images_are_heavy(
+    report: CheckReport, project: Path
+) -> None:
+    # The example embeds about 144 KB of images in every message (base_url is not set).
+    (heavy,) = [f for f in report.warnings if f.code != "link-example"]
+    assert (heavy.code, heavy.file) == ("images-embedded", project / "newsletter.toml")
+    assert heavy.message.startswith("embedded images add 144 KB to every message (over 100 KB)")
+    assert "set base_url" in heavy.message
 
 
 def test_example_issue_infos(report: CheckReport, issue_folder: Path) -> None:
@@ -83,7 +93,7 @@ def test_unsubscribe_and_mailto_links_are_not_checked(report: CheckReport) -> No
 def test_to_json(report: CheckReport, issue_folder: Path) -> None:
     data = json.loads(report.to_json())
     assert data["issue"] == "2026-11"
-    assert (data["ok"], data["errors"], data["warnings"]) == (True, 0, 7)
+    assert (data["ok"], data["errors"], data["warnings"]) == (True, 0, 8)
     first = data["findings"][0]
     assert first == {
         "severity": "warning",
@@ -105,7 +115,7 @@ def test_print_report(report: CheckReport, project: Path) -> None:
     )
     assert lines[0].endswith("[link-example]")
     assert "info    issues/2026-11/04-seed-catalogue.md:1  draft item" in lines[-2]
-    assert lines[-1] == "no errors, 7 warnings in 2026-11"
+    assert lines[-1] == "no errors, 8 warnings in 2026-11"
 
     quiet = Console(record=True, width=300, color_system=None)
     print_report(report, quiet, root=project, show_info=False)

@@ -173,3 +173,29 @@ def test_remote_images_are_not_fetched_offline(
     report = check(project, issue_folder, allow_loopback=True)
     assert https_server.requests == []
     assert "image-heavy" not in report.codes()
+
+
+def test_heavy_embedded_images_warn_until_base_url_hosts_them(
+    project: Path, issue_folder: Path
+) -> None:
+    (embedded,) = [f for f in check(project, issue_folder).warnings if f.code == "images-embedded"]
+    assert embedded.file == project / "newsletter.toml"
+    assert "to every message (over 100 KB): set base_url in newsletter.toml" in embedded.message
+    config = project / "newsletter.toml"
+    config.write_text(
+        config.read_text(encoding="utf-8").replace(
+            '# base_url = "https://riverside-garden.example.org/newsletter/"',
+            'base_url = "https://riverside-garden.example.org/newsletter/"',
+        ),
+        encoding="utf-8",
+    )
+    assert load_settings(project).base_url is not None
+    assert "images-embedded" not in check(project, issue_folder).codes()
+
+
+def test_light_embedded_images_do_not_warn(project: Path, issue_folder: Path) -> None:
+    for item in issue_folder.glob("0*.md"):
+        text = item.read_text(encoding="utf-8")
+        lines = [line for line in text.splitlines() if not line.startswith("image")]
+        item.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert "images-embedded" not in check(project, issue_folder).codes()

@@ -64,6 +64,8 @@ def test_init_creates_a_project_that_builds(run: Run, tmp_path: Path) -> None:
     assert f"Built {issue.name} into {target / 'dist' / issue.name}" in result.out
     assert re.search(r"dist/\S+/email\.html\s+\d+\.\d KB", result.out)
     assert "left out (draft): 04-seed-catalogue.md" in result.out
+    # The starter issue embeds its photos: the build says how to host them instead.
+    assert "warning: embedded images add" in result.out and "set base_url" in result.out
 
 
 def test_init_in_dutch(run: Run, tmp_path: Path) -> None:
@@ -94,7 +96,10 @@ def test_new_creates_the_next_issue(run: Run, project: Path) -> None:
 
 
 def test_build_error_is_clear_and_leaves_previous_output(run: Run, project: Path) -> None:
-    assert run("build", "2026-11", cwd=project).exit_code == 0
+    built = run("build", "2026-11", cwd=project)
+    assert built.exit_code == 0
+    # The example embeds its photos: the build says how to host them instead.
+    assert "warning: embedded images add 144 KB to every message" in " ".join(built.out.split())
     before = (project / "dist" / "2026-11" / "email.html").read_bytes()
     item = project / "issues" / "2026-11" / "02-compost-bays.md"
     item.write_text(item.read_text().replace("\ntitle:", "\ntitel:"), encoding="utf-8")

@@ -22,6 +22,9 @@ TABLES = {
     "ledger_rows",
     "ledger_leases",
     "inbox_soft_bounces",
+    "archive_issues",
+    "archive_blobs",
+    "archive_files",
     "store_migrations",
 }
 

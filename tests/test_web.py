@@ -473,69 +473,7 @@ def test_a_thousand_concurrent_one_click_posts_lose_nothing(
             assert [e.source for e in events] == ["import people.csv", "web one-click"]
 
 
-# --- the archive --------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def dist(settings: Settings) -> Path:
-    folder = settings.dist_dir / "2026-11"
-    folder.mkdir(parents=True)
-    (folder / "web.html").write_text(
-        "<html><head><title>Riverside Roots &amp; friends · November</title></head>"
-        '<body><img src="garden.jpg" alt="x"></body></html>'
-    )
-    (folder / "garden.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    (folder / "message.eml").write_text("List-Unsubscribe: <https://x/?token=secret>")
-    (folder / "email.html").write_text("<p>sample</p>")
-    older = settings.dist_dir / "2026-10"
-    older.mkdir()
-    (older / "web.html").write_text("<html><body>no title</body></html>")
-    (settings.dist_dir / ".2026-12.tmp").mkdir()
-    (settings.dist_dir / ".2026-12.tmp" / "web.html").write_text("staging")
-    return settings.dist_dir
-
-
-def test_the_archive_lists_and_serves_built_issues(site: Site, dist: Path) -> None:
-    index = httpx.get(site.server.url)
-    assert index.status_code == 200
-    assert index.text.index("2026-11/web.html") < index.text.index("2026-10/web.html")
-    assert "Riverside Roots &amp; friends · November" in index.text
-    assert ".2026-12" not in index.text
-    page = httpx.get(f"{site.server.url}2026-11/web.html")
-    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-    image = httpx.get(f"{site.server.url}2026-11/garden.jpg")
-    assert image.status_code == 200 and image.headers["content-type"] == "image/jpeg"
-    folder = httpx.get(f"{site.server.url}2026-11/", follow_redirects=True)
-    assert folder.status_code == 200 and str(folder.url).endswith("/2026-11/web.html")
-
-
-@pytest.mark.parametrize(
-    "path",
-    [
-        "2026-11/message.eml",
-        "2026-11/email.html",
-        ".2026-12.tmp/web.html",
-        "2026-09/web.html",
-        "2026-11/..%2f..%2fnewsletter.toml",
-        "..%2fnewsletter.toml",
-        "2026-11/%2e%2e/%2e%2e/newsletter.toml",
-    ],
-)
-def test_the_archive_serves_nothing_else(site: Site, dist: Path, path: str) -> None:
-    response = httpx.get(f"{site.server.url}{path}")
-    assert response.status_code == 404
-    assert "token=secret" not in response.text and "[newsletter]" not in response.text
-
-
-def test_the_archive_can_be_switched_off(
-    settings: Settings, store: SubscriberStore, dist: Path
-) -> None:
-    server = WebServer(
-        settings, secret=SECRET, serve_settings=ServeSettings(port=0, archive=False), store=store
-    )
-    with running(server):
-        assert httpx.get(f"{server.url}2026-11/web.html").status_code == 404
-        assert httpx.get(server.url).status_code == 404
+# The archive (what was sent, from the store): tests/test_web_archive.py.
 
 
 # --- behind a proxy -----------------------------------------------------------------------------

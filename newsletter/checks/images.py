@@ -3,12 +3,12 @@ the whole message, and (online) remote images that answer and are images."""
 
 from __future__ import annotations
 
-import base64
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from ..render.images import embedded_images_advice, embedded_weight
 from .context import CheckContext, ImageTag, Location
 from .links import LinkResult
 from .model import Finding, Severity
@@ -80,6 +80,7 @@ def check_images(context: CheckContext) -> list[Finding]:
         if source.data is not None:
             findings += _local_weight(image, source)
     findings += _total_weight(context)
+    findings += _embedded_weight(context)
     return findings
 
 
@@ -221,8 +222,7 @@ def _local_weight(image: ImageTag, source: _Source) -> list[Finding]:
 def _total_weight(context: CheckContext) -> list[Finding]:
     html = len(context.sample_html.encode("utf-8"))
     text = len(context.sample_text.encode("utf-8"))
-    # Embedded images travel base64-encoded: four bytes for every three.
-    images = sum(len(base64.encodebytes(image.data)) for image in context.rendered.embedded_images)
+    images = embedded_weight(context.rendered.embedded_images)
     total = html + text + images
     if total <= EMAIL_WARN_BYTES:
         return []
@@ -236,6 +236,14 @@ def _total_weight(context: CheckContext) -> list[Finding]:
             context.issue.path,
         )
     ]
+
+
+def _embedded_weight(context: CheckContext) -> list[Finding]:
+    advice = embedded_images_advice(context.rendered.embedded_images)
+    if advice is None:
+        return []
+    config = context.settings.config_path
+    return [Finding("warning", "images-embedded", advice, config)]
 
 
 def _source_of(context: CheckContext, image: ImageTag) -> _Source:

@@ -21,6 +21,7 @@ from .. import __version__
 from ..errors import ExitCode, NewsletterError
 from . import compose, reconcile, send, serve
 from ._output import console, err_console
+from .archive import app as archive_app
 from .store import app as store_app
 from .subscribers import app as subscribers_app
 
@@ -51,6 +52,7 @@ app.add_typer(serve.dkim_app, name="dkim")
 app.add_typer(serve.dns_app, name="dns")
 app.add_typer(serve.inbox_app, name="inbox")
 app.add_typer(store_app, name="store")
+app.add_typer(archive_app, name="archive")
 
 _state = {"debug": False}
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ..config import Settings
@@ -100,6 +101,8 @@ def build(
     console.print(table)
     for draft in report.rendered.draft_items:
         console.print(f"[yellow]left out (draft):[/] {draft}", highlight=False)
+    for warning in report.warnings:
+        console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
 
 
 def _sample_message(settings: Settings) -> Callable[[RenderedIssue], bytes]:

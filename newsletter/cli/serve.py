@@ -47,7 +47,8 @@ def serve(
         ),
     ] = 1,
 ) -> None:
-    """Serve one-click unsubscribe (RFC 8058), its pages, and the archive of built issues.
+    """Serve one-click unsubscribe (RFC 8058), its pages, the archive of sent issues and its
+    feed, and the images of messages that link them (with base_url).
 
     Listens on 127.0.0.1 unless told otherwise; put it behind your web server for https
     (docs/serve.md; a container image and a systemd unit: docs/deploy.md). Every change is

@@ -34,6 +34,7 @@ from ..errors import (
     AudienceError,
     DeliveryError,
     LedgerError,
+    NewsletterError,
     PermanentDeliveryError,
     TransientDeliveryError,
     TransportUnavailableError,
@@ -154,6 +155,31 @@ class TestSendResult:
     recipient: str
     receipt: DeliveryReceipt | None
     error: str | None
+
+
+class _Once:
+    """Runs `action` the first time it is called from any thread; the others wait for it.
+    An action that failed fails every later call the same way (nothing may be handed over)."""
+
+    def __init__(self, action: Callable[[], None] | None) -> None:
+        self._action = action
+        self._lock = threading.Lock()
+        self._done = action is None
+        self._error: NewsletterError | None = None
+
+    def __call__(self) -> None:
+        if self._done and self._error is None:
+            return
+        with self._lock:
+            if self._error is not None:
+                raise self._error
+            if not self._done and self._action is not None:
+                try:
+                    self._action()
+                except NewsletterError as err:
+                    self._error = err
+                    raise
+                self._done = True
 
 
 @dataclass
@@ -287,12 +313,18 @@ def send_issue(
     clock: Callable[[], float] = time.time,
     stop: threading.Event | None = None,
     progress: Callable[[SendProgress], None] | None = None,
+    before_first_handover: Callable[[], None] | None = None,
 ) -> SendReport:
     """Send the issue to everyone in `audience` who has not had it yet.
 
     The transport is fed batches of up to `max_batch` recipients, `options.concurrency` batches
     at a time; rate limits count recipients. Setting `stop` finishes the batches in flight and
     returns (the rest stays pending for the next run).
+
+    `before_first_handover` runs once per run, just before the first message is handed to the
+    transport (not at all when nothing is to be sent): the send use case freezes the archive
+    there, so the web version and hosted images exist before any message can arrive. If it
+    raises a `NewsletterError`, nothing is handed over and the run pauses with its message.
     """
     options = options or SendOptions()
     stop = stop or threading.Event()
@@ -337,6 +369,7 @@ def send_issue(
             ),
             progress=progress,
             claiming=not ledger.database.is_sqlite,
+            first_handover=_Once(before_first_handover),
         )
         already_sent = issue_ledger.counts().get(State.SENT, 0)
         try:
@@ -379,6 +412,7 @@ class _Run:
     tally: _Tally
     progress: Callable[[SendProgress], None] | None
     claiming: bool = False  # PostgreSQL: rows are claimed batch by batch (`leases.claim`)
+    first_handover: _Once | None = None
 
     def halted(self) -> bool:
         return self.stop.is_set() or self.tally.paused_reason is not None
@@ -505,6 +539,16 @@ def _send_one_batch(run: _Run, batch: list[LedgerRow], resend: bool, claimed: bo
                 run.report(batch[-1].email)
     if not items:
         return
+    if run.first_handover is not None:
+        try:
+            run.first_handover()
+        except NewsletterError as err:
+            if claimed:  # `sending` since the claim, but never handed over: pending again
+                run.ledger.release_many((row.key, err.message) for row, _ in items)
+            with run.tally.lock:
+                if run.tally.paused_reason is None:
+                    run.tally.paused_reason = err.message
+            return
     keys = [row.key for row, _ in items]
     message_ids = {item.key: item.message.message_id for _, item in items}
     if claimed:  # already `sending`, since the claim

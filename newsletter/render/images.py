@@ -10,6 +10,7 @@ image has to be processed.
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
 import hashlib
 import io
@@ -18,7 +19,7 @@ import os
 import re
 import tempfile
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -36,6 +37,29 @@ _FORMATS = {"PNG": ("png", "image/png"), "JPEG": ("jpg", "image/jpeg"), "GIF": (
 # Part of every cache key: bump it when `_process` would produce other bytes (quality, formats,
 # resampling), so that no stale result is reused.
 PIPELINE_VERSION = "1"
+
+
+# Embedded images travel inside every message; past this they cost each recipient more than a
+# hosted copy would (the example issue: 185 KB per message embedded, 39 KB hosted).
+EMBEDDED_WARN_BYTES = 100 * 1024
+
+
+def embedded_weight(images: Sequence[EmbeddedImage]) -> int:
+    """Bytes the embedded images add to every message (base64: four for every three)."""
+    return sum(len(base64.encodebytes(image.data)) for image in images)
+
+
+def embedded_images_advice(images: Sequence[EmbeddedImage]) -> str | None:
+    """Why and how to host the images, when embedding them weighs over EMBEDDED_WARN_BYTES."""
+    weight = embedded_weight(images)
+    if weight <= EMBEDDED_WARN_BYTES:
+        return None
+    return (
+        f"embedded images add {weight / 1024:.0f} KB to every message (over "
+        f"{EMBEDDED_WARN_BYTES // 1024} KB): set base_url in newsletter.toml to the public "
+        "address of 'newsletter serve' (or of any web host you copy the images to), and "
+        "messages link their images there instead of carrying them"
+    )
 
 
 @dataclass

@@ -31,7 +31,8 @@ __all__ = ["MIGRATIONS", "STORE_VERSION", "Migration", "applied_versions", "migr
 
 @dataclass(frozen=True)
 class Migration:
-    """One step of the schema: statements run in order, `{pk}`/`{real}` filled by the dialect."""
+    """One step of the schema: statements run in order, `{pk}`/`{real}`/`{blob}` filled by the
+    dialect."""
 
     version: int
     description: str
@@ -144,6 +145,37 @@ MIGRATIONS: tuple[Migration, ...] = (
         "when each deferred row was first deferred",
         # Deferred mail is retried for `[sending] retry_for` from its first deferral, across runs.
         ("ALTER TABLE ledger_rows ADD COLUMN deferred_since {real}",),
+    ),
+    Migration(
+        6,
+        "the archive of sent issues and their hosted images",
+        (
+            # One row per issue sent: its web version as it was when the first message left.
+            """CREATE TABLE archive_issues (
+                issue TEXT PRIMARY KEY,
+                subject TEXT NOT NULL,
+                html TEXT NOT NULL,
+                sent_at {real} NOT NULL,
+                updated_at {real} NOT NULL,
+                updates INTEGER NOT NULL DEFAULT 0
+            )""",
+            # Image bytes once per content (a logo in every issue is stored once) ...
+            """CREATE TABLE archive_blobs (
+                sha256 TEXT PRIMARY KEY,
+                size INTEGER NOT NULL,
+                data {blob} NOT NULL
+            )""",
+            # ... under each name an issue's messages and web version use. Rows are only ever
+            # added: mail already sent keeps pointing at them.
+            """CREATE TABLE archive_files (
+                issue TEXT NOT NULL,
+                filename TEXT NOT NULL,
+                content_type TEXT NOT NULL,
+                sha256 TEXT NOT NULL REFERENCES archive_blobs (sha256),
+                added_at {real} NOT NULL,
+                PRIMARY KEY (issue, filename)
+            )""",
+        ),
     ),
 )
 

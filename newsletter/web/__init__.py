@@ -1,5 +1,5 @@
-"""The web side of `newsletter serve`: one-click unsubscribe, its pages, the issue archive
-(`app`), served by uvicorn (`server`)."""
+"""The web side of `newsletter serve`: one-click unsubscribe and its pages (`app`), the archive
+of sent issues with its feed and hosted images (`archive`), served by uvicorn (`server`)."""
 
 from __future__ import annotations
 

@@ -18,8 +18,8 @@ Routes (under `[serve] root_path` when a proxy strips a prefix):
 - `/healthz`: `200 ok` (text/plain) when the subscriber store answers a read, `503` when it does
   not; for a container's or a load balancer's health check. No token, address or version in it,
   and not reported as an event.
-- `/` lists the built issues (`dist/*/web.html`); `/<issue>/web.html` and the images beside it
-  are served as they are. Nothing else from `dist/` is (the sample message holds a token).
+- the archive of what was sent (`web/archive.py`): `/`, `/feed.xml`, `/<issue>/web.html` and
+  the issues' hosted images, from the store; nothing from `dist/`.
 
 Every change is written to the subscriber store at once (with its time and source) and reported
 through `on_event`. Store calls run in worker threads; the store serialises them under its lock,
@@ -31,34 +31,31 @@ from __future__ import annotations
 import contextlib
 import email.parser
 import email.policy
-import html
-import re
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
+from ..archive import ArchiveStore
 from ..audience import SubscriberStatus, SubscriberStore, make_token, verify_token
 from ..config import Settings
 from ..config_tables import DEFAULT_HOST, DEFAULT_PORT, ServeSettings, parse_serve_table
 from ..errors import AudienceError, NewsletterError
+from .archive import archive_routes
 from .pages import (
     CSP,
     FALLBACK_LANGUAGE,
-    ArchiveEntry,
     Button,
     PageTexts,
     available_languages,
-    render_archive,
     render_page,
     texts_for,
 )
@@ -79,15 +76,6 @@ STEP_SECONDS = 3600  # how long the "subscribe again?" confirmation page stays v
 _STEP_PURPOSE = "resubscribe-step"
 # Not mailed and not to be mailed again from a web page: the editors decide.
 _BLOCKED = (SubscriberStatus.COMPLAINED, SubscriberStatus.BOUNCED)
-_ISSUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-_IMAGE_TYPES = {
-    ".png": "image/png",
-    ".jpg": "image/jpeg",
-    ".jpeg": "image/jpeg",
-    ".gif": "image/gif",
-    ".webp": "image/webp",
-}
-_TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 
 _TOKEN_PAGE_HEADERS = {
     "Cache-Control": "no-store",
@@ -100,7 +88,6 @@ _TOKEN_PAGE_HEADERS = {
     "X-Robots-Tag": "noindex",
 }
 _HEALTH_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
-_FILE_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "public, max-age=300"}
 
 
 class ServeError(NewsletterError):
@@ -465,72 +452,6 @@ async def _drain(request: Request) -> None:
         await _read_body(request)
 
 
-class _Archive:
-    """The built issues in `dist/`: an index, each web version, and its images."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        own = settings.locale.replace("-", "_").split("_")[0].lower()
-        self.language = own if own in available_languages() else FALLBACK_LANGUAGE
-
-    def folder(self, issue: str) -> Path | None:
-        if not _ISSUE_NAME.match(issue):
-            return None
-        folder = self.settings.dist_dir / issue
-        return folder if (folder / "web.html").is_file() else None
-
-    def entries(self) -> list[ArchiveEntry]:
-        dist = self.settings.dist_dir
-        if not dist.is_dir():
-            return []
-        names = sorted((p.name for p in dist.iterdir() if self.folder(p.name)), reverse=True)
-        return [
-            ArchiveEntry(n, _title_of(dist / n / "web.html") or n, f"{n}/web.html") for n in names
-        ]
-
-    async def index(self, request: Request) -> Response:
-        entries = await run_in_threadpool(self.entries)
-        body = render_archive(texts_for(self.language), name=self.settings.name, entries=entries)
-        return HTMLResponse(body, headers={"X-Content-Type-Options": "nosniff"})
-
-    async def issue(self, request: Request) -> Response:
-        issue = request.path_params["issue"]
-        if self.folder(issue) is None:
-            raise HTTPException(404)
-        return RedirectResponse(f"{issue}/web.html" if not str(request.url.path).endswith("/")
-                                else "web.html", status_code=308)  # fmt: skip
-
-    async def file(self, request: Request) -> Response:
-        issue = request.path_params["issue"]
-        name = request.path_params["file"]
-        folder = self.folder(issue)
-        suffix = Path(name).suffix.lower()
-        if folder is None or "/" in name or name.startswith("."):
-            raise HTTPException(404)
-        if name == "web.html":
-            media_type = "text/html; charset=utf-8"
-        elif suffix in _IMAGE_TYPES:
-            media_type = _IMAGE_TYPES[suffix]
-        else:
-            raise HTTPException(404)  # email.html, message.eml, ...: not for the public
-        path = folder / name
-        if not path.is_file():
-            raise HTTPException(404)
-        return FileResponse(path, media_type=media_type, headers=_FILE_HEADERS)
-
-
-def _title_of(path: Path) -> str | None:
-    try:
-        with path.open("rb") as handle:
-            head = handle.read(65536)
-    except OSError:
-        return None
-    found = _TITLE.search(head)
-    if found is None:
-        return None
-    return " ".join(html.unescape(found.group(1).decode("utf-8", "replace")).split()) or None
-
-
 def create_app(
     settings: Settings,
     *,
@@ -576,16 +497,12 @@ def create_app(
     unsubscribe = _Unsubscribe(settings, secret, current, on_event, clock)
     path = unsubscribe_path(settings, serve_settings.root_path)
     routes = [Route(path, unsubscribe.handle, methods=["GET", "POST"], name="unsubscribe")]
-    # Before the archive's `/{issue}`, which would otherwise take it (so no issue is `healthz`).
     routes.append(Route("/healthz", healthz, methods=["GET"], name="healthz"))
-    if serve_settings.archive:
-        archive = _Archive(settings)
-        routes += [
-            Route("/", archive.index, methods=["GET"]),
-            Route("/{issue}", archive.issue, methods=["GET"]),
-            Route("/{issue}/", archive.issue, methods=["GET"]),
-            Route("/{issue}/{file}", archive.file, methods=["GET"]),
-        ]
+    # The archive's routes LAST: its `/{issue}` and `/{issue}/{file}` would take any path of one
+    # or two segments. With `archive = false` only the hosted images of sent mail are served.
+    routes += archive_routes(
+        settings, lambda: ArchiveStore(current().database), pages=serve_settings.archive
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -107,6 +107,9 @@ _ARCHIVE = """<!doctype html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{{ title }}</title>
+{% if feed_href %}
+<link rel="alternate" type="application/atom+xml" href="{{ feed_href }}" title="{{ title }}">
+{% endif %}
 <style>{{ style|safe }}</style>
 </head>
 <body>
@@ -114,12 +117,18 @@ _ARCHIVE = """<!doctype html>
 <h1>{{ title }}</h1>
 {% if entries %}
 <ul class="issues">
-{% for entry in entries %}<li><a href="{{ entry.href }}">{{ entry.title }}</a>
-{% if entry.title != entry.name %}<span class="muted">({{ entry.name }})</span>{% endif %}</li>
+{% for entry in entries %}
+<li>{% if entry.date %}<time class="muted" datetime="{{ entry.datetime }}">{{ entry.date }}</time>
+{% endif %}<a href="{{ entry.href }}">{{ entry.title }}</a>
+{% if entry.title != entry.name and not entry.date %}<span class="muted">({{ entry.name }})</span>
+{% endif %}</li>
 {% endfor %}
 </ul>
 {% else %}
 <p>{{ texts.words.archive_empty }}</p>
+{% endif %}
+{% if feed_href %}
+<p class="muted"><a href="{{ feed_href }}">{{ texts.words.archive_feed }}</a></p>
 {% endif %}
 </main>
 </body>
@@ -216,17 +225,24 @@ def render_page(
 
 @dataclass(frozen=True)
 class ArchiveEntry:
-    """One published issue: its folder name, its title, where its web version is."""
+    """One published issue: its name, its title (subject), where its web version is, and the
+    day it was sent (`date` as shown, `datetime` as ISO 8601)."""
 
     name: str
     title: str
     href: str
+    date: str = ""
+    datetime: str = ""
 
 
-def render_archive(texts: PageTexts, *, name: str, entries: Sequence[ArchiveEntry]) -> str:
+def render_archive(
+    texts: PageTexts, *, name: str, entries: Sequence[ArchiveEntry], feed_href: str = ""
+) -> str:
+    """The archive's index: its issues, newest first, and a link to its feed."""
     return _archive_template.render(
         texts=texts,
         title=texts.format("archive_title", name=name),
         entries=entries,
+        feed_href=feed_href,
         style=STYLE,
     )
