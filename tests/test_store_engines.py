@@ -23,6 +23,8 @@ TABLES = {
     "ledger_leases",
     "inbox_soft_bounces",
     "store_migrations",
+    "subscriber_tags",
+    "ledger_audiences",
 }
 
 
