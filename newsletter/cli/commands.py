@@ -19,7 +19,7 @@ from rich.markup import escape
 
 from .. import __version__
 from ..errors import ExitCode, NewsletterError
-from . import compose, send, serve
+from . import compose, send, serve, tags
 from ._output import console, err_console
 from .store import app as store_app
 from .subscribers import app as subscribers_app
@@ -34,6 +34,8 @@ app = typer.Typer(
 )
 
 # The order here is the order of `newsletter --help`.
+subscribers_app.command()(tags.tag)
+subscribers_app.command()(tags.untag)
 app.add_typer(subscribers_app, name="subscribers")
 for command in (
     compose.init,
