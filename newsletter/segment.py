@@ -174,13 +174,15 @@ class Segment:
         where: Mapping[str, Iterable[str]] | Iterable[tuple[str, str]] = (),
     ) -> Segment:
         """A checked segment; SegmentSyntaxError naming the tag, key or value at fault."""
+        tags = [tags] if isinstance(tags, str) else tags
+        exclude = [exclude] if isinstance(exclude, str) else exclude
         included = sorted({normalise_tag(t) for t in tags})
         excluded = sorted({normalise_tag(t) for t in exclude})
         both = set(included) & set(excluded)
         if both:
             raise SegmentSyntaxError(f"tag {min(both)!r} is both included and excluded")
         pairs = (
-            [(k, v) for k, vs in where.items() for v in vs]
+            [(k, v) for k, vs in where.items() for v in ([vs] if isinstance(vs, str) else vs)]
             if isinstance(where, Mapping)
             else list(where)
         )

@@ -135,6 +135,14 @@ def test_the_frozen_audience_is_the_expressions_result(
             assert frozen.total == len(want), expression
             assert {row.key for row in issue.rows()} == want, expression
             assert store.count_segment(segment) == len(want), expression
+            # The same condition for a freeze that selects in SQL (one INSERT ... SELECT).
+            where, params = audience.sql_filter("s")
+            with store.database.read() as db:
+                found = db.execute(
+                    f"SELECT s.key FROM subscribers s WHERE s.status = 'subscribed' AND {where}",
+                    params,
+                ).fetchall()
+            assert {row[0] for row in found} == want, expression
 
 
 # --- sending to an audience through the use case ---------------------------------------------

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol, TypeVar
 
 from ..audience import SubscriberStatus, SubscriberStore
+from ..audience.tags import segment_filter
 from ..errors import (
     AudienceError,
     DeliveryError,
@@ -40,6 +41,7 @@ from ..errors import (
     UncertainDeliveryError,
 )
 from ..segment import EVERYONE, Segment
+from ..store import Params
 from . import leases
 from .content import OutgoingMessage, Recipient
 from .ledger import FreezeReport, IssueLedger, Ledger, LedgerRow, State
@@ -750,6 +752,12 @@ class StoreAudience:
     def __init__(self, store: SubscriberStore, segment: Segment = EVERYONE) -> None:
         self.store = store
         self.segment = segment
+
+    def sql_filter(self, table: str = "subscribers") -> tuple[str, Params]:
+        """The segment as a SQL condition on `table` (the subscribers table or its alias) and
+        its bound parameters, for a freeze that selects in SQL (`INSERT ... SELECT ... WHERE
+        status = 'subscribed' AND <condition>`); `1 = 1` for everyone."""
+        return segment_filter(self.segment, self.store.database.dialect, table=table)
 
     def recipients(self) -> Iterator[tuple[str, Recipient]]:
         if self.segment.everyone:
