@@ -108,6 +108,7 @@ def expected(everyone: list[Person], expression: str) -> set[str]:
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("engine", "count"), [("sqlite", 100_000), ("postgresql", 5_000)], ids=["sqlite", "postgresql"]
 )
@@ -332,6 +333,8 @@ def test_cli_tags_audience_send_and_status(project: Path) -> None:
         "1 subscribed subscriber in tag:members,-tag:press (tagged members, not tagged press)"
     )
 
+    test_copy = run("send", ISSUE, "--test", "--audience", "members")
+    assert test_copy.returncode == 1 and "--audience does not apply to --test" in test_copy.stderr
     empty = run("send", ISSUE, "--audience", "nobody", "--yes")
     assert empty.returncode == 1 and "nothing was sent" in empty.stderr
     declined = run("send", ISSUE, "--audience", "tag:members,-tag:press", stdin="n\n")

@@ -33,7 +33,7 @@ from ..content import resolve_issue_folder
 from ..delivery.ledger import Ledger, LedgerRow, State
 from ..delivery.ledgeraudience import recorded_audience
 from ..delivery.sender import RunOutcome, SendProgress, SendReport, run_outcome
-from ..errors import ExitCode, TransportUnavailableError
+from ..errors import ExitCode, ProjectError, TransportUnavailableError
 from ._output import console, err_console, plain_console, plain_err_console
 from ._project import project_settings
 from .subscribers import visible
@@ -132,6 +132,12 @@ def send(
     from ..sending import SendRequest, plan_send  # noqa: PLC0415 (heavy, only send needs it)
 
     settings = project_settings()
+    if test and audience is not None:
+        # A test copy goes to the reviewers (or --to), never to an audience: say so.
+        raise ProjectError(
+            "--audience does not apply to --test: test copies go to the reviewers",
+            hint="Use --to ADDRESS to choose who gets the test copy.",
+        )
     if test:
         _send_test(settings, issue, to or [])
         return
