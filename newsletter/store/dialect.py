@@ -86,7 +86,8 @@ SQLITE = Dialect(
     exclusive="",
     columns="SELECT name FROM pragma_table_info(:table) ORDER BY cid",
     next_id="",
-    json_text="({column} ->> {key})",
+    # json_extract, not `->>`: that operator needs SQLite 3.38 (2022); JSON1 is older.
+    json_text="""json_extract({column}, '$."' || {key} || '"')""",
 )
 
 POSTGRESQL = Dialect(
