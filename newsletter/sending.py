@@ -182,6 +182,7 @@ def plan_send(
     what loading and rendering the issue raise.
     """
     folder = resolve_issue_folder(settings.root, request.issue)
+    audience_of(request, None)  # a mistyped --audience is reported before any network call
     secret = signing_secret(settings)
     transport = _checked_transport(settings, environ, transport_factory)
     issue = _Issue.load(settings, folder, secret)
@@ -361,11 +362,11 @@ class _Issue:
         )
 
 
-def audience_of(request: SendRequest, issue: Issue) -> Segment:
+def audience_of(request: SendRequest, issue: Issue | None) -> Segment:
     """Who the send is for: `--audience` if given, else issue.md's `audience:`, else everyone.
     AudienceError naming --audience when it cannot be read."""
     if request.audience is None:
-        return issue.audience or EVERYONE
+        return (issue.audience if issue is not None else None) or EVERYONE
     try:
         return parse_audience(request.audience)
     except SegmentSyntaxError as err:

@@ -16,7 +16,7 @@ from newsletter.audience import SubscriberStore
 from newsletter.audience.addresses import address_key
 from newsletter.checks import check_issue
 from newsletter.checks.model import CheckReport
-from newsletter.config import Settings
+from newsletter.config import Settings, TransportSettings
 from newsletter.content import Issue, load_issue
 from newsletter.delivery.ledger import Ledger
 from newsletter.delivery.ledgeraudience import (
@@ -30,6 +30,7 @@ from newsletter.render import render_issue
 from newsletter.render.model import RenderedIssue
 from newsletter.segment import parse_audience
 from newsletter.sending import SendRequest, deliver, plan_send
+from tests.smtpserver import SmtpTestServer
 from tests.test_cli_send import newsletter
 
 ISSUE = "2026-11"
@@ -223,6 +224,17 @@ def test_a_bad_audience_option_names_the_option(base: Settings) -> None:
         refused.value.message
         == "--audience 'members;press': tag 'members;press': ';' is not allowed"
     )
+
+
+def test_a_bad_audience_option_is_reported_before_the_transport_is_tried(base: Settings) -> None:
+    with SmtpTestServer() as stopped:
+        port = stopped.port  # nothing listens here any more
+    unreachable = replace(
+        base,
+        transport=TransportSettings(kind="smtp", host="127.0.0.1", port=port, security="none"),
+    )
+    with pytest.raises(AudienceError, match=r"^--audience 'a,,b': .*empty item"):
+        plan_send(unreachable, SendRequest(ISSUE, audience="a,,b"), checker=offline_check)
 
 
 def test_a_resumed_send_keeps_its_audience(base: Settings) -> None:
