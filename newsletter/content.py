@@ -21,6 +21,7 @@ from babel.dates import get_month_names
 
 from .config import find_project_root
 from .errors import ContentError, Problem, ProjectError
+from .segment import Segment, SegmentSyntaxError, parse_front_matter
 
 ISSUE_FILE = "issue.md"
 ITEM_PATTERN = re.compile(r"^\d+[-_].+\.md$")
@@ -31,6 +32,7 @@ ISSUE_KEYS: dict[str, type | tuple[type, ...]] = {
     "date": (dt.date, str),
     "layout": str,
     "in_this_issue": bool,
+    "audience": (str, list, dict),
 }
 LAYOUTS = ("above", "left", "right", "thumbnail")
 ITEM_KEYS: dict[str, type | tuple[type, ...]] = {
@@ -91,6 +93,8 @@ class Issue:
     date: dt.date | None = None
     layout: str | None = None
     in_this_issue: bool | None = None
+    # Who gets it (`audience:`, `segment`); None: not named, every subscriber.
+    audience: Segment | None = None
 
     @property
     def name(self) -> str:
@@ -171,6 +175,7 @@ def load_issue(folder: Path) -> Issue:
             )
             date = None
     _check_layout(issue_path, issue_meta, problems)
+    audience = _audience(issue_path, issue_meta, problems)
     if problems:
         raise ContentError(problems)
     in_this_issue = issue_meta.get("in_this_issue")
@@ -184,7 +189,22 @@ def load_issue(folder: Path) -> Issue:
         date=date if isinstance(date, dt.date) else None,
         layout=_clean(issue_meta.get("layout")),
         in_this_issue=in_this_issue if isinstance(in_this_issue, bool) else None,
+        audience=audience,
     )
+
+
+def _audience(path: Path, meta: dict[str, Any], problems: list[Problem]) -> Segment | None:
+    """`audience:` read (`segment.parse_front_matter`); a problem with its line if it is wrong."""
+    value = meta.get("audience")
+    if value is None or not isinstance(value, str | list | dict):
+        return None  # absent, or already reported by _check_keys
+    try:
+        # Nested keys' lines are counted from the front matter's first line (file line 2).
+        return parse_front_matter(value, line=_key_line(meta, "audience"), offset=2)
+    except SegmentSyntaxError as err:
+        message = err.message + (f" ({err.hint})" if err.hint else "")
+        problems.append(Problem(message, file=path, line=err.line, key="audience"))
+        return None
 
 
 _MONTHS: dict[str, int] = {}

@@ -38,6 +38,7 @@ from .checks.model import CheckReport
 from .config import Settings, parse_address
 from .content import Issue, load_issue, resolve_issue_folder
 from .delivery.ledger import Ledger, State
+from .delivery.ledgeraudience import AudienceChangedError, recorded_audience
 from .delivery.message import MessageTemplate
 from .delivery.ratelimit import RateLimiter
 from .delivery.sender import (
@@ -54,10 +55,11 @@ from .delivery.sender import (
 from .delivery.transports import describe_transport, make_transport
 from .delivery.transports.base import Transport
 from .dkim import signer_from_settings
-from .errors import ConfigError, Problem, ProjectError
+from .errors import AudienceError, ConfigError, Problem, ProjectError
 from .inbox.process import apply_refusals
 from .render import render_issue
 from .render.model import RenderedIssue
+from .segment import EVERYONE, Segment, SegmentSyntaxError, parse_audience
 from .store import Store
 from .tokens import make_token
 
@@ -69,7 +71,9 @@ __all__ = [
     "SendRequest",
     "TransportFactory",
     "archive_snapshot",
+    "audience_of",
     "deliver",
+    "empty_audience",
     "plan_send",
     "rehearse",
     "send_test_copies",
@@ -98,6 +102,8 @@ class SendRequest:
     retry_failed: bool = False
     resend_uncertain: bool = False
     wait_for_deferred: bool = True
+    # `--audience`: overrides issue.md's `audience:` for this run (`segment.parse_audience`).
+    audience: str | None = None
 
 
 class CheckFailedError(ProjectError):
@@ -135,6 +141,9 @@ class SendPlan:
     content_changed: bool
     concurrency: int
     archive: Snapshot | None = None  # frozen into the archive when the first message leaves
+    # Who gets it, and how many subscribed people that is now (never 0: refused before).
+    audience: Segment = EVERYONE
+    audience_size: int = 0
 
 
 @dataclass(frozen=True)
@@ -179,15 +188,18 @@ def plan_send(
     what loading and rendering the issue raise.
     """
     folder = resolve_issue_folder(settings.root, request.issue)
+    audience_of(request, None)  # a mistyped --audience is reported before any network call
     secret = signing_secret(settings)
     transport = _checked_transport(settings, environ, transport_factory)
     issue = _Issue.load(settings, folder, secret)
+    segment = audience_of(request, issue.loaded)
     template = issue.template(transport)
     findings = _gate(checker, issue, request)
     with (
         SubscriberStore(settings.database()) as store,
         Ledger(settings.database()) as ledger,
     ):
+        _same_audience(ledger, template.issue, segment, request)
         issue_ledger = ledger.issue(template.issue)
         counts = issue_ledger.counts()
         if not ledger.is_locked(template.issue):
@@ -195,6 +207,9 @@ def plan_send(
             counts[State.UNCERTAIN] += counts.get(State.SENDING, 0)
         stored = issue_ledger.fingerprint()
         subscribed = store.count(SubscriberStatus.SUBSCRIBED)
+        size = subscribed if segment.everyone else store.count_segment(segment)
+    if size == 0:
+        raise empty_audience(segment, template.issue)
     rendered = issue.rendered
     return SendPlan(
         settings=settings,
@@ -216,6 +231,8 @@ def plan_send(
         # The outbox only writes files for review: nobody received the issue, so it is not
         # published (`archive update` adds it if those files were delivered after all).
         archive=archive_snapshot(rendered) if settings.transport.kind != "outbox" else None,
+        audience=segment,
+        audience_size=size,
     )
 
 
@@ -261,7 +278,7 @@ def deliver(
 
         report = send_issue(
             plan.template,
-            StoreAudience(store),
+            StoreAudience(store, plan.audience),
             transport=plan.transport,
             ledger=ledger,
             limiter=RateLimiter(sending.rate_per_second, sending.rate_per_hour),
@@ -270,6 +287,7 @@ def deliver(
             stop=stop,
             progress=progress,
             before_first_handover=freeze_archive,
+            audience_expression=plan.audience.expression,
         )
         _bounce_refused(settings, store, report, since=started)
         return report
@@ -301,9 +319,10 @@ def rehearse(
     folder = resolve_issue_folder(settings.root, request.issue)
     issue = _Issue.load(settings, folder, signing_secret(settings))
     template = issue.template(None)
+    segment = audience_of(request, issue.loaded)
     findings = _gate(checker, issue, request)
     with SubscriberStore(settings.database()) as store:
-        report = dry_run(template, StoreAudience(store))
+        report = dry_run(template, StoreAudience(store, segment))
     return Rehearsal(findings, report)
 
 
@@ -419,6 +438,47 @@ class _Issue:
         return MessageTemplate.prepare(
             self.rendered, settings, secret=self.secret, token_for=make_token, sign=sign
         )
+
+
+def audience_of(request: SendRequest, issue: Issue | None) -> Segment:
+    """Who the send is for: `--audience` if given, else issue.md's `audience:`, else everyone.
+    AudienceError naming --audience when it cannot be read."""
+    if request.audience is None:
+        return (issue.audience if issue is not None else None) or EVERYONE
+    try:
+        return parse_audience(request.audience)
+    except SegmentSyntaxError as err:
+        raise AudienceError(
+            f"--audience {request.audience!r}: {err.message}", hint=err.hint
+        ) from err
+
+
+def empty_audience(segment: Segment, issue: str) -> AudienceError:
+    """The refusal of a send to nobody."""
+    return AudienceError(
+        f"the audience of '{issue}' ({segment.expression}: {segment.describe()}) has no "
+        "subscribed subscriber; nothing was sent",
+        hint="Check it with: newsletter subscribers count --audience "
+        f"'{segment.expression}' (tags: newsletter subscribers count).",
+    )
+
+
+def _same_audience(ledger: Ledger, issue: str, segment: Segment, request: SendRequest) -> None:
+    """A resumed send keeps the audience it froze: refuse another one before asking anything."""
+    recorded = recorded_audience(ledger.database, issue)
+    if recorded is None or recorded == segment.expression:
+        return
+    if request.audience is not None:
+        hint = (
+            f"Run it again without --audience, or with --audience '{recorded}', to finish it; "
+            "send to other people as a new issue."
+        )
+    else:
+        hint = (
+            f"issue.md's audience changed since the send started: restore it, or finish the send "
+            f"with --audience '{recorded}'."
+        )
+    raise AudienceChangedError(issue, recorded, segment.expression, hint=hint)
 
 
 def _checked_transport(

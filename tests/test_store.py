@@ -29,7 +29,15 @@ from newsletter.store.dialect import to_pyformat
 
 RELEASE_0_1 = Path(__file__).parent / "fixtures" / "release-0.1.db"
 TABLES = ("subscribers", "subscriber_events", "ledger_issues", "ledger_rows", "inbox_soft_bounces")
-ADDED = {"store_migrations", "ledger_leases", "archive_issues", "archive_blobs", "archive_files"}
+ADDED = {
+    "store_migrations",
+    "ledger_leases",
+    "archive_issues",
+    "archive_blobs",
+    "archive_files",
+    "subscriber_tags",
+    "ledger_audiences",
+}
 START = 1_767_225_600.0  # the fixture's clock
 
 

@@ -26,6 +26,8 @@ TABLES = {
     "archive_blobs",
     "archive_files",
     "store_migrations",
+    "subscriber_tags",
+    "ledger_audiences",
 }
 
 

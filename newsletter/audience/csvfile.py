@@ -9,7 +9,10 @@ line uses most. A tussenvoegsel column (`Tussenvoegsel`, "van der") is kept: `la
 Mailchimp (`Email Address`, `First Name`, `Last Name`, and `UNSUB_TIME`/`CLEAN_TIME` that mark
 people who must not be mailed), listmonk (`email`, `name`, `attributes` as a JSON object,
 `status`), Substack (`email`, ...), plain `email,name`, and Dutch headers (`e-mailadres`, `naam`,
-`voornaam`, `tussenvoegsel`, `achternaam`). Every other column becomes an attribute
+`voornaam`, `tussenvoegsel`, `achternaam`). Tag columns (Mailchimp's `TAGS`, listmonk's `lists`,
+`tags`, `labels`) give the row tags: `"Volunteers","Board"`, `members, board` or a JSON list;
+a name a tag cannot hold is renamed (`Partners & Friends` → `partners-friends`, with a warning).
+Every other column becomes an attribute
 under a snake_case key (`Favourite Colour` → `favourite_colour`), usable as `subscriber.<key>`.
 
 This module only parses and writes; `SubscriberStore.import_csv` and `export_csv` use it.
@@ -22,12 +25,13 @@ import csv
 import io
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
 from ..errors import AudienceError
+from ..segment import import_tag
 from .addresses import RESERVED_KEYS, address_key, attribute_key, check_name, normalise_address
 from .model import Subscriber, SubscriberStatus, parse_status
 
@@ -163,6 +167,10 @@ _MAILCHIMP_STATUS_COLUMNS = {
 
 _DELIMITERS = (",", ";", "\t")
 
+# Columns of tag names: Mailchimp's TAGS, listmonk's lists, our own export's tags.
+_TAG_COLUMNS = frozenset({"tags", "tag", "lists", "labels"})
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
 
 @dataclass(frozen=True)
 class _Layout:
@@ -178,6 +186,7 @@ class _Layout:
     json_attributes: int | None
     extras: tuple[tuple[int, str], ...]
     status_columns: tuple[tuple[int, SubscriberStatus], ...]
+    tag_columns: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -190,6 +199,9 @@ class CsvRow:
     name: str
     attributes: dict[str, str]
     status: SubscriberStatus | None
+    tags: tuple[str, ...] = ()
+    # (as written in the file, the tag it became) for tags that had to be renamed
+    renamed_tags: tuple[tuple[str, str], ...] = ()
 
 
 def read_csv_text(path: Path, encoding: str | None = None) -> tuple[str, tuple[str, ...]]:
@@ -327,8 +339,13 @@ def _layout(path: Path, headers: list[str], mapping: ColumnMapping) -> _Layout:
         taken.update(("particle", "family_name"))
     extras: list[tuple[int, str]] = []
     status_columns: list[tuple[int, SubscriberStatus]] = []
+    tag_columns = tuple(
+        index
+        for index, key in enumerate(keys)
+        if key in _TAG_COLUMNS and index not in roles.values()
+    )
     for index, key in enumerate(keys):
-        if index in roles.values():
+        if index in roles.values() or index in tag_columns:
             continue
         if key in _MAILCHIMP_STATUS_COLUMNS:
             status_columns.append((index, _MAILCHIMP_STATUS_COLUMNS[key]))
@@ -350,6 +367,7 @@ def _layout(path: Path, headers: list[str], mapping: ColumnMapping) -> _Layout:
         json_attributes=roles.get("attributes"),
         extras=tuple(extras),
         status_columns=tuple(status_columns),
+        tag_columns=tag_columns,
     )
 
 
@@ -424,7 +442,46 @@ def _row(layout: _Layout, line: int, cells: list[str]) -> CsvRow:
         attributes["last_name"] = last
     if not name:
         name = f"{first} {last}".strip()
-    return CsvRow(line, address_key(email), email, name, attributes, status)
+    tags: dict[str, None] = {}
+    renamed: list[tuple[str, str]] = []
+    for index in layout.tag_columns:
+        for original in _tag_names(cell(index)):
+            tag = _imported_tag(original)
+            tags[tag] = None
+            if tag != re.sub(r"\s+", "-", original.strip()).casefold():
+                renamed.append((original, tag))
+    return CsvRow(
+        line, address_key(email), email, name, attributes, status, tuple(tags), tuple(renamed)
+    )
+
+
+def _tag_names(text: str) -> list[str]:
+    """The tag names in one cell: Mailchimp's `"Volunteers","Board"`, a plain `members, board`,
+    or a JSON list of names or of objects with a `name` (listmonk's lists)."""
+    if not text.strip():
+        return []
+    if text.lstrip().startswith("["):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError:
+            data = None
+        if isinstance(data, list):
+            names = [item.get("name") if isinstance(item, dict) else item for item in data]
+            return [str(n) for n in names if isinstance(n, str | int) and str(n).strip()]
+    cells = next(csv.reader([text], skipinitialspace=True), [])
+    return [c for c in cells if c.strip()]
+
+
+def _imported_tag(original: str) -> str:
+    """A tag name from the file as a tag (`import_tag`); AudienceError naming it if it cannot
+    be one (a control character, or no letter or digit)."""
+    found = _CONTROL.search(original)
+    if found is not None:
+        raise AudienceError(f"tag {original!r} holds the control character {found[0]!r}")
+    tag = import_tag(original)
+    if tag is None:
+        raise AudienceError(f"tag {original!r} has no letter or digit")
+    return tag
 
 
 def parse_csv(
@@ -493,21 +550,33 @@ def formula_undone(value: str) -> str:
     return value
 
 
-def write_csv(out: TextIO, attribute_keys: list[str], subscribers: Iterable[Subscriber]) -> int:
-    """Subscribers as CSV: email, name, status, then one column per attribute key, CRLF lines.
+def write_csv(
+    out: TextIO,
+    attribute_keys: list[str],
+    subscribers: Iterable[Subscriber] | Iterable[tuple[Subscriber, Sequence[str]]],
+    *,
+    with_tags: bool = False,
+) -> int:
+    """Subscribers as CSV: email, name, status, (with `with_tags`) tags, then one column per
+    attribute key, CRLF lines. `subscribers` yields subscribers, or (subscriber, tags) pairs.
 
     Returns the number of rows written. Open files with `newline=""`.
     """
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(["email", "name", "status", *map(formula_safe, attribute_keys)])
+    tag_column = ["tags"] if with_tags else []
+    writer.writerow(["email", "name", "status", *tag_column, *map(formula_safe, attribute_keys)])
     written = 0
-    for subscriber in subscribers:
+    for item in subscribers:
+        subscriber, tags = item if isinstance(item, tuple) else (item, ())
         values = subscriber.attributes
+        # Tags hold no comma or quote (segment.normalise_tag): a plain comma list reads back.
+        tag_cell = [formula_safe(",".join(tags))] if with_tags else []
         writer.writerow(
             [
                 formula_safe(subscriber.email),
                 formula_safe(subscriber.name),
                 subscriber.status,
+                *tag_cell,
                 *(formula_safe(values.get(k, "")) for k in attribute_keys),
             ]
         )

@@ -9,12 +9,13 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import Any, TextIO, overload
 
 from ..errors import AudienceError
+from ..segment import EVERYONE, Segment, normalise_tag
 from ..store import Connection, Params, Store, StoreError, StoreSource
 from .addresses import address_key, check_name, clean_attributes, lookup_key, normalise_address
 from .csvfile import (
@@ -27,6 +28,17 @@ from .csvfile import (
     write_csv,
 )
 from .model import NO_ATTRIBUTES, StatusEvent, Subscriber, SubscriberStatus, parse_status
+from .tags import (
+    TAG_DELETE,
+    TAG_INSERT,
+    TagChange,
+    TagCount,
+    count_segment,
+    page_segment,
+    tag_counts,
+    tag_params,
+    tags_of,
+)
 
 __all__ = ["SubscriberStore"]
 
@@ -307,8 +319,9 @@ class SubscriberStore:
         return {s.value: int(found.get(s.value, 0)) for s in SubscriberStatus}
 
     def export_csv(self, out: TextIO, status: str | None = None) -> int:
-        """Write subscribers (None: everyone) as CSV: email, name, status, then one column per
-        attribute. Returns the number of rows. Open files with `newline=""`."""
+        """Write subscribers (None: everyone) as CSV: email, name, status, tags (when any
+        subscriber has one), then one column per attribute. Returns the number of rows. Open
+        files with `newline=""`."""
         wanted = None if status is None else parse_status(status)
         query = _ATTRIBUTE_KEYS.format(
             each=self.database.dialect.json_each.format(column="subscribers.attributes"),
@@ -316,7 +329,11 @@ class SubscriberStore:
         )
         with self._guard("export the subscribers") as db:
             keys = [str(row[0]) for row in db.execute(query, {"status": wanted})]
-        return write_csv(out, keys, self.iter_subscribers(wanted))
+            tagged = db.execute("SELECT 1 FROM subscriber_tags LIMIT 1").fetchone() is not None
+        if not tagged:
+            return write_csv(out, keys, self.iter_subscribers(wanted))
+        rows = self.iter_segment(EVERYONE, wanted, with_tags=True)
+        return write_csv(out, keys, rows, with_tags=True)
 
     def import_csv(
         self,
@@ -327,6 +344,7 @@ class SubscriberStore:
         resubscribe: bool = False,
         delimiter: str | None = None,
         encoding: str | None = None,
+        tags: Iterable[str] = (),
     ) -> ImportReport:
         """Import a CSV file in one transaction (`audience.csvfile` lists the layouts recognised).
 
@@ -335,10 +353,15 @@ class SubscriberStore:
         attributes (empty cells leave stored values alone). People who unsubscribed, bounced or
         complained stay so unless `resubscribe`; a `status` column (or Mailchimp's UNSUB_TIME /
         CLEAN_TIME) may unsubscribe people, never subscribe them again on its own.
+
+        Every imported row gets `tags` and the tags of its own tag columns (Mailchimp's TAGS,
+        listmonk's lists, `tags`); an import adds tags, it never takes any away.
         """
+        extra_tags = _checked_tags(tags, allow_none=True)
         path = Path(path)
         text, warnings = read_csv_text(path, encoding)
         rows, problems = parse_csv(path, text, mapping or ColumnMapping(), delimiter)
+        warnings += _renamed_tags(path, rows)
         if strict and problems:
             raise ImportProblemsError(path, problems)
         source = f"import {path.name}"
@@ -391,6 +414,10 @@ class SubscriberStore:
             db.execute(_NEW_EVENTS, {"at": now, "source": source})
             db.executemany(_UPDATE, updates)
             db.executemany(_EVENT, events)
+            db.executemany(
+                TAG_INSERT,
+                [p for row in rows for p in tag_params(row.key, {*row.tags, *extra_tags})],
+            )
         return ImportReport(
             file=path,
             added=counts["added"],
@@ -401,6 +428,75 @@ class SubscriberStore:
             problems=tuple(problems),
             warnings=warnings,
         )
+
+    # --- tags and audiences (the queries are in `audience.tags`) ---------------------------------
+
+    def tag(self, email: str, tags: Iterable[str]) -> TagChange:
+        """Give the subscriber these tags (checked: SegmentSyntaxError naming a bad one)."""
+        return self._change_tags(email, _checked_tags(tags), add=True)
+
+    def untag(self, email: str, tags: Iterable[str]) -> TagChange:
+        """Take these tags from the subscriber (tags they do not have are `unchanged`)."""
+        return self._change_tags(email, _checked_tags(tags), add=False)
+
+    def _change_tags(self, email: str, wanted: tuple[str, ...], *, add: bool) -> TagChange:
+        key = lookup_key(email)
+        with self._transaction(f"{'tag' if add else 'untag'} {email.strip()}") as db:
+            found = self._row_by_key(db, key, to_change=True)
+            if found is None:
+                raise AudienceError(f"no subscriber {email.strip()}")
+            before = set(tags_of(db, key))
+            changed = tuple(t for t in wanted if (t not in before) == add)
+            db.executemany(TAG_INSERT if add else TAG_DELETE, tag_params(key, changed))
+            now = tags_of(db, key)
+        unchanged = tuple(t for t in wanted if t not in changed)
+        return TagChange(found[1], changed, unchanged, now)
+
+    def tags(self, email: str) -> tuple[str, ...]:
+        """The subscriber's tags, sorted (empty for an unknown address)."""
+        key = lookup_key(email)
+        with self._guard(f"read the tags of {email.strip()}") as db:
+            return tags_of(db, key)
+
+    def tag_counts(self) -> list[TagCount]:
+        """Every tag in use, by name, with how many subscribers (subscribed, and all) have it."""
+        with self._guard("count the tags") as db:
+            return tag_counts(db)
+
+    def iter_segment(
+        self,
+        segment: Segment = EVERYONE,
+        status: str | None = SubscriberStatus.SUBSCRIBED,
+        *,
+        with_tags: bool = False,
+    ) -> Iterator[tuple[Subscriber, tuple[str, ...]]]:
+        """The segment's subscribers with `status` (None: any), in address order, a page at a
+        time, each with their tags (left empty unless `with_tags`)."""
+        wanted = None if status is None else parse_status(status).value
+        after = ""
+        while True:
+            with self._guard("select the audience") as db:
+                page = page_segment(
+                    db,
+                    self.database.dialect,
+                    segment,
+                    status=wanted,
+                    after=after,
+                    with_tags=with_tags,
+                )
+            for _key, subscriber, tags in page:
+                yield subscriber, tags
+            if len(page) < _PAGE:
+                return
+            after = page[-1][0]
+
+    def count_segment(
+        self, segment: Segment = EVERYONE, status: str | None = SubscriberStatus.SUBSCRIBED
+    ) -> int:
+        """How many subscribers with `status` (None: any) the segment holds."""
+        wanted = None if status is None else parse_status(status).value
+        with self._guard("count the audience") as db:
+            return count_segment(db, self.database.dialect, segment, status=wanted)
 
     @contextlib.contextmanager
     def _import_keys(
@@ -416,6 +512,28 @@ class SubscriberStore:
             yield {row[0]: (row[1], row[2], row[3], row[4]) for row in db.execute(_EXISTING)}
         finally:
             db.execute("DELETE FROM import_keys")
+
+
+def _checked_tags(tags: Iterable[str], *, allow_none: bool = False) -> tuple[str, ...]:
+    """Tags as given on the command line, each checked (`segment.normalise_tag`), in order."""
+    if isinstance(tags, str):
+        tags = (tags,)
+    checked = tuple(dict.fromkeys(normalise_tag(tag) for tag in tags))
+    if not checked and not allow_none:
+        raise AudienceError("no tag given")
+    return checked
+
+
+def _renamed_tags(path: Path, rows: list[CsvRow]) -> tuple[str, ...]:
+    """A warning per tag of the file that had to be renamed to be a tag (first line it is on)."""
+    seen: dict[tuple[str, str], int] = {}
+    for row in rows:
+        for original, tag in row.renamed_tags:
+            seen.setdefault((original, tag), row.line)
+    return tuple(
+        f"{path}:{line}: tag {original!r} imported as {tag!r} (tags are letters, digits, - _ .)"
+        for (original, tag), line in seen.items()
+    )
 
 
 def _import_status(

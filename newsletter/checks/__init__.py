@@ -3,7 +3,8 @@
 `check_issue` reads a loaded and rendered issue and returns a `CheckReport` of findings (errors,
 warnings, infos), each naming the file and line it concerns where the sources allow. It never
 prints. Checks: links (network unless offline), images, size and completeness, spam score
-(SpamAssassin, when installed), accessibility, sender authentication (from the settings).
+(SpamAssassin, when installed), accessibility, sender authentication (from the settings), and
+whether the issue's audience has anybody in it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ..errors import NewsletterError
 from ..render.model import RenderedIssue
 from ..render.samples import missing_sample_values
 from .accessibility import check_accessibility
+from .audience import check_audience
 from .authentication import check_authentication
 from .context import CheckContext
 from .images import check_images, remote_image_findings, remote_image_urls
@@ -122,6 +124,7 @@ async def check_issue_async(
     findings += check_accessibility(context)
     findings += check_authentication(context)
     findings += check_logo_contrast(context)
+    findings += check_audience(issue, settings)
 
     plan = plan_links(context, page_urls(context), offline=offline, allow_loopback=allow_loopback)
     image_plan = plan_links(

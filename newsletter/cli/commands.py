@@ -19,7 +19,7 @@ from rich.markup import escape
 
 from .. import __version__
 from ..errors import ExitCode, NewsletterError
-from . import compose, reconcile, send, serve
+from . import compose, reconcile, send, serve, tags
 from ._output import console, err_console
 from .archive import app as archive_app
 from .store import app as store_app
@@ -35,6 +35,8 @@ app = typer.Typer(
 )
 
 # The order here is the order of `newsletter --help`.
+subscribers_app.command()(tags.tag)
+subscribers_app.command()(tags.untag)
 app.add_typer(subscribers_app, name="subscribers")
 for command in (
     compose.init,

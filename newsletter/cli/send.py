@@ -26,12 +26,14 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from ..config import Settings
 from ..content import resolve_issue_folder
 from ..delivery.ledger import Ledger, LedgerRow, State
+from ..delivery.ledgeraudience import recorded_audience
 from ..delivery.sender import RunOutcome, SendProgress, SendReport, run_outcome
-from ..errors import ExitCode, TransportUnavailableError
+from ..errors import ExitCode, ProjectError, TransportUnavailableError
 from ._output import console, err_console, plain_console, plain_err_console, visible
 from ._project import project_settings
 
@@ -92,10 +94,20 @@ def send(
         bool,
         typer.Option("--force", help="Send even when the pre-send check finds errors."),
     ] = False,
+    audience: Annotated[
+        str | None,
+        typer.Option(
+            "--audience",
+            help="Who gets it, instead of issue.md's audience: 'tag:members,-tag:press,"
+            "city=Utrecht' (README: Who gets it and when), or 'all'.",
+        ),
+    ] = None,
 ) -> None:
-    """Send an issue to every subscriber who has not had it yet (resumable), or a test copy.
+    """Send an issue to its audience: everyone who has not had it yet (resumable), or a test copy.
 
-    Shows the subject, sender, transport and counts, and asks first. Each recipient is recorded
+    The audience is issue.md's `audience:` (or --audience; default: every subscriber). Shows the
+    subject, sender, transport, the audience and its size, and asks first; a resumed send keeps
+    the audience it started with. Each recipient is recorded
     in the send ledger before and after their message leaves: running the same command again
     resumes where it stopped, and nobody gets the issue twice. Ctrl-C finishes the messages in
     flight and stops cleanly.
@@ -113,10 +125,18 @@ def send(
         newsletter send 2026-11 --yes --resend-uncertain
 
         newsletter send 2026-11 --no-link-check
+
+        newsletter send 2026-11 --audience 'tag:members,-tag:press'
     """
     from ..sending import SendRequest, plan_send  # noqa: PLC0415 (heavy, only send needs it)
 
     settings = project_settings()
+    if test and audience is not None:
+        # A test copy goes to the reviewers (or --to), never to an audience: say so.
+        raise ProjectError(
+            "--audience does not apply to --test: test copies go to the reviewers",
+            hint="Use --to ADDRESS to choose who gets the test copy.",
+        )
     if test:
         _send_test(settings, issue, to or [])
         return
@@ -127,6 +147,7 @@ def send(
         retry_failed=retry_failed,
         resend_uncertain=resend_uncertain,
         wait_for_deferred=not no_wait,
+        audience=audience,
     )
     if dry_run:
         _dry_run(settings, request)
@@ -210,7 +231,13 @@ def _print_plan(plan: SendPlan) -> None:
     summary.add_row("Subject", plan.subject)
     summary.add_row("From", plan.sender)
     summary.add_row("Transport", plan.transport_description)
-    summary.add_row("Subscribed", str(plan.subscribed))
+    # Text: tags and values are data, never rich markup.
+    shown = visible(f"{plan.audience.expression} ({plan.audience.describe()})")
+    summary.add_row("Audience", Text(shown))
+    if plan.audience.everyone:
+        summary.add_row("Subscribed", str(plan.subscribed))
+    else:
+        summary.add_row("Recipients", f"{plan.audience_size} of {plan.subscribed} subscribed")
     summary.add_row("Already sent", str(plan.already_sent))
     if plan.uncertain:
         what = "resending, as asked" if plan.request.resend_uncertain else "not resent"
@@ -393,6 +420,8 @@ def status(
             return
         issue_ledger = ledger.issue(name)
         counts = issue_ledger.counts()
+        frozen = recorded_audience(ledger.database, name) or "all"
+        plain_console.print(f"Audience: {visible(frozen)}", markup=False)
         table = Table(title=f"Send of {name}", show_header=False)
         for state in State:
             table.add_row(state.value, str(counts.get(state, 0)))

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 app = typer.Typer(
     name="subscribers",
-    help="Manage the subscriber list: import, add, remove, unsubscribe, list, export, count.",
+    help="Manage the subscriber list: import, add, remove, unsubscribe, tag, list, export, count.",
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode="markdown",
@@ -86,6 +86,17 @@ def _attributes(items: list[str]) -> dict[str, str]:
     return attributes
 
 
+def _tags(tags: list[str] | None) -> list[str]:
+    """--tag values, checked before anything is read or written (the error names the tag)."""
+    from ..segment import Segment, SegmentSyntaxError  # noqa: PLC0415 (see open_store)
+
+    try:
+        Segment.of(tags=tags or ())
+    except SegmentSyntaxError as err:
+        raise AudienceError(f"--tag: {err.message}", hint=err.hint) from err
+    return tags or []
+
+
 @app.command("import")
 def import_(
     file: Annotated[Path, typer.Argument(help="The CSV file (UTF-8; , ; or tab separated).")],
@@ -131,12 +142,18 @@ def import_(
             "they asked for it.",
         ),
     ] = False,
+    tag: Annotated[
+        list[str] | None,
+        typer.Option("--tag", help="Give every imported row this tag; repeat for more."),
+    ] = None,
 ) -> None:
     """Import subscribers from a CSV file, in one go: all valid rows or (with --strict) none.
 
     Mailchimp, Substack and listmonk exports and plain `email,name` files are recognised; other
-    columns become attributes templates can use (`subscriber.city`). Rows with a problem are
-    reported as FILE:LINE: reason and skipped. People who unsubscribed stay unsubscribed.
+    columns become attributes templates can use (`subscriber.city`). Tag columns (Mailchimp's
+    TAGS, listmonk's lists, `tags`) and --tag give tags; an import never takes tags away. Rows
+    with a problem are reported as FILE:LINE: reason and skipped. People who unsubscribed stay
+    unsubscribed.
 
     Examples:
 
@@ -145,6 +162,8 @@ def import_(
         newsletter subscribers import export.csv --email-column "E-mail" --strict
 
         newsletter subscribers import leden.csv --encoding cp1252
+
+        newsletter subscribers import board.csv --tag board
     """
     from ..audience import ColumnMapping  # noqa: PLC0415 (see open_store)
 
@@ -163,6 +182,7 @@ def import_(
             resubscribe=resubscribe,
             delimiter=_delimiter(delimiter),
             encoding=encoding,
+            tags=_tags(tag),
         )
     for warning in report.warnings:
         err_console.print(f"warning: {warning}", markup=False)
@@ -263,20 +283,39 @@ def list_(
     limit: Annotated[
         int, typer.Option("--limit", min=0, help="Show at most this many (0: all).")
     ] = 50,
+    tag: Annotated[
+        list[str] | None,
+        typer.Option("--tag", help="Only subscribers with this tag (repeat: any of them)."),
+    ] = None,
+    audience: Annotated[
+        str | None,
+        typer.Option(
+            "--audience",
+            help="Only this audience, as `send --audience` takes it: "
+            "'tag:members,-tag:press,city=Utrecht'.",
+        ),
+    ] = None,
 ) -> None:
-    """Show subscribers in a table, in address order.
+    """Show subscribers in a table, in address order, with their tags.
 
     Examples:
 
         newsletter subscribers list
 
         newsletter subscribers list --status unsubscribed --limit 0
+
+        newsletter subscribers list --tag board
+
+        newsletter subscribers list --audience 'tag:members,-tag:press,city=Utrecht'
     """
+    from .tags import audience_option  # noqa: PLC0415 (it imports this module)
+
     wanted = _status_or_all(status)
-    rows: list[tuple[Text, Text, Text, Text]] = []
+    segment = audience_option(audience, tag)
+    rows: list[tuple[Text, Text, Text, Text, Text]] = []
     with open_store() as store:
-        chosen = store.iter_subscribers(wanted)
-        for subscriber in itertools.islice(chosen, limit or None):
+        chosen = store.iter_segment(segment, wanted, with_tags=True)
+        for subscriber, tags in itertools.islice(chosen, limit or None):
             attributes = ", ".join(f"{k}={v}" for k, v in sorted(subscriber.attributes.items()))
             # Text(): names are data, never rich markup; visible(): nor terminal controls.
             rows.append(
@@ -284,10 +323,11 @@ def list_(
                     Text(visible(subscriber.email)),
                     Text(visible(subscriber.name)),
                     Text(subscriber.status),
+                    Text(", ".join(tags)),
                     Text(visible(attributes)),
                 )
             )
-        total = store.count(wanted) if wanted is not None else sum(store.count().values())
+        total = store.count_segment(segment, wanted)
     shown = len(rows)
     # An address is never cut (a cut one reads as another address): its column is as wide as
     # the longest; names and attributes wrap instead, and the table may outgrow the terminal.
@@ -296,10 +336,13 @@ def list_(
     table.add_column("Email", no_wrap=True, min_width=widest)
     table.add_column("Name", overflow="fold")
     table.add_column("Status", no_wrap=True)
+    table.add_column("Tags", overflow="fold")
     table.add_column("Attributes", overflow="fold")
     for row in rows:
         table.add_row(*row)
     what = "subscribers" if wanted is None else f"{wanted} subscribers"
+    if not segment.everyone:
+        what += f" in {visible(segment.expression)}"
     if not shown:
         console.print(f"No {what}.", markup=False)
         return
@@ -351,20 +394,55 @@ def export(
 
 
 @app.command()
-def count() -> None:
-    """Count subscribers per status.
+def count(
+    audience: Annotated[
+        str | None,
+        typer.Option(
+            "--audience",
+            help="Count this audience instead (subscribed people only, as a send would): "
+            "'tag:members,-tag:press,city=Utrecht'.",
+        ),
+    ] = None,
+) -> None:
+    """Count subscribers per status, and per tag (subscribed, and in all).
 
-    Example:
+    With --audience: how many subscribed people an issue for that audience would go to.
+
+    Examples:
 
         newsletter subscribers count
+
+        newsletter subscribers count --audience 'tag:members,-tag:press'
     """
+    from .tags import audience_option  # noqa: PLC0415 (it imports this module)
+
+    if audience is not None:
+        segment = audience_option(audience)
+        with open_store() as store:
+            size = store.count_segment(segment)
+        console.print(
+            f"{_count(size, 'subscribed subscriber')} in "
+            + visible(f"{segment.expression} ({segment.describe()})"),
+            markup=False,
+        )
+        return
     with open_store() as store:
         counts = store.count()
+        tag_counts = store.tag_counts()
     table = Table(show_header=False, box=None, padding=(0, 2))
     for name, number in counts.items():
         table.add_row(name, str(number))
     table.add_row("total", str(sum(counts.values())))
     console.print(table)
+    if tag_counts:
+        tags = Table(box=None, padding=(0, 2))
+        tags.add_column("tag")
+        tags.add_column("subscribed", justify="right")
+        tags.add_column("total", justify="right")
+        for found in tag_counts:
+            tags.add_row(Text(found.tag), str(found.subscribed), str(found.total))
+        console.print()
+        console.print(tags)
 
 
 @app.command()

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol, TypeVar
 
 from ..audience import SubscriberStatus, SubscriberStore
+from ..audience.tags import segment_filter
 from ..errors import (
     AudienceError,
     DeliveryError,
@@ -40,9 +41,12 @@ from ..errors import (
     TransportUnavailableError,
     UncertainDeliveryError,
 )
+from ..segment import EVERYONE, Segment
+from ..store import Params
 from . import leases
 from .content import OutgoingMessage, Recipient
 from .ledger import FreezeReport, IssueLedger, Ledger, LedgerRow, State
+from .ledgeraudience import record_audience
 from .message import MessageTemplate, Personalisation
 from .ratelimit import Backoff, RateLimiter
 from .transports.base import BatchItem, BatchResult, DeliveryReceipt, Transport, handing_over
@@ -314,8 +318,12 @@ def send_issue(
     stop: threading.Event | None = None,
     progress: Callable[[SendProgress], None] | None = None,
     before_first_handover: Callable[[], None] | None = None,
+    audience_expression: str | None = None,
 ) -> SendReport:
     """Send the issue to everyone in `audience` who has not had it yet.
+
+    `audience_expression` (`Segment.expression`) is recorded with the ledger before the freeze:
+    a resumed send with another one is refused (`AudienceChangedError`) before anything is sent.
 
     The transport is fed batches of up to `max_batch` recipients, `options.concurrency` batches
     at a time; rate limits count recipients. Setting `stop` finishes the batches in flight and
@@ -341,6 +349,8 @@ def send_issue(
                     hint="Confirm to send the changed version to the rest, or restore the content.",
                 )
             issue_ledger.set_fingerprint(template.fingerprint)
+        if audience_expression is not None:
+            record_audience(ledger.database, template.issue, audience_expression, now=clock())
         with leases.first_freeze(ledger, template.issue, now=clock()) as first:
             # On PostgreSQL, a worker joining a send in progress uses the frozen audience.
             frozen = (
@@ -819,13 +829,25 @@ def _reason(error: Exception | None, default: str = "") -> str:
 
 
 class StoreAudience:
-    """The subscribed people of a `SubscriberStore` as an `Audience`."""
+    """The subscribed people of a `SubscriberStore` in `segment` (default: all) as an
+    `Audience`. The segment as SQL for the freeze: `audience.tags.segment_filter`."""
 
-    def __init__(self, store: SubscriberStore) -> None:
+    def __init__(self, store: SubscriberStore, segment: Segment = EVERYONE) -> None:
         self.store = store
+        self.segment = segment
+
+    def sql_filter(self, table: str = "subscribers") -> tuple[str, Params]:
+        """The segment as a SQL condition on `table` (the subscribers table or its alias) and
+        its bound parameters, for a freeze that selects in SQL (`INSERT ... SELECT ... WHERE
+        status = 'subscribed' AND <condition>`); `1 = 1` for everyone."""
+        return segment_filter(self.segment, self.store.database.dialect, table=table)
 
     def recipients(self) -> Iterator[tuple[str, Recipient]]:
-        for subscriber in self.store.iter_subscribers(SubscriberStatus.SUBSCRIBED):
+        if self.segment.everyone:
+            for subscriber in self.store.iter_subscribers(SubscriberStatus.SUBSCRIBED):
+                yield subscriber.key, subscriber
+            return
+        for subscriber, _tags in self.store.iter_segment(self.segment):
             yield subscriber.key, subscriber
 
     def recipient(self, key: str) -> Recipient | None:

@@ -11,7 +11,8 @@ Queries elsewhere are written once, in the SQL both engines speak, with named pa
   key, a float wide enough for epoch seconds (PostgreSQL's `REAL` is 4 bytes), and bytes;
 - the parameter style the driver takes (`to_pyformat` rewrites `:name` to psycopg's
   `%(name)s`, once per query text);
-- reading the keys of a JSON object column, listing the tables and their columns, SQLite's
+- reading the keys of a JSON object column and one entry of it as text (`json_text`, for an
+  audience's attribute conditions), listing the tables and their columns, SQLite's
   `user_version`, and numbering on after rows copied in with their ids (`reset_ids`);
 - claiming rows for a worker (`claim`: nothing on SQLite, whose single writer already excludes
   others; `FOR UPDATE SKIP LOCKED` on PostgreSQL, for several sending workers, issue 10), and
@@ -51,6 +52,7 @@ class Dialect:
     exclusive: str  # `{key}` filled: keeps other writers out of one job until the commit
     columns: str  # the column names of the table `:table`, in order
     next_id: str  # `{table}` filled: after rows were copied in with their ids, number on from there
+    json_text: str  # `{column}`, `{key}` (a parameter) filled: that JSON object entry as text
 
     def exclusive_lock(self, key: int) -> str | None:
         """A statement that, inside a write transaction, excludes others doing job `key` until
@@ -86,6 +88,8 @@ SQLITE = Dialect(
     exclusive="",
     columns="SELECT name FROM pragma_table_info(:table) ORDER BY cid",
     next_id="",
+    # json_extract, not `->>`: that operator needs SQLite 3.38 (2022); JSON1 is older.
+    json_text="""json_extract({column}, '$."' || {key} || '"')""",
 )
 
 POSTGRESQL = Dialect(
@@ -111,6 +115,7 @@ POSTGRESQL = Dialect(
         "SELECT setval(pg_get_serial_sequence('{table}', 'id'),"
         " (SELECT COALESCE(MAX(id), 0) + 1 FROM {table}), false)"
     ),
+    json_text="(({column})::jsonb ->> ({key})::text)",
 )
 
 # A parameter (`:name`, not `::type`), or a quoted string/identifier to copy unchanged.

@@ -177,6 +177,29 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        7,
+        "subscribers' tags, and the audience each send froze",
+        (
+            # One row per subscriber and tag (casefolded, `segment.normalise_tag`); removing a
+            # subscriber removes their tags. The primary key answers "has this subscriber one
+            # of these tags" (an audience); the index "who has this tag" (list, count).
+            """CREATE TABLE subscriber_tags (
+                subscriber_key TEXT NOT NULL
+                    REFERENCES subscribers (key) ON DELETE CASCADE ON UPDATE CASCADE,
+                tag TEXT NOT NULL,
+                PRIMARY KEY (subscriber_key, tag)
+            )""",
+            "CREATE INDEX subscriber_tags_by_tag ON subscriber_tags (tag, subscriber_key)",
+            # The canonical audience expression an issue's send froze (`Segment.expression`):
+            # a resumed send must use the same one. No row: frozen before audiences (everyone).
+            """CREATE TABLE ledger_audiences (
+                issue TEXT PRIMARY KEY,
+                expression TEXT NOT NULL,
+                recorded_at {real} NOT NULL
+            )""",
+        ),
+    ),
 )
 
 STORE_VERSION = MIGRATIONS[-1].version
