@@ -33,6 +33,7 @@ from typing import Protocol
 from .audience import Subscriber, SubscriberStatus, SubscriberStore
 from .checks import check_issue
 from .checks.model import CheckReport
+from .clicks import record_links, recorded_numbers
 from .config import Settings, parse_address
 from .content import Issue, load_issue, resolve_issue_folder
 from .delivery.ledger import Ledger, State
@@ -56,6 +57,7 @@ from .errors import ConfigError, Problem, ProjectError
 from .inbox.process import apply_refusals
 from .render import render_issue
 from .render.model import RenderedIssue
+from .store import Store
 from .tokens import make_token
 
 __all__ = [
@@ -129,6 +131,7 @@ class SendPlan:
     failed_before: int
     content_changed: bool
     concurrency: int
+    rendered: RenderedIssue
 
 
 @dataclass(frozen=True)
@@ -207,6 +210,7 @@ def plan_send(
         content_changed=stored is not None and stored != template.fingerprint,
         # The outbox writes files one by one; SMTP and providers use parallel connections.
         concurrency=settings.transport.connections if settings.transport.kind != "outbox" else 1,
+        rendered=rendered,
     )
 
 
@@ -236,6 +240,7 @@ def deliver(
         wait_for_deferred=plan.request.wait_for_deferred,
     )
     started = clock()
+    _record_click_links(settings, plan.rendered)
     with (
         SubscriberStore(settings.database()) as store,
         Ledger(settings.database(), durable=sending.durable) as ledger,
@@ -310,8 +315,17 @@ def send_test_copies(
     folder = resolve_issue_folder(settings.root, issue)
     secret = signing_secret(settings)
     transport = transport_factory(settings, environ)  # checked by send_test before any copy
-    template = _Issue.load(settings, folder, secret).template(transport)
+    loaded = _Issue.load(settings, folder, secret)
+    template = loaded.template(transport)
+    _record_click_links(settings, loaded.rendered)  # so that the reviewers' links lead somewhere
     return send_test(template, Subscriber.sample(settings.locale), reviewers, transport)
+
+
+def _record_click_links(settings: Settings, rendered: RenderedIssue) -> None:
+    """The issue's counted links, recorded before a message carrying them leaves (clicks.py)."""
+    if rendered.click_links:
+        with Store.open(settings.database()) as store:
+            record_links(store, rendered.name, rendered.click_links, now=time.time())
 
 
 # --- the steps ------------------------------------------------------------------------------
@@ -329,7 +343,11 @@ class _Issue:
     @classmethod
     def load(cls, settings: Settings, folder: Path, secret: bytes) -> _Issue:
         loaded = load_issue(folder)
-        return cls(settings, loaded, render_issue(loaded, settings), secret)
+        numbers = None
+        if settings.count_clicks:  # numbers recorded by an earlier send stay those links'
+            with Store.open(settings.database()) as store:
+                numbers = recorded_numbers(store, loaded.name)
+        return cls(settings, loaded, render_issue(loaded, settings, click_numbers=numbers), secret)
 
     def template(self, transport: Transport | None) -> MessageTemplate:
         """The message template; DKIM-signed when `[dkim]` is set and `transport` delivers our

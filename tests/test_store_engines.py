@@ -22,6 +22,7 @@ TABLES = {
     "ledger_rows",
     "ledger_leases",
     "inbox_soft_bounces",
+    "click_links",
     "store_migrations",
 }
 
