@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from email.message import EmailMessage
 from pathlib import Path
@@ -76,8 +76,11 @@ def counting(project: Path) -> Settings:
     return load_settings(configure(project))
 
 
-def render(settings: Settings, **options: object) -> RenderedIssue:
-    return render_issue(load_issue(settings.issues_dir / ISSUE), settings, **options)  # type: ignore[arg-type]
+def render(
+    settings: Settings, *, preview: bool = False, click_numbers: Mapping[str, int] | None = None
+) -> RenderedIssue:
+    issue = load_issue(settings.issues_dir / ISSUE)
+    return render_issue(issue, settings, preview=preview, click_numbers=click_numbers)
 
 
 def filled(rendered: RenderedIssue) -> tuple[str, str]:
