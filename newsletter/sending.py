@@ -301,7 +301,8 @@ def send_test_copies(
     transport_factory: TransportFactory = make_transport,
 ) -> list[TestSendResult]:
     """Send a `[TEST]` copy, personalised for the sample subscriber, to `to` (else the project's
-    reviewers). Nothing is recorded, no content check runs. Raises `ProjectError` when there is
+    reviewers). Nothing goes into the ledger (with `count_clicks`, the link table is recorded, so
+    the copy's links work), no content check runs. Raises `ProjectError` when there is
     no reviewer or one is not an address; a copy that is not accepted is a result with `error`."""
     reviewers = list(to or settings.reviewers)
     if not reviewers:

@@ -18,6 +18,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from email.message import EmailMessage
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -385,6 +386,9 @@ def test_the_redirect_cannot_be_bent_and_keeps_nothing_personal(
     counting: Settings, store_url: str
 ) -> None:
     recorded_store(counting, store_url)
+    with Store.open(store_url) as store:
+        odd_link = ClickLink(1, "https://odd.example.org/")
+        record_links(store, "Winter 2026 (ñ)", [odd_link], now=1.0)
     target = EXPECTED[1][1]
     agent = "clicks-test-agent/1.0 (reader-browser)"
     forwarded = "203.0.113.77"
@@ -425,6 +429,9 @@ def test_the_redirect_cannot_be_bent_and_keeps_nothing_personal(
             head = client.head(f"{base}c/{ISSUE}/2")
             assert (head.status_code, head.headers["location"]) == (302, target)
             assert client.post(f"{base}c/{ISSUE}/2").status_code == 405
+            # Any issue folder name works: the name is only a key to look up.
+            odd = client.get(f"{base}c/{quote('Winter 2026 (ñ)', safe='')}/1")
+            assert (odd.status_code, odd.headers["location"]) == (302, "https://odd.example.org/")
     with Store.open(store_url) as store:
         clicks = {c.link.number: c.clicks for c in link_counts(store, ISSUE)}
         assert clicks == {n: 4 if n == 2 else 0 for n, _, _ in EXPECTED}
@@ -432,7 +439,10 @@ def test_the_redirect_cannot_be_bent_and_keeps_nothing_personal(
             columns = [
                 str(r[0]) for r in db.execute(store.dialect.columns, {"table": "click_links"})
             ]
-            rows = [tuple(str(v) for v in row) for row in db.execute("SELECT * FROM click_links")]
+            rows = [
+                tuple(str(v) for v in row)
+                for row in db.execute("SELECT * FROM click_links WHERE issue = :i", {"i": ISSUE})
+            ]
     # Per link, never per person: these columns and nothing else, nothing from the requests.
     assert columns == ["issue", "number", "target", "item", "label", "clicks", "recorded_at"]
     assert len(rows) == len(EXPECTED)

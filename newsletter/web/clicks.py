@@ -24,7 +24,7 @@ from ..store import Store
 
 __all__ = ["click_routes"]
 
-_ISSUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_ISSUE_LENGTH = 255  # any issue folder name works (it is only a key to look up); bounded
 _NUMBER = re.compile(r"^[1-9][0-9]{0,8}$")
 _HEADER_SAFE = re.compile(r"^https?://[\x21-\x7e]+$", re.IGNORECASE)
 _HEADERS = {
@@ -48,7 +48,7 @@ def click_routes(store: Callable[[], Store]) -> list[Route]:
     async def redirect(request: Request) -> Response:
         issue = request.path_params["issue"]
         number = request.path_params["number"]
-        if not _ISSUE_NAME.match(issue) or not _NUMBER.match(number):
+        if len(issue) > _ISSUE_LENGTH or not _NUMBER.match(number):
             raise HTTPException(404)
         database = store()
         try:
