@@ -20,15 +20,16 @@ alike, and it outlives `dist/`, which is rebuilt at will and need not exist wher
 
 from __future__ import annotations
 
+import contextlib
 import html as html_lib
 import re
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote
 
 from .errors import ProjectError
 from .linktags import replace_hrefs, replace_text_urls
-from .store import Store
+from .store import Store, StoreError
 
 __all__ = [
     "CLICK_PREFIX",
@@ -204,9 +205,19 @@ def _words(markup_text: str) -> str:
 # --- the store ----------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _guard(store: Store, action: str) -> Iterator[None]:
+    """The engine's errors (a lock held past the busy timeout, a lost connection) as a
+    StoreError naming the store and what was being done."""
+    try:
+        yield
+    except store.errors as err:
+        raise StoreError(f"{store.where}: cannot {action}: {err}") from err
+
+
 def recorded_numbers(store: Store, issue: str) -> dict[str, int]:
     """The targets already recorded for `issue`, with their numbers."""
-    with store.read() as db:
+    with _guard(store, "read the issue's counted links"), store.read() as db:
         return {str(row[1]): int(row[0]) for row in db.execute(_TARGETS, {"issue": issue})}
 
 
@@ -219,7 +230,7 @@ def record_links(store: Store, issue: str, links: Iterable[ClickLink], *, now: f
     links = tuple(links)
     if not links:
         return
-    with store.transaction() as db:
+    with _guard(store, "record the issue's counted links"), store.transaction() as db:
         db.executemany(
             _RECORD,
             [
@@ -246,7 +257,9 @@ def record_links(store: Store, issue: str, links: Iterable[ClickLink], *, now: f
 
 
 def count_click(store: Store, issue: str, number: int) -> str | None:
-    """Add one click to link `number` of `issue`; its target, or None when it is unknown."""
+    """Add one click to link `number` of `issue`; its target, or None when it is unknown.
+
+    The engine's errors come out as they are (`store.errors`): the web app answers 503."""
     with store.read() as db:
         # fetchall: SQLite finishes (and commits) an UPDATE ... RETURNING only when every row
         # has been read.
@@ -256,7 +269,7 @@ def count_click(store: Store, issue: str, number: int) -> str | None:
 
 def link_counts(store: Store, issue: str) -> tuple[LinkCount, ...]:
     """Every recorded link of `issue` with its clicks, by number."""
-    with store.read() as db:
+    with _guard(store, "read the click counts"), store.read() as db:
         rows = db.execute(_COUNTS, {"issue": issue}).fetchall()
     return tuple(
         LinkCount(ClickLink(int(r[0]), str(r[1]), str(r[2]), str(r[3])), int(r[4])) for r in rows

@@ -11,8 +11,10 @@ import email.policy
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -23,6 +25,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
+from newsletter.audience import SubscriberStore
 from newsletter.build import build_issue
 from newsletter.checks.context import CheckContext
 from newsletter.checks.links import page_urls
@@ -41,6 +44,7 @@ from newsletter.linktags import text_urls
 from newsletter.render import render_issue
 from newsletter.render.model import RenderedIssue
 from newsletter.store import Store
+from newsletter.web import ServeSettings, WebServer
 from tests.spamcache import SpamAssassinCache
 from tests.test_render import check_golden
 
@@ -524,3 +528,37 @@ def test_status_shows_clicks_per_link_under_the_item_titles(
         "  Outside the items (masthead, footer): 1",
         "         1  #4 Buurtfonds → https://buurtfonds.example.org/",
     ]
+
+
+def test_a_locked_store_answers_busy_and_counts_nothing(counting: Settings) -> None:
+    rendered = recorded_store(counting, str(counting.database_path))
+    # A short busy timeout, so the lock below outlasts it at once.
+    store = SubscriberStore(Store.open(counting.database_path, busy_timeout=0.2))
+    server = WebServer(
+        counting, secret=SECRET.encode(), serve_settings=ServeSettings(port=0), store=store
+    )
+    server.bind()
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        assert server.ready.wait(WAIT_SECONDS)
+        url = f"{server.url.rstrip('/')}/c/{ISSUE}/1"
+        other = sqlite3.connect(counting.database_path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another process writing, for longer than the timeout
+        busy = httpx.get(url)
+        other.execute("ROLLBACK")
+        other.close()
+        assert busy.status_code == 503
+        assert busy.headers["retry-after"] == "5"
+        assert "location" not in busy.headers
+        after = httpx.get(url)
+        assert (after.status_code, after.headers["location"]) == (
+            302,
+            rendered.click_links[0].target,
+        )
+    finally:
+        server.stop()
+        thread.join(WAIT_SECONDS)
+        store.database.close()
+    with Store.open(counting.database_path) as opened:
+        assert link_counts(opened, ISSUE)[0].clicks == 1

@@ -20,7 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..clicks import CLICK_PREFIX, count_click, link_counts
-from ..store import Store
+from ..store import Store, StoreError
 
 __all__ = ["click_routes"]
 
@@ -50,12 +50,12 @@ def click_routes(store: Callable[[], Store]) -> list[Route]:
         number = request.path_params["number"]
         if len(issue) > _ISSUE_LENGTH or not _NUMBER.match(number):
             raise HTTPException(404)
-        database = store()
+        failures: tuple[type[Exception], ...] = (StoreError, *store().errors)
         try:
             found = await run_in_threadpool(
                 target, issue, int(number), count=request.method == "GET"
             )
-        except database.errors:
+        except failures:
             # The store stayed locked past its busy timeout: the reader may try again.
             return Response(
                 "Busy, please try again.\n",
