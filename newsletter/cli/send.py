@@ -64,7 +64,10 @@ def send(
     ] = False,
     test: Annotated[
         bool,
-        typer.Option("--test", help="Send a [TEST] copy to the reviewers; nothing is recorded."),
+        typer.Option(
+            "--test",
+            help="Send a [TEST] copy to the reviewers; the send ledger is not touched.",
+        ),
     ] = False,
     to: Annotated[
         list[str] | None,
