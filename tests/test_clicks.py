@@ -529,6 +529,31 @@ def test_status_shows_clicks_per_link_under_the_item_titles(
         "         1  #4 Buurtfonds → https://buurtfonds.example.org/",
     ]
 
+    # A correction after the send puts a new link first: the recorded links keep their numbers
+    # (messages already read still lead where they did) and the new one gets the next number.
+    item = project / "issues" / ISSUE / "01-harvest-festival.md"
+    text = item.read_text(encoding="utf-8")
+    body_start = text.index("---", 3) + 4
+    new_link = "https://riverside-garden.example.org/lanterns"
+    item.write_text(text[:body_start] + f"See [the lanterns]({new_link}).\n\n" + text[body_start:])
+    for old in (project / "outbox").glob("*.eml"):
+        old.unlink()
+    again = newsletter(project, "send", ISSUE, "--test", "--yes", "--no-link-check")
+    assert again.returncode == 0, again.stderr
+    with Store.open(counting.database_path) as store:
+        assert recorded_numbers(store, ISSUE) == {
+            **{t: n for n, t, _ in EXPECTED},
+            new_link: len(EXPECTED) + 1,
+        }
+        assert link_counts(store, ISSUE)[1].clicks == 3  # counts kept
+    [copy] = (project / "outbox").glob("*.eml")
+    parsed = email.message_from_bytes(copy.read_bytes(), policy=email.policy.default)
+    assert isinstance(parsed, EmailMessage)
+    plain = parsed.get_body(("plain",))
+    assert plain is not None
+    assert f"{REDIRECT}{len(EXPECTED) + 1}" in plain.get_content()
+    assert f"{REDIRECT}2" in plain.get_content()
+
 
 def test_a_locked_store_answers_busy_and_counts_nothing(counting: Settings) -> None:
     rendered = recorded_store(counting, str(counting.database_path))
