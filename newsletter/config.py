@@ -29,6 +29,7 @@ from .config_tables import (
     LinkTagging,
     ServeSettings,
     StoreSettings,
+    parse_count_clicks,
     parse_dkim_table,
     parse_inbox_table,
     parse_links_table,
@@ -174,6 +175,8 @@ class Settings:
     transport: TransportSettings = field(default_factory=TransportSettings)
     sending: SendingSettings = field(default_factory=SendingSettings)
     links: LinkTagging | None = None
+    # `[links] count_clicks`: links in the email go through `<base_url>c/<issue>/<n>` (clicks.py).
+    count_clicks: bool = False
     serve: ServeSettings = field(default_factory=ServeSettings)
     inbox: InboxSettings | None = None
     dkim: DkimSettings | None = None
@@ -481,7 +484,9 @@ def settings_from_mapping(
     unsubscribe = _read_unsubscribe(table("unsubscribe"))
     transport = _read_transport(table("transport"))
     sending = _read_sending(table("sending"))
-    links = parse_links_table(table("links"), newsletter_name=main.get("name") or "")
+    links_table = table("links")
+    count_clicks = parse_count_clicks(links_table, base_url=main.get("base_url"))
+    links = parse_links_table(links_table, newsletter_name=main.get("name") or "")
     serve = parse_serve_table(table("serve"))
     inbox = parse_inbox_table(table("inbox"))
     dkim = parse_dkim_table(table("dkim"))
@@ -518,6 +523,7 @@ def settings_from_mapping(
         transport=transport,
         sending=sending,
         links=links,
+        count_clicks=count_clicks,
         serve=serve,
         inbox=inbox,
         dkim=dkim,

@@ -1,8 +1,8 @@
 """The settings tables beside `[newsletter]`: `[serve]` (`newsletter serve`), `[inbox]`
-(`newsletter inbox`), `[dkim]` (signing) and `[links]` (UTM tagging): frozen dataclasses and their
-parsers, each reading its table through the one `TableReader` (config_reader.py). They live at
-the ground floor, apart from the modules that use them, so that `config.py` can read them without
-importing the web app, the transports or the renderer.
+(`newsletter inbox`), `[dkim]` (signing) and `[links]` (UTM tagging, click counts): frozen
+dataclasses and their parsers, each reading its table through the one `TableReader`
+(config_reader.py). They live at the ground floor, apart from the modules that use them, so that
+`config.py` can read them without importing the web app, the transports or the renderer.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from .config_reader import TableReader, check_env_name
 from .store_url import DEFAULT_URL, StoreUrlError, parse_store_url
 
 __all__ = [
+    "COUNT_CLICKS_KEY",
     "DEFAULT_MEDIUM",
     "LINKS_KEYS",
     "DkimSettings",
@@ -23,6 +24,7 @@ __all__ = [
     "ServeSettings",
     "StoreSettings",
     "normal_host",
+    "parse_count_clicks",
     "parse_dkim_table",
     "parse_inbox_table",
     "parse_links_table",
@@ -234,7 +236,8 @@ def parse_dkim_table(table: TableReader) -> DkimSettings | None:
 
 # --- [links]: UTM tagging (linktags.py applies it) ------------------------------------------------
 
-LINKS_KEYS = ("domains", "utm_source", "utm_medium", "utm_campaign")
+LINKS_KEYS = ("domains", "utm_source", "utm_medium", "utm_campaign", "count_clicks")
+COUNT_CLICKS_KEY = "count_clicks"
 DEFAULT_MEDIUM = "email"
 
 _HOST_NAME = re.compile(
@@ -284,10 +287,30 @@ def normal_host(host: str) -> str:
         return name
 
 
+def parse_count_clicks(table: TableReader, *, base_url: str | None) -> bool:
+    """`[links] count_clicks` (default false). The redirects live at `<base_url>/c/...`, so
+    counting needs `[newsletter] base_url`; without it, a problem naming the key."""
+    value = table.value(COUNT_CLICKS_KEY, False)
+    if not isinstance(value, bool):
+        table.problem(COUNT_CLICKS_KEY, "must be true or false")
+        return False
+    if value and not base_url:
+        table.problem(
+            COUNT_CLICKS_KEY,
+            "needs [newsletter] base_url: counted links point at <base_url>/c/<issue>/<n>, "
+            "which `newsletter serve` answers",
+        )
+        return False
+    return value
+
+
 def parse_links_table(table: TableReader, *, newsletter_name: str = "") -> LinkTagging | None:
     """The `[links]` table as a `LinkTagging` (None when absent or invalid; problems in the
-    reader)."""
+    reader). A table with only `count_clicks` tags nothing (see `parse_count_clicks`)."""
     if not table.present:
+        return None
+    table.seen.add(COUNT_CLICKS_KEY)  # read by parse_count_clicks
+    if set(table.data) == {COUNT_CLICKS_KEY}:
         return None
     before = len(table.problems)
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from urllib.parse import parse_qsl, quote, urlsplit
 
 from .config_tables import LINKS_KEYS, LinkTagging, parse_links_table, slugify
@@ -30,6 +30,8 @@ __all__ = [
     "LINKS_KEYS",
     "LinkTagging",
     "parse_links_table",
+    "replace_hrefs",
+    "replace_text_urls",
     "slugify",
     "tag_links",
     "tag_text",
@@ -134,6 +136,27 @@ def tag_links(
     return _A_TAG.sub(tag_element, html_text)
 
 
+def replace_hrefs(html_text: str, change: Callable[[str], str | None]) -> str:
+    """`html_text` with the `href` of each `<a>` replaced by `change(url)` (the URL with its
+    entities decoded; the answer is escaped again), or kept where `change` gives None."""
+
+    def replace_attribute(match: re.Match[str]) -> str:
+        raw = match.group("dq")
+        if raw is None:
+            raw = match.group("sq")
+        if raw is None:
+            raw = match.group("bare")
+        new = change(html.unescape(raw))
+        if new is None:
+            return match.group(0)
+        return f'{match.group("lead")}"{html.escape(new, quote=True)}"'
+
+    def replace_element(match: re.Match[str]) -> str:
+        return _HREF.sub(replace_attribute, match.group(0), count=1)
+
+    return _A_TAG.sub(replace_element, html_text)
+
+
 def _raw_position(raw: str, url: str, index: int) -> int | None:
     """The position in the entity-escaped `raw` that corresponds to `index` in `url`."""
     candidates = [found.start() for found in re.finditer("#", raw)]
@@ -157,6 +180,18 @@ def tag_text(
         return tag_url(url, tagging, issue_name, skip=skip) + trailing
 
     return _TEXT_URL.sub(tag_match, text)
+
+
+def replace_text_urls(text: str, change: Callable[[str], str | None]) -> str:
+    """`text` with each http(s) URL written out replaced by `change(url)` (None keeps it);
+    sentence punctuation after a URL stays where it was."""
+
+    def replace_match(match: re.Match[str]) -> str:
+        url, trailing = _trim_trailing(match.group(0))
+        new = change(url)
+        return (url if new is None else new) + trailing
+
+    return _TEXT_URL.sub(replace_match, text)
 
 
 def text_urls(text: str) -> list[str]:

@@ -35,6 +35,7 @@ from .audience import Subscriber, SubscriberStatus, SubscriberStore
 from .build import local_image_html
 from .checks import check_issue
 from .checks.model import CheckReport
+from .clicks import record_links, recorded_numbers
 from .config import Settings, parse_address
 from .content import Issue, load_issue, resolve_issue_folder
 from .delivery.ledger import Ledger, State
@@ -140,6 +141,7 @@ class SendPlan:
     failed_before: int
     content_changed: bool
     concurrency: int
+    rendered: RenderedIssue
     archive: Snapshot | None = None  # frozen into the archive when the first message leaves
     # Who gets it, and how many subscribed people that is now (never 0: refused before).
     audience: Segment = EVERYONE
@@ -233,6 +235,7 @@ def plan_send(
         archive=archive_snapshot(rendered) if settings.transport.kind != "outbox" else None,
         audience=segment,
         audience_size=size,
+        rendered=rendered,
     )
 
 
@@ -264,6 +267,7 @@ def deliver(
         wait_for_deferred=plan.request.wait_for_deferred,
     )
     started = clock()
+    _record_click_links(settings, plan.rendered)
     with (
         SubscriberStore(settings.database()) as store,
         Ledger(settings.database(), durable=sending.durable) as ledger,
@@ -335,7 +339,8 @@ def send_test_copies(
     transport_factory: TransportFactory = make_transport,
 ) -> list[TestSendResult]:
     """Send a `[TEST]` copy, personalised for the sample subscriber, to `to` (else the project's
-    reviewers). Nothing is recorded, no content check runs. Raises `ProjectError` when there is
+    reviewers). Nothing goes into the ledger (with `count_clicks`, the link table is recorded, so
+    the copy's links work), no content check runs. Raises `ProjectError` when there is
     no reviewer or one is not an address; a copy that is not accepted is a result with `error`."""
     reviewers = list(to or settings.reviewers)
     if not reviewers:
@@ -357,6 +362,7 @@ def send_test_copies(
         # (the page itself stays unpublished until the issue is sent).
         with ArchiveStore(settings.database()) as archive:
             archive.publish_images(loaded.rendered.name, _published(loaded.rendered))
+    _record_click_links(settings, loaded.rendered)  # so that the reviewers' links lead somewhere
     return send_test(template, Subscriber.sample(settings.locale), reviewers, transport)
 
 
@@ -411,6 +417,13 @@ def _published(rendered: RenderedIssue) -> list[ArchiveImage]:
     ]
 
 
+def _record_click_links(settings: Settings, rendered: RenderedIssue) -> None:
+    """The issue's counted links, recorded before a message carrying them leaves (clicks.py)."""
+    if rendered.click_links:
+        with Store.open(settings.database()) as store:
+            record_links(store, rendered.name, rendered.click_links, now=time.time())
+
+
 # --- the steps ------------------------------------------------------------------------------
 
 
@@ -426,7 +439,11 @@ class _Issue:
     @classmethod
     def load(cls, settings: Settings, folder: Path, secret: bytes) -> _Issue:
         loaded = load_issue(folder)
-        return cls(settings, loaded, render_issue(loaded, settings), secret)
+        numbers = None
+        if settings.count_clicks:  # numbers recorded by an earlier send stay those links'
+            with Store.open(settings.database()) as store:
+                numbers = recorded_numbers(store, loaded.name)
+        return cls(settings, loaded, render_issue(loaded, settings, click_numbers=numbers), secret)
 
     def template(self, transport: Transport | None) -> MessageTemplate:
         """The message template; DKIM-signed when `[dkim]` is set and `transport` delivers our

@@ -37,6 +37,7 @@ ADDED = {
     "archive_files",
     "subscriber_tags",
     "ledger_audiences",
+    "click_links",
 }
 START = 1_767_225_600.0  # the fixture's clock
 

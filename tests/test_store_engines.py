@@ -25,6 +25,7 @@ TABLES = {
     "archive_issues",
     "archive_blobs",
     "archive_files",
+    "click_links",
     "store_migrations",
     "subscriber_tags",
     "ledger_audiences",

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from .. import __version__
+from ..clicks import redirect_url
 from ..config import CACHE_DIR_NAME
 from ..linktags import text_urls
 from .cachefile import read_cache, write_cache
@@ -398,7 +399,13 @@ def page_urls(context: CheckContext) -> list[str]:
     """Every link target of the HTML and text parts, in order of appearance, once each."""
     urls = [link.href.strip() for link in context.scan.links]
     urls += text_urls(context.text)
-    return list(dict.fromkeys(url for url in urls if url))
+    # Counted links are checked where they lead: their redirects answer only once recorded.
+    base_url = context.settings.base_url or ""
+    final = {
+        redirect_url(base_url, context.rendered.name, link.number): link.target
+        for link in context.rendered.click_links
+    }
+    return list(dict.fromkeys(final.get(url, url) for url in urls if url))
 
 
 def plan_links(

@@ -36,6 +36,7 @@ from ..delivery.sender import RunOutcome, SendProgress, SendReport, run_outcome
 from ..errors import ExitCode, ProjectError, TransportUnavailableError
 from ._output import console, err_console, plain_console, plain_err_console, visible
 from ._project import project_settings
+from .clicks import show_click_counts
 
 if TYPE_CHECKING:
     from ..sending import Rehearsal, SendPlan, SendRequest
@@ -65,7 +66,10 @@ def send(
     ] = False,
     test: Annotated[
         bool,
-        typer.Option("--test", help="Send a [TEST] copy to the reviewers; nothing is recorded."),
+        typer.Option(
+            "--test",
+            help="Send a [TEST] copy to the reviewers; the send ledger is not touched.",
+        ),
     ] = False,
     to: Annotated[
         list[str] | None,
@@ -402,7 +406,8 @@ def status(
         typer.Option("--all", help=f"List every failure and uncertain row (default {LISTED})."),
     ] = False,
 ) -> None:
-    """Show how far the send of an issue got: counts per state, failures and their reasons.
+    """Show how far the send of an issue got: counts per state, failures and their reasons,
+    and, with `[links] count_clicks`, the clicks on each link (per link, never per person).
 
     Exits like `send` (0 when everyone has the issue; see the README's exit codes).
 
@@ -417,6 +422,7 @@ def status(
     with Ledger(settings.database()) as ledger:
         if name not in ledger.issues():
             console.print(f"'{name}' has not been sent yet.")
+            show_click_counts(ledger.database, name)  # test copies' clicks, if any
             return
         issue_ledger = ledger.issue(name)
         counts = issue_ledger.counts()
@@ -452,6 +458,7 @@ def status(
             now = time.time()
             for lease in leases.leases(ledger.database, name):
                 console.print(f"  worker {lease.describe(now)}", highlight=False, markup=False)
+        show_click_counts(ledger.database, name)
         running = ledger.is_locked(name)
         if running:
             console.print("A send of this issue is running now.")

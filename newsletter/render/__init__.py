@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import html as html_lib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,11 +17,12 @@ from urllib.parse import unquote
 import jinja2
 from markupsafe import Markup
 
+from ..clicks import ClickLink, count_links
 from ..config import Settings
 from ..content import Issue, Item
 from ..errors import Problem, RenderError
 from ..i18n import Words, words_for
-from ..linktags import tag_links, tag_text
+from ..linktags import replace_hrefs, tag_links, tag_text, tag_url
 from ..slots import safe_url
 from .engine import (
     SlotRegistry,
@@ -78,8 +80,19 @@ class _ItemView:
     layout: str
 
 
-def render_issue(issue: Issue, settings: Settings, *, preview: bool = False) -> RenderedIssue:
-    """Render `issue` for sending (drafts left out) or for the preview (drafts marked)."""
+def render_issue(
+    issue: Issue,
+    settings: Settings,
+    *,
+    preview: bool = False,
+    click_numbers: Mapping[str, int] | None = None,
+) -> RenderedIssue:
+    """Render `issue` for sending (drafts left out) or for the preview (drafts marked).
+
+    With `[links] count_clicks`, links in the email lead through their redirects (not in the
+    preview, whose links should just work); `click_numbers` are the numbers the issue's links
+    already have in the store (`clicks.recorded_numbers`), kept as they are.
+    """
     drafts = tuple(item.path.name for item in issue.items if item.draft)
     if not preview:
         issue = issue.without_drafts()
@@ -153,12 +166,26 @@ def render_issue(issue: Issue, settings: Settings, *, preview: bool = False) -> 
     if problems or email_html is None or web_html is None or text is None:
         raise RenderError(problems)
 
+    skip = (context["web_url"], settings.unsubscribe.url or "")
     if settings.links is not None:
         # UTM tags on chosen domains; unsubscribe and web-version links stay as they are.
-        skip = (context["web_url"], settings.unsubscribe.url or "")
         email_html = tag_links(email_html, settings.links, issue.name, skip=skip)
         web_html = tag_links(web_html, settings.links, issue.name, skip=skip)
         text = tag_text(text, settings.links, issue.name, skip=skip)
+    click_links: tuple[ClickLink, ...] = ()
+    if settings.count_clicks and settings.base_url and not preview:
+        # After tagging, so the recorded targets carry the UTM parameters. The web version keeps
+        # its links direct: it is public and lasting, and its readers are not the mailing's.
+        counted = count_links(
+            email_html,
+            text,
+            base_url=settings.base_url,
+            issue=issue.name,
+            items=[(item.title, _item_urls(item, settings, issue.name)) for item in items],
+            skip=skip,
+            known=click_numbers,
+        )
+        email_html, text, click_links = counted.html, counted.text, counted.links
     subject_text = registry.split(" ".join(subject.split()))
     html_text = registry.split(email_html, html=True)
     text_part = registry.split(text)
@@ -175,6 +202,8 @@ def render_issue(issue: Issue, settings: Settings, *, preview: bool = False) -> 
         fingerprint.update(image.cid.encode())
     for published in images.published.values():
         fingerprint.update(published.filename.encode())
+    for link in click_links:  # the HTML holds only the redirects: where they lead counts too
+        fingerprint.update(f"{link.number}\0{link.target}\0".encode())
     return RenderedIssue(
         name=issue.name,
         subject=subject_text,
@@ -187,7 +216,18 @@ def render_issue(issue: Issue, settings: Settings, *, preview: bool = False) -> 
         published_images=tuple(images.published.values()),
         fingerprint=fingerprint.hexdigest(),
         draft_items=drafts,
+        click_links=click_links,
     )
+
+
+def _item_urls(item: _ItemView, settings: Settings, issue_name: str) -> set[str]:
+    """The URLs in an item (its link and those in its text), tagged as the email's are."""
+    urls = [item.link or ""]
+    replace_hrefs(str(item.html), urls.append)
+    if settings.links is not None:
+        skip = (settings.unsubscribe.url or "",)
+        urls = [tag_url(url.strip(), settings.links, issue_name, skip=skip) for url in urls]
+    return {url.strip() for url in urls if url.strip()}
 
 
 def _item_view(

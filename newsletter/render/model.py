@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..clicks import ClickLink
 from ..slots import SlotText
 
 
@@ -40,3 +41,5 @@ class RenderedIssue:
     published_images: tuple[PublishedImage, ...] = ()
     fingerprint: str = ""
     draft_items: tuple[str, ...] = ()
+    # `[links] count_clicks`: the links the email's redirects lead to (empty when off).
+    click_links: tuple[ClickLink, ...] = ()

@@ -200,6 +200,24 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        8,
+        "click counts per link",
+        (
+            # One row per counted link of an issue (newsletter/clicks.py): where it leads and how
+            # often it was followed. Nothing about who clicked, by design.
+            """CREATE TABLE click_links (
+                issue TEXT NOT NULL,
+                number INTEGER NOT NULL,
+                target TEXT NOT NULL,
+                item TEXT NOT NULL DEFAULT '',
+                label TEXT NOT NULL DEFAULT '',
+                clicks INTEGER NOT NULL DEFAULT 0,
+                recorded_at {real} NOT NULL,
+                PRIMARY KEY (issue, number)
+            )""",
+        ),
+    ),
 )
 
 STORE_VERSION = MIGRATIONS[-1].version

@@ -15,6 +15,7 @@ Routes (under `[serve] root_path` when a proxy strips a prefix):
     address again: they are told to write to the editors. A full double opt-in (a confirmation
     mail) comes with the public subscribe form.
   A forged, cut or altered token gets a 400 page that names neither the list nor an address.
+- `/c/<issue>/<n>` with `[links] count_clicks`: counts a click and redirects (web/clicks.py).
 - `/healthz`: `200 ok` (text/plain) when the subscriber store answers a read, `503` when it does
   not; for a container's or a load balancer's health check. No token, address or version in it,
   and not reported as an event.
@@ -50,6 +51,7 @@ from ..config import Settings
 from ..config_tables import DEFAULT_HOST, DEFAULT_PORT, ServeSettings, parse_serve_table
 from ..errors import AudienceError, NewsletterError
 from .archive import archive_routes
+from .clicks import click_routes
 from .pages import (
     CSP,
     FALLBACK_LANGUAGE,
@@ -498,6 +500,8 @@ def create_app(
     path = unsubscribe_path(settings, serve_settings.root_path)
     routes = [Route(path, unsubscribe.handle, methods=["GET", "POST"], name="unsubscribe")]
     routes.append(Route("/healthz", healthz, methods=["GET"], name="healthz"))
+    if settings.count_clicks:
+        routes += click_routes(lambda: current().database)
     # The archive's routes LAST: its `/{issue}` and `/{issue}/{file}` would take any path of one
     # or two segments. With `archive = false` only the hosted images of sent mail are served.
     routes += archive_routes(
