@@ -23,6 +23,9 @@ TABLES = {
     "ledger_leases",
     "inbox_soft_bounces",
     "store_migrations",
+    "schedule_sends",
+    "schedule_approvals",
+    "schedule_test_sends",
 }
 
 
