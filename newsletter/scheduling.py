@@ -40,6 +40,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .approvals import ApprovalError, Approvals, approval_problem
 from .checks import check_issue
+from .checks.model import CheckReport
 from .config import Settings, parse_address
 from .delivery.content import OutgoingMessage
 from .delivery.sender import SendProgress
@@ -115,6 +116,7 @@ class Scheduled:
     schedule: Schedule
     subject: str
     subscribed: int
+    findings: CheckReport  # the check's warnings (an error stops scheduling)
     warnings: tuple[str, ...]  # e.g. an approval still needed before the time
 
 
@@ -385,7 +387,7 @@ def schedule_send(
                 "by": by,
             }
         )
-    return Scheduled(schedule, plan.subject, plan.subscribed, tuple(warnings))
+    return Scheduled(schedule, plan.subject, plan.subscribed, plan.findings, tuple(warnings))
 
 
 def list_schedules(settings: Settings, *, include_done: bool = True) -> list[Schedule]:

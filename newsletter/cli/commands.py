@@ -1,7 +1,8 @@
 """The Typer app of the `newsletter` command, and the one place errors are reported.
 
 One module per command group: `compose` (init, new, build, preview, check), `send` (send,
-status), `serve` (serve, inbox, dkim, dns), `subscribers`, `store`. This module builds the app from
+status), `schedule` (send --at, schedule, run-due, approve), `serve` (serve, inbox, dkim, dns),
+`subscribers`, `store`. This module builds the app from
 them and holds `run`, the one place that turns a `NewsletterError` into a message and an exit
 status.
 The command modules import the heavy parts of the library inside each command, so building the
@@ -19,7 +20,7 @@ from rich.markup import escape
 
 from .. import __version__
 from ..errors import ExitCode, NewsletterError
-from . import compose, send, serve
+from . import compose, schedule, send, serve
 from ._output import console, err_console
 from .store import app as store_app
 from .subscribers import app as subscribers_app
@@ -43,9 +44,12 @@ for command in (
     compose.check,
     send.send,
     send.status,
+    schedule.approve,
     serve.serve,
 ):
     app.command()(command)
+app.command("run-due")(schedule.run_due)
+app.add_typer(schedule.app, name="schedule")
 app.add_typer(serve.dkim_app, name="dkim")
 app.add_typer(serve.dns_app, name="dns")
 app.add_typer(serve.inbox_app, name="inbox")

@@ -92,6 +92,14 @@ def send(
         bool,
         typer.Option("--force", help="Send even when the pre-send check finds errors."),
     ] = False,
+    at: Annotated[
+        str | None,
+        typer.Option(
+            "--at",
+            help="Check now, send at this time ('2026-12-08 09:00', in [schedule] timezone) "
+            "if the content is unchanged then (see run-due).",
+        ),
+    ] = None,
 ) -> None:
     """Send an issue to every subscriber who has not had it yet (resumable), or a test copy.
 
@@ -113,6 +121,8 @@ def send(
         newsletter send 2026-11 --yes --resend-uncertain
 
         newsletter send 2026-11 --no-link-check
+
+        newsletter send 2026-11 --at "2026-12-08 09:00"
     """
     from ..sending import SendRequest, plan_send  # noqa: PLC0415 (heavy, only send needs it)
 
@@ -130,6 +140,11 @@ def send(
     )
     if dry_run:
         _dry_run(settings, request)
+        return
+    if at is not None:
+        from .schedule import schedule_issue  # noqa: PLC0415 (only --at needs it)
+
+        schedule_issue(settings, request, at)
         return
     try:
         plan = _checked(settings, lambda: plan_send(settings, request))
@@ -353,7 +368,8 @@ def status(
         typer.Option("--all", help=f"List every failure and uncertain row (default {LISTED})."),
     ] = False,
 ) -> None:
-    """Show how far the send of an issue got: counts per state, failures and their reasons.
+    """Show how far the send of an issue got: counts per state, failures and their reasons;
+    also its schedule, who approved which content, and who got test copies.
 
     Exits like `send` (0 when everyone has the issue; see the README's exit codes).
 
@@ -363,8 +379,11 @@ def status(
 
         newsletter status 2026-11 --all
     """
+    from .schedule import print_history  # noqa: PLC0415 (a small module, only status needs it)
+
     settings = project_settings()
     name = resolve_issue_folder(settings.root, issue).name
+    print_history(settings, name)
     with Ledger(settings.database()) as ledger:
         if name not in ledger.issues():
             console.print(f"'{name}' has not been sent yet.")
