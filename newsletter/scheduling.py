@@ -46,7 +46,7 @@ from .delivery.content import OutgoingMessage
 from .delivery.sender import SendProgress
 from .delivery.transports import make_transport
 from .delivery.transports.base import DeliveryReceipt
-from .errors import NewsletterError, ProjectError
+from .errors import NewsletterError, ProjectError, TransportUnavailableError
 from .sending import (
     Checker,
     CheckFailedError,
@@ -254,6 +254,10 @@ _CLAIM = (
 _FINISH = (
     "UPDATE schedule_sends SET state = :state, finished_at = :now, reason = :reason"
     " WHERE id = :id AND state = :from_state"
+)
+_RETRY = (
+    "UPDATE schedule_sends SET state = 'scheduled', claimed_at = NULL, claimed_by = NULL,"
+    " reason = :reason WHERE id = :id AND state = 'running'"
 )
 _NOTIFIED = "UPDATE schedule_sends SET notified = :notified WHERE id = :id"
 
@@ -545,6 +549,14 @@ def _run_one(
             )
         check_approved(settings, plan.issue, plan.template.fingerprint)
         report = deliver(plan, stop=stop, progress=progress, clock=clock)
+    except TransportUnavailableError as err:
+        # The server is down or refused the login: nothing was sent. Back to `scheduled`, so
+        # the next run tries again, until the grace period is over (then it is missed).
+        reason = (
+            f"waiting: {err.message}; tried at {_shown(clock(), _zone_named(schedule.timezone))}"
+        )
+        table.change(_RETRY, {"id": schedule.id, "reason": reason})
+        return DueRun(table.get(schedule.id))
     except CheckFailedError as err:
         found = "; ".join(f.message for f in err.findings.errors[:3])
         state, reason = ScheduleState.REFUSED, f"refused: the check found errors: {found}"

@@ -9,15 +9,16 @@ import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from newsletter.approvals import ApprovalError, Approvals
 from newsletter.audience import SubscriberStore
-from newsletter.config import SendingSettings, Settings, TransportSettings
+from newsletter.config import SendingSettings, Settings, TransportSettings, load_settings
 from newsletter.config_tables import ScheduleSettings
-from newsletter.errors import ProjectError
+from newsletter.errors import ConfigError, ProjectError
 from newsletter.scheduling import (
     ScheduleState,
     cancel_schedule,
@@ -167,6 +168,21 @@ def test_within_the_grace_period_it_is_sent_late(
 ) -> None:
     scheduled(project_settings)
     assert due(project_settings, DUE + 29 * 60) == [f"{ISSUE}:sent"]
+    assert readers_mailed(server) == sorted(READERS)
+
+
+def test_an_unreachable_server_is_tried_again_until_the_grace_period_ends(
+    project_settings: Settings, server: SmtpTestServer
+) -> None:
+    scheduled(project_settings)
+    with SmtpTestServer() as stopped:
+        closed = stopped.port
+    down = replace(project_settings, transport=replace(project_settings.transport, port=closed))
+    assert due(down, DUE) == [f"{ISSUE}:scheduled"]
+    (waiting,) = list_schedules(down)
+    assert waiting.reason is not None and waiting.reason.startswith("waiting: ")
+    assert waiting.reason.endswith("tried at 2026-12-08 09:00 CET")
+    assert due(project_settings, DUE + 10 * 60) == [f"{ISSUE}:sent"]
     assert readers_mailed(server) == sorted(READERS)
 
 
@@ -323,3 +339,49 @@ def test_schedule_tables_are_in_every_store(store_url: str) -> None:
     with Store.open(store_url) as store, store.read() as db:
         tables = {str(row[0]) for row in db.execute(store.dialect.tables)}
     assert {"schedule_sends", "schedule_approvals", "schedule_test_sends"} <= tables
+
+
+# --- settings -----------------------------------------------------------------------------------
+
+MINIMAL = """\
+[newsletter]
+name = "Test News"
+from = "Test News <news@example.org>"
+
+[footer]
+address = "1 Main Street"
+"""
+
+
+def test_schedule_and_approval_settings_are_read_and_checked(tmp_path: Path) -> None:
+    config = tmp_path / "newsletter.toml"
+    config.write_text(
+        MINIMAL + '[sending]\nrequire_approval = true\napprovers = ["Anna", "Ben"]\n\n'
+        '[schedule]\ntimezone = "Europe/Amsterdam"\ngrace_minutes = 15\nin_serve = true\n',
+        encoding="utf-8",
+    )
+    settings = load_settings(tmp_path)
+    assert settings.sending.require_approval and settings.sending.approvers == ("Anna", "Ben")
+    assert settings.schedule == ScheduleSettings("Europe/Amsterdam", 15, True, 30)
+    assert load_settings(_minimal(tmp_path)).schedule == ScheduleSettings()
+
+    config.write_text(
+        MINIMAL + '[sending]\napprovers = ["Anna", "anna", "Bob\\nBcc: x"]\n\n'
+        '[schedule]\ntimezone = "Mars/Olympus"\ngrace_minutes = -1\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_settings(tmp_path)
+    text = str(caught.value)
+    assert "newsletter.toml:8: sending.approvers: entry 2 ('anna') is listed twice" in text
+    assert "entry 3 ('Bob\\nBcc: x') must be a short name on one line" in text
+    assert (
+        "newsletter.toml:11: schedule.timezone: 'Mars/Olympus' is not a time zone name such as"
+        " 'Europe/Amsterdam'" in text
+    )
+    assert "newsletter.toml:12: schedule.grace_minutes: must be at least 0" in text
+
+
+def _minimal(root: Path) -> Path:
+    (root / "newsletter.toml").write_text(MINIMAL, encoding="utf-8")
+    return root
