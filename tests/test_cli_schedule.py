@@ -75,6 +75,7 @@ def newsletter(project: Path, *args: str) -> subprocess.Popen[str]:
         [sys.executable, "-m", "newsletter", *args],
         cwd=project,
         env=env,
+        stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -158,6 +159,9 @@ def test_schedule_approve_and_status_from_the_command_line(
     status = run(smtp_project, "status", "2026-11")
     assert "schedule: 2099-12-08 09:00 CET: scheduled" in status.stdout
     assert run(smtp_project, "run-due").stdout.strip() == "Nothing is due."
+    declined = run(smtp_project, "send", "2026-11", "--no-link-check")  # no answer: aborted
+    assert declined.returncode != 0 and server.messages == []
+    assert "'2026-11' is also scheduled for 2099-12-08 09:00 CET" in declined.stdout
     cancelled = run(smtp_project, "schedule", "cancel", "2026-11")
     assert cancelled.returncode == 0 and "cancelled" in cancelled.stdout
     assert run(smtp_project, "schedule", "list").stdout.startswith("Nothing is scheduled.")

@@ -238,6 +238,20 @@ def approve(
     )
 
 
+def note_schedule(settings: Settings, name: str) -> None:
+    """`send` (now) of an issue that is scheduled: say so before asking."""
+    from ..scheduling import list_schedules  # noqa: PLC0415 (only send needs it)
+
+    for schedule in list_schedules(settings, include_done=False):
+        if schedule.issue == name:
+            console.print(
+                f"[yellow]'{escape(name)}' is also scheduled for {_local(schedule)}[/]; "
+                "sent now, that run will find everyone has it "
+                f"(newsletter schedule cancel {escape(name)} to drop it).",
+                highlight=False,
+            )
+
+
 def print_history(settings: Settings, name: str) -> None:
     """`status`: the issue's schedule, approvals and test copies (oldest first), if any."""
     from ..approvals import Approvals, approval_problem  # noqa: PLC0415 (only status needs it)

@@ -154,6 +154,9 @@ def send(
         err.exit_code = ExitCode.PAUSED
         raise
     _print_plan(plan)
+    from .schedule import note_schedule  # noqa: PLC0415 (a small module, only send needs it)
+
+    note_schedule(settings, plan.issue)
     accept_changed = False
     if plan.content_changed:
         console.print(
