@@ -242,6 +242,7 @@ _INSERT = (
 _OPEN_FOR = f"SELECT {_COLUMNS} FROM schedule_sends WHERE issue = :issue AND state IN"
 _OPEN_FOR += " ('scheduled', 'running')"
 _BY_ID = f"SELECT {_COLUMNS} FROM schedule_sends WHERE id = :id"
+_RUNNING = f"SELECT {_COLUMNS} FROM schedule_sends WHERE state = 'running' ORDER BY id"
 _DUE = (
     f"SELECT {_COLUMNS} FROM schedule_sends WHERE state = 'scheduled' AND due_at <= :now"
     " ORDER BY due_at, id"
@@ -257,7 +258,12 @@ _FINISH = (
 )
 _RETRY = (
     "UPDATE schedule_sends SET state = 'scheduled', claimed_at = NULL, claimed_by = NULL,"
-    " reason = :reason WHERE id = :id AND state = 'running'"
+    " reason = :reason WHERE id = :id AND state = 'running' AND claimed_by = :who"
+)
+# Only the claim found dead: a runner that recovered and claimed it since is left alone.
+_FAIL_STALE = (
+    "UPDATE schedule_sends SET state = 'failed', finished_at = :now, reason = :reason"
+    " WHERE id = :id AND state = 'running' AND claimed_by = :who"
 )
 _NOTIFIED = "UPDATE schedule_sends SET notified = :notified WHERE id = :id"
 
@@ -456,6 +462,10 @@ def run_due(
     done: list[DueRun] = []
     with Store.open(settings.database(), purpose="the schedules") as store:
         table = _Table(store)
+        for schedule in table.rows(_RUNNING, {}):
+            stopped = _recover(table, settings, schedule, now, grace, environ, transport_factory)
+            if stopped is not None:
+                done.append(stopped)
         for schedule in table.rows(_DUE, {"now": now}):
             if stop is not None and stop.is_set():
                 break
@@ -479,6 +489,7 @@ def run_due(
                     table,
                     settings,
                     schedule,
+                    who=who,
                     environ=environ,
                     transport_factory=transport_factory,
                     checker=checker,
@@ -488,6 +499,48 @@ def run_due(
                 )
             )
     return done
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def _recover(
+    table: _Table,
+    settings: Settings,
+    schedule: Schedule,
+    now: float,
+    grace: float,
+    environ: Mapping[str, str],
+    transport_factory: TransportFactory,
+) -> DueRun | None:
+    """A schedule left `running` by a process of this machine that is gone (killed, a power
+    cut): within the grace period it goes back to `scheduled`, and this run resumes the send
+    (the ledger skips who has it; rows cut off mid-send are uncertain, never resent); later it
+    is failed and the reviewers told. Runners on other machines cannot be seen: left alone."""
+    host, _, pid = (schedule.claimed_by or "").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit() or _alive(int(pid)):
+        return None
+    if now - schedule.due_at <= grace:
+        reason = f"resuming: its run ({schedule.claimed_by}) stopped part-way"
+        table.change(_RETRY, {"id": schedule.id, "reason": reason, "who": schedule.claimed_by})
+        return None
+    reason = (
+        f"failed: its run ({schedule.claimed_by}) stopped part-way, found "
+        f"{_late(now - schedule.due_at)} after the time, past the grace period; resume with: "
+        f"newsletter send {schedule.issue}"
+    )
+    params = {"id": schedule.id, "now": now, "reason": reason, "who": schedule.claimed_by}
+    if table.change(_FAIL_STALE, params) != 1:
+        return None
+    _notify(table, settings, table.get(schedule.id), environ, transport_factory, lambda: now)
+    return DueRun(table.get(schedule.id))
 
 
 def _late(seconds: float) -> str:
@@ -523,6 +576,7 @@ def _run_one(
     settings: Settings,
     schedule: Schedule,
     *,
+    who: str,
     environ: Mapping[str, str],
     transport_factory: TransportFactory,
     checker: Checker,
@@ -555,7 +609,7 @@ def _run_one(
         reason = (
             f"waiting: {err.message}; tried at {_shown(clock(), _zone_named(schedule.timezone))}"
         )
-        table.change(_RETRY, {"id": schedule.id, "reason": reason})
+        table.change(_RETRY, {"id": schedule.id, "reason": reason, "who": who})
         return DueRun(table.get(schedule.id))
     except CheckFailedError as err:
         found = "; ".join(f.message for f in err.findings.errors[:3])

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import email
 import email.policy
+import os
+import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -27,7 +31,7 @@ from newsletter.scheduling import (
     run_due,
     schedule_send,
 )
-from newsletter.sending import SendRequest, approve, plan_send, send_test_copies
+from newsletter.sending import SendRequest, approve, deliver, plan_send, send_test_copies
 from newsletter.store import Store
 from tests.smtpserver import SmtpTestServer
 from tests.test_sending import RecordingChecker
@@ -184,6 +188,61 @@ def test_an_unreachable_server_is_tried_again_until_the_grace_period_ends(
     assert waiting.reason.endswith("tried at 2026-12-08 09:00 CET")
     assert due(project_settings, DUE + 10 * 60) == [f"{ISSUE}:sent"]
     assert readers_mailed(server) == sorted(READERS)
+
+
+def claimed_by(settings: Settings, who: str) -> None:
+    """Mark the schedule `running` under `who`, as a runner that claimed it would have."""
+    with Store.open(settings.database()) as store, store.transaction() as db:
+        db.execute(
+            "UPDATE schedule_sends SET state = 'running', claimed_by = :who, claimed_at = :at",
+            {"who": who, "at": DUE},
+        )
+
+
+def a_dead_pid() -> int:
+    child = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(child.stdout)
+
+
+def test_a_run_whose_process_died_is_resumed_within_the_grace_period(
+    project_settings: Settings, server: SmtpTestServer
+) -> None:
+    scheduled(project_settings)
+    # The run that died: it sent one message, then stopped (as if killed).
+    plan = plan_send(project_settings, SendRequest(ISSUE), checker=RecordingChecker())
+    stop = threading.Event()
+    deliver(plan, stop=stop, progress=lambda update: stop.set() if update.sent else None)
+    first = readers_mailed(server)
+    assert 1 <= len(first) < 3
+
+    claimed_by(project_settings, f"{socket.gethostname()}:{os.getpid()}")  # alive: left alone
+    assert due(project_settings, DUE + 60) == []
+    assert list_schedules(project_settings)[0].state is ScheduleState.RUNNING
+
+    claimed_by(project_settings, f"{socket.gethostname()}:{a_dead_pid()}")
+    assert due(project_settings, DUE + 120) == [f"{ISSUE}:sent"]
+    assert readers_mailed(server) == sorted(READERS)  # the rest got it; nobody twice
+
+
+def test_a_run_whose_process_died_is_reported_after_the_grace_period(
+    project_settings: Settings, server: SmtpTestServer
+) -> None:
+    scheduled(project_settings)
+    dead = f"{socket.gethostname()}:{a_dead_pid()}"
+    claimed_by(project_settings, dead)
+    assert due(project_settings, DUE + 45 * 60) == [f"{ISSUE}:failed"]
+    (failed,) = list_schedules(project_settings)
+    assert failed.reason == (
+        f"failed: its run ({dead}) stopped part-way, found 45 min after the time, past the "
+        f"grace period; resume with: newsletter send {ISSUE}"
+    )
+    assert [n["Subject"] for n in notices(server)] == [f"Scheduled send of {ISSUE}: failed"]
+    assert readers_mailed(server) == []
 
 
 def test_racing_runners_send_a_due_schedule_once(
