@@ -425,6 +425,12 @@ def cancel_schedule(settings: Settings, issue: str, *, now: float, stale: bool =
                 hint="Stop that process (it stops cleanly); if it died, run: newsletter schedule "
                 f"cancel {name} --stale, then resume with: newsletter send {name}",
             )
+        host, _, pid = (schedule.claimed_by or "").rpartition(":")
+        if stale and host == socket.gethostname() and pid.isdigit() and _alive(int(pid)):
+            raise ProjectError(
+                f"'{name}' is being sent now by process {pid} of this machine, which is alive",
+                hint="Stop that process (it stops cleanly); a stopped send is marked failed.",
+            )
         state, reason = ScheduleState.CANCELLED, "cancelled"
         if schedule.state is ScheduleState.RUNNING:
             state = ScheduleState.FAILED

@@ -283,6 +283,24 @@ def test_cancel_and_schedule_again(project_settings: Settings, server: SmtpTestS
     assert server.messages == []
 
 
+def test_a_running_send_is_cancelled_only_when_its_runner_is_gone(
+    project_settings: Settings,
+) -> None:
+    scheduled(project_settings)
+    claimed_by(project_settings, f"{socket.gethostname()}:{os.getpid()}")
+    with pytest.raises(ProjectError, match="which is alive"):
+        cancel_schedule(project_settings, ISSUE, now=DUE, stale=True)
+    claimed_by(project_settings, "elsewhere.example.org:4242")
+    with pytest.raises(ProjectError, match=r"is being sent now \(by elsewhere.example.org:4242\)"):
+        cancel_schedule(project_settings, ISSUE, now=DUE)
+    assert due(project_settings, DUE + 60) == []  # another machine's run: left alone
+    failed = cancel_schedule(project_settings, ISSUE, now=DUE, stale=True)
+    assert (failed.state, failed.reason) == (
+        ScheduleState.FAILED,
+        f"its run (elsewhere.example.org:4242) stopped; resume with: newsletter send {ISSUE}",
+    )
+
+
 def test_times_are_read_in_the_project_zone() -> None:
     zone = ZoneInfo(ZONE)
     assert parse_when(AT, ZONE, zone, now=T0) == DUE
