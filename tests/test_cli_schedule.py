@@ -230,3 +230,29 @@ def test_serve_sends_a_due_schedule_from_its_background_task(
     ]
     assert sorted(m.rcpt_tos[0] for m in server.messages) == sorted(READERS)
     assert [s.state for s in list_schedules(settings)] == [ScheduleState.SENT]
+
+
+@pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
+def test_serve_with_several_workers_sends_a_due_schedule_once(
+    smtp_project: Path, server: SmtpTestServer, cached_spamassassin: SpamAssassinCache | None
+) -> None:
+    """`newsletter serve --workers 3` with `in_serve`: three processes look for due sends at
+    once; the claim in the store lets one of them send it."""
+    with (smtp_project / "newsletter.toml").open("a", encoding="utf-8") as config:
+        config.write("in_serve = true\ncheck_every = 1\n")  # appended to [schedule]
+    settings = load_settings(smtp_project)
+    schedule_past(settings, "2026-11", due=time.time() - 60)
+    serving = newsletter(smtp_project, "serve", "--port", "0", "--workers", "3")
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            if list_schedules(settings)[0].state is ScheduleState.SENT:
+                break
+            time.sleep(0.2)  # waiting for the workers to send, not for time to pass
+        time.sleep(2)  # two more looks by every worker: none may send again
+    finally:
+        serving.terminate()
+        out, err = serving.communicate(timeout=60)
+    assert list_schedules(settings)[0].state is ScheduleState.SENT, (out, err)
+    assert sorted(m.rcpt_tos[0] for m in server.messages) == sorted(READERS)
+    assert out.count("scheduled send of 2026-11: sent") == 1, out
