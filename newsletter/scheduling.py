@@ -610,8 +610,8 @@ def _run_one(
         check_approved(settings, plan.issue, plan.template.fingerprint)
         report = deliver(plan, stop=stop, progress=progress, clock=clock)
     except TransportUnavailableError as err:
-        # The server is down or refused the login: nothing was sent. Back to `scheduled`, so
-        # the next run tries again, until the grace period is over (then it is missed).
+        # The server is down or refused the login. Back to `scheduled`, so the next run tries
+        # again (the ledger skips who has it), until the grace period is over (then missed).
         reason = (
             f"waiting: {err.message}; tried at {_shown(clock(), _zone_named(schedule.timezone))}"
         )
@@ -628,6 +628,12 @@ def _run_one(
         state, reason = ScheduleState.FAILED, f"failed: {type(err).__name__}: {err}"
     else:
         sent_now = report.sent_now
+        if report.interrupted and stop is not None and stop.is_set():
+            # Stopped on purpose (serve shutting down): the next look resumes it, within the
+            # grace period, like a run whose process died.
+            reason = f"resuming: the run was stopped after sending {sent_now}"
+            table.change(_RETRY, {"id": schedule.id, "reason": reason, "who": who})
+            return DueRun(table.get(schedule.id), sent_now)
         counts = ", ".join(f"{s.value} {n}" for s, n in report.counts.items() if n)
         if report.outcome.value == "sent":
             state, reason = ScheduleState.SENT, f"sent to {report.total} ({counts})"

@@ -190,6 +190,20 @@ def test_an_unreachable_server_is_tried_again_until_the_grace_period_ends(
     assert readers_mailed(server) == sorted(READERS)
 
 
+def more_readers(settings: Settings, count: int = 30) -> list[str]:
+    """Add `count` subscribers (so a run stopped after its first message leaves many); every
+    subscriber's address."""
+    extra = [f"extra{n:02d}@example.org" for n in range(count)]
+    with SubscriberStore(settings.database()) as store:
+        for address in extra:
+            store.add(address, "Extra")
+    return sorted([*READERS, *extra])
+
+
+def everyone_mailed(server: SmtpTestServer) -> list[str]:
+    return sorted(m.rcpt_tos[0] for m in server.messages if m.rcpt_tos != (REVIEWER,))
+
+
 def claimed_by(settings: Settings, who: str) -> None:
     """Mark the schedule `running` under `who`, as a runner that claimed it would have."""
     with Store.open(settings.database()) as store, store.transaction() as db:
@@ -212,13 +226,13 @@ def a_dead_pid() -> int:
 def test_a_run_whose_process_died_is_resumed_within_the_grace_period(
     project_settings: Settings, server: SmtpTestServer
 ) -> None:
+    everyone = more_readers(project_settings)
     scheduled(project_settings)
-    # The run that died: it sent one message, then stopped (as if killed).
+    # The run that died: it sent a message or two, then stopped (as if killed).
     plan = plan_send(project_settings, SendRequest(ISSUE), checker=RecordingChecker())
     stop = threading.Event()
     deliver(plan, stop=stop, progress=lambda update: stop.set() if update.sent else None)
-    first = readers_mailed(server)
-    assert 1 <= len(first) < 3
+    assert 1 <= len(everyone_mailed(server)) < len(everyone)
 
     claimed_by(project_settings, f"{socket.gethostname()}:{os.getpid()}")  # alive: left alone
     assert due(project_settings, DUE + 60) == []
@@ -226,7 +240,31 @@ def test_a_run_whose_process_died_is_resumed_within_the_grace_period(
 
     claimed_by(project_settings, f"{socket.gethostname()}:{a_dead_pid()}")
     assert due(project_settings, DUE + 120) == [f"{ISSUE}:sent"]
-    assert readers_mailed(server) == sorted(READERS)  # the rest got it; nobody twice
+    assert everyone_mailed(server) == everyone  # the rest got it; nobody twice
+
+
+def test_a_run_stopped_on_purpose_is_resumed_by_the_next_look(
+    project_settings: Settings, server: SmtpTestServer
+) -> None:
+    everyone = more_readers(project_settings)
+    scheduled(project_settings)
+    stop = threading.Event()
+    runs = run_due(
+        project_settings,
+        now=DUE,
+        checker=RecordingChecker(),
+        clock=lambda: DUE,
+        stop=stop,
+        progress=lambda update: stop.set() if update.sent else None,
+    )
+    (stopped,) = runs
+    assert stopped.schedule.state is ScheduleState.SCHEDULED
+    assert (
+        stopped.schedule.reason == f"resuming: the run was stopped after sending {stopped.sent_now}"
+    )
+    assert 1 <= len(everyone_mailed(server)) < len(everyone)
+    assert due(project_settings, DUE + 60) == [f"{ISSUE}:sent"]
+    assert everyone_mailed(server) == everyone  # the rest got it; nobody twice
 
 
 def test_a_run_whose_process_died_is_reported_after_the_grace_period(
