@@ -27,12 +27,14 @@ from .config_tables import (
     DkimSettings,
     InboxSettings,
     LinkTagging,
+    ScheduleSettings,
     ServeSettings,
     StoreSettings,
     parse_count_clicks,
     parse_dkim_table,
     parse_inbox_table,
     parse_links_table,
+    parse_schedule_table,
     parse_serve_table,
     parse_store_table,
 )
@@ -139,6 +141,10 @@ class SendingSettings:
     # An fsync per ledger commit (SQLite synchronous=FULL): survives a power cut, not only a
     # crash of the process. Cost measured in bench/bench_durable.py (README: Sending).
     durable: bool = False
+    # `send` and scheduled sends need an approval (`newsletter approve`) of exactly the content
+    # sent; `approvers` names who may give it (anyone when empty).
+    require_approval: bool = False
+    approvers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -181,6 +187,7 @@ class Settings:
     inbox: InboxSettings | None = None
     dkim: DkimSettings | None = None
     store: StoreSettings = field(default_factory=StoreSettings)
+    schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
     warnings: tuple[str, ...] = ()
 
     @property
@@ -231,7 +238,7 @@ class Settings:
 _HEX_COLOUR = re.compile(r"^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")
 _LOCALE = re.compile(r"^[a-z]{2,3}(?:_[A-Z]{2})?(?:-(?:formal|informal))?$")
 KNOWN_TABLES = ("newsletter", "footer", "unsubscribe", "transport", "sending", "links", "serve",
-                "inbox", "dkim", "store")  # fmt: skip
+                "inbox", "dkim", "store", "schedule")  # fmt: skip
 
 
 # Characters that end a header line or hide text in some reader (C0/C1 controls, Unicode line
@@ -491,6 +498,7 @@ def settings_from_mapping(
     inbox = parse_inbox_table(table("inbox"))
     dkim = parse_dkim_table(table("dkim"))
     store = parse_store_table(table("store"))
+    schedule = parse_schedule_table(table("schedule"))
 
     if problems:
         raise ConfigError(problems)
@@ -528,6 +536,7 @@ def settings_from_mapping(
         inbox=inbox,
         dkim=dkim,
         store=store,
+        schedule=schedule,
         warnings=tuple(warnings),
     )
 
@@ -732,6 +741,23 @@ def _or(value: float | None, default: float) -> float:
     return default if value is None else value
 
 
+def _approvers(send: TableReader) -> tuple[str, ...]:
+    """`[sending] approvers`: names on one line each, no duplicates."""
+    names: list[str] = []
+    for index, name in enumerate(send.get("approvers", list) or []):
+        if not isinstance(name, str) or not name.strip():
+            send.problem("approvers", f"entry {index + 1} ({name!r}) must be a name")
+        elif _ADDRESS_FORBIDDEN.search(name) or len(name) > 200:
+            send.problem(
+                "approvers", f"entry {index + 1} ({name!r}) must be a short name on one line"
+            )
+        elif name.strip().casefold() in (n.casefold() for n in names):
+            send.problem("approvers", f"entry {index + 1} ({name!r}) is listed twice")
+        else:
+            names.append(name.strip())
+    return tuple(names)
+
+
 def _read_sending(send: TableReader) -> SendingSettings:
     defaults = SendingSettings()
     settings = SendingSettings(
@@ -750,6 +776,8 @@ def _read_sending(send: TableReader) -> SendingSettings:
         verp=bool(send.boolean("verp")),
         feedback_id=send.string("feedback_id", check=_check_feedback_id),
         durable=bool(send.boolean("durable")),
+        require_approval=bool(send.boolean("require_approval")),
+        approvers=_approvers(send),
     )
     if settings.verp and settings.return_path is None:
         send.problem("verp", "needs return_path (the bounce mailbox the tokens are added to)")

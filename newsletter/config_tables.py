@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+import zoneinfo
 from dataclasses import dataclass
 
 from .config_reader import TableReader, check_env_name
@@ -21,13 +22,16 @@ __all__ = [
     "DkimSettings",
     "InboxSettings",
     "LinkTagging",
+    "ScheduleSettings",
     "ServeSettings",
     "StoreSettings",
+    "check_timezone",
     "normal_host",
     "parse_count_clicks",
     "parse_dkim_table",
     "parse_inbox_table",
     "parse_links_table",
+    "parse_schedule_table",
     "parse_serve_table",
     "parse_store_table",
     "slugify",
@@ -394,3 +398,47 @@ def parse_store_table(table: TableReader) -> StoreSettings:
         table.problem("url", str(err).removeprefix("store.url: "))
         return StoreSettings()
     return StoreSettings(url=url)
+
+
+DEFAULT_GRACE_MINUTES = 60.0
+DEFAULT_CHECK_EVERY = 30.0
+
+
+@dataclass(frozen=True)
+class ScheduleSettings:
+    """The `[schedule]` table: scheduled sends (`newsletter send --at`, `run-due`).
+
+    `timezone` (an IANA name) is how `--at` times are read and shown; None means the machine's
+    local zone. A schedule found more than `grace_minutes` late (the machine was off) is reported
+    as missed, not sent. `in_serve` makes `newsletter serve` run due sends itself, looking every
+    `check_every` seconds.
+    """
+
+    timezone: str | None = None
+    grace_minutes: float = DEFAULT_GRACE_MINUTES
+    in_serve: bool = False
+    check_every: float = DEFAULT_CHECK_EVERY
+
+
+def check_timezone(value: str) -> str | None:
+    """Why `value` is not an IANA time zone name this machine knows; None if it is."""
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return f"{value!r} is not a time zone name such as 'Europe/Amsterdam'"
+    return None
+
+
+def parse_schedule_table(table: TableReader) -> ScheduleSettings:
+    """The `[schedule]` table; an unknown time zone is an error naming `schedule.timezone`."""
+    timezone = table.string("timezone", check=check_timezone)
+    grace = table.number("grace_minutes", minimum=0, maximum=7 * 24 * 60)
+    in_serve = table.boolean("in_serve")
+    every = table.number("check_every", minimum=1, maximum=3600)
+    table.finish()
+    return ScheduleSettings(
+        timezone=timezone,
+        grace_minutes=DEFAULT_GRACE_MINUTES if grace is None else grace,
+        in_serve=bool(in_serve),
+        check_every=DEFAULT_CHECK_EVERY if every is None else every,
+    )

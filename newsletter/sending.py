@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from .approvals import Approval, ApprovalError, Approvals, approval_problem
 from .archive import ArchivedIssue, ArchiveImage, ArchiveStore, Snapshot
 from .audience import Subscriber, SubscriberStatus, SubscriberStore
 from .build import local_image_html
@@ -71,8 +72,11 @@ __all__ = [
     "SendPlan",
     "SendRequest",
     "TransportFactory",
+    "approve",
     "archive_snapshot",
     "audience_of",
+    "check_approved",
+    "content_fingerprint",
     "deliver",
     "empty_audience",
     "plan_send",
@@ -182,12 +186,15 @@ def plan_send(
     environ: Mapping[str, str] = os.environ,
     transport_factory: TransportFactory = make_transport,
     checker: Checker = check_issue,
+    require_approval: bool = True,
 ) -> SendPlan:
     """Steps 1-3: fail fast on settings, secrets and the transport, check the content, plan.
 
     Raises `ConfigError` (no secret, no password or API key, a bad DKIM key),
-    `TransportUnavailableError` (server unreachable, login refused), `CheckFailedError`, or
-    what loading and rendering the issue raise.
+    `TransportUnavailableError` (server unreachable, login refused), `ApprovalError` (with
+    `[sending] require_approval`, content nobody allowed approved; not when `require_approval`
+    is False, as when a send is scheduled before its approval), `CheckFailedError`, or what
+    loading and rendering the issue raise.
     """
     folder = resolve_issue_folder(settings.root, request.issue)
     audience_of(request, None)  # a mistyped --audience is reported before any network call
@@ -196,6 +203,8 @@ def plan_send(
     issue = _Issue.load(settings, folder, secret)
     segment = audience_of(request, issue.loaded)
     template = issue.template(transport)
+    if require_approval:
+        check_approved(settings, template.issue, template.fingerprint)
     findings = _gate(checker, issue, request)
     with (
         SubscriberStore(settings.database()) as store,
@@ -315,6 +324,49 @@ def _bounce_refused(
         apply_refusals(store, refusals, issue=report.issue, soft_bounce_limit=limit)
 
 
+def check_approved(settings: Settings, issue: str, fingerprint: str) -> None:
+    """ApprovalError, naming who must approve, unless content `fingerprint` of `issue` may be
+    sent under `[sending] require_approval` (see `approvals.approval_problem`)."""
+    if not settings.sending.require_approval:
+        return
+    with Approvals(settings.database()) as approvals:
+        problem = approval_problem(settings.sending, approvals.approvals(issue), fingerprint)
+    if problem is not None:
+        who = settings.sending.approvers[0] if settings.sending.approvers else "NAME"
+        raise ApprovalError(
+            f"'{issue}' was not sent: {problem}",
+            hint=f"Review the issue (newsletter send {issue} --test), then: "
+            f"newsletter approve {issue} --by {who!r}",
+        )
+
+
+def content_fingerprint(settings: Settings, issue: str) -> tuple[str, str]:
+    """The issue's name and the fingerprint of the message its recipients would receive now
+    (what an approval or a schedule freezes). Needs the signing secret, no transport."""
+    folder = resolve_issue_folder(settings.root, issue)
+    template = _Issue.load(settings, folder, signing_secret(settings)).template(None)
+    return template.issue, template.fingerprint
+
+
+def approve(
+    settings: Settings, issue: str, by: str, *, clock: Callable[[], float] = time.time
+) -> Approval:
+    """Record that `by` approved the issue's content as it is now. ProjectError when `by` is
+    not one of `[sending] approvers` (when that list is set) or is not a one-line name."""
+    name = " ".join(by.split())
+    if not name or len(name) > 200 or not name.isprintable():
+        raise ProjectError(f"--by {by!r} is not a name")
+    approvers = settings.sending.approvers
+    if approvers and name.casefold() not in {a.casefold() for a in approvers}:
+        raise ProjectError(
+            f"{name} may not approve: [sending] approvers lists {', '.join(approvers)}",
+            hint="Ask one of them, or add the name to [sending] approvers in newsletter.toml.",
+        )
+    issue_name, fingerprint = content_fingerprint(settings, issue)
+    with Approvals(settings.database()) as approvals:
+        return approvals.approve(issue_name, fingerprint, name, clock())
+
+
 def rehearse(
     settings: Settings, request: SendRequest, *, checker: Checker = check_issue
 ) -> Rehearsal:
@@ -337,11 +389,14 @@ def send_test_copies(
     to: Sequence[str] = (),
     environ: Mapping[str, str] = os.environ,
     transport_factory: TransportFactory = make_transport,
+    clock: Callable[[], float] = time.time,
 ) -> list[TestSendResult]:
     """Send a `[TEST]` copy, personalised for the sample subscriber, to `to` (else the project's
-    reviewers). Nothing goes into the ledger (with `count_clicks`, the link table is recorded, so
-    the copy's links work), no content check runs. Raises `ProjectError` when there is
-    no reviewer or one is not an address; a copy that is not accepted is a result with `error`."""
+    reviewers). No content check runs; the send ledger is untouched, and who received which
+    content is recorded for `status` (the approval history); with `count_clicks` the link table
+    is recorded, so the copy's links work. Raises `ProjectError` when there
+    is no reviewer or one is not an address; a copy that is not accepted is a result with
+    `error`."""
     reviewers = list(to or settings.reviewers)
     if not reviewers:
         raise ProjectError(
@@ -363,7 +418,14 @@ def send_test_copies(
         with ArchiveStore(settings.database()) as archive:
             archive.publish_images(loaded.rendered.name, _published(loaded.rendered))
     _record_click_links(settings, loaded.rendered)  # so that the reviewers' links lead somewhere
-    return send_test(template, Subscriber.sample(settings.locale), reviewers, transport)
+    results = send_test(template, Subscriber.sample(settings.locale), reviewers, transport)
+    at = clock()
+    with Approvals(settings.database()) as approvals:
+        for result in results:
+            approvals.record_test(
+                template.issue, template.fingerprint, result.recipient, at, result.error
+            )
+    return results
 
 
 def archive_snapshot(rendered: RenderedIssue) -> Snapshot:

@@ -38,6 +38,9 @@ ADDED = {
     "subscriber_tags",
     "ledger_audiences",
     "click_links",
+    "schedule_sends",
+    "schedule_approvals",
+    "schedule_test_sends",
 }
 START = 1_767_225_600.0  # the fixture's clock
 

@@ -29,6 +29,9 @@ TABLES = {
     "store_migrations",
     "subscriber_tags",
     "ledger_audiences",
+    "schedule_sends",
+    "schedule_approvals",
+    "schedule_test_sends",
 }
 
 

@@ -1,9 +1,9 @@
 """The Typer app of the `newsletter` command, and the one place errors are reported.
 
 One module per command group: `compose` (init, new, build, preview, check), `send` (send,
-status), `reconcile`, `serve` (serve, inbox, dkim, dns), `subscribers`, `store`. This module
-builds the app from them and holds `run`, the one place that turns a `NewsletterError` into a
-message and an exit status.
+status), `reconcile`, `schedule` (send --at, schedule, run-due, approve), `serve` (serve,
+inbox, dkim, dns), `subscribers`, `store`. This module builds the app from them and holds
+`run`, the one place that turns a `NewsletterError` into a message and an exit status.
 The command modules import the heavy parts of the library inside each command, so building the
 app costs only Typer and rich (`newsletter --version` does not even get here: see `main`).
 """
@@ -19,7 +19,7 @@ from rich.markup import escape
 
 from .. import __version__
 from ..errors import ExitCode, NewsletterError
-from . import compose, reconcile, send, serve, tags
+from . import compose, reconcile, schedule, send, serve, tags
 from ._output import console, err_console
 from .archive import app as archive_app
 from .store import app as store_app
@@ -47,9 +47,12 @@ for command in (
     send.send,
     send.status,
     reconcile.reconcile,
+    schedule.approve,
     serve.serve,
 ):
     app.command()(command)
+app.command("run-due")(schedule.run_due)
+app.add_typer(schedule.app, name="schedule")
 app.add_typer(serve.dkim_app, name="dkim")
 app.add_typer(serve.dns_app, name="dns")
 app.add_typer(serve.inbox_app, name="inbox")

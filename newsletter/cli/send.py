@@ -106,6 +106,14 @@ def send(
             "city=Utrecht' (README: Who gets it and when), or 'all'.",
         ),
     ] = None,
+    at: Annotated[
+        str | None,
+        typer.Option(
+            "--at",
+            help="Check now, send at this time ('2026-12-08 09:00', in [schedule] timezone) "
+            "if the content is unchanged then (see run-due).",
+        ),
+    ] = None,
 ) -> None:
     """Send an issue to its audience: everyone who has not had it yet (resumable), or a test copy.
 
@@ -131,6 +139,7 @@ def send(
         newsletter send 2026-11 --no-link-check
 
         newsletter send 2026-11 --audience 'tag:members,-tag:press'
+        newsletter send 2026-11 --at "2026-12-08 09:00"
     """
     from ..sending import SendRequest, plan_send  # noqa: PLC0415 (heavy, only send needs it)
 
@@ -156,6 +165,11 @@ def send(
     if dry_run:
         _dry_run(settings, request)
         return
+    if at is not None:
+        from .schedule import schedule_issue  # noqa: PLC0415 (only --at needs it)
+
+        schedule_issue(settings, request, at)
+        return
     try:
         plan = _checked(settings, lambda: plan_send(settings, request))
     except TransportUnavailableError as err:
@@ -164,6 +178,9 @@ def send(
         err.exit_code = ExitCode.PAUSED
         raise
     _print_plan(plan)
+    from .schedule import note_schedule  # noqa: PLC0415 (a small module, only send needs it)
+
+    note_schedule(settings, plan.issue)
     accept_changed = False
     if plan.content_changed:
         console.print(
@@ -406,8 +423,9 @@ def status(
         typer.Option("--all", help=f"List every failure and uncertain row (default {LISTED})."),
     ] = False,
 ) -> None:
-    """Show how far the send of an issue got: counts per state, failures and their reasons,
-    and, with `[links] count_clicks`, the clicks on each link (per link, never per person).
+    """Show how far the send of an issue got: counts per state, failures and their reasons;
+    also its schedule, who approved which content, who got test copies, and, with `[links]
+    count_clicks`, the clicks on each link (per link, never per person).
 
     Exits like `send` (0 when everyone has the issue; see the README's exit codes).
 
@@ -417,8 +435,11 @@ def status(
 
         newsletter status 2026-11 --all
     """
+    from .schedule import print_history  # noqa: PLC0415 (a small module, only status needs it)
+
     settings = project_settings()
     name = resolve_issue_folder(settings.root, issue).name
+    print_history(settings, name)
     with Ledger(settings.database()) as ledger:
         if name not in ledger.issues():
             console.print(f"'{name}' has not been sent yet.")

@@ -22,6 +22,7 @@ from ._project import project_settings
 
 if TYPE_CHECKING:
     from ..inbox import InboxItem
+    from ..scheduling import DueRun
     from ..web import WebEvent
 
 dkim_app = typer.Typer(help="DKIM keys for signing outgoing mail.", no_args_is_help=True)
@@ -53,7 +54,8 @@ def serve(
     Listens on 127.0.0.1 unless told otherwise; put it behind your web server for https
     (docs/serve.md; a container image and a systemd unit: docs/deploy.md). Every change is
     written to the subscriber store at once. GET /healthz answers "ok" while the store can be
-    read. Stop with Ctrl-C.
+    read. With [schedule] in_serve = true it also sends scheduled issues when they are due
+    (README: Scheduled sends). Stop with Ctrl-C.
 
     Examples:
 
@@ -80,12 +82,21 @@ def serve(
             "one process serves a SQLite file.",
         )
     server = serve_web(
-        settings, secret=signing_secret(settings), serve_settings=chosen, on_event=_web_event
+        settings,
+        secret=signing_secret(settings),
+        serve_settings=chosen,
+        on_event=_web_event,
+        on_schedule=_schedule_event,
     )
     console.print(
         f"Serving unsubscribe links and the archive at {server.url}"
         f"{f' with {workers} workers' if workers > 1 else ''}  (Ctrl-C to stop)"
     )
+    if settings.schedule.in_serve:
+        console.print(
+            f"Sending scheduled issues when due (looking every "
+            f"{settings.schedule.check_every:g} s; [schedule] in_serve)"
+        )
     if workers > 1:
         status = server.run_workers(workers)
         console.print("Stopped.")
@@ -94,6 +105,14 @@ def serve(
         return
     server.run()
     console.print("Stopped.")
+
+
+def _schedule_event(done: DueRun) -> None:
+    schedule = done.schedule
+    line = f"scheduled send of {schedule.issue}: {schedule.state.value}: {schedule.reason or ''}"
+    if schedule.notified:
+        line += f" (reviewers: {schedule.notified})"
+    console.print(line, highlight=False, markup=False)
 
 
 def _web_event(event: WebEvent) -> None:

@@ -218,6 +218,53 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        9,
+        "scheduled sends, approvals and test sends",
+        (
+            # One row per `send --at`; its `state` moves scheduled -> running -> sent|failed, or
+            # scheduled -> refused|missed|cancelled. A run claims the row by moving it from
+            # `scheduled` in one UPDATE, so two runners never both get it.
+            """CREATE TABLE schedule_sends (
+                id {pk},
+                issue TEXT NOT NULL,
+                due_at {real} NOT NULL,
+                timezone TEXT NOT NULL,
+                fingerprint TEXT NOT NULL,
+                link_check INTEGER NOT NULL DEFAULT 1,
+                state TEXT NOT NULL CHECK (state IN ('scheduled', 'running', 'sent', 'failed',
+                    'refused', 'missed', 'cancelled')),
+                created_at {real} NOT NULL,
+                created_by TEXT NOT NULL DEFAULT '',
+                claimed_at {real},
+                claimed_by TEXT,
+                finished_at {real},
+                reason TEXT,
+                notified TEXT
+            )""",
+            "CREATE INDEX schedule_sends_by_state ON schedule_sends (state, due_at)",
+            # At most one pending or running schedule per issue.
+            "CREATE UNIQUE INDEX schedule_sends_one_open ON schedule_sends (issue)"
+            " WHERE state IN ('scheduled', 'running')",
+            """CREATE TABLE schedule_approvals (
+                id {pk},
+                issue TEXT NOT NULL,
+                fingerprint TEXT NOT NULL,
+                approved_by TEXT NOT NULL,
+                approved_at {real} NOT NULL
+            )""",
+            "CREATE INDEX schedule_approvals_by_issue ON schedule_approvals (issue, approved_at)",
+            """CREATE TABLE schedule_test_sends (
+                id {pk},
+                issue TEXT NOT NULL,
+                fingerprint TEXT NOT NULL,
+                recipient TEXT NOT NULL,
+                sent_at {real} NOT NULL,
+                error TEXT
+            )""",
+            "CREATE INDEX schedule_test_sends_by_issue ON schedule_test_sends (issue, sent_at)",
+        ),
+    ),
 )
 
 STORE_VERSION = MIGRATIONS[-1].version

@@ -36,6 +36,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from starlette.applications import Starlette
@@ -61,6 +62,9 @@ from .pages import (
     render_page,
     texts_for,
 )
+
+if TYPE_CHECKING:
+    from ..scheduling import DueRun
 
 __all__ = [
     "DEFAULT_HOST",
@@ -463,6 +467,7 @@ def create_app(
     on_event: Callable[[WebEvent], None] | None = None,
     on_ready: Callable[[], None] | None = None,
     clock: Callable[[], float] = time.time,
+    on_schedule: Callable[[DueRun], None] | None = None,
 ) -> Starlette:
     """The ASGI app. Without `store`, the project's store is opened at startup and closed at
     shutdown. Raises ServeError when the pages have no words for the newsletter's language."""
@@ -514,11 +519,20 @@ def create_app(
         if "store" not in holder:
             opened = await run_in_threadpool(SubscriberStore, settings.database())
             holder["store"] = opened
+        runner = None
+        if settings.schedule.in_serve:
+            # The scheduler pulls in the send use case: only a server that sends loads it.
+            from .scheduler import ScheduleRunner  # noqa: PLC0415
+
+            runner = ScheduleRunner(settings, clock=clock, on_run=on_schedule)
+            runner.start()
         if on_ready is not None:
             on_ready()
         try:
             yield
         finally:
+            if runner is not None:
+                await runner.stop()
             if opened is not None:
                 opened.close()
                 holder.pop("store", None)

@@ -12,7 +12,9 @@ import os
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import h11
 import uvicorn
@@ -23,6 +25,9 @@ from ..config import Settings
 from ..config_tables import ServeSettings
 from ..listening import http_url, listen
 from .app import ServeError, WebEvent, create_app
+
+if TYPE_CHECKING:
+    from ..scheduling import DueRun
 
 HEADER_TIMEOUT = 10.0  # seconds a client has to send a request's line and headers
 
@@ -84,6 +89,8 @@ class WebServer:
         store: SubscriberStore | None = None,
         on_event: Callable[[WebEvent], None] | None = None,
         header_timeout: float = HEADER_TIMEOUT,
+        clock: Callable[[], float] = time.time,
+        on_schedule: Callable[[DueRun], None] | None = None,
     ) -> None:
         self.header_timeout = header_timeout
         self.serve_settings = serve_settings or ServeSettings()
@@ -97,6 +104,8 @@ class WebServer:
             serve_settings=self.serve_settings,
             on_event=on_event,
             on_ready=self.ready.set,
+            clock=clock,
+            on_schedule=on_schedule,
         )
         self._socket: socket.socket | None = None
         self._server: uvicorn.Server | None = None
@@ -212,6 +221,7 @@ def serve(
     secret: bytes | None,
     serve_settings: ServeSettings | None = None,
     on_event: Callable[[WebEvent], None] | None = None,
+    on_schedule: Callable[[DueRun], None] | None = None,
 ) -> WebServer:
     """A bound (not yet running) server for the project; call `.run()` to serve."""
     if not secret:
@@ -219,6 +229,12 @@ def serve(
             f"no signing secret: set the environment variable {settings.unsubscribe.secret_env} "
             "(the same secret the messages were signed with), or put it in .newsletter-secret"
         )
-    server = WebServer(settings, secret=secret, serve_settings=serve_settings, on_event=on_event)
+    server = WebServer(
+        settings,
+        secret=secret,
+        serve_settings=serve_settings,
+        on_event=on_event,
+        on_schedule=on_schedule,
+    )
     server.bind()
     return server
