@@ -17,7 +17,7 @@
    is complete. Reported: POST latency p50/p99/max (target p99 < 2 s), the send's duration.
 2. **Import**: `SubscriberStore.import_csv` of the CSV into an empty store in a child process,
    the `--baseline` commit (from `git archive`, bench/baseline.py) and the current code in turn,
-   on each engine: wall time and the child's peak RSS (target ≤ 100 MB).
+   on each engine: wall time and the child's peak RSS (VmHWM; target ≤ 100 MB).
 3. **Freeze**: the start of a send of the example issue to the imported list (SQLite): the
    baseline's `check_audience` + `freeze` (two reads of the list, one transaction) against the
    current one-pass chunked freeze, each on a fresh copy of a store its own code imported: time
@@ -50,7 +50,12 @@ from tests.pgserver import PostgresServer, postgresql_bin  # noqa: E402
 
 SECRET = "bench-bulk-secret"
 IMPORT_CHILD = """
-import resource, sys, time
+import sys, time
+def peak():
+    # VmHWM: this process's own peak RSS (KiB). Not ru_maxrss, which Linux carries over from
+    # the parent across fork + exec (a big bench process would show as every child's peak).
+    with open("/proc/self/status") as status:
+        return next(int(l.split()[1]) for l in status if l.startswith("VmHWM:"))
 from pathlib import Path
 from newsletter.audience import SubscriberStore
 started = time.perf_counter()
@@ -58,17 +63,22 @@ with SubscriberStore(sys.argv[1]) as store:
     report = store.import_csv(Path(sys.argv[2]))
 elapsed = time.perf_counter() - started
 assert report.added == int(sys.argv[3]), report
-print(elapsed, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print(elapsed, peak())
 """
 FREEZE_CHILD = """
-import resource, sys, time
+import sys, time
+def peak():
+    # VmHWM: this process's own peak RSS (KiB). Not ru_maxrss, which Linux carries over from
+    # the parent across fork + exec (a big bench process would show as every child's peak).
+    with open("/proc/self/status") as status:
+        return next(int(l.split()[1]) for l in status if l.startswith("VmHWM:"))
 from pathlib import Path
 from newsletter.audience import SubscriberStore
 from newsletter.delivery import sender
 from newsletter.delivery.ledger import Ledger
 from tests.sendkit import example_template
 template = example_template(Path(sys.argv[2]))
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+before = peak()
 with SubscriberStore(sys.argv[1]) as store, Ledger(sys.argv[1]) as ledger:
     issue = ledger.issue(template.issue)
     audience = sender.StoreAudience(store)
@@ -82,7 +92,7 @@ with SubscriberStore(sys.argv[1]) as store, Ledger(sys.argv[1]) as ledger:
         )
     elapsed = time.perf_counter() - started
 assert report.total == int(sys.argv[3]), report
-print(elapsed, before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print(elapsed, before, peak())
 """
 SEND_CHILD = """
 import sys

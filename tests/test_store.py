@@ -131,7 +131,7 @@ def test_a_transaction_commits_or_rolls_back(path: Path) -> None:
 def test_a_transaction_takes_the_write_lock_at_once(path: Path) -> None:
     with Store.open(path) as first, Store.open(path, busy_timeout=0.05) as second:
         with first.transaction() as db:
-            db.execute("INSERT INTO ledger_issues VALUES ('i', 'fp', 0, 1, 0)")
+            db.execute("INSERT INTO ledger_issues VALUES ('i', 'fp', 0, 1, 0, 1)")
             # BEGIN IMMEDIATE: the second writer is refused before it reads anything ...
             with pytest.raises(sqlite3.OperationalError, match="locked"), second.transaction():
                 pass
@@ -149,7 +149,7 @@ def test_threads_share_one_store(path: Path) -> None:
             for i in range(50):
                 with store.transaction() as db:
                     db.execute(
-                        "INSERT INTO ledger_issues VALUES (:issue, 'fp', 0, 1, 0)",
+                        "INSERT INTO ledger_issues VALUES (:issue, 'fp', 0, 1, 0, 1)",
                         {"issue": f"{n}-{i}"},
                     )
 
@@ -169,7 +169,7 @@ def test_a_new_file_gets_every_table(path: Path) -> None:
     with Store.open(path) as store:
         assert store.version == STORE_VERSION
     tables = {name for kind, name, _ in schema(path) if kind == "table"}
-    assert tables == {*TABLES, "store_migrations", "ledger_leases"}
+    assert tables == {*TABLES, "store_migrations", "ledger_leases", "subscriber_imports"}
     assert [(v, d) for v, d, _ in migrations(path)] == [
         (m.version, m.description) for m in MIGRATIONS
     ]
@@ -288,6 +288,7 @@ def test_a_release_0_1_file_with_only_a_ledger(path: Path) -> None:
         (2, "the send ledger (from release 0.1)"),
         (3, "soft bounces read from the inbox"),
         (4, "sending workers' leases"),
+        (5, "imports and audience freezes in short transactions"),
     ]
     with Ledger(path) as ledger:
         assert ledger.issues() == ["old"]
@@ -323,13 +324,24 @@ def test_release_0_1_file_migrates_without_loss(release_db: Path) -> None:
     # Migration 4 adds a column (the lease a `sending` row is held under), empty in old rows.
     assert {row[-1] for row in after["ledger_rows"]} == {None}
     after["ledger_rows"] = [row[:-1] for row in after["ledger_rows"]]
+    # Migration 5: subscribers' import (none: they are visible) and each issue's completed
+    # freeze round (a release 0.1 freeze was one transaction: complete).
+    assert {row[-1] for row in after["subscribers"]} == {None}
+    after["subscribers"] = [row[:-1] for row in after["subscribers"]]
+    assert all(row[-1] == row[3] for row in after["ledger_issues"])
+    after["ledger_issues"] = [row[:-1] for row in after["ledger_issues"]]
     assert after == before  # not one row rewritten
     from_release = [m for m in MIGRATIONS if m.version <= 3]
     assert [(v, d) for v, d, _ in migrations(release_db)] == [
         (m.version, f"{m.description} (from release 0.1)") for m in from_release
     ] + [(m.version, m.description) for m in MIGRATIONS if m.version > 3]
     tables = {name for kind, name, _ in schema(release_db) if kind == "table"}
-    assert tables == {*TABLES, "store_migrations", "ledger_leases"}  # ledger_meta is gone
+    assert tables == {
+        *TABLES,
+        "store_migrations",
+        "ledger_leases",
+        "subscriber_imports",
+    }  # ledger_meta is gone
     assert pragma(release_db, "user_version") == STORE_VERSION
     migrated = (schema(release_db), migrations(release_db))
     Store.open(release_db).close()

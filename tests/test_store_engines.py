@@ -23,6 +23,7 @@ TABLES = {
     "ledger_leases",
     "inbox_soft_bounces",
     "store_migrations",
+    "subscriber_imports",
 }
 
 
@@ -108,7 +109,7 @@ def test_threads_share_one_store(store_url: str) -> None:
             for i in range(25):
                 with store.transaction() as db:
                     db.execute(
-                        "INSERT INTO ledger_issues VALUES (:issue, 'fp', 0, 1, 0)",
+                        "INSERT INTO ledger_issues VALUES (:issue, 'fp', 0, 1, 0, 1)",
                         {"issue": f"{n}-{i}"},
                     )
 
