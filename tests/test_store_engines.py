@@ -32,6 +32,7 @@ TABLES = {
     "schedule_sends",
     "schedule_approvals",
     "schedule_test_sends",
+    "subscriber_imports",
 }
 
 
@@ -117,7 +118,7 @@ def test_threads_share_one_store(store_url: str) -> None:
             for i in range(25):
                 with store.transaction() as db:
                     db.execute(
-                        "INSERT INTO ledger_issues VALUES (:issue, 'fp', 0, 1, 0)",
+                        "INSERT INTO ledger_issues VALUES (:issue, 'fp', 0, 1, 0, 1)",
                         {"issue": f"{n}-{i}"},
                     )
 

@@ -15,7 +15,9 @@ a name a tag cannot hold is renamed (`Partners & Friends` → `partners-friends`
 Every other column becomes an attribute
 under a snake_case key (`Favourite Colour` → `favourite_colour`), usable as `subscriber.<key>`.
 
-This module only parses and writes; `SubscriberStore.import_csv` and `export_csv` use it.
+This module only parses and writes; `SubscriberStore.import_csv` and `export_csv` use it. An
+import streams: `open_csv` checks the encoding a block at a time and `parse_rows` yields one
+checked row (or problem) at a time, so memory does not grow with the file.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import csv
 import io
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -41,7 +43,9 @@ __all__ = [
     "ImportProblemsError",
     "ImportReport",
     "RowProblem",
+    "open_csv",
     "parse_csv",
+    "parse_rows",
     "read_csv_text",
     "write_csv",
 ]
@@ -272,6 +276,100 @@ def _decode_as(path: Path, raw: bytes, encoding: str) -> str:
         ) from err
 
 
+_BLOCK = 1 << 20  # bytes decoded at a time while checking a file's encoding
+
+
+def open_csv(path: Path, encoding: str | None = None) -> tuple[TextIO, tuple[str, ...]]:
+    """The file opened as text (`newline=""`, for `csv`), and any warning about how it is read.
+
+    The same rules as `read_csv_text`, checked by decoding the file a block at a time first, so
+    a bad byte is reported (with its line) before anything is imported, and memory stays flat.
+    """
+    try:
+        with path.open("rb") as raw:
+            head = raw.read(4)
+    except FileNotFoundError as err:
+        raise AudienceError(f"{path}: no such file") from err
+    except OSError as err:
+        raise AudienceError(f"{path}: cannot be read ({err.strerror})") from err
+    warnings: tuple[str, ...] = ()
+    if encoding is not None:
+        try:
+            codec = codecs.lookup(encoding).name
+        except LookupError as err:
+            raise AudienceError(
+                f"{path}: unknown encoding {encoding!r}",
+                hint="Use a name like utf-8, cp1252 (Excel on Western European Windows), "
+                "latin-1, utf-16 or mac-roman.",
+            ) from err
+        if codec == "utf-8" and head.startswith(codecs.BOM_UTF8):
+            codec = "utf-8-sig"
+        bad = _first_bad_byte(path, codec)
+        if bad is not None:
+            line, byte = bad
+            raise AudienceError(
+                f"{path}:{line}: the file is not {encoding} text (byte 0x{byte:02X})",
+                hint="Check the encoding the file was saved with.",
+            )
+    elif head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        codec = "utf-16"
+        if _first_bad_byte(path, codec) is not None:
+            raise AudienceError(f"{path}: the file is not valid UTF-16 text")
+    else:
+        codec = "utf-8-sig" if head.startswith(codecs.BOM_UTF8) else "utf-8"
+        bad = _first_bad_byte(path, codec)
+        if bad is not None:
+            line, byte = bad
+            utf8_error = AudienceError(
+                f"{path}:{line}: the file is not UTF-8 text (byte 0x{byte:02X})",
+                hint="Give its encoding with --encoding (e.g. --encoding cp1252), or save the "
+                "file as 'CSV UTF-8' (Excel) or with the Unicode (UTF-8) character set "
+                "(LibreOffice).",
+            )
+            if _first_bad_byte(path, "cp1252") is not None or _has_control_bytes(path):
+                raise utf8_error
+            codec = "cp1252"
+            warnings = (
+                f"{path}: not UTF-8; read as Windows-1252 (Excel's 'CSV' on Western European "
+                f"Windows), first non-ASCII text on line {line}: check the names, or give the "
+                "encoding with --encoding (--encoding utf-8 refuses anything else)",
+            )
+    try:
+        return path.open(encoding=codec, newline=""), warnings
+    except OSError as err:
+        raise AudienceError(f"{path}: cannot be read ({err.strerror})") from err
+
+
+def _first_bad_byte(path: Path, codec: str) -> tuple[int, int] | None:
+    """The line and value of the first byte that `codec` cannot decode, or None."""
+    decoder = codecs.getincrementaldecoder(codec)(errors="strict")
+    lines = 1
+    with path.open("rb") as raw:
+        while True:
+            block = raw.read(_BLOCK)
+            try:
+                decoder.decode(block, final=not block)
+            except UnicodeDecodeError as err:
+                # Positions are within what the decoder held: the block, after any bytes it
+                # kept from the previous one (at most a few); close enough to name the line.
+                start = max(err.start - (len(err.object) - len(block)), 0)
+                offending = block[start] if start < len(block) else err.object[err.start]
+                return lines + block.count(b"\n", 0, start), offending
+            if not block:
+                return None
+            lines += block.count(b"\n")
+
+
+def _has_control_bytes(path: Path) -> bool:
+    """Whether the file holds control characters: not text in any 8-bit encoding."""
+    control = re.compile(rb"[\x00-\x08\x0e-\x1f\x7f]")
+    with path.open("rb") as raw:
+        while block := raw.read(_BLOCK):
+            if control.search(block):
+                return True
+    return False
+
+
 def _sniff_delimiter(text: str) -> str:
     """The delimiter the header line uses most, outside quotes; a comma if it has none."""
     header = re.split(r"\r\n|\r|\n", text, maxsplit=1)[0]
@@ -484,19 +582,20 @@ def _imported_tag(original: str) -> str:
     return tag
 
 
-def parse_csv(
-    path: Path, text: str, mapping: ColumnMapping, delimiter: str | None
-) -> tuple[list[CsvRow], list[RowProblem]]:
-    """The rows of a CSV file's `text` that can be imported, and the problems of the others."""
+def parse_rows(
+    path: Path, lines: TextIO, mapping: ColumnMapping, delimiter: str | None
+) -> Iterator[CsvRow | RowProblem]:
+    """Each data row of an open CSV file, checked: a `CsvRow`, or the `RowProblem` saying why
+    it cannot be imported, in file order. Duplicates are not looked for here (the caller
+    decides where to remember the keys). AudienceError for a file with no usable header."""
     if delimiter is not None and (len(delimiter) != 1 or delimiter in '"\r\n'):
         raise AudienceError(f"{path}: the delimiter must be one character, not {delimiter!r}")
-    reader = csv.reader(
-        io.StringIO(text, newline=""), delimiter=delimiter or _sniff_delimiter(text), strict=True
-    )
+    if delimiter is None:
+        start = lines.tell()
+        delimiter = _sniff_delimiter(lines.readline())
+        lines.seek(start)
+    reader = csv.reader(lines, delimiter=delimiter, strict=True)
     layout: _Layout | None = None
-    rows: list[CsvRow] = []
-    problems: list[RowProblem] = []
-    seen: dict[str, int] = {}
     while True:
         # A record starts on the line after the previous one ended; quoted newlines advance
         # reader.line_num, so this is the physical line in the file.
@@ -508,26 +607,45 @@ def parse_csv(
         except csv.Error as err:
             end = reader.line_num
             where = f" (lines {line}-{end} skipped)" if end > line else ""
-            problems.append(RowProblem(line, f"malformed quoting: {err}{where}"))
+            yield RowProblem(line, f"malformed quoting: {err}{where}")
             continue
+        except UnicodeDecodeError as err:
+            raise AudienceError(
+                f"{path}:{line}: the file is not valid text ({err.reason})"
+            ) from err
         if not any(c.strip() for c in cells):
             continue
         if layout is None:
             layout = _layout(path, [c.strip() for c in cells], mapping)
             continue
         try:
-            row = _row(layout, line, cells)
+            yield _row(layout, line, cells)
         except AudienceError as err:
-            problems.append(RowProblem(line, err.message))
-            continue
-        first_line = seen.get(row.key)
-        if first_line is not None:
-            problems.append(RowProblem(line, f"duplicate of line {first_line} ({row.email})"))
-            continue
-        seen[row.key] = line
-        rows.append(row)
+            yield RowProblem(line, err.message)
     if layout is None:
         raise AudienceError(f"{path}: the file has no header line (it is empty)")
+
+
+def parse_csv(
+    path: Path, text: str, mapping: ColumnMapping, delimiter: str | None
+) -> tuple[list[CsvRow], list[RowProblem]]:
+    """The rows of a CSV file's `text` that can be imported, and the problems of the others
+    (a repeated address is a problem naming the line it first appeared on)."""
+    rows: list[CsvRow] = []
+    problems: list[RowProblem] = []
+    seen: dict[str, int] = {}
+    for found in parse_rows(path, io.StringIO(text, newline=""), mapping, delimiter):
+        if isinstance(found, RowProblem):
+            problems.append(found)
+            continue
+        first_line = seen.get(found.key)
+        if first_line is not None:
+            problems.append(
+                RowProblem(found.line, f"duplicate of line {first_line} ({found.email})")
+            )
+            continue
+        seen[found.key] = found.line
+        rows.append(found)
     return rows, problems
 
 

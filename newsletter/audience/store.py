@@ -17,16 +17,10 @@ from typing import Any, TextIO, overload
 from ..errors import AudienceError
 from ..segment import EVERYONE, Segment, normalise_tag
 from ..store import Connection, Params, Store, StoreError, StoreSource
+from . import importer
 from .addresses import address_key, check_name, clean_attributes, lookup_key, normalise_address
-from .csvfile import (
-    ColumnMapping,
-    CsvRow,
-    ImportProblemsError,
-    ImportReport,
-    parse_csv,
-    read_csv_text,
-    write_csv,
-)
+from .csvfile import ColumnMapping, ImportReport, write_csv
+from .importer import visible
 from .model import NO_ATTRIBUTES, StatusEvent, Subscriber, SubscriberStatus, parse_status
 from .tags import (
     TAG_DELETE,
@@ -45,14 +39,18 @@ __all__ = ["SubscriberStore"]
 _PAGE = 1000  # rows per query while streaming: bounded memory, the lock held only briefly
 
 _COLUMNS = "id, email, name, attributes, status"
+# Writers find a row whatever its import's state (its key is taken); readers see only rows
+# that are not part of an import still being written (`importer.visible`).
 _BY_KEY = f"SELECT {_COLUMNS} FROM subscribers WHERE key = :key"
+_VISIBLE_BY_KEY = f"{_BY_KEY} AND {visible()}"
 _INSERT = (
     "INSERT INTO subscribers (key, email, name, attributes, status, created_at, updated_at)"
     " VALUES (:key, :email, :name, :attributes, :status, :now, :now)"
 )
+# An `add` of someone an unfinished import holds makes them a subscriber of their own now.
 _UPDATE = (
     "UPDATE subscribers SET email = :email, name = :name, attributes = :attributes,"
-    " status = :status, updated_at = :now WHERE key = :key"
+    " status = :status, updated_at = :now, import_id = NULL WHERE key = :key"
 )
 _SET_STATUS = "UPDATE subscribers SET status = :status, updated_at = :now WHERE key = :key"
 _DELETE = "DELETE FROM subscribers WHERE key = :key"
@@ -68,26 +66,20 @@ _EVENTS = (
     "SELECT at, old_status, new_status, source FROM subscriber_events"
     " WHERE subscriber_key = :key ORDER BY at, id"
 )
-_PAGE_ALL = f"SELECT {_COLUMNS}, key FROM subscribers WHERE key > :after ORDER BY key LIMIT :limit"
-_PAGE_STATUS = (
-    f"SELECT {_COLUMNS}, key FROM subscribers WHERE status = :status AND key > :after"
+_PAGE_ALL = (
+    f"SELECT {_COLUMNS}, key FROM subscribers WHERE key > :after AND {visible()}"
     " ORDER BY key LIMIT :limit"
 )
-_COUNT_STATUS = "SELECT COUNT(*) FROM subscribers WHERE status = :status"
-_COUNT_ALL = "SELECT status, COUNT(*) FROM subscribers GROUP BY status"
-# The keys of every subscriber's attributes; `{each}` is the dialect's JSON-object walk.
-_ATTRIBUTE_KEYS = "SELECT DISTINCT j.key FROM subscribers, {each} j{where} ORDER BY j.key"
-# An import's keys go to a temporary table: existing subscribers are found with one join, and
-# the history of the new ones is written with one INSERT ... SELECT (not a row bound per person).
-_IMPORT_KEYS = "CREATE TEMP TABLE IF NOT EXISTS import_keys (key TEXT PRIMARY KEY)"
-_EXISTING = (
-    "SELECT s.key, s.email, s.name, s.attributes, s.status"
-    " FROM subscribers s JOIN import_keys USING (key)"
+_PAGE_STATUS = (
+    f"SELECT {_COLUMNS}, key FROM subscribers WHERE status = :status AND key > :after"
+    f" AND {visible()} ORDER BY key LIMIT :limit"
 )
-_ONLY_NEW_KEYS = "DELETE FROM import_keys WHERE key IN (SELECT key FROM subscribers)"
-_NEW_EVENTS = (
-    "INSERT INTO subscriber_events (subscriber_key, at, old_status, new_status, source)"
-    " SELECT s.key, :at, NULL, s.status, :source FROM subscribers s JOIN import_keys USING (key)"
+_COUNT_STATUS = f"SELECT COUNT(*) FROM subscribers WHERE status = :status AND {visible()}"
+_COUNT_ALL = f"SELECT status, COUNT(*) FROM subscribers WHERE {visible()} GROUP BY status"
+# The keys of every subscriber's attributes; `{each}` is the dialect's JSON-object walk.
+_ATTRIBUTE_KEYS = (
+    "SELECT DISTINCT j.key FROM subscribers, {each} j"
+    f" WHERE {visible('subscribers')}{{where}} ORDER BY j.key"
 )
 
 
@@ -241,7 +233,7 @@ class SubscriberStore:
         """The subscriber with this address (case-insensitive), or None."""
         key = lookup_key(email)
         with self._guard(f"look up {email.strip()}") as db:
-            found = self._row_by_key(db, key)
+            found = db.execute(_VISIBLE_BY_KEY, {"key": key}).fetchone()
         return None if found is None else _subscriber(found)
 
     def remove(self, email: str) -> bool:
@@ -325,7 +317,7 @@ class SubscriberStore:
         wanted = None if status is None else parse_status(status)
         query = _ATTRIBUTE_KEYS.format(
             each=self.database.dialect.json_each.format(column="subscribers.attributes"),
-            where="" if wanted is None else " WHERE subscribers.status = :status",
+            where="" if wanted is None else " AND subscribers.status = :status",
         )
         with self._guard("export the subscribers") as db:
             keys = [str(row[0]) for row in db.execute(query, {"status": wanted})]
@@ -346,87 +338,31 @@ class SubscriberStore:
         encoding: str | None = None,
         tags: Iterable[str] = (),
     ) -> ImportReport:
-        """Import a CSV file in one transaction (`audience.csvfile` lists the layouts recognised).
+        """Import a CSV file, all or nothing (`audience.csvfile` lists the layouts recognised).
 
-        Invalid rows are reported by physical line and skipped; with `strict`, any problem means
-        nothing is imported (ImportProblemsError). Existing subscribers get the file's name and
-        attributes (empty cells leave stored values alone). People who unsubscribed, bounced or
-        complained stay so unless `resubscribe`; a `status` column (or Mailchimp's UNSUB_TIME /
-        CLEAN_TIME) may unsubscribe people, never subscribe them again on its own.
+        Streamed and written in short transactions, yet seen by others only once complete
+        (`audience.importer` says how). Invalid rows are reported by physical line and skipped;
+        with `strict`, any problem means nothing is imported (ImportProblemsError). Existing
+        subscribers get the file's name and attributes (empty cells leave stored values alone).
+        People who unsubscribed, bounced or complained stay so unless `resubscribe`; a `status`
+        column (or Mailchimp's UNSUB_TIME / CLEAN_TIME) may unsubscribe people, never subscribe
+        them again on its own.
 
         Every imported row gets `tags` and the tags of its own tag columns (Mailchimp's TAGS,
         listmonk's lists, `tags`); an import adds tags, it never takes any away.
         """
-        extra_tags = _checked_tags(tags, allow_none=True)
-        path = Path(path)
-        text, warnings = read_csv_text(path, encoding)
-        rows, problems = parse_csv(path, text, mapping or ColumnMapping(), delimiter)
-        warnings += _renamed_tags(path, rows)
-        if strict and problems:
-            raise ImportProblemsError(path, problems)
-        source = f"import {path.name}"
-        now = self._clock()
-        counts = {"added": 0, "updated": 0, "unchanged": 0, "kept": 0, "resubscribed": 0}
-        inserts: list[Params] = []
-        updates: list[Params] = []
-        events: list[Params] = []
-        with self._transaction(f"import {path}") as db, self._import_keys(db, rows) as existing:
-            for row in rows:
-                found = existing.get(row.key)
-                if found is None:
-                    status: str = row.status or SubscriberStatus.SUBSCRIBED
-                    inserts.append(
-                        {
-                            "key": row.key,
-                            "email": row.email,
-                            "name": row.name,
-                            "attributes": _dump(row.attributes),
-                            "status": status,
-                            "now": now,
-                        }
-                    )
-                    counts["added"] += 1
-                    continue
-                email, name, attributes_text, old_status = found
-                old_attributes = _load(attributes_text)
-                new_name = row.name or name
-                new_attributes = {**old_attributes, **row.attributes}
-                status, outcome = _import_status(SubscriberStatus(old_status), row, resubscribe)
-                changed = (row.email, new_name, new_attributes) != (email, name, old_attributes)
-                if status != old_status:
-                    events.append(_event(row.key, old_status, status, source, now))
-                if changed or status != old_status:
-                    updates.append(
-                        {
-                            "email": row.email,
-                            "name": new_name,
-                            "attributes": _dump(new_attributes),
-                            "status": status,
-                            "now": now,
-                            "key": row.key,
-                        }
-                    )
-                if outcome == "same":
-                    outcome = "updated" if changed or status != old_status else "unchanged"
-                counts[outcome] += 1
-            db.execute(_ONLY_NEW_KEYS)
-            db.executemany(_INSERT, inserts)
-            db.execute(_NEW_EVENTS, {"at": now, "source": source})
-            db.executemany(_UPDATE, updates)
-            db.executemany(_EVENT, events)
-            db.executemany(
-                TAG_INSERT,
-                [p for row in rows for p in tag_params(row.key, {*row.tags, *extra_tags})],
-            )
-        return ImportReport(
-            file=path,
-            added=counts["added"],
-            updated=counts["updated"],
-            unchanged=counts["unchanged"],
-            kept_unsubscribed=counts["kept"],
-            resubscribed=counts["resubscribed"],
-            problems=tuple(problems),
-            warnings=warnings,
+        return importer.import_csv(
+            self.database,
+            Path(path),
+            dump=_dump,
+            load=_load,
+            mapping=mapping,
+            strict=strict,
+            resubscribe=resubscribe,
+            delimiter=delimiter,
+            encoding=encoding,
+            clock=self._clock,
+            tags=_checked_tags(tags, allow_none=True),
         )
 
     # --- tags and audiences (the queries are in `audience.tags`) ---------------------------------
@@ -498,21 +434,6 @@ class SubscriberStore:
         with self._guard("count the audience") as db:
             return count_segment(db, self.database.dialect, segment, status=wanted)
 
-    @contextlib.contextmanager
-    def _import_keys(
-        self, db: Connection, rows: list[CsvRow]
-    ) -> Iterator[dict[str, tuple[str, str, str, str]]]:
-        """The rows' keys in `import_keys` while the block runs; yields the stored email, name,
-        attributes and status of each row's subscriber, by key."""
-        db.execute(_IMPORT_KEYS)
-        try:
-            db.executemany(
-                "INSERT INTO import_keys (key) VALUES (:key)", ({"key": r.key} for r in rows)
-            )
-            yield {row[0]: (row[1], row[2], row[3], row[4]) for row in db.execute(_EXISTING)}
-        finally:
-            db.execute("DELETE FROM import_keys")
-
 
 def _checked_tags(tags: Iterable[str], *, allow_none: bool = False) -> tuple[str, ...]:
     """Tags as given on the command line, each checked (`segment.normalise_tag`), in order."""
@@ -522,30 +443,3 @@ def _checked_tags(tags: Iterable[str], *, allow_none: bool = False) -> tuple[str
     if not checked and not allow_none:
         raise AudienceError("no tag given")
     return checked
-
-
-def _renamed_tags(path: Path, rows: list[CsvRow]) -> tuple[str, ...]:
-    """A warning per tag of the file that had to be renamed to be a tag (first line it is on)."""
-    seen: dict[tuple[str, str], int] = {}
-    for row in rows:
-        for original, tag in row.renamed_tags:
-            seen.setdefault((original, tag), row.line)
-    return tuple(
-        f"{path}:{line}: tag {original!r} imported as {tag!r} (tags are letters, digits, - _ .)"
-        for (original, tag), line in seen.items()
-    )
-
-
-def _import_status(
-    old: SubscriberStatus, row: CsvRow, resubscribe: bool
-) -> tuple[SubscriberStatus, str]:
-    """The status an imported row leaves, and which count it goes to ("same": by the data)."""
-    wanted = row.status or SubscriberStatus.SUBSCRIBED
-    if wanted != SubscriberStatus.SUBSCRIBED:
-        # The file says this person must not be mailed: always honoured.
-        return wanted, "same"
-    if old == SubscriberStatus.SUBSCRIBED:
-        return old, "same"
-    if resubscribe:
-        return SubscriberStatus.SUBSCRIBED, "resubscribed"
-    return old, "kept"

@@ -17,6 +17,7 @@ from typing import Any
 from ..segment import Segment
 from ..store import Connection, Dialect, Params
 from .model import NO_ATTRIBUTES, Subscriber
+from .visibility import visible
 
 __all__ = [
     "TAG_INSERT",
@@ -46,7 +47,7 @@ _TAGS_OF_RANGE = (
 _TAG_COUNTS = (
     "SELECT t.tag, COUNT(*), SUM(CASE WHEN s.status = 'subscribed' THEN 1 ELSE 0 END)"
     " FROM subscriber_tags t JOIN subscribers s ON s.key = t.subscriber_key"
-    " GROUP BY t.tag ORDER BY t.tag"
+    f" WHERE {visible('s')} GROUP BY t.tag ORDER BY t.tag"
 )
 
 
@@ -126,7 +127,7 @@ def page_segment(
     where, params = segment_filter(segment, dialect, table="s")
     rows = db.execute(
         "SELECT s.id, s.email, s.name, s.attributes, s.status, s.key FROM subscribers s"
-        f" WHERE s.key > :seg_after{_status_clause(status)} AND {where}"
+        f" WHERE s.key > :seg_after{_status_clause(status)} AND {where} AND {visible('s')}"
         " ORDER BY s.key LIMIT :seg_limit",
         {**params, "seg_after": after, "seg_limit": limit, "seg_status": status},
     ).fetchall()
@@ -142,7 +143,8 @@ def count_segment(db: Connection, dialect: Dialect, segment: Segment, *, status:
     """How many subscribers with `status` (None: any) the segment holds."""
     where, params = segment_filter(segment, dialect, table="s")
     found = db.execute(
-        f"SELECT COUNT(*) FROM subscribers s WHERE {where}{_status_clause(status)}",
+        f"SELECT COUNT(*) FROM subscribers s WHERE {where}{_status_clause(status)}"
+        f" AND {visible('s')}",
         {**params, "seg_status": status},
     ).fetchone()
     return int(found[0])

@@ -40,9 +40,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ..audience.model import Subscriber
 from ..errors import LedgerError
 from ..store import Connection, Params, Store, StoreError, StoreSource
-from . import leases, runlock
+from . import freeze, leases, runlock
 from .ledgerrow import IllegalTransitionError, LedgerRow, State
 from .runlock import LockInfo, RunLock
 
@@ -152,13 +153,6 @@ _SQL_UNCERTAIN = (
 _SQL_RECOVER = (
     "UPDATE ledger_rows SET state = 'uncertain', last_error = :error, updated_at = :now"
     " WHERE issue = :issue AND state = 'sending'"
-)
-_SQL_FREEZE_ROW = (
-    "INSERT INTO ledger_rows (issue, key, email, state, updated_at, seen_round)"
-    " VALUES (:issue, :key, :email, 'pending', :now, :round)"
-    " ON CONFLICT (issue, key) DO UPDATE SET seen_round = excluded.seen_round,"
-    " email = CASE WHEN ledger_rows.state = 'pending' AND ledger_rows.attempts = 0"
-    " THEN excluded.email ELSE ledger_rows.email END"
 )
 # `newsletter reconcile`: the provider settled an uncertain row either way. The try that left it
 # uncertain is not counted when it never reached the provider.
@@ -320,9 +314,11 @@ class Ledger:
         return IssueLedger(self, name)
 
     def issues(self) -> list[str]:
-        """Every issue the ledger has frozen an audience for, by name."""
+        """Every issue the ledger has frozen an audience for (a freeze completed), by name."""
         with self._lock:
-            rows = self._db.execute("SELECT issue FROM ledger_issues ORDER BY issue").fetchall()
+            rows = self._db.execute(
+                "SELECT issue FROM ledger_issues WHERE frozen_round > 0 ORDER BY issue"
+            ).fetchall()
         return [r[0] for r in rows]
 
     def lock_path(self, issue: str) -> Path:
@@ -368,8 +364,9 @@ class IssueLedger:
     # --- freezing -------------------------------------------------------------------------------
 
     def freeze(self, recipients: Iterable[tuple[str, str]], fingerprint: str) -> FreezeReport:
-        """Record the audience, streaming, in one transaction (waiting while another process
-        holds the database, up to `busy_retry` seconds).
+        """Record the audience, streaming, in short transactions, complete only at the end
+        (`delivery.freeze`; each transaction waits while another process holds the database,
+        up to `busy_retry` seconds).
 
         `recipients` yields `(key, email)`. The first call stores `fingerprint`; a later call (a
         resume) with a different one is refused until `set_fingerprint` accepts the change. A
@@ -377,70 +374,23 @@ class IssueLedger:
         deferred rows whose key is gone from the audience (they unsubscribed); rows that were
         sent, failed, or are sending or uncertain always stay.
         """
-        # Streamed: a busy database is waited for only while nothing was read yet (the write
-        # lock is taken first, and once held no other writer can make the freeze fail).
-        stream = iter(recipients)
-        started: list[bool] = []
-        return _retry_busy(
-            lambda: self._freeze(stream, fingerprint, started),
-            self.ledger.busy_retry,
-            retryable=lambda: not started,
-        )
+        return freeze.freeze_recipients(self, recipients, fingerprint)
 
-    def _freeze(
-        self, recipients: Iterator[tuple[str, str]], fingerprint: str, started: list[bool]
+    def freeze_subscribers(
+        self,
+        fingerprint: str,
+        *,
+        check: Callable[[Subscriber], bool] | None = None,
+        refuse: Callable[[], Exception] | None = None,
+        where: str = "",
+        params: Mapping[str, Any] | None = None,
     ) -> FreezeReport:
-        now = self._now()
-        received = 0
-
-        def rows(round_: int) -> Iterator[Params]:
-            nonlocal received
-            for key, email in recipients:
-                if not started:
-                    started.append(True)
-                if not key or not email or any(c in email for c in "\r\n"):
-                    raise LedgerError(
-                        f"issue '{self.name}': recipient {key!r} <{email!r}> cannot be frozen "
-                        "(empty key or address, or a line break in the address)"
-                    )
-                received += 1
-                yield {"issue": self.name, "key": key, "email": email, "now": now, "round": round_}
-
-        try:
-            with self.ledger._transaction():
-                found = self._db.execute(
-                    "SELECT fingerprint, freeze_round FROM ledger_issues WHERE issue = :issue",
-                    {"issue": self.name},
-                ).fetchone()
-                first = found is None
-                if found is None:
-                    round_ = 1
-                    self._db.execute(
-                        "INSERT INTO ledger_issues (issue, fingerprint, frozen_at, freeze_round,"
-                        " updated_at) VALUES (:issue, :fingerprint, :now, 1, :now)",
-                        {"issue": self.name, "fingerprint": fingerprint, "now": now},
-                    )
-                else:
-                    if found[0] != fingerprint:
-                        raise self._changed(found[0], fingerprint)
-                    round_ = found[1] + 1
-                    self._db.execute(
-                        "UPDATE ledger_issues SET freeze_round = :round, updated_at = :now"
-                        " WHERE issue = :issue",
-                        {"round": round_, "now": now, "issue": self.name},
-                    )
-                before = self._total()
-                self._db.executemany(_SQL_FREEZE_ROW, rows(round_))
-                added = self._total() - before
-                removed = self._db.execute(
-                    "DELETE FROM ledger_rows WHERE issue = :issue AND seen_round < :round"
-                    " AND state IN ('pending', 'deferred')",
-                    {"issue": self.name, "round": round_},
-                ).rowcount
-                total = before + added - removed
-        except self._errors as err:
-            raise LedgerError(f"issue '{self.name}': cannot freeze the audience: {err}") from err
-        return FreezeReport(self.name, first, received, added, removed, total)
+        """`freeze` of the subscribed people of the store this ledger lives in, read once and
+        copied inside the engine a key range at a time (`delivery.freeze.freeze_subscribers`
+        explains `check`, `refuse` and the `where`/`params` audience filter)."""
+        return freeze.freeze_subscribers(
+            self, fingerprint, check=check, refuse=refuse, where=where, params=params
+        )
 
     def _total(self) -> int:
         found = self._db.execute(
@@ -461,10 +411,11 @@ class IssueLedger:
         )
 
     def fingerprint(self) -> str | None:
-        """The content fingerprint stored at the first freeze (None before it)."""
+        """The content fingerprint stored at the first freeze (None before one completed)."""
         with self._lock:
             found = self._db.execute(
-                "SELECT fingerprint FROM ledger_issues WHERE issue = :issue", {"issue": self.name}
+                "SELECT fingerprint FROM ledger_issues WHERE issue = :issue AND frozen_round > 0",
+                {"issue": self.name},
             ).fetchone()
         return None if found is None else str(found[0])
 

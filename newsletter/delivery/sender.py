@@ -27,9 +27,9 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from ..audience import SubscriberStatus, SubscriberStore
+from ..audience import Subscriber, SubscriberStatus, SubscriberStore
 from ..audience.tags import segment_filter
 from ..errors import (
     AudienceError,
@@ -52,6 +52,8 @@ from .ratelimit import Backoff, RateLimiter
 from .transports.base import BatchItem, BatchResult, DeliveryReceipt, Transport, handing_over
 
 MAX_LISTED_PROBLEMS = 20
+# A subscriber with an address and nothing else: lacks every value an issue could require.
+_NOBODY = Subscriber(email="nobody@example.invalid")
 _Unit = TypeVar("_Unit")
 
 
@@ -212,28 +214,80 @@ class _Tally:
         )
 
 
-def check_audience(template: MessageTemplate, audience: Audience) -> int:
-    """Every recipient must have every value the issue uses; raise listing who lacks what."""
-    problems: list[str] = []
-    count = 0
-    missing_total = 0
-    for _key, recipient in audience.recipients():
-        count += 1
-        missing = template.missing_values(recipient)
-        if missing:
-            missing_total += 1
-            if len(problems) < MAX_LISTED_PROBLEMS:
-                problems.append(f"  {recipient.email}: no value for {', '.join(missing)}")
-    if problems:
-        more = missing_total - len(problems)
+class _AudienceCheck:
+    """Who lacks values the issue uses: seen one recipient at a time, refused all at once."""
+
+    def __init__(self, template: MessageTemplate) -> None:
+        self.template = template
+        self.problems: list[str] = []
+        self.count = 0
+        self.missing_total = 0
+
+    def see(self, recipient: Recipient) -> bool:
+        """Whether `recipient` has every value the issue needs (else remembered)."""
+        self.count += 1
+        missing = self.template.missing_values(recipient)
+        if not missing:
+            return True
+        self.missing_total += 1
+        if len(self.problems) < MAX_LISTED_PROBLEMS:
+            self.problems.append(f"  {recipient.email}: no value for {', '.join(missing)}")
+        return False
+
+    def error(self) -> AudienceError:
+        more = self.missing_total - len(self.problems)
         tail = f"\n  … and {more} more" if more > 0 else ""
-        raise AudienceError(
-            f"{missing_total} subscriber(s) lack values the issue uses:\n"
-            + "\n".join(problems)
+        return AudienceError(
+            f"{self.missing_total} subscriber(s) lack values the issue uses:\n"
+            + "\n".join(self.problems)
             + tail,
             hint="Add '| default(\"…\")' to those values in the issue, or fill them in the list.",
         )
-    return count
+
+
+def check_audience(template: MessageTemplate, audience: Audience) -> int:
+    """Every recipient must have every value the issue uses; raise listing who lacks what."""
+    check = _AudienceCheck(template)
+    for _key, recipient in audience.recipients():
+        check.see(recipient)
+    if check.problems:
+        raise check.error()
+    return check.count
+
+
+def _needs_values(template: MessageTemplate) -> bool:
+    """Whether any recipient could lack a value the issue uses (else the check is skipped)."""
+    return bool(template.missing_values(_NOBODY))
+
+
+def _freeze(
+    template: MessageTemplate, audience: Audience, issue_ledger: IssueLedger
+) -> FreezeReport:
+    """Check and freeze the audience in one pass. The store's subscribers are copied inside the
+    engine, a key range per short transaction, checked in the same pass when the issue needs
+    values; any other audience is checked, then streamed in."""
+    if isinstance(audience, StoreAudience) and _same_store(audience, issue_ledger):
+        check = _AudienceCheck(template)
+        return issue_ledger.freeze_subscribers(
+            template.fingerprint,
+            check=check.see if _needs_values(template) else None,
+            refuse=check.error,
+            where=audience.where,
+            params=audience.params,
+        )
+    check_audience(template, audience)
+    return issue_ledger.freeze(
+        ((key, recipient.email) for key, recipient in audience.recipients()),
+        template.fingerprint,
+    )
+
+
+def _same_store(audience: StoreAudience, issue_ledger: IssueLedger) -> bool:
+    """Whether the subscribers live in the ledger's database (so SQL can copy them over)."""
+    mine, theirs = audience.store.database.location, issue_ledger.ledger.database.location
+    if mine.path is not None and theirs.path is not None:
+        return mine.path.resolve() == theirs.path.resolve()
+    return (mine.engine, mine.conninfo) == (theirs.engine, theirs.conninfo)
 
 
 def dry_run(template: MessageTemplate, audience: Audience) -> DryRunReport:
@@ -336,7 +390,6 @@ def send_issue(
     """
     options = options or SendOptions()
     stop = stop or threading.Event()
-    check_audience(template, audience)
     issue_ledger = ledger.issue(template.issue)
     with ledger.lock(template.issue) as lock:
         stored = issue_ledger.fingerprint()
@@ -353,14 +406,7 @@ def send_issue(
             record_audience(ledger.database, template.issue, audience_expression, now=clock())
         with leases.first_freeze(ledger, template.issue, now=clock()) as first:
             # On PostgreSQL, a worker joining a send in progress uses the frozen audience.
-            frozen = (
-                issue_ledger.freeze(
-                    ((key, recipient.email) for key, recipient in audience.recipients()),
-                    template.fingerprint,
-                )
-                if first
-                else _joined(issue_ledger)
-            )
+            frozen = _freeze(template, audience, issue_ledger) if first else _joined(issue_ledger)
         transport.check()
         run = _Run(
             template=template,
@@ -830,11 +876,15 @@ def _reason(error: Exception | None, default: str = "") -> str:
 
 class StoreAudience:
     """The subscribed people of a `SubscriberStore` in `segment` (default: all) as an
-    `Audience`. The segment as SQL for the freeze: `audience.tags.segment_filter`."""
+    `Audience`. For the freeze, the segment is SQL (`audience.tags.segment_filter`) over the
+    subscribers table aliased `s`: `where` and `params`."""
 
     def __init__(self, store: SubscriberStore, segment: Segment = EVERYONE) -> None:
         self.store = store
         self.segment = segment
+        where, params = ("", {}) if segment.everyone else self.sql_filter("s")
+        self.where = where
+        self.params: Mapping[str, Any] = dict(params)
 
     def sql_filter(self, table: str = "subscribers") -> tuple[str, Params]:
         """The segment as a SQL condition on `table` (the subscribers table or its alias) and

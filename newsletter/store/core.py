@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from ..store_url import StoreUrl, StoreUrlError, parse_store_url
 from . import postgresql, sqlite
@@ -146,6 +147,16 @@ class Store:
                 if connection.in_transaction:
                     connection.execute("ROLLBACK")
                 raise
+
+    def load_rows(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+        """Append `rows` (values in `columns` order) to `table` as fast as the engine can: one
+        `executemany` in a transaction on SQLite, COPY on PostgreSQL. For staging tables (an
+        import's TEMP table); errors are the engine's, as for `transaction`."""
+        with self.lock:
+            if self.is_sqlite:
+                sqlite.load_rows(self.connection, table, columns, rows)  # type: ignore[arg-type]
+            else:
+                postgresql.load_rows(self.connection, table, columns, rows)  # type: ignore[arg-type]
 
     @property
     def version(self) -> int:

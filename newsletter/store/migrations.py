@@ -265,6 +265,32 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX schedule_test_sends_by_issue ON schedule_test_sends (issue, sent_at)",
         ),
     ),
+    Migration(
+        10,
+        "imports and audience freezes in short transactions",
+        (
+            # An import writes its new subscribers in chunks, each its own short transaction,
+            # tagged with its `import_id`; readers skip rows of an import still `writing`, so
+            # the whole file appears with the one commit that marks it `done` (issue 15, D1).
+            """CREATE TABLE subscriber_imports (
+                id {pk},
+                file TEXT NOT NULL,
+                host TEXT NOT NULL,
+                pid INTEGER NOT NULL,
+                state TEXT NOT NULL CHECK (state IN ('writing', 'done')),
+                started_at {real} NOT NULL,
+                heartbeat_at {real} NOT NULL,
+                finished_at {real}
+            )""",
+            "ALTER TABLE subscribers ADD COLUMN import_id INTEGER",
+            "CREATE INDEX subscribers_by_import ON subscribers (import_id)",
+            # The freeze round last completed: the audience is written in chunks under
+            # `freeze_round` and usable for sending once `frozen_round` reaches it. Freezes
+            # before this migration were one transaction, hence complete.
+            "ALTER TABLE ledger_issues ADD COLUMN frozen_round INTEGER NOT NULL DEFAULT 0",
+            "UPDATE ledger_issues SET frozen_round = freeze_round",
+        ),
+    ),
 )
 
 STORE_VERSION = MIGRATIONS[-1].version

@@ -12,7 +12,7 @@ psycopg is an optional dependency (`pip install 'newsletter[postgresql]'`), impo
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from types import ModuleType
 from typing import Any
 
@@ -20,7 +20,7 @@ from ..store_url import StoreUrl
 from .base import Cursor, Params, StoreError
 from .dialect import POSTGRESQL
 
-__all__ = ["PostgresConnection", "connect", "driver", "errors"]
+__all__ = ["PostgresConnection", "connect", "driver", "errors", "load_rows"]
 
 _INSTALL_HINT = "Install the PostgreSQL driver: pip install 'newsletter[postgresql]'"
 
@@ -105,3 +105,18 @@ def connect(location: StoreUrl, *, busy_timeout: float = 10.0) -> PostgresConnec
         connection.close()
         raise
     return PostgresConnection(connection)
+
+
+def load_rows(
+    connection: PostgresConnection,
+    table: str,
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+) -> None:
+    """Append `rows` to `table` with COPY: one stream, no round trip per row."""
+    with (
+        connection.raw.cursor() as cursor,
+        cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy,
+    ):
+        for row in rows:
+            copy.write_row(row)

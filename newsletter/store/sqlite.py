@@ -10,9 +10,11 @@ consistent). `durable=True` asks for `synchronous=FULL` (an fsync per commit).
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
-__all__ = ["ERRORS", "connect"]
+__all__ = ["ERRORS", "connect", "load_rows"]
 
 ERRORS: tuple[type[Exception], ...] = (sqlite3.Error,)
 
@@ -35,3 +37,25 @@ def connect(path: Path, *, durable: bool = False, busy_timeout: float = 10.0) ->
         connection.close()
         raise
     return connection
+
+
+def load_rows(
+    connection: sqlite3.Connection,
+    table: str,
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+) -> None:
+    """Append `rows` to `table` in one transaction, bound by position (no dict per row).
+
+    A deferred `BEGIN`: writing only a TEMP table takes no lock on the store's file, so a
+    staging load never makes another process wait.
+    """
+    marks = ", ".join("?" * len(columns))
+    connection.execute("BEGIN")
+    try:
+        connection.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
+        connection.execute("COMMIT")
+    except BaseException:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        raise
