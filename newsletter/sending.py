@@ -31,12 +31,14 @@ from pathlib import Path
 from typing import Protocol
 
 from .audience import Subscriber, SubscriberStatus, SubscriberStore
+from .audience.tokenbook import opaque_token_maker
 from .checks import check_issue
 from .checks.model import CheckReport
 from .config import Settings, parse_address
 from .content import Issue, load_issue, resolve_issue_folder
 from .delivery.ledger import Ledger, State
 from .delivery.message import MessageTemplate
+from .delivery.mime import list_identifier
 from .delivery.ratelimit import RateLimiter
 from .delivery.sender import (
     DryRunReport,
@@ -56,7 +58,6 @@ from .errors import ConfigError, Problem, ProjectError
 from .inbox.process import apply_refusals
 from .render import render_issue
 from .render.model import RenderedIssue
-from .tokens import make_token
 
 __all__ = [
     "CheckFailedError",
@@ -339,7 +340,11 @@ class _Issue:
         if settings.dkim is not None and transport is not None and transport.delivers_mime_as_is:
             sign = signer_from_settings(settings.dkim, settings.root).sign
         return MessageTemplate.prepare(
-            self.rendered, settings, secret=self.secret, token_for=make_token, sign=sign
+            self.rendered,
+            settings,
+            secret=self.secret,
+            token_for=opaque_token_maker(list_identifier(settings)),
+            sign=sign,
         )
 
 

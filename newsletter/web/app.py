@@ -48,9 +48,12 @@ from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Re
 from starlette.routing import Route
 
 from ..audience import SubscriberStatus, SubscriberStore, make_token, verify_token
+from ..audience.tokenbook import TokenBook, TokenLookupError
 from ..config import Settings
 from ..config_tables import DEFAULT_HOST, DEFAULT_PORT, ServeSettings, parse_serve_table
+from ..delivery.mime import list_identifier
 from ..errors import AudienceError, NewsletterError
+from ..tokens import ExpiredTokenError
 from .pages import (
     CSP,
     FALLBACK_LANGUAGE,
@@ -198,6 +201,14 @@ class _Unsubscribe:
         self.on_event = on_event
         self.clock = clock
         self._lock = threading.Lock()
+        self.book = TokenBook(
+            lambda: store().database,
+            secret,
+            list_identifier(settings),
+            max_age_days=settings.unsubscribe.token_days,
+            accept_legacy=settings.unsubscribe.legacy_tokens,
+            clock=clock,
+        )
         self.languages = available_languages()
         own = settings.locale.replace("-", "_").split("_")[0].lower()
         self.default_language = own if own in self.languages else FALLBACK_LANGUAGE
@@ -242,6 +253,17 @@ class _Unsubscribe:
         )
         return HTMLResponse(body, status_code=status, headers=_TOKEN_PAGE_HEADERS)
 
+    def expired(self, request: Request, texts: PageTexts) -> HTMLResponse:
+        # Genuine but too old ([unsubscribe] token_days): say how to unsubscribe anyway.
+        return self.page(
+            request,
+            texts,
+            title=texts.words["expired_title"],
+            lead=texts.words["expired_lead"],
+            status=410,
+            name="",
+        )
+
     def invalid(self, request: Request, texts: PageTexts) -> HTMLResponse:
         # Says nothing about the newsletter or any address: the token proves nothing.
         return self.page(
@@ -256,11 +278,28 @@ class _Unsubscribe:
     async def handle(self, request: Request) -> Response:
         texts = self.texts(request)
         try:
-            address = verify_token(self.secret, request.query_params.get("token", ""))
-        except AudienceError:
+            address = await run_in_threadpool(
+                self.book.recipient, request.query_params.get("token", "")
+            )
+        except TokenLookupError:
             if request.method == "POST":
                 await _drain(request)
+            return _busy()
+        except AudienceError as err:
+            if request.method == "POST":
+                await _drain(request)
+            if isinstance(err, ExpiredTokenError):
+                return self.expired(request, texts)
             return self.invalid(request, texts)
+        if address is None:  # a genuine token whose subscriber is no longer on the list
+            if request.method == "POST":
+                await _drain(request)
+            return self.page(
+                request,
+                texts,
+                title=texts.words["gone_title"],
+                lead=texts.format("gone_unknown_lead", name=self.settings.name),
+            )
         if request.method != "POST":
             found = await run_in_threadpool(self.store().get, address)
             return self.show(request, texts, address, None if found is None else found.status)
@@ -290,14 +329,7 @@ class _Unsubscribe:
         try:
             event = await run_in_threadpool(self.change, address, action, source)
         except AudienceError:
-            # The database stayed locked past its busy timeout: ask the mail provider (or the
-            # person) to try again rather than claim success.
-            return Response(
-                "Busy, please try again.",
-                status_code=503,
-                headers={"Retry-After": "30", **_TOKEN_PAGE_HEADERS},
-                media_type="text/plain",
-            )
+            return _busy()
         return self.result(request, texts, event)
 
     def step_for(self, address: str) -> str:
@@ -445,6 +477,17 @@ class _Unsubscribe:
             note=texts.words["changed_mind"],
             button=Button("resubscribe", texts.words["resubscribe_button"], "secondary"),
         )
+
+
+def _busy() -> Response:
+    """The store stayed locked past its busy timeout: ask the mail provider (or the person) to
+    try again rather than claim success."""
+    return Response(
+        "Busy, please try again.",
+        status_code=503,
+        headers={"Retry-After": "30", **_TOKEN_PAGE_HEADERS},
+        media_type="text/plain",
+    )
 
 
 def _same_origin(request: Request) -> bool:
