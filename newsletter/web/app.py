@@ -46,6 +46,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..audience import SubscriberStatus, SubscriberStore, make_token, verify_token
 from ..audience.tokenbook import TokenBook, TokenLookupError
@@ -55,15 +56,20 @@ from ..delivery.mime import list_identifier
 from ..errors import AudienceError, NewsletterError
 from ..tokens import ExpiredTokenError
 from .pages import (
-    CSP,
+    BRAND_STYLE_PATH,
     FALLBACK_LANGUAGE,
+    LOGO_PATH,
     ArchiveEntry,
     Button,
     PageTexts,
     available_languages,
+    brand_from_settings,
+    content_security_policy,
+    page_style,
     render_archive,
     render_page,
     texts_for,
+    texts_for_settings,
 )
 
 __all__ = [
@@ -92,17 +98,15 @@ _IMAGE_TYPES = {
 }
 _TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 
-_TOKEN_PAGE_HEADERS = {
-    "Cache-Control": "no-store",
-    "Content-Security-Policy": CSP,
-    # same-origin, not no-referrer: the token never leaves this site, and a form POST still
-    # carries its Origin (with no-referrer browsers send "Origin: null").
-    "Referrer-Policy": "same-origin",
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "X-Robots-Tag": "noindex",
-}
-_HEALTH_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+# Every response also gets the headers of `_SecurityHeaders` (CSP, no-referrer, nosniff, DENY).
+_TOKEN_PAGE_HEADERS = {"Cache-Control": "no-store", "X-Robots-Tag": "noindex"}
+# An issue's web version is the email's HTML: inline styles, images from anywhere https, no
+# scripts, forms or frames.
+_WEB_VERSION_CSP = (
+    "default-src 'none'; img-src 'self' https: data:; style-src 'unsafe-inline' https:; "
+    "font-src https: data:; form-action 'none'; frame-ancestors 'none'; base-uri 'none'"
+)
+_HEALTH_HEADERS = {"Cache-Control": "no-store"}
 _FILE_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "public, max-age=300"}
 
 
@@ -194,8 +198,10 @@ class _Unsubscribe:
         store: Callable[[], SubscriberStore],
         on_event: Callable[[WebEvent], None] | None,
         clock: Callable[[], float],
+        root_path: str = "",
     ) -> None:
         self.settings = settings
+        self.root_path = root_path
         self.secret = secret
         self.store = store
         self.on_event = on_event
@@ -215,7 +221,8 @@ class _Unsubscribe:
 
     def texts(self, request: Request) -> PageTexts:
         asked = request.query_params.get("lang", "")
-        return texts_for(asked if asked in self.languages else self.default_language)
+        language = asked if asked in self.languages else self.default_language
+        return texts_for_settings(self.settings, language, root_path=self.root_path)
 
     def language_links(self, request: Request, texts: PageTexts) -> list[tuple[str, str, str]]:
         links = []
@@ -491,9 +498,15 @@ def _busy() -> Response:
 
 
 def _same_origin(request: Request) -> bool:
-    """Whether the POST came from a page of this site: its Origin (else its Referer) is ours.
+    """Whether the POST came from a page of this site: the browser's `Sec-Fetch-Site` says
+    `same-origin`, else its Origin (else its Referer) is ours.
 
-    Browsers send Origin with every form POST; a request with neither header is refused."""
+    Pages are sent with `Referrer-Policy: no-referrer`, under which browsers send `Origin: null`
+    with a form POST; every current browser sends `Sec-Fetch-Site` (a header no page can set).
+    A request with none of the three is refused."""
+    fetch_site = request.headers.get("sec-fetch-site")
+    if fetch_site is not None:
+        return fetch_site.strip().lower() == "same-origin"
     own = f"{request.url.scheme}://{request.url.netloc}".lower()
     origin = request.headers.get("origin")
     if origin is not None:
@@ -511,10 +524,9 @@ async def _drain(request: Request) -> None:
 class _Archive:
     """The built issues in `dist/`: an index, each web version, and its images."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, root_path: str = "") -> None:
         self.settings = settings
-        own = settings.locale.replace("-", "_").split("_")[0].lower()
-        self.language = own if own in available_languages() else FALLBACK_LANGUAGE
+        self.root_path = root_path
 
     def folder(self, issue: str) -> Path | None:
         if not _ISSUE_NAME.match(issue):
@@ -533,8 +545,9 @@ class _Archive:
 
     async def index(self, request: Request) -> Response:
         entries = await run_in_threadpool(self.entries)
-        body = render_archive(texts_for(self.language), name=self.settings.name, entries=entries)
-        return HTMLResponse(body, headers={"X-Content-Type-Options": "nosniff"})
+        texts = texts_for_settings(self.settings, root_path=self.root_path)
+        body = render_archive(texts, name=self.settings.name, entries=entries)
+        return HTMLResponse(body)
 
     async def issue(self, request: Request) -> Response:
         issue = request.path_params["issue"]
@@ -559,7 +572,10 @@ class _Archive:
         path = folder / name
         if not path.is_file():
             raise HTTPException(404)
-        return FileResponse(path, media_type=media_type, headers=_FILE_HEADERS)
+        headers = dict(_FILE_HEADERS)
+        if name == "web.html":
+            headers["Content-Security-Policy"] = _WEB_VERSION_CSP
+        return FileResponse(path, media_type=media_type, headers=headers)
 
 
 def _title_of(path: Path) -> str | None:
@@ -589,7 +605,10 @@ def create_app(
     if not secret:
         raise ServeError("no signing secret: unsubscribe links cannot be checked")
     serve_settings = serve_settings or ServeSettings()
-    texts_for(settings.locale)  # fail at start, not at the first request
+    root_path = serve_settings.root_path
+    texts_for_settings(settings)  # fail at start (no words, a bad override file), not later
+    brand = brand_from_settings(settings, root_path)
+    brand_style = page_style(brand)
     holder: dict[str, SubscriberStore] = {}
     if store is not None:
         holder["store"] = store
@@ -616,13 +635,35 @@ def create_app(
             headers=_HEALTH_HEADERS,
         )
 
-    unsubscribe = _Unsubscribe(settings, secret, current, on_event, clock)
+    async def style(request: Request) -> Response:
+        return Response(brand_style, media_type="text/css", headers=_FILE_HEADERS)
+
+    logos = _logo_files(settings)
+
+    async def logo(request: Request) -> Response:
+        found = logos.get(request.path_params["file"])
+        if found is None:
+            raise HTTPException(404)
+        return FileResponse(found[0], media_type=found[1], headers=_FILE_HEADERS)
+
+    async def favicon(request: Request) -> Response:
+        # Browsers ask for it on every site: the logo, else an empty answer (not a 404 page).
+        found = next(iter(logos.values()), None)
+        if found is None:
+            return Response(status_code=204, headers=_FILE_HEADERS)
+        return FileResponse(found[0], media_type=found[1], headers=_FILE_HEADERS)
+
+    unsubscribe = _Unsubscribe(settings, secret, current, on_event, clock, root_path)
     path = unsubscribe_path(settings, serve_settings.root_path)
     routes = [Route(path, unsubscribe.handle, methods=["GET", "POST"], name="unsubscribe")]
+    # Before the archive's `/{issue}/{file}` (no issue name starts with "_").
+    routes.append(Route(BRAND_STYLE_PATH, style, methods=["GET"]))
+    routes.append(Route("/favicon.ico", favicon, methods=["GET"]))
+    routes.append(Route(LOGO_PATH.rsplit("/", 1)[0] + "/{file}", logo, methods=["GET"]))
     # Before the archive's `/{issue}`, which would otherwise take it (so no issue is `healthz`).
     routes.append(Route("/healthz", healthz, methods=["GET"], name="healthz"))
     if serve_settings.archive:
-        archive = _Archive(settings)
+        archive = _Archive(settings, root_path)
         routes += [
             Route("/", archive.index, methods=["GET"]),
             Route("/{issue}", archive.issue, methods=["GET"]),
@@ -647,7 +688,7 @@ def create_app(
 
     async def not_found(request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 404
-        texts = texts_for(unsubscribe.default_language)
+        texts = texts_for_settings(settings, root_path=root_path)
         if status == 405:
             return Response(status_code=405, headers={"Allow": "GET, POST"})
         body = render_page(
@@ -658,11 +699,59 @@ def create_app(
         )
         return HTMLResponse(body, status_code=status, headers=_TOKEN_PAGE_HEADERS)
 
-    return Starlette(
+    app = Starlette(
         routes=routes,
         lifespan=lifespan,
         exception_handlers={404: not_found, 405: not_found},
     )
+    app.add_middleware(_SecurityHeaders, policy=content_security_policy(brand))
+    return app
+
+
+def _logo_files(settings: Settings) -> dict[str, tuple[Path, str]]:
+    """The logo files the pages show, by the name they are served under (`logo.png`,
+    `logo-dark.svg`): only files inside the project, of an image type."""
+    files: dict[str, tuple[Path, str]] = {}
+    root = settings.root.resolve()
+    for stem, reference in (("logo", settings.logo), ("logo-dark", settings.logo_dark)):
+        if not reference or reference.startswith("https://"):
+            continue
+        path = (settings.root / reference).resolve()
+        media_type = _IMAGE_TYPES.get(path.suffix.lower())
+        if media_type and path.is_relative_to(root) and path.is_file():
+            files[f"{stem}{path.suffix.lower()}"] = (path, media_type)
+    return files
+
+
+class _SecurityHeaders:
+    """Adds the strict headers to every response that does not set its own: the pages' CSP
+    (no scripts, no frames, styles by hash or from this site), `Referrer-Policy: no-referrer`
+    (the token in the URL never leaves in a Referer), `X-Content-Type-Options: nosniff` and
+    `X-Frame-Options: DENY` (for browsers that predate frame-ancestors)."""
+
+    def __init__(self, app: ASGIApp, policy: str) -> None:
+        self.app = app
+        self.headers = [
+            (b"content-security-policy", policy.encode("ascii")),
+            (b"referrer-policy", b"no-referrer"),
+            (b"x-content-type-options", b"nosniff"),
+            (b"x-frame-options", b"DENY"),
+        ]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                headers += [(n, v) for n, v in self.headers if n not in present]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
 
 
 # --- running it ---------------------------------------------------------------------------------
