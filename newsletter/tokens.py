@@ -179,12 +179,13 @@ def subscriber_ref(secret: bytes, list_id: str, key: str) -> bytes:
     """The reference an opaque token carries for the subscriber with `key` on `list_id`."""
     _check_signing(secret, "unsubscribe")
     message = b"newsletter/ref\x00" + list_id.encode("utf-8") + b"\x00" + key.encode("utf-8")
-    return hmac.new(secret, message, hashlib.sha256).digest()[:_REF_BYTES]
+    # hmac.digest: OpenSSL's one-shot path, several times faster than hmac.new per token.
+    return hmac.digest(secret, message, "sha256")[:_REF_BYTES]
 
 
 def _opaque_mac(secret: bytes, list_id: str, head: bytes) -> bytes:
     message = b"newsletter/unsubscribe-token\x00" + list_id.encode("utf-8") + b"\x00" + head
-    return hmac.new(secret, message, hashlib.sha256).digest()[:_OPAQUE_MAC_BYTES]
+    return hmac.digest(secret, message, "sha256")[:_OPAQUE_MAC_BYTES]
 
 
 def _day(now: float) -> int:

@@ -219,6 +219,13 @@ class _Unsubscribe:
         own = settings.locale.replace("-", "_").split("_")[0].lower()
         self.default_language = own if own in self.languages else FALLBACK_LANGUAGE
 
+    def prefill(self) -> None:
+        """Write the references of every subscriber's opaque token (at start, in a thread)."""
+        try:
+            self.book.fill()
+        except Exception:  # a store closed at shutdown, or locked: a miss fills in later
+            return
+
     def texts(self, request: Request) -> PageTexts:
         asked = request.query_params.get("lang", "")
         language = asked if asked in self.languages else self.default_language
@@ -677,6 +684,9 @@ def create_app(
         if "store" not in holder:
             opened = await run_in_threadpool(SubscriberStore, settings.database())
             holder["store"] = opened
+        # Index the tokens' references now, not in the first visitor's request (a million
+        # subscribers take seconds); a miss later fills in whoever was added since.
+        threading.Thread(target=unsubscribe.prefill, name="token-refs", daemon=True).start()
         if on_ready is not None:
             on_ready()
         try:
