@@ -57,6 +57,7 @@ from ..errors import AudienceError, NewsletterError
 from ..tokens import ExpiredTokenError
 from .pages import (
     BRAND_STYLE_PATH,
+    EMAIL_HTML_CSP,
     FALLBACK_LANGUAGE,
     LOGO_PATH,
     ArchiveEntry,
@@ -100,12 +101,7 @@ _TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 
 # Every response also gets the headers of `_SecurityHeaders` (CSP, no-referrer, nosniff, DENY).
 _TOKEN_PAGE_HEADERS = {"Cache-Control": "no-store", "X-Robots-Tag": "noindex"}
-# An issue's web version is the email's HTML: inline styles, images from anywhere https, no
-# scripts, forms or frames.
-_WEB_VERSION_CSP = (
-    "default-src 'none'; img-src 'self' https: data:; style-src 'unsafe-inline' https:; "
-    "font-src https: data:; form-action 'none'; frame-ancestors 'none'; base-uri 'none'"
-)
+
 _HEALTH_HEADERS = {"Cache-Control": "no-store"}
 _FILE_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "public, max-age=300"}
 
@@ -581,7 +577,7 @@ class _Archive:
             raise HTTPException(404)
         headers = dict(_FILE_HEADERS)
         if name == "web.html":
-            headers["Content-Security-Policy"] = _WEB_VERSION_CSP
+            headers["Content-Security-Policy"] = EMAIL_HTML_CSP
         return FileResponse(path, media_type=media_type, headers=headers)
 
 

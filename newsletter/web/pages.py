@@ -34,6 +34,7 @@ from ..i18n import read_word_overrides, split_register
 __all__ = [
     "BRAND_STYLE_PATH",
     "CSP",
+    "EMAIL_HTML_CSP",
     "FALLBACK_LANGUAGE",
     "LOGO_PATH",
     "ArchiveEntry",
@@ -206,6 +207,13 @@ def content_security_policy(brand: Brand | None = None) -> str:
 
 # The policy of every page whose logo (if any) is a file of the project.
 CSP = content_security_policy()
+# The policy for an issue's web version (the email's HTML): inline styles, images from anywhere
+# https, still no scripts, forms or frames. A route serving email HTML sets it itself, else the
+# app's pages policy (added to every response without one) would block its inline styles.
+EMAIL_HTML_CSP = (
+    "default-src 'none'; img-src 'self' https: data:; style-src 'unsafe-inline' https:; "
+    "font-src https: data:; form-action 'none'; frame-ancestors 'none'; base-uri 'none'"
+)
 
 
 def _logo_url(settings: Settings, reference: str | None, root_path: str) -> str | None:
