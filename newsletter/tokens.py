@@ -2,11 +2,11 @@
 
 Opaque unsubscribe tokens (what messages carry from this release on) are 32 characters of
 base64url over 24 bytes: a version byte (1), the day the token was made (2 bytes, days since
-2020-01-01), a reference to the subscriber (9 bytes: HMAC-SHA256 of the list and the subscriber's
-key with the project's secret) and a MAC over all of that and the list (12 bytes). They hold no
-address, not even encrypted: whom a reference names is looked up in the store
-(`audience.tokenbook`). The list (its List-Id) is inside both HMACs, so a token of another list
-signed with the same secret is refused. The day makes an expiry possible (`[unsubscribe]
+2020-01-01), a reference to the subscriber (9 bytes: keyed BLAKE2b of the subscriber's key) and a
+MAC over all of that (12 bytes: keyed BLAKE2b); both keys are derived from the project's secret
+and the list id by HMAC-SHA256. They hold no address, not even encrypted: whom a reference names
+is looked up in the store (`audience.tokenbook`). The list (its List-Id) is in both keys, so a token of another list signed
+with the same secret is refused. The day makes an expiry possible (`[unsubscribe]
 token_days`).
 
 The older form `<base64url address>.<base64url HMAC-SHA256>` (release 0.1's unsubscribe links,
@@ -15,12 +15,13 @@ in mail already sent keep working. Errors are AudienceErrors: a bad token is abo
 
 VERP (variable envelope return path). With `[sending] return_path`, each message's envelope
 sender is `<local>+<token>@<domain>`: the return path's local part, `+`, the recipient's
-unsubscribe token (`make_token(secret, recipient)`, the same token as in the List-Unsubscribe
-URL), `@` and the return path's domain. Bounces come back to that address, and
-`recipient_from_verp` gives the recipient it names: proof that we sent that mail to that person,
-which a forger without the secret cannot make. The token holds only `A-Z a-z 0-9 - _ .`, so the
-address needs no quoting; its local part is longer than RFC 5321's 64 octets for addresses over
-about 20 characters, which every common MTA accepts, and the receiving server must keep its case
+unsubscribe token (the same token as in the List-Unsubscribe URL: opaque from this release,
+`make_token(secret, recipient)` in release 0.1), `@` and the return path's domain. Bounces come
+back to that address; `token_from_verp` reads the token back (`TokenBook` resolves it,
+`recipient_from_verp` reads the older form): proof that we sent that mail to that person, which a
+forger without the secret cannot make. The token holds only `A-Z a-z 0-9 - _ .`, so the address
+needs no quoting; with an opaque token the local part stays within RFC 5321's 64 octets for a
+return path local part of up to 31 characters, and the receiving server must keep its case
 (Postfix, Exim and Dovecot do).
 """
 
@@ -32,6 +33,7 @@ import hmac
 import re
 import struct
 from dataclasses import dataclass
+from functools import lru_cache
 
 from .errors import AudienceError
 
@@ -175,17 +177,28 @@ class TokenClaim:
     issued_day: int | None = None
 
 
+@lru_cache(maxsize=32)
+def _list_keys(secret: bytes, list_id: str) -> tuple[bytes, bytes]:
+    """The two keys of a list's opaque tokens (reference, MAC), derived from the secret and the
+    list id by HMAC-SHA256: once per list, not once per message."""
+    context = b"\x00" + list_id.encode("utf-8")
+    return (
+        hmac.digest(secret, b"newsletter/unsubscribe-ref" + context, "sha256"),
+        hmac.digest(secret, b"newsletter/unsubscribe-mac" + context, "sha256"),
+    )
+
+
 def subscriber_ref(secret: bytes, list_id: str, key: str) -> bytes:
-    """The reference an opaque token carries for the subscriber with `key` on `list_id`."""
+    """The reference an opaque token carries for the subscriber with `key` on `list_id`: keyed
+    BLAKE2b (a PRF, one pass, several times cheaper than HMAC per message) of the key."""
     _check_signing(secret, "unsubscribe")
-    message = b"newsletter/ref\x00" + list_id.encode("utf-8") + b"\x00" + key.encode("utf-8")
-    # hmac.digest: OpenSSL's one-shot path, several times faster than hmac.new per token.
-    return hmac.digest(secret, message, "sha256")[:_REF_BYTES]
+    ref_key = _list_keys(secret, list_id)[0]
+    return hashlib.blake2b(key.encode("utf-8"), key=ref_key, digest_size=_REF_BYTES).digest()
 
 
 def _opaque_mac(secret: bytes, list_id: str, head: bytes) -> bytes:
-    message = b"newsletter/unsubscribe-token\x00" + list_id.encode("utf-8") + b"\x00" + head
-    return hmac.digest(secret, message, "sha256")[:_OPAQUE_MAC_BYTES]
+    mac_key = _list_keys(secret, list_id)[1]
+    return hashlib.blake2b(head, key=mac_key, digest_size=_OPAQUE_MAC_BYTES).digest()
 
 
 def _day(now: float) -> int:
