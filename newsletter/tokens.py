@@ -5,9 +5,9 @@ base64url over 24 bytes: a version byte (1), the day the token was made (2 bytes
 2020-01-01), a reference to the subscriber (9 bytes: keyed BLAKE2b of the subscriber's key) and a
 MAC over all of that (12 bytes: keyed BLAKE2b); both keys are derived from the project's secret
 and the list id by HMAC-SHA256. They hold no address, not even encrypted: whom a reference names
-is looked up in the store (`audience.tokenbook`). The list (its List-Id) is in both keys, so a token of another list signed
-with the same secret is refused. The day makes an expiry possible (`[unsubscribe]
-token_days`).
+is looked up in the store (`audience.tokenbook`). The list (its List-Id) is in both keys, so a
+token of another list signed with the same secret is refused. The day makes an expiry possible
+(`[unsubscribe] token_days`).
 
 The older form `<base64url address>.<base64url HMAC-SHA256>` (release 0.1's unsubscribe links,
 and any other purpose: `make_token`/`verify_token`) names the address it signs; links of that form

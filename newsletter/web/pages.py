@@ -79,6 +79,9 @@ ul.issues{padding-left:1.25rem}
 ul.issues li{margin:.4rem 0}
 header.brand{margin:0 0 1.5rem}
 header.brand img{display:block;max-width:100%;height:auto}
+header.brand img.logo-dark{display:none}
+@media (prefers-color-scheme:dark){header.brand img.logo-dark{display:block}
+header.brand img.logo-light:not(:only-child){display:none}}
 label{display:block;font-weight:600;margin:0 0 .35rem}
 input:not([type=hidden]):not([type=checkbox]),textarea,select{display:block;width:100%;
 font:inherit;padding:.6rem .75rem;margin:0 0 1rem;border:2px solid var(--muted);
@@ -169,11 +172,6 @@ def page_style(brand: Brand | None = None) -> str:
         dark = {**_DARK, "accent": _readable(brand.accent, _DARK["card"])}
         variables = ";".join(f"--{k}:{v}" for k, v in dark.items())
         style += f"@media (prefers-color-scheme:dark){{:root{{{variables}}}}}\n"
-        if brand.logo_dark_url:
-            style += (
-                ".logo-dark{display:none}\n@media (prefers-color-scheme:dark){"
-                ".logo-light{display:none}.logo-dark{display:block}}\n"
-            )
     else:
         style += "@media (prefers-color-scheme:dark){:root{" + variables + "}}\n"
     return style
@@ -239,7 +237,10 @@ def brand_from_settings(settings: Settings, root_path: str = "") -> Brand:
         background=settings.background_color,
         dark_mode=settings.color_scheme == "light dark",
         logo_url=_logo_url(settings, settings.logo, root_path),
-        logo_dark_url=dark.replace(LOGO_PATH, LOGO_PATH + "-dark") if dark else None,
+        # A light-only design shows the light logo in dark mode too.
+        logo_dark_url=dark.replace(LOGO_PATH, LOGO_PATH + "-dark")
+        if dark and settings.color_scheme == "light dark"
+        else None,
         logo_width=min(settings.logo_width, 320),
     )
 
