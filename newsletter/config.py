@@ -9,6 +9,7 @@ together so that one file shows what `newsletter.toml` may hold at its top level
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import ipaddress
 import os
@@ -93,6 +94,11 @@ class UnsubscribeSettings:
     url: str | None = None
     mailto: str | None = None
     secret_env: str = DEFAULT_SECRET_ENV
+    # How many days an opaque unsubscribe token stays valid (0: for ever). Long on purpose: a
+    # link in an old issue must still work when someone finds it years later.
+    token_days: int = 1095
+    # Whether links of release 0.1's form (the address inside) are still accepted.
+    legacy_tokens: bool = True
 
 
 @dataclass(frozen=True)
@@ -638,6 +644,13 @@ def _read_unsubscribe(unsub: TableReader) -> UnsubscribeSettings:
         url=unsub.string("url", check=_check_https_url),
         mailto=unsub.string("mailto", check=_check_address),
         secret_env=unsub.string("secret_env", check=check_env_name) or DEFAULT_SECRET_ENV,
+    )
+    token_days = unsub.number("token_days", minimum=0, maximum=36500, integer=True)
+    legacy = unsub.boolean("legacy_tokens")
+    settings = dataclasses.replace(
+        settings,
+        token_days=settings.token_days if token_days is None else int(token_days),
+        legacy_tokens=settings.legacy_tokens if legacy is None else legacy,
     )
     unsub.finish()
     return settings

@@ -110,6 +110,12 @@ def _read_project(path: Path, known: Mapping[str, str]) -> dict[str, str]:
     return words
 
 
+def read_word_overrides(path: Path, known: Mapping[str, str]) -> dict[str, str]:
+    """The words of a project's override file at `path`, each one of `known`'s keys;
+    ConfigError naming the file for bad TOML, an unknown word or a value that is not text."""
+    return _read_project(path, known)
+
+
 def words_for(locale: str, project_root: Path | None = None) -> Words:
     """Words for `locale` (`nl`, `nl_BE`, `nl-formal`: the language file serves its regions),
     with the project's own `locales/` files on top when `project_root` is given."""

@@ -33,6 +33,7 @@ from typing import Protocol
 from .approvals import Approval, ApprovalError, Approvals, approval_problem
 from .archive import ArchivedIssue, ArchiveImage, ArchiveStore, Snapshot
 from .audience import Subscriber, SubscriberStatus, SubscriberStore
+from .audience.tokenbook import opaque_token_maker
 from .build import local_image_html
 from .checks import check_issue
 from .checks.model import CheckReport
@@ -42,6 +43,7 @@ from .content import Issue, load_issue, resolve_issue_folder
 from .delivery.ledger import Ledger, State
 from .delivery.ledgeraudience import AudienceChangedError, recorded_audience
 from .delivery.message import MessageTemplate
+from .delivery.mime import list_identifier
 from .delivery.ratelimit import RateLimiter
 from .delivery.sender import (
     DryRunReport,
@@ -63,7 +65,6 @@ from .render import render_issue
 from .render.model import RenderedIssue
 from .segment import EVERYONE, Segment, SegmentSyntaxError, parse_audience
 from .store import Store
-from .tokens import make_token
 
 __all__ = [
     "CheckFailedError",
@@ -515,7 +516,11 @@ class _Issue:
         if settings.dkim is not None and transport is not None and transport.delivers_mime_as_is:
             sign = signer_from_settings(settings.dkim, settings.root).sign
         return MessageTemplate.prepare(
-            self.rendered, settings, secret=self.secret, token_for=make_token, sign=sign
+            self.rendered,
+            settings,
+            secret=self.secret,
+            token_for=opaque_token_maker(list_identifier(settings)),
+            sign=sign,
         )
 
 

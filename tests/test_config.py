@@ -380,3 +380,23 @@ def test_sending_durable_is_a_boolean(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_settings(write(tmp_path, MINIMAL + '\n[sending]\ndurable = "yes"\n'))
     assert "sending.durable" in str(caught.value)
+
+
+def test_token_settings_load_and_bad_values_name_file_and_key(tmp_path: Path) -> None:
+    assert load_settings(write(tmp_path, MINIMAL)).unsubscribe.token_days == 1095
+    text = MINIMAL + "\n[unsubscribe]\ntoken_days = 0\nlegacy_tokens = false\n"
+    unsubscribe = load_settings(write(tmp_path, text)).unsubscribe
+    assert (unsubscribe.token_days, unsubscribe.legacy_tokens) == (0, False)
+    for value, expected in (
+        ("-1", "unsubscribe.token_days: must be at least 0"),
+        ("2.5", "unsubscribe.token_days"),
+        ('"forever"', "unsubscribe.token_days"),
+    ):
+        text = MINIMAL + f"\n[unsubscribe]\ntoken_days = {value}\n"
+        with pytest.raises(ConfigError) as caught:
+            load_settings(write(tmp_path, text))
+        assert f"{tmp_path / 'newsletter.toml'}:9: {expected}" in str(caught.value)
+    text = MINIMAL + '\n[unsubscribe]\nlegacy_tokens = "no"\n'
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, text))
+    assert ":9: unsubscribe.legacy_tokens" in str(caught.value)

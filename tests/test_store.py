@@ -42,6 +42,7 @@ ADDED = {
     "schedule_approvals",
     "schedule_test_sends",
     "subscriber_imports",
+    "unsubscribe_refs",
 }
 START = 1_767_225_600.0  # the fixture's clock
 

@@ -33,6 +33,7 @@ TABLES = {
     "schedule_approvals",
     "schedule_test_sends",
     "subscriber_imports",
+    "unsubscribe_refs",
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..audience.tokenbook import opaque_token_maker
 from ..config import Settings, find_project_root, load_settings
 from ..errors import ProjectError
 from ._output import err_console
@@ -36,6 +37,7 @@ def project_settings() -> Settings:
 def message_template(settings: Settings, rendered: RenderedIssue, secret: bytes) -> MessageTemplate:
     """The message template of a rendered issue, with this project's tokens and secret."""
     from ..delivery.message import MessageTemplate  # noqa: PLC0415 (heavy, only a build needs it)
-    from ..tokens import make_token  # noqa: PLC0415 (beside MessageTemplate)
+    from ..delivery.mime import list_identifier  # noqa: PLC0415 (beside MessageTemplate)
 
-    return MessageTemplate.prepare(rendered, settings, secret=secret, token_for=make_token)
+    token_for = opaque_token_maker(list_identifier(settings))
+    return MessageTemplate.prepare(rendered, settings, secret=secret, token_for=token_for)

@@ -159,10 +159,13 @@ def inbox_process(
             ]
         )
     from ..audience import SubscriberStore  # noqa: PLC0415 (heavy, only this command needs it)
+    from ..audience.tokenbook import TokenBook  # noqa: PLC0415 (only this command needs it)
+    from ..delivery.mime import list_identifier  # noqa: PLC0415 (only this command needs it)
     from ..inbox import opened as open_mailbox  # noqa: PLC0415 (heavy, only this command needs it)
     from ..inbox import process_inbox  # noqa: PLC0415 (heavy, only this command needs it)
 
     unsubscribe = parse_address(settings.unsubscribe.mailto or "")
+    secret = settings.secret()
     with (
         open_mailbox(inbox, os.environ.get(inbox.password_env), readonly=dry_run) as mailbox,
         SubscriberStore(settings.database()) as store,
@@ -172,9 +175,19 @@ def inbox_process(
             store,
             settings=inbox,
             unsubscribe_address=unsubscribe.addr_spec if unsubscribe else None,
-            secret=settings.secret(),
+            secret=secret,
             dry_run=dry_run,
             progress=_inbox_item,
+            # Mail is read with tokens of any age: the mailto in an old issue keeps working
+            # (only web links expire, [unsubscribe] token_days).
+            tokens=None
+            if secret is None
+            else TokenBook(
+                store.database,
+                secret,
+                list_identifier(settings),
+                accept_legacy=settings.unsubscribe.legacy_tokens,
+            ).resolve,
         )
     summary = f"{len(report.processed)} handled{' (dry run)' if dry_run else ''}, "
     if report.ignored:

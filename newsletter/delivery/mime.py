@@ -33,6 +33,7 @@ __all__ = [
     "fold_at_spaces",
     "id_part",
     "list_id_header",
+    "list_identifier",
     "mailbox_address",
     "needs_encoding",
     "open_end",
@@ -369,8 +370,8 @@ def resolve_web_url(text: SlotText, web_url: str, *, raw: bool) -> Iterable[str 
     return merged
 
 
-def list_id_header(settings: Settings, domain: str) -> str:
-    """The List-Id header line: `settings.list_id`, else derived from the name and domain."""
+def _list_id_parts(settings: Settings, domain: str) -> tuple[str, str]:
+    """(the List-Id's phrase, its identifier)."""
     configured = clean_line(settings.list_id or "")
     if configured:
         phrase, _, rest = configured.partition("<")
@@ -378,7 +379,17 @@ def list_id_header(settings: Settings, domain: str) -> str:
         phrase = phrase.strip() if rest else ""
     else:
         phrase, list_id = clean_line(settings.name), f"{slug(settings.name)}.{domain}"
-    list_id = re.sub(r"[^A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+", "-", list_id)
+    return phrase, re.sub(r"[^A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+", "-", list_id)
+
+
+def list_identifier(settings: Settings) -> str:
+    """The identifier of the List-Id header (`news.example.org`): what tokens are bound to."""
+    return _list_id_parts(settings, ascii_domain(settings.sender.domain))[1]
+
+
+def list_id_header(settings: Settings, domain: str) -> str:
+    """The List-Id header line: `settings.list_id`, else derived from the name and domain."""
+    phrase, list_id = _list_id_parts(settings, domain)
     if not phrase:
         return f"List-Id: <{list_id}>\r\n"
     if needs_encoding(phrase):

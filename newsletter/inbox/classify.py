@@ -46,6 +46,7 @@ import email.policy
 import enum
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import getaddresses, parseaddr
 from functools import cache
@@ -54,7 +55,7 @@ from urllib.parse import unquote
 from publicsuffixlist import PublicSuffixList
 
 from ..errors import AudienceError
-from ..tokens import TOKEN_PATTERN, recipient_from_verp, verify_token
+from ..tokens import TOKEN_PATTERN, token_from_verp, verify_token
 from .limits import shape_problem
 
 __all__ = ["Classification", "Kind", "classify", "classify_refusal", "organisational_domain"]
@@ -89,6 +90,8 @@ class Classification:
 
 
 _STATUS_CODE = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
+# The address a token names, or None when it is not genuine (`TokenBook.resolve`).
+Resolver = Callable[[str], "str | None"]
 _TOKEN = re.compile(r"(?<![A-Za-z0-9_.-])" + TOKEN_PATTERN)
 # Where our List-Unsubscribe puts the token: the https URL's `token=`, the mailto's subject.
 _LINK_TOKEN = re.compile(
@@ -203,24 +206,24 @@ def _header_text(message: email.message.Message | None, *names: str) -> list[str
 def _proof(
     message: email.message.Message,
     original: email.message.Message | None,
-    secret: bytes | None,
+    tokens: Resolver | None,
 ) -> _Proof:
     """What in the report proves which recipient we sent the reported message to."""
-    if secret is None:
+    if tokens is None:
         return _Proof({})
     named: dict[str, str] = {}
     forged = None
     envelope = _header_text(message, *_ENVELOPE_HEADERS) + _header_text(original, "Return-Path")
     for text in envelope:
         for candidate in _VERP_CANDIDATE.findall(text):
-            recipient = recipient_from_verp(candidate, secret)
+            token = token_from_verp(candidate)
+            recipient = None if token is None else tokens(token)
             if recipient is not None:
                 named.setdefault(recipient.casefold(), "VERP return path")
     for text in _header_text(original, "List-Unsubscribe", "X-List-Unsubscribe"):
         for token in _LINK_TOKEN.findall(unquote(text)):
-            try:
-                recipient = verify_token(secret, token)
-            except AudienceError:
+            recipient = tokens(token)
+            if recipient is None:
                 forged = "the returned message carries an unsubscribe token that is not genuine"
                 continue
             named.setdefault(recipient.casefold(), "our token in the returned message")
@@ -274,7 +277,7 @@ def _bounce_kind(action: str, status: str | None, diagnostic: str) -> tuple[Kind
 
 def _classify_dsn(
     message: email.message.EmailMessage, status_part: email.message.Message, raw: bytes,
-    secret: bytes | None,
+    tokens: Resolver | None,
 ) -> Classification:  # fmt: skip
     blocks = _blocks(status_part)
     recipients = blocks[1:] if len(blocks) > 1 else blocks
@@ -298,7 +301,7 @@ def _classify_dsn(
     findings.sort(key=lambda f: order.index(f[0]))
     kind, _, code, diagnostic = findings[0]
     addresses = tuple(dict.fromkeys(f[1] for f in findings if f[0] == kind))
-    proof, problem = _proof(message, original, secret).about(addresses[0])
+    proof, problem = _proof(message, original, tokens).about(addresses[0])
     if problem is not None:
         return Classification(Kind.UNKNOWN, addresses, code, f"suspicious: {problem}", report_id)
     # "smtp; 550 ..." -> "550 ...": the diagnostic type says nothing to a person.
@@ -309,7 +312,7 @@ def _classify_dsn(
 
 def _classify_arf(
     message: email.message.EmailMessage, report: email.message.Message, raw: bytes,
-    secret: bytes | None,
+    tokens: Resolver | None,
 ) -> Classification:  # fmt: skip
     blocks = _blocks(report)
     fields = blocks[0] if blocks else email.message.Message()
@@ -318,7 +321,7 @@ def _classify_arf(
     original_id = str(original.get("Message-ID", "")).strip() or None if original else None
     report_id = _report_id(message, raw)
     address = _address_of(fields.get("Original-Rcpt-To"))
-    proven = _proof(message, original, secret)
+    proven = _proof(message, original, tokens)
     proof, problem = proven.about(address)
     if problem is not None:
         return Classification(Kind.UNKNOWN, (address or "",), None, f"suspicious: {problem}")
@@ -374,10 +377,10 @@ def _to_unsubscribe(unsubscribe_address: str, delivered: set[str]) -> bool:
 
 
 def _unsubscribe_token(
-    subject: str, delivered: set[str], secret: bytes | None
+    subject: str, delivered: set[str], resolve: Resolver | None
 ) -> tuple[tuple[str, str] | None, str | None]:
     """((recipient, where) named by a token in the subject or address, problem)."""
-    if secret is None:
+    if resolve is None:
         return None, None
     tokens = [(t, "our token in the subject") for t in _TOKEN.findall(subject)]
     for address in delivered:
@@ -385,10 +388,9 @@ def _unsubscribe_token(
         tokens += [(t, "our token in the address") for t in _TOKEN.findall(local)]
     named: list[tuple[str, str]] = []
     for token, where in tokens:
-        try:
-            named.append((verify_token(secret, token), where))
-        except AudienceError:
-            continue
+        recipient = resolve(token)
+        if recipient is not None:
+            named.append((recipient, where))
     if named:
         return named[0], None
     if tokens:
@@ -467,8 +469,13 @@ def classify(
     unsubscribe_address: str | None = None,
     secret: bytes | None = None,
     trusted_authserv_id: str | None = None,
+    tokens: Resolver | None = None,
 ) -> Classification:
     """What the raw message `raw` is (see the module notes); never raises for odd input.
+
+    `tokens` gives the address a token names (None when it is not genuine): the list's
+    `TokenBook.resolve`, which reads opaque tokens; without it, tokens of the older form are
+    checked with `secret`.
 
     A message beyond the bounds of `limits.shape_problem`, or one the email package cannot
     take apart, is `Kind.UNREADABLE` (the caller quarantines it)."""
@@ -477,13 +484,25 @@ def classify(
         return Classification(Kind.UNREADABLE, reason=f"cannot be parsed: {problem}")
     try:
         message = email.message_from_bytes(raw, policy=email.policy.default)
-        return _classify(message, raw, unsubscribe_address, secret, trusted_authserv_id)
+        if tokens is None and secret is not None:
+            tokens = _legacy_resolver(secret)
+        return _classify(message, raw, unsubscribe_address, tokens, trusted_authserv_id)
     except Exception as err:
         # Whatever a hostile message makes the email package raise, it is about this message
         # only: it goes to quarantine and the run goes on.
         return Classification(
             Kind.UNREADABLE, reason=f"cannot be parsed ({type(err).__name__}: {_short(err)})"
         )
+
+
+def _legacy_resolver(secret: bytes) -> Resolver:
+    def resolve(token: str) -> str | None:
+        try:
+            return verify_token(secret, token)
+        except AudienceError:
+            return None
+
+    return resolve
 
 
 def _short(err: BaseException) -> str:
@@ -495,7 +514,7 @@ def _classify(
     message: email.message.EmailMessage,
     raw: bytes,
     unsubscribe_address: str | None,
-    secret: bytes | None,
+    tokens: Resolver | None,
     authserv: str | None,
 ) -> Classification:
     if message.get_content_type() == "multipart/report":
@@ -503,9 +522,9 @@ def _classify(
         for part in message.walk():
             kind = part.get_content_type()
             if kind in ("message/delivery-status", "message/global-delivery-status"):
-                return _classify_dsn(message, part, raw, secret)
+                return _classify_dsn(message, part, raw, tokens)
             if kind == "message/feedback-report":
-                return _classify_arf(message, part, raw, secret)
+                return _classify_arf(message, part, raw, tokens)
         return Classification(Kind.UNKNOWN, reason=f"a report of type {report_type!r}")
     automatic = _is_automatic(message)
     senders = getaddresses([str(v) for v in message.get_all("From", [])])
@@ -521,7 +540,7 @@ def _classify(
         subject = " ".join(str(message.get("Subject", "")).split())
         report_id = _report_id(message, raw)
         reason = f"mail to the unsubscribe address: {subject!r}"
-        named, problem = _unsubscribe_token(subject, delivered, secret)
+        named, problem = _unsubscribe_token(subject, delivered, tokens)
         if problem is not None:
             return Classification(Kind.UNKNOWN, (sender,) if sender else (), reason=problem)
         if named is not None:

@@ -111,12 +111,14 @@ def process_inbox(
     dry_run: bool = False,
     clock: Callable[[], float] = time.time,
     progress: Callable[[InboxItem], None] | None = None,
+    tokens: Callable[[str], str | None] | None = None,
 ) -> InboxReport:
     """Classify every message in the mailbox's folder, apply what it says to the store, file it.
 
     `unsubscribe_address` is the address of the List-Unsubscribe mailto; `secret` checks the
-    tokens in returned messages. With `dry_run`, nothing is changed or moved: the report says
-    what would have happened.
+    tokens in returned messages of the older form; `tokens` (the list's `TokenBook.resolve`)
+    reads every form, opaque tokens included. With `dry_run`, nothing is changed or moved: the
+    report says what would have happened.
     """
     bounces = SoftBounces(store.database)
     processed: list[InboxItem] = []
@@ -165,6 +167,7 @@ def process_inbox(
                     unsubscribe_address=unsubscribe_address,
                     secret=secret,
                     trusted_authserv_id=settings.trusted_authserv_id,
+                    tokens=tokens,
                 )
             except Exception as err:  # classify catches everything it knows; this is the net
                 found = Classification(Kind.UNREADABLE, reason=f"{type(err).__name__}: {err}")

@@ -291,6 +291,23 @@ MIGRATIONS: tuple[Migration, ...] = (
             "UPDATE ledger_issues SET frozen_round = freeze_round",
         ),
     ),
+    Migration(
+        11,
+        "opaque unsubscribe tokens: which subscriber a token's reference names",
+        (
+            # `keyring` tells references made with one secret and list apart from another's
+            # (a new secret or list id gets its own rows); `ref` is hex. Filled lazily by
+            # audience.tokenbook, and emptied with the subscriber (GDPR erasure).
+            """CREATE TABLE unsubscribe_refs (
+                keyring TEXT NOT NULL,
+                ref TEXT NOT NULL,
+                subscriber_key TEXT NOT NULL
+                    REFERENCES subscribers (key) ON DELETE CASCADE ON UPDATE CASCADE,
+                PRIMARY KEY (keyring, ref)
+            )""",
+            "CREATE INDEX unsubscribe_refs_by_key ON unsubscribe_refs (subscriber_key, keyring)",
+        ),
+    ),
 )
 
 STORE_VERSION = MIGRATIONS[-1].version

@@ -36,6 +36,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -43,24 +44,33 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..archive import ArchiveStore
 from ..audience import SubscriberStatus, SubscriberStore, make_token, verify_token
+from ..audience.tokenbook import TokenBook, TokenLookupError
 from ..config import Settings
 from ..config_tables import DEFAULT_HOST, DEFAULT_PORT, ServeSettings, parse_serve_table
+from ..delivery.mime import list_identifier
 from ..errors import AudienceError, NewsletterError
+from ..tokens import ExpiredTokenError
 from .archive import archive_routes
 from .clicks import click_routes
 from .pages import (
-    CSP,
+    BRAND_STYLE_PATH,
     FALLBACK_LANGUAGE,
+    LOGO_PATH,
     Button,
     PageTexts,
     available_languages,
+    brand_from_settings,
+    content_security_policy,
+    page_style,
     render_page,
     texts_for,
+    texts_for_settings,
 )
 
 if TYPE_CHECKING:
@@ -83,17 +93,19 @@ _STEP_PURPOSE = "resubscribe-step"
 # Not mailed and not to be mailed again from a web page: the editors decide.
 _BLOCKED = (SubscriberStatus.COMPLAINED, SubscriberStatus.BOUNCED)
 
-_TOKEN_PAGE_HEADERS = {
-    "Cache-Control": "no-store",
-    "Content-Security-Policy": CSP,
-    # same-origin, not no-referrer: the token never leaves this site, and a form POST still
-    # carries its Origin (with no-referrer browsers send "Origin: null").
-    "Referrer-Policy": "same-origin",
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "X-Robots-Tag": "noindex",
+# Every response also gets the headers of `_SecurityHeaders` (CSP, no-referrer, nosniff, DENY).
+_TOKEN_PAGE_HEADERS = {"Cache-Control": "no-store", "X-Robots-Tag": "noindex"}
+
+_HEALTH_HEADERS = {"Cache-Control": "no-store"}
+# The logo's file types (`/_brand/logo.<ext>`, `/favicon.ico`).
+_IMAGE_TYPES = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".gif": "image/gif",
+    ".webp": "image/webp",
 }
-_HEALTH_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+_FILE_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "public, max-age=300"}
 
 
 class ServeError(NewsletterError):
@@ -184,20 +196,38 @@ class _Unsubscribe:
         store: Callable[[], SubscriberStore],
         on_event: Callable[[WebEvent], None] | None,
         clock: Callable[[], float],
+        root_path: str = "",
     ) -> None:
         self.settings = settings
+        self.root_path = root_path
         self.secret = secret
         self.store = store
         self.on_event = on_event
         self.clock = clock
         self._lock = threading.Lock()
+        self.book = TokenBook(
+            lambda: store().database,
+            secret,
+            list_identifier(settings),
+            max_age_days=settings.unsubscribe.token_days,
+            accept_legacy=settings.unsubscribe.legacy_tokens,
+            clock=clock,
+        )
         self.languages = available_languages()
         own = settings.locale.replace("-", "_").split("_")[0].lower()
         self.default_language = own if own in self.languages else FALLBACK_LANGUAGE
 
+    def prefill(self) -> None:
+        """Write the references of every subscriber's opaque token (at start, in a thread)."""
+        try:
+            self.book.fill()
+        except Exception:  # a store closed at shutdown, or locked: a miss fills in later
+            return
+
     def texts(self, request: Request) -> PageTexts:
         asked = request.query_params.get("lang", "")
-        return texts_for(asked if asked in self.languages else self.default_language)
+        language = asked if asked in self.languages else self.default_language
+        return texts_for_settings(self.settings, language, root_path=self.root_path)
 
     def language_links(self, request: Request, texts: PageTexts) -> list[tuple[str, str, str]]:
         links = []
@@ -235,6 +265,17 @@ class _Unsubscribe:
         )
         return HTMLResponse(body, status_code=status, headers=_TOKEN_PAGE_HEADERS)
 
+    def expired(self, request: Request, texts: PageTexts) -> HTMLResponse:
+        # Genuine but too old ([unsubscribe] token_days): say how to unsubscribe anyway.
+        return self.page(
+            request,
+            texts,
+            title=texts.words["expired_title"],
+            lead=texts.words["expired_lead"],
+            status=410,
+            name="",
+        )
+
     def invalid(self, request: Request, texts: PageTexts) -> HTMLResponse:
         # Says nothing about the newsletter or any address: the token proves nothing.
         return self.page(
@@ -249,11 +290,28 @@ class _Unsubscribe:
     async def handle(self, request: Request) -> Response:
         texts = self.texts(request)
         try:
-            address = verify_token(self.secret, request.query_params.get("token", ""))
-        except AudienceError:
+            address = await run_in_threadpool(
+                self.book.recipient, request.query_params.get("token", "")
+            )
+        except TokenLookupError:
             if request.method == "POST":
                 await _drain(request)
+            return _busy()
+        except AudienceError as err:
+            if request.method == "POST":
+                await _drain(request)
+            if isinstance(err, ExpiredTokenError):
+                return self.expired(request, texts)
             return self.invalid(request, texts)
+        if address is None:  # a genuine token whose subscriber is no longer on the list
+            if request.method == "POST":
+                await _drain(request)
+            return self.page(
+                request,
+                texts,
+                title=texts.words["gone_title"],
+                lead=texts.format("gone_unknown_lead", name=self.settings.name),
+            )
         if request.method != "POST":
             found = await run_in_threadpool(self.store().get, address)
             return self.show(request, texts, address, None if found is None else found.status)
@@ -283,14 +341,7 @@ class _Unsubscribe:
         try:
             event = await run_in_threadpool(self.change, address, action, source)
         except AudienceError:
-            # The database stayed locked past its busy timeout: ask the mail provider (or the
-            # person) to try again rather than claim success.
-            return Response(
-                "Busy, please try again.",
-                status_code=503,
-                headers={"Retry-After": "30", **_TOKEN_PAGE_HEADERS},
-                media_type="text/plain",
-            )
+            return _busy()
         return self.result(request, texts, event)
 
     def step_for(self, address: str) -> str:
@@ -440,10 +491,27 @@ class _Unsubscribe:
         )
 
 
-def _same_origin(request: Request) -> bool:
-    """Whether the POST came from a page of this site: its Origin (else its Referer) is ours.
+def _busy() -> Response:
+    """The store stayed locked past its busy timeout: ask the mail provider (or the person) to
+    try again rather than claim success."""
+    return Response(
+        "Busy, please try again.",
+        status_code=503,
+        headers={"Retry-After": "30", **_TOKEN_PAGE_HEADERS},
+        media_type="text/plain",
+    )
 
-    Browsers send Origin with every form POST; a request with neither header is refused."""
+
+def _same_origin(request: Request) -> bool:
+    """Whether the POST came from a page of this site: the browser's `Sec-Fetch-Site` says
+    `same-origin`, else its Origin (else its Referer) is ours.
+
+    Pages are sent with `Referrer-Policy: no-referrer`, under which browsers send `Origin: null`
+    with a form POST; every current browser sends `Sec-Fetch-Site` (a header no page can set).
+    A request with none of the three is refused."""
+    fetch_site = request.headers.get("sec-fetch-site")
+    if fetch_site is not None:
+        return fetch_site.strip().lower() == "same-origin"
     own = f"{request.url.scheme}://{request.url.netloc}".lower()
     origin = request.headers.get("origin")
     if origin is not None:
@@ -474,7 +542,10 @@ def create_app(
     if not secret:
         raise ServeError("no signing secret: unsubscribe links cannot be checked")
     serve_settings = serve_settings or ServeSettings()
-    texts_for(settings.locale)  # fail at start, not at the first request
+    root_path = serve_settings.root_path
+    texts_for_settings(settings)  # fail at start (no words, a bad override file), not later
+    brand = brand_from_settings(settings, root_path)
+    brand_style = page_style(brand)
     holder: dict[str, SubscriberStore] = {}
     if store is not None:
         holder["store"] = store
@@ -501,9 +572,32 @@ def create_app(
             headers=_HEALTH_HEADERS,
         )
 
-    unsubscribe = _Unsubscribe(settings, secret, current, on_event, clock)
+    async def style(request: Request) -> Response:
+        return Response(brand_style, media_type="text/css", headers=_FILE_HEADERS)
+
+    logos = _logo_files(settings)
+
+    async def logo(request: Request) -> Response:
+        found = logos.get(request.path_params["file"])
+        if found is None:
+            raise HTTPException(404)
+        return FileResponse(found[0], media_type=found[1], headers=_FILE_HEADERS)
+
+    async def favicon(request: Request) -> Response:
+        # Browsers ask for it on every site: the logo, else an empty answer (not a 404 page).
+        found = next(iter(logos.values()), None)
+        if found is None:
+            return Response(status_code=204, headers=_FILE_HEADERS)
+        return FileResponse(found[0], media_type=found[1], headers=_FILE_HEADERS)
+
+    unsubscribe = _Unsubscribe(settings, secret, current, on_event, clock, root_path)
     path = unsubscribe_path(settings, serve_settings.root_path)
     routes = [Route(path, unsubscribe.handle, methods=["GET", "POST"], name="unsubscribe")]
+    # Before the archive's `/{issue}/{file}` (no issue name starts with "_").
+    routes.append(Route(BRAND_STYLE_PATH, style, methods=["GET"]))
+    routes.append(Route("/favicon.ico", favicon, methods=["GET"]))
+    routes.append(Route(LOGO_PATH.rsplit("/", 1)[0] + "/{file}", logo, methods=["GET"]))
+    # Before the archive's `/{issue}`, which would otherwise take it (so no issue is `healthz`).
     routes.append(Route("/healthz", healthz, methods=["GET"], name="healthz"))
     if settings.count_clicks:
         routes += click_routes(lambda: current().database)
@@ -526,6 +620,9 @@ def create_app(
 
             runner = ScheduleRunner(settings, clock=clock, on_run=on_schedule)
             runner.start()
+        # Index the tokens' references now, not in the first visitor's request (a million
+        # subscribers take seconds); a miss later fills in whoever was added since.
+        threading.Thread(target=unsubscribe.prefill, name="token-refs", daemon=True).start()
         if on_ready is not None:
             on_ready()
         try:
@@ -539,7 +636,7 @@ def create_app(
 
     async def not_found(request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 404
-        texts = texts_for(unsubscribe.default_language)
+        texts = texts_for_settings(settings, root_path=root_path)
         if status == 405:
             return Response(status_code=405, headers={"Allow": "GET, POST"})
         body = render_page(
@@ -550,11 +647,59 @@ def create_app(
         )
         return HTMLResponse(body, status_code=status, headers=_TOKEN_PAGE_HEADERS)
 
-    return Starlette(
+    app = Starlette(
         routes=routes,
         lifespan=lifespan,
         exception_handlers={404: not_found, 405: not_found},
     )
+    app.add_middleware(_SecurityHeaders, policy=content_security_policy(brand))
+    return app
+
+
+def _logo_files(settings: Settings) -> dict[str, tuple[Path, str]]:
+    """The logo files the pages show, by the name they are served under (`logo.png`,
+    `logo-dark.svg`): only files inside the project, of an image type."""
+    files: dict[str, tuple[Path, str]] = {}
+    root = settings.root.resolve()
+    for stem, reference in (("logo", settings.logo), ("logo-dark", settings.logo_dark)):
+        if not reference or reference.startswith("https://"):
+            continue
+        path = (settings.root / reference).resolve()
+        media_type = _IMAGE_TYPES.get(path.suffix.lower())
+        if media_type and path.is_relative_to(root) and path.is_file():
+            files[f"{stem}{path.suffix.lower()}"] = (path, media_type)
+    return files
+
+
+class _SecurityHeaders:
+    """Adds the strict headers to every response that does not set its own: the pages' CSP
+    (no scripts, no frames, styles by hash or from this site), `Referrer-Policy: no-referrer`
+    (the token in the URL never leaves in a Referer), `X-Content-Type-Options: nosniff` and
+    `X-Frame-Options: DENY` (for browsers that predate frame-ancestors)."""
+
+    def __init__(self, app: ASGIApp, policy: str) -> None:
+        self.app = app
+        self.headers = [
+            (b"content-security-policy", policy.encode("ascii")),
+            (b"referrer-policy", b"no-referrer"),
+            (b"x-content-type-options", b"nosniff"),
+            (b"x-frame-options", b"DENY"),
+        ]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                headers += [(n, v) for n, v in self.headers if n not in present]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
 
 
 # --- running it ---------------------------------------------------------------------------------

@@ -36,12 +36,11 @@ from ..build import write_folder_atomically
 from ..config import Settings
 from ..errors import ProjectError
 from .pages import (
-    CSP,
     FALLBACK_LANGUAGE,
     ArchiveEntry,
     available_languages,
     render_archive,
-    texts_for,
+    texts_for_settings,
 )
 
 __all__ = ["FEED_ENTRIES", "ExportReport", "archive_routes", "atom_feed", "export_archive"]
@@ -108,7 +107,7 @@ class _Archive:
 
     def index_html(self, entries: list[ArchivedIssue], *, feed: bool = True) -> str:
         return render_archive(
-            texts_for(self.language),
+            texts_for_settings(self.settings),
             name=self.settings.name,
             entries=[
                 ArchiveEntry(
@@ -127,8 +126,10 @@ class _Archive:
         self._pages_on()
         entries = await run_in_threadpool(self.archive().entries)
         body = self.index_html(entries)
-        # The index is one of our own pages: its stylesheet is allowed by its hash.
-        return HTMLResponse(body, headers=_PAGE_HEADERS | {"Content-Security-Policy": CSP})
+        # The index is one of our own pages: the app's security headers (its CSP allows the
+        # inline stylesheet by its hash, and the brand's stylesheet and logo) apply.
+        headers = {k: v for k, v in _PAGE_HEADERS.items() if k != "Content-Security-Policy"}
+        return HTMLResponse(body, headers=headers)
 
     async def issue(self, request: Request) -> Response:
         self._pages_on()

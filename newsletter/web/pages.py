@@ -2,32 +2,53 @@
 
 Pages work without JavaScript (there is none) and without cookies: the token in the URL is
 the only credential. Words come from `newsletter/locales_web/<language>.toml`, English filling
-any gap. The stylesheet is inline and allowed by its hash in the Content-Security-Policy.
+any gap; a formal register (`locale = "nl"` with `register = "formal"`) adds
+`<language>-formal.toml`; a project's own `locales_web/<language>.toml` (and
+`<language>-formal.toml`) overrides any word without touching the installed package.
+
+Pages wear the newsletter's brand (`Brand`: its logo, brand, text and background colours from
+newsletter.toml), with the colours darkened or lightened where needed so that text and buttons
+keep a WCAG AA contrast (4.5:1) in light and dark mode. The stylesheet is inline and allowed by
+its hash in the Content-Security-Policy (`content_security_policy`).
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import jinja2
 
+from ..config import Settings
 from ..errors import ConfigError, Problem
+from ..i18n import read_word_overrides, split_register
 
 __all__ = [
+    "BRAND_STYLE_PATH",
     "CSP",
+    "EMAIL_HTML_CSP",
     "FALLBACK_LANGUAGE",
+    "LOGO_PATH",
     "ArchiveEntry",
+    "Brand",
     "PageTexts",
     "available_languages",
+    "brand_from_settings",
+    "content_security_policy",
+    "contrast",
+    "page_style",
     "render_archive",
     "render_page",
     "texts_for",
+    "texts_for_settings",
 ]
 
 FALLBACK_LANGUAGE = "en"
@@ -56,13 +77,173 @@ nav{margin-top:2rem;font-size:.95rem;color:var(--muted)}
 nav a{margin-right:.75rem}
 ul.issues{padding-left:1.25rem}
 ul.issues li{margin:.4rem 0}
+header.brand{margin:0 0 1.5rem}
+header.brand img{display:block;max-width:100%;height:auto}
+header.brand img.logo-dark{display:none}
+@media (prefers-color-scheme:dark){header.brand img.logo-dark{display:block}
+header.brand img.logo-light:not(:only-child){display:none}}
+label{display:block;font-weight:600;margin:0 0 .35rem}
+input:not([type=hidden]):not([type=checkbox]),textarea,select{display:block;width:100%;
+font:inherit;padding:.6rem .75rem;margin:0 0 1rem;border:2px solid var(--muted);
+border-radius:8px;color:var(--fg);background:var(--card)}
+input[type=checkbox]{width:1.25rem;height:1.25rem;accent-color:var(--accent)}
+input:focus-visible,textarea:focus-visible,select:focus-visible{outline:3px solid var(--accent);
+outline-offset:2px}
+.error{color:var(--fg);border-left:4px solid var(--accent);padding-left:.75rem}
 """
+LOGO_PATH = "/_brand/logo"  # + the file's suffix; served by the app from the project
+BRAND_STYLE_PATH = "/_brand/style.css"  # the brand's colours, served by the app
+
+
+def _rgb(colour: str) -> tuple[float, float, float]:
+    digits = colour.lstrip("#")
+    if len(digits) == 3:
+        digits = "".join(c * 2 for c in digits)
+    return tuple(int(digits[i : i + 2], 16) / 255 for i in (0, 2, 4))  # type: ignore[return-value]
+
+
+def _hex(rgb: tuple[float, float, float]) -> str:
+    return "#" + "".join(f"{round(max(0.0, min(1.0, c)) * 255):02x}" for c in rgb)
+
+
+def _luminance(colour: str) -> float:
+    def channel(c: float) -> float:
+        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (channel(c) for c in _rgb(colour))
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def contrast(first: str, second: str) -> float:
+    """The WCAG 2 contrast ratio of two `#rrggbb` colours (1 to 21)."""
+    light, dark = sorted((_luminance(first), _luminance(second)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
+def _readable(colour: str, against: str, ratio: float = 4.5) -> str:
+    """`colour`, or the nearest shade of it (mixed towards black or white, whichever moves away
+    from `against`) with at least `ratio` contrast against `against`."""
+    if contrast(colour, against) >= ratio:
+        return _hex(_rgb(colour))
+    target = 0.0 if _luminance(against) > 0.18 else 1.0
+    base = _rgb(colour)
+    for step in range(1, 101):
+        mix = step / 100
+        shade = _hex(tuple(c + (target - c) * mix for c in base))  # type: ignore[arg-type]
+        if contrast(shade, against) >= ratio:
+            return shade
+    return _hex((target, target, target))
+
+
+@dataclass(frozen=True)
+class Brand:
+    """How the pages look: the newsletter's colours and logo (a URL the page can load)."""
+
+    accent: str = "#1b6b5a"
+    text: str = "#1f2933"
+    background: str = "#f2f4f3"
+    dark_mode: bool = True
+    logo_url: str | None = None
+    logo_dark_url: str | None = None
+    logo_width: int = 160
+    # Where the page loads `page_style(brand)` from (None: the default colours only).
+    style_url: str | None = None
+
+
+_CARD = "#ffffff"
+_DARK = {"fg": "#e8ecea", "bg": "#121816", "card": "#1c2421", "muted": "#b6c2bd"}
+
+
+def page_style(brand: Brand | None = None) -> str:
+    """The brand's stylesheet (served at BRAND_STYLE_PATH, after the inline STYLE): its colours,
+    each made readable on its background, in light and (unless the brand is light-only) dark."""
+    brand = brand or Brand()
+    light = {
+        "fg": _readable(brand.text, _CARD, 7.0),
+        "bg": _hex(_rgb(brand.background)),
+        "card": _CARD,
+        "accent": _readable(brand.accent, _CARD),
+        "muted": _readable("#475467", _CARD),
+    }
+    scheme = "light dark" if brand.dark_mode else "light"
+    variables = ";".join(f"--{k}:{v}" for k, v in light.items())
+    style = f":root{{color-scheme:{scheme};{variables}}}\n"
+    if brand.dark_mode:
+        dark = {**_DARK, "accent": _readable(brand.accent, _DARK["card"])}
+        variables = ";".join(f"--{k}:{v}" for k, v in dark.items())
+        style += f"@media (prefers-color-scheme:dark){{:root{{{variables}}}}}\n"
+    else:
+        style += "@media (prefers-color-scheme:dark){:root{" + variables + "}}\n"
+    return style
+
+
+def _origin(url: str | None) -> str | None:
+    if url is None or not url.startswith("https://"):
+        return None
+    parts = urlsplit(url)
+    return f"https://{parts.netloc}"
+
+
 _STYLE_HASH = base64.b64encode(hashlib.sha256(STYLE.encode("utf-8")).digest()).decode()
-# No scripts, no frames, no foreign forms, no leaking the token through Referer.
-CSP = (
-    f"default-src 'none'; style-src 'sha256-{_STYLE_HASH}'; form-action 'self'; "
-    "frame-ancestors 'none'; base-uri 'none'"
+
+
+def content_security_policy(brand: Brand | None = None) -> str:
+    """The CSP of every page: no scripts, no frames, no foreign forms; the inline stylesheet by
+    its hash and the brand's from this site; images from this site (the logo), or the logo's
+    own https host when it is a URL."""
+    images = ["'self'"]
+    for url in (brand.logo_url, brand.logo_dark_url) if brand else ():
+        origin = _origin(url)
+        if origin and origin not in images:
+            images.append(origin)
+    return (
+        f"default-src 'none'; style-src 'self' 'sha256-{_STYLE_HASH}'; "
+        f"img-src {' '.join(images)}; form-action 'self'; frame-ancestors 'none'; "
+        "base-uri 'none'"
+    )
+
+
+# The policy of every page whose logo (if any) is a file of the project.
+CSP = content_security_policy()
+# The policy for an issue's web version (the email's HTML): inline styles, images from anywhere
+# https, still no scripts, forms or frames. A route serving email HTML sets it itself, else the
+# app's pages policy (added to every response without one) would block its inline styles.
+EMAIL_HTML_CSP = (
+    "default-src 'none'; img-src 'self' https: data:; style-src 'unsafe-inline' https:; "
+    "font-src https: data:; form-action 'none'; frame-ancestors 'none'; base-uri 'none'"
 )
+
+
+def _logo_url(settings: Settings, reference: str | None, root_path: str) -> str | None:
+    """Where the page loads a configured logo from: its https URL, or the app's own route
+    for a file inside the project (None when there is no such file)."""
+    if not reference:
+        return None
+    if reference.startswith("https://"):
+        return reference
+    path = settings.root / reference
+    if not path.resolve().is_relative_to(settings.root.resolve()) or not path.is_file():
+        return None
+    return f"{root_path.rstrip('/')}{LOGO_PATH}{path.suffix.lower()}"
+
+
+def brand_from_settings(settings: Settings, root_path: str = "") -> Brand:
+    """The brand of newsletter.toml: the colours and logo the email theme uses."""
+    dark = _logo_url(settings, settings.logo_dark, root_path)
+    return Brand(
+        style_url=f"{root_path.rstrip('/')}{BRAND_STYLE_PATH}",
+        accent=settings.brand_color,
+        text=settings.text_color,
+        background=settings.background_color,
+        dark_mode=settings.color_scheme == "light dark",
+        logo_url=_logo_url(settings, settings.logo, root_path),
+        # A light-only design shows the light logo in dark mode too.
+        logo_dark_url=dark.replace(LOGO_PATH, LOGO_PATH + "-dark")
+        if dark and settings.color_scheme == "light dark"
+        else None,
+        logo_width=min(settings.logo_width, 320),
+    )
+
 
 _PAGE = """<!doctype html>
 <html lang="{{ texts.language }}" dir="ltr">
@@ -70,12 +251,15 @@ _PAGE = """<!doctype html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="robots" content="noindex">
-<meta name="referrer" content="same-origin">
+<meta name="referrer" content="no-referrer">
 <title>{{ title }}{% if name %} · {{ name }}{% endif %}</title>
 <style>{{ style|safe }}</style>
+{% if brand and brand.style_url %}<link rel="stylesheet" href="{{ brand.style_url }}">{% endif %}
+{% if brand and brand.logo_url %}<link rel="icon" href="{{ brand.logo_url }}">{% endif %}
 </head>
 <body>
 <main>
+{% include "brand" %}
 <h1>{{ title }}</h1>
 {% if lead %}<p>{{ lead }}</p>{% endif %}
 {% if button %}
@@ -111,9 +295,12 @@ _ARCHIVE = """<!doctype html>
 <link rel="alternate" type="application/atom+xml" href="{{ feed_href }}" title="{{ title }}">
 {% endif %}
 <style>{{ style|safe }}</style>
+{% if brand and brand.style_url %}<link rel="stylesheet" href="{{ brand.style_url }}">{% endif %}
+{% if brand and brand.logo_url %}<link rel="icon" href="{{ brand.logo_url }}">{% endif %}
 </head>
 <body>
 <main>
+{% include "brand" %}
 <h1>{{ title }}</h1>
 {% if entries %}
 <ul class="issues">
@@ -135,8 +322,24 @@ _ARCHIVE = """<!doctype html>
 </html>
 """
 
+_BRAND = """{% if brand and brand.logo_url %}
+<header class="brand">
+<img class="logo-light" src="{{ brand.logo_url }}" alt="{{ name }}"
+ width="{{ brand.logo_width }}">
+{% if brand.logo_dark_url %}
+<img class="logo-dark" src="{{ brand.logo_dark_url }}" alt="{{ name }}"
+ width="{{ brand.logo_width }}">
+{% endif %}
+</header>
+{% endif %}
+"""
+
 _environment = jinja2.Environment(
-    autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    loader=jinja2.DictLoader({"brand": _BRAND}),
 )
 _page_template = _environment.from_string(_PAGE)
 _archive_template = _environment.from_string(_ARCHIVE)
@@ -148,14 +351,20 @@ class PageTexts:
 
     language: str
     words: Mapping[str, str]
+    # The look of the pages rendered with these words (None: the default colours, no logo).
+    brand: Brand | None = None
+    # "formal" or "informal" when the project names a register; kept across language links.
+    register: str | None = None
 
     def format(self, key: str, **values: str) -> str:
         return self.words[key].format_map(values)
 
 
 def available_languages() -> list[str]:
+    """The languages with built-in words (`en`, `nl`); register files are not languages."""
     folder = resources.files("newsletter") / "locales_web"
-    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
+    names = (p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
+    return sorted(n for n in names if split_register(n)[1] is None)
 
 
 @lru_cache(maxsize=16)
@@ -166,26 +375,55 @@ def _read(code: str) -> dict[str, str] | None:
     return {k: str(v) for k, v in tomllib.loads(resource.read_text(encoding="utf-8")).items()}
 
 
-@lru_cache(maxsize=16)
-def texts_for(locale: str) -> PageTexts:
-    """Words for `locale` (`nl`, `nl_BE`, `pt-BR`); the language file serves its regions and
-    English fills any missing word. ConfigError when there is no file for the language."""
-    language = locale.replace("-", "_").split("_")[0].lower()
-    words = dict(_read(FALLBACK_LANGUAGE) or {})
+@lru_cache(maxsize=64)
+def texts_for(locale: str, project_root: Path | None = None) -> PageTexts:
+    """Words for `locale` (`nl`, `nl_BE`, `pt-BR`, `nl-formal`); the language file serves its
+    regions and English fills any missing word. A formal register adds the language's
+    `-formal` file. With `project_root`, the project's `locales_web/<language>.toml` and
+    `locales_web/<language>-<register>.toml` override words (read once per process: restart
+    `serve` after editing them). ConfigError when there are no words for the language, or an
+    override file is not valid (naming the file)."""
+    base, register = split_register(locale)
+    language = base.replace("-", "_").split("_")[0].lower()
+    english = _read(FALLBACK_LANGUAGE) or {}
+    words = dict(english)
     found = _read(language)
-    if found is None:
+    overrides: list[Path] = []
+    if project_root is not None:
+        names = [language] + ([f"{language}-{register}"] if register else [])
+        overrides = [project_root / "locales_web" / f"{name}.toml" for name in names]
+        overrides = [path for path in overrides if path.is_file()]
+    if found is None and not overrides:
         raise ConfigError(
             [
                 Problem(
-                    f"no translation of the unsubscribe pages for '{locale}' (available: "
-                    f"{', '.join(available_languages())}); add newsletter/locales_web/"
-                    f"{language}.toml",
+                    f"no translation of the web pages for '{locale}' (available: "
+                    f"{', '.join(available_languages())}); write them in locales_web/"
+                    f"{language}.toml in the project, starting from the English words",
                     key="newsletter.locale",
                 )
             ]
         )
-    words.update(found)
-    return PageTexts(language, words)
+    words.update(found or {})
+    if register == "formal":
+        words.update(_read(f"{language}-formal") or {})
+    for path in overrides:
+        words.update(read_word_overrides(path, english))
+    return PageTexts(language, words, register=register)
+
+
+def texts_for_settings(
+    settings: Settings, language: str | None = None, *, root_path: str = ""
+) -> PageTexts:
+    """The words and brand of this newsletter's pages: its locale and register (or `language`
+    in the same register), the project's overrides, its logo and colours. What every page of
+    `serve` renders with; `root_path` is `[serve] root_path` (where the brand's files are)."""
+    base, register = split_register(settings.locale)
+    locale = language or base
+    if register:
+        locale = f"{locale}-{register}"
+    texts = texts_for(locale, settings.root)
+    return dataclasses.replace(texts, brand=brand_from_settings(settings, root_path))
 
 
 @dataclass(frozen=True)
@@ -208,9 +446,12 @@ def render_page(
     button: Button | None = None,
     form_action: str = "",
     languages: Sequence[tuple[str, str, str]] = (),
+    brand: Brand | None = None,
 ) -> str:
-    """One small page: a heading, a paragraph, optionally a one-button form."""
+    """One small page: a heading, a paragraph, optionally a one-button form. It wears `brand`,
+    else the brand of `texts` (see `texts_for_settings`), else the default colours."""
     return _page_template.render(
+        brand=brand or texts.brand,
         texts=texts,
         name=name,
         title=title,
@@ -236,10 +477,17 @@ class ArchiveEntry:
 
 
 def render_archive(
-    texts: PageTexts, *, name: str, entries: Sequence[ArchiveEntry], feed_href: str = ""
+    texts: PageTexts,
+    *,
+    name: str,
+    entries: Sequence[ArchiveEntry],
+    feed_href: str = "",
+    brand: Brand | None = None,
 ) -> str:
     """The archive's index: its issues, newest first, and a link to its feed."""
     return _archive_template.render(
+        brand=brand or texts.brand,
+        name=name,
         texts=texts,
         title=texts.format("archive_title", name=name),
         entries=entries,
