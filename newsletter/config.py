@@ -23,6 +23,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from .config_reader import TableReader, check_env_name
+from .config_signup import SignupSettings, parse_signup_table
 from .config_tables import (
     DkimSettings,
     InboxSettings,
@@ -172,6 +173,7 @@ class Settings:
     inbox: InboxSettings | None = None
     dkim: DkimSettings | None = None
     store: StoreSettings = field(default_factory=StoreSettings)
+    signup: SignupSettings = field(default_factory=SignupSettings)
     warnings: tuple[str, ...] = ()
 
     @property
@@ -222,7 +224,7 @@ class Settings:
 _HEX_COLOUR = re.compile(r"^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")
 _LOCALE = re.compile(r"^[a-z]{2,3}(?:_[A-Z]{2})?(?:-(?:formal|informal))?$")
 KNOWN_TABLES = ("newsletter", "footer", "unsubscribe", "transport", "sending", "links", "serve",
-                "inbox", "dkim", "store")  # fmt: skip
+                "inbox", "dkim", "store", "signup")  # fmt: skip
 
 
 # Characters that end a header line or hide text in some reader (C0/C1 controls, Unicode line
@@ -480,6 +482,7 @@ def settings_from_mapping(
     inbox = parse_inbox_table(table("inbox"))
     dkim = parse_dkim_table(table("dkim"))
     store = parse_store_table(table("store"))
+    signup = parse_signup_table(table("signup"))
 
     if problems:
         raise ConfigError(problems)
@@ -516,6 +519,7 @@ def settings_from_mapping(
         inbox=inbox,
         dkim=dkim,
         store=store,
+        signup=signup,
         warnings=tuple(warnings),
     )
 

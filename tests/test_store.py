@@ -169,7 +169,7 @@ def test_a_new_file_gets_every_table(path: Path) -> None:
     with Store.open(path) as store:
         assert store.version == STORE_VERSION
     tables = {name for kind, name, _ in schema(path) if kind == "table"}
-    assert tables == {*TABLES, "store_migrations", "ledger_leases"}
+    assert tables == {*TABLES, "store_migrations", "ledger_leases", "signup_consents"}
     assert [(v, d) for v, d, _ in migrations(path)] == [
         (m.version, m.description) for m in MIGRATIONS
     ]
@@ -288,6 +288,7 @@ def test_a_release_0_1_file_with_only_a_ledger(path: Path) -> None:
         (2, "the send ledger (from release 0.1)"),
         (3, "soft bounces read from the inbox"),
         (4, "sending workers' leases"),
+        (5, "sign-up: the 'unconfirmed' status and consent records"),
     ]
     with Ledger(path) as ledger:
         assert ledger.issues() == ["old"]
@@ -329,7 +330,12 @@ def test_release_0_1_file_migrates_without_loss(release_db: Path) -> None:
         (m.version, f"{m.description} (from release 0.1)") for m in from_release
     ] + [(m.version, m.description) for m in MIGRATIONS if m.version > 3]
     tables = {name for kind, name, _ in schema(release_db) if kind == "table"}
-    assert tables == {*TABLES, "store_migrations", "ledger_leases"}  # ledger_meta is gone
+    assert tables == {
+        *TABLES,
+        "store_migrations",
+        "ledger_leases",
+        "signup_consents",
+    }  # ledger_meta is gone
     assert pragma(release_db, "user_version") == STORE_VERSION
     migrated = (schema(release_db), migrations(release_db))
     Store.open(release_db).close()
@@ -338,7 +344,13 @@ def test_release_0_1_file_migrates_without_loss(release_db: Path) -> None:
 
 def test_release_0_1_subscribers_and_history_read_through_the_new_api(release_db: Path) -> None:
     with SubscriberStore(release_db) as store:
-        assert store.count() == {"subscribed": 9, "unsubscribed": 2, "bounced": 1, "complained": 1}
+        assert store.count() == {
+            "subscribed": 9,
+            "unsubscribed": 2,
+            "bounced": 1,
+            "complained": 1,
+            "unconfirmed": 0,
+        }
         every = {s.email: s for s in store.iter_subscribers(None)}
         assert len(every) == 13
         jorg = store.get("JÖRG@BÜCHER.DE")

@@ -23,6 +23,7 @@ TABLES = {
     "ledger_leases",
     "inbox_soft_bounces",
     "store_migrations",
+    "signup_consents",
 }
 
 

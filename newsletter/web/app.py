@@ -50,7 +50,9 @@ from starlette.routing import Route
 from ..audience import SubscriberStatus, SubscriberStore, make_token, verify_token
 from ..config import Settings
 from ..config_tables import DEFAULT_HOST, DEFAULT_PORT, ServeSettings, parse_serve_table
+from ..delivery.transports import make_transport
 from ..errors import AudienceError, NewsletterError
+from ..signup_mail import TransportFactory
 from .pages import (
     CSP,
     FALLBACK_LANGUAGE,
@@ -62,6 +64,7 @@ from .pages import (
     render_page,
     texts_for,
 )
+from .signup import SignupEvent, SignupSite
 
 __all__ = [
     "DEFAULT_HOST",
@@ -540,6 +543,8 @@ def create_app(
     on_event: Callable[[WebEvent], None] | None = None,
     on_ready: Callable[[], None] | None = None,
     clock: Callable[[], float] = time.time,
+    signup_transport: TransportFactory | None = None,
+    on_signup: Callable[[SignupEvent], None] | None = None,
 ) -> Starlette:
     """The ASGI app. Without `store`, the project's store is opened at startup and closed at
     shutdown. Raises ServeError when the pages have no words for the newsletter's language."""
@@ -578,6 +583,13 @@ def create_app(
     routes = [Route(path, unsubscribe.handle, methods=["GET", "POST"], name="unsubscribe")]
     # Before the archive's `/{issue}`, which would otherwise take it (so no issue is `healthz`).
     routes.append(Route("/healthz", healthz, methods=["GET"], name="healthz"))
+    signup = None
+    if settings.signup.enabled:
+        signup = SignupSite(
+            settings, secret=secret, store=current, unsubscribe_app_path=path, clock=clock,
+            on_event=on_signup, transport_factory=signup_transport or make_transport,
+        )  # fmt: skip
+        routes += signup.routes()  # before the archive's `/{issue}`, which would take them
     if serve_settings.archive:
         archive = _Archive(settings)
         routes += [
@@ -596,7 +608,8 @@ def create_app(
         if on_ready is not None:
             on_ready()
         try:
-            yield
+            async with signup.purging() if signup is not None else contextlib.nullcontext():
+                yield
         finally:
             if opened is not None:
                 opened.close()

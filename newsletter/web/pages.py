@@ -56,6 +56,16 @@ nav{margin-top:2rem;font-size:.95rem;color:var(--muted)}
 nav a{margin-right:.75rem}
 ul.issues{padding-left:1.25rem}
 ul.issues li{margin:.4rem 0}
+label{display:block;font-weight:600;margin:0 0 .35rem}
+input[type=email],input[type=text]{font:inherit;width:100%;padding:.6rem .75rem;min-height:44px;
+border:2px solid var(--muted);border-radius:8px;background:var(--card);color:var(--fg);
+margin:0 0 1rem}
+input:focus-visible{outline:3px solid var(--fg);outline-offset:2px}
+.check{display:flex;gap:.6rem;align-items:flex-start;font-weight:400;margin:0 0 1.25rem}
+.check input{width:1.4rem;height:1.4rem;margin:.15rem 0 0;flex:none}
+.error{color:#b42318;font-weight:600}
+@media (prefers-color-scheme:dark){.error{color:#ff8a80}}
+.hp{position:absolute;left:-10000px;width:1px;height:1px;overflow:hidden}
 """
 _STYLE_HASH = base64.b64encode(hashlib.sha256(STYLE.encode("utf-8")).digest()).decode()
 # No scripts, no frames, no foreign forms, no leaking the token through Referer.
@@ -78,6 +88,7 @@ _PAGE = """<!doctype html>
 <main>
 <h1>{{ title }}</h1>
 {% if lead %}<p>{{ lead }}</p>{% endif %}
+{{ body|safe }}
 {% if button %}
 {% if note %}<p class="muted">{{ note }}</p>{% endif %}
 <form method="post" action="{{ form_action }}">
@@ -199,8 +210,12 @@ def render_page(
     button: Button | None = None,
     form_action: str = "",
     languages: Sequence[tuple[str, str, str]] = (),
+    body: str = "",
 ) -> str:
-    """One small page: a heading, a paragraph, optionally a one-button form."""
+    """One small page: a heading, a paragraph, optionally a one-button form.
+
+    `body` is HTML the caller built with every value escaped (the sign-up form), placed
+    after the paragraph."""
     return _page_template.render(
         texts=texts,
         name=name,
@@ -210,6 +225,7 @@ def render_page(
         button=button,
         form_action=form_action,
         languages=languages,
+        body=body,
         style=STYLE,
     )
 

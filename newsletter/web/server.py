@@ -22,7 +22,9 @@ from ..audience import SubscriberStore
 from ..config import Settings
 from ..config_tables import ServeSettings
 from ..listening import http_url, listen
+from ..signup_mail import TransportFactory
 from .app import ServeError, WebEvent, create_app
+from .signup import SignupEvent
 
 HEADER_TIMEOUT = 10.0  # seconds a client has to send a request's line and headers
 
@@ -84,6 +86,8 @@ class WebServer:
         store: SubscriberStore | None = None,
         on_event: Callable[[WebEvent], None] | None = None,
         header_timeout: float = HEADER_TIMEOUT,
+        signup_transport: TransportFactory | None = None,
+        on_signup: Callable[[SignupEvent], None] | None = None,
     ) -> None:
         self.header_timeout = header_timeout
         self.serve_settings = serve_settings or ServeSettings()
@@ -97,6 +101,8 @@ class WebServer:
             serve_settings=self.serve_settings,
             on_event=on_event,
             on_ready=self.ready.set,
+            signup_transport=signup_transport,
+            on_signup=on_signup,
         )
         self._socket: socket.socket | None = None
         self._server: uvicorn.Server | None = None
