@@ -94,10 +94,10 @@ _FORM = jinja2.Environment(
 <p class="error" role="alert">{% for e in errors.values() %}{{ e }} {% endfor %}</p>
 {% endif %}
 <label for="email">{{ w.email_label }}</label>
-<input type="email" id="email" name="email" value="{{ values.email }}" required
+<input type="email" id="email" name="email" value="{{ values.get("email", "") }}" required
  autocomplete="email" maxlength="254"{% if "email" in errors %} aria-invalid="true"{% endif %}>
 <label for="name">{{ w.name_label }}</label>
-<input type="text" id="name" name="name" value="{{ values.name }}" autocomplete="name"
+<input type="text" id="name" name="name" value="{{ values.get("name", "") }}" autocomplete="name"
  maxlength="200">
 {% for f in fields %}
 <label for="f-{{ f.name }}">{{ f.label }}{% if not f.required %} {{ w.optional }}{% endif %}</label>
@@ -107,7 +107,7 @@ _FORM = jinja2.Environment(
 <div class="hp" aria-hidden="true"><label for="website">{{ w.honeypot_label }}</label>
 <input type="text" id="website" name="website" tabindex="-1" autocomplete="off"></div>
 <label class="check"><input type="checkbox" name="consent" value="{{ version }}" required
-{% if values.consent %} checked{% endif %}> <span>{{ consent }}</span></label>
+{% if values.get("consent") %} checked{% endif %}> <span>{{ consent }}</span></label>
 <input type="hidden" name="lang" value="{{ language }}">
 <button type="submit">{{ w.button }}</button>
 </form>
