@@ -19,7 +19,7 @@ from rich.markup import escape
 
 from .. import __version__
 from ..errors import ExitCode, NewsletterError
-from . import compose, send, serve
+from . import compose, send, serve, signup
 from ._output import console, err_console
 from .store import app as store_app
 from .subscribers import app as subscribers_app
@@ -35,6 +35,8 @@ app = typer.Typer(
 
 # The order here is the order of `newsletter --help`.
 app.add_typer(subscribers_app, name="subscribers")
+subscribers_app.command("show")(signup.show)
+subscribers_app.command("purge")(signup.purge)
 for command in (
     compose.init,
     compose.new,
@@ -44,6 +46,7 @@ for command in (
     send.send,
     send.status,
     serve.serve,
+    signup.form,
 ):
     app.command()(command)
 app.add_typer(serve.dkim_app, name="dkim")

@@ -19,6 +19,7 @@ from ..config import parse_address
 from ..errors import ConfigError, Problem
 from ._output import console
 from ._project import project_settings
+from .signup import signup_event
 
 if TYPE_CHECKING:
     from ..inbox import InboxItem
@@ -79,7 +80,11 @@ def serve(
             "one process serves a SQLite file.",
         )
     server = serve_web(
-        settings, secret=signing_secret(settings), serve_settings=chosen, on_event=_web_event
+        settings,
+        secret=signing_secret(settings),
+        serve_settings=chosen,
+        on_event=_web_event,
+        on_signup=signup_event,
     )
     console.print(
         f"Serving unsubscribe links and the archive at {server.url}"

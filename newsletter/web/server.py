@@ -218,6 +218,7 @@ def serve(
     secret: bytes | None,
     serve_settings: ServeSettings | None = None,
     on_event: Callable[[WebEvent], None] | None = None,
+    on_signup: Callable[[SignupEvent], None] | None = None,
 ) -> WebServer:
     """A bound (not yet running) server for the project; call `.run()` to serve."""
     if not secret:
@@ -225,6 +226,12 @@ def serve(
             f"no signing secret: set the environment variable {settings.unsubscribe.secret_env} "
             "(the same secret the messages were signed with), or put it in .newsletter-secret"
         )
-    server = WebServer(settings, secret=secret, serve_settings=serve_settings, on_event=on_event)
+    server = WebServer(
+        settings,
+        secret=secret,
+        serve_settings=serve_settings,
+        on_event=on_event,
+        on_signup=on_signup,
+    )
     server.bind()
     return server
