@@ -191,3 +191,21 @@ def test_signup_table_problems_name_file_and_key(project: Path, body: str, expec
         load_settings(project)
     assert f"{config}:" in str(caught.value)
     assert expected in str(caught.value)
+
+
+def test_an_import_records_who_put_people_on_the_list(run: Run, signup_project: Path) -> None:
+    (signup_project / "members.csv").write_text(
+        "email,name\nann@example.org,Ann\nbob@example.org,Bob\n", encoding="utf-8"
+    )
+    with SubscriberStore(signup_project / "newsletter.db") as store:
+        store.add("bob@example.org")  # already there: the import only updates him
+    assert run("subscribers", "import", "members.csv").exit_code == 0
+    with SubscriberStore(signup_project / "newsletter.db") as store:
+        consents = ConsentStore(store)
+        [ann] = consents.consents("ann@example.org")
+        assert (ann.source, ann.confirmed) == ("import members.csv", True)
+        assert consents.consents("bob@example.org") == ()
+    # The same file again adds no one and records nothing twice.
+    assert run("subscribers", "import", "members.csv").exit_code == 0
+    with SubscriberStore(signup_project / "newsletter.db") as store:
+        assert len(ConsentStore(store).consents("ann@example.org")) == 1

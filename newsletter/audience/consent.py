@@ -69,6 +69,15 @@ _CONFIRM_SUBSCRIBER = (
 _OF_SUBSCRIBER = (
     f"SELECT {_COLUMNS} FROM signup_consents WHERE subscriber_key = :key ORDER BY requested_at, id"
 )
+# The people an import subscribed (added, or subscribed again with --resubscribe): their
+# consent is the editor's import, recorded at the time of its history event.
+_IMPORTED = (
+    "INSERT INTO signup_consents (subscriber_key, requested_at, confirmed_at, source, fields)"
+    " SELECT e.subscriber_key, e.at, e.at, e.source, '{}' FROM subscriber_events e"
+    " WHERE e.source = :source AND e.at >= :since AND e.new_status = 'subscribed'"
+    " AND NOT EXISTS (SELECT 1 FROM signup_consents c WHERE c.subscriber_key = e.subscriber_key"
+    " AND c.source = e.source AND c.requested_at = e.at)"
+)
 # Unconfirmed people whose every request is older than the cut-off: removed with their rows.
 _PURGE_PEOPLE = (
     "DELETE FROM subscribers WHERE status = 'unconfirmed' AND NOT EXISTS (SELECT 1 FROM"
@@ -279,6 +288,16 @@ class ConsentStore:
                 )  # fmt: skip
         except self.database.errors as err:
             raise AudienceError(f"{self.database.where}: cannot record consent: {err}") from err
+
+    def record_import(self, source: str, *, since: float) -> int:
+        """Record the consent of everyone an import (history source `source`, at or after
+        `since`) subscribed; how many were recorded."""
+        try:
+            with self.database.transaction() as db:
+                added = db.execute(_IMPORTED, {"source": source, "since": since}).rowcount
+        except self.database.errors as err:
+            raise AudienceError(f"{self.database.where}: cannot record consent: {err}") from err
+        return max(int(added), 0)
 
     def consents(self, email: str) -> tuple[Consent, ...]:
         """Every request and consent of the person, oldest first (empty for an unknown one)."""

@@ -171,7 +171,10 @@ def import_(
         last_name=last_name_column,
         particle=particle_column,
     )
+    from ..audience.consent import ConsentStore  # noqa: PLC0415 (see open_store)
+
     with open_store() as store:
+        since = time.time()
         report = store.import_csv(
             file,
             mapping=mapping,
@@ -180,6 +183,8 @@ def import_(
             delimiter=_delimiter(delimiter),
             encoding=encoding,
         )
+        # Proof of consent says who put them on the list: this import.
+        ConsentStore(store).record_import(f"import {Path(file).name}", since=since)
     for warning in report.warnings:
         err_console.print(f"warning: {warning}", markup=False)
     for problem in report.problems:
