@@ -22,9 +22,10 @@ from newsletter.audience import SubscriberStatus, SubscriberStore
 from newsletter.audience.consent import ConsentStore, SignupRequest
 from newsletter.config import Settings, TransportSettings
 from newsletter.config_signup import SignupField, SignupSettings
+from newsletter.errors import NewsletterError
 from newsletter.sending import SendRequest, deliver, plan_send
 from newsletter.tokens import make_token
-from newsletter.web import ServeSettings, WebServer
+from newsletter.web import ServeSettings, WebServer, create_app
 from newsletter.web.signup import CONFIRM_PURPOSE, MAX_BODY_BYTES, SignupEvent
 from tests.browser import launch_chromium, require_chromium
 from tests.smtpserver import SmtpTestServer
@@ -564,3 +565,46 @@ def test_link_targets_the_public_address(site: Site) -> None:
     assert f"{parts.scheme}://{parts.netloc}{parts.path}" == f"{PUBLIC}/confirm"
     assert set(parse_qs(parts.query)) == {"token", "lang"}
     assert Path(parts.path).name == "confirm"
+
+
+def test_a_hidden_origin_is_taken_like_a_direct_post(site: Site) -> None:
+    answer = site.post(form("private@example.org"), Origin="null")
+    assert answer.status_code == 200
+    site.mails(1)
+    assert "access-control-allow-origin" not in answer.headers
+
+
+def test_errors_are_tied_to_their_fields(site: Site) -> None:
+    answer = site.post({"email": "nope", "consent": "on"})
+    assert answer.status_code == 400
+    assert 'aria-invalid="true" aria-describedby="error-email"' in answer.text
+    assert '<p id="error-email">Please enter a valid email address.</p>' in answer.text
+    assert 'value="nope"' in answer.text  # what was typed comes back to be corrected
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"unsubscribe": "no url"}, "[signup] needs [unsubscribe] url"),
+        ({"store_client_address": True}, "NEWSLETTER_SIGNUP_HASH_KEY must hold a key"),
+    ],
+)
+def test_the_server_refuses_to_start_without_what_signup_needs(
+    settings: Settings,
+    smtp: SmtpTestServer,
+    monkeypatch: pytest.MonkeyPatch,
+    change: dict[str, object],
+    message: str,
+) -> None:
+    monkeypatch.delenv("NEWSLETTER_SIGNUP_HASH_KEY", raising=False)
+    configured = signup_settings(
+        settings, smtp.port, **{k: v for k, v in change.items() if k != "unsubscribe"}
+    )
+    if "unsubscribe" in change:
+        configured = dataclasses.replace(
+            configured,
+            unsubscribe=dataclasses.replace(configured.unsubscribe, url=None),
+        )
+    with pytest.raises(NewsletterError) as caught:
+        create_app(configured, secret=SECRET)
+    assert message in caught.value.message

@@ -79,7 +79,9 @@ _log = logging.getLogger("newsletter.signup")
 _HEADERS = {
     "Cache-Control": "no-store",
     "Content-Security-Policy": CSP,
-    "Referrer-Policy": "no-referrer",
+    # same-origin, as the unsubscribe pages: with no-referrer a browser sends `Origin: null` on
+    # the form's POST; the token of /confirm still never leaves this site.
+    "Referrer-Policy": "same-origin",
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
 }
@@ -89,20 +91,25 @@ _CONFIRM_HEADERS = {**_HEADERS, "X-Robots-Tag": "noindex"}
 _FORM = jinja2.Environment(
     autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True
 ).from_string(
-    """<form method="post" action="{{ action }}" novalidate>
+    """<form method="post" action="{{ action }}">
 {% if errors %}
-<p class="error" role="alert">{% for e in errors.values() %}{{ e }} {% endfor %}</p>
+<div class="error" role="alert">
+{% for field, e in errors.items() %}<p id="error-{{ field }}">{{ e }}</p>{% endfor %}
+</div>
 {% endif %}
 <label for="email">{{ w.email_label }}</label>
 <input type="email" id="email" name="email" value="{{ values.get("email", "") }}" required
- autocomplete="email" maxlength="254"{% if "email" in errors %} aria-invalid="true"{% endif %}>
+ autocomplete="email" maxlength="254"
+{%- if "email" in errors %} aria-invalid="true" aria-describedby="error-email"{% endif %}>
 <label for="name">{{ w.name_label }}</label>
 <input type="text" id="name" name="name" value="{{ values.get("name", "") }}" autocomplete="name"
- maxlength="200">
+ maxlength="200"
+{%- if "name" in errors %} aria-invalid="true" aria-describedby="error-name"{% endif %}>
 {% for f in fields %}
 <label for="f-{{ f.name }}">{{ f.label }}{% if not f.required %} {{ w.optional }}{% endif %}</label>
 <input type="text" id="f-{{ f.name }}" name="{{ f.name }}" value="{{ values.get(f.name, '') }}"
- maxlength="200"{% if f.required %} required{% endif %}>
+ maxlength="200"{% if f.required %} required{% endif %}
+{%- if f.name in errors %} aria-invalid="true" aria-describedby="error-{{ f.name }}"{% endif %}>
 {% endfor %}
 <div class="hp" aria-hidden="true"><label for="website">{{ w.honeypot_label }}</label>
 <input type="text" id="website" name="website" tabindex="-1" autocomplete="off"></div>
@@ -281,7 +288,10 @@ class SignupSite:
         """`form page` (this site, or no Origin), `embedded form` (an allowed origin), or None
         (another site: refused)."""
         origin = request.headers.get("origin")
-        if origin is None:
+        if origin is None or origin.strip() == "null":
+            # No Origin (a script, an old browser) or a hidden one (a page with no-referrer):
+            # such a post could come from anywhere, as any direct POST can. What stops abuse is
+            # the double opt-in and the limits; this check only keeps other sites' pages out.
             return "form page"
         origin = origin.strip().rstrip("/").lower()
         own = f"{request.url.scheme}://{request.url.netloc}".lower()
