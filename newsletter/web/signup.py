@@ -32,7 +32,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any
+from dataclasses import dataclass
 from urllib.parse import urlencode, urlsplit
 
 import jinja2
@@ -54,7 +54,13 @@ from ..audience.model import Subscriber
 from ..config import Settings
 from ..delivery.transports import make_transport
 from ..errors import AudienceError, NewsletterError
-from ..signup_mail import TransportFactory, confirmation_mail, send_signup_mail, welcome_mail
+from ..signup_mail import (
+    SignupMail,
+    TransportFactory,
+    confirmation_mail,
+    send_signup_mail,
+    welcome_mail,
+)
 from ..signup_words import SignupWords, signup_words
 from ..tokens import make_token, verify_token
 from .pages import CSP, Button, render_page, texts_for
@@ -141,11 +147,15 @@ def client_hash(key: bytes, client: str) -> str:
     return hmac.new(key, client.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
 
 
+@dataclass(frozen=True)
 class SignupEvent:
-    """A sign-up or confirmation, for the serve command's log (no token in it)."""
+    """A sign-up (`action` "signup"), a confirmation ("confirm") or a mail sent ("confirm" or
+    "welcome" mail), and its outcome; for the serve command's output (no token in it)."""
 
-    def __init__(self, at: float, email: str, action: str, outcome: str) -> None:
-        self.at, self.email, self.action, self.outcome = at, email, action, outcome
+    at: float
+    email: str
+    action: str
+    outcome: str
 
 
 class _ClientLimit:
@@ -406,17 +416,25 @@ class SignupSite:
             client_hash=client_hash(self.hash_key, client) if self.hash_key else None,
         )
         try:
-            result = await run_in_threadpool(
-                ConsentStore(self.store()).request, request_, now=self.clock()
-            )
+            answer.background = await self.begin(request_, words)
         except AudienceError as err:
             _log.warning("a sign-up could not be recorded: %s", err.message)
             return Response("Busy, please try again.", 503, media_type="text/plain",
                             headers={"Retry-After": "30", **cors})  # fmt: skip
-        self._event(result.email, "signup", result.outcome)
-        if result.outcome == SignupOutcome.MAIL and result.nonce is not None:
-            answer.background = BackgroundTask(self._mail_link, result.email, result.nonce, words)
         return answer
+
+    async def begin(self, request: SignupRequest, words: SignupWords) -> BackgroundTask | None:
+        """Record a request to be on the list; the task that mails its confirmation link (to
+        run after the answer is sent), or None when no mail is due. Any other page that lets
+        someone subscribe (the unsubscribe page's "subscribe again") goes through here too, so
+        nobody is on the list without confirming from their mailbox. Raises AudienceError."""
+        result = await run_in_threadpool(
+            ConsentStore(self.store()).request, request, now=self.clock()
+        )
+        self._event(result.email, "signup", result.outcome)
+        if result.outcome != SignupOutcome.MAIL or result.nonce is None:
+            return None
+        return BackgroundTask(self._mail_link, result.email, result.nonce, words)
 
     def _check(
         self, fields: Mapping[str, str], words: SignupWords
@@ -479,7 +497,7 @@ class SignupSite:
         )
         self._send(mail, Subscriber(email))
 
-    def _send(self, mail: Any, to: Subscriber) -> None:
+    def _send(self, mail: SignupMail, to: Subscriber) -> None:
         try:
             send_signup_mail(
                 self.settings, mail, to, secret=self.secret, environ=self.environ,
