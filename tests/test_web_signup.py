@@ -26,7 +26,7 @@ from newsletter.errors import NewsletterError
 from newsletter.sending import SendRequest, deliver, plan_send
 from newsletter.tokens import make_token
 from newsletter.web import ServeSettings, WebServer, create_app
-from newsletter.web.signup import CONFIRM_PURPOSE, MAX_BODY_BYTES, SignupEvent
+from newsletter.web.signup import CONFIRM_PURPOSE, MAX_BODY_BYTES, SignupEvent, _client_key
 from tests.browser import launch_chromium, require_chromium
 from tests.smtpserver import SmtpTestServer
 from tests.test_sending import RecordingChecker
@@ -619,3 +619,9 @@ def test_the_server_refuses_to_start_without_what_signup_needs(
     with pytest.raises(NewsletterError) as caught:
         create_app(configured, secret=SECRET)
     assert message in caught.value.message
+
+
+def test_clients_are_counted_per_ipv6_64() -> None:
+    assert _client_key("2001:db8:1:2:aaaa::1") == _client_key("2001:db8:1:2:bbbb::9")
+    assert _client_key("2001:db8:1:2::1") != _client_key("2001:db8:1:3::1")
+    assert _client_key("192.0.2.7") == "192.0.2.7"

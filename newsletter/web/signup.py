@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 import os
@@ -167,6 +168,7 @@ class _ClientLimit:
         self._lock = threading.Lock()
 
     def allow(self, client: str) -> bool:
+        client = _client_key(client)
         now = self.clock()
         with self._lock:
             if len(self._seen) > 10000:  # forget idle clients so memory stays bounded
@@ -179,6 +181,18 @@ class _ClientLimit:
                 return False
             times.append(now)
             return True
+
+
+def _client_key(host: str) -> str:
+    """The client as rate limits count it: an IPv4 address, or the /64 of an IPv6 one (one
+    household or server gets a whole /64, and could otherwise take a new address per request)."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if address.version == 6:
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
 
 
 class _TooLarge(Exception):
