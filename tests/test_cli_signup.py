@@ -6,12 +6,17 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import signal
+import socket
+import subprocess
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from newsletter import cli
@@ -209,3 +214,51 @@ def test_an_import_records_who_put_people_on_the_list(run: Run, signup_project: 
     assert run("subscribers", "import", "members.csv").exit_code == 0
     with SubscriberStore(signup_project / "newsletter.db") as store:
         assert len(ConsentStore(store).consents("ann@example.org")) == 1
+
+
+def test_serve_takes_a_sign_up_from_the_command_line(signup_project: Path) -> None:
+    """`newsletter serve` as a process: the form answers and the mail lands in the outbox."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    env["NEWSLETTER_SECRET"] = "a-test-signing-secret"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "newsletter", "serve", "--port", str(port)],
+        cwd=signup_project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60  # a busy machine takes a while to start Python
+        while True:
+            try:
+                page = httpx.get(f"{base}/subscribe", timeout=5)
+                break
+            except httpx.ConnectError:
+                assert time.monotonic() < deadline, "newsletter serve did not start"
+                time.sleep(0.1)
+        assert page.status_code == 200 and 'name="city"' in page.text
+        answer = httpx.post(
+            f"{base}/subscribe",
+            data={"email": "cli@example.org", "city": "Gent", "consent": "2026-12"},
+            headers={"Origin": base},
+        )
+        assert answer.status_code == 200
+        outbox = signup_project / "outbox"
+        deadline = time.monotonic() + 20
+        while not list(outbox.rglob("*.eml")):
+            assert time.monotonic() < deadline, "no confirmation mail in the outbox"
+            time.sleep(0.1)
+    finally:
+        server.send_signal(signal.SIGINT)
+        out, err = server.communicate(timeout=20)
+    assert server.returncode == 0, err
+    assert f"Serving unsubscribe links, the sign-up form and the archive at {base}" in out
+    assert "cli@example.org: signup mail" in out
+    assert "cli@example.org: confirm sent" in out
+    [mail] = list((signup_project / "outbox").rglob("*.eml"))
+    assert b"Please confirm: Riverside Roots" in mail.read_bytes()

@@ -48,7 +48,8 @@ def serve(
         ),
     ] = 1,
 ) -> None:
-    """Serve one-click unsubscribe (RFC 8058), its pages, and the archive of built issues.
+    """Serve one-click unsubscribe (RFC 8058), its pages, the archive of built issues, and
+    (with a [signup] table) the sign-up form at /subscribe.
 
     Listens on 127.0.0.1 unless told otherwise; put it behind your web server for https
     (docs/serve.md; a container image and a systemd unit: docs/deploy.md). Every change is
@@ -87,7 +88,8 @@ def serve(
         on_signup=signup_event,
     )
     console.print(
-        f"Serving unsubscribe links and the archive at {server.url}"
+        f"Serving unsubscribe links{', the sign-up form' if settings.signup.enabled else ''}"
+        f" and the archive at {server.url}"
         f"{f' with {workers} workers' if workers > 1 else ''}  (Ctrl-C to stop)"
     )
     if workers > 1:
