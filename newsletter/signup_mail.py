@@ -12,7 +12,6 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 import jinja2
 from markupsafe import Markup
@@ -158,8 +157,3 @@ def send_signup_mail(
             raise result.error
         raise DeliveryError(f"the {mail.kind} mail to {to.email} was not sent: {result.error}")
     return result.receipt.reply if result.receipt is not None else ""
-
-
-def read_welcome(root: Path, name: str) -> bool:
-    """Whether the project has a welcome message (for `newsletter form`'s summary)."""
-    return (root / name).is_file()

@@ -625,3 +625,13 @@ def test_clients_are_counted_per_ipv6_64() -> None:
     assert _client_key("2001:db8:1:2:aaaa::1") == _client_key("2001:db8:1:2:bbbb::9")
     assert _client_key("2001:db8:1:2::1") != _client_key("2001:db8:1:3::1")
     assert _client_key("192.0.2.7") == "192.0.2.7"
+
+
+def test_a_broken_welcome_file_does_not_undo_the_confirmation(site: Site) -> None:
+    (site.settings.root / "welcome.md").write_bytes(b"# Hi\n\n\xff\xfe not UTF-8\n")
+    site.post(form("broken@example.org"))
+    link = site.local(link_in(site.mails(1)[0]))
+    done = httpx.post(link, data={})
+    assert done.status_code == 200 and "You are subscribed" in done.text
+    assert site.store.get("broken@example.org").status == "subscribed"  # type: ignore[union-attr]
+    no_more_than(site.smtp, 1)

@@ -578,7 +578,12 @@ class SignupSite:
             headers=_CONFIRM_HEADERS,
         )  # fmt: skip
         if done.outcome == ConfirmOutcome.CONFIRMED:
-            welcome = welcome_mail(self.settings, words)
+            try:
+                welcome = welcome_mail(self.settings, words)
+            except (OSError, UnicodeDecodeError) as err:
+                # They are subscribed; a broken welcome file is the editor's to fix.
+                _log.warning("the welcome message cannot be read: %s", err)
+                welcome = None
             if welcome is not None:
                 answer.background = BackgroundTask(self._send, welcome, done.subscriber)
         return answer
