@@ -24,6 +24,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from .config_reader import TableReader, check_env_name
+from .config_signup import SignupSettings, parse_signup_table
 from .config_tables import (
     DkimSettings,
     InboxSettings,
@@ -194,6 +195,7 @@ class Settings:
     dkim: DkimSettings | None = None
     store: StoreSettings = field(default_factory=StoreSettings)
     schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
+    signup: SignupSettings = field(default_factory=SignupSettings)
     warnings: tuple[str, ...] = ()
 
     @property
@@ -244,7 +246,7 @@ class Settings:
 _HEX_COLOUR = re.compile(r"^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")
 _LOCALE = re.compile(r"^[a-z]{2,3}(?:_[A-Z]{2})?(?:-(?:formal|informal))?$")
 KNOWN_TABLES = ("newsletter", "footer", "unsubscribe", "transport", "sending", "links", "serve",
-                "inbox", "dkim", "store", "schedule")  # fmt: skip
+                "inbox", "dkim", "store", "schedule", "signup")  # fmt: skip
 
 
 # Characters that end a header line or hide text in some reader (C0/C1 controls, Unicode line
@@ -505,6 +507,7 @@ def settings_from_mapping(
     dkim = parse_dkim_table(table("dkim"))
     store = parse_store_table(table("store"))
     schedule = parse_schedule_table(table("schedule"))
+    signup = parse_signup_table(table("signup"))
 
     if problems:
         raise ConfigError(problems)
@@ -543,6 +546,7 @@ def settings_from_mapping(
         dkim=dkim,
         store=store,
         schedule=schedule,
+        signup=signup,
         warnings=tuple(warnings),
     )
 

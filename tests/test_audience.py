@@ -77,7 +77,13 @@ def test_add_get_and_case_insensitive_duplicates(store: SubscriberStore) -> None
     assert again.email == "ann.smith@example.org"  # the latest spelling is kept
     assert again.name == "Ann Smith"  # an empty name leaves the stored one alone
     assert dict(again.attributes) == {"city": "Gent", "plan": "paid"}
-    assert store.count() == {"subscribed": 1, "unsubscribed": 0, "bounced": 0, "complained": 0}
+    assert store.count() == {
+        "subscribed": 1,
+        "unsubscribed": 0,
+        "bounced": 0,
+        "complained": 0,
+        "unconfirmed": 0,
+    }
     assert store.get("nobody@example.org") is None
     assert store.get("not an address") is None
 
@@ -540,7 +546,13 @@ def test_strict_mode_imports_nothing(store: SubscriberStore, tmp_path: Path) -> 
     lines = caught.value.message.splitlines()
     assert lines[0] == f"{path}: 8 problems; nothing was imported"
     assert lines[1] == f"  {path}:2: the name 'Ann\\nSmith?' contains a line break"
-    assert store.count() == {"subscribed": 0, "unsubscribed": 0, "bounced": 0, "complained": 0}
+    assert store.count() == {
+        "subscribed": 0,
+        "unsubscribed": 0,
+        "bounced": 0,
+        "complained": 0,
+        "unconfirmed": 0,
+    }
 
 
 def test_strict_error_lists_at_most_twenty(store: SubscriberStore, tmp_path: Path) -> None:
@@ -626,7 +638,8 @@ def test_status_column_may_unsubscribe_but_not_resubscribe(
     )
     report = store.import_csv(path)
     assert [str(p) for p in report.problems] == [
-        "line 6: unknown status 'maybe' (use subscribed, unsubscribed, bounced, complained)"
+        "line 6: unknown status 'maybe' (use subscribed, unsubscribed, bounced, complained, "
+        "unconfirmed)"
     ]
     assert (report.added, report.updated, report.kept_unsubscribed) == (2, 1, 1)
     assert emails(store) == ["new2@example.org"]

@@ -230,7 +230,8 @@ def test_names_are_printed_literally(run: Run) -> None:
         (("remove", "nobody@example.org"), 1, "error: no subscriber nobody@example.org\n"),
         (("unsubscribe", "nobody@example.org"), 1, "error: no subscriber nobody@example.org\n"),
         (("list", "--status", "gone"), 1,
-         "error: unknown status 'gone' (use subscribed, unsubscribed, bounced, complained)\n"),
+         "error: unknown status 'gone' (use subscribed, unsubscribed, bounced, complained, "
+         "unconfirmed)\n"),
     ],
 )  # fmt: skip
 def test_refusals(run: Run, args: tuple[str, ...], code: int, err: str) -> None:
@@ -293,6 +294,7 @@ def test_list_and_count(run: Run) -> None:
         ["unsubscribed", "1"],
         ["bounced", "0"],
         ["complained", "0"],
+        ["unconfirmed", "0"],
         ["total", "3"],
     ]
 
@@ -384,6 +386,7 @@ def test_sync_pulls_provider_suppressions_into_the_list(
                 "unsubscribed": 1,
                 "bounced": 2,
                 "complained": 1,
+                "unconfirmed": 0,
             }
         refused = runner.invoke(subscribers_app, ["sync"], env={"SENDGRID_API_KEY": "wrong"})
         assert refused.exit_code == 1

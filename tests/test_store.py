@@ -43,6 +43,7 @@ ADDED = {
     "schedule_test_sends",
     "subscriber_imports",
     "unsubscribe_refs",
+    "signup_consents",
 }
 START = 1_767_225_600.0  # the fixture's clock
 
@@ -360,7 +361,13 @@ def test_release_0_1_file_migrates_without_loss(release_db: Path) -> None:
 
 def test_release_0_1_subscribers_and_history_read_through_the_new_api(release_db: Path) -> None:
     with SubscriberStore(release_db) as store:
-        assert store.count() == {"subscribed": 9, "unsubscribed": 2, "bounced": 1, "complained": 1}
+        assert store.count() == {
+            "subscribed": 9,
+            "unsubscribed": 2,
+            "bounced": 1,
+            "complained": 1,
+            "unconfirmed": 0,
+        }
         every = {s.email: s for s in store.iter_subscribers(None)}
         assert len(every) == 13
         jorg = store.get("JÖRG@BÜCHER.DE")

@@ -34,6 +34,7 @@ TABLES = {
     "schedule_test_sends",
     "subscriber_imports",
     "unsubscribe_refs",
+    "signup_consents",
 }
 
 

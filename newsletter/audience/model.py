@@ -30,6 +30,8 @@ class SubscriberStatus(enum.StrEnum):
     UNSUBSCRIBED = "unsubscribed"
     BOUNCED = "bounced"
     COMPLAINED = "complained"
+    # Signed up on the form, confirmation link not yet followed: never sent an issue.
+    UNCONFIRMED = "unconfirmed"
 
 
 _STATUS_NAMES = ", ".join(s.value for s in SubscriberStatus)

@@ -19,7 +19,7 @@ from rich.markup import escape
 
 from .. import __version__
 from ..errors import ExitCode, NewsletterError
-from . import compose, reconcile, schedule, send, serve, tags
+from . import compose, reconcile, schedule, send, serve, signup, tags
 from ._output import console, err_console
 from .archive import app as archive_app
 from .store import app as store_app
@@ -38,6 +38,8 @@ app = typer.Typer(
 subscribers_app.command()(tags.tag)
 subscribers_app.command()(tags.untag)
 app.add_typer(subscribers_app, name="subscribers")
+subscribers_app.command("show")(signup.show)
+subscribers_app.command("purge")(signup.purge)
 for command in (
     compose.init,
     compose.new,
@@ -49,6 +51,7 @@ for command in (
     reconcile.reconcile,
     schedule.approve,
     serve.serve,
+    signup.form,
 ):
     app.command()(command)
 app.command("run-due")(schedule.run_due)

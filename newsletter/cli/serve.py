@@ -19,6 +19,7 @@ from ..config import parse_address
 from ..errors import ConfigError, Problem
 from ._output import console, visible
 from ._project import project_settings
+from .signup import signup_event
 
 if TYPE_CHECKING:
     from ..inbox import InboxItem
@@ -49,7 +50,8 @@ def serve(
     ] = 1,
 ) -> None:
     """Serve one-click unsubscribe (RFC 8058), its pages, the archive of sent issues and its
-    feed, and the images of messages that link them (with base_url).
+    feed, the images of messages that link them (with base_url), and (with a [signup] table)
+    the sign-up form at /subscribe.
 
     Listens on 127.0.0.1 unless told otherwise; put it behind your web server for https
     (docs/serve.md; a container image and a systemd unit: docs/deploy.md). Every change is
@@ -87,9 +89,11 @@ def serve(
         serve_settings=chosen,
         on_event=_web_event,
         on_schedule=_schedule_event,
+        on_signup=signup_event,
     )
     console.print(
-        f"Serving unsubscribe links and the archive at {server.url}"
+        f"Serving unsubscribe links{', the sign-up form' if settings.signup.enabled else ''}"
+        f" and the archive at {server.url}"
         f"{f' with {workers} workers' if workers > 1 else ''}  (Ctrl-C to stop)"
     )
     if settings.schedule.in_serve:

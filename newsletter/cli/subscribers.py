@@ -9,10 +9,11 @@ import contextlib
 import itertools
 import os
 import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, TextIO
 
 import typer
 from rich.console import Console
@@ -174,7 +175,10 @@ def import_(
         last_name=last_name_column,
         particle=particle_column,
     )
+    from ..audience.consent import ConsentStore  # noqa: PLC0415 (see open_store)
+
     with open_store() as store:
+        since = time.time()
         report = store.import_csv(
             file,
             mapping=mapping,
@@ -184,6 +188,8 @@ def import_(
             encoding=encoding,
             tags=_tags(tag),
         )
+        # Proof of consent says who put them on the list: this import.
+        ConsentStore(store).record_import(f"import {Path(file).name}", since=since)
     for warning in report.warnings:
         err_console.print(f"warning: {warning}", markup=False)
     for problem in report.problems:
@@ -230,6 +236,13 @@ def add(
                 hint="Pass --resubscribe only if they asked to be subscribed again.",
             )
         subscriber = store.add(email, name, attributes, resubscribe=resubscribe, source="cli add")
+        if existing is None or unsubscribed:
+            from ..audience.consent import ConsentStore  # noqa: PLC0415 (see open_store)
+
+            # The record says who put them on the list: the editor, by hand.
+            ConsentStore(store).record(
+                subscriber.email, source="cli add", consent_version="", now=time.time()
+            )
     if existing is None:
         verb = "Added"
     elif unsubscribed:
@@ -362,8 +375,15 @@ def export(
         str,
         typer.Option("--status", help="Only this status: subscribed, unsubscribed, ... or all."),
     ] = "all",
+    consent: Annotated[
+        bool,
+        typer.Option("--consent", help="Add the columns of each person's latest consent."),
+    ] = False,
 ) -> None:
     """Write subscribers as CSV (email, name, status, attributes); it imports back as it was.
+
+    `--consent` adds consent_source, consent_version, consent_requested_at and
+    consent_confirmed_at (proof of consent, e.g. for an audit).
 
     Examples:
 
@@ -371,10 +391,18 @@ def export(
 
         newsletter subscribers export - --status subscribed > subscribed.csv
     """
+    from ..audience.access import export_consent_csv  # noqa: PLC0415 (see open_store)
+
     wanted = _status_or_all(status)
     with open_store() as store:
+
+        def write(out: TextIO) -> int:
+            return (
+                export_consent_csv(store, out, wanted) if consent else store.export_csv(out, wanted)
+            )
+
         if file == "-":
-            written = store.export_csv(sys.stdout, wanted)
+            written = write(sys.stdout)
             sys.stdout.flush()
             err_console.print(f"Exported {_count(written)}", markup=False)
             return
@@ -382,7 +410,7 @@ def export(
         partial = path.with_name(path.name + ".partial")
         try:
             with partial.open("w", encoding="utf-8", newline="") as out:
-                written = store.export_csv(out, wanted)
+                written = write(out)
             os.replace(partial, path)  # never leave a half-written export under the real name
         except OSError as err:
             partial.unlink(missing_ok=True)

@@ -37,6 +37,8 @@ class Migration:
     version: int
     description: str
     statements: tuple[str, ...]
+    # Tables whose rows were copied in with their ids: numbering goes on after the highest.
+    reset_ids: tuple[str, ...] = ()
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -179,6 +181,73 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         7,
+        "sign-up: the 'unconfirmed' status and consent records",
+        (
+            # SQLite cannot change a CHECK constraint in place, so `subscribers` is rebuilt (the
+            # same statements on PostgreSQL, where it is as quick). Its history table refers to
+            # it with ON DELETE CASCADE: dropping the old table would empty the history, so the
+            # history is copied into a new table referring to the new one first, and the renames
+            # come last (SQLite >= 3.26 and PostgreSQL both carry the reference along).
+            """CREATE TABLE subscribers_v5 (
+                id {pk},
+                key TEXT NOT NULL UNIQUE,
+                email TEXT NOT NULL,
+                name TEXT NOT NULL DEFAULT '',
+                attributes TEXT NOT NULL DEFAULT '{{}}',
+                status TEXT NOT NULL DEFAULT 'subscribed'
+                    CHECK (status IN
+                        ('subscribed', 'unsubscribed', 'bounced', 'complained', 'unconfirmed')),
+                created_at {real} NOT NULL,
+                updated_at {real} NOT NULL
+            )""",
+            """INSERT INTO subscribers_v5
+                (id, key, email, name, attributes, status, created_at, updated_at)
+                SELECT id, key, email, name, attributes, status, created_at, updated_at
+                FROM subscribers""",
+            """CREATE TABLE subscriber_events_v5 (
+                id {pk},
+                subscriber_key TEXT NOT NULL
+                    REFERENCES subscribers_v5 (key) ON DELETE CASCADE ON UPDATE CASCADE,
+                at {real} NOT NULL,
+                old_status TEXT,
+                new_status TEXT NOT NULL,
+                source TEXT NOT NULL
+            )""",
+            """INSERT INTO subscriber_events_v5
+                (id, subscriber_key, at, old_status, new_status, source)
+                SELECT id, subscriber_key, at, old_status, new_status, source
+                FROM subscriber_events""",
+            "DROP TABLE subscriber_events",
+            "DROP TABLE subscribers",
+            "ALTER TABLE subscribers_v5 RENAME TO subscribers",
+            "ALTER TABLE subscriber_events_v5 RENAME TO subscriber_events",
+            "CREATE INDEX subscribers_by_status ON subscribers (status, key)",
+            "CREATE INDEX subscriber_events_by_key ON subscriber_events (subscriber_key, at)",
+            # One row per sign-up request (form page, embedded form, import, CLI): when it was
+            # asked for and confirmed, which consent text was shown, and (only when the project
+            # turns it on) a keyed hash of the client's address. `nonce` is what the signed
+            # confirmation link names (never the address); NULL once used. Erased with the
+            # subscriber (a request to be forgotten).
+            """CREATE TABLE signup_consents (
+                id {pk},
+                subscriber_key TEXT NOT NULL
+                    REFERENCES subscribers (key) ON DELETE CASCADE ON UPDATE CASCADE,
+                requested_at {real} NOT NULL,
+                confirmed_at {real},
+                source TEXT NOT NULL,
+                consent_version TEXT NOT NULL DEFAULT '',
+                client_hash TEXT,
+                nonce TEXT UNIQUE,
+                mailed_at {real},
+                fields TEXT NOT NULL DEFAULT '{{}}'
+            )""",
+            "CREATE INDEX signup_consents_by_key ON signup_consents (subscriber_key, requested_at)",
+            "CREATE INDEX signup_consents_pending ON signup_consents (confirmed_at, requested_at)",
+        ),
+        reset_ids=("subscribers", "subscriber_events"),
+    ),
+    Migration(
+        8,
         "subscribers' tags, and the audience each send froze",
         (
             # One row per subscriber and tag (casefolded, `segment.normalise_tag`); removing a
@@ -201,7 +270,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
     ),
     Migration(
-        8,
+        9,
         "click counts per link",
         (
             # One row per counted link of an issue (newsletter/clicks.py): where it leads and how
@@ -219,7 +288,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
     ),
     Migration(
-        9,
+        10,
         "scheduled sends, approvals and test sends",
         (
             # One row per `send --at`; its `state` moves scheduled -> running -> sent|failed, or
@@ -266,7 +335,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
     ),
     Migration(
-        10,
+        11,
         "imports and audience freezes in short transactions",
         (
             # An import writes its new subscribers in chunks, each its own short transaction,
@@ -292,7 +361,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
     ),
     Migration(
-        11,
+        12,
         "opaque unsubscribe tokens: which subscriber a token's reference names",
         (
             # `keyring` tells references made with one secret and list apart from another's
@@ -417,6 +486,10 @@ def migrate(connection: Connection, dialect: Dialect, where: str) -> int:
                 continue
             for statement in step.statements:
                 connection.execute(dialect.ddl(statement))
+            for table in step.reset_ids:
+                reset = dialect.reset_ids(table)
+                if reset is not None:
+                    connection.execute(reset)
             connection.execute(
                 _RECORD, {"version": step.version, "description": step.description, "at": now}
             )

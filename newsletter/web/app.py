@@ -54,7 +54,9 @@ from ..audience.tokenbook import TokenBook, TokenLookupError
 from ..config import Settings
 from ..config_tables import DEFAULT_HOST, DEFAULT_PORT, ServeSettings, parse_serve_table
 from ..delivery.mime import list_identifier
+from ..delivery.transports import make_transport
 from ..errors import AudienceError, NewsletterError
+from ..signup_mail import TransportFactory
 from ..tokens import ExpiredTokenError
 from .archive import archive_routes
 from .clicks import click_routes
@@ -72,6 +74,7 @@ from .pages import (
     texts_for,
     texts_for_settings,
 )
+from .signup import SignupEvent, SignupSite
 
 if TYPE_CHECKING:
     from ..scheduling import DueRun
@@ -536,6 +539,8 @@ def create_app(
     on_ready: Callable[[], None] | None = None,
     clock: Callable[[], float] = time.time,
     on_schedule: Callable[[DueRun], None] | None = None,
+    signup_transport: TransportFactory | None = None,
+    on_signup: Callable[[SignupEvent], None] | None = None,
 ) -> Starlette:
     """The ASGI app. Without `store`, the project's store is opened at startup and closed at
     shutdown. Raises ServeError when the pages have no words for the newsletter's language."""
@@ -599,6 +604,13 @@ def create_app(
     routes.append(Route(LOGO_PATH.rsplit("/", 1)[0] + "/{file}", logo, methods=["GET"]))
     # Before the archive's `/{issue}`, which would otherwise take it (so no issue is `healthz`).
     routes.append(Route("/healthz", healthz, methods=["GET"], name="healthz"))
+    signup = None
+    if settings.signup.enabled:
+        signup = SignupSite(
+            settings, secret=secret, store=current, unsubscribe_app_path=path, clock=clock,
+            on_event=on_signup, transport_factory=signup_transport or make_transport,
+        )  # fmt: skip
+        routes += signup.routes()  # before the archive's `/{issue}`, which would take them
     if settings.count_clicks:
         routes += click_routes(lambda: current().database)
     # The archive's routes LAST: its `/{issue}` and `/{issue}/{file}` would take any path of one
@@ -626,7 +638,8 @@ def create_app(
         if on_ready is not None:
             on_ready()
         try:
-            yield
+            async with signup.purging() if signup is not None else contextlib.nullcontext():
+                yield
         finally:
             if runner is not None:
                 await runner.stop()

@@ -90,6 +90,16 @@ input[type=checkbox]{width:1.25rem;height:1.25rem;accent-color:var(--accent)}
 input:focus-visible,textarea:focus-visible,select:focus-visible{outline:3px solid var(--accent);
 outline-offset:2px}
 .error{color:var(--fg);border-left:4px solid var(--accent);padding-left:.75rem}
+label{display:block;font-weight:600;margin:0 0 .35rem}
+input[type=email],input[type=text]{font:inherit;width:100%;padding:.6rem .75rem;min-height:44px;
+border:2px solid var(--muted);border-radius:8px;background:var(--card);color:var(--fg);
+margin:0 0 1rem}
+input:focus-visible{outline:3px solid var(--fg);outline-offset:2px}
+.check{display:flex;gap:.6rem;align-items:flex-start;font-weight:400;margin:0 0 1.25rem}
+.check input{width:1.4rem;height:1.4rem;margin:.15rem 0 0;flex:none}
+.error{color:#b42318;font-weight:600}
+@media (prefers-color-scheme:dark){.error{color:#ff8a80}}
+.hp{position:absolute;left:-10000px;width:1px;height:1px;overflow:hidden}
 """
 LOGO_PATH = "/_brand/logo"  # + the file's suffix; served by the app from the project
 BRAND_STYLE_PATH = "/_brand/style.css"  # the brand's colours, served by the app
@@ -262,6 +272,7 @@ _PAGE = """<!doctype html>
 {% include "brand" %}
 <h1>{{ title }}</h1>
 {% if lead %}<p>{{ lead }}</p>{% endif %}
+{{ body|safe }}
 {% if button %}
 {% if note %}<p class="muted">{{ note }}</p>{% endif %}
 <form method="post" action="{{ form_action }}">
@@ -447,9 +458,13 @@ def render_page(
     form_action: str = "",
     languages: Sequence[tuple[str, str, str]] = (),
     brand: Brand | None = None,
+    body: str = "",
 ) -> str:
     """One small page: a heading, a paragraph, optionally a one-button form. It wears `brand`,
-    else the brand of `texts` (see `texts_for_settings`), else the default colours."""
+    else the brand of `texts` (see `texts_for_settings`), else the default colours.
+
+    `body` is HTML the caller built with every value escaped (the sign-up form), placed
+    after the paragraph."""
     return _page_template.render(
         brand=brand or texts.brand,
         texts=texts,
@@ -460,6 +475,7 @@ def render_page(
         button=button,
         form_action=form_action,
         languages=languages,
+        body=body,
         style=STYLE,
     )
 

@@ -24,7 +24,9 @@ from ..audience import SubscriberStore
 from ..config import Settings
 from ..config_tables import ServeSettings
 from ..listening import http_url, listen
+from ..signup_mail import TransportFactory
 from .app import ServeError, WebEvent, create_app
+from .signup import SignupEvent
 
 if TYPE_CHECKING:
     from ..scheduling import DueRun
@@ -91,6 +93,8 @@ class WebServer:
         header_timeout: float = HEADER_TIMEOUT,
         clock: Callable[[], float] = time.time,
         on_schedule: Callable[[DueRun], None] | None = None,
+        signup_transport: TransportFactory | None = None,
+        on_signup: Callable[[SignupEvent], None] | None = None,
     ) -> None:
         self.header_timeout = header_timeout
         self.serve_settings = serve_settings or ServeSettings()
@@ -106,6 +110,8 @@ class WebServer:
             on_ready=self.ready.set,
             clock=clock,
             on_schedule=on_schedule,
+            signup_transport=signup_transport,
+            on_signup=on_signup,
         )
         self._socket: socket.socket | None = None
         self._server: uvicorn.Server | None = None
@@ -222,6 +228,7 @@ def serve(
     serve_settings: ServeSettings | None = None,
     on_event: Callable[[WebEvent], None] | None = None,
     on_schedule: Callable[[DueRun], None] | None = None,
+    on_signup: Callable[[SignupEvent], None] | None = None,
 ) -> WebServer:
     """A bound (not yet running) server for the project; call `.run()` to serve."""
     if not secret:
@@ -235,6 +242,7 @@ def serve(
         serve_settings=serve_settings,
         on_event=on_event,
         on_schedule=on_schedule,
+        on_signup=on_signup,
     )
     server.bind()
     return server
