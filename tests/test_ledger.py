@@ -123,14 +123,14 @@ def test_schema_lives_beside_the_subscriber_store(db: Path) -> None:
 def test_newer_schema_is_refused(db: Path) -> None:
     Ledger(db).close()
     con = sqlite3.connect(db)
-    con.execute("INSERT INTO store_migrations VALUES (9, 'from the future', 0)")
+    con.execute("INSERT INTO store_migrations VALUES (99, 'from the future', 0)")
     con.commit()
     con.close()
     with pytest.raises(LedgerError) as caught:
         Ledger(db)
     assert str(caught.value) == (
         f"{db}: the send ledger was written by a newer version of newsletter "
-        f"(store version 9; this version knows up to store version {STORE_VERSION})"
+        f"(store version 99; this version knows up to store version {STORE_VERSION})"
     )
 
 
