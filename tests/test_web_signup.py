@@ -635,3 +635,35 @@ def test_a_broken_welcome_file_does_not_undo_the_confirmation(site: Site) -> Non
     assert done.status_code == 200 and "You are subscribed" in done.text
     assert site.store.get("broken@example.org").status == "subscribed"  # type: ignore[union-attr]
     no_more_than(site.smtp, 1)
+
+
+def test_subscribing_again_from_the_unsubscribe_page_is_a_sign_up(site: Site) -> None:
+    """Issue 15 D9: with a [signup] table the unsubscribe page's "subscribe again" sends a
+    confirmation link; the person is back only after following it. A bounced address is not
+    offered the step at all (the editors decide), and gets no mail."""
+    site.store.add("back@example.org")
+    site.store.set_status("back@example.org", "unsubscribed", source="web page")
+    site.store.add("gone@example.org")
+    site.store.set_status("gone@example.org", "bounced", source="inbox")
+
+    def again(address: str) -> httpx.Response:
+        url = f"{site.base}/unsubscribe?token={make_token(SECRET, address)}"
+        first = httpx.post(url, data={"action": "resubscribe"}, headers=site.own())
+        found = re.search(r'name="step" value="([^"]+)"', first.text)
+        if found is None:
+            return first
+        data = {"action": "resubscribe-confirm", "step": html.unescape(found.group(1))}
+        return httpx.post(url, data=data, headers=site.own())
+
+    answer = again("back@example.org")
+    assert answer.status_code == 200 and "back@example.org" in html.unescape(answer.text)
+    assert site.store.get("back@example.org").status == "unsubscribed"  # type: ignore[union-attr]
+    (mail,) = site.mails(1)
+    assert mail["To"].addresses[0].addr_spec == "back@example.org"
+    assert httpx.post(site.local(link_in(mail)), data={}).status_code == 200
+    assert site.store.get("back@example.org").status == "subscribed"  # type: ignore[union-attr]
+
+    bounced = again("gone@example.org")
+    assert "cannot subscribe again here" in html.unescape(bounced.text)
+    no_more_than(site.smtp, 1)
+    assert site.store.get("gone@example.org").status == "bounced"  # type: ignore[union-attr]

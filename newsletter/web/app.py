@@ -219,6 +219,8 @@ class _Unsubscribe:
         self.languages = available_languages()
         own = settings.locale.replace("-", "_").split("_")[0].lower()
         self.default_language = own if own in self.languages else FALLBACK_LANGUAGE
+        # With a [signup] table, "subscribe again" is a sign-up: confirmed from the mailbox.
+        self.signup: SignupSite | None = None
 
     def prefill(self) -> None:
         """Write the references of every subscriber's opaque token (at start, in a thread)."""
@@ -341,6 +343,8 @@ class _Unsubscribe:
                     request, texts, address, status, expired=action != "resubscribe"
                 )
             action = "resubscribe"
+            if self.signup is not None:
+                return await self.signup.resubscribe(address, texts.language)
         try:
             event = await run_in_threadpool(self.change, address, action, source)
         except AudienceError:
@@ -611,6 +615,7 @@ def create_app(
             on_event=on_signup, transport_factory=signup_transport or make_transport,
         )  # fmt: skip
         routes += signup.routes()  # before the archive's `/{issue}`, which would take them
+        unsubscribe.signup = signup
     if settings.count_clicks:
         routes += click_routes(lambda: current().database)
     # The archive's routes LAST: its `/{issue}` and `/{issue}/{file}` would take any path of one

@@ -437,6 +437,23 @@ class SignupSite:
                             headers={"Retry-After": "30", **cors})  # fmt: skip
         return answer
 
+    async def resubscribe(self, email: str, language: str) -> Response:
+        """The unsubscribe page's "subscribe again", confirmed there: a sign-up like the form's
+        (issue 15, D9), so the person is back on the list only after the link in the mail.
+        Bounced and complained addresses get the same answer and no mail."""
+        words = self.words(language)
+        request = SignupRequest(
+            email=email, source="unsubscribe page", consent_version=self.config.consent_version
+        )
+        answer = self._sent(False, words, email, {})
+        try:
+            answer.background = await self.begin(request, words)
+        except AudienceError as err:
+            _log.warning("a sign-up could not be recorded: %s", err.message)
+            return Response("Busy, please try again.", 503, media_type="text/plain",
+                            headers={"Retry-After": "30"})  # fmt: skip
+        return answer
+
     async def begin(self, request: SignupRequest, words: SignupWords) -> BackgroundTask | None:
         """Record a request to be on the list; the task that mails its confirmation link (to
         run after the answer is sent), or None when no mail is due. Any other page that lets
