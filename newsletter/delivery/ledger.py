@@ -587,7 +587,7 @@ class IssueLedger:
         be sent (pending or deferred; failed and uncertain ones too with `resend`). `tried` as
         for `mark_failed_many`. If any row may not move, nothing is written.
         """
-        moves = [
+        moves: list[tuple[_Move, list[dict[str, Any]]]] = [
             (_SENDING_MOVE[resend], [{"key": k, "message_id": m} for k, m in sending]),
             (_SENT_MOVE, [{"key": k, "reply": r, "message_id": m} for k, r, m in sent]),
             (_FAILED_MOVE, [{"key": k, "error": e} for k, e in failed]),
