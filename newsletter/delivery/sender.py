@@ -19,6 +19,7 @@ several files. Claiming rows for several workers lives in `leases`.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import functools
 import math
@@ -581,7 +582,15 @@ def _run_claiming(run: _Run, size: int, states: Sequence[State]) -> None:
             errors.append(err)
             return
         mine = replace(run, ledger=own.issue(run.ledger.name))
-        commit = functools.partial(own.database.release, commit=True)
+
+        def commit() -> None:
+            try:
+                own.database.release(commit=True)
+            except own.database.errors as err:  # the run pauses; the rows stay as stored
+                raise LedgerError(
+                    f"issue '{run.ledger.name}': cannot commit a batch: {err}"
+                ) from err
+
         try:
             while not run.halted() and not errors:
                 batch = leases.claim(own, run.ledger.name, size, now=run.clock(), states=states)
@@ -590,7 +599,8 @@ def _run_claiming(run: _Run, size: int, states: Sequence[State]) -> None:
                 try:
                     _send_batch(mine, batch, resend=bool(states), commit=commit)
                 finally:
-                    own.database.release(commit=False)  # a batch that failed before its mark
+                    with contextlib.suppress(*own.database.errors):
+                        own.database.release(commit=False)  # failed before its handover
         except BaseException as err:
             errors.append(err)
         finally:
