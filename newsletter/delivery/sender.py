@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import enum
 import functools
-import math
 import queue
 import re
 import threading
@@ -169,7 +168,6 @@ class _Tally:
     streak_reply: str | None = None
     streak: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
-    reported_at: float = -math.inf  # time.monotonic() of the last progress report
 
     def snapshot(self, last: str | None) -> SendProgress:
         done = self.sent + self.failed + self.uncertain
@@ -339,8 +337,6 @@ def send_issue(
             _run_passes(run)
         finally:
             transport.close()
-        with run.tally.lock:
-            run.report(None, force=True)
         tally = run.tally
         return SendReport(
             issue=template.issue,
@@ -380,26 +376,17 @@ class _Run:
     def halted(self) -> bool:
         return self.stop.is_set() or self.tally.paused_reason is not None
 
-    def report(self, last: str | None, *, force: bool = False) -> None:
-        """Call the progress callback (with the tally's lock held by the caller), at most
-        `_REPORTS_PER_SECOND` times a second unless `force`: a terminal redrawn per message
-        costs more than the message."""
-        if self.progress is None:
-            return
-        now = time.monotonic()
-        if not force and now - self.tally.reported_at < 1 / _REPORTS_PER_SECOND:
-            return
-        self.tally.reported_at = now
-        self.progress(self.tally.snapshot(last))
+    def report(self, last: str | None) -> None:
+        """Call the progress callback (with the tally's lock held by the caller), once per
+        batch: callers may act on every report (stop after N); a display limits its own rate."""
+        if self.progress is not None:
+            self.progress(self.tally.snapshot(last))
 
     @property
     def groups_commits(self) -> bool:
         """One message per batch (SMTP, the outbox): a message's `sent` is written with the
         next message's `sending`, in one commit (see `_record`)."""
         return self.transport.max_batch == 1
-
-
-_REPORTS_PER_SECOND = 5
 
 
 def _run_passes(run: _Run) -> None:
