@@ -3,7 +3,7 @@ over several workers.
 
     .venv/bin/python bench/bench_store.py [--import-rows 1000000] [--send-recipients 100000]
                                           [--runs 3] [--workers 1,2,4] [--skip-import]
-                                          [--skip-send]
+                                          [--skip-send] [--baseline REF]
 
 PostgreSQL: a throw-away cluster (tests/pgserver.py: Debian's initdb + pg_ctl, Unix socket,
 fsync on as in production), removed at the end. SQLite: a file in a temporary directory.
@@ -18,6 +18,8 @@ fsync on as in production), removed at the end. SQLite: a file in a temporary di
   renders the issue, excluded), and the workers' CPU (user+sys, start-up included) per 1,000.
 
 Medians of `--runs`, every configuration once per round so all see the same machine.
+`--baseline REF` also runs every send configuration with the code of commit REF (`git archive`,
+bench/baseline.py: the workers import that tree, same interpreter and libraries), side by side.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+import baseline  # noqa: E402  (bench/baseline.py, beside this script)
 
 from tests.conftest import copy_example_project  # noqa: E402
 from tests.pgserver import PostgresServer, postgresql_bin  # noqa: E402
@@ -84,7 +88,12 @@ def children_cpu() -> float:
 
 
 def run_send(
-    fake: ProviderFake, project: Path, store_url: str, recipients: int, workers: int
+    fake: ProviderFake,
+    project: Path,
+    store_url: str,
+    recipients: int,
+    workers: int,
+    code: Path = REPO,
 ) -> tuple[float, float]:
     """Recipients/s (first to last accepted message) and worker CPU seconds per 1,000."""
     fake.accepted.clear()
@@ -102,9 +111,9 @@ def run_send(
         sys.executable, "-m", "tests.workerkit", fake.url, str(project), store_url,
         str(recipients), "list", "sendgrid",
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(REPO), "SENDGRID_API_KEY": KEY}
+    env = {**os.environ, "PYTHONPATH": str(code), "SENDGRID_API_KEY": KEY}
     started = [
-        subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL)
+        subprocess.Popen(command, cwd=code, env=env, stdout=subprocess.DEVNULL)
         for _ in range(workers)
     ]
     for child in started:
@@ -125,6 +134,7 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2,4")
     parser.add_argument("--skip-import", action="store_true")
     parser.add_argument("--skip-send", action="store_true")
+    parser.add_argument("--baseline", help="also send with this commit's code (before/after)")
     args = parser.parse_args()
     # Stopped by SIGTERM (a timeout), still remove the PostgreSQL cluster and temporary files.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
@@ -156,34 +166,51 @@ def main() -> None:
                 )
         if not args.skip_send:
             project = copy_example_project(tmp / "project")
-            configs = [("sqlite", 1)] + [("postgresql", n) for n in worker_counts]
-            sends: dict[tuple[str, int], list[tuple[float, float]]] = {c: [] for c in configs}
+            codes = {"current": REPO}
+            if args.baseline:
+                codes = {args.baseline: baseline.extract(args.baseline, tmp / "baseline")} | codes
+            configs = [
+                (side, engine, n)
+                for side in codes
+                for engine, n in [("sqlite", 1)] + [("postgresql", n) for n in worker_counts]
+            ]
+            sends: dict[tuple[str, str, int], list[tuple[float, float]]] = {c: [] for c in configs}
             with ProviderFake() as fake:
                 CountingSendGrid(fake)
                 fake.record_requests = False
                 for run in range(args.runs):
-                    for engine, workers in configs:
+                    for side, engine, workers in configs:
                         url = (
-                            str(tmp / f"send-{run}.db")
+                            str(tmp / f"send-{side}-{run}.db")
                             if engine == "sqlite"
                             else server.new_store()
                         )
-                        rate, cpu = run_send(fake, project, url, args.send_recipients, workers)
-                        sends[(engine, workers)].append((rate, cpu))
+                        rate, cpu = run_send(
+                            fake, project, url, args.send_recipients, workers, codes[side]
+                        )
+                        sends[(side, engine, workers)].append((rate, cpu))
                         print(
-                            f"send run {run + 1} {engine:10} {workers} worker(s) "
+                            f"send run {run + 1} {side:8} {engine:10} {workers} worker(s) "
                             f"{rate:8.0f} recipients/s  {cpu:5.2f} CPU s per 1k"
+                            f"  load {os.getloadavg()[0]:.1f}",
+                            flush=True,
                         )
             print(f"\nsend of {args.send_recipients} recipients to the SendGrid fake (median):")
-            base = statistics.median(v[0] for v in sends[("postgresql", worker_counts[0])])
-            for (engine, workers), values in sends.items():
-                rate = statistics.median(v[0] for v in values)
-                cpu = statistics.median(v[1] for v in values)
-                print(
-                    f"  {engine:10} {workers} worker(s) {rate:8.0f} recipients/s"
-                    f"  {cpu:5.2f} CPU s per 1k  ({rate / base:.2f}x PostgreSQL "
-                    f"{worker_counts[0]} worker)"
+            for side in codes:
+                base = statistics.median(
+                    v[0] for v in sends[(side, "postgresql", worker_counts[0])]
                 )
+                sqlite = statistics.median(v[0] for v in sends[(side, "sqlite", 1)])
+                for (other, engine, workers), values in sends.items():
+                    if other != side:
+                        continue
+                    rate = statistics.median(v[0] for v in values)
+                    cpu = statistics.median(v[1] for v in values)
+                    print(
+                        f"  {side:8} {engine:10} {workers} worker(s) {rate:8.0f} recipients/s"
+                        f"  {cpu:5.2f} CPU s per 1k  ({rate / base:.2f}x PostgreSQL "
+                        f"{worker_counts[0]} worker, {rate / sqlite:.2f}x SQLite)"
+                    )
 
 
 if __name__ == "__main__":

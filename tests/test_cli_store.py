@@ -120,6 +120,8 @@ def test_status_lists_the_workers_of_a_send_on_postgresql(
         issue.freeze([("a@example.org", "a@example.org"), ("b@example.org", "b@example.org")], "f")
         with ledger.lock("2026-11"):
             (claimed,) = leases.claim(ledger, "2026-11", 1, now=time.time())
+            issue.mark_sending([claimed.key])
+            ledger.database.release(commit=True)
             code, out = run(monkeypatch, project, "status", "2026-11")
             assert code == 6, out  # a send is running: deferred, come back later (README)
             assert "worker process" in out and "sending, 1 in flight" in out

@@ -28,7 +28,7 @@ def two(url: str) -> Iterator[tuple[Ledger, Ledger]]:
         yield first, second
 
 
-def test_claims_of_two_workers_never_overlap(two: tuple[Ledger, Ledger]) -> None:
+def test_claims_of_two_workers_never_overlap(two: tuple[Ledger, Ledger], url: str) -> None:
     first, second = two
     with first.lock(ISSUE), second.lock(ISSUE):
         now = time.time()
@@ -38,12 +38,21 @@ def test_claims_of_two_workers_never_overlap(two: tuple[Ledger, Ledger]) -> None
         assert not {r.key for r in a} & {r.key for r in b}
         assert [r.key for r in a] == sorted(r.key for r in a)  # oldest first
         assert all(r.attempts == 0 for r in a + b)  # tries before this one
+        # Claimed rows are locked, not marked: `sending` only from the handover (D16).
+        with Ledger(url) as third:
+            assert third.issue(ISSUE).counts()[State.PENDING] == 100
+        first.issue(ISSUE).mark_sending([r.key for r in a])
+        first.database.release(commit=True)
+        second.database.release(commit=False)  # gave up before its handover: b is free again
         rest = leases.claim(first, ISSUE, 1000, now=now)
-        assert len(rest) == 40 and leases.claim(second, ISSUE, 10, now=now) == []
+        assert len(rest) == 70 and {r.key for r in b} <= {r.key for r in rest}
+        assert leases.claim(second, ISSUE, 10, now=now) == []
+        first.issue(ISSUE).mark_sending([r.key for r in rest])
+        first.database.release(commit=True)
         counts = first.issue(ISSUE).counts()
         assert counts[State.SENDING] == 100 and counts[State.PENDING] == 0
         live = leases.live_leases(first.database, ISSUE, now=time.time())
-        assert sorted(lease.in_flight for lease in live) == [30, 70]
+        assert sorted(lease.in_flight for lease in live) == [0, 100]
 
 
 def test_a_claim_needs_a_lease(two: tuple[Ledger, Ledger]) -> None:
@@ -57,6 +66,8 @@ def test_a_silent_worker_is_expired_and_its_rows_become_uncertain(
     first, second = two
     with first.lock(ISSUE):
         claimed = leases.claim(first, ISSUE, 10, now=time.time())
+        first.issue(ISSUE).mark_sending([r.key for r in claimed])
+        first.database.release(commit=True)
         # The first worker goes quiet (a partition: its connection still looks open).
         with first.database.read() as db:
             db.execute("UPDATE ledger_leases SET heartbeat_at = heartbeat_at - :age", {"age": 3600})
@@ -82,6 +93,8 @@ def test_a_released_lease_is_not_recovered_and_status_says_finished(
     first, second = two
     with first.lock(ISSUE):
         batch = leases.claim(first, ISSUE, 5, now=time.time())
+        first.issue(ISSUE).mark_sending([r.key for r in batch])
+        first.database.release(commit=True)
         first.issue(ISSUE).mark_sent_many([(r.key, "250") for r in batch])
     assert not first.is_locked(ISSUE)
     with second.lock(ISSUE) as run:
@@ -123,12 +136,31 @@ def test_marking_a_claimed_batch_sent_is_all_or_nothing(two: tuple[Ledger, Ledge
     with first.lock(ISSUE):
         batch = leases.claim(first, ISSUE, 3, now=time.time())
         keys = [r.key for r in batch]
-        leases.mark_sent(first, ISSUE, [(k, "202") for k in keys[:2]], {keys[0]: "<m0@x>"})
         issue = first.issue(ISSUE)
+        issue.mark_sending(keys)
+        first.database.release(commit=True)
+        issue.mark_sent_many([(k, "202") for k in keys[:2]], message_ids={keys[0]: "<m0@x>"})
         row = issue.row(keys[0])
         assert row is not None and row.state is State.SENT and row.message_id == "<m0@x>"
         # Again, with one row already sent: refused, and the third row is left as it was.
-        with pytest.raises(IllegalTransitionError, match="1 of 2 rows"):
-            leases.mark_sent(first, ISSUE, [(keys[1], "202"), (keys[2], "202")], {})
+        with pytest.raises(IllegalTransitionError, match=f"'{keys[1]}' is sent"):
+            issue.mark_sent_many([(keys[1], "202"), (keys[2], "202")])
         third = issue.row(keys[2])
         assert third is not None and third.state is State.SENDING
+
+
+def test_a_worker_dying_before_its_handover_leaves_its_batch_to_the_others(
+    two: tuple[Ledger, Ledger],
+) -> None:
+    first, second = two
+    with first.lock(ISSUE), second.lock(ISSUE):
+        doomed = first.own_connection()
+        claimed = leases.claim(doomed, ISSUE, 10, now=time.time())
+        assert leases.claim(second, ISSUE, 10, now=time.time()) != claimed  # held: skipped
+        second.database.release(commit=False)
+        doomed.database.connection.close()  # as a SIGKILL would: the server ends its transaction
+        again = leases.claim(second, ISSUE, 10, now=time.time())
+        assert [r.key for r in again] == [r.key for r in claimed]
+        assert all(r.state is State.PENDING and r.attempts == 0 for r in again)
+        second.database.release(commit=False)
+        assert first.issue(ISSUE).counts()[State.UNCERTAIN] == 0

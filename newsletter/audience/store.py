@@ -48,6 +48,9 @@ _INSERT = (
     " VALUES (:key, :email, :name, :attributes, :status, :now, :now)"
 )
 # An `add` of someone an unfinished import holds makes them a subscriber of their own now.
+# One new address: two processes adding it at once (two `serve` workers, one sign-up each) both
+# succeed; the second finds the first one's row (rowcount 0) and updates it instead.
+_INSERT_NEW = _INSERT + " ON CONFLICT (key) DO NOTHING"
 _UPDATE = (
     "UPDATE subscribers SET email = :email, name = :name, attributes = :attributes,"
     " status = :status, updated_at = :now, import_id = NULL WHERE key = :key"
@@ -194,21 +197,22 @@ class SubscriberStore:
         now = self._clock()
         with self._transaction(f"add {address}") as db:
             found = self._row_by_key(db, key, to_change=True)
-            if found is None:
-                status: str = SubscriberStatus.SUBSCRIBED
-                db.execute(
-                    _INSERT,
-                    {
-                        "key": key,
-                        "email": address,
-                        "name": clean_name,
-                        "attributes": _dump(clean),
-                        "status": status,
-                        "now": now,
-                    },
-                )
+            status: str = SubscriberStatus.SUBSCRIBED
+            new = {
+                "key": key,
+                "email": address,
+                "name": clean_name,
+                "attributes": _dump(clean),
+                "status": status,
+                "now": now,
+            }
+            # Nothing to lock does not keep another process from inserting the address now:
+            # ON CONFLICT waits for its insert, and if that commits, its row is updated instead.
+            if found is None and db.execute(_INSERT_NEW, new).rowcount == 1:
                 db.execute(_EVENT, _event(key, None, status, source, now))
             else:
+                found = found or self._row_by_key(db, key, to_change=True)
+                assert found is not None  # the conflicting row is committed: it cannot vanish
                 old = _subscriber(found)
                 status = old.status
                 if status != SubscriberStatus.SUBSCRIBED and resubscribe:

@@ -304,15 +304,25 @@ def _run_send(plan: SendPlan, accept_changed: bool) -> SendReport:
     # not at all when there is nothing left to send (issue 15, D20; issue 12).
     bar = Progress(*columns, console=console, transient=False)
     task: list[TaskID] = []
+    # The bar takes at most 5 updates a second (a report comes per message over SMTP); the
+    # last one held back is shown when the run ends.
+    shown: list[float] = [0.0]
+    latest: list[SendProgress] = []
 
-    def progress(update: SendProgress) -> None:
+    def progress(update: SendProgress, *, final: bool = False) -> None:
+        now = time.monotonic()
+        if task and not final and now - shown[0] < 0.2:
+            latest[:] = [update]
+            return
+        shown[0] = now
+        latest.clear()
         try:
             if not task:
                 bar.start()
                 task.append(
                     bar.add_task("sending", total=None, rate=0.0, sent=0, failed=0, deferred=0)
                 )
-            elapsed = max(time.monotonic() - started, 1e-6)
+            elapsed = max(now - started, 1e-6)
             bar.update(
                 task[0],
                 total=update.total,
@@ -329,6 +339,8 @@ def _run_send(plan: SendPlan, accept_changed: bool) -> SendReport:
     try:
         return deliver(plan, accept_changed=accept_changed, stop=stop, progress=progress)
     finally:
+        if latest:
+            progress(latest[0], final=True)
         if task:
             with contextlib.suppress(OSError):
                 bar.stop()

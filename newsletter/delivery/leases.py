@@ -12,8 +12,11 @@ of `ledger_leases`:
 - a dead worker's lease is expired by whichever worker looks next (on taking its own lease, and
   at each heartbeat), in one transaction: the rows it left `sending` become `uncertain`, exactly
   like a crash on SQLite, and are never resent unless asked;
-- work is claimed in batches: `claim` picks due rows with `SELECT … FOR UPDATE SKIP LOCKED` and
-  marks them `sending` under the lease in the same statement, so no two workers get a row;
+- work is claimed in batches: `claim` locks due rows with `SELECT … FOR UPDATE SKIP LOCKED` in a
+  transaction the worker holds open until its handover, where it marks them `sending` under its
+  lease and commits; no two workers get a row, and a worker that dies before its handover
+  leaves its batch pending for the others (D16: only what may have reached the server can be
+  left uncertain);
 - the audience is frozen once, by the first worker (`first_freeze`: a session advisory lock per
   issue serialises the check, and later workers join the frozen issue).
 
@@ -34,7 +37,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..store import Connection, Store
-from .ledgerrow import IllegalTransitionError, LedgerRow, State
+from .ledgerrow import LedgerRow, State
 from .runlock import LockInfo, RunLock
 
 if TYPE_CHECKING:
@@ -49,7 +52,6 @@ __all__ = [
     "hold",
     "leases",
     "live_leases",
-    "set_message_ids",
 ]
 
 HEARTBEAT = 5.0  # seconds between a worker's heartbeats
@@ -94,35 +96,14 @@ _RELEASE = (
 _COLUMNS = (
     "issue, key, email, state, attempts, last_error, reply, message_id, next_attempt_at, updated_at"
 )
-# Due rows, oldest first, skipping rows another worker is claiming right now; marked `sending`
-# under the lease in the same statement (so in the same transaction).
+# Due rows, oldest first, skipping rows another worker holds right now; locked (not marked) in a
+# transaction the worker keeps open until its handover marks them `sending` (D16): a worker that
+# dies before the handover leaves them pending (the server drops its locks), not uncertain.
 _CLAIM = (
-    "UPDATE ledger_rows SET state = 'sending', attempts = attempts + 1, next_attempt_at = NULL,"
-    " updated_at = :now, lease_id = :lease"
-    " WHERE id IN (SELECT id FROM ledger_rows WHERE issue = :issue"
+    f"SELECT id, {_COLUMNS} FROM ledger_rows WHERE issue = :issue"
     " AND (state = 'pending' OR (state = 'deferred' AND COALESCE(next_attempt_at, 0) <= :due)"
-    " {extra}) ORDER BY id LIMIT :limit{claim})"
-    " AND EXISTS (SELECT 1 FROM ledger_leases WHERE id = :lease AND state = 'active')"
-    f" RETURNING id, {_COLUMNS}"
-)
-# One statement for a whole batch (arrays unnested side by side): a statement per row costs a
-# round trip each, which made recording the ids the slowest step of a send.
-_MESSAGE_IDS = (
-    "UPDATE ledger_rows AS r SET message_id = v.message_id"
-    " FROM (SELECT unnest(CAST(:keys AS text[])) AS key,"
-    " unnest(CAST(:ids AS text[])) AS message_id) AS v"
-    " WHERE r.issue = :issue AND r.key = v.key AND r.state = 'sending' AND r.lease_id = :lease"
-)
-
-
-# `sent` for a whole batch of claimed rows in one statement (PostgreSQL): the ledger's move
-# `sending -> sent`, for rows under this lease only.
-_SENT = (
-    "UPDATE ledger_rows AS r SET state = 'sent', reply = v.reply,"
-    " message_id = COALESCE(v.message_id, r.message_id), next_attempt_at = NULL, updated_at = :now"
-    " FROM (SELECT unnest(CAST(:keys AS text[])) AS key, unnest(CAST(:replies AS text[])) AS reply,"
-    " unnest(CAST(:ids AS text[])) AS message_id) AS v"
-    " WHERE r.issue = :issue AND r.key = v.key AND r.state = 'sending' AND r.lease_id = :lease"
+    " {extra}) AND EXISTS (SELECT 1 FROM ledger_leases WHERE id = :lease AND state = 'active')"
+    " ORDER BY id LIMIT :limit{claim}"
 )
 
 
@@ -331,11 +312,14 @@ def claim(
     now: float,
     states: Sequence[State] = (),
 ) -> list[LedgerRow]:
-    """Up to `limit` due rows, marked `sending` under this worker's lease in one statement.
+    """Up to `limit` due rows, locked for this worker in a transaction left open on `ledger`'s
+    connection (`Store.hold`; give the worker a connection of its own: `Ledger.own_connection`).
 
     Pending rows and due deferred rows, plus rows in `states` (failed, uncertain: a resend).
-    `attempts` in the rows returned counts the tries before this one, as `todo` gives them.
-    Empty when nothing is due, or when this worker's lease was expired.
+    The worker marks them `sending` at its handover (`IssueLedger.mark_sending`, which joins the
+    transaction) and ends it with `ledger.database.release(commit=True)`; until then no other
+    worker gets them, and if this one dies they are pending again. Empty (and no transaction
+    left open) when nothing is due, or when this worker's lease was expired.
     """
     lease = ledger._leases.get(issue)
     if lease is None:
@@ -343,16 +327,23 @@ def claim(
     store = ledger.database
     extra = "".join(f" OR state = '{State(s).value}'" for s in states)
     sql = _CLAIM.format(extra=extra, claim=store.dialect.claim)
-    params = {"now": now, "due": now, "lease": lease, "issue": issue, "limit": limit}
-    with ledger._transaction() as db:
-        rows = sorted(db.execute(sql, params).fetchall(), key=lambda row: int(row[0]))
+    params = {"due": now, "lease": lease, "issue": issue, "limit": limit}
+    store.hold()
+    try:
+        with store.lock:
+            rows = store.connection.execute(sql, params).fetchall()
+    except BaseException:
+        store.release(commit=False)
+        raise
+    if not rows:
+        store.release(commit=False)
     return [
         LedgerRow(
             issue=row[1],
             key=row[2],
             email=row[3],
             state=State(row[4]),
-            attempts=int(row[5]) - 1,
+            attempts=int(row[5]),
             last_error=row[6],
             reply=row[7],
             message_id=row[8],
@@ -361,42 +352,3 @@ def claim(
         )
         for row in rows
     ]
-
-
-def set_message_ids(ledger: Ledger, issue: str, ids: dict[str, str]) -> None:
-    """Record the Message-IDs of claimed rows (known once their messages are made)."""
-    if not ids:
-        return
-    params = {
-        "keys": list(ids),
-        "ids": list(ids.values()),
-        "issue": issue,
-        "lease": ledger._leases.get(issue),
-    }
-    with ledger._lock:
-        ledger._db.execute(_MESSAGE_IDS, params)
-
-
-def mark_sent(
-    ledger: Ledger, issue: str, items: Sequence[tuple[str, str]], ids: dict[str, str]
-) -> None:
-    """`IssueLedger.mark_sent_many` for claimed rows, in one statement: every row must still be
-    `sending` under this worker's lease, or nothing is written (IllegalTransitionError, as the
-    ledger says it)."""
-    if not items:
-        return
-    params = {
-        "keys": [key for key, _ in items],
-        "replies": [reply for _, reply in items],
-        "ids": [ids.get(key) for key, _ in items],
-        "now": ledger._clock(),
-        "issue": issue,
-        "lease": ledger._leases.get(issue),
-    }
-    with ledger._transaction() as db:
-        done = db.execute(_SENT, params).rowcount
-        if done != len(items):  # raised inside the transaction: it is rolled back
-            raise IllegalTransitionError(
-                f"issue '{issue}': {len(items) - done} of {len(items)} rows are no longer being "
-                "sent by this worker (its lease expired); nothing was marked sent"
-            )

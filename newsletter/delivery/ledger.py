@@ -106,50 +106,105 @@ _FROM_SENDABLE = (State.PENDING, State.DEFERRED)
 _FROM_RESENDABLE = (State.PENDING, State.DEFERRED, State.FAILED, State.UNCERTAIN)
 _FROM_FAILABLE = (State.SENDING, State.PENDING, State.DEFERRED)
 
-_SQL_SENDING = (
-    "UPDATE ledger_rows SET state = 'sending', attempts = attempts + 1,"
-    " message_id = COALESCE(:message_id, message_id), next_attempt_at = NULL, updated_at = :now,"
-    " lease_id = :lease WHERE issue = :issue AND key = :key AND state IN ({states})"
+# Every move of a batch is one statement over the batch's rows as a table `v` (`{rows}`, the
+# dialect's `rows_from`): on PostgreSQL one statement and one round trip for the whole batch; on
+# SQLite the same statement once per row, in the caller's one transaction. `_OWN` keeps a worker
+# off rows another worker is sending (PostgreSQL leases; NULL on SQLite, where one run sends).
+_OWN = (
+    " AND (r.state <> 'sending' OR COALESCE(r.lease_id, 0) = COALESCE(CAST(:lease AS BIGINT), 0))"
 )
-_SQL_SEND = _SQL_SENDING.format(states=_in(_FROM_SENDABLE))
-_SQL_RESEND = _SQL_SENDING.format(states=_in(_FROM_RESENDABLE))
+_SQL_SENDING = (
+    "UPDATE ledger_rows AS r SET state = 'sending', attempts = r.attempts + 1,"
+    " message_id = COALESCE(v.message_id, r.message_id), next_attempt_at = NULL,"
+    " updated_at = :now, lease_id = :lease FROM {rows}"
+    " WHERE r.issue = :issue AND r.key = v.key AND r.state IN ({states})"
+)
+_SQL_SEND = _SQL_SENDING.replace("{states}", _in(_FROM_SENDABLE))
+_SQL_RESEND = _SQL_SENDING.replace("{states}", _in(_FROM_RESENDABLE))
 _SQL_SENT = (
-    "UPDATE ledger_rows SET state = 'sent', reply = :reply,"
-    " message_id = COALESCE(:message_id, message_id), next_attempt_at = NULL, updated_at = :now"
-    " WHERE issue = :issue AND key = :key AND state = 'sending'"
+    "UPDATE ledger_rows AS r SET state = 'sent', reply = v.reply,"
+    " message_id = COALESCE(v.message_id, r.message_id), next_attempt_at = NULL,"
+    " updated_at = :now FROM {rows}"
+    " WHERE r.issue = :issue AND r.key = v.key AND r.state = 'sending'" + _OWN
 )
 _SQL_FAILED = (
-    "UPDATE ledger_rows SET state = 'failed', last_error = :error, next_attempt_at = NULL,"
-    " attempts = attempts + CASE WHEN state = 'sending' THEN 0 ELSE :tried END,"
-    " updated_at = :now WHERE issue = :issue AND key = :key"
-    " AND state IN ('sending', 'pending', 'deferred')"
+    "UPDATE ledger_rows AS r SET state = 'failed', last_error = v.error, next_attempt_at = NULL,"
+    " attempts = r.attempts + CASE WHEN r.state = 'sending' THEN 0 ELSE :tried END,"
+    " updated_at = :now FROM {rows} WHERE r.issue = :issue AND r.key = v.key"
+    f" AND r.state IN ({_in(_FROM_FAILABLE)})" + _OWN
 )
 # From `sending`, or straight from pending/deferred when the server refused before the row was
 # marked (a 4xx at MAIL or RCPT): that try still counts as an attempt.
 _SQL_DEFERRED = (
-    "UPDATE ledger_rows SET state = 'deferred', last_error = :error, next_attempt_at = :at,"
-    " deferred_since = COALESCE(deferred_since, :now),"
-    " attempts = attempts + CASE WHEN state = 'sending' THEN 0 ELSE 1 END,"
-    " updated_at = :now WHERE issue = :issue AND key = :key"
-    " AND state IN ('sending', 'pending', 'deferred')"
+    "UPDATE ledger_rows AS r SET state = 'deferred', last_error = v.error,"
+    " next_attempt_at = v.at, deferred_since = COALESCE(r.deferred_since, :now),"
+    " attempts = r.attempts + CASE WHEN r.state = 'sending' THEN 0 ELSE 1 END,"
+    " updated_at = :now FROM {rows} WHERE r.issue = :issue AND r.key = v.key"
+    " AND r.state IN ('sending', 'pending', 'deferred')" + _OWN
 )
 # Back to pending after a refusal of the sender, not the recipient: the try is not counted.
 _FROM_RELEASABLE = (State.SENDING, State.PENDING, State.DEFERRED, State.FAILED)
 _SQL_RELEASE = (
-    "UPDATE ledger_rows SET state = 'pending', last_error = :error, next_attempt_at = NULL,"
-    " attempts = CASE WHEN state <> 'pending' AND attempts > 0 THEN attempts - 1"
-    " ELSE attempts END,"
-    " updated_at = :now WHERE issue = :issue AND key = :key"
-    f" AND state IN ({_in(_FROM_RELEASABLE)})"
+    "UPDATE ledger_rows AS r SET state = 'pending', last_error = v.error,"
+    " next_attempt_at = NULL,"
+    " attempts = CASE WHEN r.state <> 'pending' AND r.attempts > 0 THEN r.attempts - 1"
+    " ELSE r.attempts END,"
+    " updated_at = :now FROM {rows} WHERE r.issue = :issue AND r.key = v.key"
+    f" AND r.state IN ({_in(_FROM_RELEASABLE)})" + _OWN
 )
 _SQL_LEFT = (
     "DELETE FROM ledger_rows WHERE issue = :issue AND key = :key"
     " AND state IN ('pending', 'deferred')"
 )
 _SQL_UNCERTAIN = (
-    "UPDATE ledger_rows SET state = 'uncertain', last_error = :error, next_attempt_at = NULL,"
-    " updated_at = :now WHERE issue = :issue AND key = :key AND state = 'sending'"
+    "UPDATE ledger_rows AS r SET state = 'uncertain', last_error = v.error,"
+    " next_attempt_at = NULL, updated_at = :now FROM {rows}"
+    " WHERE r.issue = :issue AND r.key = v.key AND r.state = 'sending'" + _OWN
 )
+
+
+@dataclass(frozen=True)
+class _Move:
+    """One legal move of a batch of rows: its statement, the columns of its rows (`v`), where
+    the rows go and the states they may leave."""
+
+    sql: str
+    columns: tuple[tuple[str, str], ...]
+    target: State
+    allowed: tuple[State, ...]
+
+
+_SENDING_MOVE = {
+    False: _Move(
+        _SQL_SEND, (("key", "text"), ("message_id", "text")), State.SENDING, _FROM_SENDABLE
+    ),
+    True: _Move(
+        _SQL_RESEND, (("key", "text"), ("message_id", "text")), State.SENDING, _FROM_RESENDABLE
+    ),
+}
+_SENT_MOVE = _Move(
+    _SQL_SENT,
+    (("key", "text"), ("reply", "text"), ("message_id", "text")),
+    State.SENT,
+    (State.SENDING,),
+)
+_FAILED_MOVE = _Move(
+    _SQL_FAILED, (("key", "text"), ("error", "text")), State.FAILED, _FROM_FAILABLE
+)
+_DEFERRED_MOVE = _Move(
+    _SQL_DEFERRED,
+    (("key", "text"), ("error", "text"), ("at", "real")),
+    State.DEFERRED,
+    (State.SENDING, State.PENDING, State.DEFERRED),
+)
+_RELEASE_MOVE = _Move(
+    _SQL_RELEASE, (("key", "text"), ("error", "text")), State.PENDING, _FROM_RELEASABLE
+)
+_UNCERTAIN_MOVE = _Move(
+    _SQL_UNCERTAIN, (("key", "text"), ("error", "text")), State.UNCERTAIN, (State.SENDING,)
+)
+
+
 _SQL_RECOVER = (
     "UPDATE ledger_rows SET state = 'uncertain', last_error = :error, updated_at = :now"
     " WHERE issue = :issue AND state = 'sending'"
@@ -157,13 +212,19 @@ _SQL_RECOVER = (
 # `newsletter reconcile`: the provider settled an uncertain row either way. The try that left it
 # uncertain is not counted when it never reached the provider.
 _SQL_SETTLE_SENT = (
-    "UPDATE ledger_rows SET state = 'sent', reply = :reply, updated_at = :now"
-    " WHERE issue = :issue AND key = :key AND state = 'uncertain'"
+    "UPDATE ledger_rows AS r SET state = 'sent', reply = v.reply, updated_at = :now FROM {rows}"
+    " WHERE r.issue = :issue AND r.key = v.key AND r.state = 'uncertain'"
 )
 _SQL_SETTLE_UNSENT = (
-    "UPDATE ledger_rows SET state = 'pending', last_error = :error, next_attempt_at = NULL,"
-    " attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, updated_at = :now"
-    " WHERE issue = :issue AND key = :key AND state = 'uncertain'"
+    "UPDATE ledger_rows AS r SET state = 'pending', last_error = v.error, next_attempt_at = NULL,"
+    " attempts = CASE WHEN r.attempts > 0 THEN r.attempts - 1 ELSE 0 END, updated_at = :now"
+    " FROM {rows} WHERE r.issue = :issue AND r.key = v.key AND r.state = 'uncertain'"
+)
+_SETTLE_SENT_MOVE = _Move(
+    _SQL_SETTLE_SENT, (("key", "text"), ("reply", "text")), State.SENT, (State.UNCERTAIN,)
+)
+_SETTLE_UNSENT_MOVE = _Move(
+    _SQL_SETTLE_UNSENT, (("key", "text"), ("error", "text")), State.PENDING, (State.UNCERTAIN,)
 )
 # Deferred too long (its first deferral before :cutoff): given up, like an MTA's bounce after
 # its queue lifetime. Rows deferred before this column existed count from their last update.
@@ -337,6 +398,18 @@ class Ledger:
             self.lock_path(issue), issue, clock=self._clock, recover=self.issue(issue)._recover
         )
 
+    def own_connection(self) -> Ledger:
+        """This ledger through a connection of its own (closed with it), sharing the leases:
+        a sending thread on PostgreSQL holds its claimed batch's transaction open there."""
+        copy = Ledger(
+            Store.open(self.database.location, purpose="the send ledger"),
+            clock=self._clock,
+            busy_retry=self.busy_retry,
+        )
+        copy._owned = True
+        copy._leases = self._leases
+        return copy
+
     def is_locked(self, issue: str) -> bool:
         """Whether a live run holds the issue's lock (this process's own run counts)."""
         if not self.database.is_sqlite:
@@ -444,78 +517,34 @@ class IssueLedger:
         Pending and deferred rows may be sent; failed and uncertain ones only with `resend`.
         If any key may not move, none does.
         """
-        keys = list(keys)
         ids = message_ids or {}
-        states = _FROM_RESENDABLE if resend else _FROM_SENDABLE
-        now = self._now()
-        lease = self.ledger._leases.get(self.name)
-        self._apply(
-            _SQL_RESEND if resend else _SQL_SEND,
-            [
-                {"message_id": ids.get(k), "now": now, "issue": self.name, "key": k, "lease": lease}
-                for k in keys
-            ],
-            keys,
-            State.SENDING,
-            states,
-        )
+        self.record(sending=[(key, ids.get(key)) for key in keys], resend=resend)
 
     def mark_sent(self, key: str, reply: str, *, message_id: str | None = None) -> None:
         """After the transport accepted the message: `reply` is the server reply or provider id."""
-        self.mark_sent_many([(key, reply)], message_ids={key: message_id} if message_id else None)
+        self.record(sent=[(key, reply, message_id)])
 
     def mark_sent_many(
         self, items: Iterable[tuple[str, str]], *, message_ids: Mapping[str, str] | None = None
     ) -> None:
-        items = list(items)
         ids = message_ids or {}
-        now = self._now()
-        self._apply(
-            _SQL_SENT,
-            [
-                {"reply": r, "message_id": ids.get(k), "now": now, "issue": self.name, "key": k}
-                for k, r in items
-            ],
-            [key for key, _ in items],
-            State.SENT,
-            (State.SENDING,),
-        )
+        self.record(sent=[(key, reply, ids.get(key)) for key, reply in items])
 
     def mark_failed(self, key: str, error: str) -> None:
         """Permanently failed (never retried unless asked); also for refusals before sending."""
-        self.mark_failed_many([(key, error)])
+        self.record(failed=[(key, error)])
 
     def mark_failed_many(self, items: Iterable[tuple[str, str]], *, tried: bool = False) -> None:
         """`tried`: the server refused these rows before they were marked `sending` (that try
         counts as an attempt); False for refusals before any network call."""
-        items = list(items)
-        now = self._now()
-        t = int(tried)
-        self._apply(
-            _SQL_FAILED,
-            [{"error": e, "now": now, "issue": self.name, "key": k, "tried": t} for k, e in items],
-            [key for key, _ in items],
-            State.FAILED,
-            _FROM_FAILABLE,
-        )
+        self.record(failed=list(items), tried=tried)
 
     def mark_deferred(self, key: str, error: str, next_attempt_at: float) -> None:
         """Failed for now (a transient error): `todo` offers it again from `next_attempt_at`."""
-        self.mark_deferred_many([(key, error, next_attempt_at)])
+        self.record(deferred=[(key, error, next_attempt_at)])
 
     def mark_deferred_many(self, items: Iterable[tuple[str, str, float]]) -> None:
-        items = list(items)
-        now = self._now()
-        self._apply(
-            _SQL_DEFERRED,
-            [
-                {"error": e, "at": at, "now": now, "issue": self.name, "key": k}
-                for k, e, at in items
-            ],
-            [key for key, _, _ in items],
-            State.DEFERRED,
-            (State.SENDING, State.PENDING, State.DEFERRED),
-        )
+        self.record(deferred=list(items))
 
     def release_many(self, items: Iterable[tuple[str, str]]) -> None:
         """Back to pending, with the reason: the sender was refused, not these recipients.
@@ -523,15 +552,97 @@ class IssueLedger:
         For rows being sent, not yet tried, or just failed by a refusal that turned out to be
         the sender's (the same reply for many in a row). The try is not counted.
         """
-        items = list(items)
-        now = self._now()
-        self._apply(
-            _SQL_RELEASE,
-            [{"error": e, "now": now, "issue": self.name, "key": k} for k, e in items],
-            [key for key, _ in items],
-            State.PENDING,
-            _FROM_RELEASABLE,
-        )
+        self.record(released=list(items))
+
+    def mark_uncertain(self, key: str, error: str) -> None:
+        """The message may or may not have gone (e.g. connection lost after the data)."""
+        self.record(uncertain=[(key, error)])
+
+    def record(
+        self,
+        *,
+        sending: Sequence[tuple[str, str | None]] = (),
+        sent: Sequence[tuple[str, str, str | None]] = (),
+        failed: Sequence[tuple[str, str]] = (),
+        deferred: Sequence[tuple[str, str, float]] = (),
+        released: Sequence[tuple[str, str]] = (),
+        uncertain: Sequence[tuple[str, str]] = (),
+        resend: bool = False,
+        tried: bool = False,
+    ) -> None:
+        """Several moves in ONE transaction (a group commit), each one statement for its rows:
+
+        `sent` (key, reply, Message-ID) and `failed`, `deferred` (key, error, due), `released`,
+        `uncertain` (key, error) are outcomes; `sending` (key, Message-ID) marks rows about to
+        be sent (pending or deferred; failed and uncertain ones too with `resend`). `tried` as
+        for `mark_failed_many`. If any row may not move, nothing is written.
+        """
+        moves: list[tuple[_Move, list[dict[str, Any]]]] = [
+            (_SENDING_MOVE[resend], [{"key": k, "message_id": m} for k, m in sending]),
+            (_SENT_MOVE, [{"key": k, "reply": r, "message_id": m} for k, r, m in sent]),
+            (_FAILED_MOVE, [{"key": k, "error": e} for k, e in failed]),
+            (_DEFERRED_MOVE, [{"key": k, "error": e, "at": at} for k, e, at in deferred]),
+            (_RELEASE_MOVE, [{"key": k, "error": e} for k, e in released]),
+            (_UNCERTAIN_MOVE, [{"key": k, "error": e} for k, e in uncertain]),
+        ]
+        todo = [(move, rows) for move, rows in moves if rows]
+        if not todo:
+            return
+        shared = {
+            "now": self._now(),
+            "issue": self.name,
+            "lease": self.ledger._leases.get(self.name),
+            "tried": int(tried),
+        }
+        _retry_busy(lambda: self._record_once(todo, shared), self.ledger.busy_retry)
+
+    def _record_once(self, todo: list[tuple[_Move, list[dict[str, Any]]]], shared: Params) -> None:
+        dialect = self.ledger.database.dialect
+        statements = [
+            (
+                move,
+                rows,
+                dialect.batch_statement(move.sql, move.columns),
+                dialect.batch_params(rows, [name for name, _ in move.columns], shared),
+            )
+            for move, rows in todo
+        ]
+        first = todo[0]
+        with self._lock:
+            try:
+                if len(statements) == 1 and len(statements[0][1]) == 1:
+                    # One row: one statement in autocommit mode is its own transaction, the
+                    # cheap path (a batch needs the transaction: all rows move, or none).
+                    _, rows, sql, params = statements[0]
+                    if self._db.execute(sql, params[0]).rowcount != len(rows):
+                        raise self._illegal(
+                            [r["key"] for r in rows], first[0].target, first[0].allowed
+                        )
+                    return
+                try:
+                    with self.ledger._transaction() as db:
+                        for move, rows, sql, params in statements:
+                            done = (
+                                db.execute(sql, params[0]).rowcount
+                                if len(params) == 1
+                                else db.executemany(sql, params).rowcount
+                            )
+                            if done != len(rows):
+                                first = (move, rows)
+                                raise _Refused
+                except _Refused:
+                    # Explained after the rollback, so the states read are the stored ones.
+                    move, rows = first
+                    raise self._illegal(
+                        [r["key"] for r in rows], move.target, move.allowed
+                    ) from None
+            except self._errors as err:
+                move, rows = first
+                more = sum(len(r) for _, r in todo) - 1
+                raise LedgerError(
+                    f"issue '{self.name}': cannot record {move.target.value} for "
+                    f"{rows[0]['key']!r}{f' and {more} more' if more else ''}: {err}"
+                ) from err
 
     def remove_left(self, keys: Iterable[str]) -> int:
         """Drop pending or deferred rows whose recipient left during the send (unsubscribed):
@@ -551,13 +662,15 @@ class IssueLedger:
 
     def settle_sent(self, key: str, reply: str) -> None:
         """An uncertain row the provider proved it accepted: `sent`, with the evidence."""
-        params = {"reply": reply, "now": self._now(), "issue": self.name, "key": key}
-        self._apply(_SQL_SETTLE_SENT, [params], [key], State.SENT, (State.UNCERTAIN,))
+        self._settle(_SETTLE_SENT_MOVE, {"key": key, "reply": reply})
 
     def settle_unsent(self, key: str, evidence: str) -> None:
         """An uncertain row the provider proved it never had: `pending`, sent by the next run."""
-        params = {"error": evidence, "now": self._now(), "issue": self.name, "key": key}
-        self._apply(_SQL_SETTLE_UNSENT, [params], [key], State.PENDING, (State.UNCERTAIN,))
+        self._settle(_SETTLE_UNSENT_MOVE, {"key": key, "error": evidence})
+
+    def _settle(self, move: _Move, row: dict[str, Any]) -> None:
+        shared = {"now": self._now(), "issue": self.name}
+        _retry_busy(lambda: self._record_once([(move, [row])], shared), self.ledger.busy_retry)
 
     def give_up_deferred(self, cutoff: float, lifetime: str) -> int:
         """Fail deferred rows first deferred before `cutoff` (retried for `lifetime`, e.g.
@@ -583,54 +696,6 @@ class IssueLedger:
         with self._lock:
             found = self._db.execute(_SQL_DEFERRED_SUMMARY, {"issue": self.name}).fetchone()
         return DeferredSummary(int(found[0]), found[1], found[2])
-
-    def mark_uncertain(self, key: str, error: str) -> None:
-        """The message may or may not have gone (e.g. connection lost after the data)."""
-        now = self._now()
-        params = {"error": error, "now": now, "issue": self.name, "key": key}
-        self._apply(_SQL_UNCERTAIN, [params], [key], State.UNCERTAIN, (State.SENDING,))
-
-    def _apply(
-        self,
-        sql: str,
-        params: list[Params],
-        keys: list[str],
-        target: State,
-        allowed: Sequence[State],
-    ) -> None:
-        if not params:
-            return
-        _retry_busy(
-            lambda: self._apply_once(sql, params, keys, target, allowed), self.ledger.busy_retry
-        )
-
-    def _apply_once(
-        self,
-        sql: str,
-        params: list[Params],
-        keys: list[str],
-        target: State,
-        allowed: Sequence[State],
-    ) -> None:
-        with self._lock:
-            try:
-                if len(params) == 1:
-                    # One statement in autocommit mode is its own transaction: the cheap path.
-                    if self._db.execute(sql, params[0]).rowcount != 1:
-                        raise self._illegal(keys, target, allowed)
-                    return
-                try:
-                    with self.ledger._transaction():
-                        if self._db.executemany(sql, params).rowcount != len(params):
-                            raise _Refused
-                except _Refused:
-                    # Explained after the rollback, so the states read are the stored ones.
-                    raise self._illegal(keys, target, allowed) from None
-            except self._errors as err:
-                raise LedgerError(
-                    f"issue '{self.name}': cannot record {target.value} for {keys[0]!r}"
-                    f"{f' and {len(keys) - 1} more' if len(keys) > 1 else ''}: {err}"
-                ) from err
 
     def _illegal(self, keys: list[str], target: State, allowed: Sequence[State]) -> LedgerError:
         """Explain the first key of a refused batch (nothing of the batch was written)."""

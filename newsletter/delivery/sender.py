@@ -19,6 +19,7 @@ several files. Claiming rows for several workers lives in `leases`.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import functools
 import queue
@@ -469,14 +470,23 @@ class _Run:
     progress: Callable[[SendProgress], None] | None
     claiming: bool = False  # PostgreSQL: rows are claimed batch by batch (`leases.claim`)
     first_handover: _Once | None = None
+    # Per sending thread: `sent` rows accepted but not yet written (group commit, see `_record`).
+    held: threading.local = field(default_factory=threading.local)
 
     def halted(self) -> bool:
         return self.stop.is_set() or self.tally.paused_reason is not None
 
     def report(self, last: str | None) -> None:
-        """Call the progress callback (with the tally's lock held by the caller)."""
+        """Call the progress callback (with the tally's lock held by the caller), once per
+        batch: callers may act on every report (stop after N); a display limits its own rate."""
         if self.progress is not None:
             self.progress(self.tally.snapshot(last))
+
+    @property
+    def groups_commits(self) -> bool:
+        """One message per batch (SMTP, the outbox): a message's `sent` is written with the
+        next message's `sending`, in one commit (see `_record`)."""
+        return self.transport.max_batch == 1
 
 
 def _run_passes(run: _Run) -> None:
@@ -501,6 +511,7 @@ def _run_passes(run: _Run) -> None:
                 functools.partial(_send_batch, run, resend=resend),
                 options.concurrency,
                 run.halted,
+                finish=functools.partial(_flush_held, run),
             )
         first_pass = False
         if run.halted() or not options.wait_for_deferred:
@@ -545,26 +556,54 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 60:g} min"
 
 
-def _send_batch(run: _Run, batch: list[LedgerRow], resend: bool, claimed: bool = False) -> None:
+def _send_batch(
+    run: _Run, batch: list[LedgerRow], resend: bool, commit: Callable[[], None] | None = None
+) -> None:
     """`_send_one_batch`, pausing the run (not aborting it) when the ledger cannot be written
     even after waiting for other writers: rows stay where the ledger last had them (`sending`
     rows are reported uncertain, never resent), so nothing delivered is misclassified."""
     try:
-        _send_one_batch(run, batch, resend, claimed)
+        _send_one_batch(run, batch, resend, commit)
     except LedgerError as err:
-        with run.tally.lock:
-            if run.tally.paused_reason is None:
-                run.tally.paused_reason = f"the send ledger cannot be written: {err.message}"
+        _pause_for_ledger(run, err)
 
 
-def _send_one_batch(run: _Run, batch: list[LedgerRow], resend: bool, claimed: bool) -> None:
+def _pause_for_ledger(run: _Run, err: LedgerError) -> None:
+    with run.tally.lock:
+        if run.tally.paused_reason is None:
+            run.tally.paused_reason = f"the send ledger cannot be written: {err.message}"
+
+
+def _take_held(run: _Run) -> list[tuple[str, str, str | None]]:
+    """This thread's accepted messages whose `sent` is not written yet (emptied)."""
+    held: list[tuple[str, str, str | None]] = getattr(run.held, "sent", [])
+    run.held.sent = []
+    return held
+
+
+def _flush_held(run: _Run) -> None:
+    """Write this thread's held `sent` rows now (the thread ends, or is about to wait)."""
+    held = _take_held(run)
+    if held:
+        try:
+            run.ledger.record(sent=held)
+        except LedgerError as err:  # they stay `sending`: reported uncertain, never resent
+            _pause_for_ledger(run, err)
+
+
+def _send_one_batch(
+    run: _Run, batch: list[LedgerRow], resend: bool, commit: Callable[[], None] | None
+) -> None:
     """One request: wait for the rate limit, then skip who left, hand over, record.
 
     The subscription is looked up after the rate-limit wait, right before the message is made
     (issue 15, D6). Rows are marked `sending` at the transport's point of no return when it
-    signals one (`transports.base.handover`), else just before the call (D16). `claimed` rows
-    (several workers on PostgreSQL) are `sending` since their claim.
+    signals one (`transports.base.handover`), else just before the call (D16). `commit`: the
+    rows were claimed in a transaction held open (PostgreSQL, `leases.claim`); it is committed
+    with the `sending` mark, or at the end when nothing was handed over.
     """
+    if run.limiter.paused_until is not None or not run.limiter.unlimited:
+        _flush_held(run)  # about to wait: accepted messages are not left `sending` meanwhile
     run.limiter.acquire(len(batch))
     items: list[tuple[LedgerRow, BatchItem]] = []
     refused: list[tuple[str, str]] = []
@@ -581,8 +620,6 @@ def _send_one_batch(run: _Run, batch: list[LedgerRow], resend: bool, claimed: bo
             refused.append((row.key, err.message))
             continue
         items.append((row, item))
-    if claimed and left:  # claimed rows are `sending`: back to pending, then dropped
-        run.ledger.release_many((key, "left during the send") for key in left)
     removed = run.ledger.remove_left(left) if left else 0
     if refused:
         run.ledger.mark_failed_many(refused)
@@ -594,28 +631,35 @@ def _send_one_batch(run: _Run, batch: list[LedgerRow], resend: bool, claimed: bo
             if not items:
                 run.report(batch[-1].email)
     if not items:
+        if commit is not None:
+            commit()
         return
     if run.first_handover is not None:
         try:
             run.first_handover()
         except NewsletterError as err:
-            if claimed:  # `sending` since the claim, but never handed over: pending again
-                run.ledger.release_many((row.key, err.message) for row, _ in items)
+            if commit is not None:
+                commit()  # claimed, never marked `sending`: still pending; the locks go
             with run.tally.lock:
                 if run.tally.paused_reason is None:
                     run.tally.paused_reason = err.message
             return
     keys = [row.key for row, _ in items]
     message_ids = {item.key: item.message.message_id for _, item in items}
-    if claimed:  # already `sending`, since the claim
-        leases.set_message_ids(run.ledger.ledger, run.ledger.name, message_ids)
-        results = _handed_over(run.transport, [item for _, item in items])
-        _record(run, items, results, marked=True)
-        return
     marked: list[bool] = []
 
     def mark() -> None:
-        run.ledger.mark_sending(keys, message_ids=message_ids, resend=resend)
+        # The previous message's `sent` (SMTP) goes in the same commit as this `sending`.
+        held = _take_held(run)
+        try:
+            run.ledger.record(
+                sending=[(key, message_ids[key]) for key in keys], sent=held, resend=resend
+            )
+        except BaseException:
+            run.held.sent = held + _take_held(run)
+            raise
+        if commit is not None:
+            commit()  # `sending` is durable before the server can have the message
         marked.append(True)
 
     # Resent rows (failed, uncertain) are marked first: their refusals have no pending to fall to.
@@ -629,6 +673,8 @@ def _send_one_batch(run: _Run, batch: list[LedgerRow], resend: bool, claimed: bo
     if not marked and any(r.receipt is not None or _maybe_sent(r.error) for r in results):
         mark()  # a transport that did not signal: the rows must pass through `sending`
     _record(run, items, results, marked=bool(marked))
+    if commit is not None:
+        commit()  # outcomes of a batch refused before its handover
 
 
 def _maybe_sent(error: Exception | None) -> bool:
@@ -648,23 +694,44 @@ def _joined(issue_ledger: IssueLedger) -> FreezeReport:
 
 
 def _run_claiming(run: _Run, size: int, states: Sequence[State]) -> None:
-    """`options.concurrency` threads, each claiming a batch (`leases.claim`) and sending it,
+    """`options.concurrency` threads, each with a connection of its own, claiming a batch
+    (`leases.claim`: locked in a transaction held open until its handover) and sending it,
     until nothing is due or the run halts. A batch is claimed only when a thread is free to send
-    it, so what a dead worker leaves uncertain is at most what it had in flight."""
+    it, and is `sending` only from its handover, so a dead worker leaves uncertain at most what
+    it had handed over."""
     errors: list[BaseException] = []
 
     def worker() -> None:
-        while not run.halted() and not errors:
+        try:
+            own = run.ledger.ledger.own_connection()
+        except BaseException as err:
+            errors.append(err)
+            return
+        mine = replace(run, ledger=own.issue(run.ledger.name))
+
+        def commit() -> None:
             try:
-                batch = leases.claim(
-                    run.ledger.ledger, run.ledger.name, size, now=run.clock(), states=states
-                )
+                own.database.release(commit=True)
+            except own.database.errors as err:  # the run pauses; the rows stay as stored
+                raise LedgerError(
+                    f"issue '{run.ledger.name}': cannot commit a batch: {err}"
+                ) from err
+
+        try:
+            while not run.halted() and not errors:
+                batch = leases.claim(own, run.ledger.name, size, now=run.clock(), states=states)
                 if not batch:
                     return
-                _send_batch(run, batch, resend=bool(states), claimed=True)
-            except BaseException as err:
-                errors.append(err)
-                return
+                try:
+                    _send_batch(mine, batch, resend=bool(states), commit=commit)
+                finally:
+                    with contextlib.suppress(*own.database.errors):
+                        own.database.release(commit=False)  # failed before its handover
+        except BaseException as err:
+            errors.append(err)
+        finally:
+            _flush_held(mine)
+            own.close()
 
     threads = [
         threading.Thread(target=worker, name=f"send-{n}", daemon=True)
@@ -774,27 +841,25 @@ def _record(
     deferred = by_kind[Outcome.DEFERRED]
     unavailable = by_kind[Outcome.UNAVAILABLE]
     waiting = deferred + unavailable
-    if sent:
-        replies = [(row.key, outcome.reply) for row, _, outcome in sent]
-        ids = {item.key: item.message.message_id for _, item, _ in sent}
-        if run.claiming:  # one statement for the batch (PostgreSQL)
-            leases.mark_sent(run.ledger.ledger, run.ledger.name, replies, ids)
-        else:
-            run.ledger.mark_sent_many(replies, message_ids=ids)
-    if by_kind[Outcome.FAILED]:
-        run.ledger.mark_failed_many(
-            [(row.key, outcome.reason) for row, _, outcome in by_kind[Outcome.FAILED]],
+    accepted: list[tuple[str, str, str | None]] = [
+        (row.key, outcome.reply, item.message.message_id) for row, item, outcome in sent
+    ]
+    if run.groups_commits and len(accepted) == len(found):
+        # Group commit: written with this thread's next `sending` mark (one commit for both),
+        # or when the thread ends or is about to wait. Until then the row stays `sending`: a
+        # crash in between leaves it uncertain, as a crash during its own send would have.
+        run.held.sent = _take_held(run) + accepted
+    else:
+        # Every outcome of the batch (and this thread's held `sent` rows) in one transaction.
+        run.ledger.record(
+            sent=_take_held(run) + accepted,
+            failed=[(row.key, outcome.reason) for row, _, outcome in by_kind[Outcome.FAILED]],
+            deferred=[(row.key, outcome.reason, outcome.retry_at) for row, _, outcome in deferred],
+            # Not sent, and not the recipient's fault: back to pending for the next run.
+            released=[(row.key, outcome.reason) for row, _, outcome in unavailable],
+            uncertain=[(row.key, outcome.reason) for row, _, outcome in by_kind[Outcome.UNCERTAIN]],
             tried=not marked,
         )
-    if deferred:
-        run.ledger.mark_deferred_many(
-            [(row.key, outcome.reason, outcome.retry_at) for row, _, outcome in deferred]
-        )
-    if unavailable:
-        # Not sent, and not the recipient's fault: back to pending for the next run.
-        run.ledger.release_many([(row.key, outcome.reason) for row, _, outcome in unavailable])
-    for row, _, outcome in by_kind[Outcome.UNCERTAIN]:
-        run.ledger.mark_uncertain(row.key, outcome.reason)
     pause = max((outcome.pause for _, _, outcome in waiting), default=0.0)
     if pause:
         run.limiter.pause_for(pause)
@@ -928,6 +993,7 @@ def _run_workers(
     handle: Callable[[_Unit], None],
     concurrency: int,
     halted: Callable[[], bool],
+    finish: Callable[[], None] | None = None,
 ) -> None:
     """Hand `units` to `concurrency` threads through a bounded queue until done or halted.
 
@@ -941,11 +1007,16 @@ def _run_workers(
         while True:
             unit = work.get()
             if unit is None:
-                return
+                break
             if halted() or errors:
                 continue
             try:
                 handle(unit)
+            except BaseException as err:
+                errors.append(err)
+        if finish is not None:
+            try:
+                finish()
             except BaseException as err:
                 errors.append(err)
 

@@ -139,6 +139,11 @@ class Store:
         """
         with self.lock:
             connection = self.connection
+            if connection.in_transaction:
+                # Inside a transaction its owner holds open (a claimed batch, `hold`): the
+                # statements join it, and the owner commits or rolls back.
+                yield connection
+                return
             connection.execute(self.dialect.begin_write)
             try:
                 yield connection
@@ -157,6 +162,18 @@ class Store:
                 sqlite.load_rows(self.connection, table, columns, rows)  # type: ignore[arg-type]
             else:
                 postgresql.load_rows(self.connection, table, columns, rows)  # type: ignore[arg-type]
+
+    def hold(self) -> None:
+        """Begin a write transaction that stays open across calls (the lock is not held): every
+        `transaction()` joins it until `release(commit=...)`. For one thread's own store."""
+        with self.lock:
+            self.connection.execute(self.dialect.begin_write)
+
+    def release(self, *, commit: bool) -> None:
+        """End the transaction `hold` began (nothing when none is open)."""
+        with self.lock:
+            if self.connection.in_transaction:
+                self.connection.execute("COMMIT" if commit else "ROLLBACK")
 
     @property
     def version(self) -> int:

@@ -14,6 +14,10 @@ Queries elsewhere are written once, in the SQL both engines speak, with named pa
 - reading the keys of a JSON object column and one entry of it as text (`json_text`, for an
   audience's attribute conditions), listing the tables and their columns, SQLite's
   `user_version`, and numbering on after rows copied in with their ids (`reset_ids`);
+- a batch of rows as a table in one statement (`batch_statement`, `batch_params`): PostgreSQL
+  takes one array per column and `unnest`s them, so a batch of 1,000 marks is one statement
+  and one round trip; SQLite, in process, runs the plain per-row form of the same statement
+  (`executemany`) inside the caller's one transaction;
 - claiming rows for a worker (`claim`: nothing on SQLite, whose single writer already excludes
   others; `FOR UPDATE SKIP LOCKED` on PostgreSQL, for several sending workers, issue 10), and
   reading a row to change it (`lock_row`: `FOR UPDATE` on PostgreSQL, so two servers
@@ -29,7 +33,9 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = ["POSTGRESQL", "SQLITE", "Dialect", "to_pyformat"]
 
@@ -64,6 +70,27 @@ class Dialect:
         (None where the engine does it by itself: SQLite)."""
         return self.next_id.format(table=table) if self.next_id else None
 
+    def batch_statement(self, sql: str, columns: tuple[tuple[str, str], ...]) -> str:
+        """`sql`, written over a batch's rows as a table `v` (`FROM {rows}`, values `v.name`),
+        for this engine; `columns` are `(name, kind)`, kind `text`, `real` or `int`.
+
+        PostgreSQL: `{rows}` becomes `unnest` of one array per column (one statement for the
+        batch). SQLite: a plain statement per row (`FROM {rows}` dropped, `v.name` read as
+        `:name`), for `executemany`: in process there are no round trips to save, and the plain
+        form measured 2-5x faster than `UPDATE … FROM` a one-row `SELECT` (a `json_each` table
+        of the whole batch was slower still).
+        """
+        return _batch_statement(self.name, sql, columns)
+
+    def batch_params(
+        self, rows: Sequence[Mapping[str, Any]], columns: Sequence[str], shared: Mapping[str, Any]
+    ) -> list[dict[str, Any]]:
+        """The parameters of a statement using `rows_from(columns)`: one set for the whole batch
+        (PostgreSQL: a list per column), or one per row (SQLite: for `executemany`)."""
+        if self.name == "postgresql":
+            return [{**shared, **{name: [row[name] for row in rows] for name in columns}}]
+        return [{**shared, **row} for row in rows]
+
     def ddl(self, statement: str) -> str:
         """A migration statement with this engine's column types filled in."""
         return statement.format(pk=self.pk, real=self.real, blob=self.blob)
@@ -71,6 +98,21 @@ class Dialect:
     def query(self, sql: str) -> str:
         """`sql` (written with `:name` parameters) in the form this engine's driver takes."""
         return sql if self.paramstyle == "named" else to_pyformat(sql)
+
+
+_ARRAYS = {"text": "text[]", "real": "double precision[]", "int": "bigint[]"}
+
+
+@functools.lru_cache(maxsize=128)
+def _batch_statement(engine: str, sql: str, columns: tuple[tuple[str, str], ...]) -> str:
+    if engine == "postgresql":
+        arrays = ", ".join(f"CAST(:{name} AS {_ARRAYS[kind]})" for name, kind in columns)
+        names = ", ".join(name for name, _ in columns)
+        return sql.replace("{rows}", f"unnest({arrays}) AS v({names})")
+    plain = sql.replace(" FROM {rows}", "")
+    for name, _ in columns:
+        plain = re.sub(rf"\bv\.{name}\b", f":{name}", plain)
+    return plain
 
 
 SQLITE = Dialect(
