@@ -26,14 +26,20 @@ def ask(consents: ConsentStore, email: str, now: float = T0, **extra: str) -> Si
     return consents.request(request, now=now).outcome
 
 
+SIGNUP_MIGRATION = next(
+    m.version for m in migrations.MIGRATIONS if m.description.startswith("sign-up:")
+)
+
+
 def test_migration_5_rebuilds_subscribers_keeping_rows_history_and_ids(
     store_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with monkeypatch.context() as patch:  # a store as release 4 left it
-        patch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:4])
-        patch.setattr(migrations, "STORE_VERSION", 4)
+    before_signup = SIGNUP_MIGRATION - 1
+    with monkeypatch.context() as patch:  # a store as the migrations before sign-up left it
+        patch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:before_signup])
+        patch.setattr(migrations, "STORE_VERSION", before_signup)
         with SubscriberStore(store_url) as old:
-            assert old.database.version == 4
+            assert old.database.version == before_signup
             for n in range(5):
                 old.add(f"p{n}@example.org", f"P {n}", {"city": "Gent"})
             old.set_status("p1@example.org", "unsubscribed", source="cli")
@@ -43,7 +49,7 @@ def test_migration_5_rebuilds_subscribers_keeping_rows_history_and_ids(
             with pytest.raises(AudienceError):  # the old CHECK refuses the new status
                 old.set_status("p3@example.org", "unconfirmed", source="cli")
     with SubscriberStore(store_url) as store:
-        assert store.database.version == 5
+        assert store.database.version == migrations.STORE_VERSION
         assert [store.get(f"p{n}@example.org") for n in range(5)] == before
         assert store.events("p1@example.org") == history
         store.set_status("p3@example.org", "unconfirmed", source="cli")
@@ -204,4 +210,4 @@ def test_a_store_opened_by_several_processes_keeps_one_schema(store_url: str) ->
     Store.open(store_url).close()
     with Store.open(store_url) as store, store.read() as db:
         versions = [r[0] for r in db.execute("SELECT version FROM store_migrations ORDER BY 1")]
-    assert versions == [1, 2, 3, 4, 5]
+    assert versions == [m.version for m in migrations.MIGRATIONS]

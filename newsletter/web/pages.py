@@ -383,7 +383,9 @@ def _read(code: str) -> dict[str, str] | None:
     resource = resources.files("newsletter") / "locales_web" / f"{code}.toml"
     if not resource.is_file():
         return None
-    return {k: str(v) for k, v in tomllib.loads(resource.read_text(encoding="utf-8")).items()}
+    # Tables ([subscribe], [confirm]) are the sign-up's words (`signup_words`), not the pages'.
+    words = tomllib.loads(resource.read_text(encoding="utf-8"))
+    return {k: v for k, v in words.items() if isinstance(v, str)}
 
 
 @lru_cache(maxsize=64)
