@@ -35,28 +35,43 @@ def test_migration_5_rebuilds_subscribers_keeping_rows_history_and_ids(
     store_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     before_signup = SIGNUP_MIGRATION - 1
+    rows = "SELECT id, key, email, name, attributes, status FROM subscribers ORDER BY id"
+    events = "SELECT id, subscriber_key, new_status, source FROM subscriber_events ORDER BY id"
+    add = (
+        "INSERT INTO subscribers (key, email, name, attributes, status, created_at, updated_at)"
+        " VALUES (:key, :key, :name, '{}', :status, 0, 0)"
+    )
+    event = (
+        "INSERT INTO subscriber_events (subscriber_key, at, old_status, new_status, source)"
+        " VALUES (:key, 0, NULL, :status, 'cli')"
+    )
     with monkeypatch.context() as patch:  # a store as the migrations before sign-up left it
         patch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:before_signup])
         patch.setattr(migrations, "STORE_VERSION", before_signup)
-        with SubscriberStore(store_url) as old:
-            assert old.database.version == before_signup
-            for n in range(5):
-                old.add(f"p{n}@example.org", f"P {n}", {"city": "Gent"})
-            old.set_status("p1@example.org", "unsubscribed", source="cli")
-            old.set_status("p2@example.org", "bounced", source="bounce")
-            before = [old.get(f"p{n}@example.org") for n in range(5)]
-            history = old.events("p1@example.org")
-            with pytest.raises(AudienceError):  # the old CHECK refuses the new status
-                old.set_status("p3@example.org", "unconfirmed", source="cli")
+        with Store.open(store_url) as old:
+            assert old.version == before_signup
+            with old.transaction() as db:
+                for n, status in enumerate(["subscribed", "unsubscribed", "bounced", "subscribed"]):
+                    values = {"key": f"p{n}@example.org", "name": f"P {n}", "status": status}
+                    db.execute(add, values)
+                    db.execute(event, values)
+                db.execute(add, {"key": "p4@example.org", "name": "P 4", "status": "subscribed"})
+            with old.read() as db:
+                before = db.execute(rows).fetchall()
+                history = db.execute(events).fetchall()
+            with pytest.raises(old.errors), old.transaction() as db:  # the old CHECK refuses it
+                db.execute(add, {"key": "x@example.org", "name": "", "status": "unconfirmed"})
     with SubscriberStore(store_url) as store:
         assert store.database.version == migrations.STORE_VERSION
-        assert [store.get(f"p{n}@example.org") for n in range(5)] == before
-        assert store.events("p1@example.org") == history
+        with store.database.read() as db:
+            assert db.execute(rows).fetchall() == before
+            assert db.execute(events).fetchall() == history
+        before_ids = [int(row[0]) for row in before]
         store.set_status("p3@example.org", "unconfirmed", source="cli")
         with pytest.raises(AudienceError):
             store.set_status("p3@example.org", "maybe", source="cli")
         added = store.add("new@example.org")
-        assert added.id is not None and added.id > max(p.id or 0 for p in before if p)
+        assert added.id is not None and added.id > max(before_ids)
         # The history still goes with its subscriber (the rebuilt reference cascades).
         assert store.remove("p1@example.org")
         assert store.events("p1@example.org") == ()
