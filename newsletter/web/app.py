@@ -59,6 +59,7 @@ from ..errors import AudienceError, NewsletterError
 from ..signup_mail import TransportFactory
 from ..tokens import ExpiredTokenError
 from .archive import archive_routes
+from .bodies import BodyTooLarge, drain, read_body
 from .clicks import click_routes
 from .pages import (
     BRAND_STYLE_PATH,
@@ -148,22 +149,6 @@ class WebEvent:
 
 
 # --- the app ------------------------------------------------------------------------------------
-
-
-class _TooLarge(Exception):
-    pass
-
-
-async def _read_body(request: Request) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_FORM_BYTES:
-        raise _TooLarge
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_FORM_BYTES:
-            raise _TooLarge
-    return body
 
 
 def parse_form(content_type: str, body: bytes) -> dict[str, str]:
@@ -300,17 +285,17 @@ class _Unsubscribe:
             )
         except TokenLookupError:
             if request.method == "POST":
-                await _drain(request)
+                await drain(request, MAX_FORM_BYTES)
             return _busy()
         except AudienceError as err:
             if request.method == "POST":
-                await _drain(request)
+                await drain(request, MAX_FORM_BYTES)
             if isinstance(err, ExpiredTokenError):
                 return self.expired(request, texts)
             return self.invalid(request, texts)
         if address is None:  # a genuine token whose subscriber is no longer on the list
             if request.method == "POST":
-                await _drain(request)
+                await drain(request, MAX_FORM_BYTES)
             return self.page(
                 request,
                 texts,
@@ -321,8 +306,8 @@ class _Unsubscribe:
             found = await run_in_threadpool(self.store().get, address)
             return self.show(request, texts, address, None if found is None else found.status)
         try:
-            body = await _read_body(request)
-        except _TooLarge:
+            body = await read_body(request, MAX_FORM_BYTES)
+        except BodyTooLarge:
             return self.page(
                 request, texts, title=texts.words["too_large_title"], status=413, name=""
             )
@@ -525,12 +510,6 @@ def _same_origin(request: Request) -> bool:
         return origin.strip().lower() == own
     referer = request.headers.get("referer")
     return referer is not None and (referer.strip().lower() + "/").startswith(own + "/")
-
-
-async def _drain(request: Request) -> None:
-    """Read (and drop) a bounded request body, so the connection can be reused."""
-    with contextlib.suppress(_TooLarge):
-        await _read_body(request)
 
 
 def create_app(

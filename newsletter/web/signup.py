@@ -64,6 +64,7 @@ from ..signup_mail import (
 )
 from ..signup_words import SignupWords, signup_words
 from ..tokens import make_token, verify_token
+from .bodies import BodyTooLarge, drain, read_body
 from .pages import CSP, Button, render_page, texts_for
 
 __all__ = [
@@ -193,22 +194,6 @@ def _client_key(host: str) -> str:
     if address.version == 6:
         return str(ipaddress.ip_network(f"{address}/64", strict=False))
     return str(address)
-
-
-class _TooLarge(Exception):
-    pass
-
-
-async def _body(request: Request) -> bytes:
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise _TooLarge
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            raise _TooLarge
-    return body
 
 
 class SignupSite:
@@ -397,13 +382,13 @@ class SignupSite:
         source = self._origin_kind(request)
         if source is None:
             # A page on a site not listed in allowed_origins: no CORS headers, no change.
-            await _drain(request)
+            await drain(request, MAX_BODY_BYTES)
             return self._answer(as_json, words, 403, words.sub("fix_title"), {}, cors)
         if as_json:
             source = "embedded form"
         try:
-            raw = await _body(request)
-        except _TooLarge:
+            raw = await read_body(request, MAX_BODY_BYTES)
+        except BodyTooLarge:
             return self._answer(as_json, words, 413, words.sub("too_large_title"), {}, cors)
         client = request.client.host if request.client else "unknown"
         if not self.limit.allow(client):
@@ -553,7 +538,7 @@ class SignupSite:
         except AudienceError:
             nonce = ""
         if request.method == "POST":
-            await _drain(request)
+            await drain(request, MAX_BODY_BYTES)
         invalid = self.message_page(
             words, words.conf("invalid_title"), words.conf("invalid_lead"), status=400,
             headers=_CONFIRM_HEADERS,
@@ -629,8 +614,3 @@ def _fields(content_type: str, raw: bytes) -> dict[str, str]:
         elif isinstance(value, str):
             found[key] = value.strip()
     return found
-
-
-async def _drain(request: Request) -> None:
-    with contextlib.suppress(_TooLarge):
-        await _body(request)
