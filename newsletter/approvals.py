@@ -13,7 +13,8 @@ from typing import Any
 
 from .config import SendingSettings
 from .errors import ProjectError
-from .store import Store, StoreError, StoreSource
+from .store import Store, StoreSource
+from .store.user import StoreUser
 
 __all__ = [
     "Approval",
@@ -66,26 +67,14 @@ class TestCopy:
     error: str | None
 
 
-class Approvals:
+class Approvals(StoreUser):
     """The approval and test-send records of the project's store. `Approvals(source)` opens the
     store (closed by `close()`); `Approvals(store)` uses an open `Store` and leaves it open."""
 
+    purpose = "the approvals"
+
     def __init__(self, source: StoreSource | Store) -> None:
-        if isinstance(source, Store):
-            self.database, self._owned = source, False
-        else:
-            self.database = Store.open(source, purpose="the approvals")
-            self._owned = True
-
-    def close(self) -> None:
-        if self._owned:
-            self.database.close()
-
-    def __enter__(self) -> Approvals:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        self._attach(source)
 
     def approve(self, issue: str, fingerprint: str, by: str, at: float) -> Approval:
         """Record that `by` approved `fingerprint` of `issue` at `at`."""
@@ -94,7 +83,7 @@ class Approvals:
 
     def approvals(self, issue: str) -> list[Approval]:
         """Every approval of `issue`, oldest first."""
-        rows = self._read(_APPROVALS, issue)
+        rows = self._rows(_APPROVALS, issue)
         return [Approval(str(r[0]), str(r[1]), str(r[2]), float(r[3])) for r in rows]
 
     def record_test(
@@ -114,7 +103,7 @@ class Approvals:
 
     def tests(self, issue: str) -> list[TestCopy]:
         """Every test copy of `issue`, oldest first."""
-        rows = self._read(_TESTS, issue)
+        rows = self._rows(_TESTS, issue)
         return [
             TestCopy(
                 str(r[0]), str(r[1]), str(r[2]), float(r[3]), None if r[4] is None else str(r[4])
@@ -123,18 +112,12 @@ class Approvals:
         ]
 
     def _write(self, sql: str, params: dict[str, object]) -> None:
-        try:
-            with self.database.transaction() as db:
-                db.execute(sql, params)
-        except self.database.errors as err:
-            raise StoreError(f"{self.database.where}: cannot record: {err}") from err
+        with self._transaction("record") as db:
+            db.execute(sql, params)
 
-    def _read(self, sql: str, issue: str) -> list[tuple[Any, ...]]:
-        try:
-            with self.database.read() as db:
-                return [tuple(row) for row in db.execute(sql, {"issue": issue})]
-        except self.database.errors as err:
-            raise StoreError(f"{self.database.where}: cannot read the approvals: {err}") from err
+    def _rows(self, sql: str, issue: str) -> list[tuple[Any, ...]]:
+        with self._read("read the approvals") as db:
+            return [tuple(row) for row in db.execute(sql, {"issue": issue})]
 
 
 def approval_problem(

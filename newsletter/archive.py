@@ -17,16 +17,15 @@ The tables come from the store's migrations; the queries live here, written once
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 from .errors import NewsletterError
-from .store import Connection, Store, StoreError, StoreSource
+from .store import Connection, Store, StoreSource
+from .store.user import StoreUser
 
 __all__ = [
     "ArchiveError",
@@ -114,57 +113,21 @@ def _entry(row: Any) -> ArchivedIssue:
     return ArchivedIssue(str(row[0]), str(row[1]), float(row[2]), float(row[3]), int(row[4]))
 
 
-class ArchiveStore:
+class ArchiveStore(StoreUser):
     """The archive in the project's store; safe to share between threads (the store's lock).
 
     `ArchiveStore(path_or_url)` opens the store and closes it on `close()`; `ArchiveStore(store)`
     uses an open `Store` (shared with the ledger, say) and leaves it open.
     """
 
+    error = ArchiveError
+    purpose = "the archive"
+
     def __init__(
         self, source: StoreSource | Store, *, clock: Callable[[], float] = time.time
     ) -> None:
-        if isinstance(source, Store):
-            self.database, self._owned = source, False
-        else:
-            try:
-                self.database = Store.open(source, purpose="the archive")
-            except StoreError as err:
-                raise ArchiveError(err.message, hint=err.hint) from err
-            self._owned = True
+        self._attach(source)
         self._clock = clock
-
-    def __enter__(self) -> ArchiveStore:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Close the store if this object opened it (safe to call twice)."""
-        if self._owned:
-            self.database.close()
-
-    @contextlib.contextmanager
-    def _read(self, action: str) -> Iterator[Connection]:
-        try:
-            with self.database.read() as db:
-                yield db
-        except self.database.errors as err:
-            raise ArchiveError(f"{self.database.where}: cannot {action}: {err}") from err
-
-    @contextlib.contextmanager
-    def _transaction(self, action: str) -> Iterator[Connection]:
-        try:
-            with self.database.transaction() as db:
-                yield db
-        except self.database.errors as err:
-            raise ArchiveError(f"{self.database.where}: cannot {action}: {err}") from err
 
     # --- writing --------------------------------------------------------------------------------
 

@@ -6,17 +6,17 @@ The tables (`subscribers`, `subscriber_events`) are created by the store's migra
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from types import MappingProxyType, TracebackType
+from types import MappingProxyType
 from typing import Any, TextIO, overload
 
 from ..errors import AudienceError
 from ..segment import EVERYONE, Segment, normalise_tag
-from ..store import Connection, Params, Store, StoreError, StoreSource
+from ..store import Connection, Params, Store, StoreSource
+from ..store.user import StoreUser
 from . import importer
 from .addresses import address_key, check_name, clean_attributes, lookup_key, normalise_address
 from .csvfile import ColumnMapping, ImportReport, write_csv
@@ -108,7 +108,7 @@ def _event(key: str, old: str | None, new: str, source: str, at: float) -> Param
     return {"key": key, "at": at, "old": old, "new": new, "source": source}
 
 
-class SubscriberStore:
+class SubscriberStore(StoreUser):
     """Subscribers in the project's store. Safe to share between threads (the store's lock).
 
     `SubscriberStore(path)` opens the store at `path` and closes it on `close()`;
@@ -116,54 +116,15 @@ class SubscriberStore:
     open. Use it as a context manager, or call `close()`.
     """
 
+    error = AudienceError
+    purpose = "the subscriber database"
+
     def __init__(
         self, source: StoreSource | Store, *, clock: Callable[[], float] = time.time
     ) -> None:
-        if isinstance(source, Store):
-            self.database, self._owned = source, False
-        else:
-            try:
-                self.database = Store.open(source, purpose="the subscriber database")
-            except StoreError as err:
-                raise AudienceError(err.message, hint=err.hint) from err
-            self._owned = True
+        self._attach(source)
         self.path = self.database.path
         self._clock = clock
-
-    # --- plumbing -------------------------------------------------------------------------------
-
-    def __enter__(self) -> SubscriberStore:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Close the store if this object opened it (safe to call twice)."""
-        if self._owned:
-            self.database.close()
-
-    @contextlib.contextmanager
-    def _guard(self, action: str) -> Iterator[Connection]:
-        """The connection under the lock; engine errors become AudienceErrors naming `action`."""
-        try:
-            with self.database.read() as db:
-                yield db
-        except self.database.errors as err:
-            raise AudienceError(f"{self.database.where}: cannot {action}: {err}") from err
-
-    @contextlib.contextmanager
-    def _transaction(self, action: str) -> Iterator[Connection]:
-        try:
-            with self.database.transaction() as db:
-                yield db
-        except self.database.errors as err:
-            raise AudienceError(f"{self.database.where}: cannot {action}: {err}") from err
 
     def _row_by_key(
         self, db: Connection, key: str, *, to_change: bool = False
@@ -236,7 +197,7 @@ class SubscriberStore:
     def get(self, email: str) -> Subscriber | None:
         """The subscriber with this address (case-insensitive), or None."""
         key = lookup_key(email)
-        with self._guard(f"look up {email.strip()}") as db:
+        with self._read(f"look up {email.strip()}") as db:
             found = db.execute(_VISIBLE_BY_KEY, {"key": key}).fetchone()
         return None if found is None else _subscriber(found)
 
@@ -274,7 +235,7 @@ class SubscriberStore:
     def events(self, email: str) -> tuple[StatusEvent, ...]:
         """The subscriber's status changes, oldest first (empty for an unknown address)."""
         key = lookup_key(email)
-        with self._guard(f"read the history of {email.strip()}") as db:
+        with self._read(f"read the history of {email.strip()}") as db:
             rows = db.execute(_EVENTS, {"key": key}).fetchall()
         return tuple(StatusEvent(*row) for row in rows)
 
@@ -291,7 +252,7 @@ class SubscriberStore:
         query = _PAGE_ALL if wanted is None else _PAGE_STATUS
         arguments: dict[str, Any] = {"status": wanted, "after": "", "limit": _PAGE}
         while True:
-            with self._guard("list the subscribers") as db:
+            with self._read("list the subscribers") as db:
                 rows = db.execute(query, arguments).fetchall()
             for row in rows:
                 yield _subscriber(row)
@@ -308,7 +269,7 @@ class SubscriberStore:
     def count(self, status: str | None = None) -> dict[str, int] | int:
         """How many subscribers have `status`; without one, a count for every status."""
         wanted = None if status is None else parse_status(status)
-        with self._guard("count the subscribers") as db:
+        with self._read("count the subscribers") as db:
             if wanted is not None:
                 return int(db.execute(_COUNT_STATUS, {"status": wanted}).fetchone()[0])
             found = dict(db.execute(_COUNT_ALL).fetchall())
@@ -323,7 +284,7 @@ class SubscriberStore:
             each=self.database.dialect.json_each.format(column="subscribers.attributes"),
             where="" if wanted is None else " AND subscribers.status = :status",
         )
-        with self._guard("export the subscribers") as db:
+        with self._read("export the subscribers") as db:
             keys = [str(row[0]) for row in db.execute(query, {"status": wanted})]
             tagged = db.execute("SELECT 1 FROM subscriber_tags LIMIT 1").fetchone() is not None
         if not tagged:
@@ -395,12 +356,12 @@ class SubscriberStore:
     def tags(self, email: str) -> tuple[str, ...]:
         """The subscriber's tags, sorted (empty for an unknown address)."""
         key = lookup_key(email)
-        with self._guard(f"read the tags of {email.strip()}") as db:
+        with self._read(f"read the tags of {email.strip()}") as db:
             return tags_of(db, key)
 
     def tag_counts(self) -> list[TagCount]:
         """Every tag in use, by name, with how many subscribers (subscribed, and all) have it."""
-        with self._guard("count the tags") as db:
+        with self._read("count the tags") as db:
             return tag_counts(db)
 
     def iter_segment(
@@ -415,7 +376,7 @@ class SubscriberStore:
         wanted = None if status is None else parse_status(status).value
         after = ""
         while True:
-            with self._guard("select the audience") as db:
+            with self._read("select the audience") as db:
                 page = page_segment(
                     db,
                     self.database.dialect,
@@ -435,7 +396,7 @@ class SubscriberStore:
     ) -> int:
         """How many subscribers with `status` (None: any) the segment holds."""
         wanted = None if status is None else parse_status(status).value
-        with self._guard("count the audience") as db:
+        with self._read("count the audience") as db:
             return count_segment(db, self.database.dialect, segment, status=wanted)
 
 
