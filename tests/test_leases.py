@@ -3,6 +3,7 @@ own connection, as two machines would."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 
@@ -164,3 +165,28 @@ def test_a_worker_dying_before_its_handover_leaves_its_batch_to_the_others(
         assert all(r.state is State.PENDING and r.attempts == 0 for r in again)
         second.database.release(commit=False)
         assert first.issue(ISSUE).counts()[State.UNCERTAIN] == 0
+
+
+def test_a_worker_waits_for_a_freeze_longer_than_the_lock_timeout(url: str) -> None:
+    """The first worker's freeze of a big list may take minutes: a second worker waits for it
+    (its lock_timeout bounds row locks, not this wait) instead of failing."""
+    with Ledger(url) as first, Ledger(url, busy_timeout=0.2) as second:
+        with leases.first_freeze(first, ISSUE, now=time.time()) as freezing:
+            assert freezing
+            waited: list[bool] = []
+            errors: list[BaseException] = []
+
+            def join() -> None:
+                try:
+                    with leases.first_freeze(second, ISSUE, now=time.time()) as also:
+                        waited.append(also)
+                except BaseException as err:  # the failure this test is about
+                    errors.append(err)
+
+            joiner = threading.Thread(target=join)
+            joiner.start()
+            time.sleep(1.0)  # five times the second worker's lock_timeout
+            assert not waited and not errors, "the second worker did not wait"
+        joiner.join(timeout=30)
+        assert errors == []
+        assert waited == [True]

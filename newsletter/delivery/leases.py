@@ -31,6 +31,7 @@ import os
 import secrets
 import socket
 import threading
+import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -195,8 +196,23 @@ def _expire_dead(db: Connection, issue: str, now: float) -> tuple[int, LockInfo 
 
 @contextlib.contextmanager
 def _session_lock(store: Store, sql: str, params: dict[str, int]) -> Iterator[None]:
-    with store.lock:
-        store.connection.execute(f"SELECT pg_advisory_lock({sql})", params)
+    """Hold a session advisory lock, waiting as long as its holder keeps it.
+
+    Polled with `pg_try_advisory_lock`, not a blocking `pg_advisory_lock`: the connection's
+    `lock_timeout` (meant for row locks) would end the wait while another worker freezes a big
+    audience, and the store's connection stays free for other threads meanwhile. A holder that
+    dies drops the lock with its session, so the wait cannot outlive it.
+    """
+    pause = 0.01
+    while True:
+        with store.lock:
+            taken = store.connection.execute(
+                f"SELECT pg_try_advisory_lock({sql})", params
+            ).fetchone()[0]
+        if taken:
+            break
+        time.sleep(pause)
+        pause = min(pause * 2, 0.25)
     try:
         yield
     finally:
