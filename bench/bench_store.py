@@ -87,6 +87,15 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def machine_jiffies() -> tuple[int, int]:
+    """Busy and total CPU time of the whole machine so far (all cores), from /proc/stat."""
+    with open("/proc/stat", encoding="ascii") as stat:
+        fields = [int(f) for f in stat.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    total = sum(fields[:8])
+    return total - idle, total
+
+
 def run_send(
     fake: ProviderFake,
     project: Path,
@@ -94,15 +103,20 @@ def run_send(
     recipients: int,
     workers: int,
     code: Path = REPO,
-) -> tuple[float, float]:
-    """Recipients/s (first to last accepted message) and worker CPU seconds per 1,000."""
+) -> tuple[float, float, float]:
+    """Recipients/s (first to last accepted message), worker CPU seconds per 1,000, and how
+    busy the whole machine was between the first and the last accepted message (0-1: workers,
+    PostgreSQL, the fake and anything else running)."""
     fake.accepted.clear()
     fake.ids.clear()
     times: list[float] = []
+    window: list[tuple[int, int]] = []
     original = fake.accept
 
     def accept(address: str, provider_id: str) -> None:
         times.append(time.perf_counter())
+        if len(times) == 1 or len(times) == recipients:
+            window.append(machine_jiffies())
         original(address, provider_id)
 
     fake.accept = accept  # type: ignore[method-assign]
@@ -123,7 +137,9 @@ def run_send(
     if len(fake.accepted) != recipients or max(fake.accepted.values()) != 1:
         raise SystemExit(f"the fake got {len(fake.accepted)} recipients, some twice?")
     rate = recipients / (times[-1] - times[0])
-    return rate, (children_cpu() - cpu) / recipients * 1000
+    (busy_0, total_0), (busy_1, total_1) = window
+    busy = (busy_1 - busy_0) / max(1, total_1 - total_0)
+    return rate, (children_cpu() - cpu) / recipients * 1000, busy
 
 
 def main() -> None:
@@ -174,7 +190,9 @@ def main() -> None:
                 for side in codes
                 for engine, n in [("sqlite", 1)] + [("postgresql", n) for n in worker_counts]
             ]
-            sends: dict[tuple[str, str, int], list[tuple[float, float]]] = {c: [] for c in configs}
+            sends: dict[tuple[str, str, int], list[tuple[float, float, float]]] = {
+                c: [] for c in configs
+            }
             with ProviderFake() as fake:
                 CountingSendGrid(fake)
                 fake.record_requests = False
@@ -185,14 +203,14 @@ def main() -> None:
                             if engine == "sqlite"
                             else server.new_store()
                         )
-                        rate, cpu = run_send(
+                        rate, cpu, busy = run_send(
                             fake, project, url, args.send_recipients, workers, codes[side]
                         )
-                        sends[(side, engine, workers)].append((rate, cpu))
+                        sends[(side, engine, workers)].append((rate, cpu, busy))
                         print(
                             f"send run {run + 1} {side:8} {engine:10} {workers} worker(s) "
                             f"{rate:8.0f} recipients/s  {cpu:5.2f} CPU s per 1k"
-                            f"  load {os.getloadavg()[0]:.1f}",
+                            f"  machine {busy:4.0%} busy  load {os.getloadavg()[0]:.1f}",
                             flush=True,
                         )
             print(f"\nsend of {args.send_recipients} recipients to the SendGrid fake (median):")
@@ -201,16 +219,22 @@ def main() -> None:
                     v[0] for v in sends[(side, "postgresql", worker_counts[0])]
                 )
                 sqlite = statistics.median(v[0] for v in sends[(side, "sqlite", 1)])
-                for (other, engine, workers), values in sends.items():
+                for (other, engine, workers), measured in sends.items():
                     if other != side:
                         continue
-                    rate = statistics.median(v[0] for v in values)
-                    cpu = statistics.median(v[1] for v in values)
+                    rate = statistics.median(v[0] for v in measured)
+                    cpu = statistics.median(v[1] for v in measured)
+                    busy = statistics.median(v[2] for v in measured)
                     print(
                         f"  {side:8} {engine:10} {workers} worker(s) {rate:8.0f} recipients/s"
-                        f"  {cpu:5.2f} CPU s per 1k  ({rate / base:.2f}x PostgreSQL "
+                        f"  {cpu:5.2f} CPU s per 1k  machine {busy:4.0%} busy"
+                        f"  ({rate / base:.2f}x PostgreSQL "
                         f"{worker_counts[0]} worker, {rate / sqlite:.2f}x SQLite)"
                     )
+            print(
+                "  (a send can go at most 1/busy times faster by adding workers: the machine's"
+                " idle share is the room a second worker has)"
+            )
 
 
 if __name__ == "__main__":

@@ -168,8 +168,9 @@ def test_a_worker_dying_before_its_handover_leaves_its_batch_to_the_others(
 
 
 def test_a_worker_waits_for_a_freeze_longer_than_the_lock_timeout(url: str) -> None:
-    """The first worker's freeze of a big list may take minutes: a second worker waits for it
-    (its lock_timeout bounds row locks, not this wait) instead of failing."""
+    """The first worker's freeze of a big list may take minutes: a second worker taking its
+    lease and asking to freeze waits for it (its lock_timeout bounds row locks, not this wait)
+    instead of failing."""
     with Ledger(url) as first, Ledger(url, busy_timeout=0.2) as second:
         with leases.first_freeze(first, ISSUE, now=time.time()) as freezing:
             assert freezing
@@ -178,7 +179,10 @@ def test_a_worker_waits_for_a_freeze_longer_than_the_lock_timeout(url: str) -> N
 
             def join() -> None:
                 try:
-                    with leases.first_freeze(second, ISSUE, now=time.time()) as also:
+                    with (
+                        leases.hold(second, ISSUE, clock=time.time),
+                        leases.first_freeze(second, ISSUE, now=time.time()) as also,
+                    ):
                         waited.append(also)
                 except BaseException as err:  # the failure this test is about
                     errors.append(err)

@@ -240,6 +240,9 @@ def hold(
         with ledger._transaction() as db:
             exclusive = store.dialect.exclusive_lock(_issue_key(issue))
             if exclusive is not None:
+                # Another worker may be freezing a big audience under this lock for minutes:
+                # wait for it (the connection's lock_timeout is meant for row locks).
+                db.execute("SET LOCAL lock_timeout = 0")
                 db.execute(exclusive)
             recovered, previous = _expire_dead(db, issue, now)
             error = "the run ended while this message was being sent"
