@@ -96,6 +96,31 @@ def machine_jiffies() -> tuple[int, int]:
     return total - idle, total
 
 
+def server_cpu(server: PostgresServer) -> float:
+    """CPU seconds used so far by the PostgreSQL server: the postmaster and its children."""
+    try:
+        master = int((server.data / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    ticks = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(stat.parent.name)
+        if pid == master:  # its own time, and that of the backends that have ended
+            ticks += sum(int(f) for f in fields[11:15])
+        elif int(fields[1]) == master:  # fields[1]: the parent's pid; a live backend
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_send(
     fake: ProviderFake,
     project: Path,
@@ -103,10 +128,12 @@ def run_send(
     recipients: int,
     workers: int,
     code: Path = REPO,
-) -> tuple[float, float, float]:
+    server: PostgresServer | None = None,
+) -> tuple[float, float, float, float, float]:
     """Recipients/s (first to last accepted message), worker CPU seconds per 1,000, and how
     busy the whole machine was between the first and the last accepted message (0-1: workers,
-    PostgreSQL, the fake and anything else running)."""
+    PostgreSQL, the fake and anything else running), and per 1,000 recipients the CPU seconds
+    of the PostgreSQL server and of this process (the fake), over the whole run."""
     fake.accepted.clear()
     fake.ids.clear()
     times: list[float] = []
@@ -121,6 +148,8 @@ def run_send(
 
     fake.accept = accept  # type: ignore[method-assign]
     cpu = children_cpu()
+    database_cpu = server_cpu(server) if server is not None else 0.0
+    fake_cpu = own_cpu()
     command = [
         sys.executable, "-m", "tests.workerkit", fake.url, str(project), store_url,
         str(recipients), "list", "sendgrid",
@@ -139,7 +168,15 @@ def run_send(
     rate = recipients / (times[-1] - times[0])
     (busy_0, total_0), (busy_1, total_1) = window
     busy = (busy_1 - busy_0) / max(1, total_1 - total_0)
-    return rate, (children_cpu() - cpu) / recipients * 1000, busy
+    per_1k = 1000 / recipients
+    database = (server_cpu(server) - database_cpu) * per_1k if server is not None else 0.0
+    return (
+        rate,
+        (children_cpu() - cpu) * per_1k,
+        busy,
+        database,
+        (own_cpu() - fake_cpu) * per_1k,
+    )
 
 
 def main() -> None:
@@ -190,7 +227,7 @@ def main() -> None:
                 for side in codes
                 for engine, n in [("sqlite", 1)] + [("postgresql", n) for n in worker_counts]
             ]
-            sends: dict[tuple[str, str, int], list[tuple[float, float, float]]] = {
+            sends: dict[tuple[str, str, int], list[tuple[float, float, float, float, float]]] = {
                 c: [] for c in configs
             }
             with ProviderFake() as fake:
@@ -203,13 +240,21 @@ def main() -> None:
                             if engine == "sqlite"
                             else server.new_store()
                         )
-                        rate, cpu, busy = run_send(
-                            fake, project, url, args.send_recipients, workers, codes[side]
+                        measured = run_send(
+                            fake,
+                            project,
+                            url,
+                            args.send_recipients,
+                            workers,
+                            codes[side],
+                            server if engine == "postgresql" else None,
                         )
-                        sends[(side, engine, workers)].append((rate, cpu, busy))
+                        sends[(side, engine, workers)].append(measured)
+                        rate, cpu, busy, database, fake_cpu = measured
                         print(
                             f"send run {run + 1} {side:8} {engine:10} {workers} worker(s) "
-                            f"{rate:8.0f} recipients/s  {cpu:5.2f} CPU s per 1k"
+                            f"{rate:8.0f} recipients/s  CPU s per 1k: workers {cpu:5.2f}"
+                            f" PostgreSQL {database:5.2f} fake {fake_cpu:5.2f}"
                             f"  machine {busy:4.0%} busy  load {os.getloadavg()[0]:.1f}",
                             flush=True,
                         )
@@ -219,15 +264,20 @@ def main() -> None:
                     v[0] for v in sends[(side, "postgresql", worker_counts[0])]
                 )
                 sqlite = statistics.median(v[0] for v in sends[(side, "sqlite", 1)])
-                for (other, engine, workers), measured in sends.items():
+                for (other, engine, workers), runs in sends.items():
                     if other != side:
                         continue
-                    rate = statistics.median(v[0] for v in measured)
-                    cpu = statistics.median(v[1] for v in measured)
-                    busy = statistics.median(v[2] for v in measured)
+                    rate, cpu, busy, database, fake_cpu = (
+                        statistics.median(v[i] for v in runs) for i in range(5)
+                    )
+                    # Two cores' worth of CPU over what every part spends on a recipient: the
+                    # most this machine could send with every core busy on this send alone.
+                    ceiling = (os.cpu_count() or 1) * 1000 / (cpu + database + fake_cpu)
                     print(
                         f"  {side:8} {engine:10} {workers} worker(s) {rate:8.0f} recipients/s"
-                        f"  {cpu:5.2f} CPU s per 1k  machine {busy:4.0%} busy"
+                        f"  CPU s per 1k: workers {cpu:5.2f} PostgreSQL {database:5.2f}"
+                        f" fake {fake_cpu:5.2f}  machine {busy:4.0%} busy"
+                        f"  CPU ceiling {ceiling:6.0f}/s"
                         f"  ({rate / base:.2f}x PostgreSQL "
                         f"{worker_counts[0]} worker, {rate / sqlite:.2f}x SQLite)"
                     )
