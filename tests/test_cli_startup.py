@@ -16,8 +16,10 @@ from newsletter import __version__
 from .conftest import EXAMPLE_ISSUE
 
 # Libraries a command pays for only if it uses them: the web side and preview server, the
-# browser, image processing, CSS inlining, HTTP, email-validator's pattern compilation.
+# browser, image processing, CSS inlining, HTTP, email-validator's pattern compilation, and
+# pydantic (Typer converts values with it; cli/_typer.py does the plain ones without).
 HEAVY = (
+    "pydantic",
     "starlette",
     "uvicorn",
     "playwright",
