@@ -12,11 +12,14 @@ from newsletter.audience import Subscriber
 from newsletter.config import Settings, load_settings
 from newsletter.content import load_issue
 from newsletter.errors import RenderError
+from newsletter.render import inline as inline_module
 from newsletter.render import render_issue
 from newsletter.render.inline import inline_css
 from newsletter.render.model import RenderedIssue
 from newsletter.render.samples import sample_filler
 from newsletter.slots import UNSUBSCRIBE_URL, Slot
+
+from .conftest import EXAMPLE_ISSUE
 
 GOLDEN = Path(__file__).parent / "golden"
 GMAIL_CLIP_BYTES = 102 * 1024
@@ -308,6 +311,50 @@ def test_inliner_keeps_mso_conditionals_and_slot_markers() -> None:
     html = inline_css(PAGE, "a { color: red }")
     assert "<!--[if mso]><table><tr><td><![endif]-->" in html
     assert 'href="https://e.org/u?t=NLSLOT0X&amp;b=1"' in html
+
+
+FLOATS = (
+    # (page body, css): premailer's `align` on floated images must come out as it always did.
+    ('<img src="a.png" class="f">', "img.f { float: right }"),
+    ('<img src="a.png" class="f">', "img.f { FLOAT: left }"),
+    ('<img src="a.png" class="f">', "img.f { fl\\6f at: left }"),
+    ('<img src="a.png" style="float:left" class="f">', "img.f { width: 10px }"),
+    ('<img src="a.png" style=float:left class="f">', "img.f { width: 10px }"),
+    ('<img alt="a>b" style="float:right" class="f">', "img.f { width: 10px }"),
+    ('<img title=\'"\' alt="x>" style="float:right" class="f">', "img.f { width: 1px }"),
+    ('<IMG SRC="a.png" STYLE="float:right" class="f">', "img.f { width: 10px }"),
+    ('<img src="a.png" class="f"><p style="float:left">x</p>', "img.f { width: 10px }"),
+    ('<img src="a.png" class="f">', "img.f { width: 10px }"),
+)
+
+
+@pytest.mark.parametrize(("body", "css"), FLOATS)
+def test_floated_images_are_aligned_as_premailer_does(body: str, css: str) -> None:
+    page = f"<html><head></head><body>{body}</body></html>"
+    assert inline_css(page, css) == inline_css(page, css, align_images=True)
+
+
+def test_a_floated_image_gets_premailers_align_attribute() -> None:
+    page = '<html><head></head><body><img src="a.png" class="f"></body></html>'
+    assert 'align="right"' in inline_css(page, "img.f { float: right }")
+    assert "align=" not in inline_css(page, "img.f { width: 10px }")
+
+
+def test_the_example_needs_no_image_alignment(project: Path) -> None:
+    """Premailer's check of every image's style is skipped where no image can float (speed);
+    the default theme floats none."""
+    settings = load_settings(project)
+    seen: list[bool] = []
+    original = inline_module._may_float
+
+    def spy(protected: str, css: str) -> bool:
+        seen.append(original(protected, css))
+        return seen[-1]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(inline_module, "_may_float", spy)
+        render_issue(load_issue(project / "issues" / EXAMPLE_ISSUE), settings)
+    assert seen == [False, False]
 
 
 def test_premailer_would_mangle_jinja_in_href_so_slots_use_markers() -> None:

@@ -26,6 +26,7 @@ from ..linktags import replace_hrefs, tag_links, tag_text, tag_url
 from ..slots import safe_url
 from .engine import (
     SlotRegistry,
+    compiled_templates,
     find_template_file,
     slot_context,
     template_problem,
@@ -106,7 +107,7 @@ def render_issue(
     def expand(source: str, file: Path, line_offset: int) -> str | None:
         """Per-recipient values in Markdown sources and the subject become slot markers."""
         try:
-            return render_limited(text_env.from_string(source), slot_values)
+            return render_limited(compiled_templates.from_string(text_env, source), slot_values)
         except Exception as err:  # any failure of editor-written text is reported, not raised
             problems.append(
                 template_problem(err, file=file, template_name=None, line_offset=line_offset)
