@@ -7,6 +7,7 @@ in one go. A misspelt front-matter key is an error with a "did you mean".
 from __future__ import annotations
 
 import calendar
+import copy
 import dataclasses
 import datetime as dt
 import difflib
@@ -382,6 +383,18 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[Any,
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
+def _load_yaml(text: str) -> Any:
+    """`yaml.load(text)` with the line-keeping loader; each text is parsed once per process (a
+    preview rebuild reads every item again, and YAML is its slowest part; errors are raised
+    again every time). A copy: callers change what they get."""
+    return copy.deepcopy(_parsed_yaml(text))
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_LineLoader)
+
+
 def _read_markdown(
     path: Path, problems: list[Problem]
 ) -> tuple[dict[str, Any], dict[str, int], str, int] | None:
@@ -419,7 +432,7 @@ def _read_markdown(
         return None
     traps = _quoting_traps(match.group(1), path)
     try:
-        meta = yaml.load(match.group(1), Loader=_LineLoader)
+        meta = _load_yaml(match.group(1))
     except yaml.YAMLError as err:
         if traps:
             problems.extend(traps)
@@ -490,7 +503,7 @@ def _quoting_traps(front: str, path: Path) -> list[Problem]:
         if quote and not value.endswith(quote):
             intended = value[1:]
         try:
-            parsed = yaml.load(f"k: {value}", Loader=_LineLoader)
+            parsed = _load_yaml(f"k: {value}")
         except (yaml.YAMLError, ValueError, TypeError, RecursionError):
             reason = "YAML cannot read this value"
         else:

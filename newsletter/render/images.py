@@ -10,7 +10,6 @@ image has to be processed.
 
 from __future__ import annotations
 
-import base64
 import concurrent.futures
 import hashlib
 import io
@@ -45,8 +44,15 @@ EMBEDDED_WARN_BYTES = 100 * 1024
 
 
 def embedded_weight(images: Sequence[EmbeddedImage]) -> int:
-    """Bytes the embedded images add to every message (base64: four for every three)."""
-    return sum(len(base64.encodebytes(image.data)) for image in images)
+    """Bytes the embedded images add to every message (base64: four for every three, and a
+    line break after every 76), counted without encoding them (a preview rebuild asked twice)."""
+    return sum(base64_size(len(image.data)) for image in images)
+
+
+def base64_size(size: int) -> int:
+    """`len(base64.encodebytes(data))` for `size` bytes of data."""
+    encoded = 4 * -(-size // 3)
+    return encoded + -(-encoded // 76)
 
 
 def embedded_images_advice(images: Sequence[EmbeddedImage]) -> str | None:
