@@ -167,6 +167,33 @@ def test_preview_keeps_drafts_with_a_mark(settings: Settings, issue_folder: Path
     assert render_issue(load_issue(issue_folder), settings).draft_items == preview.draft_items
 
 
+def test_the_preview_inlines_the_email_as_a_send_does(
+    settings: Settings, issue_folder: Path
+) -> None:
+    (issue_folder / "04-seed-catalogue.md").unlink()  # the draft: otherwise the two differ
+    sent = render_issue(load_issue(issue_folder), settings)
+    previewed = render_issue(load_issue(issue_folder), settings, preview=True)
+    assert previewed.html == sent.html and previewed.text == sent.text
+    assert 'style="' in previewed.html.fill(lambda slot: "")
+
+
+def test_the_preview_reports_problems_of_the_web_version(
+    settings: Settings, issue_folder: Path
+) -> None:
+    theme = Path(__file__).parent.parent / "templates" / "email.mjml.j2"
+    source = theme.read_text(encoding="utf-8")
+    assert "{%- if not web %}" in source
+    (settings.root / "templates").mkdir()
+    (settings.root / "templates" / "email.mjml.j2").write_text(
+        source.replace("{%- if not web %}", "{%- if web %}{{ no_such_thing }}{% endif %}"
+                       "{%- if not web %}", 1),
+        encoding="utf-8",
+    )  # fmt: skip
+    with pytest.raises(RenderError) as raised:
+        render_issue(load_issue(issue_folder), settings, preview=True)
+    assert "no_such_thing" in str(raised.value)
+
+
 def test_item_html_is_escaped_and_subscriber_values_become_slots(
     settings: Settings, issue_folder: Path
 ) -> None:

@@ -89,7 +89,8 @@ def render_issue(
     preview: bool = False,
     click_numbers: Mapping[str, int] | None = None,
 ) -> RenderedIssue:
-    """Render `issue` for sending (drafts left out) or for the preview (drafts marked).
+    """Render `issue` for sending (drafts left out) or for the preview (drafts marked, and the
+    web version not CSS-inlined: the preview does not show it).
 
     With `[links] count_clicks`, links in the email lead through their redirects (not in the
     preview, whose links should just work); `click_numbers` are the numbers the issue's links
@@ -163,7 +164,11 @@ def render_issue(
         raise RenderError(problems)
 
     email_html = _render_html(theme_dir_env, {**context, "web": False}, problems, settings)
-    web_html = _render_html(theme_dir_env, {**context, "web": True}, problems, settings)
+    # The preview shows the email only: its web version is rendered (its template and MJML
+    # problems show) but not inlined, which would be half of a preview rebuild's inlining.
+    web_html = _render_html(
+        theme_dir_env, {**context, "web": True}, problems, settings, inline=not preview
+    )
     text = _render_text(theme_dir_env, context, problems)
     if problems or email_html is None or web_html is None or text is None:
         raise RenderError(problems)
@@ -464,6 +469,8 @@ def _render_html(
     context: dict[str, Any],
     problems: list[Problem],
     settings: Settings,
+    *,
+    inline: bool = True,
 ) -> str | None:
     template_file = find_template_file(environment, EMAIL_TEMPLATE)
     try:
@@ -482,6 +489,8 @@ def _render_html(
     if html is None:
         problems.extend(compile_problems)
         return None
+    if not inline:
+        return html
     return apply_standards(inline_css(html, css), color_scheme=settings.color_scheme)
 
 
