@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from ..render import DARK_CARD, contrast_ratio
+from ..render.colours import DARK_CARD, contrast_ratio
 from ..render.model import FileSignature, file_signature
 from .context import CheckContext
 from .model import Finding

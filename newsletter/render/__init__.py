@@ -9,18 +9,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .colours import DARK_CARD, contrast_ratio, dark_palette, link_colour, readable_on
+
 if TYPE_CHECKING:
-    from .issue import (
-        CONTENT_WIDTH,
-        DARK_CARD,
-        IMAGE_WIDTHS,
-        RenderedIssue,
-        contrast_ratio,
-        dark_palette,
-        link_colour,
-        readable_on,
-        render_issue,
-    )
+    from .issue import CONTENT_WIDTH, IMAGE_WIDTHS, RenderedIssue, render_issue
 
 __all__ = [
     "CONTENT_WIDTH",
