@@ -17,6 +17,7 @@ copy of the example project:
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import shutil
 import statistics
@@ -29,7 +30,7 @@ from pathlib import Path
 from baseline import REPO, command, extract
 
 TARGET_VERSION_SECONDS = 0.150
-DEFAULT_BASELINE = "4687537"  # main before issue 16's start-up work
+DEFAULT_BASELINE = "507e915"  # main before this round's start-up work (fixedcost)
 
 
 def main() -> None:
@@ -50,13 +51,19 @@ def main() -> None:
             "newsletter --version": ["--version"],
             "newsletter status 2026-11": ["status", "2026-11"],
             "import newsletter.sending": None,
+            "newsletter build 2026-11 (unchanged)": ["build", "2026-11"],
         }
         times: dict[tuple[str, str], list[float]] = {}
         cpu: dict[tuple[str, str], list[float]] = {}
+        loads = []
         for _ in range(args.runs):
+            loads.append(os.getloadavg()[0])
             for case, arguments in cases.items():
                 for side, code_root in sides.items():
                     prefix, env = command(code_root)
+                    # An installed package has its bytecode compiled; this variable (set on the
+                    # shared machine) would make every process compile every module again.
+                    env.pop("PYTHONDONTWRITEBYTECODE", None)
                     if arguments is None:
                         argv = [sys.executable, "-c", "import newsletter.sending"]
                     elif arguments[0] == "-c":
@@ -72,15 +79,18 @@ def main() -> None:
                         after.ru_utime - used.ru_utime + after.ru_stime - used.ru_stime
                     )
 
-    print(f"baseline: {args.baseline}; {args.runs} runs each, alternating\n")
-    print(f"{'case':<28}{'side':<10}{'median':>9}{'min':>9}{'max':>9}{'ratio':>8}{'CPU':>9}")
+    print(
+        f"baseline: {args.baseline}; {args.runs} runs each, alternating; load average "
+        f"{min(loads):.1f}-{max(loads):.1f}\n"
+    )
+    print(f"{'case':<38}{'side':<10}{'median':>9}{'min':>9}{'max':>9}{'ratio':>8}{'CPU':>9}")
     for case in cases:
         base = statistics.median(times[(case, "baseline")])
         for side in sides:
             runs = times[(case, side)]
             median = statistics.median(runs)
             print(
-                f"{case:<28}{side:<10}{median * 1000:>7.0f}ms{min(runs) * 1000:>7.0f}ms"
+                f"{case:<38}{side:<10}{median * 1000:>7.0f}ms{min(runs) * 1000:>7.0f}ms"
                 f"{max(runs) * 1000:>7.0f}ms{base / median:>7.1f}x"
                 f"{statistics.median(cpu[(case, side)]) * 1000:>7.0f}ms"
             )

@@ -17,7 +17,7 @@ from .audience import Subscriber
 from .config import Settings
 from .content import Issue, load_issue
 from .errors import RenderError
-from .render import render_issue
+from .render.cache import cached_render
 from .render.images import embedded_images_advice
 from .render.model import RenderedIssue
 from .render.samples import missing_sample_values, sample_filler
@@ -57,7 +57,8 @@ def build_issue(
     `newsletter check` and the preview show (`Subscriber.sample(settings.locale)`).
     """
     issue = load_issue(folder)
-    rendered = render_issue(issue, settings)
+    # Unchanged content since the last render: read back, nothing rendered (render/cache.py).
+    rendered = cached_render(issue, settings)
     sample = Subscriber.sample(settings.locale).as_dict()
     problems = missing_sample_values(rendered, issue, settings, sample)
     if problems:

@@ -7,9 +7,11 @@ in one go. A misspelt front-matter key is an error with a "did you mean".
 from __future__ import annotations
 
 import calendar
+import copy
 import dataclasses
 import datetime as dt
 import difflib
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -207,12 +209,19 @@ def _audience(path: Path, meta: dict[str, Any], problems: list[Problem]) -> Segm
         return None
 
 
-_MONTHS: dict[str, int] = {}
-for _code in ("en", "nl", "de", "fr"):
-    for _width in ("wide", "abbreviated"):
-        for _number, _name in get_month_names(_width, locale=_code).items():
-            _MONTHS.setdefault(_name.lower().rstrip("."), _number)
-_MONTHS.update({"sept": 9, "mrt": 3, "mei": 5, "okt": 10})
+@functools.cache
+def _months() -> dict[str, int]:
+    """Month names in the languages dates are written in; loaded only for a written date (Babel
+    reads four locales' data for them: a tenth of a second at every start-up otherwise)."""
+    months: dict[str, int] = {}
+    for code in ("en", "nl", "de", "fr"):
+        for width in ("wide", "abbreviated"):
+            for number, name in get_month_names(width, locale=code).items():
+                months.setdefault(name.lower().rstrip("."), number)
+    months.update({"sept": 9, "mrt": 3, "mei": 5, "okt": 10})
+    return months
+
+
 _DAY_FIRST = re.compile(r"^(\d{1,2})[-/.](\d{1,2})[-/.](\d{4})$")
 _ISO = re.compile(r"^(\d{4})-(\d{1,2})-(\d{1,2})$")
 _WRITTEN_DAY_FIRST = re.compile(r"^(?:[^\W\d]+,?\s+)?(\d{1,2})\.?\s+([^\W\d]+)\.?,?\s+(\d{4})$")
@@ -232,9 +241,9 @@ def parse_date(text: str) -> dt.date:
     elif found := _DAY_FIRST.match(value):
         day, month, year = (int(part) for part in found.groups())
     elif found := _WRITTEN_DAY_FIRST.match(value):
-        day, month, year = int(found[1]), _MONTHS.get(found[2].lower()), int(found[3])
+        day, month, year = int(found[1]), _months().get(found[2].lower()), int(found[3])
     elif found := _WRITTEN_MONTH_FIRST.match(value):
-        month, day, year = _MONTHS.get(found[1].lower()), int(found[2]), int(found[3])
+        month, day, year = _months().get(found[1].lower()), int(found[2]), int(found[3])
     if year is None or day is None:
         raise ValueError("is not a date")
     if month is None:
@@ -374,6 +383,18 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[Any,
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
+def _load_yaml(text: str) -> Any:
+    """`yaml.load(text)` with the line-keeping loader; each text is parsed once per process (a
+    preview rebuild reads every item again, and YAML is its slowest part; errors are raised
+    again every time). A copy: callers change what they get."""
+    return copy.deepcopy(_parsed_yaml(text))
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_LineLoader)
+
+
 def _read_markdown(
     path: Path, problems: list[Problem]
 ) -> tuple[dict[str, Any], dict[str, int], str, int] | None:
@@ -411,7 +432,7 @@ def _read_markdown(
         return None
     traps = _quoting_traps(match.group(1), path)
     try:
-        meta = yaml.load(match.group(1), Loader=_LineLoader)
+        meta = _load_yaml(match.group(1))
     except yaml.YAMLError as err:
         if traps:
             problems.extend(traps)
@@ -482,7 +503,7 @@ def _quoting_traps(front: str, path: Path) -> list[Problem]:
         if quote and not value.endswith(quote):
             intended = value[1:]
         try:
-            parsed = yaml.load(f"k: {value}", Loader=_LineLoader)
+            parsed = _load_yaml(f"k: {value}")
         except (yaml.YAMLError, ValueError, TypeError, RecursionError):
             reason = "YAML cannot read this value"
         else:

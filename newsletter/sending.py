@@ -61,7 +61,7 @@ from .delivery.transports.base import Transport
 from .dkim import signer_from_settings
 from .errors import AudienceError, ConfigError, Problem, ProjectError
 from .inbox.process import apply_refusals
-from .render import render_issue
+from .render.cache import cached_render
 from .render.model import RenderedIssue
 from .segment import EVERYONE, Segment, SegmentSyntaxError, parse_audience
 from .store import Store
@@ -453,7 +453,7 @@ def update_archive(settings: Settings, issue: str) -> tuple[ArchivedIssue, bool]
     sent (says the send ledger) before this version kept an archive, it is archived with the
     time its first message was recorded sent. ArchiveError if it was never sent."""
     folder = resolve_issue_folder(settings.root, issue)
-    snapshot = archive_snapshot(render_issue(load_issue(folder), settings))
+    snapshot = archive_snapshot(cached_render(load_issue(folder), settings))
     with Store.open(settings.database(), purpose="the archive") as store:
         archive = ArchiveStore(store)
         if archive.page(snapshot.issue) is None:
@@ -506,7 +506,8 @@ class _Issue:
         if settings.count_clicks:  # numbers recorded by an earlier send stay those links'
             with Store.open(settings.database()) as store:
                 numbers = recorded_numbers(store, loaded.name)
-        return cls(settings, loaded, render_issue(loaded, settings, click_numbers=numbers), secret)
+        rendered = cached_render(loaded, settings, click_numbers=numbers)
+        return cls(settings, loaded, rendered, secret)
 
     def template(self, transport: Transport | None) -> MessageTemplate:
         """The message template; DKIM-signed when `[dkim]` is set and `transport` delivers our

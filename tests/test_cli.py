@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -15,6 +17,7 @@ from typer.core import TyperGroup
 
 from newsletter import cli
 from newsletter.cli.commands import app as cli_app
+from newsletter.cli.commands import cli_command, command_name
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -246,3 +249,47 @@ def test_the_dutch_example_subject_promises_only_items_it_has(run: Run, tmp_path
     titles = " ".join(p.read_text(encoding="utf-8").lower() for p in issue.glob("0*.md"))
     for word in ("oogstfeest", "compostbakken"):
         assert word in subject and word in titles
+
+
+def _help_of(command: Any, words: Sequence[str], capsys: pytest.CaptureFixture[str]) -> str:
+    with contextlib.suppress(SystemExit):
+        command([*words, "--help"], prog_name="newsletter", standalone_mode=False)
+    return capsys.readouterr().out
+
+
+def test_a_command_built_alone_is_the_one_of_the_whole_app(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`run` builds only the command it runs (commands.command_name): every command's help, so
+    its options, arguments and texts, must be what the whole app shows."""
+    whole = cli_command(["--help"])
+    for words in _leaf_commands(whole):
+        assert command_name(words) == words[0]
+        alone = cli_command(words)
+        assert list(alone.commands) == [words[0]]  # type: ignore[attr-defined]
+        shown = _help_of(alone, words, capsys)
+        assert f"Usage: newsletter {' '.join(words)} " in shown
+        assert shown == _help_of(whole, words, capsys), words
+
+
+@pytest.mark.parametrize(
+    ("arguments", "name"),
+    [
+        (["build", "2026-11"], "build"),
+        (["--debug", "send", "x"], "send"),
+        (["subscribers", "tag", "a@example.org", "x"], "subscribers"),
+        (["--help"], None),
+        ([], None),
+        (["--debug"], None),
+        (["biuld", "x"], None),  # click's "No such command" comes from the whole app
+        (["--version", "build"], None),
+    ],
+)
+def test_which_command_the_arguments_name(arguments: list[str], name: str | None) -> None:
+    assert command_name(arguments) == name
+
+
+def test_a_mistyped_command_still_gets_a_suggestion(run: Run, tmp_path: Path) -> None:
+    result = run("biuld", "x", cwd=tmp_path)
+    assert result.exit_code != 0
+    assert "No such command" in result.err and "build" in result.err

@@ -7,6 +7,7 @@ already. The times themselves are in bench/bench_startup.py.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,8 +17,10 @@ from newsletter import __version__
 from .conftest import EXAMPLE_ISSUE
 
 # Libraries a command pays for only if it uses them: the web side and preview server, the
-# browser, image processing, CSS inlining, HTTP, email-validator's pattern compilation.
+# browser, image processing, CSS inlining, HTTP, email-validator's pattern compilation, and
+# pydantic (Typer converts values with it; cli/_typer.py does the plain ones without).
 HEAVY = (
+    "pydantic",
     "starlette",
     "uvicorn",
     "playwright",
@@ -106,3 +109,29 @@ def test_a_render_with_cached_images_does_not_load_pillow(project: Path) -> None
     second, printed = loaded_after(setup, cwd=project)
     assert printed == "False"
     assert "PIL" not in second
+
+
+def test_a_build_of_unchanged_content_renders_nothing(project: Path) -> None:
+    """The second build reads the render back (render/cache.py): no premailer, MJML, Markdown
+    or Pillow, and the same files."""
+    setup = (
+        f"sys.argv = ['newsletter', 'build', {EXAMPLE_ISSUE!r}]\n"
+        "from newsletter.cli import main\n"
+        "main()\n"
+        "print(sorted(m for m in ('mjml', 'markdown_it') if m in sys.modules))"
+    )
+    first, printed = loaded_after(setup, cwd=project)
+    assert "premailer" in first and printed.splitlines()[-1] == "['markdown_it', 'mjml']"
+    built = project / "dist" / EXAMPLE_ISSUE
+
+    def files() -> dict[str, bytes]:
+        # The sample message's Date: header is the time of the build.
+        return {
+            path.name: re.sub(rb"\r\nDate: [^\r]*", b"", path.read_bytes())
+            for path in built.iterdir()
+        }
+
+    before = files()
+    second, printed = loaded_after(setup, cwd=project)
+    assert second == [] and printed.splitlines()[-1] == "[]"
+    assert files() == before

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -143,6 +144,7 @@ def test_serves_the_email_text_images_and_state(fake_server: PreviewServer) -> N
         "image/png",
         PNG,
     )
+    assert image.headers["cache-control"] == "no-cache"  # not said to be named by content
     again = httpx.get(f"{url}images/dot.png", headers={"If-None-Match": image.headers["etag"]})
     assert (again.status_code, again.content) == (304, b"")
 
@@ -437,7 +439,11 @@ def test_make_rebuild_fills_each_sample_and_serves_images_locally(project: Path)
     assert "cid:" not in named.html
     for src in set(_image_sources(named.html)):
         assert src.startswith("/images/")
-        assert build.image(src.removeprefix("/images/")) is not None, src
+        image = build.image(src.removeprefix("/images/"))
+        assert image is not None, src
+        # Named after their bytes, so the browser may keep them across reloads.
+        digest = hashlib.sha256(image.data).hexdigest()[:12]
+        assert image.immutable and f"-{digest}." in image.filename, src
     assert (build.sender_name, build.sender_address) == (
         "Riverside Roots",
         "news@riverside-garden.example.org",

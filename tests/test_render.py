@@ -12,11 +12,14 @@ from newsletter.audience import Subscriber
 from newsletter.config import Settings, load_settings
 from newsletter.content import load_issue
 from newsletter.errors import RenderError
+from newsletter.render import inline as inline_module
 from newsletter.render import render_issue
 from newsletter.render.inline import inline_css
 from newsletter.render.model import RenderedIssue
 from newsletter.render.samples import sample_filler
 from newsletter.slots import UNSUBSCRIBE_URL, Slot
+
+from .conftest import EXAMPLE_ISSUE
 
 GOLDEN = Path(__file__).parent / "golden"
 GMAIL_CLIP_BYTES = 102 * 1024
@@ -164,6 +167,33 @@ def test_preview_keeps_drafts_with_a_mark(settings: Settings, issue_folder: Path
     assert render_issue(load_issue(issue_folder), settings).draft_items == preview.draft_items
 
 
+def test_the_preview_inlines_the_email_as_a_send_does(
+    settings: Settings, issue_folder: Path
+) -> None:
+    (issue_folder / "04-seed-catalogue.md").unlink()  # the draft: otherwise the two differ
+    sent = render_issue(load_issue(issue_folder), settings)
+    previewed = render_issue(load_issue(issue_folder), settings, preview=True)
+    assert previewed.html == sent.html and previewed.text == sent.text
+    assert 'style="' in previewed.html.fill(lambda slot: "")
+
+
+def test_the_preview_reports_problems_of_the_web_version(
+    settings: Settings, issue_folder: Path
+) -> None:
+    theme = Path(__file__).parent.parent / "templates" / "email.mjml.j2"
+    source = theme.read_text(encoding="utf-8")
+    assert "{%- if not web %}" in source
+    (settings.root / "templates").mkdir()
+    (settings.root / "templates" / "email.mjml.j2").write_text(
+        source.replace("{%- if not web %}", "{%- if web %}{{ no_such_thing }}{% endif %}"
+                       "{%- if not web %}", 1),
+        encoding="utf-8",
+    )  # fmt: skip
+    with pytest.raises(RenderError) as raised:
+        render_issue(load_issue(issue_folder), settings, preview=True)
+    assert "no_such_thing" in str(raised.value)
+
+
 def test_item_html_is_escaped_and_subscriber_values_become_slots(
     settings: Settings, issue_folder: Path
 ) -> None:
@@ -308,6 +338,50 @@ def test_inliner_keeps_mso_conditionals_and_slot_markers() -> None:
     html = inline_css(PAGE, "a { color: red }")
     assert "<!--[if mso]><table><tr><td><![endif]-->" in html
     assert 'href="https://e.org/u?t=NLSLOT0X&amp;b=1"' in html
+
+
+FLOATS = (
+    # (page body, css): premailer's `align` on floated images must come out as it always did.
+    ('<img src="a.png" class="f">', "img.f { float: right }"),
+    ('<img src="a.png" class="f">', "img.f { FLOAT: left }"),
+    ('<img src="a.png" class="f">', "img.f { fl\\6f at: left }"),
+    ('<img src="a.png" style="float:left" class="f">', "img.f { width: 10px }"),
+    ('<img src="a.png" style=float:left class="f">', "img.f { width: 10px }"),
+    ('<img alt="a>b" style="float:right" class="f">', "img.f { width: 10px }"),
+    ('<img title=\'"\' alt="x>" style="float:right" class="f">', "img.f { width: 1px }"),
+    ('<IMG SRC="a.png" STYLE="float:right" class="f">', "img.f { width: 10px }"),
+    ('<img src="a.png" class="f"><p style="float:left">x</p>', "img.f { width: 10px }"),
+    ('<img src="a.png" class="f">', "img.f { width: 10px }"),
+)
+
+
+@pytest.mark.parametrize(("body", "css"), FLOATS)
+def test_floated_images_are_aligned_as_premailer_does(body: str, css: str) -> None:
+    page = f"<html><head></head><body>{body}</body></html>"
+    assert inline_css(page, css) == inline_css(page, css, align_images=True)
+
+
+def test_a_floated_image_gets_premailers_align_attribute() -> None:
+    page = '<html><head></head><body><img src="a.png" class="f"></body></html>'
+    assert 'align="right"' in inline_css(page, "img.f { float: right }")
+    assert "align=" not in inline_css(page, "img.f { width: 10px }")
+
+
+def test_the_example_needs_no_image_alignment(project: Path) -> None:
+    """Premailer's check of every image's style is skipped where no image can float (speed);
+    the default theme floats none."""
+    settings = load_settings(project)
+    seen: list[bool] = []
+    original = inline_module._may_float
+
+    def spy(protected: str, css: str) -> bool:
+        seen.append(original(protected, css))
+        return seen[-1]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(inline_module, "_may_float", spy)
+        render_issue(load_issue(project / "issues" / EXAMPLE_ISSUE), settings)
+    assert seen == [False, False]
 
 
 def test_premailer_would_mangle_jinja_in_href_so_slots_use_markers() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import os
 import re
@@ -109,3 +110,9 @@ def test_several_changed_images_are_processed_in_threads(
     monkeypatch.setattr(os, "cpu_count", lambda: 2)  # threads even on a one-core runner
     render(project)
     assert any(re.match(r"newsletter-image", name) for name in threads), threads
+
+
+@pytest.mark.parametrize("size", [0, 1, 2, 3, 56, 57, 58, 76, 114, 1000, 4332, 100_001])
+def test_the_embedded_weight_is_base64s_without_encoding(size: int) -> None:
+    data = bytes(range(256)) * (size // 256 + 1)
+    assert render_images.base64_size(size) == len(base64.encodebytes(data[:size]))

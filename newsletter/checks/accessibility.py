@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 
-from ..render import contrast_ratio, link_colour, readable_on
+from ..render.colours import contrast_ratio, link_colour, readable_on
 from .context import CheckContext, LinkTag, Location
 from .model import Finding
 

@@ -3,9 +3,11 @@ the brand-coloured masthead, a white logo on the plain one, a dark logo in dark 
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
-from ..render import DARK_CARD, contrast_ratio
+from ..render.colours import DARK_CARD, contrast_ratio
+from ..render.model import FileSignature, file_signature
 from .context import CheckContext
 from .model import Finding
 
@@ -19,7 +21,17 @@ MIN_VISIBLE_SHARE = 0.2
 
 def visible_share(path: Path, background: str) -> float | None:
     """The share of the image's opaque pixels with 3:1 contrast against `background`; None when
-    the image cannot be read or has no transparency (it brings its own background)."""
+    the image cannot be read or has no transparency (it brings its own background). Kept for
+    the process while the file is unchanged: a preview rebuild asks at every save."""
+    try:
+        signature = file_signature(path)
+    except OSError:
+        return None
+    return _visible_share(path, signature, background)
+
+
+@functools.lru_cache(maxsize=32)
+def _visible_share(path: Path, signature: FileSignature, background: str) -> float | None:
     try:
         from PIL import Image  # noqa: PLC0415 (heavy: only a logo to measure needs Pillow)
 

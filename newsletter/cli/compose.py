@@ -200,11 +200,11 @@ def check(
     """
     from ..checks import check_issue  # noqa: PLC0415 (heavy, only this command needs it)
     from ..checks.report import print_report  # noqa: PLC0415 (heavy, see check_issue)
-    from ..render import render_issue  # noqa: PLC0415 (heavy, only this command needs it)
+    from ..render.cache import cached_render  # noqa: PLC0415 (heavy, only this command needs it)
 
     settings = project_settings()
     loaded = load_issue(resolve_issue_folder(settings.root, issue))
-    rendered = render_issue(loaded, settings)
+    rendered = cached_render(loaded, settings)
     report = check_issue(loaded, rendered, settings, offline=offline, use_cache=not no_cache)
     if as_json:
         typer.echo(report.to_json())

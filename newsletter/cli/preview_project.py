@@ -56,11 +56,12 @@ def make_rebuild(root: Path, issue_folder: Path, samples: Samples | None = None)
             if samples is not None
             else default_samples(Subscriber.sample(settings.locale).as_dict(), rendered.language)
         )
+        # Rendered images are named after their content (render/images.py): immutable.
         images = [
-            PreviewImage(image.filename, image.content_type, image.data)
+            PreviewImage(image.filename, image.content_type, image.data, immutable=True)
             for image in rendered.embedded_images
         ] + [
-            PreviewImage(image.filename, _content_type(image.filename), image.data)
+            PreviewImage(image.filename, _content_type(image.filename), image.data, immutable=True)
             for image in rendered.published_images
         ]
         draft_note = page_texts(rendered.language)["draft_note"]

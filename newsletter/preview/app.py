@@ -118,7 +118,8 @@ def make_app(
             return Response("no such image", status_code=404, media_type="text/plain")
         # Images rarely change between rebuilds: let the browser revalidate instead of refetch.
         etag = f'"{hashlib.sha256(found.data).hexdigest()[:20]}"'
-        headers = {"Cache-Control": "no-cache", "ETag": etag}
+        cache = "max-age=31536000, immutable" if found.immutable else "no-cache"
+        headers = {"Cache-Control": cache, "ETag": etag}
         if request.headers.get("if-none-match") == etag:
             return Response(status_code=304, headers=headers)
         return Response(found.data, media_type=found.content_type, headers=headers)

@@ -61,6 +61,9 @@ class PreviewImage:
     filename: str
     content_type: str
     data: bytes
+    # The file name changes whenever the bytes do (it holds their hash): the browser may keep
+    # the image instead of asking again at every reload (20 photos: 20 requests per save).
+    immutable: bool = False
 
 
 @dataclass(frozen=True)

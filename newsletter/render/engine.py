@@ -7,7 +7,10 @@ inliner pass it through untouched). `split_slots` turns marked text into a `Slot
 
 from __future__ import annotations
 
+import hashlib
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
@@ -136,6 +139,93 @@ def slot_context(registry: SlotRegistry) -> dict[str, Any]:
     }
 
 
+def code_flavour(environment: jinja2.Environment) -> str:
+    """Everything of `environment` that Jinja's compiler reads: templates compiled under the same
+    flavour compile to the same code (the sandbox rewrites loops and `~` while parsing)."""
+    autoescape = environment.autoescape
+    finalize = environment.finalize
+    return repr(
+        (
+            jinja2.__version__,
+            f"{type(environment).__module__}.{type(environment).__qualname__}",
+            autoescape if isinstance(autoescape, bool) else getattr(autoescape, "__qualname__", ""),
+            None if finalize is None else getattr(finalize, "__qualname__", repr(finalize)),
+            environment.optimized,
+            environment.is_async,
+            environment.keep_trailing_newline,
+            environment.trim_blocks,
+            environment.lstrip_blocks,
+            environment.newline_sequence,
+            environment.block_start_string,
+            environment.block_end_string,
+            environment.variable_start_string,
+            environment.variable_end_string,
+            environment.comment_start_string,
+            environment.comment_end_string,
+            environment.line_statement_prefix,
+            environment.line_comment_prefix,
+            sorted(environment.extensions),
+            sorted(environment.filters),
+            sorted(environment.tests),
+            sorted(getattr(environment, "intercepted_binops", ())),
+            sorted(getattr(environment, "intercepted_unops", ())),
+        )
+    )
+
+
+class CompiledTemplates(jinja2.BytecodeCache):
+    """Compiled template code kept in this process, by environment flavour, template and source.
+
+    Every render makes fresh environments (their sandbox state is per render), so without this
+    each render compiled the theme again: a third of a preview rebuild. Only code this process
+    compiled itself is reused: nothing is read from disk.
+    """
+
+    LIMIT = 256
+
+    def __init__(self) -> None:
+        self._codes: OrderedDict[tuple[str, str], Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get_bucket(
+        self, environment: jinja2.Environment, name: str, filename: str | None, source: str
+    ) -> jinja2.bccache.Bucket:
+        flavoured = f"{code_flavour(environment)}\0{name}\0{filename}"
+        key = hashlib.sha256(flavoured.encode()).hexdigest()
+        bucket = jinja2.bccache.Bucket(environment, key, self.get_source_checksum(source))
+        self.load_bytecode(bucket)
+        return bucket
+
+    def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        with self._lock:
+            bucket.code = self._codes.get((bucket.key, bucket.checksum))
+
+    def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        with self._lock:
+            self._codes[(bucket.key, bucket.checksum)] = bucket.code
+            while len(self._codes) > self.LIMIT:
+                self._codes.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._codes.clear()
+
+    def from_string(self, environment: jinja2.Environment, source: str) -> jinja2.Template:
+        """`environment.from_string(source)`, compiled once per process for each source."""
+        bucket = self.get_bucket(environment, "<string>", None, source)
+        code = bucket.code
+        if code is None:
+            code = environment.compile(source)
+            bucket.code = code
+            self.dump_bytecode(bucket)
+        return environment.template_class.from_code(
+            environment, code, environment.make_globals(None), None
+        )
+
+
+compiled_templates = CompiledTemplates()
+
+
 def package_theme_dir() -> Path:
     return Path(str(resources.files("newsletter") / "theme"))
 
@@ -153,6 +243,7 @@ def theme_environment(project_templates: Path | None) -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         auto_reload=True,
+        bytecode_cache=compiled_templates,
     )
     environment.filters["default"] = _default_filter
     environment.filters["d"] = _default_filter

@@ -10,7 +10,6 @@ image has to be processed.
 
 from __future__ import annotations
 
-import base64
 import concurrent.futures
 import hashlib
 import io
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import Problem
-from .model import EmbeddedImage, PublishedImage
+from .model import EmbeddedImage, FileSignature, PublishedImage, file_signature
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -45,8 +44,15 @@ EMBEDDED_WARN_BYTES = 100 * 1024
 
 
 def embedded_weight(images: Sequence[EmbeddedImage]) -> int:
-    """Bytes the embedded images add to every message (base64: four for every three)."""
-    return sum(len(base64.encodebytes(image.data)) for image in images)
+    """Bytes the embedded images add to every message (base64: four for every three, and a
+    line break after every 76), counted without encoding them (a preview rebuild asked twice)."""
+    return sum(base64_size(len(image.data)) for image in images)
+
+
+def base64_size(size: int) -> int:
+    """`len(base64.encodebytes(data))` for `size` bytes of data."""
+    encoded = 4 * -(-size // 3)
+    return encoded + -(-encoded // 76)
 
 
 def embedded_images_advice(images: Sequence[EmbeddedImage]) -> str | None:
@@ -112,10 +118,12 @@ class _Prepared:
 
 @lru_cache(maxsize=64)
 def _prepare(
-    path: Path, mtime_ns: int, size: int, max_width: int, cache_dir: Path | None = None
+    path: Path, signature: FileSignature, max_width: int, cache_dir: Path | None = None
 ) -> _Prepared:
     """Read, measure and (if wider than needed) scale an image: from `cache_dir` when it holds
-    the result for these bytes and this width. Also kept in memory for preview rebuilds."""
+    the result for these bytes and this width. Also kept in memory for preview rebuilds, by the
+    file's signature (size, inode, modification and change time: other bytes copied in with the
+    old modification time still get a new change time)."""
     raw = path.read_bytes()
     key = f"{hashlib.sha256(raw).hexdigest()}-w{max_width}-v{PIPELINE_VERSION}"
     if cache_dir is not None:
@@ -225,6 +233,8 @@ class ImageCollector:
     published: dict[str, PublishedImage] = field(default_factory=dict)
     # Where processed images are cached across builds (None: only in memory).
     cache_dir: Path | None = None
+    # Every image file read, absolute (a cached render is reused only while they are unchanged).
+    sources: dict[Path, FileSignature] = field(default_factory=dict)
 
     def prefetch(self, wanted: Iterable[tuple[Path, int]]) -> None:
         """Prepare these (path, display width) images ahead of `add`, several at a time.
@@ -232,13 +242,13 @@ class ImageCollector:
         Only a head start: errors are left for `add` to report, and what is cached already
         costs a read.
         """
-        jobs: list[tuple[Path, int, int, int]] = []
+        jobs: list[tuple[Path, FileSignature, int]] = []
         for path, display_width in dict.fromkeys(wanted):
             try:
-                stat = path.stat()
+                signature = file_signature(path)
             except OSError:
                 continue
-            jobs.append((path, stat.st_mtime_ns, stat.st_size, display_width * DENSITY))
+            jobs.append((path, signature, display_width * DENSITY))
         if len(jobs) < 2:
             return
         workers = min(len(jobs), os.cpu_count() or 1)
@@ -253,10 +263,8 @@ class ImageCollector:
     ) -> ImageRef | None:
         """Register a local image shown `display_width` pixels wide; None (and a problem) if bad."""
         try:
-            stat = path.stat()
-            prepared = _prepare(
-                path, stat.st_mtime_ns, stat.st_size, display_width * DENSITY, self.cache_dir
-            )
+            signature = file_signature(path)
+            prepared = _prepare(path, signature, display_width * DENSITY, self.cache_dir)
         except FileNotFoundError:
             problems.append(Problem("image not found", file=path, key=key))
             return None
@@ -272,6 +280,7 @@ class ImageCollector:
                 Problem(f"is not an image mail clients can show ({err})", file=path, key=key)
             )
             return None
+        self.sources[path.resolve()] = signature
         shown_width = min(display_width, prepared.width)
         shown_height = round(prepared.height * shown_width / prepared.width)
         stem = re.sub(r"[^A-Za-z0-9_-]+", "-", path.stem).strip("-") or "image"

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..clicks import ClickLink
 from ..slots import SlotText
+
+# Size, inode, modification and change time (ns): a file whose signature is unchanged has not
+# been written to (a copy that keeps the modification time still gets a new change time).
+FileSignature = tuple[int, int, int, int]
+
+
+def file_signature(path: Path) -> FileSignature:
+    stat = path.stat()
+    return (stat.st_size, stat.st_ino, stat.st_mtime_ns, stat.st_ctime_ns)
 
 
 @dataclass(frozen=True)
@@ -43,3 +53,8 @@ class RenderedIssue:
     draft_items: tuple[str, ...] = ()
     # `[links] count_clicks`: the links the email's redirects lead to (empty when off).
     click_links: tuple[ClickLink, ...] = ()
+    # The image files the render read, each with `file_signature` taken before reading it
+    # (render/cache.py reuses a render only while they are unchanged).
+    image_sources: tuple[tuple[Path, FileSignature], ...] = field(
+        default=(), compare=False, repr=False
+    )
