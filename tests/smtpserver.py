@@ -19,6 +19,8 @@ Options (keyword arguments):
     username=, password=   offer AUTH PLAIN and LOGIN, and refuse MAIL until authenticated
     auth_require_tls=True  offer AUTH only inside TLS (pass False to test AUTH on plain SMTP)
     smtputf8=True          advertise SMTPUTF8 (8BITMIME is always advertised)
+    pipelining=True        advertise PIPELINING (RFC 2920; aiosmtpd reads pipelined commands
+                           in order either way, it just does not say so by itself)
     ca=                    the trustme.CA issuing the certificate (default: one per process)
     timeout=30.0           the server's idle timeout, seconds
 
@@ -307,6 +309,19 @@ class _Handler:
         owner._record(received)
         return f"250 2.0.0 Ok: queued as {received.queue_id}"
 
+    async def handle_EHLO(
+        self,
+        server: _Session,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname  # aiosmtpd leaves it to a 5-argument hook
+        if self.owner.pipelining:
+            responses.insert(len(responses) - 1, "250-PIPELINING")
+        return responses
+
     async def handle_QUIT(
         self, server: _Session, session: Session, envelope: Envelope
     ) -> HookReply:
@@ -360,6 +375,7 @@ class SmtpTestServer:
         password: str | None = None,
         auth_require_tls: bool = True,
         smtputf8: bool = True,
+        pipelining: bool = True,
         ca: trustme.CA | None = None,
         timeout: float = 30.0,
     ) -> None:
@@ -371,6 +387,7 @@ class SmtpTestServer:
         self.implicit_tls = implicit_tls
         self.auth_require_tls = auth_require_tls
         self.smtputf8 = smtputf8
+        self.pipelining = pipelining
         self.timeout = timeout
         self.port = 0
         self.ca: trustme.CA | None = None

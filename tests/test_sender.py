@@ -21,7 +21,14 @@ import pytest
 from newsletter.delivery.ledger import Ledger, State
 from newsletter.delivery.message import MessageTemplate
 from newsletter.delivery.ratelimit import Backoff
-from newsletter.delivery.sender import SendOptions, SendProgress, dry_run, send_issue, send_test
+from newsletter.delivery.sender import (
+    SendOptions,
+    SendProgress,
+    _run_workers,
+    dry_run,
+    send_issue,
+    send_test,
+)
 from newsletter.errors import AudienceError, LedgerError, TransportUnavailableError
 from tests.sendkit import (
     SECRET,
@@ -407,3 +414,28 @@ def test_retry_failed_sends_to_recipients_that_failed_before(
     assert retried.sent_now == 1 and retried.complete
     assert received_by_address(server)["reader00002@example.org"] == 1
     assert set(received_by_address(server).values()) == {1}
+
+
+def test_workers_take_every_unit_once_and_stop_on_a_failing_source() -> None:
+    handled: list[int] = []
+    lock = threading.Lock()
+
+    def handle(unit: int) -> None:
+        with lock:
+            handled.append(unit)
+
+    _run_workers(range(500), handle, 3, lambda: False)
+    assert sorted(handled) == list(range(500))
+
+    def broken() -> Iterator[int]:
+        yield from range(10)
+        raise LedgerError("the ledger cannot be read")
+
+    handled.clear()
+    with pytest.raises(LedgerError, match="cannot be read"):
+        _run_workers(broken(), handle, 3, lambda: False)
+    assert sorted(handled) == list(range(10))
+
+    handled.clear()
+    _run_workers(range(500), handle, 3, lambda: len(handled) >= 20)
+    assert 20 <= len(handled) <= 23  # a thread already past its check may finish its unit

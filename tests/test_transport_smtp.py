@@ -623,14 +623,37 @@ def test_an_odd_reply_after_the_data_is_uncertain(
 
 
 @pytest.mark.parametrize(
-    "recipient", ["evil@example.org>\r\nRCPT TO:<other@example.org", "a\n@example.org", " "]
+    "recipient",
+    [
+        "evil@example.org>\r\nRCPT TO:<other@example.org",
+        "a\n@example.org",
+        "a\r@example.org",
+        "a\x00@example.org",
+        " ",
+        "",
+        "<a@example.org>",
+        "a@example.org> SIZE=1",
+        "a b@example.org",
+        "a@example.org\u2028",
+    ],
 )
 def test_addresses_that_could_inject_commands_never_reach_the_server(
     recipient: str, server: SmtpTestServer, make_transport: MakeTransport
 ) -> None:
+    # The transport writes MAIL and RCPT itself: what goes between <> is the address as given.
     with pytest.raises(PermanentDeliveryError) as caught:
         make_transport(server).send(message(recipient, data=b"Subject: x\r\n\r\nx\r\n"))
     assert str(caught.value) == (
-        f"{recipient!r} is not a usable address (empty or containing a line break)"
+        f"{recipient!r} is not a usable address (empty, or containing a line break, a control "
+        "character, a space or an angle bracket)"
     )
+    assert server.connections == 0
+
+
+@pytest.mark.parametrize("sender", ["news@example.org>\r\nRSET", "<news@example.org>", "n s@x.org"])
+def test_a_sender_that_could_inject_commands_never_reaches_the_server(
+    sender: str, server: SmtpTestServer, make_transport: MakeTransport
+) -> None:
+    with pytest.raises(PermanentDeliveryError, match="is not a usable address"):
+        make_transport(server).send(message(sender=sender, data=b"Subject: x\r\n\r\nx\r\n"))
     assert server.connections == 0

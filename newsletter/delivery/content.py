@@ -51,6 +51,11 @@ class OutgoingMessage:
 
     `data` is the whole RFC 5322 message (headers and body, CRLF line ends). `smtputf8` is true
     when the envelope or headers need SMTPUTF8 (an internationalised address).
+
+    `wire_ready`: `data` is its own SMTP wire form (CRLF line ends only, no line starting with
+    ".", ends with CRLF), as `MessageTemplate.personalise` builds it; the SMTP client then
+    sends it as it is instead of scanning and copying it. `eight_bit`: whether `data` has
+    bytes over 127 (None: not known, the transport looks).
     """
 
     sender: str
@@ -58,6 +63,8 @@ class OutgoingMessage:
     message_id: str
     data: bytes
     smtputf8: bool = False
+    wire_ready: bool = False
+    eight_bit: bool | None = None
 
 
 # --- what provider APIs get -------------------------------------------------------------------

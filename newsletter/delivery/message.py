@@ -71,6 +71,7 @@ from .mime import (
     qp_value,
     resolve_web_url,
     unstructured,
+    wire_clean,
 )
 
 # The content types are re-exported: provider modules and tests written before the split
@@ -188,6 +189,10 @@ class MessageTemplate:
     _reply_box: Mailbox | None = field(repr=False)
     _list_id_value: str = field(repr=False)
     _images: tuple[InlineImage, ...] = field(repr=False)
+    # Every static piece is its own SMTP wire form (`mime.wire_clean`), and which are ASCII:
+    # then so is each message, when its header block is too (checked per message, it is short).
+    _wire: bool = field(default=False, repr=False)
+    _ascii: bool = field(default=False, repr=False)
     # Applied to every MIME message (DKIM); not part of the fingerprint, as before signing moved
     # here: a key rotated mid-send does not change what the issue says.
     _sign: Callable[[bytes], bytes] | None = field(default=None, repr=False)
@@ -339,6 +344,9 @@ class MessageTemplate:
                 for image in images
             ),
             _sign=sign,
+            _wire=_wire_ready(builder.pieces[1:], (head_from, head_date, lists, head_end)),
+            _ascii=all(piece.isascii() for piece in builder.pieces)
+            and all(text.isascii() for text in (head_from, head_date, lists, head_end)),
         )
 
     # --- per recipient ---------------------------------------------------------------------
@@ -422,12 +430,26 @@ class MessageTemplate:
         for position, key in self._holes:
             pieces[position] = encoded[key]
         data = b"".join(pieces)
+        # The values are quoted-printable of one cleaned line (mime.qp_value: no CR, LF or
+        # leading dot) and the static pieces were checked once: only the header block is left.
+        wire_ready = self._wire and wire_clean(pieces[0])
+        ascii_only = self._ascii and head.isascii()
+        if self._sign is not None:
+            signed = self._sign(data)
+            added = signed[: len(signed) - len(data)]
+            # A signature is a header block put on top; anything else is left to the transport.
+            same = signed.endswith(data)
+            wire_ready = wire_ready and same and wire_clean(added)
+            ascii_only = ascii_only and same and added.isascii()
+            data = signed
         return OutgoingMessage(
             sender=self.envelope_sender(target_email),
             recipient=target_email,
             message_id=message_id,
-            data=data if self._sign is None else self._sign(data),
+            data=data,
             smtputf8=self._smtputf8 or not target_email.isascii() or _flag(recipient, to),
+            wire_ready=wire_ready,
+            eight_bit=False if ascii_only else None,
         )
 
     def envelope_sender(self, email: str) -> str:
@@ -668,6 +690,19 @@ class MessageTemplate:
             elif name == "name":
                 value = recipient.name
         return value
+
+
+def _wire_ready(pieces: Iterable[bytes], headers: Iterable[str]) -> bool:
+    """Whether the static pieces and header lines of a template are their own wire form (they
+    always are: `mime.qp` escapes leading dots, base64 and boundaries cannot start with one,
+    header lines start with a name or folding white space), and the message ends with CRLF."""
+    pieces = list(pieces)
+    return (
+        bool(pieces)
+        and pieces[-1].endswith(b"\r\n")
+        and all(wire_clean(piece) for piece in pieces)
+        and all(wire_clean(text.encode("utf-8")) for text in headers)
+    )
 
 
 def _flag(recipient: Recipient, to: str | None) -> bool:

@@ -29,6 +29,7 @@ __all__ = [
     "ascii_domain",
     "clean",
     "clean_line",
+    "dots_escaped",
     "encoded_words",
     "fold_at_spaces",
     "id_part",
@@ -44,6 +45,7 @@ __all__ = [
     "resolve_web_url",
     "slug",
     "unstructured",
+    "wire_clean",
 ]
 
 
@@ -72,12 +74,63 @@ _QP_MAX = 76
 
 
 def qp(text: str) -> bytes:
-    """Quoted-printable (UTF-8) of `text` with CRLF line ends and lines of at most 76 octets."""
+    """Quoted-printable (UTF-8) of `text` with CRLF line ends and lines of at most 76 octets.
+
+    No line starts with "." (see `dots_escaped`), so the result is already in SMTP's wire form.
+    """
     if not text:
         return b""
     # Hard line breaks are "\n" for b2a_qp; a lone CR would otherwise pass through raw.
     normal = text.replace("\r\n", "\n").replace("\r", "\n")
-    return binascii.b2a_qp(normal.encode("utf-8"), istext=True).replace(b"\n", b"\r\n")
+    encoded = binascii.b2a_qp(normal.encode("utf-8"), istext=True).replace(b"\n", b"\r\n")
+    return dots_escaped(encoded)
+
+
+def dots_escaped(encoded: bytes) -> bytes:
+    """Quoted-printable `encoded` (CRLF line ends) with a "." that starts a line written `=2E`.
+
+    SMTP doubles a leading dot on the wire (RFC 5321 4.5.2); a message with none is its own
+    wire form, so the SMTP client sends it as it is, with no per-message scan or copy. `=2E`
+    decodes to the same ".", so readers see no difference. A line the escape makes longer
+    than 76 octets is split with a soft break (never inside an `=XX` escape).
+    """
+    if not encoded.startswith(b".") and b"\n." not in encoded:
+        return encoded
+    lines = encoded.split(b"\r\n")
+    for number, line in enumerate(lines):
+        if line.startswith(b"."):
+            lines[number] = _escaped_line(line)
+    return b"\r\n".join(lines)
+
+
+def _escaped_line(line: bytes) -> bytes:
+    """One quoted-printable line starting with ".", escaped and folded to 76 octets."""
+    line = b"=2E" + line[1:]
+    folded: list[bytes] = []
+    while len(line) > _QP_MAX:
+        cut = _QP_MAX - 1  # room for the "=" of the soft break
+        if line[cut - 1 : cut] == b"=":
+            cut -= 1
+        elif line[cut - 2 : cut - 1] == b"=":
+            cut -= 2
+        folded.append(line[:cut] + b"=")
+        line = line[cut:]
+        if line.startswith(b"."):
+            line = b"=2E" + line[1:]
+    folded.append(line)
+    return b"\r\n".join(folded)
+
+
+def wire_clean(data: bytes) -> bool:
+    """True when `data` is its own SMTP wire form: CRLF line ends only, no line starting with
+    "." (so nothing to double), which `qp`, base64 and our headers always are."""
+    crlf = data.count(b"\r\n")
+    return (
+        data.count(b"\r") == crlf
+        and data.count(b"\n") == crlf
+        and not data.startswith(b".")
+        and b"\n." not in data
+    )
 
 
 def open_end(encoded: bytes) -> bytes:
@@ -97,17 +150,21 @@ def open_end(encoded: bytes) -> bytes:
         cut -= 1
     elif encoded[cut - 2 : cut - 1] == b"=":
         cut -= 2
-    return encoded[:cut] + _SOFT_BREAK + encoded[cut:] + _SOFT_BREAK
+    tail = encoded[cut:]
+    if tail.startswith(b"."):
+        tail = b"=2E" + tail[1:]  # the tail starts a line: keep the message its own wire form
+    return encoded[:cut] + _SOFT_BREAK + tail + _SOFT_BREAK
 
 
 def qp_value(text: str) -> bytes:
     """A per-recipient value: quoted-printable, then a soft break (nothing for an empty value)."""
     if not text:
         return b""
+    # `text` is one line (callers `clean` it: no CR or LF), so b2a_qp adds only soft breaks.
     encoded = binascii.b2a_qp(text.encode("utf-8"), istext=True)
     if b"\n" in encoded:
         encoded = encoded.replace(b"\n", b"\r\n")
-    return open_end(encoded)
+    return open_end(dots_escaped(encoded))
 
 
 # --- headers ---------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import functools
-import queue
+import itertools
 import re
 import threading
 import time
@@ -995,25 +995,30 @@ def _run_workers(
     halted: Callable[[], bool],
     finish: Callable[[], None] | None = None,
 ) -> None:
-    """Hand `units` to `concurrency` threads through a bounded queue until done or halted.
+    """`concurrency` threads take `units` in turn from the one iterator until done or halted.
 
-    Units not started when the run halts are skipped (their rows stay pending for the next run);
-    an exception in a worker (a bug, a ledger failure) stops the feed and is raised here.
+    Each thread takes its next unit itself (under a lock) when it is free: no feeding thread,
+    no queue, so no hand-off and wake-up of another thread per message. Units not taken when
+    the run halts are skipped (their rows stay pending for the next run); an exception in a
+    worker or from `units` (a bug, a ledger failure) stops every thread and is raised here.
     """
-    work: queue.Queue[_Unit | None] = queue.Queue(maxsize=concurrency * 4)
+    source = iter(units)
+    lock = threading.Lock()
     errors: list[BaseException] = []
 
-    def worker() -> None:
-        while True:
-            unit = work.get()
-            if unit is None:
-                break
+    def take() -> list[_Unit]:
+        """The next unit (a list of one), or none when done or halted."""
+        with lock:
             if halted() or errors:
-                continue
-            try:
-                handle(unit)
-            except BaseException as err:
-                errors.append(err)
+                return []
+            return list(itertools.islice(source, 1))
+
+    def worker() -> None:
+        try:
+            while unit := take():
+                handle(unit[0])
+        except BaseException as err:
+            errors.append(err)
         if finish is not None:
             try:
                 finish()
@@ -1025,15 +1030,7 @@ def _run_workers(
     ]
     for thread in threads:
         thread.start()
-    try:
-        for unit in units:
-            if halted() or errors:
-                break
-            work.put(unit)
-    finally:
-        for _ in threads:
-            work.put(None)
-        for thread in threads:
-            thread.join()
+    for thread in threads:
+        thread.join()
     if errors:
         raise errors[0]

@@ -103,8 +103,8 @@ class Transport(Protocol):
     @property
     def signals_handover(self) -> bool:
         """True when `send_batch` calls `handover()` at the last moment before the server could
-        have the message (SMTP after RCPT, HTTP before the request is written); the sender then
-        marks rows `sending` only then. False: they are marked just before `send_batch`."""
+        have the message (SMTP after the 354 to DATA, HTTP before the request is written); the
+        sender then marks rows `sending` only then. False: they are marked before `send_batch`."""
         ...
 
     def check(self) -> None:
@@ -139,9 +139,9 @@ def send_one_by_one(
 # The ledger marks a row `sending` so that a crash cannot cause a duplicate; marked too early, a
 # crash while connecting reports as uncertain a message the server never saw (issue 15, D16).
 # A transport with `signals_handover = True` calls `handover()` at the last moment before the
-# server could have the message (SMTP: after MAIL and RCPT were accepted, before DATA; HTTP:
-# just before the request is written), and the sender marks the rows there. Transports without
-# the attribute are marked before `send_batch`, as before.
+# server could have the message (SMTP: after MAIL, RCPT and DATA were accepted, before the
+# body; HTTP: just before the request is written), and the sender marks the rows there.
+# Transports without the attribute are marked before `send_batch`, as before.
 
 _handover = threading.local()
 

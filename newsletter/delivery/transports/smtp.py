@@ -3,7 +3,12 @@
 The hard part is telling a failure that is safe to retry from one that is not. A connection
 lost before the terminating "." of DATA was written means the server cannot have a complete
 message; lost after it, the server may have accepted it. `smtplib.sendmail` hides that moment,
-so MAIL, RCPT and DATA are driven here one by one and the body is written to the socket directly.
+so MAIL, RCPT and DATA are written here (smtplib only connects, greets, authenticates and reads
+replies) and the body is written to the socket directly.
+
+Per message the client does little: MAIL, RCPT and DATA go in one write when the server offers
+PIPELINING (RFC 2920; else one by one), and a message the template built (`wire_ready`: CRLF
+line ends, no line starting with ".") is written as it is, with no scan, copy or dot-stuffing.
 """
 
 from __future__ import annotations
@@ -82,13 +87,17 @@ def smtp_body(data: bytes) -> bytes:
 
 
 class _Connection:
-    """One open SMTP session and the number of transactions it has carried (mutable on purpose)."""
+    """One open SMTP session and the number of transactions it has carried (mutable on purpose).
 
-    __slots__ = ("smtp", "used")
+    `pipelining`: the server offers PIPELINING (RFC 2920) after the last EHLO.
+    """
+
+    __slots__ = ("pipelining", "smtp", "used")
 
     def __init__(self, smtp: smtplib.SMTP) -> None:
         self.smtp = smtp
         self.used = 0
+        self.pipelining = bool(smtp.has_extn("pipelining"))
 
     @property
     def is_open(self) -> bool:
@@ -163,7 +172,7 @@ class SmtpTransport:
     max_batch = 1
     needs_mime = True
     delivers_mime_as_is = True
-    signals_handover = True  # base.handover() after RCPT, before DATA
+    signals_handover = True  # base.handover() after the 354 to DATA, before the body
 
     def __init__(
         self,
@@ -346,25 +355,37 @@ class SmtpTransport:
         smtp = connection.smtp
         options = self._mail_options(smtp, message)
         connection.used += 1
-        # smtplib keeps the encoding switched on by an SMTPUTF8 MAIL; set it for each message.
-        smtp.command_encoding = "utf-8" if message.smtputf8 else "ascii"
+        # Written here, not by smtplib's mail()/rcpt(), which parse every address again: ours
+        # were checked (`_check_addresses`: no controls, spaces or angle brackets).
+        extra = "".join(" " + option for option in options)
+        commands = (
+            f"MAIL FROM:<{message.sender}>{extra}\r\nRCPT TO:<{message.recipient}>\r\n"
+        ).encode("utf-8" if message.smtputf8 else "ascii")
+        body = message.data if message.wire_ready else smtp_body(message.data)
         try:
-            code, text = smtp.mail(message.sender, options)
-            self._expect(connection, message, "MAIL", code, text, 250)
-            code, text = smtp.rcpt(message.recipient)
-            self._expect(connection, message, "RCPT", code, text, 250, 251)
-            # The server took sender and recipient: from DATA on it could have the message.
-            handover()
-            smtp.putcmd("data")
-            code, text = smtp.getreply()
-            self._expect(connection, message, "DATA", code, text, 354)
             sock = smtp.sock
             if sock is None:
                 raise smtplib.SMTPServerDisconnected("not connected")
+            if connection.pipelining:
+                # RFC 2920: MAIL, RCPT and DATA in one write, then their three replies.
+                sock.sendall(commands + b"DATA\r\n")
+                self._pipelined_replies(connection, message)
+            else:
+                sock.sendall(commands[: commands.index(b"\r\n") + 2])
+                code, text = smtp.getreply()
+                self._expect(connection, message, "MAIL", code, text, 250)
+                sock.sendall(commands[commands.index(b"\r\n") + 2 :])
+                code, text = smtp.getreply()
+                self._expect(connection, message, "RCPT", code, text, 250, 251)
+                sock.sendall(b"DATA\r\n")
+                code, text = smtp.getreply()
+                self._expect(connection, message, "DATA", code, text, 354)
+            # The server waits for the body: from its first byte on it could have the message.
+            handover()
             # One write: a separate small write of the terminator would wait for the server's
-            # delayed ACK (Nagle), ~40 ms a message. sendall either writes it all, "." included,
-            # or raises, in which case the server cannot have the end of the data.
-            sock.sendall(smtp_body(message.data) + _END_OF_DATA)
+            # delayed ACK (Nagle), ~40 ms a message. It either writes it all, "." included, or
+            # raises, in which case the server cannot have the end of the data.
+            _write_data(sock, body)
         except (smtplib.SMTPException, OSError) as err:
             # Nothing, or not all, of the message reached the server: safe to send again.
             connection.drop()
@@ -411,7 +432,7 @@ class SmtpTransport:
                     "for an ASCII address.",
                 )
             options += ["SMTPUTF8", "BODY=8BITMIME"]
-        elif not message.data.isascii():
+        elif message.eight_bit or (message.eight_bit is None and not message.data.isascii()):
             if not smtp.has_extn("8bitmime"):
                 raise PermanentDeliveryError(
                     f"{message.recipient}: the message has 8-bit content and {self._server} "
@@ -422,6 +443,27 @@ class SmtpTransport:
             # Lets the server refuse an oversized message before the body is sent.
             options.append(f"SIZE={len(message.data)}")
         return options
+
+    def _pipelined_replies(self, connection: _Connection, message: OutgoingMessage) -> None:
+        """Read the replies to a pipelined MAIL, RCPT and DATA; raise for the first refusal.
+
+        The first refusal is the one reported (after a refused MAIL the server answers RCPT and
+        DATA with 503: those say nothing). The replies after it are read so the session stays
+        in step, then RSET as in lock-step; a DATA that was accepted anyway (354) leaves the
+        server waiting for a body, so that session is dropped instead (nothing was sent).
+        """
+        smtp = connection.smtp
+        stages = (("MAIL", (250,)), ("RCPT", (250, 251)), ("DATA", (354,)))
+        for number, (stage, accepted) in enumerate(stages):
+            code, text = smtp.getreply()
+            if code in accepted:
+                continue
+            if code == 421 or not 400 <= code < 600:
+                raise self._refused(connection, message, stage, code, text, reset=False)
+            clean = _read_replies(smtp, len(stages) - number - 1)
+            if not clean:
+                connection.drop()
+            raise self._refused(connection, message, stage, code, text, reset=clean)
 
     def _expect(
         self,
@@ -513,6 +555,35 @@ def _hello(smtp: smtplib.SMTP, server: str) -> None:
             )
 
 
+def _read_replies(smtp: smtplib.SMTP, count: int) -> bool:
+    """Read `count` replies to pipelined commands after a refusal; False when the session
+    cannot be reset (a DATA accepted with 354, a 421, or the connection lost)."""
+    try:
+        for _ in range(count):
+            code, _text = smtp.getreply()
+            if code in (354, 421) or not 200 <= code < 600:
+                return False
+    except (smtplib.SMTPException, OSError):
+        return False
+    return True
+
+
+def _write_data(sock: socket.socket, body: bytes) -> None:
+    """`body` and the terminating ".", in one write and without joining them (a copy of the
+    whole message) where the socket can gather (not TLS)."""
+    if isinstance(sock, ssl.SSLSocket):
+        sock.sendall(body + _END_OF_DATA)
+        return
+    parts = [memoryview(body), memoryview(_END_OF_DATA)]
+    while parts:
+        sent = sock.sendmsg(parts)
+        while parts and sent >= len(parts[0]):
+            sent -= len(parts[0])
+            parts.pop(0)
+        if sent:
+            parts[0] = parts[0][sent:]
+
+
 def _reset(connection: _Connection) -> None:
     """RSET after a refused command; a session that cannot reset is dropped."""
     try:
@@ -525,11 +596,18 @@ def _reset(connection: _Connection) -> None:
 
 
 def _check_addresses(message: OutgoingMessage) -> None:
+    """Refuse an address that cannot go between the angle brackets of MAIL or RCPT as it is.
+
+    The commands are written with the addresses as they are (no re-parsing): a line break
+    would smuggle extra SMTP commands into the session, a space or an angle bracket would
+    change what the server reads as the address or its parameters. Addresses from the list
+    never have these (`mime.mailbox_address`); this is the last line of defence.
+    """
     for address in (message.sender, message.recipient):
-        if any(c in address for c in "\r\n\0") or not address.strip():
-            # A line break here would smuggle extra SMTP commands into the session.
+        if not address or not address.isprintable() or any(c in address for c in " <>"):
             raise PermanentDeliveryError(
-                f"{address!r} is not a usable address (empty or containing a line break)"
+                f"{address!r} is not a usable address (empty, or containing a line break, "
+                "a control character, a space or an angle bracket)"
             )
         if not message.smtputf8 and not address.isascii():
             raise PermanentDeliveryError(
