@@ -35,7 +35,12 @@ from newsletter.delivery.suppressions import Suppression, SuppressionKind, suppr
 from newsletter.delivery.transports import describe_transport, make_transport
 from newsletter.delivery.transports._sigv4 import AwsCredentials
 from newsletter.delivery.transports.base import BatchItem
-from newsletter.delivery.transports.ses import SIMULATOR, SesTransport
+from newsletter.delivery.transports.ses import (
+    SIMULATOR,
+    SesTransport,
+    send_email_body,
+    send_email_json,
+)
 from newsletter.errors import (
     ConfigError,
     RecipientRejectedError,
@@ -564,3 +569,16 @@ def test_suppression_source_from_settings(
     configured = replace(settings, transport=settings_for(server, sandbox=True))
     source = suppression_source(configured, aws_env(tmp_path))
     assert source.name == "ses"
+
+
+def test_send_email_json_is_the_body_encoded() -> None:
+    """The request spliced around the base64 parses to the SendEmail body, whatever the
+    addresses hold."""
+    data = b"From: a\r\nTo: b\r\n\r\n" + bytes(range(256)) * 40
+    for sender, destination in [
+        ("news@example.org", "reader@example.org"),
+        ('"Quote \\ back"@example.org', "ünï@exämple.org"),
+    ]:
+        encoded = send_email_json(data, sender, destination)
+        assert json.loads(encoded) == send_email_body(data, sender, destination)
+        assert base64.b64decode(json.loads(encoded)["Content"]["Raw"]["Data"]) == data
