@@ -584,3 +584,40 @@ def test_an_error_body_that_echoes_the_key_is_redacted(
     for text in (str(error), error.reply or "", error.hint or ""):
         assert KEY not in text, text
     assert "[redacted]" in str(error) + (error.reply or "")
+
+
+def test_a_proxy_in_the_environment_is_used(
+    template: MessageTemplate, server: ProviderFake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Requests skip httpx.Client's layers only without proxies: with HTTP_PROXY set, httpx
+    routes them through the proxy as before (the fake plays the proxy; the API host does not
+    exist, so only the proxy can have answered)."""
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", server.url)
+    monkeypatch.setenv("http_proxy", server.url)
+    made = transport_for("http://api.echo.invalid")
+    results = made.send_batch(items(template, 2))
+    made.close()
+    assert [r.receipt.reply for r in results if r.receipt] == [
+        "id-r0@example.org",
+        "id-r1@example.org",
+    ]
+    assert [r.path for r in server.posts()] == ["/send"]
+
+
+def test_requests_carry_the_client_headers_and_the_auth(
+    template: MessageTemplate, server: ProviderFake, transport: EchoTransport
+) -> None:
+    """What the client would add (User-Agent, Accept, Host, Content-Length) is on every
+    request, with the provider's auth header, also on the path that skips the client."""
+    transport.send_batch(items(template, 2))
+    transport.send_batch(items(template, 1))
+    for request in server.posts("/send"):
+        assert request.header("user-agent") == USER_AGENT
+        assert request.header("accept") == "application/json"
+        assert request.header("authorization") == f"Bearer {KEY}"
+        assert request.header("content-type") == "application/json"
+        assert request.header("host") == f"127.0.0.1:{server.port}"
+        assert int(request.header("content-length") or 0) == len(request.body)
+    assert server.connections == 1  # one kept-alive connection served both
