@@ -81,8 +81,8 @@ class Run:
 class FakeProcess:
     """A provider fake in a child process: `count` on stdin answers recipients and requests."""
 
-    def __init__(self, kind: str, validate: bool) -> None:
-        command = [sys.executable, __file__, "--serve-fake", kind]
+    def __init__(self, kind: str, validate: bool, checking: bool) -> None:
+        command = [sys.executable, __file__, "--serve-fake" if checking else "--serve-raw", kind]
         if validate:
             command.append("--validate")
         env = dict(os.environ, PYTHONPATH=str(REPO))
@@ -172,6 +172,85 @@ def _serve_fake(kind: str, validate: bool) -> None:
             if line.strip() == "count":
                 with lock:
                     print(totals["recipients"], totals["requests"], flush=True)
+
+
+def _serve_raw(kind: str) -> None:
+    """The default fake: an asyncio HTTP/1.1 server that counts and does not parse bodies.
+
+    Like bench/rawsink.py for SMTP, it is there not to be the bottleneck: tests/providerfake.py
+    (http.server, a thread per connection, every body parsed) costs more CPU per request than
+    the sender being measured, on the same two cores. Recipients are counted per kind: one a
+    request for the one-recipient APIs (ses, mailgun, brevo), the `"MessageStream":` keys of a
+    Postmark batch (a quote inside a JSON string is always escaped, so only keys match), the
+    `personalizations` of a SendGrid request (parsed: one request a thousand recipients).
+    """
+    import asyncio
+
+    totals = [0, 0]  # recipients, requests (read by the stdin thread; ints, no lock needed)
+
+    def answer(method: bytes, body: bytes) -> tuple[int, bytes]:
+        if method == b"GET":
+            return 200, json.dumps(_GET_ANSWER).encode()
+        if kind == "postmark":
+            count = body.count(b'"MessageStream":')
+            results = b",".join(
+                b'{"ErrorCode":0,"Message":"OK","MessageID":"pm-%d"}' % n for n in range(count)
+            )
+            reply = 200, b"[" + results + b"]"
+        elif kind == "sendgrid":
+            count = len(json.loads(body)["personalizations"])
+            reply = 202, b""
+        else:
+            count = 1
+            reply = {
+                "ses": (200, b'{"MessageId":"0102019c-bench"}'),
+                "mailgun": (200, b'{"id":"<b@example.org>","message":"Queued. Thank you."}'),
+                "brevo": (201, b'{"messageId":"<bench@smtp-relay.mailin.fr>"}'),
+            }[kind]
+        totals[0] += count
+        totals[1] += 1
+        return reply
+
+    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.split(b"\r\n")
+                method = lines[0].split(b" ", 1)[0]
+                length = 0
+                for line in lines[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                    elif name.strip().lower() == b"transfer-encoding":
+                        raise SystemExit("the raw fake takes no chunked requests")
+                body = await reader.readexactly(length) if length else b""
+                status, payload = answer(method, body)
+                writer.write(
+                    b"HTTP/1.1 %d OK\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: %d\r\nX-Message-Id: bench\r\n\r\n%s"
+                    % (status, len(payload), payload)
+                )
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    def counts() -> None:
+        for line in sys.stdin:
+            if line.strip() == "count":
+                print(totals[0], totals[1], flush=True)
+        os._exit(0)
+
+    async def main() -> None:
+        server = await asyncio.start_server(session, "127.0.0.1", 0, limit=1 << 20)
+        port = server.sockets[0].getsockname()[1]
+        print("url", f"http://127.0.0.1:{port}", flush=True)
+        threading.Thread(target=counts, daemon=True).start()
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(main())
 
 
 def _validator(kind: str, spec_validator: Any) -> Any:
@@ -349,13 +428,23 @@ def main() -> None:
     parser.add_argument("--baseline", help="also run the package of this commit (git archive)")
     parser.add_argument("--validate", action="store_true")
     parser.add_argument(
+        "--fake",
+        choices=["raw", "checking"],
+        default="raw",
+        help="raw: asyncio, counts without parsing (default); checking: tests/providerfake.py",
+    )
+    parser.add_argument(
         "--profile", action="store_true", help="cProfile the sending threads (slower; stderr)"
     )
     parser.add_argument("--serve-fake", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-raw", help=argparse.SUPPRESS)
     parser.add_argument("--run-one", help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.serve_fake:
         _serve_fake(options.serve_fake, options.validate)
+        return
+    if options.serve_raw:
+        _serve_raw(options.serve_raw)
         return
     if options.run_one:
         _run_one(json.loads(options.run_one))
@@ -385,12 +474,14 @@ def main() -> None:
         sides = [("current", REPO)]
         if options.baseline:
             sides.append(("baseline", extract(options.baseline, folder / "baseline")))
-        fakes = {kind: FakeProcess(kind, options.validate) for kind in providers}
+        checking = options.validate or options.fake == "checking"
+        fakes = {kind: FakeProcess(kind, options.validate, checking) for kind in providers}
         sink = RawSink() if options.smtp_recipients else None
         runs: list[Run] = []
         print(
             f"example issue 2026-11; images {' and '.join(modes)}; ledger on (SQLite); "
             f"{options.connections} connections/threads; senders and fakes in child processes; "
+            f"fake: {'tests/providerfake.py' if checking else 'raw asyncio counter'}, "
             f"schema validation {'ON' if options.validate else 'off (see --validate)'}; "
             f"sides: current{f', baseline {options.baseline}' if options.baseline else ''}"
         )
