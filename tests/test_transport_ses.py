@@ -16,6 +16,7 @@ import itertools
 import json
 import re
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -192,7 +193,13 @@ class SesFake:
             "SendingEnabled": True,
             "ProductionAccessEnabled": True,
             "EnforcementStatus": "HEALTHY",
-            "SendQuota": {"Max24HourSend": 50000.0, "MaxSendRate": 14.0, "SentLast24Hours": 0.0},
+            # A large production account: the pace it sets never slows these tests down
+            # (test_requests_are_paced_to_the_accounts_send_rate sets a small one).
+            "SendQuota": {
+                "Max24HourSend": 5_000_000.0,
+                "MaxSendRate": 100_000.0,
+                "SentLast24Hours": 0.0,
+            },
         }
         self.suppressed: list[dict[str, Any]] = []
         self.ids = itertools.count(1)
@@ -582,3 +589,25 @@ def test_send_email_json_is_the_body_encoded() -> None:
         encoded = send_email_json(data, sender, destination)
         assert json.loads(encoded) == send_email_body(data, sender, destination)
         assert base64.b64decode(json.loads(encoded)["Content"]["Raw"]["Data"]) == data
+
+
+def test_requests_are_paced_to_the_accounts_send_rate(
+    server: ProviderFake, ses: SesFake, template: MessageTemplate
+) -> None:
+    """`check()` reads MaxSendRate; the requests of all threads are then spaced to it, so more
+    connections never mean throttled requests."""
+    ses.account["SendQuota"]["MaxSendRate"] = 4.0
+    transport = transport_for(server, connections=3)
+    transport.check()
+    items = [item_for(template, Person(f"r{n}@example.org")) for n in range(9)]
+    started = time.monotonic()
+    threads = [threading.Thread(target=transport.send_batch, args=([i],)) for i in items]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.monotonic() - started
+    transport.close()
+    assert sum(ses.server.accepted.values()) == 9
+    assert elapsed >= 8 / 4.0 - 0.01  # 9 requests at 4 a second: the last 2 s after the first
+    assert server.problems == []

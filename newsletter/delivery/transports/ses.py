@@ -48,6 +48,7 @@ from ...errors import (
     TransportUnavailableError,
     UncertainDeliveryError,
 )
+from ..ratelimit import RateLimiter
 from ._http import HttpProviderTransport, ProviderResponse
 from ._sigv4 import AwsCredentials, SigV4Auth, load_credentials, resolve_region
 from .base import BatchItem, BatchResult, Suppression, SuppressionKind
@@ -137,6 +138,9 @@ class SesTransport(HttpProviderTransport):
         self.region = region
         self.api_url = self.endpoint(settings, region)
         self._auth = SigV4Auth(credentials, region, SERVICE, clock=clock)
+        # The account's MaxSendRate, read by `check()`: requests are spaced to it across
+        # threads, so more connections never means throttled requests (see `inspect_check`).
+        self.pace = RateLimiter()
 
     def __repr__(self) -> str:  # never the secret
         return f"SesTransport({self.api_url!r}, {self.region!r}, sandbox={self.sandbox})"
@@ -184,10 +188,17 @@ class SesTransport(HttpProviderTransport):
     # --- check ------------------------------------------------------------------------------
 
     def inspect_check(self, response: ProviderResponse) -> None:
-        """GetAccount: sending must be enabled and the account not shut down."""
+        """GetAccount: sending must be enabled and the account not shut down; the account's
+        maximum send rate (recipients a second: 1 in the SES sandbox, 14 and up in production)
+        paces the requests, as AWS asks ("Service quotas in Amazon SES"): with one request per
+        recipient, `connections` requests at once would otherwise run into throttling."""
         data = response.json()
         if not isinstance(data, dict):
             return
+        quota = data.get("SendQuota")
+        rate = quota.get("MaxSendRate") if isinstance(quota, dict) else None
+        if isinstance(rate, int | float) and not isinstance(rate, bool) and rate > 0:
+            self.pace = RateLimiter(per_second=float(rate))
         if data.get("SendingEnabled") is False:
             raise TransportUnavailableError(
                 f"ses: sending is disabled for this account in {self.region}",
@@ -224,6 +235,7 @@ class SesTransport(HttpProviderTransport):
                 )
             ]
         destination = SIMULATOR if self.sandbox else message.recipient
+        self.pace.acquire()
         response = self.post_json(
             SEND_PATH, send_email_json(message.data, message.sender, destination)
         )
