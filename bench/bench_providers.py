@@ -1,7 +1,8 @@
 """Benchmark: recipients/s through the provider transports (loopback fakes), before vs after.
 
     .venv/bin/python bench/bench_providers.py [--providers ses,postmark] [--images linked]
-                                              [--runs 3] [--connections 3] [--baseline REF]
+                                              [--runs 3] [--connections 3[,24]] [--latency MS]
+                                              [--baseline REF] [--fake raw|checking]
                                               [--recipients N] [--validate] [--smtp-recipients N]
 
 What runs, alternated in each repetition so every side sees the same machine:
@@ -60,6 +61,7 @@ class Run:
     side: str  # "current" or "baseline"
     sender: str
     images: str
+    connections: int
     recipients: int
     seconds: float
     cpu_seconds: float  # the sending process (all threads), not the fake
@@ -81,8 +83,9 @@ class Run:
 class FakeProcess:
     """A provider fake in a child process: `count` on stdin answers recipients and requests."""
 
-    def __init__(self, kind: str, validate: bool, checking: bool) -> None:
+    def __init__(self, kind: str, validate: bool, checking: bool, latency: float) -> None:
         command = [sys.executable, __file__, "--serve-fake" if checking else "--serve-raw", kind]
+        command += ["--latency", str(latency)]
         if validate:
             command.append("--validate")
         env = dict(os.environ, PYTHONPATH=str(REPO))
@@ -174,7 +177,7 @@ def _serve_fake(kind: str, validate: bool) -> None:
                     print(totals["recipients"], totals["requests"], flush=True)
 
 
-def _serve_raw(kind: str) -> None:
+def _serve_raw(kind: str, latency: float) -> None:
     """The default fake: an asyncio HTTP/1.1 server that counts and does not parse bodies.
 
     Like bench/rawsink.py for SMTP, it is there not to be the bottleneck: tests/providerfake.py
@@ -225,6 +228,8 @@ def _serve_raw(kind: str) -> None:
                     elif name.strip().lower() == b"transfer-encoding":
                         raise SystemExit("the raw fake takes no chunked requests")
                 body = await reader.readexactly(length) if length else b""
+                if latency:
+                    await asyncio.sleep(latency / 1000)
                 status, payload = answer(method, body)
                 writer.write(
                     b"HTTP/1.1 %d OK\r\nContent-Type: application/json\r\n"
@@ -409,6 +414,7 @@ def one_run(
         side,
         job["kind"],
         job["images"],
+        job["connections"],
         job["recipients"],
         result["seconds"],
         result["cpu"],
@@ -424,7 +430,16 @@ def main() -> None:
     parser.add_argument("--recipients", type=int, help="per run (default: per provider)")
     parser.add_argument("--smtp-recipients", type=int, default=0)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--connections", type=int, default=3)
+    parser.add_argument(
+        "--connections", default="3", help="connections (= sending threads); a list runs each"
+    )
+    parser.add_argument(
+        "--latency",
+        type=float,
+        default=0.0,
+        help="ms the raw fake waits before each answer (a network round trip and the "
+        "provider's own time), to show what parallel requests buy",
+    )
     parser.add_argument("--baseline", help="also run the package of this commit (git archive)")
     parser.add_argument("--validate", action="store_true")
     parser.add_argument(
@@ -444,7 +459,7 @@ def main() -> None:
         _serve_fake(options.serve_fake, options.validate)
         return
     if options.serve_raw:
-        _serve_raw(options.serve_raw)
+        _serve_raw(options.serve_raw, options.latency)
         return
     if options.run_one:
         _run_one(json.loads(options.run_one))
@@ -462,11 +477,13 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown providers {sorted(unknown)}; known: {', '.join(PROVIDERS)}")
     modes = ["linked", "embedded"] if options.images == "both" else [options.images]
-    cases = [(kind, mode) for kind in providers for mode in modes]
+    pairs = [(kind, mode) for kind in providers for mode in modes]
     if "brevo" in providers and "embedded" in modes:  # Brevo refuses cid: images
-        cases.remove(("brevo", "embedded"))
+        pairs.remove(("brevo", "embedded"))
     if options.smtp_recipients:
-        cases += [("smtp", mode) for mode in modes]
+        pairs += [("smtp", mode) for mode in modes]
+    counts = [int(n) for n in options.connections.split(",")]
+    cases = [(kind, mode, n) for kind, mode in pairs for n in counts]
 
     with tempfile.TemporaryDirectory(prefix="bench-providers-") as tmp:
         folder = Path(tmp)
@@ -475,12 +492,18 @@ def main() -> None:
         if options.baseline:
             sides.append(("baseline", extract(options.baseline, folder / "baseline")))
         checking = options.validate or options.fake == "checking"
-        fakes = {kind: FakeProcess(kind, options.validate, checking) for kind in providers}
+        if checking and options.latency:
+            raise SystemExit("--latency works with the raw fake only")
+        fakes = {
+            kind: FakeProcess(kind, options.validate, checking, options.latency)
+            for kind in providers
+        }
         sink = RawSink() if options.smtp_recipients else None
         runs: list[Run] = []
         print(
             f"example issue 2026-11; images {' and '.join(modes)}; ledger on (SQLite); "
-            f"{options.connections} connections/threads; senders and fakes in child processes; "
+            f"connections (= threads) {options.connections}; senders and fakes in child processes; "
+            f"fake answers after {options.latency:g} ms; "
             f"fake: {'tests/providerfake.py' if checking else 'raw asyncio counter'}, "
             f"schema validation {'ON' if options.validate else 'off (see --validate)'}; "
             f"sides: current{f', baseline {options.baseline}' if options.baseline else ''}"
@@ -491,7 +514,7 @@ def main() -> None:
             for number in range(1, options.runs + 1):
                 # Alternate which side goes first, so neither always runs on a warmer machine.
                 order = sides if number % 2 else sides[::-1]
-                for kind, mode in cases:
+                for kind, mode, connections in cases:
                     for side, root in order:
                         recipients = options.recipients or DEFAULT_RECIPIENTS[kind]
                         if kind == "smtp":
@@ -505,7 +528,7 @@ def main() -> None:
                             "images": mode,
                             "url": url,
                             "recipients": recipients,
-                            "connections": options.connections,
+                            "connections": connections,
                             "project": str(project),
                             "folder": str(folder),
                             "profile": options.profile,
@@ -524,10 +547,14 @@ def main() -> None:
         f"{load[0]:.1f} {load[1]:.1f} {load[2]:.1f}; during the runs "
         f"{min(r.load for r in runs):.1f}-{max(r.load for r in runs):.1f}):"
     )
-    print(f"  {'sender':9} {'images':9} {'side':9} {'recipients/s':>13} {'per CPU-s':>10}")
-    for kind, mode in cases:
+    print(
+        f"  {'sender':9} {'images':9} {'conns':>5} {'side':9} {'recipients/s':>13} "
+        f"{'per CPU-s':>10}"
+    )
+    for kind, mode, connections in cases:
         for side, _ in sides:
-            mine = [r for r in runs if (r.sender, r.images, r.side) == (kind, mode, side)]
+            case = (kind, mode, connections, side)
+            mine = [r for r in runs if (r.sender, r.images, r.connections, r.side) == case]
             median = statistics.median(r.rate for r in mine)
             cpu_median = statistics.median(r.cpu_rate for r in mine)
             mark = ""
@@ -536,7 +563,10 @@ def main() -> None:
                 mark = f"  (target >= {target:,.0f}/s: " + (
                     "met)" if median >= target else "NOT met)"
                 )
-            print(f"  {kind:9} {mode:9} {side:9} {median:13,.0f} {cpu_median:10,.0f}{mark}")
+            print(
+                f"  {kind:9} {mode:9} {connections:5} {side:9} {median:13,.0f} "
+                f"{cpu_median:10,.0f}{mark}"
+            )
     print(
         "per CPU-s: recipients per second of the sending process's CPU time (sender and ledger, "
         "all threads; the fakes run in other processes): steadier than wall time on a busy "
@@ -557,7 +587,8 @@ def _sink_counter(sink: Any) -> Any:
 def run_line(number: int, run: Run) -> str:
     unit = "messages" if run.sender == "smtp" else "requests"
     return (
-        f"run {number}  {run.sender:9} {run.images:8} {run.side:8} {run.recipients:7,} "
+        f"run {number}  {run.sender:9} {run.images:8} {run.connections:3}c {run.side:8} "
+        f"{run.recipients:7,} "
         f"recipients in {run.seconds:6.2f}s = {run.rate:7,.0f}/s, {run.cpu_rate:7,.0f} per CPU-s "
         f"({run.requests:,} {unit}; load {run.load:.1f})"
     )
