@@ -248,9 +248,7 @@ class PostmarkTransport(HttpProviderTransport):
         shared = self._pieces.get(key)
         if shared is None:
             marker = f"\ue000{secrets.token_hex(8)}\ue000"  # cannot occur in the issue
-            template = found.provider_template(
-                lambda n, context: f"{marker}{n}:{context}{marker}"
-            )
+            template = found.provider_template(lambda n, context: f"{marker}{n}:{context}{marker}")
             images = found.template.images
             shared = _SharedPieces(
                 _EncodedText.split(template.html, marker),
