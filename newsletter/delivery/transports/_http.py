@@ -24,9 +24,11 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import http.client
 import json
 import math
 import os
+import select
 import ssl
 import threading
 import time
@@ -208,7 +210,7 @@ class HttpProviderTransport:
         self._client = client
         self._client_lock = threading.Lock()
         self._direct: _Direct | None = None
-        self._transport: httpx.HTTPTransport | None = None
+        self._transport: httpx.BaseTransport | None = None
         self._timeout = httpx.Timeout(settings.timeout)
         self._templates: dict[tuple[str, bool], ProviderTemplate] = {}
 
@@ -667,7 +669,7 @@ class HttpProviderTransport:
         self._transport = None
         self._timeout = timeout
         if not urllib.request.getproxies():
-            self._transport = httpx.HTTPTransport(verify=verify, limits=limits)
+            self._transport = _Http11(httpx.create_ssl_context(verify=verify), self.connections)
         return httpx.Client(
             timeout=timeout,
             limits=limits,
@@ -746,6 +748,121 @@ class _Direct:
                 request = flow.send(response)
             except StopIteration:
                 return response
+
+
+class _Http11(httpx.BaseTransport):
+    """HTTP/1.1 with keep-alive over the standard library's `http.client`, as an httpx transport.
+
+    httpcore and h11 (pure Python) cost about three times the CPU of `http.client` per request
+    (bench/README.md): the largest share of a one-request-per-recipient send once the payload is
+    cheap. The contract is httpx's: the same TLS context httpx would build, the request's
+    connect/write/read/pool timeouts, at most `max_connections` at once, and failures as the httpx
+    exceptions `request` classifies: nothing written whole → Connect*/Write*; written, no complete
+    answer → ReadTimeout, ReadError or RemoteProtocolError. An idle connection the server has
+    closed (readable while idle) is never reused.
+    """
+
+    def __init__(self, context: ssl.SSLContext, max_connections: int) -> None:
+        self._context = context
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self._lock = threading.Lock()
+        self._idle: list[tuple[tuple[str, str, int], http.client.HTTPConnection]] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        timeout = request.extensions.get("timeout", {})
+        if not self._slots.acquire(timeout=timeout.get("pool")):
+            raise httpx.PoolTimeout("no free connection", request=request)
+        try:
+            return self._exchange(request, timeout)
+        finally:
+            self._slots.release()
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for _, connection in idle:
+            connection.close()
+
+    def _exchange(self, request: httpx.Request, timeout: Mapping[str, Any]) -> httpx.Response:
+        url = request.url
+        origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
+        connection = self._reuse(origin) or self._connect(request, origin, timeout.get("connect"))
+        sock = connection.sock
+        try:
+            sock.settimeout(timeout.get("write"))
+            connection.putrequest(
+                request.method, url.raw_path.decode("ascii"), skip_host=True,
+                skip_accept_encoding=True,
+            )  # fmt: skip
+            for name, value in request.headers.raw:
+                connection.putheader(name.decode("latin-1"), value)
+            connection.endheaders(request.read() or None)
+        except TimeoutError as err:
+            connection.close()
+            raise httpx.WriteTimeout(str(err) or "write timed out", request=request) from err
+        except OSError as err:
+            connection.close()
+            raise httpx.WriteError(str(err) or type(err).__name__, request=request) from err
+        try:
+            sock.settimeout(timeout.get("read"))
+            answer = connection.getresponse()
+            body = answer.read()
+        except TimeoutError as err:
+            connection.close()
+            raise httpx.ReadTimeout(str(err) or "read timed out", request=request) from err
+        except http.client.HTTPException as err:
+            connection.close()
+            raise httpx.RemoteProtocolError(
+                str(err) or type(err).__name__, request=request
+            ) from err
+        except OSError as err:
+            connection.close()
+            raise httpx.ReadError(str(err) or type(err).__name__, request=request) from err
+        if answer.will_close:
+            connection.close()
+        else:
+            with self._lock:
+                self._idle.append((origin, connection))
+        return httpx.Response(
+            answer.status, headers=answer.getheaders(), content=body, request=request
+        )
+
+    def _reuse(self, origin: tuple[str, str, int]) -> http.client.HTTPConnection | None:
+        while True:
+            with self._lock:
+                found = next((n for n, (o, _) in enumerate(self._idle) if o == origin), None)
+                if found is None:
+                    return None
+                _, connection = self._idle.pop(found)
+            sock = connection.sock
+            if sock is not None and not select.select([sock], [], [], 0)[0]:
+                return connection
+            connection.close()  # closed by the server (or unexpected bytes): never reused
+
+    def _connect(
+        self, request: httpx.Request, origin: tuple[str, str, int], timeout: float | None
+    ) -> http.client.HTTPConnection:
+        scheme, host, port = origin
+        connection: http.client.HTTPConnection
+        if scheme == "https":
+            connection = http.client.HTTPSConnection(
+                host, port, timeout=timeout, context=self._context
+            )
+        elif scheme == "http":
+            connection = http.client.HTTPConnection(host, port, timeout=timeout)
+        else:
+            raise httpx.UnsupportedProtocol(
+                f"Request URL has an unsupported protocol '{scheme}://'.", request=request
+            )
+        try:
+            connection.connect()
+        except TimeoutError as err:
+            connection.close()
+            raise httpx.ConnectTimeout(str(err) or "connect timed out", request=request) from err
+        except OSError as err:  # refused, unreachable, unknown host, TLS handshake or certificate
+            connection.close()
+            raise httpx.ConnectError(str(err) or type(err).__name__, request=request) from err
+        return connection
 
 
 def _redacted(body: bytes, secrets: Sequence[bytes]) -> bytes:
