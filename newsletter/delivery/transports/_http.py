@@ -682,7 +682,7 @@ class HttpProviderTransport:
 
 @dataclass(frozen=True)
 class _Direct:
-    """Requests straight to the client's transport, without `httpx.Client.send`.
+    """Requests straight to the client's transport (`_Http11`), without `httpx.Client.send`.
 
     One request per recipient (SES, Mailgun, Brevo) made the client's per-request layers
     (URL merging, cookie jar, redirect and event-hook machinery, ~0.5 ms of CPU a request)
