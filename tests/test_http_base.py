@@ -15,6 +15,7 @@ import json
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -584,3 +585,78 @@ def test_an_error_body_that_echoes_the_key_is_redacted(
     for text in (str(error), error.reply or "", error.hint or ""):
         assert KEY not in text, text
     assert "[redacted]" in str(error) + (error.reply or "")
+
+
+def test_a_proxy_in_the_environment_is_used(
+    template: MessageTemplate, server: ProviderFake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Requests skip httpx.Client's layers only without proxies: with HTTP_PROXY set, httpx
+    routes them through the proxy as before (the fake plays the proxy; the API host does not
+    exist, so only the proxy can have answered)."""
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", server.url)
+    monkeypatch.setenv("http_proxy", server.url)
+    made = transport_for("http://api.echo.invalid")
+    results = made.send_batch(items(template, 2))
+    made.close()
+    assert [r.receipt.reply for r in results if r.receipt] == [
+        "id-r0@example.org",
+        "id-r1@example.org",
+    ]
+    assert [r.path for r in server.posts()] == ["/send"]
+
+
+def test_requests_carry_the_client_headers_and_the_auth(
+    template: MessageTemplate, server: ProviderFake, transport: EchoTransport
+) -> None:
+    """What the client would add (User-Agent, Accept, Host, Content-Length) is on every
+    request, with the provider's auth header, also on the path that skips the client."""
+    transport.send_batch(items(template, 2))
+    transport.send_batch(items(template, 1))
+    for request in server.posts("/send"):
+        assert request.header("user-agent") == USER_AGENT
+        assert request.header("accept") == "application/json"
+        assert request.header("authorization") == f"Bearer {KEY}"
+        assert request.header("content-type") == "application/json"
+        assert request.header("host") == f"127.0.0.1:{server.port}"
+        assert int(request.header("content-length") or 0) == len(request.body)
+    assert server.connections == 1  # one kept-alive connection served both
+
+
+def test_a_slow_but_steady_upload_is_not_a_timeout() -> None:
+    """The write timeout bounds each step of progress, not the whole body (as httpx does): a
+    big batch to a server that reads slowly but steadily is sent, however long it takes."""
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    size = 16_000_000
+
+    def serve() -> None:
+        connection = listener.accept()[0]
+        with connection:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += connection.recv(65536)
+            received = len(data.split(b"\r\n\r\n", 1)[1])
+            while received < size:
+                if received < size - 8_000_000:  # slowly for 8 MB (~3 MB/s: seconds), then
+                    time.sleep(0.02)  # at once, so what the kernels buffer is answered quickly
+                received += len(connection.recv(65536))
+            answer = b'{"ids": ["x"]}'
+            connection.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(answer), answer)
+            )
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    transport = transport_for(f"http://127.0.0.1:{listener.getsockname()[1]}", timeout=1.0)
+    started = time.monotonic()
+    response = transport.post_json("/send", b"[" + b"0," * (size // 2 - 1) + b"0]")
+    assert time.monotonic() - started > 1.0  # longer than the timeout, and no timeout
+    assert response.json() == {"ids": ["x"]}
+    transport.close()
+    thread.join(5)
+    listener.close()

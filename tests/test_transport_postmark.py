@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import email.utils
 import itertools
+import json
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -278,3 +279,38 @@ def test_test_send_through_postmark(
     assert message["Subject"].startswith("[TEST] ")
     assert "Dear Sam," in message["HtmlBody"]
     assert token_for(SECRET, "sam@example.org") not in str(message)
+
+
+NASTY = [
+    Person("ann@example.org", 'Ann "The \\ Admin" </script><b>'),
+    Person("bob@example.org", "Bøb\u2028Ünïcode\t\x01 😀 &amp;"),
+    Person("cy@example.org"),
+    Person("dee@example.org", " \t Dee \r\n"),
+]
+
+
+@pytest.mark.parametrize("linked", [False, True], ids=["embedded", "linked"])
+@pytest.mark.parametrize("test", [False, True], ids=["send", "test-copy"])
+def test_encoded_payload_is_the_payload(tmp_path: Any, linked: bool, test: bool) -> None:
+    """The batch body spliced from pieces encoded once per issue parses to exactly the message
+    built field by field, whatever the recipient's values hold (quotes, backslashes, markup,
+    line separators, controls, emoji)."""
+    project = copy_example_project(tmp_path / "project")
+    if linked:  # base_url set: images are published and linked, nothing is attached
+        toml = project / "newsletter.toml"
+        text = toml.read_text(encoding="utf-8")
+        assert "# base_url = " in text
+        toml.write_text(text.replace("# base_url = ", "base_url = ", 1), encoding="utf-8")
+    template = example_template(project)
+    transport = PostmarkTransport(
+        TransportSettings(kind="postmark", api_url="http://127.0.0.1:9"), api_key=TOKEN
+    )
+    for person in NASTY:
+        found = Personalisation(
+            template, person, test=test, to="rita@example.org" if test else None
+        )
+        item = BatchItem(person.email, template.personalise(person), found)
+        content = found.content()
+        built = transport.payload(content, item)
+        assert json.loads(transport.encoded_payload(content, item)) == built
+        assert ("Attachments" in built) is not linked

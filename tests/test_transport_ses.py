@@ -16,6 +16,7 @@ import itertools
 import json
 import re
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -35,7 +36,12 @@ from newsletter.delivery.suppressions import Suppression, SuppressionKind, suppr
 from newsletter.delivery.transports import describe_transport, make_transport
 from newsletter.delivery.transports._sigv4 import AwsCredentials
 from newsletter.delivery.transports.base import BatchItem
-from newsletter.delivery.transports.ses import SIMULATOR, SesTransport
+from newsletter.delivery.transports.ses import (
+    SIMULATOR,
+    SesTransport,
+    send_email_body,
+    send_email_json,
+)
 from newsletter.errors import (
     ConfigError,
     RecipientRejectedError,
@@ -187,7 +193,13 @@ class SesFake:
             "SendingEnabled": True,
             "ProductionAccessEnabled": True,
             "EnforcementStatus": "HEALTHY",
-            "SendQuota": {"Max24HourSend": 50000.0, "MaxSendRate": 14.0, "SentLast24Hours": 0.0},
+            # A large production account: the pace it sets never slows these tests down
+            # (test_requests_are_paced_to_the_accounts_send_rate sets a small one).
+            "SendQuota": {
+                "Max24HourSend": 5_000_000.0,
+                "MaxSendRate": 100_000.0,
+                "SentLast24Hours": 0.0,
+            },
         }
         self.suppressed: list[dict[str, Any]] = []
         self.ids = itertools.count(1)
@@ -564,3 +576,38 @@ def test_suppression_source_from_settings(
     configured = replace(settings, transport=settings_for(server, sandbox=True))
     source = suppression_source(configured, aws_env(tmp_path))
     assert source.name == "ses"
+
+
+def test_send_email_json_is_the_body_encoded() -> None:
+    """The request spliced around the base64 parses to the SendEmail body, whatever the
+    addresses hold."""
+    data = b"From: a\r\nTo: b\r\n\r\n" + bytes(range(256)) * 40
+    for sender, destination in [
+        ("news@example.org", "reader@example.org"),
+        ('"Quote \\ back"@example.org', "ünï@exämple.org"),
+    ]:
+        encoded = send_email_json(data, sender, destination)
+        assert json.loads(encoded) == send_email_body(data, sender, destination)
+        assert base64.b64decode(json.loads(encoded)["Content"]["Raw"]["Data"]) == data
+
+
+def test_requests_are_paced_to_the_accounts_send_rate(
+    server: ProviderFake, ses: SesFake, template: MessageTemplate
+) -> None:
+    """`check()` reads MaxSendRate; the requests of all threads are then spaced to it, so more
+    connections never mean throttled requests."""
+    ses.account["SendQuota"]["MaxSendRate"] = 4.0
+    transport = transport_for(server, connections=3)
+    transport.check()
+    items = [item_for(template, Person(f"r{n}@example.org")) for n in range(9)]
+    started = time.monotonic()
+    threads = [threading.Thread(target=transport.send_batch, args=([i],)) for i in items]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.monotonic() - started
+    transport.close()
+    assert sum(ses.server.accepted.values()) == 9
+    assert elapsed >= 8 / 4.0 - 0.01  # 9 requests at 4 a second: the last 2 s after the first
+    assert server.problems == []

@@ -24,12 +24,15 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import http.client
 import json
 import math
 import os
+import select
 import ssl
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -206,6 +209,9 @@ class HttpProviderTransport:
         self._owns_client = client is None
         self._client = client
         self._client_lock = threading.Lock()
+        self._direct: _Direct | None = None
+        self._transport: httpx.BaseTransport | None = None
+        self._timeout = httpx.Timeout(settings.timeout)
         self._templates: dict[tuple[str, bool], ProviderTemplate] = {}
 
     def __repr__(self) -> str:  # never the key
@@ -382,7 +388,7 @@ class HttpProviderTransport:
         if not self._owns_client:
             return
         with self._client_lock:
-            client, self._client = self._client, None
+            client, self._client, self._direct = self._client, None, None
         if client is not None:
             client.close()
 
@@ -528,16 +534,22 @@ class HttpProviderTransport:
         """Send one request and classify the outcome (see the module docstring)."""
         url = path if path.startswith(("http://", "https://")) else self.api_url + path
         client = self._get_client()
+        direct = self._direct
         try:
-            request = client.build_request(
-                method,
-                url,
-                content=content,
-                data=data,
-                files=files,
-                params=params,
-                headers={**self.auth_headers(), **(headers or {})},
-            )
+            if direct is None:
+                request = client.build_request(
+                    method,
+                    url,
+                    content=content,
+                    data=data,
+                    files=files,
+                    params=params,
+                    headers={**self.auth_headers(), **(headers or {})},
+                )
+            else:
+                request = direct.build(method, url, content, data, files, params)
+                request.headers.update(self.auth_headers())
+                request.headers.update(headers or {})
         except (httpx.InvalidURL, httpx.UnsupportedProtocol) as err:
             raise TransportUnavailableError(
                 f"{self.name}: unusable API URL {url!r}: {err}",
@@ -545,7 +557,10 @@ class HttpProviderTransport:
             ) from err
         handover()  # the sender marks the batch `sending` now, not before it was built
         try:
-            raw = client.send(request, auth=self.auth() or httpx.USE_CLIENT_DEFAULT)
+            if direct is None:
+                raw = client.send(request, auth=self.auth() or httpx.USE_CLIENT_DEFAULT)
+            else:
+                raw = direct.send(request, self.auth())
         except (httpx.ConnectTimeout, httpx.ConnectError, httpx.PoolTimeout) as err:
             raise TransientDeliveryError(
                 f"{self.name}: cannot connect to {self.api_url}: {_describe(err)}"
@@ -634,6 +649,11 @@ class HttpProviderTransport:
         with self._client_lock:
             if self._client is None:
                 self._client = self._make_client()
+                if self._owns_client and not urllib.request.getproxies():
+                    # Without proxies the client sends through its one transport: requests
+                    # can go to it directly (see `_Direct`). With proxies in the environment,
+                    # httpx picks a transport per URL, so every request goes through the client.
+                    self._direct = _Direct.of(self._client, self._transport, self._timeout)
             return self._client
 
     def _make_client(self) -> httpx.Client:
@@ -644,13 +664,213 @@ class HttpProviderTransport:
         verify: ssl.SSLContext | bool = True
         if self.settings.ca_file:
             verify = ssl.create_default_context(cafile=self.settings.ca_file)
+        # The transport httpx would make itself; given explicitly only without proxies, since
+        # a transport handed in turns httpx's environment proxies off.
+        self._transport = None
+        self._timeout = timeout
+        if not urllib.request.getproxies():
+            self._transport = _Http11(httpx.create_ssl_context(verify=verify), self.connections)
         return httpx.Client(
             timeout=timeout,
             limits=limits,
             verify=verify,
             follow_redirects=False,
             headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+            transport=self._transport,
         )
+
+
+@dataclass(frozen=True)
+class _Direct:
+    """Requests straight to the client's transport (`_Http11`), without `httpx.Client.send`.
+
+    One request per recipient (SES, Mailgun, Brevo) made the client's per-request layers
+    (URL merging, cookie jar, redirect and event-hook machinery, ~0.5 ms of CPU a request)
+    a fifth of all the work of a send. What those layers do that matters here is done the
+    same way: the client's default headers, its timeouts, `auth` (e.g. SigV4) run as httpx
+    runs an auth flow, the body read whole, no redirect followed. The transport maps the
+    network errors to the same httpx exceptions, classified by `request`.
+    """
+
+    transport: httpx.BaseTransport
+    headers: httpx.Headers
+    timeout: dict[str, float | None]
+    urls: dict[str, httpx.URL]
+
+    @classmethod
+    def of(
+        cls, client: httpx.Client, transport: httpx.BaseTransport | None, timeout: httpx.Timeout
+    ) -> _Direct | None:
+        if transport is None:
+            return None
+        return cls(transport, httpx.Headers(client.headers), timeout.as_dict(), {})
+
+    def build(
+        self,
+        method: str,
+        url: str,
+        content: bytes | None,
+        data: Mapping[str, Any] | None,
+        files: list[tuple[str, tuple[str, bytes, str]]] | None,
+        params: Mapping[str, str | int] | None,
+    ) -> httpx.Request:
+        parsed = self.urls.get(url)
+        if parsed is None:
+            parsed = httpx.URL(url)
+            if len(self.urls) < 64:  # a provider posts to a handful of paths
+                self.urls[url] = parsed
+        return httpx.Request(
+            method,
+            parsed,
+            params=params,
+            headers=self.headers,
+            content=content,
+            data=data,
+            files=files,
+            extensions={"timeout": self.timeout},
+        )
+
+    def send(self, request: httpx.Request, auth: httpx.Auth | None) -> httpx.Response:
+        """The complete response (body read, connection back in the pool)."""
+        flow = auth.sync_auth_flow(request) if auth is not None else None
+        if flow is not None:
+            request = next(flow)
+        while True:
+            response = self.transport.handle_request(request)
+            try:
+                response.read()
+            finally:
+                response.close()
+            response.request = request
+            if flow is None:
+                return response
+            try:
+                request = flow.send(response)
+            except StopIteration:
+                return response
+
+
+_CHUNK = 1 << 16  # bytes a socket send is offered at a time
+
+
+class _Http11(httpx.BaseTransport):
+    """HTTP/1.1 with keep-alive over the standard library's `http.client`, as an httpx transport.
+
+    httpcore and h11 (pure Python) cost about three times the CPU of `http.client` per request
+    (bench/README.md): the largest share of a one-request-per-recipient send once the payload is
+    cheap. The contract is httpx's: the same TLS context httpx would build, the request's
+    connect/write/read/pool timeouts, at most `max_connections` at once, and failures as the httpx
+    exceptions `request` classifies: nothing written whole → Connect*/Write*; written, no complete
+    answer → ReadTimeout, ReadError or RemoteProtocolError. An idle connection the server has
+    closed (readable while idle) is never reused.
+    """
+
+    def __init__(self, context: ssl.SSLContext, max_connections: int) -> None:
+        self._context = context
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self._lock = threading.Lock()
+        self._idle: list[tuple[tuple[str, str, int], http.client.HTTPConnection]] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        timeout = request.extensions.get("timeout", {})
+        if not self._slots.acquire(timeout=timeout.get("pool")):
+            raise httpx.PoolTimeout("no free connection", request=request)
+        try:
+            return self._exchange(request, timeout)
+        finally:
+            self._slots.release()
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for _, connection in idle:
+            connection.close()
+
+    def _exchange(self, request: httpx.Request, timeout: Mapping[str, Any]) -> httpx.Response:
+        url = request.url
+        origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
+        connection = self._reuse(origin) or self._connect(request, origin, timeout.get("connect"))
+        sock = connection.sock
+        try:
+            sock.settimeout(timeout.get("write"))
+            connection.putrequest(
+                request.method, url.raw_path.decode("ascii"), skip_host=True,
+                skip_accept_encoding=True,
+            )  # fmt: skip
+            for name, value in request.headers.raw:
+                connection.putheader(name.decode("latin-1"), value)
+            connection.endheaders()
+            # The write timeout bounds each step of progress, as in httpcore, not the whole
+            # body: a 45 MB Postmark batch on a slow uplink must not time out while moving.
+            pending = memoryview(request.read())
+            while pending:
+                pending = pending[sock.send(pending[:_CHUNK]) :]
+        except TimeoutError as err:
+            connection.close()
+            raise httpx.WriteTimeout(str(err) or "write timed out", request=request) from err
+        except OSError as err:
+            connection.close()
+            raise httpx.WriteError(str(err) or type(err).__name__, request=request) from err
+        try:
+            sock.settimeout(timeout.get("read"))
+            answer = connection.getresponse()
+            body = answer.read()
+        except TimeoutError as err:
+            connection.close()
+            raise httpx.ReadTimeout(str(err) or "read timed out", request=request) from err
+        except http.client.HTTPException as err:
+            connection.close()
+            raise httpx.RemoteProtocolError(
+                str(err) or type(err).__name__, request=request
+            ) from err
+        except OSError as err:
+            connection.close()
+            raise httpx.ReadError(str(err) or type(err).__name__, request=request) from err
+        if answer.will_close:
+            connection.close()
+        else:
+            with self._lock:
+                self._idle.append((origin, connection))
+        return httpx.Response(
+            answer.status, headers=answer.getheaders(), content=body, request=request
+        )
+
+    def _reuse(self, origin: tuple[str, str, int]) -> http.client.HTTPConnection | None:
+        while True:
+            with self._lock:
+                found = next((n for n, (o, _) in enumerate(self._idle) if o == origin), None)
+                if found is None:
+                    return None
+                _, connection = self._idle.pop(found)
+            sock = connection.sock
+            if sock is not None and not select.select([sock], [], [], 0)[0]:
+                return connection
+            connection.close()  # closed by the server (or unexpected bytes): never reused
+
+    def _connect(
+        self, request: httpx.Request, origin: tuple[str, str, int], timeout: float | None
+    ) -> http.client.HTTPConnection:
+        scheme, host, port = origin
+        connection: http.client.HTTPConnection
+        if scheme == "https":
+            connection = http.client.HTTPSConnection(
+                host, port, timeout=timeout, context=self._context
+            )
+        elif scheme == "http":
+            connection = http.client.HTTPConnection(host, port, timeout=timeout)
+        else:
+            raise httpx.UnsupportedProtocol(
+                f"Request URL has an unsupported protocol '{scheme}://'.", request=request
+            )
+        try:
+            connection.connect()
+        except TimeoutError as err:
+            connection.close()
+            raise httpx.ConnectTimeout(str(err) or "connect timed out", request=request) from err
+        except OSError as err:  # refused, unreachable, unknown host, TLS handshake or certificate
+            connection.close()
+            raise httpx.ConnectError(str(err) or type(err).__name__, request=request) from err
+        return connection
 
 
 def _redacted(body: bytes, secrets: Sequence[bytes]) -> bytes:
