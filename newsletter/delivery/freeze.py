@@ -17,7 +17,7 @@ an audience filter (a segment) as SQL over the subscribers table, aliased `s`.
 
 A send need not wait for a big freeze (issue 16): with `head`, a first round of only the first
 people in key order completes at once (the issue is frozen, its fingerprint stored, like any
-completed round), and a second round over the whole audience, in another connection, adds the
+completed round), and a second round over the whole audience, in smaller chunks, adds the
 rest while the first rows are sent. That second round is an ordinary later round: upserts that
 leave rows already being sent alone, then the removal of pending rows nobody saw. A crash
 during it leaves the first round complete and the second unfinished, which the next run
@@ -237,6 +237,7 @@ def freeze_subscribers(
     where: str = "",
     params: Mapping[str, Any] | None = None,
     head: int | None = None,
+    chunk: int | None = None,
     chunk_written: Callable[[], None] | None = None,
     halted: Callable[[], bool] | None = None,
 ) -> FreezeReport:
@@ -250,15 +251,16 @@ def freeze_subscribers(
     `head`: only the first `head` people in key order, in one transaction, as a complete
     round; a next round (the whole audience) adds the rest, as a resumed send adds newcomers
     (the send starts from such a round while the rest freezes, `delivery.sender`).
-    `chunk_written` is called after each chunk's commit; `halted()` true between chunks stops
-    the round (`FreezeHalted`; a later round is left to the next run, a first one abandoned).
+    `chunk`: people per transaction (default `CHUNK`). `chunk_written` is called after each
+    chunk's commit; `halted()` true between chunks stops the round (`FreezeHalted`; a later
+    round is left to the next run, a first one abandoned).
     """
     extra = f" AND ({where})" if where.strip() else ""
     given = dict(params or {})
     round_ = _Round(ledger, fingerprint)
     refused = False
     audience = _AUDIENCE
-    size = CHUNK if head is None else max(1, head)
+    size = max(1, head or chunk or CHUNK)
 
     def write(db: Connection, after: str) -> tuple[str | None, int]:
         """One chunk in one transaction: its upper key, checked people, their rows."""

@@ -458,12 +458,13 @@ class IssueLedger:
         where: str = "",
         params: Mapping[str, Any] | None = None,
         head: int | None = None,
+        chunk: int | None = None,
         chunk_written: Callable[[], None] | None = None,
         halted: Callable[[], bool] | None = None,
     ) -> FreezeReport:
         """`freeze` of the subscribed people of the store this ledger lives in, read once and
         copied inside the engine a key range at a time (`delivery.freeze.freeze_subscribers`
-        explains `check`, `refuse`, the `where`/`params` audience filter, `head`,
+        explains `check`, `refuse`, the `where`/`params` audience filter, `head`, `chunk`,
         `chunk_written` and `halted`)."""
         return freeze.freeze_subscribers(
             self,
@@ -473,6 +474,7 @@ class IssueLedger:
             where=where,
             params=params,
             head=head,
+            chunk=chunk,
             chunk_written=chunk_written,
             halted=halted,
         )
@@ -788,7 +790,7 @@ class IssueLedger:
     def following(
         self, finished: Callable[[], bool], wait: Callable[[], object]
     ) -> Iterator[LedgerRow]:
-        """Pending rows in freeze order while a freeze round in another connection is still
+        """Pending rows in freeze order while a freeze round in another thread is still
         adding them: when the rows run out before `finished()`, `wait()` (for its next chunk),
         then read on after the last row given. Each row is given once; ends after a read that
         began once the round had finished."""

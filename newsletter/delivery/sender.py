@@ -291,8 +291,9 @@ def _freeze(
 
 
 # People frozen as a complete first round before the first message of a big first send; the
-# rest are frozen while those are sent (`_starts_early`).
+# rest are frozen while those are sent (`_starts_early`), this many per transaction.
 EARLY_HEAD = 1_000
+EARLY_CHUNK = 2_000
 
 
 def _starts_early(template: MessageTemplate, audience: Audience, issue_ledger: IssueLedger) -> bool:
@@ -317,10 +318,14 @@ def _starts_early(template: MessageTemplate, audience: Audience, issue_ledger: I
 
 
 class _BackgroundFreeze:
-    """The second freeze round of an early start, in a thread with a connection of its own.
+    """The second freeze round of an early start, in a thread beside the sending threads.
 
     It begins once the first message is marked `sending` (or the first rows ran out), so the
-    first message does not wait behind its write transactions. Sending follows it
+    first message does not wait behind it. Its chunks are small write transactions on the
+    ledger's own connection and lock, which the sending threads take for their marks: they
+    queue on that lock instead of polling SQLite's busy handler, and after each chunk the round
+    leaves the database to them for as long as the chunk held it (so sending keeps at least
+    half its pace, and the freeze takes at most twice its time). Sending follows it
     (`IssueLedger.following`): rows are sent as their chunk commits. It stops between chunks
     when the run halts; an error pauses the run (the rows frozen so far are sent; the next run
     freezes the rest).
@@ -343,6 +348,7 @@ class _BackgroundFreeze:
         self._begun = False
         self._cancelled = False
         self._begin_lock = threading.Lock()
+        self._since = 0.0
 
     def arm(self, halted: Callable[[], bool], sized: Callable[[int], None]) -> None:
         """`halted()` stops the round between chunks; `sized(n)` gets the audience's size once
@@ -360,12 +366,6 @@ class _BackgroundFreeze:
 
     def _run(self) -> None:
         try:
-            own = self._ledger.own_connection()
-        except LedgerError as err:
-            self.error = err
-            self._done.set()
-            return
-        try:
             if self._halted():
                 raise FreezeHalted(self._issue)
             store = self._audience.store
@@ -375,11 +375,13 @@ class _BackgroundFreeze:
                 if segment.everyone
                 else store.count_segment(segment)
             )
-            self.report = own.issue(self._issue).freeze_subscribers(
+            self._since = time.monotonic()
+            self.report = self._ledger.issue(self._issue).freeze_subscribers(
                 self._template.fingerprint,
                 where=self._audience.where,
                 params=self._audience.params,
-                chunk_written=self._chunk.set,
+                chunk=EARLY_CHUNK,
+                chunk_written=self._written,
                 halted=self._halted,
             )
         except NewsletterError as err:
@@ -387,8 +389,13 @@ class _BackgroundFreeze:
                 err if isinstance(err, LedgerError) else LedgerError(err.message, hint=err.hint)
             )
         finally:
-            own.close()
             self._done.set()
+
+    def _written(self) -> None:
+        """After a chunk: tell the follower, then let the senders write as long as it took."""
+        self._chunk.set()
+        time.sleep(min(time.monotonic() - self._since, 0.5))
+        self._since = time.monotonic()
 
     def finished(self) -> bool:
         return self._done.is_set()
