@@ -368,13 +368,10 @@ class _BackgroundFreeze:
         try:
             if self._halted():
                 raise FreezeHalted(self._issue)
-            store = self._audience.store
             segment = self._audience.segment
-            self._sized(
-                store.count(SubscriberStatus.SUBSCRIBED)
-                if segment.everyone
-                else store.count_segment(segment)
-            )
+            # Its own connection: the senders look recipients up through the audience's.
+            with SubscriberStore(self._audience.store.database.location) as store:
+                self._sized(store.count_segment(segment))
             self._since = time.monotonic()
             self.report = self._ledger.issue(self._issue).freeze_subscribers(
                 self._template.fingerprint,
