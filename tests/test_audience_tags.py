@@ -256,3 +256,30 @@ def test_audience_pages_are_complete(store: SubscriberStore, tmp_path: Path) -> 
     assert len(selected) == len(set(selected)) == len(wanted)
     assert set(selected) == wanted
     assert store.count_segment(parse_audience("members")) == len(wanted)
+
+
+def test_counts_leave_out_an_import_still_writing_and_any_in_segment_agrees(
+    store: SubscriberStore,
+) -> None:
+    store.add("ann@example.org", "Ann")
+    members = parse_audience("tag:members")
+    assert store.count("subscribed") == 1 and store.count_segment() == 1
+    assert store.any_in_segment() and not store.any_in_segment(members)
+    # Rows of an import that is still writing, as the importer leaves them between chunks.
+    with store.database.transaction() as db:
+        db.execute(
+            "INSERT INTO subscriber_imports (id, file, host, pid, state, started_at,"
+            " heartbeat_at) VALUES (77, 'big.csv', 'here', 1, 'writing', 0, 0)"
+        )
+        db.execute(
+            "INSERT INTO subscribers (key, email, name, attributes, status, created_at,"
+            " updated_at, import_id) VALUES ('bob@example.org', 'bob@example.org', 'Bob', '{}',"
+            " 'subscribed', 0, 0, 77)"
+        )
+    assert store.count("subscribed") == 1 and store.count_segment() == 1
+    store.remove("ann@example.org")
+    assert store.count("subscribed") == 0 and not store.any_in_segment()
+    with store.database.transaction() as db:
+        db.execute("UPDATE subscriber_imports SET state = 'done' WHERE id = 77")
+    assert store.count("subscribed") == 1 and store.count_segment() == 1
+    assert store.any_in_segment()

@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw
 from newsletter.checks import check_issue
 from newsletter.checks.authentication import aligned, check_authentication, is_free_mail
 from newsletter.checks.context import CheckContext
-from newsletter.checks.masthead import check_logo_contrast
+from newsletter.checks.masthead import check_logo_contrast, visible_share
 from newsletter.config import Settings, TransportSettings, load_settings
 from newsletter.config_tables import DkimSettings
 from newsletter.content import load_issue
@@ -122,6 +122,18 @@ def _contrast_findings(project: Path, issue_folder: Path, extra: str) -> list[st
     issue = load_issue(issue_folder)
     context = CheckContext.build(issue, render_issue(issue, settings), settings)
     return [f.message for f in check_logo_contrast(context)]
+
+
+def test_the_visible_share_counts_opaque_pixels_by_their_contrast(tmp_path: Path) -> None:
+    # 96x48, nothing scaled: a dark 48x48 block (shows on white), a light 24x48 one (does
+    # not), the rest transparent: 2,304 of 3,456 drawn pixels show.
+    image = Image.new("RGBA", (96, 48), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((0, 0, 47, 47), fill=(0x11, 0x11, 0x11, 255))
+    draw.rectangle((48, 0, 71, 47), fill=(0xEE, 0xEE, 0xEE, 255))
+    image.save(tmp_path / "logo.png")
+    assert visible_share(tmp_path / "logo.png", "#ffffff") == pytest.approx(2 / 3)
+    assert visible_share(tmp_path / "logo.png", "#000000") == pytest.approx(1 / 3)
 
 
 def test_the_example_logo_shows_on_its_masthead(project: Path, issue_folder: Path) -> None:

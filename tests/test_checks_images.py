@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import ssl
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from newsletter.checks import CheckReport, check_issue, check_issue_async
+from newsletter.checks import CheckReport, check_issue, check_issue_async, images
 from newsletter.config import load_settings
 from newsletter.content import load_issue
 from newsletter.render import render_issue
@@ -199,3 +200,9 @@ def test_light_embedded_images_do_not_warn(project: Path, issue_folder: Path) ->
         lines = [line for line in text.splitlines() if not line.startswith("image")]
         item.write_text("\n".join(lines) + "\n", encoding="utf-8")
     assert "images-embedded" not in check(project, issue_folder).codes()
+
+
+@pytest.mark.parametrize("size", [0, 1, 2, 3, 56, 57, 58, 114, 1000, 185_123])
+def test_the_base64_size_is_counted_without_encoding(size: int) -> None:
+    data = os.urandom(size)
+    assert images._base64_size(size) == len(base64.encodebytes(data))

@@ -148,3 +148,41 @@ def test_a_freeze_killed_half_way_is_not_usable_and_is_redone(store_url: str) ->
         assert issue.counts()[State.PENDING] == count
         assert issue.fingerprint() == "e" * 64
         assert ledger.issues() == ["big"]
+
+
+def test_a_head_round_is_complete_and_a_next_round_adds_the_rest(
+    store_url: str, ledger: Ledger
+) -> None:
+    fill(store_url, 250)
+    issue = ledger.issue("big")
+    head = issue.freeze_subscribers(FP, head=40)
+    assert (head.first, head.received, head.total) == (True, 40, 40)
+    # Complete: the issue is frozen with its fingerprint, and its rows are the first 40 keys.
+    assert issue.fingerprint() == FP and "big" in ledger.issues()
+    assert [row.email for row in issue.rows()] == [f"p{n:06d}@example.org" for n in range(40)]
+    issue.mark_sending(["p000000@example.org"])
+    issue.mark_sent("p000000@example.org", "250 ok")
+    written: list[int] = []
+    rest = issue.freeze_subscribers(FP, chunk_written=lambda: written.append(1))
+    assert (rest.first, rest.added, rest.total) == (False, 210, 250)
+    assert written  # told after each committed chunk
+    counts = issue.counts()
+    assert counts[State.SENT] == 1 and counts[State.PENDING] == 249
+
+
+def test_a_halted_round_stops_between_chunks_and_the_next_completes_it(
+    store_url: str, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(freeze, "CHUNK", 50)
+    fill(store_url, 230)
+    issue = ledger.issue("big")
+    issue.freeze_subscribers(FP, head=10)
+    chunks: list[int] = []
+    with pytest.raises(freeze.FreezeHalted):
+        issue.freeze_subscribers(
+            FP, chunk_written=lambda: chunks.append(1), halted=lambda: len(chunks) >= 2
+        )
+    # Two chunks written, the round left unfinished; the issue stays frozen as it was.
+    assert issue._total() == 100 and issue.fingerprint() == FP
+    report = issue.freeze_subscribers(FP)
+    assert report.total == 230 and issue.counts()[State.PENDING] == 230

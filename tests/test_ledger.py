@@ -13,7 +13,7 @@ import textwrap
 import threading
 import time
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypedDict, Unpack
 
@@ -454,6 +454,32 @@ def test_todo_offers_what_may_be_sent_now(issue: IssueLedger, clock: Clock) -> N
     assert todo(retry_failed=True, resend_uncertain=True) == [k[1], k[2], k[4], k[6]]
     assert [r.key for r in issue.failures()] == [k[1]]
     assert issue.failures()[0].last_error == "550 no"
+
+
+def test_following_gives_each_pending_row_once_while_a_round_adds_rows(
+    issue: IssueLedger,
+) -> None:
+    issue.freeze(people(3), FP)
+    k = [key for key, _ in people(3)]
+    issue.mark_sending([k[0]])  # being sent already: not pending, not given
+    steps: Iterator[Callable[[], object]] = iter(
+        [
+            lambda: issue.freeze([*people(3), *people(2, start=3)], FP),  # two rows added
+            lambda: None,  # nothing new this time
+            lambda: issue.freeze([*people(3), *people(4, start=3)], FP),  # two more
+        ]
+    )
+    finished: list[bool] = []
+
+    def wait() -> None:
+        step = next(steps, None)
+        if step is None:
+            finished.append(True)  # the round is done: one more read, then the end
+        else:
+            step()
+
+    given = [row.key for row in issue.following(lambda: bool(finished), wait)]
+    assert given == [k[1], k[2], *[key for key, _ in people(4, start=3)]]
 
 
 @pytest.mark.slow

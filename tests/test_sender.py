@@ -12,18 +12,22 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from newsletter.delivery.ledger import Ledger, State
+from newsletter.audience import SubscriberStore
+from newsletter.delivery import freeze, sender
+from newsletter.delivery.ledger import FreezeReport, IssueLedger, Ledger, State
 from newsletter.delivery.message import MessageTemplate
 from newsletter.delivery.ratelimit import Backoff
 from newsletter.delivery.sender import (
     SendOptions,
     SendProgress,
+    StoreAudience,
     _run_workers,
     dry_run,
     send_issue,
@@ -37,6 +41,7 @@ from tests.sendkit import (
     example_template,
     people,
     smtp_transport,
+    store_people,
     token_for,
 )
 from tests.smtpserver import SmtpTestServer
@@ -338,8 +343,9 @@ def test_a_second_run_at_the_same_time_is_refused(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("source", ["list", "store"])
 def test_sigkill_at_random_points_then_resume_sends_everyone_exactly_once(
-    server: SmtpTestServer, project: Path, tmp_path: Path
+    server: SmtpTestServer, project: Path, tmp_path: Path, source: str
 ) -> None:
     count = 2000
     database = tmp_path / "crash.db"
@@ -351,9 +357,15 @@ def test_sigkill_at_random_points_then_resume_sends_everyone_exactly_once(
         str(database),
         str(server.port),
         str(count),
+        source,
     ]
     rng = random.Random(20261126)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    if source == "store":
+        # From the store, the first run starts after 100 people and freezes the rest in chunks
+        # of 100 while it sends: the kills land in that overlap.
+        store_people(database, count)
+        env |= {"SENDKIT_EARLY_HEAD": "100", "SENDKIT_CHUNK": "100"}
     kills = 0
     for _ in range(3):
         before = len(server.messages)
@@ -439,3 +451,91 @@ def test_workers_take_every_unit_once_and_stop_on_a_failing_source() -> None:
     handled.clear()
     _run_workers(range(500), handle, 3, lambda: len(handled) >= 20)
     assert 20 <= len(handled) <= 23  # a thread already past its check may finish its unit
+
+
+# --- a first send starts before its whole audience is frozen (issue 16) ----------------------
+
+
+def _hold_the_second_round(
+    monkeypatch: pytest.MonkeyPatch, until: Callable[[], bool]
+) -> list[bool]:
+    """Keep an early start's background round (the freeze with `chunk_written`) from starting
+    before `until()`; the list says, per round, whether `until()` came true (not timed out)."""
+    original = IssueLedger.freeze_subscribers
+    began: list[bool] = []
+
+    def held(self: IssueLedger, fingerprint: str, **kwargs: Any) -> FreezeReport:
+        if kwargs.get("chunk_written") is not None:
+            deadline = time.monotonic() + 30
+            while not until() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            began.append(until())
+        return original(self, fingerprint, **kwargs)
+
+    monkeypatch.setattr(IssueLedger, "freeze_subscribers", held)
+    return began
+
+
+def test_a_big_first_send_starts_before_its_audience_is_all_frozen(
+    server: SmtpTestServer,
+    template: MessageTemplate,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sender, "EARLY_HEAD", 50)
+    monkeypatch.setattr(freeze, "CHUNK", 120)
+    database = tmp_path / "newsletter.db"
+    store_people(database, 500)
+    # The rest of the audience is frozen only once the server has a message: a send that
+    # waited for the whole freeze would time out here.
+    began = _hold_the_second_round(monkeypatch, lambda: bool(server.messages))
+    with Ledger(database) as ledger, SubscriberStore(database) as store:
+        report = send_issue(
+            template,
+            StoreAudience(store),
+            transport=smtp_transport(server.port),
+            ledger=ledger,
+            options=SendOptions(concurrency=2),
+        )
+    assert began == [True]
+    assert report.complete and report.sent_now == 500 and report.total == 500
+    assert report.added_to_audience == 0 and report.removed_from_audience == 0
+    received = received_by_address(server)
+    assert set(received) == {person.email for person in people(500)}
+    assert set(received.values()) == {1}
+
+
+def test_a_send_stopped_while_its_audience_freezes_resumes_for_everyone_once(
+    server: SmtpTestServer,
+    template: MessageTemplate,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sender, "EARLY_HEAD", 50)
+    monkeypatch.setattr(freeze, "CHUNK", 120)
+    database = tmp_path / "newsletter.db"
+    store_people(database, 500)
+    stop = threading.Event()
+    began = _hold_the_second_round(monkeypatch, stop.is_set)
+    with Ledger(database) as ledger, SubscriberStore(database) as store:
+        report = send_issue(
+            template,
+            StoreAudience(store),
+            transport=smtp_transport(server.port),
+            ledger=ledger,
+            stop=stop,
+            progress=lambda update: stop.set(),
+        )
+        assert began == [True] and report.interrupted and not report.complete
+        issue = ledger.issue(template.issue)
+        # The first round is a complete freeze of 50; the second stopped before its first chunk.
+        assert issue.fingerprint() == template.fingerprint and template.issue in ledger.issues()
+        assert sum(issue.counts().values()) == 50
+        assert issue.counts()[State.SENDING] == 0
+        resumed = send_issue(
+            template, StoreAudience(store), transport=smtp_transport(server.port), ledger=ledger
+        )
+    assert resumed.complete and resumed.total == 500
+    received = received_by_address(server)
+    assert set(received) == {person.email for person in people(500)}
+    assert set(received.values()) == {1}

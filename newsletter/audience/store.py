@@ -27,12 +27,14 @@ from .tags import (
     TAG_INSERT,
     TagChange,
     TagCount,
+    any_in_segment,
     count_segment,
     page_segment,
     tag_counts,
     tag_params,
     tags_of,
 )
+from .visibility import counted
 
 __all__ = ["SubscriberStore"]
 
@@ -77,7 +79,7 @@ _PAGE_STATUS = (
     f"SELECT {_COLUMNS}, key FROM subscribers WHERE status = :status AND key > :after"
     f" AND {visible()} ORDER BY key LIMIT :limit"
 )
-_COUNT_STATUS = f"SELECT COUNT(*) FROM subscribers WHERE status = :status AND {visible()}"
+_COUNT_STATUS = counted("subscribers", "status = :status")
 _COUNT_ALL = f"SELECT status, COUNT(*) FROM subscribers WHERE {visible()} GROUP BY status"
 # The keys of every subscriber's attributes; `{each}` is the dialect's JSON-object walk.
 _ATTRIBUTE_KEYS = (
@@ -398,6 +400,15 @@ class SubscriberStore(StoreUser):
         wanted = None if status is None else parse_status(status).value
         with self._read("count the audience") as db:
             return count_segment(db, self.database.dialect, segment, status=wanted)
+
+    def any_in_segment(
+        self, segment: Segment = EVERYONE, status: str | None = SubscriberStatus.SUBSCRIBED
+    ) -> bool:
+        """Whether the segment holds anybody with `status` (None: any): no count of a big list
+        where one row answers."""
+        wanted = None if status is None else parse_status(status).value
+        with self._read("look at the audience") as db:
+            return any_in_segment(db, self.database.dialect, segment, status=wanted)
 
 
 def _checked_tags(tags: Iterable[str], *, allow_none: bool = False) -> tuple[str, ...]:

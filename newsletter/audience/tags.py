@@ -17,7 +17,7 @@ from typing import Any
 from ..segment import Segment
 from ..store import Connection, Dialect, Params
 from .model import NO_ATTRIBUTES, Subscriber
-from .visibility import visible
+from .visibility import counted, visible
 
 __all__ = [
     "TAG_INSERT",
@@ -143,11 +143,23 @@ def count_segment(db: Connection, dialect: Dialect, segment: Segment, *, status:
     """How many subscribers with `status` (None: any) the segment holds."""
     where, params = segment_filter(segment, dialect, table="s")
     found = db.execute(
-        f"SELECT COUNT(*) FROM subscribers s WHERE {where}{_status_clause(status)}"
-        f" AND {visible('s')}",
+        counted("subscribers s", f"{where}{_status_clause(status)}"),
         {**params, "seg_status": status},
     ).fetchone()
     return int(found[0])
+
+
+def any_in_segment(
+    db: Connection, dialect: Dialect, segment: Segment, *, status: str | None
+) -> bool:
+    """Whether the segment holds anybody with `status` (None: any status)."""
+    where, params = segment_filter(segment, dialect, table="s")
+    found = db.execute(
+        f"SELECT 1 FROM subscribers s WHERE {where}{_status_clause(status)}"
+        f" AND {visible('s')} LIMIT 1",
+        {**params, "seg_status": status},
+    ).fetchone()
+    return found is not None
 
 
 def tags_of(db: Connection, key: str) -> tuple[str, ...]:

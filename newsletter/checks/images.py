@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from ..render.images import embedded_images_advice, embedded_weight
+from ..render.images import embedded_images_advice
 from .context import CheckContext, ImageTag, Location
 from .links import LinkResult
 from .model import Finding, Severity
@@ -222,7 +222,7 @@ def _local_weight(image: ImageTag, source: _Source) -> list[Finding]:
 def _total_weight(context: CheckContext) -> list[Finding]:
     html = len(context.sample_html.encode("utf-8"))
     text = len(context.sample_text.encode("utf-8"))
-    images = embedded_weight(context.rendered.embedded_images)
+    images = sum(_base64_size(len(image.data)) for image in context.rendered.embedded_images)
     total = html + text + images
     if total <= EMAIL_WARN_BYTES:
         return []
@@ -236,6 +236,12 @@ def _total_weight(context: CheckContext) -> list[Finding]:
             context.issue.path,
         )
     ]
+
+
+def _base64_size(size: int) -> int:
+    """len(base64.encodebytes(data)) for `size` bytes, without encoding them: four characters
+    for every three bytes, and a newline after every 76 characters and after the last."""
+    return 4 * -(-size // 3) + -(-size // 57)
 
 
 def _embedded_weight(context: CheckContext) -> list[Finding]:

@@ -40,17 +40,23 @@ def _visible_share(path: Path, signature: FileSignature, background: str) -> flo
     except OSError:  # Pillow's UnidentifiedImageError is an OSError
         return None
     image.thumbnail((96, 96))
-    raw = image.tobytes()
-    pixels = [tuple(raw[i : i + 4]) for i in range(0, len(raw), 4)]
-    opaque = [pixel for pixel in pixels if pixel[3] >= 128]
-    if not opaque or len(opaque) > 0.99 * len(pixels):
+    pixels = image.width * image.height
+    # Each distinct colour once (a logo has few): this runs on every send's check.
+    colours = image.getcolors(maxcolors=pixels) or []
+    opaque = [
+        (count, colour)
+        for count, colour in colours
+        if isinstance(colour, tuple) and colour[3] >= 128  # RGBA: always a tuple
+    ]
+    drawn = sum(count for count, _ in opaque)
+    if not drawn or drawn > 0.99 * pixels:
         return None
     visible = sum(
-        1
-        for red, green, blue, _ in opaque
+        count
+        for count, (red, green, blue, _) in opaque
         if contrast_ratio(f"#{red:02x}{green:02x}{blue:02x}", background) >= MIN_CONTRAST
     )
-    return visible / len(opaque)
+    return visible / drawn
 
 
 def check_logo_contrast(context: CheckContext) -> list[Finding]:

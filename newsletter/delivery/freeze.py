@@ -14,6 +14,14 @@ From the subscriber store (`freeze_subscribers`), each chunk is an `INSERT … S
 range of the subscribed people, inside the engine; the per-recipient check of the issue's values
 reads the same chunk in the same transaction, so the list is read once. `where` and `params` add
 an audience filter (a segment) as SQL over the subscribers table, aliased `s`.
+
+A send need not wait for a big freeze (issue 16): with `head`, a first round of only the first
+people in key order completes at once (the issue is frozen, its fingerprint stored, like any
+completed round), and a second round over the whole audience, in smaller chunks, adds the
+rest while the first rows are sent. That second round is an ordinary later round: upserts that
+leave rows already being sent alone, then the removal of pending rows nobody saw. A crash
+during it leaves the first round complete and the second unfinished, which the next run
+settles like any interrupted later round: it adds those not frozen yet.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ from ..store import Connection, Params
 if TYPE_CHECKING:
     from .ledger import FreezeReport, IssueLedger
 
-__all__ = ["CHUNK", "freeze_recipients", "freeze_subscribers"]
+__all__ = ["CHUNK", "FreezeHalted", "freeze_recipients", "freeze_subscribers"]
 
 CHUNK = 10_000  # rows per write transaction: tens of milliseconds of lock on SQLite
 
@@ -86,6 +94,14 @@ _ALL_ROWS_CHUNK = (
     " (SELECT id FROM ledger_rows WHERE issue = :issue LIMIT :limit)"
 )
 _NEVER_FROZEN = "DELETE FROM ledger_issues WHERE issue = :issue AND frozen_round = 0"
+
+
+class FreezeHalted(LedgerError):
+    """A freeze round stopped between chunks because the send was stopped (not an error of the
+    ledger: the next run freezes again)."""
+
+    def __init__(self, issue: str) -> None:
+        super().__init__(f"issue '{issue}': the audience freeze was stopped")
 
 
 class _Round:
@@ -220,6 +236,10 @@ def freeze_subscribers(
     refuse: Callable[[], Exception] | None = None,
     where: str = "",
     params: Mapping[str, Any] | None = None,
+    head: int | None = None,
+    chunk: int | None = None,
+    chunk_written: Callable[[], None] | None = None,
+    halted: Callable[[], bool] | None = None,
 ) -> FreezeReport:
     """Freeze the subscribed people of the store the ledger lives in, a key range at a time.
 
@@ -227,19 +247,27 @@ def freeze_subscribers(
     then nothing more is written, the rest is still checked (so every such person is seen),
     and `refuse()` is raised after the freeze is abandoned. `where` (SQL over `s`, the
     subscribers table) with `params` narrows the audience.
+
+    `head`: only the first `head` people in key order, in one transaction, as a complete
+    round; a next round (the whole audience) adds the rest, as a resumed send adds newcomers
+    (the send starts from such a round while the rest freezes, `delivery.sender`).
+    `chunk`: people per transaction (default `CHUNK`). `chunk_written` is called after each
+    chunk's commit; `halted()` true between chunks stops the round (`FreezeHalted`; a later
+    round is left to the next run, a first one abandoned).
     """
     extra = f" AND ({where})" if where.strip() else ""
     given = dict(params or {})
     round_ = _Round(ledger, fingerprint)
     refused = False
     audience = _AUDIENCE
+    size = max(1, head or chunk or CHUNK)
 
     def write(db: Connection, after: str) -> tuple[str | None, int]:
         """One chunk in one transaction: its upper key, checked people, their rows."""
         nonlocal refused
         bound = db.execute(
             _BOUND.format(audience=audience, where=extra),
-            {**given, "after": after, "skip": CHUNK - 1},
+            {**given, "after": after, "skip": size - 1},
         ).fetchone()
         hi = None if bound is None else str(bound[0])
         upper = "" if hi is None else " AND s.key <= :hi"
@@ -261,9 +289,15 @@ def freeze_subscribers(
     try:
         after: str | None = ""
         while after is not None:
+            if halted is not None and halted():
+                raise FreezeHalted(ledger.name)
             start = after
             after, written = round_._write(lambda db, start=start: write(db, start))  # type: ignore[misc]
             round_.received += written
+            if chunk_written is not None:
+                chunk_written()
+            if head is not None:
+                break
         if refused:
             raise refuse() if refuse is not None else LedgerError("the audience was refused")
     except BaseException:

@@ -457,12 +457,26 @@ class IssueLedger:
         refuse: Callable[[], Exception] | None = None,
         where: str = "",
         params: Mapping[str, Any] | None = None,
+        head: int | None = None,
+        chunk: int | None = None,
+        chunk_written: Callable[[], None] | None = None,
+        halted: Callable[[], bool] | None = None,
     ) -> FreezeReport:
         """`freeze` of the subscribed people of the store this ledger lives in, read once and
         copied inside the engine a key range at a time (`delivery.freeze.freeze_subscribers`
-        explains `check`, `refuse` and the `where`/`params` audience filter)."""
+        explains `check`, `refuse`, the `where`/`params` audience filter, `head`, `chunk`,
+        `chunk_written` and `halted`)."""
         return freeze.freeze_subscribers(
-            self, fingerprint, check=check, refuse=refuse, where=where, params=params
+            self,
+            fingerprint,
+            check=check,
+            refuse=refuse,
+            where=where,
+            params=params,
+            head=head,
+            chunk=chunk,
+            chunk_written=chunk_written,
+            halted=halted,
         )
 
     def _total(self) -> int:
@@ -773,9 +787,34 @@ class IssueLedger:
                 last = row_id
                 yield row
 
-    def _stream(self, state: State, due: float | None) -> Iterator[tuple[int, LedgerRow]]:
+    def following(
+        self, finished: Callable[[], bool], wait: Callable[[], object]
+    ) -> Iterator[LedgerRow]:
+        """Pending rows in freeze order while a freeze round in another thread is still
+        adding them: when the rows run out before `finished()`, `wait()` (for its next chunk),
+        then read on after the last row given. Each row is given once; ends after a read that
+        began once the round had finished."""
+        last = 0
+        while True:
+            done = finished()  # before the read: all it wrote is committed, so it is seen
+            for row_id, row in self._stream(State.PENDING, None, after=last):
+                last = row_id
+                yield row
+            if done:
+                return
+            wait()
+
+    def _stream(
+        self, state: State, due: float | None, *, after: int = 0
+    ) -> Iterator[tuple[int, LedgerRow]]:
         sql = _SQL_PAGE if due is None else _SQL_DUE_PAGE
-        params = {"issue": self.name, "state": state.value, "after": 0, "due": due, "limit": _PAGE}
+        params = {
+            "issue": self.name,
+            "state": state.value,
+            "after": after,
+            "due": due,
+            "limit": _PAGE,
+        }
         while True:
             with self._lock:
                 page = self._db.execute(sql, params).fetchall()

@@ -46,6 +46,7 @@ from ..segment import EVERYONE, Segment
 from ..store import Params
 from . import leases
 from .content import OutgoingMessage, Recipient
+from .freeze import FreezeHalted
 from .ledger import FreezeReport, IssueLedger, Ledger, LedgerRow, State
 from .ledgeraudience import record_audience
 from .message import MessageTemplate, Personalisation
@@ -262,11 +263,16 @@ def _needs_values(template: MessageTemplate) -> bool:
 
 
 def _freeze(
-    template: MessageTemplate, audience: Audience, issue_ledger: IssueLedger
+    template: MessageTemplate,
+    audience: Audience,
+    issue_ledger: IssueLedger,
+    *,
+    head: int | None = None,
 ) -> FreezeReport:
     """Check and freeze the audience in one pass. The store's subscribers are copied inside the
     engine, a key range per short transaction, checked in the same pass when the issue needs
-    values; any other audience is checked, then streamed in."""
+    values; any other audience is checked, then streamed in. `head`: only a first round of
+    that many (`_starts_early`)."""
     if isinstance(audience, StoreAudience) and _same_store(audience, issue_ledger):
         check = _AudienceCheck(template)
         return issue_ledger.freeze_subscribers(
@@ -275,12 +281,139 @@ def _freeze(
             refuse=check.error,
             where=audience.where,
             params=audience.params,
+            head=head,
         )
     check_audience(template, audience)
     return issue_ledger.freeze(
         ((key, recipient.email) for key, recipient in audience.recipients()),
         template.fingerprint,
     )
+
+
+# People frozen as a complete first round before the first message of a big first send; the
+# rest are frozen while those are sent (`_starts_early`), this many per transaction.
+EARLY_HEAD = 1_000
+EARLY_CHUNK = 2_000
+
+
+def _starts_early(template: MessageTemplate, audience: Audience, issue_ledger: IssueLedger) -> bool:
+    """Whether the send starts after a first round of `EARLY_HEAD` people, the rest frozen by a
+    second round in the background (`_BackgroundFreeze`), instead of after the whole freeze
+    (seconds for 100k people, tens for 1M). Only where that changes no guarantee:
+
+    - nobody can be refused (the issue needs no per-recipient value), because a refusal must
+      come before the first message, and only the whole audience tells;
+    - the first freeze of the issue (a resumed send has its audience frozen already and
+      freezes only newcomers), from the subscriber store the ledger lives in;
+    - SQLite, one sending process (PostgreSQL workers claim rows and join a frozen audience:
+      they would stop early on a partly frozen one).
+    """
+    return (
+        isinstance(audience, StoreAudience)
+        and _same_store(audience, issue_ledger)
+        and issue_ledger.ledger.database.is_sqlite
+        and not _needs_values(template)
+        and issue_ledger.fingerprint() is None
+    )
+
+
+class _BackgroundFreeze:
+    """The second freeze round of an early start, in a thread beside the sending threads.
+
+    It begins once the first message is marked `sending` (or the first rows ran out), so the
+    first message does not wait behind it. Its chunks are small write transactions on the
+    ledger's own connection and lock, which the sending threads take for their marks: they
+    queue on that lock instead of polling SQLite's busy handler, and after each chunk the round
+    leaves the database to them for as long as the chunk held it (so sending keeps at least
+    half its pace, and the freeze takes at most twice its time). Sending follows it
+    (`IssueLedger.following`): rows are sent as their chunk commits. It stops between chunks
+    when the run halts; an error pauses the run (the rows frozen so far are sent; the next run
+    freezes the rest).
+    """
+
+    def __init__(
+        self, template: MessageTemplate, audience: StoreAudience, ledger: Ledger, issue: str
+    ) -> None:
+        self._template = template
+        self._audience = audience
+        self._ledger = ledger
+        self._issue = issue
+        self._chunk = threading.Event()
+        self._done = threading.Event()
+        self._halted: Callable[[], bool] = lambda: False
+        self._sized: Callable[[int], None] = lambda size: None
+        self.report: FreezeReport | None = None
+        self.error: LedgerError | None = None
+        self._thread = threading.Thread(target=self._run, name="freeze", daemon=True)
+        self._begun = False
+        self._cancelled = False
+        self._begin_lock = threading.Lock()
+        self._since = 0.0
+
+    def arm(self, halted: Callable[[], bool], sized: Callable[[int], None]) -> None:
+        """`halted()` stops the round between chunks; `sized(n)` gets the audience's size once
+        counted (for progress)."""
+        self._halted = lambda: self._cancelled or halted()
+        self._sized = sized
+
+    def begin(self) -> None:
+        """Start the round (once; later calls do nothing)."""
+        with self._begin_lock:
+            if self._begun:
+                return
+            self._begun = True
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            if self._halted():
+                raise FreezeHalted(self._issue)
+            segment = self._audience.segment
+            # Its own connection: the senders look recipients up through the audience's.
+            with SubscriberStore(self._audience.store.database.location) as store:
+                self._sized(store.count_segment(segment))
+            self._since = time.monotonic()
+            self.report = self._ledger.issue(self._issue).freeze_subscribers(
+                self._template.fingerprint,
+                where=self._audience.where,
+                params=self._audience.params,
+                chunk=EARLY_CHUNK,
+                chunk_written=self._written,
+                halted=self._halted,
+            )
+        except NewsletterError as err:
+            self.error = (
+                err if isinstance(err, LedgerError) else LedgerError(err.message, hint=err.hint)
+            )
+        finally:
+            self._done.set()
+
+    def _written(self) -> None:
+        """After a chunk: tell the follower, then let the senders write as long as it took."""
+        self._chunk.set()
+        time.sleep(min(time.monotonic() - self._since, 0.5))
+        self._since = time.monotonic()
+
+    def finished(self) -> bool:
+        return self._done.is_set()
+
+    def wait_for_chunk(self) -> None:
+        self.begin()
+        self._chunk.wait(0.05)
+        self._chunk.clear()
+
+    def join(self) -> None:
+        """Begin if not begun (it stops at once when halted), and wait for the end."""
+        self.begin()
+        self._thread.join()
+
+    def cancel(self) -> None:
+        """The run ends: stop at the next chunk if running, never begin."""
+        with self._begin_lock:
+            self._cancelled = True
+            begun, self._begun = self._begun, True
+        if begun:
+            self._thread.join()
 
 
 def _same_store(audience: StoreAudience, issue_ledger: IssueLedger) -> bool:
@@ -405,9 +538,18 @@ def send_issue(
             issue_ledger.set_fingerprint(template.fingerprint)
         if audience_expression is not None:
             record_audience(ledger.database, template.issue, audience_expression, now=clock())
+        background: _BackgroundFreeze | None = None
         with leases.first_freeze(ledger, template.issue, now=clock()) as first:
-            # On PostgreSQL, a worker joining a send in progress uses the frozen audience.
-            frozen = _freeze(template, audience, issue_ledger) if first else _joined(issue_ledger)
+            if first and _starts_early(template, audience, issue_ledger):
+                assert isinstance(audience, StoreAudience)
+                frozen = _freeze(template, audience, issue_ledger, head=EARLY_HEAD)
+                if frozen.received >= EARLY_HEAD:  # else that was everyone
+                    background = _BackgroundFreeze(template, audience, ledger, template.issue)
+            else:
+                # On PostgreSQL, a worker joining a send in progress uses the frozen audience.
+                frozen = (
+                    _freeze(template, audience, issue_ledger) if first else _joined(issue_ledger)
+                )
         transport.check()
         run = _Run(
             template=template,
@@ -427,12 +569,19 @@ def send_issue(
             progress=progress,
             claiming=not ledger.database.is_sqlite,
             first_handover=_Once(before_first_handover),
+            background=background,
         )
         already_sent = issue_ledger.counts().get(State.SENT, 0)
         try:
+            if background is not None:
+                background.arm(run.halted, functools.partial(_sized, run.tally))
             _run_passes(run)
         finally:
+            if background is not None:
+                background.cancel()  # done by now, unless the run ended with an error
             transport.close()
+        if background is not None:
+            frozen = _after_background(issue_ledger, frozen, background, run.tally.removed)
         tally = run.tally
         deferred = issue_ledger.deferred()
         return SendReport(
@@ -470,6 +619,8 @@ class _Run:
     progress: Callable[[SendProgress], None] | None
     claiming: bool = False  # PostgreSQL: rows are claimed batch by batch (`leases.claim`)
     first_handover: _Once | None = None
+    # An early start's second freeze round, followed by the first pass (`_starts_early`).
+    background: _BackgroundFreeze | None = None
     # Per sending thread: `sent` rows accepted but not yet written (group commit, see `_record`).
     held: threading.local = field(default_factory=threading.local)
 
@@ -501,6 +652,9 @@ def _run_passes(run: _Run) -> None:
             retry_failed=options.retry_failed and first_pass,
             resend_uncertain=options.resend_uncertain and first_pass,
         )
+        if first_pass and run.background is not None:
+            # A first freeze still writing (nothing was deferred, failed or uncertain yet).
+            rows = run.ledger.following(run.background.finished, run.background.wait_for_chunk)
         resend = first_pass and (options.retry_failed or options.resend_uncertain)
         size = max(1, run.transport.max_batch)
         if run.claiming:
@@ -514,6 +668,9 @@ def _run_passes(run: _Run) -> None:
                 finish=functools.partial(_flush_held, run),
             )
         first_pass = False
+        if run.background is not None:
+            run.background.join()  # halted: it stops at its next chunk
+            _background_done(run, run.background)
         if run.halted() or not options.wait_for_deferred:
             return
         deferred = list(run.ledger.rows(State.DEFERRED))
@@ -531,6 +688,34 @@ def _run_passes(run: _Run) -> None:
                     run.progress(replace(run.tally.snapshot(None), waiting_until=due))
             if run.stop.wait(wait):
                 return
+
+
+def _background_done(run: _Run, background: _BackgroundFreeze) -> None:
+    """The whole audience is frozen (or the round stopped): the true total, or the pause."""
+    error = background.error
+    with run.tally.lock:
+        if background.report is not None:
+            run.tally.total = background.report.total
+        stopped = error is None or isinstance(error, FreezeHalted)
+        if not stopped and error is not None and run.tally.paused_reason is None:
+            run.tally.paused_reason = f"the audience could not be frozen: {error.message}"
+
+
+def _sized(tally: _Tally, size: int) -> None:
+    with tally.lock:
+        tally.total = max(size, tally.total)
+
+
+def _after_background(
+    issue_ledger: IssueLedger, head: FreezeReport, background: _BackgroundFreeze, removed: int
+) -> FreezeReport:
+    """The freeze report of an early start: a first freeze of everyone the rounds froze (the
+    rows there are now, and the `removed` ones this run took out because they had left)."""
+    total = sum(issue_ledger.counts().values()) + removed
+    report = background.report
+    received = head.received if report is None else report.received
+    gone = head.removed + (0 if report is None else report.removed)
+    return FreezeReport(head.issue, True, received, total, gone, total)
 
 
 def _give_up_expired(run: _Run) -> None:
@@ -661,6 +846,8 @@ def _send_one_batch(
         if commit is not None:
             commit()  # `sending` is durable before the server can have the message
         marked.append(True)
+        if run.background is not None:
+            run.background.begin()  # the first message goes first; the rest freezes now
 
     # Resent rows (failed, uncertain) are marked first: their refusals have no pending to fall to.
     late = run.transport.signals_handover and not resend
