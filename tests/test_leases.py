@@ -194,3 +194,31 @@ def test_a_worker_waits_for_a_freeze_longer_than_the_lock_timeout(url: str) -> N
         joiner.join(timeout=30)
         assert errors == []
         assert waited == [True]
+
+
+def test_a_claim_reads_only_the_rows_still_to_send(url: str) -> None:
+    """Half sent: a claim of 100 rows must not step over the 2,500 sent ones (it did, through
+    the primary key, for every batch: quadratic work for the database over a whole send)."""
+    with Ledger(url) as ledger:
+        issue = ledger.issue(ISSUE)
+        issue.freeze(((f"k{i:05d}", f"k{i}@example.org") for i in range(5_000)), "fp")
+        with ledger.database.read() as db:
+            db.execute("UPDATE ledger_rows SET state = 'sent' WHERE key < 'k02500'")
+            db.execute("ANALYZE ledger_rows")
+        with ledger.lock(ISSUE):
+            sql = leases._CLAIM.format(extra="", claim=ledger.database.dialect.claim)
+            params = {
+                "due": time.time(),
+                "lease": ledger._leases[ISSUE],
+                "issue": ISSUE,
+                "limit": 100,
+            }
+            with ledger.database.read() as db:
+                plan = "\n".join(
+                    row[0] for row in db.execute("EXPLAIN ANALYZE " + sql, params).fetchall()
+                )
+            assert "ledger_rows_due" in plan, plan
+            assert "Rows Removed by Filter" not in plan, plan
+            claimed = leases.claim(ledger, ISSUE, 100, now=time.time())
+            assert [row.key for row in claimed] == [f"k{i:05d}" for i in range(2_500, 2_600)]
+            ledger.database.release(commit=False)
