@@ -270,14 +270,10 @@ def main() -> None:
                     rate, cpu, busy, database, fake_cpu = (
                         statistics.median(v[i] for v in runs) for i in range(5)
                     )
-                    # Two cores' worth of CPU over what every part spends on a recipient: the
-                    # most this machine could send with every core busy on this send alone.
-                    ceiling = (os.cpu_count() or 1) * 1000 / (cpu + database + fake_cpu)
                     print(
                         f"  {side:8} {engine:10} {workers} worker(s) {rate:8.0f} recipients/s"
                         f"  CPU s per 1k: workers {cpu:5.2f} PostgreSQL {database:5.2f}"
                         f" fake {fake_cpu:5.2f}  machine {busy:4.0%} busy"
-                        f"  CPU ceiling {ceiling:6.0f}/s"
                         f"  ({rate / base:.2f}x PostgreSQL "
                         f"{worker_counts[0]} worker, {rate / sqlite:.2f}x SQLite)"
                     )
