@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from newsletter.delivery import leases
-from newsletter.delivery.ledger import IllegalTransitionError, Ledger, State
+from newsletter.delivery.ledger import _SENDING_MOVE, IllegalTransitionError, Ledger, State
 from newsletter.store import Store
 from tests.pgserver import PostgresServer
 
@@ -222,3 +222,31 @@ def test_a_claim_reads_only_the_rows_still_to_send(url: str) -> None:
             claimed = leases.claim(ledger, ISSUE, 100, now=time.time())
             assert [row.key for row in claimed] == [f"k{i:05d}" for i in range(2_500, 2_600)]
             ledger.database.release(commit=False)
+
+
+def test_a_batch_mark_looks_its_keys_up_instead_of_hashing_the_ledger(url: str) -> None:
+    """Marking 1,000 rows `sending` halfway through a big send: through the (issue, key) index,
+    not a scan and hash of every pending row (which made the database's work per batch grow
+    with the ledger)."""
+    with Ledger(url) as ledger:
+        issue = ledger.issue(ISSUE)
+        issue.freeze(((f"k{i:06d}", f"k{i}@example.org") for i in range(100_000)), "fp")
+        with ledger.database.read() as db:
+            db.execute("UPDATE ledger_rows SET state = 'sent' WHERE key < 'k050000'")
+            db.execute("ANALYZE ledger_rows")
+        dialect = ledger.database.dialect
+        move = _SENDING_MOVE[False]
+        keys = [f"k{i:06d}" for i in range(50_000, 51_000)]
+        rows = [{"key": key, "message_id": f"<{key}@example.org>"} for key in keys]
+        params = dialect.batch_params(rows, ["key", "message_id"], {"now": 1.0, "lease": None})
+        params[0]["issue"] = ISSUE
+        with ledger.database.transaction() as db:
+            db.execute(dialect.batch_setup)
+            plan = "\n".join(
+                row[0]
+                for row in db.execute(
+                    "EXPLAIN " + dialect.batch_statement(move.sql, move.columns), params[0]
+                ).fetchall()
+            )
+        assert "Seq Scan on ledger_rows" not in plan, plan
+        assert "ledger_rows_issue_key_key" in plan, plan

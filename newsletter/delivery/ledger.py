@@ -624,7 +624,7 @@ class IssueLedger:
         first = todo[0]
         with self._lock:
             try:
-                if len(statements) == 1 and len(statements[0][1]) == 1:
+                if len(statements) == 1 and len(statements[0][1]) == 1 and not dialect.batch_setup:
                     # One row: one statement in autocommit mode is its own transaction, the
                     # cheap path (a batch needs the transaction: all rows move, or none).
                     _, rows, sql, params = statements[0]
@@ -635,6 +635,8 @@ class IssueLedger:
                     return
                 try:
                     with self.ledger._transaction() as db:
+                        if dialect.batch_setup:
+                            db.execute(dialect.batch_setup)
                         for move, rows, sql, params in statements:
                             done = (
                                 db.execute(sql, params[0]).rowcount
