@@ -60,8 +60,11 @@ def require_postgresql() -> Path:
 class PostgresServer:
     """One PostgreSQL cluster on a Unix socket in a fresh temporary folder."""
 
-    def __init__(self, bin_dir: Path | None = None, *, durable: bool = False) -> None:
+    def __init__(
+        self, bin_dir: Path | None = None, *, durable: bool = False, settings: tuple[str, ...] = ()
+    ) -> None:
         self.durable = durable  # fsync as in production (benchmarks); tests trade it for speed
+        self.settings = settings  # more `name=value` server settings (benchmarks' statistics)
         found = bin_dir or postgresql_bin()
         if found is None:
             raise RuntimeError("PostgreSQL is not installed")
@@ -113,6 +116,7 @@ class PostgresServer:
         ]
         if not self.durable:
             options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
+        options += [f"-c {setting}" for setting in self.settings]
         settings = " ".join(options)
         self._run(
             "pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", settings, "-w", "start"

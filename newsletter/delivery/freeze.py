@@ -170,6 +170,9 @@ class _Round:
             if gone < CHUNK:
                 break
         self._write(lambda db: db.execute(_COMPLETE, self.params()))
+        refresh = self.ledger.ledger.database.dialect.statistics_refresh("ledger_rows")
+        if refresh is not None and (added or removed):
+            self._write(lambda db: db.execute(refresh))
         total = self.before + added - removed
         return FreezeReport(self.issue, self.first, self.received, added, removed, total)
 

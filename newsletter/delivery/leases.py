@@ -17,6 +17,11 @@ of `ledger_leases`:
   lease and commits; no two workers get a row, and a worker that dies before its handover
   leaves its batch pending for the others (D16: only what may have reached the server can be
   left uncertain);
+- a claim walks the issue's rows in id order from where the thread's previous claim ended
+  (`ClaimCursor`), and once more from the start before it reports nothing due, so rows that
+  became due behind it (released, deferred, left by a dead worker) are still found; no index
+  reads the rows' state (store migration 14: the two updates a recipient's row gets in a send
+  stay on its page and touch no index);
 - the audience is frozen once, by the first worker (`first_freeze`: a session advisory lock per
   issue serialises the check, and later workers join the frozen issue).
 
@@ -47,6 +52,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EXPIRY",
     "HEARTBEAT",
+    "ClaimCursor",
     "Lease",
     "claim",
     "first_freeze",
@@ -67,9 +73,13 @@ _LIVE = (
 )
 _LEASES = (
     "SELECT id, issue, pid, host, lock_key, state, started_at, heartbeat_at, ended_at, recovered,"
-    f" {_LIVE}, (SELECT COUNT(*) FROM ledger_rows r WHERE r.issue = ledger_leases.issue"
-    " AND r.lease_id = ledger_leases.id AND r.state = 'sending')"
-    " FROM ledger_leases WHERE issue = :issue ORDER BY id"
+    f" {_LIVE} FROM ledger_leases WHERE issue = :issue ORDER BY id"
+)
+# Rows in flight per lease: one walk of the issue's rows (no index reads `state`), so only
+# `newsletter status` counts them, never a heartbeat.
+_IN_FLIGHT = (
+    "SELECT lease_id, COUNT(*) FROM ledger_rows WHERE issue = :issue AND state = 'sending'"
+    " GROUP BY lease_id"
 )
 _EXPIRE = (
     "UPDATE ledger_leases SET state = 'expired', ended_at = :now, recovered = :recovered"
@@ -97,11 +107,12 @@ _RELEASE = (
 _COLUMNS = (
     "issue, key, email, state, attempts, last_error, reply, message_id, next_attempt_at, updated_at"
 )
-# Due rows, oldest first, skipping rows another worker holds right now; locked (not marked) in a
-# transaction the worker keeps open until its handover marks them `sending` (D16): a worker that
-# dies before the handover leaves them pending (the server drops its locks), not uncertain.
+# Due rows after `:after`, oldest first, skipping rows another worker holds right now; locked
+# (not marked) in a transaction the worker keeps open until its handover marks them `sending`
+# (D16): a worker that dies before the handover leaves them pending (the server drops its
+# locks), not uncertain.
 _CLAIM = (
-    f"SELECT id, {_COLUMNS} FROM ledger_rows WHERE issue = :issue"
+    f"SELECT id, {_COLUMNS} FROM ledger_rows WHERE issue = :issue AND id > :after"
     " AND (state = 'pending' OR (state = 'deferred' AND COALESCE(next_attempt_at, 0) <= :due)"
     " {extra}) AND EXISTS (SELECT 1 FROM ledger_leases WHERE id = :lease AND state = 'active')"
     " ORDER BY id LIMIT :limit{claim}"
@@ -141,7 +152,7 @@ def _issue_key(issue: str) -> int:
     return 0x6E6C_0000_0000 + zlib.crc32(issue.encode())
 
 
-def _lease(row: Sequence[Any]) -> Lease:
+def _lease(row: Sequence[Any], in_flight: int = 0) -> Lease:
     return Lease(
         id=int(row[0]),
         issue=str(row[1]),
@@ -151,22 +162,28 @@ def _lease(row: Sequence[Any]) -> Lease:
         ended_at=None if row[8] is None else float(row[8]),
         recovered=int(row[9]),
         alive=bool(row[10]) and row[5] == "active",
-        in_flight=int(row[11]),
+        in_flight=in_flight,
     )
 
 
-def leases(store: Store, issue: str) -> list[Lease]:
-    """Every lease ever taken on `issue`, oldest first."""
+def leases(store: Store, issue: str, *, counted: bool = True) -> list[Lease]:
+    """Every lease ever taken on `issue`, oldest first; with the rows each has in flight when
+    `counted` (else 0: counting reads every row of the issue)."""
     with store.read() as db:
         rows = db.execute(_LEASES, {"issue": issue, "lock_class": _LOCK_CLASS}).fetchall()
-    return [_lease(row) for row in rows]
+        counts: dict[int, int] = (
+            {int(lease): int(n) for lease, n in db.execute(_IN_FLIGHT, {"issue": issue}) if lease}
+            if counted
+            else {}
+        )
+    return [_lease(row, counts.get(int(row[0]), 0)) for row in rows]
 
 
-def live_leases(store: Store, issue: str, *, now: float) -> list[Lease]:
+def live_leases(store: Store, issue: str, *, now: float, counted: bool = True) -> list[Lease]:
     """The leases whose workers live: lock held and heartbeat fresh."""
     return [
         lease
-        for lease in leases(store, issue)
+        for lease in leases(store, issue, counted=counted)
         if lease.alive and now - lease.heartbeat_at <= EXPIRY
     ]
 
@@ -318,9 +335,21 @@ def first_freeze(ledger: Ledger, issue: str, *, now: float) -> Iterator[bool]:
         return
     with _session_lock(store, ":key", {"key": _issue_key(issue)}):
         own = ledger._leases.get(issue)
-        others = [lease for lease in live_leases(store, issue, now=now) if lease.id != own]
+        others = [
+            lease for lease in live_leases(store, issue, now=now, counted=False) if lease.id != own
+        ]
         frozen = ledger.issue(issue).fingerprint() is not None
         yield not (frozen and others)
+
+
+@dataclass
+class ClaimCursor:
+    """Where one sending thread's next claim starts: after the last row it claimed.
+
+    Without it every claim would walk the issue from its first row, over every row already
+    sent (no index reads the rows' state: store migration 14)."""
+
+    after: int = 0
 
 
 def claim(
@@ -330,6 +359,7 @@ def claim(
     *,
     now: float,
     states: Sequence[State] = (),
+    cursor: ClaimCursor | None = None,
 ) -> list[LedgerRow]:
     """Up to `limit` due rows, locked for this worker in a transaction left open on `ledger`'s
     connection (`Store.hold`; give the worker a connection of its own: `Ledger.own_connection`).
@@ -339,6 +369,9 @@ def claim(
     transaction) and ends it with `ledger.database.release(commit=True)`; until then no other
     worker gets them, and if this one dies they are pending again. Empty (and no transaction
     left open) when nothing is due, or when this worker's lease was expired.
+
+    With a `cursor`, the walk starts after the cursor's row, and starts over from the first
+    row before answering empty; the cursor moves to the last row claimed.
     """
     lease = ledger._leases.get(issue)
     if lease is None:
@@ -346,16 +379,22 @@ def claim(
     store = ledger.database
     extra = "".join(f" OR state = '{State(s).value}'" for s in states)
     sql = _CLAIM.format(extra=extra, claim=store.dialect.claim)
-    params = {"due": now, "lease": lease, "issue": issue, "limit": limit}
+    start = cursor.after if cursor is not None else 0
+    params = {"due": now, "lease": lease, "issue": issue, "limit": limit, "after": start}
     store.hold()
     try:
         with store.lock:
             rows = store.connection.execute(sql, params).fetchall()
+            if not rows and start > 0:  # rows may have become due behind the cursor
+                params["after"] = 0
+                rows = store.connection.execute(sql, params).fetchall()
     except BaseException:
         store.release(commit=False)
         raise
     if not rows:
         store.release(commit=False)
+    elif cursor is not None:
+        cursor.after = int(rows[-1][0])
     return [
         LedgerRow(
             issue=row[1],

@@ -904,9 +904,12 @@ def _run_claiming(run: _Run, size: int, states: Sequence[State]) -> None:
                     f"issue '{run.ledger.name}': cannot commit a batch: {err}"
                 ) from err
 
+        cursor = leases.ClaimCursor()
         try:
             while not run.halted() and not errors:
-                batch = leases.claim(own, run.ledger.name, size, now=run.clock(), states=states)
+                batch = leases.claim(
+                    own, run.ledger.name, size, now=run.clock(), states=states, cursor=cursor
+                )
                 if not batch:
                     return
                 try:

@@ -39,6 +39,13 @@ class Migration:
     statements: tuple[str, ...]
     # Tables whose rows were copied in with their ids: numbering goes on after the highest.
     reset_ids: tuple[str, ...] = ()
+    # The engines whose schema the statements change (None: every engine). Only the physical
+    # layout may differ (indexes, storage settings), never a table or a column: a migration is
+    # recorded on every engine, so versions mean the same everywhere.
+    engines: frozenset[str] | None = None
+
+    def applies_to(self, dialect: Dialect) -> bool:
+        return self.engines is None or dialect.name in self.engines
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -389,6 +396,25 @@ MIGRATIONS: tuple[Migration, ...] = (
             " WHERE state IN ('pending', 'deferred')",
         ),
     ),
+    Migration(
+        14,
+        "PostgreSQL: a row's state changes in place (no index reads the state)",
+        (
+            # Every recipient's row is updated twice in a send (`sending`, then `sent`). With an
+            # index on `state` (or a partial index whose condition reads it) PostgreSQL writes a
+            # new entry in every index of the table for each update; with none, and room left on
+            # the page, the update is a heap-only tuple (HOT): no index is touched. Measured on a
+            # 100k send: the database's CPU for the two updates fell from 0.06 to 0.024 s per
+            # 1,000 rows. A claim walks (issue, id) from where its worker's last claim ended
+            # (leases.claim); the rare reads by state scan the issue's rows.
+            "DROP INDEX ledger_rows_state",
+            "DROP INDEX ledger_rows_due",
+            "CREATE INDEX ledger_rows_by_issue ON ledger_rows (issue, id)",
+            # Half of each new page is left free for the new versions of its rows.
+            "ALTER TABLE ledger_rows SET (fillfactor = 50)",
+        ),
+        engines=frozenset({"postgresql"}),
+    ),
 )
 
 STORE_VERSION = MIGRATIONS[-1].version
@@ -496,7 +522,7 @@ def migrate(connection: Connection, dialect: Dialect, where: str) -> int:
         for step in MIGRATIONS:
             if step.version in applied:
                 continue
-            for statement in step.statements:
+            for statement in step.statements if step.applies_to(dialect) else ():
                 connection.execute(dialect.ddl(statement))
             for table in step.reset_ids:
                 reset = dialect.reset_ids(table)
