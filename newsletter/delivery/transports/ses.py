@@ -49,7 +49,7 @@ from ...errors import (
     UncertainDeliveryError,
 )
 from ..ratelimit import RateLimiter
-from ._http import HttpProviderTransport, ProviderResponse
+from ._http import HttpProviderTransport, ProviderResponse, RequestTarget
 from ._sigv4 import AwsCredentials, SigV4Auth, load_credentials, resolve_region
 from .base import BatchItem, BatchResult, Suppression, SuppressionKind
 
@@ -184,6 +184,11 @@ class SesTransport(HttpProviderTransport):
 
     def auth(self) -> httpx.Auth | None:
         return self._auth
+
+    def signature(
+        self, method: str, target: RequestTarget, fields: Sequence[tuple[str, str]], body: bytes
+    ) -> list[tuple[str, str]]:
+        return self._auth.fields(method, target.target, fields, body)
 
     # --- check ------------------------------------------------------------------------------
 
