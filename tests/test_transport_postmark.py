@@ -312,5 +312,5 @@ def test_encoded_payload_is_the_payload(tmp_path: Any, linked: bool, test: bool)
         item = BatchItem(person.email, template.personalise(person), found)
         content = found.content()
         built = transport.payload(content, item)
-        assert json.loads(transport.encoded_payload(content, item)) == built
+        assert json.loads(transport.encoded_payload(item)) == built
         assert ("Attachments" in built) is not linked
