@@ -67,6 +67,7 @@ class Run:
     cpu_seconds: float  # the sending process (all threads), not the fake
     requests: int
     load: float
+    fake_cpu: float  # the fake's process: must stay well below the sender's
 
     @property
     def rate(self) -> float:
@@ -95,12 +96,13 @@ class FakeProcess:
         assert self.child.stdout is not None
         self.url = self.child.stdout.readline().split()[1]
 
-    def count(self) -> tuple[int, int]:
+    def count(self) -> tuple[int, int, float]:
+        """(recipients, requests, the fake's CPU seconds) so far."""
         assert self.child.stdin is not None and self.child.stdout is not None
         self.child.stdin.write("count\n")
         self.child.stdin.flush()
-        recipients, requests = self.child.stdout.readline().split()
-        return int(recipients), int(requests)
+        recipients, requests, cpu = self.child.stdout.readline().split()
+        return int(recipients), int(requests), float(cpu)
 
     def stop(self) -> None:
         assert self.child.stdin is not None
@@ -174,7 +176,7 @@ def _serve_fake(kind: str, validate: bool) -> None:
         for line in sys.stdin:
             if line.strip() == "count":
                 with lock:
-                    print(totals["recipients"], totals["requests"], flush=True)
+                    print(totals["recipients"], totals["requests"], time.process_time(), flush=True)
 
 
 def _serve_raw(kind: str, latency: float) -> None:
@@ -244,7 +246,7 @@ def _serve_raw(kind: str, latency: float) -> None:
     def counts() -> None:
         for line in sys.stdin:
             if line.strip() == "count":
-                print(totals[0], totals[1], flush=True)
+                print(totals[0], totals[1], time.process_time(), flush=True)
         os._exit(0)
 
     async def main() -> None:
@@ -405,6 +407,7 @@ def one_run(
     result = json.loads(done.stdout.strip().splitlines()[-1])
     after = count()
     received, requests = after[0] - before[0], after[1] - before[1]
+    fake_cpu = after[2] - before[2]
     if result["sent"] != job["recipients"] or received != job["recipients"]:
         raise SystemExit(
             f"{side} {job['kind']}: {result['sent']} recorded sent, {received} received, "
@@ -420,6 +423,7 @@ def one_run(
         result["cpu"],
         requests,
         load,
+        fake_cpu,
     )
 
 
@@ -577,9 +581,9 @@ def main() -> None:
 def _sink_counter(sink: Any) -> Any:
     """`count()` for the SMTP sink: (messages received so far, the same as 'requests')."""
 
-    def count() -> tuple[int, int]:
+    def count() -> tuple[int, int, float]:
         received = int(sink.settle(0))
-        return received, received
+        return received, received, 0.0  # the sink runs in this process: not counted
 
     return count
 
@@ -590,7 +594,8 @@ def run_line(number: int, run: Run) -> str:
         f"run {number}  {run.sender:9} {run.images:8} {run.connections:3}c {run.side:8} "
         f"{run.recipients:7,} "
         f"recipients in {run.seconds:6.2f}s = {run.rate:7,.0f}/s, {run.cpu_rate:7,.0f} per CPU-s "
-        f"({run.requests:,} {unit}; load {run.load:.1f})"
+        f"({run.requests:,} {unit}; fake CPU {run.fake_cpu / run.cpu_seconds:.0%} of the "
+        f"sender's; load {run.load:.1f})"
     )
 
 
