@@ -37,7 +37,7 @@ import time
 import urllib.request
 import zlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -784,6 +784,7 @@ class _Direct:
     headers: tuple[tuple[str, str], ...]  # the client's defaults
     timeout: dict[str, float | None]
     targets: dict[str, RequestTarget]
+    checked: set[str] = field(default_factory=set)  # header lines found safe (see `_head`)
 
     @classmethod
     def of(
@@ -834,7 +835,7 @@ class _Direct:
         self, method: str, target: RequestTarget, fields: Sequence[tuple[str, str]], body: bytes
     ) -> _Answer:
         return self.transport.exchange(
-            method, target, _head(method, target.target, fields), body, self.timeout
+            method, target, _head(method, target.target, fields, self.checked), body, self.timeout
         )
 
 
@@ -845,14 +846,21 @@ _ILLEGAL = re.compile(r"[\r\n\x00]")
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
-def _head(method: str, target: str, fields: Sequence[tuple[str, str]]) -> bytes:
+def _head(
+    method: str, target: str, fields: Sequence[tuple[str, str]], checked: set[str] | None = None
+) -> bytes:
     """The request line and header fields, ready to send; `ValueError` for a header that could
-    split the request (a line break in a value), as `http.client.putheader` raises."""
+    split the request (a line break in a value), as `http.client.putheader` raises. `checked`:
+    header lines found safe before (the caller's, filled here), not checked again."""
     lines = [f"{method} {target} HTTP/1.1"]
     for name, value in fields:
-        if not _TOKEN.fullmatch(name) or _ILLEGAL.search(value):
-            raise ValueError(f"Invalid header {name!r}")
-        lines.append(f"{name}: {value}")
+        line = f"{name}: {value}"
+        if checked is None or line not in checked:
+            if not _TOKEN.fullmatch(name) or _ILLEGAL.search(value):
+                raise ValueError(f"Invalid header {name!r}")
+            if checked is not None and len(checked) < 256:  # signatures and dates never repeat
+                checked.add(line)
+        lines.append(line)
     lines.append("\r\n")
     return "\r\n".join(lines).encode("ascii")
 
