@@ -862,7 +862,7 @@ def _head(
                 checked.add(line)
         lines.append(line)
     lines.append("\r\n")
-    return "\r\n".join(lines).encode("ascii")
+    return "\r\n".join(lines).encode("latin-1")  # as http.client encodes header values
 
 
 class _Connection:
