@@ -792,7 +792,10 @@ class _Direct:
     ) -> _Direct | None:
         if not isinstance(transport, _Http11):
             return None
-        defaults = {name.lower(): (name, value) for name, value in client.headers.items()}
+        defaults = {
+            name.decode("latin-1").lower(): (name.decode("latin-1"), value.decode("latin-1"))
+            for name, value in client.headers.raw  # the names as written (`items()` lowers them)
+        }
         # Only the codings `_decoded` undoes (httpx would also offer br with brotli installed).
         defaults["accept-encoding"] = ("Accept-Encoding", "gzip, deflate")
         return cls(transport, tuple(defaults.values()), timeout.as_dict(), {})
