@@ -13,13 +13,10 @@ The batch answer is HTTP 200 with one result per message, in order: `ErrorCode` 
 
 from __future__ import annotations
 
-import json
 import os
-import secrets
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from json.encoder import encode_basestring
 from pathlib import Path
 from typing import Any, Self
 
@@ -30,9 +27,10 @@ from ...errors import (
     TransportUnavailableError,
     UncertainDeliveryError,
 )
-from ..content import InlineImage, MessageContent, SlotContext
+from ..content import InlineImage, MessageContent
 from ..message import Personalisation
 from ._http import HttpProviderTransport, ProviderResponse, personalisation, require_env
+from ._jsonpieces import EncodedText, encoded_bodies, json_bytes, json_string
 from .base import (
     BatchItem,
     BatchResult,
@@ -54,55 +52,11 @@ _ACCOUNT_CODES = {10: "bad or missing server token", 400: "sender signature not 
                   412: "account pending approval", 413: "account not allowed to send"}  # fmt: skip
 
 
-def _json(value: object) -> bytes:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-
-
-def _string(value: str) -> bytes:
-    """`_json(value)` of a string (json's own C escaping, without an encoder object a call)."""
-    return encode_basestring(value).encode("utf-8")
-
-
-@dataclass(frozen=True)
-class _EncodedText:
-    """A provider template's text as JSON string content: static pieces encoded once, and the
-    (slot index, context) key of the value between each two of them."""
-
-    statics: tuple[bytes, ...]
-    keys: tuple[tuple[int, SlotContext], ...]
-
-    @classmethod
-    def split(cls, text: str, marker: str) -> _EncodedText:
-        """`text` holds `marker index:context marker` in each hole."""
-        pieces = text.split(marker)
-        keys: list[tuple[int, SlotContext]] = []
-        for hole in pieces[1::2]:
-            index, context = hole.split(":")
-            keys.append((int(index), _context(context)))
-        return cls(tuple(_json(piece)[1:-1] for piece in pieces[0::2]), tuple(keys))
-
-    def fill(self, values: Mapping[tuple[int, SlotContext], str], parts: list[bytes]) -> None:
-        """Append the text with `values` (already escaped for their context) to `parts`."""
-        parts.append(self.statics[0])
-        for key, static in zip(self.keys, self.statics[1:], strict=True):
-            parts += (_string(values[key])[1:-1], static)
-
-
-def _context(name: str) -> SlotContext:
-    if name == "html":
-        return "html"
-    if name == "text":
-        return "text"
-    if name == "subject":
-        return "subject"
-    raise ValueError(f"unknown slot context {name!r}")
-
-
 @dataclass(frozen=True)
 class _SharedPieces:
     sender: bytes  # `"From":"…"`
-    html: _EncodedText
-    text: _EncodedText
+    html: EncodedText
+    text: EncodedText
     fixed: bytes  # the fields that are the same in every message, from `"MessageStream"` on
     attachments: bytes | None  # the `Attachments` array, or None without embedded images
 
@@ -232,9 +186,9 @@ class PostmarkTransport(HttpProviderTransport):
             b"{",
             shared.sender,
             b',"To":',
-            _string(envelope.to.formatted()),
+            json_string(envelope.to.formatted()),
             b',"Subject":',
-            _string(found.subject()),
+            json_string(found.subject()),
             b',"HtmlBody":"',
         ]
         shared.html.fill(values, parts)
@@ -242,10 +196,10 @@ class PostmarkTransport(HttpProviderTransport):
         shared.text.fill(values, parts)
         parts += (
             b'","Headers":',
-            _json(headers),
+            json_bytes(headers),
             shared.fixed,
             b',"Metadata":',
-            _json(_metadata(found, item.key)),
+            json_bytes(_metadata(found, item.key)),
         )
         if shared.attachments is not None:
             parts += (b',"Attachments":', shared.attachments)
@@ -257,8 +211,7 @@ class PostmarkTransport(HttpProviderTransport):
         key = (found.template.fingerprint, found.test)
         shared = self._pieces.get(key)
         if shared is None:
-            marker = f"\ue000{secrets.token_hex(8)}\ue000"  # cannot occur in the issue
-            template = found.provider_template(lambda n, context: f"{marker}{n}:{context}{marker}")
+            html, text = encoded_bodies(found)
             images = found.template.images
             content = found.content()  # once per issue: the sender and reply-to of every message
             fixed: dict[str, Any] = {
@@ -270,11 +223,11 @@ class PostmarkTransport(HttpProviderTransport):
             if content.reply_to is not None:
                 fixed["ReplyTo"] = content.reply_to.formatted()
             shared = _SharedPieces(
-                b'"From":' + _string(content.sender.formatted()),
-                _EncodedText.split(template.html, marker),
-                _EncodedText.split(template.text, marker),
-                b"," + _json(fixed)[1:-1],
-                _json(_attachments(images)) if images else None,
+                b'"From":' + json_string(content.sender.formatted()),
+                html,
+                text,
+                b"," + json_bytes(fixed)[1:-1],
+                json_bytes(_attachments(images)) if images else None,
             )
             self._pieces[key] = shared
         return shared
