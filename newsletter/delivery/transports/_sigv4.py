@@ -382,8 +382,29 @@ def signature_fields(
 ) -> list[tuple[str, str]]:
     """The fields `sign_request` adds, for a request given as its target (path and query, as
     sent), header fields (Host included) and body: the same signature without httpx objects."""
+    return _signature_fields(
+        method,
+        target,
+        fields,
+        body,
+        credentials,
+        region,
+        service,
+        now.astimezone(UTC).strftime(_TIMESTAMP),
+    )
+
+
+def _signature_fields(
+    method: str,
+    target: str,
+    fields: Sequence[tuple[str, str]],
+    body: bytes,
+    credentials: AwsCredentials,
+    region: str,
+    service: str,
+    timestamp: str,
+) -> list[tuple[str, str]]:
     kept = [(n, v) for n, v in fields if n.lower() not in _SIGNATURE_FIELDS]
-    timestamp = now.astimezone(UTC).strftime(_TIMESTAMP)
     added = [("X-Amz-Date", timestamp)]
     if credentials.token:
         added.append(("X-Amz-Security-Token", credentials.token))
@@ -423,7 +444,7 @@ class SigV4Auth(httpx.Auth):
         self, method: str, target: str, fields: Sequence[tuple[str, str]], body: bytes
     ) -> list[tuple[str, str]]:
         """`signature_fields` of a request now (for requests sent without httpx)."""
-        now = datetime.fromtimestamp(self.clock(), UTC)
-        return signature_fields(
-            method, target, fields, body, self.credentials, self.region, self.service, now
+        timestamp = time.strftime(_TIMESTAMP, time.gmtime(self.clock()))
+        return _signature_fields(
+            method, target, fields, body, self.credentials, self.region, self.service, timestamp
         )
