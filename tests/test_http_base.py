@@ -10,6 +10,7 @@ other 4xx → permanent, unless the provider narrows it down to some items.
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import gzip
 import json
@@ -793,3 +794,39 @@ def test_a_line_break_in_a_header_value_sends_nothing(template: MessageTemplate)
     server.answers.clear()
     server.close()
     assert server.requests == []
+
+
+class AuthFlowTransport(EchoTransport):
+    """A provider that authenticates with an `httpx.Auth` (no direct signature): its requests
+    go through the httpx client, whose transport is the same HTTP/1.1 code."""
+
+    def auth_headers(self) -> dict[str, str]:
+        return {}
+
+    def auth(self) -> httpx.Auth | None:
+        return httpx.BasicAuth("api", self.api_key)
+
+
+def test_requests_with_an_auth_flow_go_through_the_client(
+    template: MessageTemplate, server: ProviderFake
+) -> None:
+    seen: list[str | None] = []
+
+    def basic(request: FakeRequest) -> FakeResponse:
+        seen.append(request.header("authorization"))
+        return FakeResponse.json({"ids": [f"id-{a}" for a in request.json()["to"]]})
+
+    server.handler = basic
+    transport = AuthFlowTransport(
+        TransportSettings(kind="echo", api_url=server.url, timeout=5.0), api_key=KEY
+    )
+    results = transport.send_batch(items(template, 2))
+    assert [r.receipt.reply for r in results if r.receipt] == [
+        "id-r0@example.org",
+        "id-r1@example.org",
+    ]
+    assert seen == ["Basic " + base64.b64encode(f"api:{KEY}".encode()).decode()]
+    server.fail_next(DROP)
+    with pytest.raises(UncertainDeliveryError, match="after the request was sent"):
+        transport.send_batch(items(template, 1))
+    transport.close()
