@@ -67,6 +67,7 @@ class Run:
     cpu_seconds: float  # the sending process (all threads), not the fake
     requests: int
     load: float
+    fake_cpu: float  # the fake's process: must stay well below the sender's
 
     @property
     def rate(self) -> float:
@@ -95,12 +96,13 @@ class FakeProcess:
         assert self.child.stdout is not None
         self.url = self.child.stdout.readline().split()[1]
 
-    def count(self) -> tuple[int, int]:
+    def count(self) -> tuple[int, int, float]:
+        """(recipients, requests, the fake's CPU seconds) so far."""
         assert self.child.stdin is not None and self.child.stdout is not None
         self.child.stdin.write("count\n")
         self.child.stdin.flush()
-        recipients, requests = self.child.stdout.readline().split()
-        return int(recipients), int(requests)
+        recipients, requests, cpu = self.child.stdout.readline().split()
+        return int(recipients), int(requests), float(cpu)
 
     def stop(self) -> None:
         assert self.child.stdin is not None
@@ -174,7 +176,7 @@ def _serve_fake(kind: str, validate: bool) -> None:
         for line in sys.stdin:
             if line.strip() == "count":
                 with lock:
-                    print(totals["recipients"], totals["requests"], flush=True)
+                    print(totals["recipients"], totals["requests"], time.process_time(), flush=True)
 
 
 def _serve_raw(kind: str, latency: float) -> None:
@@ -191,11 +193,11 @@ def _serve_raw(kind: str, latency: float) -> None:
 
     totals = [0, 0]  # recipients, requests (read by the stdin thread; ints, no lock needed)
 
-    def answer(method: bytes, body: bytes) -> tuple[int, bytes]:
+    def answer(method: bytes, count: int, body: bytes) -> tuple[int, bytes]:
+        """`count`: the Postmark markers seen in the body; `body`: SendGrid's only."""
         if method == b"GET":
             return 200, json.dumps(_GET_ANSWER).encode()
         if kind == "postmark":
-            count = body.count(b'"MessageStream":')
             results = b",".join(
                 b'{"ErrorCode":0,"Message":"OK","MessageID":"pm-%d"}' % n for n in range(count)
             )
@@ -214,41 +216,88 @@ def _serve_raw(kind: str, latency: float) -> None:
         totals[1] += 1
         return reply
 
-    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                lines = head.split(b"\r\n")
-                method = lines[0].split(b" ", 1)[0]
-                length = 0
-                for line in lines[1:]:
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        length = int(value)
-                    elif name.strip().lower() == b"transfer-encoding":
-                        raise SystemExit("the raw fake takes no chunked requests")
-                body = await reader.readexactly(length) if length else b""
-                if latency:
-                    await asyncio.sleep(latency / 1000)
-                status, payload = answer(method, body)
-                writer.write(
-                    b"HTTP/1.1 %d OK\r\nContent-Type: application/json\r\n"
-                    b"Content-Length: %d\r\nX-Message-Id: bench\r\n\r\n%s"
-                    % (status, len(payload), payload)
-                )
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
+    marker = b'"MessageStream":'
+
+    class Session(asyncio.Protocol):
+        """One connection: heads parsed, bodies counted as they stream in, never kept whole
+        (but SendGrid's, parsed): asyncio's streams would buffer and copy a 27 MB Postmark
+        batch, a third of the sender's CPU again."""
+
+        def __init__(self) -> None:
+            self.transport: asyncio.Transport | None = None
+            self.head = b""
+            self.method = b""
+            self.remaining = -1  # body bytes still to come; -1: reading a head
+            self.count = 0
+            self.tail = b""  # the last bytes of the previous piece (a marker may straddle)
+            self.kept: list[bytes] = []
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            assert isinstance(transport, asyncio.Transport)
+            self.transport = transport
+
+        def data_received(self, data: bytes) -> None:
+            while data:
+                if self.remaining < 0:
+                    self.head += data
+                    end = self.head.find(b"\r\n\r\n")
+                    if end < 0:
+                        return
+                    data = self.head[end + 4 :]
+                    self.begin(self.head[:end])
+                    self.head = b""
+                    if self.remaining == 0:
+                        self.finish()
+                    continue
+                if len(data) <= self.remaining:
+                    piece, data = data, b""
+                else:
+                    piece, data = data[: self.remaining], data[self.remaining :]
+                self.remaining -= len(piece)
+                if kind == "postmark":
+                    # Whole markers in the piece, and one across the boundary with the last
+                    # piece (the tail and this start are each shorter than a marker).
+                    edge = len(marker) - 1
+                    self.count += piece.count(marker) + (self.tail + piece[:edge]).count(marker)
+                    self.tail = (self.tail + piece)[-edge:] if len(piece) < edge else piece[-edge:]
+                elif kind == "sendgrid":
+                    self.kept.append(piece)
+                if self.remaining == 0:
+                    self.finish()
+
+        def begin(self, head: bytes) -> None:
+            lines = head.split(b"\r\n")
+            self.method = lines[0].split(b" ", 1)[0]
+            self.remaining, self.count, self.tail, self.kept = 0, 0, b"", []
+            for line in lines[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    self.remaining = int(value)
+                elif name.strip().lower() == b"transfer-encoding":
+                    raise SystemExit("the raw fake takes no chunked requests")
+
+        def finish(self) -> None:
+            self.remaining = -1
+            status, payload = answer(self.method, self.count, b"".join(self.kept))
+            reply = (
+                b"HTTP/1.1 %d OK\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\nX-Message-Id: bench\r\n\r\n%s"
+                % (status, len(payload), payload)
+            )
+            assert self.transport is not None
+            if latency:
+                asyncio.get_running_loop().call_later(latency / 1000, self.transport.write, reply)
+            else:
+                self.transport.write(reply)
 
     def counts() -> None:
         for line in sys.stdin:
             if line.strip() == "count":
-                print(totals[0], totals[1], flush=True)
+                print(totals[0], totals[1], time.process_time(), flush=True)
         os._exit(0)
 
     async def main() -> None:
-        server = await asyncio.start_server(session, "127.0.0.1", 0, limit=1 << 20)
+        server = await asyncio.get_running_loop().create_server(Session, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         print("url", f"http://127.0.0.1:{port}", flush=True)
         threading.Thread(target=counts, daemon=True).start()
@@ -405,6 +454,7 @@ def one_run(
     result = json.loads(done.stdout.strip().splitlines()[-1])
     after = count()
     received, requests = after[0] - before[0], after[1] - before[1]
+    fake_cpu = after[2] - before[2]
     if result["sent"] != job["recipients"] or received != job["recipients"]:
         raise SystemExit(
             f"{side} {job['kind']}: {result['sent']} recorded sent, {received} received, "
@@ -420,6 +470,7 @@ def one_run(
         result["cpu"],
         requests,
         load,
+        fake_cpu,
     )
 
 
@@ -577,9 +628,9 @@ def main() -> None:
 def _sink_counter(sink: Any) -> Any:
     """`count()` for the SMTP sink: (messages received so far, the same as 'requests')."""
 
-    def count() -> tuple[int, int]:
+    def count() -> tuple[int, int, float]:
         received = int(sink.settle(0))
-        return received, received
+        return received, received, 0.0  # the sink runs in this process: not counted
 
     return count
 
@@ -590,7 +641,8 @@ def run_line(number: int, run: Run) -> str:
         f"run {number}  {run.sender:9} {run.images:8} {run.connections:3}c {run.side:8} "
         f"{run.recipients:7,} "
         f"recipients in {run.seconds:6.2f}s = {run.rate:7,.0f}/s, {run.cpu_rate:7,.0f} per CPU-s "
-        f"({run.requests:,} {unit}; load {run.load:.1f})"
+        f"({run.requests:,} {unit}; fake CPU {run.fake_cpu / run.cpu_seconds:.0%} of the "
+        f"sender's; load {run.load:.1f})"
     )
 
 

@@ -10,7 +10,9 @@ other 4xx → permanent, unless the provider narrows it down to some items.
 
 from __future__ import annotations
 
+import base64
 import email.utils
+import gzip
 import json
 import socket
 import ssl
@@ -660,3 +662,171 @@ def test_a_slow_but_steady_upload_is_not_a_timeout() -> None:
     transport.close()
     thread.join(5)
     listener.close()
+
+
+# --- reading answers off the wire (the direct path's own HTTP/1.1) ----------------------------
+
+
+class ScriptedServer:
+    """A loopback server that answers each request with the next bytes of `answers` as they
+    are; `None` after an answer closes the connection. Counts connections."""
+
+    def __init__(self, answers: Sequence[bytes | None]) -> None:
+        self.answers = list(answers)
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(4)
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self) -> None:
+        self.listener.settimeout(0.1)
+        while self.answers:
+            try:
+                connection = self.listener.accept()[0]
+            except TimeoutError:
+                continue  # look at `answers` again (emptied: stop)
+            except OSError:
+                return  # closed
+            connection.settimeout(None)
+            self.connections += 1
+            with connection:
+                data = b""
+                while self.answers:
+                    while b"\r\n\r\n" not in data:
+                        more = connection.recv(65536)
+                        if not more:
+                            break
+                        data += more
+                    if b"\r\n\r\n" not in data:
+                        break  # the client closed this connection
+                    head, _, data = data.partition(b"\r\n\r\n")
+                    length = 0
+                    for line in head.split(b"\r\n")[1:]:
+                        name, _, value = line.partition(b":")
+                        if name.strip().lower() == b"content-length":
+                            length = int(value)
+                    while len(data) < length:
+                        data += connection.recv(65536)
+                    self.requests.append(head + b"\r\n\r\n" + data[:length])
+                    data = data[length:]
+                    connection.sendall(self.answers.pop(0) or b"")
+                    if self.answers and self.answers[0] is None:
+                        self.answers.pop(0)
+                        break
+
+    def close(self) -> None:
+        self.listener.close()
+        self.thread.join(5)
+
+
+def test_answers_framed_every_way_http_allows_are_read(template: MessageTemplate) -> None:
+    """Chunked with trailers and gzip after a 100 Continue, a length with obsolete folding,
+    and a body until the server closes: each read whole, the connection kept exactly while
+    the answer allows."""
+    packed = gzip.compress(b'{"ids": ["c-r0@example.org"]}')
+    chunked = b"".join(
+        b"%x;ext=1\r\n%s\r\n" % (len(piece), piece) for piece in (packed[:7], packed[7:])
+    )
+    server = ScriptedServer(
+        [
+            b"HTTP/1.1 100 Continue\r\n\r\n"
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Encoding: gzip\r\n\r\n"
+            + chunked
+            + b"0\r\nX-Trailer: yes\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 29\r\nX-Folded: a\r\n b\r\n\r\n"
+            b'{"ids": ["l-r0@example.org"]}',
+            b'HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{"ids": ["e-r0@example.org"]}',
+            None,
+            b'HTTP/1.0 200 OK\r\nContent-Length: 29\r\n\r\n{"ids": ["z-r0@example.org"]}',
+        ]
+    )
+    transport = transport_for(server.url)
+    replies = [
+        result.receipt.reply
+        for _ in range(4)
+        for result in transport.send_batch(items(template, 1))
+        if result.receipt is not None
+    ]
+    transport.close()
+    server.close()
+    assert replies == [
+        "c-r0@example.org",
+        "l-r0@example.org",
+        "e-r0@example.org",
+        "z-r0@example.org",
+    ]
+    assert server.connections == 2  # kept alive after chunked and length; not after close
+    assert all(b"Accept-Encoding: gzip, deflate" in request for request in server.requests)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTP/1.1 200 OK\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n{}",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Encoding: gzip\r\n\r\n{}",
+        b"HTTP/1.1 200 OK\r\nBad header line\r\nContent-Length: 2\r\n\r\n{}",
+    ],
+    ids=["status-line", "short-body", "chunk-size", "bad-gzip", "header-line"],
+)
+def test_a_broken_answer_is_uncertain(template: MessageTemplate, answer: bytes) -> None:
+    server = ScriptedServer([answer, None])
+    transport = transport_for(server.url)
+    with pytest.raises(UncertainDeliveryError, match="after the request was sent"):
+        transport.send_batch(items(template, 1))
+    transport.close()
+    server.close()
+    assert len(server.requests) == 1
+
+
+def test_a_line_break_in_a_header_value_sends_nothing(template: MessageTemplate) -> None:
+    """A key with a line break could add headers of its own: refused before anything is sent."""
+    server = ScriptedServer([b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", None])
+    transport = transport_for(server.url, key="key\r\nX-Injected: yes")
+    with pytest.raises(ValueError, match="Invalid header"):
+        transport.send_batch(items(template, 1))
+    transport.close()
+    server.answers.clear()
+    server.close()
+    assert server.requests == []
+
+
+class AuthFlowTransport(EchoTransport):
+    """A provider that authenticates with an `httpx.Auth` (no direct signature): its requests
+    go through the httpx client, whose transport is the same HTTP/1.1 code."""
+
+    def auth_headers(self) -> dict[str, str]:
+        return {}
+
+    def auth(self) -> httpx.Auth | None:
+        return httpx.BasicAuth("api", self.api_key)
+
+
+def test_requests_with_an_auth_flow_go_through_the_client(
+    template: MessageTemplate, server: ProviderFake
+) -> None:
+    seen: list[str | None] = []
+
+    def basic(request: FakeRequest) -> FakeResponse:
+        seen.append(request.header("authorization"))
+        return FakeResponse.json({"ids": [f"id-{a}" for a in request.json()["to"]]})
+
+    server.handler = basic
+    transport = AuthFlowTransport(
+        TransportSettings(kind="echo", api_url=server.url, timeout=5.0), api_key=KEY
+    )
+    results = transport.send_batch(items(template, 2))
+    assert [r.receipt.reply for r in results if r.receipt] == [
+        "id-r0@example.org",
+        "id-r1@example.org",
+    ]
+    assert seen == ["Basic " + base64.b64encode(f"api:{KEY}".encode()).decode()]
+    server.fail_next(DROP)
+    with pytest.raises(UncertainDeliveryError, match="after the request was sent"):
+        transport.send_batch(items(template, 1))
+    transport.close()

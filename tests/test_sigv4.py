@@ -20,6 +20,7 @@ from newsletter.delivery.transports._sigv4 import (
     load_credentials,
     resolve_region,
     sign_request,
+    signature_fields,
 )
 from newsletter.errors import ConfigError
 
@@ -158,6 +159,35 @@ def test_same_signature_as_botocore(
     assert mine.headers["Authorization"] == theirs.headers["Authorization"]
     assert mine.headers["X-Amz-Date"] == theirs.headers["X-Amz-Date"]
     assert mine.headers.get("X-Amz-Security-Token") == theirs.headers.get("X-Amz-Security-Token")
+
+
+@pytest.mark.parametrize(("method", "url", "headers", "body", "token"), CASES)
+def test_signing_header_fields_gives_botocores_signature(
+    method: str, url: str, headers: dict[str, str], body: bytes, token: str | None
+) -> None:
+    """The direct path signs a request given as target, fields and body (no httpx objects):
+    the same signature as botocore's, on two days (the derived key is cached per day)."""
+    parsed = httpx.URL(url)
+    fields = [("Host", parsed.netloc.decode()), ("User-Agent", "newsletter"), *headers.items()]
+    creds = AwsCredentials("AKIAEXAMPLE", "secret/Key+1", token)
+    for when in (
+        datetime(2026, 11, 3, 8, 15, 42, tzinfo=UTC),
+        datetime(2026, 11, 4, 0, 0, 1, tzinfo=UTC),
+    ):
+        added = dict(
+            signature_fields(
+                method, parsed.raw_path.decode(), fields, body, creds, "eu-west-1", "ses", when
+            )
+        )
+        theirs = AWSRequest(method, url, headers=dict(fields), data=body)
+        naive = when.replace(tzinfo=None)
+        with mock.patch("botocore.auth.get_current_datetime", return_value=naive):
+            BotoSigV4Auth(
+                Credentials("AKIAEXAMPLE", "secret/Key+1", token), "ses", "eu-west-1"
+            ).add_auth(theirs)
+        assert added["Authorization"] == theirs.headers["Authorization"]
+        assert added["X-Amz-Date"] == theirs.headers["X-Amz-Date"]
+        assert added.get("X-Amz-Security-Token") == theirs.headers.get("X-Amz-Security-Token")
 
 
 def test_resigning_replaces_the_old_signature() -> None:

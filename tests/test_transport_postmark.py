@@ -312,5 +312,30 @@ def test_encoded_payload_is_the_payload(tmp_path: Any, linked: bool, test: bool)
         item = BatchItem(person.email, template.personalise(person), found)
         content = found.content()
         built = transport.payload(content, item)
-        assert json.loads(transport.encoded_payload(content, item)) == built
+        assert json.loads(transport.encoded_payload(item)) == built
         assert ("Attachments" in built) is not linked
+
+
+def test_messages_over_postmarks_size_limit_are_refused_alone(
+    server: ProviderFake,
+    postmark: PostmarkFake,
+    template: MessageTemplate,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The limit counts bodies and attachments (not the JSON around them): a message exactly at
+    it is sent, one a byte over is refused without a request, the others go out."""
+    from newsletter.delivery.transports import postmark as module
+
+    persons = [Person("ann@example.org", "Ann"), Person("longer-name@example.org", "Bartholomew")]
+    items = items_for(template, persons)
+    sizes = [module.message_size(Personalisation(template, p).content()) for p in persons]
+    assert sizes[0] < sizes[1]
+    monkeypatch.setattr(module, "MAX_MESSAGE_BYTES", sizes[0])
+    transport = transport_for(server)
+    results = transport.send_batch(items)
+    transport.close()
+    assert results[0].receipt is not None
+    assert isinstance(results[1].error, PermanentDeliveryError)
+    assert f"the message is {sizes[1]:,} bytes" in results[1].error.message
+    (request,) = server.posts("/email/batch")
+    assert [m["To"] for m in request.json()] == ["Ann <ann@example.org>"]

@@ -122,6 +122,10 @@ class Personalisation:
     def envelope(self) -> Envelope:
         return self._raw()[0]
 
+    def subject(self) -> str:
+        """`content().subject` alone, without building the bodies."""
+        return self.template._subject_of(self._raw()[1], self.test)
+
     def slot_values(self) -> dict[tuple[int, SlotContext], str]:
         return self.template._escaped(self._raw()[1])
 
@@ -474,9 +478,7 @@ class MessageTemplate:
 
     def _content(self, envelope: Envelope, values: list[str], test: bool) -> MessageContent:
         by_slot = dict(zip(self._all_slots, values, strict=True))
-        subject = clean_line(self._subject.fill(by_slot.__getitem__))
-        if test:
-            subject = f"[TEST] {subject}"
+        subject = self._subject_of(values, test)
         html_text = self._html.fill(lambda slot: html.escape(clean(by_slot[slot])))
         plain = self._text.fill(lambda slot: clean(by_slot[slot]))
         return MessageContent(
@@ -490,6 +492,11 @@ class MessageTemplate:
             message_id=envelope.message_id,
             images=self._images,
         )
+
+    def _subject_of(self, values: list[str], test: bool) -> str:
+        by_slot = dict(zip(self._all_slots, values, strict=True))
+        subject = clean_line(self._subject.fill(by_slot.__getitem__))
+        return f"[TEST] {subject}" if test else subject
 
     def envelope(
         self, recipient: Recipient, *, test: bool = False, to: str | None = None

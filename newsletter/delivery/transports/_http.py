@@ -28,13 +28,16 @@ import http.client
 import json
 import math
 import os
+import re
 import select
+import socket
 import ssl
 import threading
 import time
 import urllib.request
+import zlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -71,6 +74,7 @@ __all__ = [
     "ProviderRequestError",
     "ProviderResponse",
     "RejectedItems",
+    "RequestTarget",
     "parse_retry_after",
     "personalisation",
     "require_env",
@@ -535,68 +539,121 @@ class HttpProviderTransport:
         url = path if path.startswith(("http://", "https://")) else self.api_url + path
         client = self._get_client()
         direct = self._direct
+        if direct is not None and (
+            type(self).signature is not HttpProviderTransport.signature or self.auth() is None
+        ):
+            return self._request_direct(
+                direct, method, url, content, data, files, params, headers or {}
+            )
         try:
-            if direct is None:
-                request = client.build_request(
-                    method,
-                    url,
-                    content=content,
-                    data=data,
-                    files=files,
-                    params=params,
-                    headers={**self.auth_headers(), **(headers or {})},
-                )
-            else:
-                request = direct.build(method, url, content, data, files, params)
-                request.headers.update(self.auth_headers())
-                request.headers.update(headers or {})
+            request = client.build_request(
+                method,
+                url,
+                content=content,
+                data=data,
+                files=files,
+                params=params,
+                headers={**self.auth_headers(), **(headers or {})},
+            )
         except (httpx.InvalidURL, httpx.UnsupportedProtocol) as err:
-            raise TransportUnavailableError(
-                f"{self.name}: unusable API URL {url!r}: {err}",
-                hint="Check [transport] api_url.",
-            ) from err
+            raise self._unusable_url(url, err) from err
         handover()  # the sender marks the batch `sending` now, not before it was built
         try:
-            if direct is None:
-                raw = client.send(request, auth=self.auth() or httpx.USE_CLIENT_DEFAULT)
-            else:
-                raw = direct.send(request, self.auth())
-        except (httpx.ConnectTimeout, httpx.ConnectError, httpx.PoolTimeout) as err:
-            raise TransientDeliveryError(
-                f"{self.name}: cannot connect to {self.api_url}: {_describe(err)}"
-            ) from err
-        except (httpx.WriteTimeout, httpx.WriteError) as err:
-            # The request was not written whole: the provider cannot act on half a body.
-            raise TransientDeliveryError(
-                f"{self.name}: the request to {self.api_url} could not be sent: {_describe(err)}"
-            ) from err
-        except httpx.ReadTimeout as err:
-            raise UncertainDeliveryError(
-                f"{self.name}: no answer within {self.settings.timeout:g}s after the request "
-                "was sent; it may have been accepted"
-            ) from err
-        except (httpx.UnsupportedProtocol, httpx.ProxyError) as err:
-            raise TransportUnavailableError(f"{self.name}: {_describe(err)}") from err
+            raw = client.send(request, auth=self.auth() or httpx.USE_CLIENT_DEFAULT)
         except httpx.HTTPError as err:
-            # ReadError, RemoteProtocolError, ...: the request went out, the answer did not come.
-            raise UncertainDeliveryError(
-                f"{self.name}: the connection failed after the request was sent "
-                f"({_describe(err)}); it may have been accepted"
-            ) from err
+            raise self._network_error(err) from err
         body = raw.content
         if not 200 <= raw.status_code < 300:
             # Error words end up in messages and the ledger: never with our credentials in them
             # (a proxy that echoes the request's headers would print the key; issue 15, D23).
-            body = _redacted(body, self._secrets(raw.request))
+            sent = [(n, v) for n, v in raw.request.headers.multi_items()]
+            body = _redacted(body, self._secrets(sent))
         response = ProviderResponse(self.name, raw.status_code, raw.headers, body)
         self._raise_for_status(response)
         return response
 
-    def _secrets(self, request: httpx.Request) -> list[bytes]:
+    def signature(
+        self, method: str, target: RequestTarget, fields: Sequence[tuple[str, str]], body: bytes
+    ) -> list[tuple[str, str]]:
+        """Header fields that sign this request, for providers that sign each request (SES):
+        they override this (used on the direct path) as well as `auth()` (used through httpx)."""
+        return []
+
+    def _request_direct(
+        self,
+        direct: _Direct,
+        method: str,
+        url: str,
+        content: bytes | None,
+        data: Mapping[str, Any] | None,
+        files: list[tuple[str, tuple[str, bytes, str]]] | None,
+        params: Mapping[str, str | int] | None,
+        headers: Mapping[str, str],
+    ) -> ProviderResponse:
+        """`request` without httpx's client, request and response objects (see `_Direct`)."""
+        body = content or b""
+        encoding: dict[str, str] = {}
+        try:
+            if data is not None or files is not None or params:
+                # Forms and query parameters encoded by httpx, as through the client.
+                built = httpx.Request(
+                    method, url, params=params, content=content, data=data, files=files
+                )
+                body, url = built.read(), str(built.url)
+                if "content-type" in built.headers:
+                    encoding["Content-Type"] = built.headers["content-type"]
+            target = direct.target(url)
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol) as err:
+            raise self._unusable_url(url, err) from err
+        fields = direct.fields(target, method, body, encoding, self.auth_headers(), headers)
+        fields += self.signature(method, target, fields, body)
+        handover()  # the sender marks the batch `sending` now, not before it was built
+        try:
+            answer = direct.exchange(method, target, fields, body)
+        except httpx.HTTPError as err:
+            raise self._network_error(err) from err
+        answer_body = answer.body
+        if not 200 <= answer.status < 300:
+            answer_body = _redacted(answer_body, self._secrets(fields))  # as in `request`
+        response = ProviderResponse(
+            self.name, answer.status, httpx.Headers(answer.headers), answer_body
+        )
+        self._raise_for_status(response)
+        return response
+
+    def _unusable_url(self, url: str, err: Exception) -> TransportUnavailableError:
+        return TransportUnavailableError(
+            f"{self.name}: unusable API URL {url!r}: {err}", hint="Check [transport] api_url."
+        )
+
+    def _network_error(self, err: httpx.HTTPError) -> DeliveryError:
+        """What a failure on the network means for the request (see the module docstring)."""
+        if isinstance(err, httpx.ConnectTimeout | httpx.ConnectError | httpx.PoolTimeout):
+            return TransientDeliveryError(
+                f"{self.name}: cannot connect to {self.api_url}: {_describe(err)}"
+            )
+        if isinstance(err, httpx.WriteTimeout | httpx.WriteError):
+            # The request was not written whole: the provider cannot act on half a body.
+            return TransientDeliveryError(
+                f"{self.name}: the request to {self.api_url} could not be sent: {_describe(err)}"
+            )
+        if isinstance(err, httpx.ReadTimeout):
+            return UncertainDeliveryError(
+                f"{self.name}: no answer within {self.settings.timeout:g}s after the request "
+                "was sent; it may have been accepted"
+            )
+        if isinstance(err, httpx.UnsupportedProtocol | httpx.ProxyError):
+            return TransportUnavailableError(f"{self.name}: {_describe(err)}")
+        # ReadError, RemoteProtocolError, ...: the request went out, the answer did not come.
+        return UncertainDeliveryError(
+            f"{self.name}: the connection failed after the request was sent "
+            f"({_describe(err)}); it may have been accepted"
+        )
+
+    def _secrets(self, fields: Sequence[tuple[str, str]]) -> list[bytes]:
         """The key and every credential the request carried, as they could be echoed."""
         values = [self.api_key, *self.auth_headers().values()]
-        for name in ("authorization", "x-amz-security-token"):
-            values += request.headers.get_list(name)
+        values += [v for n, v in fields if n.lower() in ("authorization", "x-amz-security-token")]
         found: set[str] = set()
         for value in values:
             found.add(value)
@@ -680,85 +737,295 @@ class HttpProviderTransport:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class RequestTarget:
+    """Where a request goes, parsed once per URL: the pool key, the Host header, the target."""
+
+    scheme: str
+    host: str
+    port: int
+    authority: str  # the Host header: host, and port when not the scheme's default
+    target: str  # path and query, as sent on the request line (already encoded)
+
+    @property
+    def origin(self) -> tuple[str, str, int]:
+        return (self.scheme, self.host, self.port)
+
+    @classmethod
+    def of(cls, url: httpx.URL) -> RequestTarget:
+        port = url.port or (443 if url.scheme == "https" else 80)
+        raw = url.raw_path.decode("ascii")
+        return cls(url.scheme, url.host, port, url.netloc.decode("ascii"), raw)
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """A complete HTTP answer off the wire: status, header fields in order, decoded body."""
+
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+
+
 @dataclass(frozen=True)
 class _Direct:
-    """Requests straight to the client's transport (`_Http11`), without `httpx.Client.send`.
+    """Requests straight to the client's transport (`_Http11`), without httpx's request and
+    response objects.
 
     One request per recipient (SES, Mailgun, Brevo) made the client's per-request layers
-    (URL merging, cookie jar, redirect and event-hook machinery, ~0.5 ms of CPU a request)
-    a fifth of all the work of a send. What those layers do that matters here is done the
-    same way: the client's default headers, its timeouts, `auth` (e.g. SigV4) run as httpx
-    runs an auth flow, the body read whole, no redirect followed. The transport maps the
-    network errors to the same httpx exceptions, classified by `request`.
+    (URL merging, cookie jar, redirect and event-hook machinery, header objects) and then
+    `http.client`'s header parsing (the `email` package) the largest share of all the work of a
+    send. What those layers do that matters here is done the same way: the client's default
+    headers, its timeouts, the provider's auth headers or signature, the body read whole, no
+    redirect followed. Network failures are the same httpx exceptions, classified by `request`.
     """
 
-    transport: httpx.BaseTransport
-    headers: httpx.Headers
+    transport: _Http11
+    headers: tuple[tuple[str, str], ...]  # the client's defaults
     timeout: dict[str, float | None]
-    urls: dict[str, httpx.URL]
+    targets: dict[str, RequestTarget]
+    checked: set[str] = field(default_factory=set)  # header lines found safe (see `_head`)
 
     @classmethod
     def of(
         cls, client: httpx.Client, transport: httpx.BaseTransport | None, timeout: httpx.Timeout
     ) -> _Direct | None:
-        if transport is None:
+        if not isinstance(transport, _Http11):
             return None
-        return cls(transport, httpx.Headers(client.headers), timeout.as_dict(), {})
+        defaults = {
+            name.decode("latin-1").lower(): (name.decode("latin-1"), value.decode("latin-1"))
+            for name, value in client.headers.raw  # the names as written (`items()` lowers them)
+        }
+        # Only the codings `_decoded` undoes (httpx would also offer br with brotli installed).
+        defaults["accept-encoding"] = ("Accept-Encoding", "gzip, deflate")
+        return cls(transport, tuple(defaults.values()), timeout.as_dict(), {})
 
-    def build(
-        self,
-        method: str,
-        url: str,
-        content: bytes | None,
-        data: Mapping[str, Any] | None,
-        files: list[tuple[str, tuple[str, bytes, str]]] | None,
-        params: Mapping[str, str | int] | None,
-    ) -> httpx.Request:
-        parsed = self.urls.get(url)
-        if parsed is None:
+    def target(self, url: str) -> RequestTarget:
+        """`url` parsed (httpx's parser: `InvalidURL` and `UnsupportedProtocol` as before)."""
+        found = self.targets.get(url)
+        if found is None:
             parsed = httpx.URL(url)
-            if len(self.urls) < 64:  # a provider posts to a handful of paths
-                self.urls[url] = parsed
-        return httpx.Request(
-            method,
-            parsed,
-            params=params,
-            headers=self.headers,
-            content=content,
-            data=data,
-            files=files,
-            extensions={"timeout": self.timeout},
-        )
+            if parsed.scheme not in ("http", "https"):
+                raise httpx.UnsupportedProtocol(
+                    f"Request URL has an unsupported protocol '{parsed.scheme}://'."
+                )
+            if not parsed.host:
+                raise httpx.InvalidURL(f"no host in {url!r}")
+            found = RequestTarget.of(parsed)
+            if len(self.targets) < 64:  # a provider posts to a handful of paths
+                self.targets[url] = found
+        return found
 
-    def send(self, request: httpx.Request, auth: httpx.Auth | None) -> httpx.Response:
-        """The complete response (body read, connection back in the pool)."""
-        flow = auth.sync_auth_flow(request) if auth is not None else None
-        if flow is not None:
-            request = next(flow)
-        while True:
-            response = self.transport.handle_request(request)
-            try:
-                response.read()
-            finally:
-                response.close()
-            response.request = request
-            if flow is None:
-                return response
-            try:
-                request = flow.send(response)
-            except StopIteration:
-                return response
+    def fields(
+        self,
+        target: RequestTarget,
+        method: str,
+        body: bytes,
+        *extra: Mapping[str, str],
+    ) -> list[tuple[str, str]]:
+        """The request's header fields: Host, the client's defaults, `extra` in order (a later
+        name replaces an earlier one, case-insensitively), Content-Length."""
+        merged = {name.lower(): (name, value) for name, value in self.headers}
+        for more in extra:
+            for name, value in more.items():
+                merged[name.lower()] = (name, value)
+        fields = [("Host", target.authority), *merged.values()]
+        if body or method not in ("GET", "HEAD"):
+            fields.append(("Content-Length", str(len(body))))
+        return fields
+
+    def exchange(
+        self, method: str, target: RequestTarget, fields: Sequence[tuple[str, str]], body: bytes
+    ) -> _Answer:
+        return self.transport.exchange(
+            method, target, _head(method, target.target, fields, self.checked), body, self.timeout
+        )
 
 
 _CHUNK = 1 << 16  # bytes a socket send is offered at a time
+_JOIN_BELOW = 1 << 20  # bodies up to this size go out with the head in one buffer
+_MAX_HEAD = 1 << 16  # bytes of status line and header fields accepted in an answer
+_ILLEGAL = re.compile(r"[\r\n\x00]")
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def _head(
+    method: str, target: str, fields: Sequence[tuple[str, str]], checked: set[str] | None = None
+) -> bytes:
+    """The request line and header fields, ready to send; `ValueError` for a header that could
+    split the request (a line break in a value), as `http.client.putheader` raises. `checked`:
+    header lines found safe before (the caller's, filled here), not checked again."""
+    lines = [f"{method} {target} HTTP/1.1"]
+    for name, value in fields:
+        line = f"{name}: {value}"
+        if checked is None or line not in checked:
+            if not _TOKEN.fullmatch(name) or _ILLEGAL.search(value):
+                raise ValueError(f"Invalid header {name!r}")
+            if checked is not None and len(checked) < 256:  # signatures and dates never repeat
+                checked.add(line)
+        lines.append(line)
+    lines.append("\r\n")
+    return "\r\n".join(lines).encode("latin-1")  # as http.client encodes header values
+
+
+class _Connection:
+    """A socket and what was read from it past the last answer."""
+
+    __slots__ = ("buffer", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = bytearray()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+    def fill(self) -> None:
+        data = self.sock.recv(_CHUNK)
+        if not data:
+            raise http.client.RemoteDisconnected("the server closed the connection mid-answer")
+        self.buffer += data
+
+    def line_block(self) -> bytes:
+        """Up to the first empty line (status line and header fields), consumed."""
+        start = 0
+        while True:
+            end = self.buffer.find(b"\r\n\r\n", start)
+            if end >= 0:
+                head = bytes(self.buffer[:end])
+                del self.buffer[: end + 4]
+                return head
+            if len(self.buffer) > _MAX_HEAD:
+                raise http.client.LineTooLong("header block")
+            start = max(0, len(self.buffer) - 3)
+            self.fill()
+
+    def exactly(self, size: int) -> bytes:
+        while len(self.buffer) < size:
+            self.fill()
+        data = bytes(self.buffer[:size])
+        del self.buffer[:size]
+        return data
+
+    def line(self) -> bytes:
+        while True:
+            end = self.buffer.find(b"\r\n")
+            if end >= 0:
+                data = bytes(self.buffer[:end])
+                del self.buffer[: end + 2]
+                return data
+            if len(self.buffer) > _MAX_HEAD:
+                raise http.client.LineTooLong("chunk line")
+            self.fill()
+
+    def rest(self) -> bytes:
+        """Everything until the server closes (an answer without a length)."""
+        while True:
+            try:
+                self.fill()
+            except http.client.RemoteDisconnected:
+                data = bytes(self.buffer)
+                self.buffer.clear()
+                return data
+
+
+def _read_answer(connection: _Connection, method: str) -> tuple[_Answer, bool]:
+    """The answer (after any 1xx), and whether the connection may carry another request."""
+    while True:
+        lines = connection.line_block().split(b"\r\n")
+        version, _, rest = lines[0].partition(b" ")
+        code = rest[:3]
+        if not version.startswith(b"HTTP/1.") or len(code) != 3 or not code.isdigit():
+            raise http.client.BadStatusLine(repr(lines[0][:80]))
+        status = int(code)
+        if status == 101 or not 100 <= status < 200:
+            break
+    headers: list[tuple[bytes, bytes]] = []
+    for line in lines[1:]:
+        if line[:1] in (b" ", b"\t") and headers:  # obsolete line folding
+            name, value = headers.pop()
+            headers.append((name, value + b" " + line.strip()))
+            continue
+        name, colon, value = line.partition(b":")
+        if not colon or not name or name != name.strip():
+            raise http.client.HTTPException(f"malformed header line {line[:80]!r}")
+        headers.append((name, value.strip(b" \t")))
+    if status == 101:
+        raise http.client.HTTPException("the server switched protocols")
+    length: int | None = None
+    chunked = False
+    close = version == b"HTTP/1.0"
+    coding = b""
+    for name, value in headers:
+        lower = name.lower()
+        if lower == b"content-length":
+            if not value.isdigit() or (length is not None and length != int(value)):
+                raise http.client.HTTPException(f"bad Content-Length {value[:40]!r}")
+            length = int(value)
+        elif lower == b"transfer-encoding":
+            chunked = value.rsplit(b",", 1)[-1].strip().lower() == b"chunked"
+            if not chunked:
+                raise http.client.HTTPException(f"unsupported Transfer-Encoding {value[:40]!r}")
+        elif lower == b"connection":
+            tokens = {t.strip().lower() for t in value.split(b",")}
+            close = b"close" in tokens or (close and b"keep-alive" not in tokens)
+        elif lower == b"content-encoding":
+            coding = value.strip().lower()
+    if method == "HEAD" or status in (204, 304):
+        body = b""
+    elif chunked:
+        body = _chunks(connection)
+    elif length is not None:
+        body = connection.exactly(length)
+    else:
+        body, close = connection.rest(), True
+    return _Answer(status, headers, _decoded(body, coding)), not close and not connection.buffer
+
+
+def _chunks(connection: _Connection) -> bytes:
+    parts: list[bytes] = []
+    while True:
+        size_text = connection.line().split(b";", 1)[0].strip()
+        try:
+            size = int(size_text, 16)
+        except ValueError:
+            raise http.client.HTTPException(f"bad chunk size {size_text[:20]!r}") from None
+        if size == 0:
+            while connection.line():  # trailer fields, up to the empty line
+                pass
+            return b"".join(parts)
+        parts.append(connection.exactly(size))
+        if connection.exactly(2) != b"\r\n":
+            raise http.client.HTTPException("a chunk without its CRLF")
+
+
+def _decoded(body: bytes, coding: bytes) -> bytes:
+    """The body without the content coding we offered (gzip, deflate), as httpx decodes."""
+    if not coding or coding == b"identity":
+        return body
+    try:
+        if coding in (b"gzip", b"x-gzip"):
+            return zlib.decompress(body, zlib.MAX_WBITS | 16)
+        if coding == b"deflate":
+            try:
+                return zlib.decompress(body)
+            except zlib.error:
+                return zlib.decompress(body, -zlib.MAX_WBITS)  # raw deflate, as some servers send
+    except zlib.error as err:
+        raise http.client.HTTPException(f"cannot decode the {coding!r} body: {err}") from err
+    raise http.client.HTTPException(f"unsupported Content-Encoding {coding[:40]!r}")
 
 
 class _Http11(httpx.BaseTransport):
-    """HTTP/1.1 with keep-alive over the standard library's `http.client`, as an httpx transport.
+    """HTTP/1.1 with keep-alive over plain sockets, as an httpx transport and for `_Direct`.
 
-    httpcore and h11 (pure Python) cost about three times the CPU of `http.client` per request
-    (bench/README.md): the largest share of a one-request-per-recipient send once the payload is
-    cheap. The contract is httpx's: the same TLS context httpx would build, the request's
+    httpcore and h11 (pure Python) cost about three times the CPU of `http.client` per request,
+    and `http.client` parses every answer's headers with the `email` package (bench/README.md):
+    the largest shares of a one-request-per-recipient send once the payload is cheap. Here a
+    request is its head and body in one send where it fits, and an answer is read with a few
+    `find`s (Content-Length, chunked, or until close; 1xx skipped; gzip/deflate undone). The
+    contract is httpx's: the same TLS context httpx would build, the request's
     connect/write/read/pool timeouts, at most `max_connections` at once, and failures as the httpx
     exceptions `request` classifies: nothing written whole → Connect*/Write*; written, no complete
     answer → ReadTimeout, ReadError or RemoteProtocolError. An idle connection the server has
@@ -769,14 +1036,36 @@ class _Http11(httpx.BaseTransport):
         self._context = context
         self._slots = threading.BoundedSemaphore(max_connections)
         self._lock = threading.Lock()
-        self._idle: list[tuple[tuple[str, str, int], http.client.HTTPConnection]] = []
+        self._idle: list[tuple[tuple[str, str, int], _Connection]] = []
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         timeout = request.extensions.get("timeout", {})
-        if not self._slots.acquire(timeout=timeout.get("pool")):
-            raise httpx.PoolTimeout("no free connection", request=request)
+        url = request.url
+        target = RequestTarget.of(url)
+        fields = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in request.headers.raw]
+        head = _head(request.method, target.target, fields)
         try:
-            return self._exchange(request, timeout)
+            answer = self.exchange(request.method, target, head, request.read(), timeout)
+        except httpx.TransportError as err:
+            err.request = request
+            raise
+        return httpx.Response(
+            answer.status, headers=answer.headers, content=answer.body, request=request
+        )
+
+    def exchange(
+        self,
+        method: str,
+        target: RequestTarget,
+        head: bytes,
+        body: bytes,
+        timeout: Mapping[str, Any],
+    ) -> _Answer:
+        """One request on a pooled connection; the complete answer."""
+        if not self._slots.acquire(timeout=timeout.get("pool")):
+            raise httpx.PoolTimeout("no free connection")
+        try:
+            return self._exchange(method, target, head, body, timeout)
         finally:
             self._slots.release()
 
@@ -786,91 +1075,86 @@ class _Http11(httpx.BaseTransport):
         for _, connection in idle:
             connection.close()
 
-    def _exchange(self, request: httpx.Request, timeout: Mapping[str, Any]) -> httpx.Response:
-        url = request.url
-        origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
-        connection = self._reuse(origin) or self._connect(request, origin, timeout.get("connect"))
+    def _exchange(
+        self,
+        method: str,
+        target: RequestTarget,
+        head: bytes,
+        body: bytes,
+        timeout: Mapping[str, Any],
+    ) -> _Answer:
+        origin = target.origin
+        connection = self._reuse(origin) or self._connect(origin, timeout.get("connect"))
         sock = connection.sock
         try:
             sock.settimeout(timeout.get("write"))
-            connection.putrequest(
-                request.method, url.raw_path.decode("ascii"), skip_host=True,
-                skip_accept_encoding=True,
-            )  # fmt: skip
-            for name, value in request.headers.raw:
-                connection.putheader(name.decode("latin-1"), value)
-            connection.endheaders()
             # The write timeout bounds each step of progress, as in httpcore, not the whole
             # body: a 45 MB Postmark batch on a slow uplink must not time out while moving.
-            pending = memoryview(request.read())
+            if len(body) < _JOIN_BELOW:
+                pending = memoryview(head + body)
+            else:
+                sock.sendall(head)
+                pending = memoryview(body)
             while pending:
                 pending = pending[sock.send(pending[:_CHUNK]) :]
         except TimeoutError as err:
             connection.close()
-            raise httpx.WriteTimeout(str(err) or "write timed out", request=request) from err
+            raise httpx.WriteTimeout(str(err) or "write timed out") from err
         except OSError as err:
             connection.close()
-            raise httpx.WriteError(str(err) or type(err).__name__, request=request) from err
+            raise httpx.WriteError(str(err) or type(err).__name__) from err
         try:
             sock.settimeout(timeout.get("read"))
-            answer = connection.getresponse()
-            body = answer.read()
+            answer, reusable = _read_answer(connection, method)
         except TimeoutError as err:
             connection.close()
-            raise httpx.ReadTimeout(str(err) or "read timed out", request=request) from err
+            raise httpx.ReadTimeout(str(err) or "read timed out") from err
         except http.client.HTTPException as err:
             connection.close()
-            raise httpx.RemoteProtocolError(
-                str(err) or type(err).__name__, request=request
-            ) from err
+            raise httpx.RemoteProtocolError(str(err) or type(err).__name__) from err
         except OSError as err:
             connection.close()
-            raise httpx.ReadError(str(err) or type(err).__name__, request=request) from err
-        if answer.will_close:
-            connection.close()
-        else:
+            raise httpx.ReadError(str(err) or type(err).__name__) from err
+        if reusable:
             with self._lock:
                 self._idle.append((origin, connection))
-        return httpx.Response(
-            answer.status, headers=answer.getheaders(), content=body, request=request
-        )
+        else:
+            connection.close()
+        return answer
 
-    def _reuse(self, origin: tuple[str, str, int]) -> http.client.HTTPConnection | None:
+    def _reuse(self, origin: tuple[str, str, int]) -> _Connection | None:
         while True:
             with self._lock:
                 found = next((n for n, (o, _) in enumerate(self._idle) if o == origin), None)
                 if found is None:
                     return None
                 _, connection = self._idle.pop(found)
-            sock = connection.sock
-            if sock is not None and not select.select([sock], [], [], 0)[0]:
+            if not select.select([connection.sock], [], [], 0)[0]:
                 return connection
             connection.close()  # closed by the server (or unexpected bytes): never reused
 
-    def _connect(
-        self, request: httpx.Request, origin: tuple[str, str, int], timeout: float | None
-    ) -> http.client.HTTPConnection:
+    def _connect(self, origin: tuple[str, str, int], timeout: float | None) -> _Connection:
         scheme, host, port = origin
-        connection: http.client.HTTPConnection
-        if scheme == "https":
-            connection = http.client.HTTPSConnection(
-                host, port, timeout=timeout, context=self._context
-            )
-        elif scheme == "http":
-            connection = http.client.HTTPConnection(host, port, timeout=timeout)
-        else:
+        if scheme not in ("http", "https"):
             raise httpx.UnsupportedProtocol(
-                f"Request URL has an unsupported protocol '{scheme}://'.", request=request
+                f"Request URL has an unsupported protocol '{scheme}://'."
             )
+        sock: socket.socket | None = None
         try:
-            connection.connect()
+            sock = socket.create_connection((host, port), timeout)
+            # A request is written whole before the answer is awaited: no Nagle delay on it.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if scheme == "https":
+                sock = self._context.wrap_socket(sock, server_hostname=host)
         except TimeoutError as err:
-            connection.close()
-            raise httpx.ConnectTimeout(str(err) or "connect timed out", request=request) from err
+            if sock is not None:
+                sock.close()
+            raise httpx.ConnectTimeout(str(err) or "connect timed out") from err
         except OSError as err:  # refused, unreachable, unknown host, TLS handshake or certificate
-            connection.close()
-            raise httpx.ConnectError(str(err) or type(err).__name__, request=request) from err
-        return connection
+            if sock is not None:
+                sock.close()
+            raise httpx.ConnectError(str(err) or type(err).__name__) from err
+        return _Connection(sock)
 
 
 def _redacted(body: bytes, secrets: Sequence[bytes]) -> bytes:

@@ -29,11 +29,12 @@ query is sorted, the payload is hashed, and the signed headers are `host`, `cont
 from __future__ import annotations
 
 import configparser
+import functools
 import hashlib
 import hmac
 import os
 import time
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,11 +51,13 @@ __all__ = [
     "load_credentials",
     "resolve_region",
     "sign_request",
+    "signature_fields",
 ]
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 _TIMESTAMP = "%Y%m%dT%H%M%SZ"
 _SIGNED_ALWAYS = frozenset({"host", "content-type", "content-md5"})
+_SIGNATURE_FIELDS = ("authorization", "x-amz-date", "x-amz-security-token")
 _UNSUPPORTED_PROFILE_KEYS = (
     "role_arn",
     "source_profile",
@@ -255,28 +258,30 @@ def _canonical_query(query: str) -> str:
     return "&".join(f"{key}={value}" for key, value in sorted(pairs))
 
 
-def _signed_headers(headers: httpx.Headers) -> dict[str, str]:
+def _signed_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
     """Lower-cased name → canonical value of the headers that are signed."""
     found: dict[str, list[str]] = {}
-    for name, value in headers.multi_items():
+    for name, value in headers:
         lower = name.lower()
         if lower in _SIGNED_ALWAYS or lower.startswith("x-amz-"):
             found.setdefault(lower, []).append(" ".join(value.split()))
     return {name: ",".join(values) for name, values in sorted(found.items())}
 
 
-def canonical_request(
-    method: str, raw_path: bytes, headers: httpx.Headers, body: bytes
-) -> tuple[str, str]:
-    """(the canonical request, the signed header names joined with `;`)."""
-    target = raw_path.decode("ascii")
+@functools.lru_cache(maxsize=64)
+def _canonical_target(target: str) -> tuple[str, str]:
+    """(canonical URI, canonical query) of a request target: the same few paths every time."""
     path, _, query = target.partition("?")
-    signed = _signed_headers(headers)
+    return quote(_normalise_path(path), safe="/~"), _canonical_query(query)
+
+
+def _canonical(method: str, target: str, signed: Mapping[str, str], body: bytes) -> tuple[str, str]:
     names = ";".join(signed)
+    uri, query = _canonical_target(target)
     lines = [
         method.upper(),
-        quote(_normalise_path(path), safe="/~"),
-        _canonical_query(query),
+        uri,
+        query,
         "".join(f"{name}:{value}\n" for name, value in signed.items()),
         names,
         hashlib.sha256(body).hexdigest(),
@@ -284,8 +289,51 @@ def canonical_request(
     return "\n".join(lines), names
 
 
+def canonical_request(
+    method: str, raw_path: bytes, headers: httpx.Headers, body: bytes
+) -> tuple[str, str]:
+    """(the canonical request, the signed header names joined with `;`)."""
+    return _canonical(
+        method, raw_path.decode("ascii"), _signed_headers(headers.multi_items()), body
+    )
+
+
 def _hmac(key: bytes, message: str) -> bytes:
     return hmac.new(key, message.encode("utf-8"), hashlib.sha256).digest()
+
+
+@functools.lru_cache(maxsize=8)
+def _signing_key(secret: str, day: str, region: str, service: str) -> bytes:
+    """The key derived for one day, region and service (four HMACs): the same all day."""
+    key = _hmac(("AWS4" + secret).encode("utf-8"), day)
+    for part in (region, service, "aws4_request"):
+        key = _hmac(key, part)
+    return key
+
+
+def _authorization(
+    method: str,
+    target: str,
+    fields: Iterable[tuple[str, str]],
+    body: bytes,
+    credentials: AwsCredentials,
+    region: str,
+    service: str,
+    timestamp: str,
+) -> str:
+    """The `Authorization` value for a request with these header fields (X-Amz-Date included)."""
+    canonical, names = _canonical(method, target, _signed_headers(fields), body)
+    day = timestamp[:8]
+    scope = f"{day}/{region}/{service}/aws4_request"
+    string_to_sign = "\n".join(
+        (ALGORITHM, timestamp, scope, hashlib.sha256(canonical.encode("utf-8")).hexdigest())
+    )
+    key = _signing_key(credentials.secret_key, day, region, service)
+    signature = hmac.new(key, string_to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
+    return (
+        f"{ALGORITHM} Credential={credentials.access_key}/{scope}, "
+        f"SignedHeaders={names}, Signature={signature}"
+    )
 
 
 def sign_request(
@@ -301,7 +349,7 @@ def sign_request(
     so a retried request is signed afresh.
     """
     headers = request.headers
-    for name in ("authorization", "x-amz-date", "x-amz-security-token"):
+    for name in _SIGNATURE_FIELDS:
         if name in headers:
             del headers[name]
     if "host" not in headers:
@@ -310,22 +358,60 @@ def sign_request(
     headers["X-Amz-Date"] = timestamp
     if credentials.token:
         headers["X-Amz-Security-Token"] = credentials.token
-    canonical, names = canonical_request(
-        request.method, request.url.raw_path, headers, request.content
+    headers["Authorization"] = _authorization(
+        request.method,
+        request.url.raw_path.decode("ascii"),
+        headers.multi_items(),
+        request.content,
+        credentials,
+        region,
+        service,
+        timestamp,
     )
-    day = timestamp[:8]
-    scope = f"{day}/{region}/{service}/aws4_request"
-    string_to_sign = "\n".join(
-        (ALGORITHM, timestamp, scope, hashlib.sha256(canonical.encode("utf-8")).hexdigest())
+
+
+def signature_fields(
+    method: str,
+    target: str,
+    fields: Sequence[tuple[str, str]],
+    body: bytes,
+    credentials: AwsCredentials,
+    region: str,
+    service: str,
+    now: datetime,
+) -> list[tuple[str, str]]:
+    """The fields `sign_request` adds, for a request given as its target (path and query, as
+    sent), header fields (Host included) and body: the same signature without httpx objects."""
+    return _signature_fields(
+        method,
+        target,
+        fields,
+        body,
+        credentials,
+        region,
+        service,
+        now.astimezone(UTC).strftime(_TIMESTAMP),
     )
-    key = _hmac(("AWS4" + credentials.secret_key).encode("utf-8"), day)
-    for part in (region, service, "aws4_request"):
-        key = _hmac(key, part)
-    signature = hmac.new(key, string_to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
-    headers["Authorization"] = (
-        f"{ALGORITHM} Credential={credentials.access_key}/{scope}, "
-        f"SignedHeaders={names}, Signature={signature}"
+
+
+def _signature_fields(
+    method: str,
+    target: str,
+    fields: Sequence[tuple[str, str]],
+    body: bytes,
+    credentials: AwsCredentials,
+    region: str,
+    service: str,
+    timestamp: str,
+) -> list[tuple[str, str]]:
+    kept = [(n, v) for n, v in fields if n.lower() not in _SIGNATURE_FIELDS]
+    added = [("X-Amz-Date", timestamp)]
+    if credentials.token:
+        added.append(("X-Amz-Security-Token", credentials.token))
+    authorization = _authorization(
+        method, target, [*kept, *added], body, credentials, region, service, timestamp
     )
+    return [*added, ("Authorization", authorization)]
 
 
 class SigV4Auth(httpx.Auth):
@@ -353,3 +439,12 @@ class SigV4Auth(httpx.Auth):
         now = datetime.fromtimestamp(self.clock(), UTC)
         sign_request(request, self.credentials, self.region, self.service, now)
         yield request
+
+    def fields(
+        self, method: str, target: str, fields: Sequence[tuple[str, str]], body: bytes
+    ) -> list[tuple[str, str]]:
+        """`signature_fields` of a request now (for requests sent without httpx)."""
+        timestamp = time.strftime(_TIMESTAMP, time.gmtime(self.clock()))
+        return _signature_fields(
+            method, target, fields, body, self.credentials, self.region, self.service, timestamp
+        )

@@ -23,15 +23,14 @@ the run (wrong domain or region); 429 carries "try again after N seconds" in its
 
 from __future__ import annotations
 
+import base64
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import SplitResult, quote, urlsplit
-
-import httpx
 
 from ...config import TransportSettings
 from ...errors import (
@@ -115,6 +114,8 @@ class MailgunTransport(HttpProviderTransport):
         self.domain = settings.domain.strip() if settings.domain else None
         self._checked_domains: set[str] = set()
         self._domain_lock = threading.Lock()
+        pair = base64.b64encode(f"api:{api_key}".encode()).decode("ascii")
+        self._basic = f"Basic {pair}"
 
     @classmethod
     def api_url_for(cls, settings: TransportSettings) -> str:
@@ -123,8 +124,9 @@ class MailgunTransport(HttpProviderTransport):
         region = (settings.region or "us").strip().lower()
         return EU_API if region == "eu" else US_API
 
-    def auth(self) -> httpx.Auth | None:
-        return httpx.BasicAuth("api", self.api_key)
+    def auth_headers(self) -> Mapping[str, str]:
+        """HTTP Basic with the user `api` (as `httpx.BasicAuth` would send it)."""
+        return {"Authorization": self._basic}
 
     # --- check ------------------------------------------------------------------------------
 

@@ -13,9 +13,7 @@ The batch answer is HTTP 200 with one result per message, in order: `ErrorCode` 
 
 from __future__ import annotations
 
-import json
 import os
-import secrets
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,9 +27,10 @@ from ...errors import (
     TransportUnavailableError,
     UncertainDeliveryError,
 )
-from ..content import InlineImage, MessageContent, SlotContext
+from ..content import InlineImage, MessageContent
 from ..message import Personalisation
 from ._http import HttpProviderTransport, ProviderResponse, personalisation, require_env
+from ._jsonpieces import EncodedText, encoded_bodies, json_bytes, json_string
 from .base import (
     BatchItem,
     BatchResult,
@@ -53,49 +52,12 @@ _ACCOUNT_CODES = {10: "bad or missing server token", 400: "sender signature not 
                   412: "account pending approval", 413: "account not allowed to send"}  # fmt: skip
 
 
-def _json(value: object) -> bytes:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-
-
-@dataclass(frozen=True)
-class _EncodedText:
-    """A provider template's text as JSON string content: static pieces encoded once, and the
-    (slot index, context) key of the value between each two of them."""
-
-    statics: tuple[bytes, ...]
-    keys: tuple[tuple[int, SlotContext], ...]
-
-    @classmethod
-    def split(cls, text: str, marker: str) -> _EncodedText:
-        """`text` holds `marker index:context marker` in each hole."""
-        pieces = text.split(marker)
-        keys: list[tuple[int, SlotContext]] = []
-        for hole in pieces[1::2]:
-            index, context = hole.split(":")
-            keys.append((int(index), _context(context)))
-        return cls(tuple(_json(piece)[1:-1] for piece in pieces[0::2]), tuple(keys))
-
-    def fill(self, values: Mapping[tuple[int, SlotContext], str], parts: list[bytes]) -> None:
-        """Append the text with `values` (already escaped for their context) to `parts`."""
-        parts.append(self.statics[0])
-        for key, static in zip(self.keys, self.statics[1:], strict=True):
-            parts += (_json(values[key])[1:-1], static)
-
-
-def _context(name: str) -> SlotContext:
-    if name == "html":
-        return "html"
-    if name == "text":
-        return "text"
-    if name == "subject":
-        return "subject"
-    raise ValueError(f"unknown slot context {name!r}")
-
-
 @dataclass(frozen=True)
 class _SharedPieces:
-    html: _EncodedText
-    text: _EncodedText
+    sender: bytes  # `"From":"…"`
+    html: EncodedText
+    text: EncodedText
+    fixed: bytes  # the fields that are the same in every message, from `"MessageStream"` on
     attachments: bytes | None  # the `Attachments` array, or None without embedded images
 
 
@@ -180,63 +142,65 @@ class PostmarkTransport(HttpProviderTransport):
         encoded: dict[str, bytes] = {}
         too_big: dict[str, BatchResult] = {}
         for item in items:
-            content = personalisation(item).content()
-            size = message_size(content)
-            if size > MAX_MESSAGE_BYTES:
-                too_big[item.key] = BatchResult(
-                    item.key,
-                    error=PermanentDeliveryError(
-                        f"postmark: the message is {size:,} bytes; Postmark takes at most "
-                        f"{MAX_MESSAGE_BYTES:,} (images included)"
-                    ),
-                )
-                continue
-            encoded[item.key] = self.encoded_payload(content, item)
+            payload = self.encoded_payload(item)
+            # The JSON holds the bodies and the base64 at least once: only a payload over the
+            # limit can be a message over it, and only then are the bodies built to count.
+            if len(payload) > MAX_MESSAGE_BYTES:
+                size = message_size(personalisation(item).content())
+                if size > MAX_MESSAGE_BYTES:
+                    too_big[item.key] = BatchResult(
+                        item.key,
+                        error=PermanentDeliveryError(
+                            f"postmark: the message is {size:,} bytes; Postmark takes at most "
+                            f"{MAX_MESSAGE_BYTES:,} (images included)"
+                        ),
+                    )
+                    continue
+            encoded[item.key] = payload
         sendable = [item for item in items if item.key in encoded]
         sent = self.deliver_in_parts(
             sendable,
             lambda item: len(encoded[item.key]) + 1,
             MAX_REQUEST_BYTES,
-            lambda part: self._post_batch(
-                part, b"[" + b",".join(encoded[item.key] for item in part) + b"]"
-            ),
+            lambda part: self._post_batch(part, _array([encoded[item.key] for item in part])),
         )
         by_key = {result.key: result for result in sent} | too_big
         return [by_key[item.key] for item in items]
 
-    def encoded_payload(self, content: MessageContent, item: BatchItem) -> bytes:
+    def encoded_payload(self, item: BatchItem) -> bytes:
         """`payload` as JSON bytes, built from pieces encoded once per issue.
 
         JSON-encoding a message is most of the cost of a batch, and nearly all of it is the
-        same for every recipient: the images (~150 KB of base64 a message when embedded) and
-        the static text of `HtmlBody` and `TextBody`. Those are encoded once per issue; per
-        recipient only the small fields and the recipient's values are (JSON escaping works
-        character by character, so encoded pieces can be joined). The result parses to exactly
-        `payload(content, item)` (tests/test_transport_postmark.py compares them).
+        same for every recipient: the images (~150 KB of base64 a message when embedded), the
+        static text of `HtmlBody` and `TextBody`, the sender and the fixed fields. Those are
+        encoded once per issue; per recipient only the address, the subject, the headers, the
+        metadata and the recipient's values are (JSON escaping works character by character,
+        so encoded pieces can be joined), and the bodies are never built as strings. The result
+        parses to exactly `payload(found.content(), item)` (tests/test_transport_postmark.py).
         """
         found = personalisation(item)
         shared = self._shared(found)
-        head: dict[str, Any] = {
-            "From": content.sender.formatted(),
-            "To": content.to.formatted(),
-            "Subject": content.subject,
-        }
-        tail: dict[str, Any] = {
-            "Headers": [{"Name": name, "Value": value} for name, value in content.headers],
-            "MessageStream": self.stream,
-            "TrackOpens": False,
-            "TrackLinks": "None",
-            "Tag": found.template.issue[:1000],
-            "Metadata": _metadata(found, item.key),
-        }
-        if content.reply_to is not None:
-            tail["ReplyTo"] = content.reply_to.formatted()
-        values = found.slot_values()
-        parts = [_json(head)[:-1], b',"HtmlBody":"']
+        envelope, values = found.envelope_and_values()
+        headers = [{"Name": name, "Value": value} for name, value in envelope.headers]
+        parts = [
+            b"{",
+            shared.sender,
+            b',"To":',
+            json_string(envelope.to.formatted()),
+            b',"Subject":',
+            json_string(found.subject()),
+            b',"HtmlBody":"',
+        ]
         shared.html.fill(values, parts)
         parts.append(b'","TextBody":"')
         shared.text.fill(values, parts)
-        parts += (b'",', _json(tail)[1:-1])
+        parts += (
+            b'","Headers":',
+            json_bytes(headers),
+            shared.fixed,
+            b',"Metadata":',
+            json_bytes(_metadata(found, item.key)),
+        )
         if shared.attachments is not None:
             parts += (b',"Attachments":', shared.attachments)
         parts.append(b"}")
@@ -247,13 +211,23 @@ class PostmarkTransport(HttpProviderTransport):
         key = (found.template.fingerprint, found.test)
         shared = self._pieces.get(key)
         if shared is None:
-            marker = f"\ue000{secrets.token_hex(8)}\ue000"  # cannot occur in the issue
-            template = found.provider_template(lambda n, context: f"{marker}{n}:{context}{marker}")
+            html, text = encoded_bodies(found)
             images = found.template.images
+            content = found.content()  # once per issue: the sender and reply-to of every message
+            fixed: dict[str, Any] = {
+                "MessageStream": self.stream,
+                "TrackOpens": False,
+                "TrackLinks": "None",
+                "Tag": found.template.issue[:1000],
+            }
+            if content.reply_to is not None:
+                fixed["ReplyTo"] = content.reply_to.formatted()
             shared = _SharedPieces(
-                _EncodedText.split(template.html, marker),
-                _EncodedText.split(template.text, marker),
-                _json(_attachments(images)) if images else None,
+                b'"From":' + json_string(content.sender.formatted()),
+                html,
+                text,
+                b"," + json_bytes(fixed)[1:-1],
+                json_bytes(_attachments(images)) if images else None,
             )
             self._pieces[key] = shared
         return shared
@@ -464,6 +438,15 @@ def _timestamp(value: object) -> datetime | None:
         return datetime.fromisoformat(value)
     except ValueError:
         return None
+
+
+def _array(encoded: Sequence[bytes]) -> bytes:
+    """A JSON array of encoded values, joined once (no copy of the whole batch to bracket it)."""
+    parts = [b"["]
+    for value in encoded:
+        parts += (value, b",")
+    parts[-1] = b"]"
+    return b"".join(parts)
 
 
 def message_size(content: MessageContent) -> int:

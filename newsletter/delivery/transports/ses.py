@@ -28,12 +28,12 @@ or sender problems (suspended, paused, unverified domain, quota, bad credentials
 from __future__ import annotations
 
 import base64
-import json
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
+from json.encoder import encode_basestring
 from pathlib import Path
 from typing import Any, Self
 from urllib.parse import quote
@@ -49,7 +49,7 @@ from ...errors import (
     UncertainDeliveryError,
 )
 from ..ratelimit import RateLimiter
-from ._http import HttpProviderTransport, ProviderResponse
+from ._http import HttpProviderTransport, ProviderResponse, RequestTarget
 from ._sigv4 import AwsCredentials, SigV4Auth, load_credentials, resolve_region
 from .base import BatchItem, BatchResult, Suppression, SuppressionKind
 
@@ -92,12 +92,17 @@ def send_email_json(data: bytes, sender: str, destination: str) -> bytes:
     `json.dumps` would scan and copy the ~50-250 KB string once more for every recipient.
     Only the addresses are JSON-encoded.
     """
-    head = json.dumps(
-        {"FromEmailAddress": sender, "Destination": {"ToAddresses": [destination]}},
-        ensure_ascii=False,
-        separators=(",", ":"),
-    ).encode("utf-8")
-    return b"".join((head[:-1], b',"Content":{"Raw":{"Data":"', base64.b64encode(data), b'"}}}'))
+    return b"".join(
+        (
+            b'{"FromEmailAddress":',
+            encode_basestring(sender).encode("utf-8"),
+            b',"Destination":{"ToAddresses":[',
+            encode_basestring(destination).encode("utf-8"),
+            b']},"Content":{"Raw":{"Data":"',
+            base64.b64encode(data),
+            b'"}}}',
+        )
+    )
 
 
 def error_type(response: ProviderResponse) -> str:
@@ -184,6 +189,11 @@ class SesTransport(HttpProviderTransport):
 
     def auth(self) -> httpx.Auth | None:
         return self._auth
+
+    def signature(
+        self, method: str, target: RequestTarget, fields: Sequence[tuple[str, str]], body: bytes
+    ) -> list[tuple[str, str]]:
+        return self._auth.fields(method, target.target, fields, body)
 
     # --- check ------------------------------------------------------------------------------
 
