@@ -14,7 +14,6 @@ import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from importlib import resources
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -27,6 +26,7 @@ from .. import __version__
 from ..errors import Problem
 from ..slots import UNSUBSCRIBE_URL, Slot, SlotText
 from .sandbox import Sandbox
+from .theme import package_theme_dir
 
 _MARKER = re.compile(r"NLSLOT(\d+)X")
 
@@ -304,10 +304,6 @@ class CompiledTemplates(jinja2.BytecodeCache):
 
 
 compiled_templates = CompiledTemplates(user_code_dir)
-
-
-def package_theme_dir() -> Path:
-    return Path(str(resources.files("newsletter") / "theme"))
 
 
 def theme_environment(project_templates: Path | None) -> jinja2.Environment:
