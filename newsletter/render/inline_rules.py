@@ -23,6 +23,7 @@ import json
 import os
 import re
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -223,16 +224,20 @@ def apply_known_rules(
 # lxml.cssselect's XPath for `head` and `style` (tested), so that a render need not load it.
 HEAD = "descendant-or-self::head"
 STYLE = "descendant-or-self::style"
-_compiled: dict[str, Any] = {}
+# Compiled XPaths per thread (lxml's evaluators are not meant to be shared between threads).
+_compiled = threading.local()
 
 
 def _select(path: str) -> Any:
-    """The compiled XPath `path` (kept in this process, for the preview's rebuilds)."""
-    found = _compiled.get(path)
+    """The compiled XPath `path` (kept in this thread, for the preview's rebuilds)."""
+    kept: dict[str, Any] | None = getattr(_compiled, "paths", None)
+    if kept is None:
+        kept = _compiled.paths = {}
+    found = kept.get(path)
     if found is None:
         from lxml import etree  # noqa: PLC0415 (only a render inlines)
 
-        found = _compiled[path] = etree.XPath(path)
+        found = kept[path] = etree.XPath(path)
     return found
 
 
