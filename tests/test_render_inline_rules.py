@@ -108,7 +108,8 @@ def test_an_edited_item_is_inlined_as_premailer_would(
     item.write_text(
         item.read_text(encoding="utf-8")
         + "\n## A new heading\n\n> A quote with a [link](https://example.org/).\n\n"
-        "| a | b |\n|---|---|\n| 1 | 2 |\n\n`code` and **bold**\n",
+        "| a | b |\n|---|---|\n| 1 | 2 |\n\n`code` and **bold**\n\n"
+        "![A compost bay](compost.jpg)\n\n1. first\n2. second\n",
         encoding="utf-8",
     )
     issue = load_issue(folder)
@@ -119,7 +120,8 @@ def test_an_edited_item_is_inlined_as_premailer_would(
     by_premailer = render_issue(issue, settings)
     assert by_premailer.html == known.html
     assert by_premailer.web_html == known.web_html
-    assert "A new heading" in "".join(str(part) for part in known.html.parts)
+    html = "".join(str(part) for part in known.html.parts)
+    assert "A new heading" in html and 'alt="A compost bay"' in html
 
 
 def test_another_stylesheet_does_not_use_the_first_ones_rules(tmp_path: Path) -> None:
