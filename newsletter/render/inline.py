@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,7 +53,7 @@ def inline_css(
     protected = _STYLE_OPEN.sub('<style data-premailer="ignore"', html)
     # Move existing inline styles aside so premailer writes only the rules' declarations; they are
     # merged back below with the right precedence.
-    protected = _TAG.sub(_save_style, protected)
+    protected = _TAG.sub(_saving, protected)
     head_end = protected.lower().find("</head>")
     style_block = f"<style>{css}</style>"
     if head_end == -1:
@@ -66,7 +67,7 @@ def inline_css(
         work.premailer += 1
     else:
         work.known += 1
-    result = _TAG.sub(_merge_style, result)
+    result = _TAG.sub(_merging, result)
     return result.replace(' data-premailer="ignore"', "")
 
 
@@ -150,6 +151,26 @@ def _may_float(protected: str, css: str) -> bool:
     return False
 
 
+def _per_tag(change: Callable[[re.Match[str]], str]) -> Callable[[re.Match[str]], str]:
+    """`change` kept per tag text: MJML repeats the same tags (749 tags, 107 different ones in a
+    20-item issue), and a tag's result depends on its text alone."""
+    done: dict[str, str] = {}
+
+    def apply(match: re.Match[str]) -> str:
+        tag = match.group(0)
+        found = done.get(tag)
+        if found is None:
+            if len(done) >= _TAGS_KEPT:
+                done.clear()
+            found = done[tag] = change(match)
+        return found
+
+    return apply
+
+
+_TAGS_KEPT = 4096
+
+
 def _save_style(match: re.Match[str]) -> str:
     attrs = match.group(2) or ""
     if not _STYLE_ATTR.search(attrs):
@@ -190,6 +211,10 @@ def _rebuild(match: re.Match[str], attrs: str, original: str) -> str:
     if style:
         attrs += f' style="{style}"'
     return f"<{match.group(1)}{attrs}{match.group(3)}>"
+
+
+_saving = _per_tag(_save_style)
+_merging = _per_tag(_merge_style)
 
 
 def _value(match: re.Match[str]) -> str:
