@@ -106,3 +106,17 @@ def test_the_folder_is_the_users_cache_not_the_project(
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert engine.user_code_dir() == tmp_path / "home" / ".cache" / "newsletter" / "templates"
+
+
+def test_no_home_folder_means_nothing_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.delenv("HOME", raising=False)
+
+    def no_home() -> Path:
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(Path, "home", staticmethod(no_home))
+    assert engine.user_code_dir() is None
+    templates = project_templates(tmp_path, "{{ x }}?")
+    cache = CompiledTemplates(engine.user_code_dir)
+    assert environment_with(cache, templates).get_template("page.j2").render(x=2) == "2?"

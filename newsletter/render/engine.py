@@ -190,10 +190,16 @@ def _compiler_signature() -> str:
     return _signature[0]
 
 
-def user_code_dir() -> Path:
+def user_code_dir() -> Path | None:
     """Where compiled theme templates are kept between processes: the user's own cache
-    (`$XDG_CACHE_HOME/newsletter/templates`, by default `~/.cache/...`), never the project."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    (`$XDG_CACHE_HOME/newsletter/templates`, by default `~/.cache/...`), never the project.
+    None when the user has no home folder (a service account): then nothing is kept."""
+    base = os.environ.get("XDG_CACHE_HOME")
+    if not base:
+        try:
+            base = str(Path.home() / ".cache")
+        except (RuntimeError, KeyError):
+            return None
     return Path(base) / "newsletter" / "templates"
 
 
@@ -214,7 +220,7 @@ class CompiledTemplates(jinja2.BytecodeCache):
     LIMIT = 256
     FILES = 64
 
-    def __init__(self, folder: Callable[[], Path] | None = None) -> None:
+    def __init__(self, folder: Callable[[], Path | None] | None = None) -> None:
         self._codes: OrderedDict[tuple[str, str], Any] = OrderedDict()
         self._lock = threading.Lock()
         self._folder = folder
@@ -253,9 +259,11 @@ class CompiledTemplates(jinja2.BytecodeCache):
 
     def _read_file(self, bucket: jinja2.bccache.Bucket) -> None:
         """The bucket's code from its file, if that holds this source's code; else nothing."""
-        assert self._folder is not None
+        folder = self._folder() if self._folder is not None else None
+        if folder is None:
+            return
         try:
-            with open(self._folder() / bucket.key, "rb") as stored:
+            with open(folder / bucket.key, "rb") as stored:
                 bucket.load_bytecode(stored)
         except Exception:  # a missing, torn or foreign file only means compiling again
             bucket.reset()
@@ -266,9 +274,10 @@ class CompiledTemplates(jinja2.BytecodeCache):
 
     def _write_file(self, bucket: jinja2.bccache.Bucket) -> None:
         """Written whole (a temporary file, then a rename); a failure only costs a compile."""
-        assert self._folder is not None
+        folder = self._folder() if self._folder is not None else None
+        if folder is None:
+            return
         try:
-            folder = self._folder()
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
             handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-")
             try:
