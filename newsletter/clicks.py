@@ -25,11 +25,14 @@ import html as html_lib
 import re
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from .errors import ProjectError
 from .linktags import replace_hrefs, replace_text_urls
-from .store import Store, StoreError
+
+if TYPE_CHECKING:
+    from .store import Store
 
 __all__ = [
     "CLICK_PREFIX",
@@ -212,6 +215,9 @@ def _guard(store: Store, action: str) -> Iterator[None]:
     try:
         yield
     except store.errors as err:
+        # Here, not at the top: a render reads `ClickLink` and must not load the store.
+        from .store import StoreError  # noqa: PLC0415
+
         raise StoreError(f"{store.where}: cannot {action}: {err}") from err
 
 

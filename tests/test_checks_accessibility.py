@@ -12,7 +12,7 @@ from newsletter.checks.accessibility import is_vague, normalise_link_text
 from newsletter.config import load_settings
 from newsletter.content import load_issue
 from newsletter.render import render_issue
-from newsletter.render.engine import package_theme_dir
+from newsletter.render.theme import package_theme_dir
 
 SITE = "https://riverside-garden.example.org"
 

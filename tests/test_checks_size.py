@@ -10,7 +10,7 @@ from newsletter.checks import CheckReport, check_issue
 from newsletter.config import load_settings
 from newsletter.content import load_issue
 from newsletter.render import render_issue
-from newsletter.render.engine import package_theme_dir
+from newsletter.render.theme import package_theme_dir
 
 PARAGRAPH = "Paragraph {n}: the compost bays need turning every month, and volunteers are welcome."
 

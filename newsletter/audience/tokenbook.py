@@ -15,11 +15,14 @@ import hmac
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ..errors import AudienceError
-from ..store import Store
 from ..tokens import make_opaque_token, read_unsubscribe_token, subscriber_ref
 from .addresses import address_key, lookup_key
+
+if TYPE_CHECKING:
+    from ..store import Store
 
 __all__ = ["TokenBook", "TokenLookupError", "opaque_token_maker"]
 

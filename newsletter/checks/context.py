@@ -14,9 +14,9 @@ from urllib.parse import parse_qsl, unquote, urlencode
 from ..audience import Subscriber
 from ..config import Settings
 from ..content import Issue, Item
-from ..render.engine import package_theme_dir
 from ..render.model import RenderedIssue
 from ..render.samples import sample_filler
+from ..render.theme import package_theme_dir
 from ..slots import Slot, SlotText
 
 # Slots are filled with markers of the renderer's own form, so a URL holding a per-recipient

@@ -8,11 +8,12 @@ inliner pass it through untouched). `split_slots` turns marked text into a `Slot
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from importlib import resources
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -21,9 +22,11 @@ import jinja2
 from jinja2 import filters as jinja_filters
 from markupsafe import Markup
 
+from .. import __version__
 from ..errors import Problem
 from ..slots import UNSUBSCRIBE_URL, Slot, SlotText
 from .sandbox import Sandbox
+from .theme import package_theme_dir
 
 _MARKER = re.compile(r"NLSLOT(\d+)X")
 
@@ -173,27 +176,72 @@ def code_flavour(environment: jinja2.Environment) -> str:
     )
 
 
+_signature: list[str] = []
+
+
+def _compiler_signature() -> str:
+    """This package's version and the source of the modules that shape compiled templates."""
+    if not _signature:
+        digest = hashlib.sha256(__version__.encode())
+        here = Path(__file__).resolve().parent
+        for name in ("engine.py", "sandbox.py"):
+            digest.update((here / name).read_bytes())
+        _signature.append(digest.hexdigest())
+    return _signature[0]
+
+
+def user_code_dir() -> Path | None:
+    """Where compiled theme templates are kept between processes: the user's own cache
+    (`$XDG_CACHE_HOME/newsletter/templates`, by default `~/.cache/...`), never the project.
+    None when the user has no home folder (a service account): then nothing is kept."""
+    base = os.environ.get("XDG_CACHE_HOME")
+    if not base:
+        try:
+            base = str(Path.home() / ".cache")
+        except (RuntimeError, KeyError):
+            return None
+    return Path(base) / "newsletter" / "templates"
+
+
 class CompiledTemplates(jinja2.BytecodeCache):
-    """Compiled template code kept in this process, by environment flavour, template and source.
+    """Compiled template code, by environment flavour, template and source.
 
     Every render makes fresh environments (their sandbox state is per render), so without this
-    each render compiled the theme again: a third of a preview rebuild. Only code this process
-    compiled itself is reused: nothing is read from disk.
+    each render compiled the theme again: a third of a preview rebuild. Code is kept in this
+    process; the theme's template files' code is also kept in `user_code_dir()`, so that a new
+    process (`newsletter build` after an edit) does not compile the theme again (0.1 s).
+
+    Compiled code is code: it is read only from the user's own cache folder, as Python's own
+    bytecode is, never from the project folder, which people who may only edit templates (run
+    in the sandbox) can write to. Jinja's bucket rejects a file of another Jinja or Python
+    version, or compiled from another source.
     """
 
     LIMIT = 256
+    FILES = 64
 
-    def __init__(self) -> None:
+    def __init__(self, folder: Callable[[], Path | None] | None = None) -> None:
         self._codes: OrderedDict[tuple[str, str], Any] = OrderedDict()
         self._lock = threading.Lock()
+        self._folder = folder
+        self._files: set[str] = set()  # keys of template files (not `from_string` sources)
 
     def get_bucket(
         self, environment: jinja2.Environment, name: str, filename: str | None, source: str
     ) -> jinja2.bccache.Bucket:
         flavoured = f"{code_flavour(environment)}\0{name}\0{filename}"
+        if filename is not None and self._folder is not None:
+            # Kept between processes: the code that shapes compiled code (the sandbox's parse
+            # rewrites) may differ in another process.
+            flavoured += f"\0{_compiler_signature()}"
         key = hashlib.sha256(flavoured.encode()).hexdigest()
         bucket = jinja2.bccache.Bucket(environment, key, self.get_source_checksum(source))
         self.load_bytecode(bucket)
+        if filename is not None and self._folder is not None:
+            with self._lock:
+                self._files.add(key)
+            if bucket.code is None:
+                self._read_file(bucket)
         return bucket
 
     def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
@@ -205,6 +253,47 @@ class CompiledTemplates(jinja2.BytecodeCache):
             self._codes[(bucket.key, bucket.checksum)] = bucket.code
             while len(self._codes) > self.LIMIT:
                 self._codes.popitem(last=False)
+            to_file = bucket.key in self._files
+        if to_file:
+            self._write_file(bucket)
+
+    def _read_file(self, bucket: jinja2.bccache.Bucket) -> None:
+        """The bucket's code from its file, if that holds this source's code; else nothing."""
+        folder = self._folder() if self._folder is not None else None
+        if folder is None:
+            return
+        try:
+            with open(folder / bucket.key, "rb") as stored:
+                bucket.load_bytecode(stored)
+        except Exception:  # a missing, torn or foreign file only means compiling again
+            bucket.reset()
+            return
+        if bucket.code is not None:
+            with self._lock:
+                self._codes[(bucket.key, bucket.checksum)] = bucket.code
+
+    def _write_file(self, bucket: jinja2.bccache.Bucket) -> None:
+        """Written whole (a temporary file, then a rename); a failure only costs a compile."""
+        folder = self._folder() if self._folder is not None else None
+        if folder is None:
+            return
+        try:
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+            try:
+                with os.fdopen(handle, "wb") as out:
+                    bucket.write_bytecode(out)
+                os.replace(temporary, folder / bucket.key)
+            except BaseException:
+                Path(temporary).unlink(missing_ok=True)
+                raise
+            kept = [path for path in folder.iterdir() if not path.name.startswith(".")]
+            if len(kept) > self.FILES:
+                kept.sort(key=lambda path: path.stat().st_mtime_ns, reverse=True)
+                for path in kept[self.FILES :]:
+                    path.unlink(missing_ok=True)
+        except (OSError, TypeError, ValueError):
+            pass
 
     def clear(self) -> None:
         with self._lock:
@@ -223,11 +312,7 @@ class CompiledTemplates(jinja2.BytecodeCache):
         )
 
 
-compiled_templates = CompiledTemplates()
-
-
-def package_theme_dir() -> Path:
-    return Path(str(resources.files("newsletter") / "theme"))
+compiled_templates = CompiledTemplates(user_code_dir)
 
 
 def theme_environment(project_templates: Path | None) -> jinja2.Environment:

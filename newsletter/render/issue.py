@@ -492,7 +492,10 @@ def _render_html(
         return None
     if not inline:
         return html
-    return apply_standards(inline_css(html, css), color_scheme=settings.color_scheme)
+    # premailer's rules for the theme's stylesheet are kept, so that a later render (another
+    # process) inlines without loading premailer (render/inline_rules.py).
+    inlined = inline_css(html, css, rules_dir=settings.cache_dir / "inline")
+    return apply_standards(inlined, color_scheme=settings.color_scheme)
 
 
 def _render_text(

@@ -64,8 +64,19 @@ def _render_image(
     return f"<img {rendered}>"
 
 
+# Markdown is parsed for the HTML, the text and the images of each item, and the preview renders
+# every item again on each save: the results are kept per source (they depend on nothing else;
+# the parser's options are fixed), so an edit parses only the edited item.
+_KEEP = 512
+
+
 def body_images(source: str) -> list[BodyImage]:
     """Every `![alt](src)` in `source`, with the line it is on (0-based)."""
+    return list(_body_images(source))
+
+
+@lru_cache(maxsize=_KEEP)
+def _body_images(source: str) -> tuple[BodyImage, ...]:
     found: list[BodyImage] = []
     for token in _parser().parse(source):
         if token.type != "inline" or token.map is None:
@@ -76,7 +87,7 @@ def body_images(source: str) -> list[BodyImage]:
                 start += 1
             elif child.type == "image":
                 found.append(BodyImage(str(child.attrGet("src") or ""), start))
-    return found
+    return tuple(found)
 
 
 def to_html(source: str, images: Mapping[str, ShownImage] | None = None) -> str:
@@ -84,10 +95,16 @@ def to_html(source: str, images: Mapping[str, ShownImage] | None = None) -> str:
 
     `images` maps an image's `src` as written to what the email shows instead.
     """
-    html: str = _parser().render(source, {"images": dict(images or {})})
+    return _to_html(source, tuple(sorted((images or {}).items())))
+
+
+@lru_cache(maxsize=_KEEP)
+def _to_html(source: str, images: tuple[tuple[str, ShownImage], ...]) -> str:
+    html: str = _parser().render(source, {"images": dict(images)})
     return html
 
 
+@lru_cache(maxsize=_KEEP)
 def to_text(source: str, width: int = TEXT_WIDTH) -> str:
     """Plain text that reads well in a mail client: wrapped, every link kept, no entities."""
     tokens = _parser().parse(source)

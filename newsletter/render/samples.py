@@ -15,8 +15,8 @@ from ..config import Settings
 from ..content import Issue
 from ..errors import Problem
 from ..slots import UNSUBSCRIBE_URL, WEB_URL, Slot, safe_url
-from .engine import package_theme_dir
 from .model import RenderedIssue
+from .theme import package_theme_dir
 
 __all__ = ["missing_sample_values", "sample_filler"]
 
