@@ -89,15 +89,19 @@ def smtp_body(data: bytes) -> bytes:
 class _Connection:
     """One open SMTP session and the number of transactions it has carried (mutable on purpose).
 
-    `pipelining`: the server offers PIPELINING (RFC 2920) after the last EHLO.
+    `pipelining`, `size`, `eight_bit`, `smtputf8`: the server offers PIPELINING (RFC 2920),
+    SIZE, 8BITMIME and SMTPUTF8 after the last EHLO (read once, not per message).
     """
 
-    __slots__ = ("pipelining", "smtp", "used")
+    __slots__ = ("eight_bit", "pipelining", "size", "smtp", "smtputf8", "used")
 
     def __init__(self, smtp: smtplib.SMTP) -> None:
         self.smtp = smtp
         self.used = 0
         self.pipelining = bool(smtp.has_extn("pipelining"))
+        self.size = bool(smtp.has_extn("size"))
+        self.eight_bit = bool(smtp.has_extn("8bitmime"))
+        self.smtputf8 = bool(smtp.has_extn("smtputf8"))
 
     @property
     def is_open(self) -> bool:
@@ -353,11 +357,10 @@ class SmtpTransport:
 
     def _transaction(self, connection: _Connection, message: OutgoingMessage) -> DeliveryReceipt:
         smtp = connection.smtp
-        options = self._mail_options(smtp, message)
+        extra = self._mail_options(connection, message)
         connection.used += 1
         # Written here, not by smtplib's mail()/rcpt(), which parse every address again: ours
         # were checked (`_check_addresses`: no controls, spaces or angle brackets).
-        extra = "".join(" " + option for option in options)
         commands = (
             f"MAIL FROM:<{message.sender}>{extra}\r\nRCPT TO:<{message.recipient}>\r\n"
         ).encode("utf-8" if message.smtputf8 else "ascii")
@@ -418,10 +421,11 @@ class SmtpTransport:
         # The transaction is over either way, so the session is clean without RSET.
         raise self._refused(connection, message, "end of DATA", code, text, reset=False)
 
-    def _mail_options(self, smtp: smtplib.SMTP, message: OutgoingMessage) -> list[str]:
-        options: list[str] = []
+    def _mail_options(self, connection: _Connection, message: OutgoingMessage) -> str:
+        """The MAIL FROM parameters for `message` on `connection` (each after a space)."""
+        options = ""
         if message.smtputf8:
-            if not (smtp.has_extn("smtputf8") and smtp.has_extn("8bitmime")):
+            if not (connection.smtputf8 and connection.eight_bit):
                 address = message.recipient
                 if address.isascii() and not message.sender.isascii():
                     address = message.sender
@@ -431,17 +435,17 @@ class SmtpTransport:
                     hint="Send through a server that supports SMTPUTF8, or ask the subscriber "
                     "for an ASCII address.",
                 )
-            options += ["SMTPUTF8", "BODY=8BITMIME"]
+            options = " SMTPUTF8 BODY=8BITMIME"
         elif message.eight_bit or (message.eight_bit is None and not message.data.isascii()):
-            if not smtp.has_extn("8bitmime"):
+            if not connection.eight_bit:
                 raise PermanentDeliveryError(
                     f"{message.recipient}: the message has 8-bit content and {self._server} "
                     "does not support 8BITMIME"
                 )
-            options.append("BODY=8BITMIME")
-        if smtp.has_extn("size"):
+            options = " BODY=8BITMIME"
+        if connection.size:
             # Lets the server refuse an oversized message before the body is sent.
-            options.append(f"SIZE={len(message.data)}")
+            options += f" SIZE={len(message.data)}"
         return options
 
     def _pipelined_replies(self, connection: _Connection, message: OutgoingMessage) -> None:
