@@ -578,14 +578,19 @@ def _write_data(sock: socket.socket, body: bytes) -> None:
     if isinstance(sock, ssl.SSLSocket):
         sock.sendall(body + _END_OF_DATA)
         return
+    sent = sock.sendmsg((body, _END_OF_DATA))
+    if sent == len(body) + len(_END_OF_DATA):
+        return  # the usual case: a blocking socket takes it all at once
     parts = [memoryview(body), memoryview(_END_OF_DATA)]
-    while parts:
-        sent = sock.sendmsg(parts)
+    while True:
         while parts and sent >= len(parts[0]):
             sent -= len(parts[0])
             parts.pop(0)
+        if not parts:
+            return
         if sent:
             parts[0] = parts[0][sent:]
+        sent = sock.sendmsg(parts)
 
 
 def _reset(connection: _Connection) -> None:
@@ -608,7 +613,13 @@ def _check_addresses(message: OutgoingMessage) -> None:
     never have these (`mime.mailbox_address`); this is the last line of defence.
     """
     for address in (message.sender, message.recipient):
-        if not address or not address.isprintable() or any(c in address for c in " <>"):
+        if (
+            not address
+            or not address.isprintable()
+            or " " in address
+            or "<" in address
+            or ">" in address
+        ):
             raise PermanentDeliveryError(
                 f"{address!r} is not a usable address (empty, or containing a line break, "
                 "a control character, a space or an angle bracket)"
