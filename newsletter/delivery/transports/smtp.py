@@ -13,13 +13,14 @@ line ends, no line starting with ".") is written as it is, with no scan, copy or
 
 from __future__ import annotations
 
+import collections
 import ipaddress
+import queue
 import re
 import select
 import smtplib
 import socket
 import ssl
-import threading
 from collections.abc import Sequence
 
 from ...config import TransportSettings
@@ -210,9 +211,13 @@ class SmtpTransport:
         self._context: ssl.SSLContext | None = None
         if settings.security != "none":
             self._context = ssl_context if ssl_context is not None else _default_context(settings)
-        self._slots = threading.BoundedSemaphore(settings.connections)
-        self._lock = threading.Lock()
-        self._idle: list[_Connection] = []
+        # A token per connection allowed, and the idle connections (most recent last). Both
+        # are C structures whose operations are atomic: taking and giving back a connection,
+        # twice a message, costs no Python-level lock or condition (a BoundedSemaphore is one).
+        self._slots: queue.SimpleQueue[None] = queue.SimpleQueue()
+        for _ in range(settings.connections):
+            self._slots.put(None)
+        self._idle: collections.deque[_Connection] = collections.deque()
 
     def __repr__(self) -> str:
         user = f", username={self._settings.username!r}" if self._settings.username else ""
@@ -222,7 +227,8 @@ class SmtpTransport:
 
     def check(self) -> None:
         """Connect, say EHLO, STARTTLS and AUTH as configured, NOOP; keep the connection."""
-        with self._slots:
+        self._slots.get()
+        try:
             connection = self._take()
             try:
                 code, text = connection.smtp.noop()
@@ -237,11 +243,14 @@ class SmtpTransport:
                     f"{self._server} answered NOOP with {code} {_reply_text(text)}"
                 )
             self._put_back(connection)
+        finally:
+            self._slots.put(None)
 
     def send(self, message: OutgoingMessage) -> DeliveryReceipt:
         """Run one SMTP transaction for `message`; raise a typed error on any failure."""
         _check_addresses(message)
-        with self._slots:
+        self._slots.get()
+        try:
             connection = self._take()
             try:
                 return self._transaction(connection, message)
@@ -252,6 +261,8 @@ class SmtpTransport:
                 raise
             finally:
                 self._put_back(connection)
+        finally:
+            self._slots.put(None)
 
     def send_batch(self, items: Sequence[BatchItem]) -> list[BatchResult]:
         """One transaction per item (the sender passes one); errors raise for the batch."""
@@ -259,9 +270,11 @@ class SmtpTransport:
 
     def close(self) -> None:
         """QUIT every idle connection; the transport reconnects if it is used again."""
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for connection in idle:
+        while self._idle:
+            try:
+                connection = self._idle.pop()
+            except IndexError:  # another thread took the last one
+                break
             connection.quit()
 
     # --- the pool -----------------------------------------------------------------------------
@@ -269,9 +282,9 @@ class SmtpTransport:
     def _take(self) -> _Connection:
         """An idle live connection, else a new one (the caller holds a pool slot)."""
         while True:
-            with self._lock:
-                connection = self._idle.pop() if self._idle else None
-            if connection is None:
+            try:
+                connection = self._idle.pop()
+            except IndexError:
                 return self._open()
             if connection.looks_alive():
                 return connection
@@ -283,8 +296,7 @@ class SmtpTransport:
         if connection.used >= self._settings.max_messages_per_connection:
             connection.quit()
             return
-        with self._lock:
-            self._idle.append(connection)
+        self._idle.append(connection)
 
     def _open(self) -> _Connection:
         """Connect and prepare a session; every failure is a TransportUnavailableError."""
