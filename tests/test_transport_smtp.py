@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import smtplib
 import socket
 import ssl
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol, TypedDict, Unpack
 
@@ -18,6 +19,7 @@ from newsletter.config import TransportSettings
 from newsletter.delivery.transports.base import DeliveryReceipt, OutgoingMessage
 from newsletter.delivery.transports.smtp import (
     SmtpTransport,
+    _reply,
     _write_data,
     is_loopback_host,
     smtp_body,
@@ -690,3 +692,36 @@ def test_write_data_finishes_a_body_the_socket_takes_in_parts() -> None:
         sender.close()
         receiver.close()
     assert bytes(received) == body + b".\r\n"
+
+
+@pytest.mark.parametrize(
+    "stream",
+    [
+        b"250 2.0.0 queued as 4F\r\n",
+        b"250-first line\r\n250-second\r\n250 last\r\n",
+        b"554 5.7.1 refused  \t\r\n",
+        b"xyz not a reply\r\n",
+        b"250 no line end",
+        b"",
+        b"250 " + b"x" * 9000 + b"\r\n",
+    ],
+)
+def test_reply_reads_what_smtplib_getreply_reads(stream: bytes) -> None:
+    """The transport's own reply reader gives smtplib's code and text, or its error, and
+    leaves the connection closed where smtplib would."""
+
+    def read(reader: Callable[[smtplib.SMTP], tuple[int, bytes]]) -> object:
+        ours, theirs = socket.socketpair()
+        theirs.sendall(stream)
+        theirs.close()
+        smtp = smtplib.SMTP()
+        smtp.sock = ours
+        smtp.file = ours.makefile("rb")
+        try:
+            return reader(smtp), smtp.sock is None
+        except smtplib.SMTPException as err:
+            return type(err), str(err), smtp.sock is None
+        finally:
+            ours.close()
+
+    assert read(_reply) == read(smtplib.SMTP.getreply)

@@ -410,7 +410,7 @@ class SmtpTransport:
             ) from err
         # From here on the server has the whole message and only its answer is missing.
         try:
-            code, text = smtp.getreply()
+            code, text = _reply(smtp)
         except (smtplib.SMTPException, OSError) as err:
             connection.drop()
             raise UncertainDeliveryError(
@@ -471,7 +471,7 @@ class SmtpTransport:
         smtp = connection.smtp
         stages = (("MAIL", (250,)), ("RCPT", (250, 251)), ("DATA", (354,)))
         for number, (stage, accepted) in enumerate(stages):
-            code, text = smtp.getreply()
+            code, text = _reply(smtp)
             if code in accepted:
                 continue
             if code == 421 or not 400 <= code < 600:
@@ -569,6 +569,38 @@ def _hello(smtp: smtplib.SMTP, server: str) -> None:
             raise TransportUnavailableError(
                 f"{server} refused the greeting: {code} {_reply_text(text)}"
             )
+
+
+_MAX_LINE = 8192  # smtplib's limit for a reply line
+
+
+def _reply(smtp: smtplib.SMTP) -> tuple[int, bytes]:
+    """The server's next reply, as `smtplib.SMTP.getreply` gives it (the code, -1 when it is
+    not a number; the text of its lines joined by "\\n"), with the same errors (the connection
+    is closed first), minus its debug checks per line: four replies are read per message."""
+    file = smtp.file
+    if file is None:
+        return smtp.getreply()
+    texts: list[bytes] = []
+    while True:
+        try:
+            line = file.readline(_MAX_LINE + 1)
+        except OSError as err:
+            smtp.close()
+            raise smtplib.SMTPServerDisconnected(f"Connection unexpectedly closed: {err}") from err
+        if not line:
+            smtp.close()
+            raise smtplib.SMTPServerDisconnected("Connection unexpectedly closed")
+        if len(line) > _MAX_LINE:
+            smtp.close()
+            raise smtplib.SMTPResponseException(500, "Line too long.")
+        texts.append(line[4:].strip(b" \t\r\n"))
+        try:
+            code = int(line[:3])
+        except ValueError:
+            return -1, b"\n".join(texts)
+        if line[3:4] != b"-":
+            return code, texts[0] if len(texts) == 1 else b"\n".join(texts)
 
 
 def _read_replies(smtp: smtplib.SMTP, count: int) -> bool:
