@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import smtplib
+import socket
 import ssl
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol, TypedDict, Unpack
 
@@ -15,7 +17,13 @@ import trustme
 
 from newsletter.config import TransportSettings
 from newsletter.delivery.transports.base import DeliveryReceipt, OutgoingMessage
-from newsletter.delivery.transports.smtp import SmtpTransport, is_loopback_host, smtp_body
+from newsletter.delivery.transports.smtp import (
+    SmtpTransport,
+    _reply,
+    _write_data,
+    is_loopback_host,
+    smtp_body,
+)
 from newsletter.errors import (
     PermanentDeliveryError,
     RecipientRejectedError,
@@ -657,3 +665,63 @@ def test_a_sender_that_could_inject_commands_never_reaches_the_server(
     with pytest.raises(PermanentDeliveryError, match="is not a usable address"):
         make_transport(server).send(message(sender=sender, data=b"Subject: x\r\n\r\nx\r\n"))
     assert server.connections == 0
+
+
+def test_write_data_finishes_a_body_the_socket_takes_in_parts() -> None:
+    """A socket with a timeout and a small send buffer takes a large body in several writes
+    (back-pressure from a slow server): every byte arrives once, in order, then the ".".
+    """
+    sender, receiver = socket.socketpair()
+    sender.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    sender.settimeout(5)
+    body = bytes(range(256)) * 4096 + b"\r\n"  # 1 MB, far more than the buffers hold
+    received = bytearray()
+
+    def read_slowly() -> None:
+        while chunk := receiver.recv(8192):
+            received.extend(chunk)
+            if received.endswith(b"\r\n.\r\n"):
+                return
+
+    reader = threading.Thread(target=read_slowly)
+    reader.start()
+    try:
+        _write_data(sender, body)
+    finally:
+        reader.join(10)
+        sender.close()
+        receiver.close()
+    assert bytes(received) == body + b".\r\n"
+
+
+@pytest.mark.parametrize(
+    "stream",
+    [
+        b"250 2.0.0 queued as 4F\r\n",
+        b"250-first line\r\n250-second\r\n250 last\r\n",
+        b"554 5.7.1 refused  \t\r\n",
+        b"xyz not a reply\r\n",
+        b"250 no line end",
+        b"",
+        b"250 " + b"x" * 9000 + b"\r\n",
+    ],
+)
+def test_reply_reads_what_smtplib_getreply_reads(stream: bytes) -> None:
+    """The transport's own reply reader gives smtplib's code and text, or its error, and
+    leaves the connection closed where smtplib would."""
+
+    def read(reader: Callable[[smtplib.SMTP], tuple[int, bytes]]) -> object:
+        ours, theirs = socket.socketpair()
+        theirs.sendall(stream)
+        theirs.close()
+        smtp = smtplib.SMTP()
+        smtp.sock = ours
+        smtp.file = ours.makefile("rb")
+        try:
+            return reader(smtp), smtp.sock is None
+        except smtplib.SMTPException as err:
+            return type(err), str(err), smtp.sock is None
+        finally:
+            ours.close()
+
+    assert read(_reply) == read(smtplib.SMTP.getreply)

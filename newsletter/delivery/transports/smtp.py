@@ -13,13 +13,14 @@ line ends, no line starting with ".") is written as it is, with no scan, copy or
 
 from __future__ import annotations
 
+import collections
 import ipaddress
+import queue
 import re
 import select
 import smtplib
 import socket
 import ssl
-import threading
 from collections.abc import Sequence
 
 from ...config import TransportSettings
@@ -89,15 +90,19 @@ def smtp_body(data: bytes) -> bytes:
 class _Connection:
     """One open SMTP session and the number of transactions it has carried (mutable on purpose).
 
-    `pipelining`: the server offers PIPELINING (RFC 2920) after the last EHLO.
+    `pipelining`, `size`, `eight_bit`, `smtputf8`: the server offers PIPELINING (RFC 2920),
+    SIZE, 8BITMIME and SMTPUTF8 after the last EHLO (read once, not per message).
     """
 
-    __slots__ = ("pipelining", "smtp", "used")
+    __slots__ = ("eight_bit", "pipelining", "size", "smtp", "smtputf8", "used")
 
     def __init__(self, smtp: smtplib.SMTP) -> None:
         self.smtp = smtp
         self.used = 0
         self.pipelining = bool(smtp.has_extn("pipelining"))
+        self.size = bool(smtp.has_extn("size"))
+        self.eight_bit = bool(smtp.has_extn("8bitmime"))
+        self.smtputf8 = bool(smtp.has_extn("smtputf8"))
 
     @property
     def is_open(self) -> bool:
@@ -206,9 +211,13 @@ class SmtpTransport:
         self._context: ssl.SSLContext | None = None
         if settings.security != "none":
             self._context = ssl_context if ssl_context is not None else _default_context(settings)
-        self._slots = threading.BoundedSemaphore(settings.connections)
-        self._lock = threading.Lock()
-        self._idle: list[_Connection] = []
+        # A token per connection allowed, and the idle connections (most recent last). Both
+        # are C structures whose operations are atomic: taking and giving back a connection,
+        # twice a message, costs no Python-level lock or condition (a BoundedSemaphore is one).
+        self._slots: queue.SimpleQueue[None] = queue.SimpleQueue()
+        for _ in range(settings.connections):
+            self._slots.put(None)
+        self._idle: collections.deque[_Connection] = collections.deque()
 
     def __repr__(self) -> str:
         user = f", username={self._settings.username!r}" if self._settings.username else ""
@@ -218,7 +227,8 @@ class SmtpTransport:
 
     def check(self) -> None:
         """Connect, say EHLO, STARTTLS and AUTH as configured, NOOP; keep the connection."""
-        with self._slots:
+        self._slots.get()
+        try:
             connection = self._take()
             try:
                 code, text = connection.smtp.noop()
@@ -233,11 +243,14 @@ class SmtpTransport:
                     f"{self._server} answered NOOP with {code} {_reply_text(text)}"
                 )
             self._put_back(connection)
+        finally:
+            self._slots.put(None)
 
     def send(self, message: OutgoingMessage) -> DeliveryReceipt:
         """Run one SMTP transaction for `message`; raise a typed error on any failure."""
         _check_addresses(message)
-        with self._slots:
+        self._slots.get()
+        try:
             connection = self._take()
             try:
                 return self._transaction(connection, message)
@@ -248,6 +261,8 @@ class SmtpTransport:
                 raise
             finally:
                 self._put_back(connection)
+        finally:
+            self._slots.put(None)
 
     def send_batch(self, items: Sequence[BatchItem]) -> list[BatchResult]:
         """One transaction per item (the sender passes one); errors raise for the batch."""
@@ -255,9 +270,11 @@ class SmtpTransport:
 
     def close(self) -> None:
         """QUIT every idle connection; the transport reconnects if it is used again."""
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for connection in idle:
+        while self._idle:
+            try:
+                connection = self._idle.pop()
+            except IndexError:  # another thread took the last one
+                break
             connection.quit()
 
     # --- the pool -----------------------------------------------------------------------------
@@ -265,9 +282,9 @@ class SmtpTransport:
     def _take(self) -> _Connection:
         """An idle live connection, else a new one (the caller holds a pool slot)."""
         while True:
-            with self._lock:
-                connection = self._idle.pop() if self._idle else None
-            if connection is None:
+            try:
+                connection = self._idle.pop()
+            except IndexError:
                 return self._open()
             if connection.looks_alive():
                 return connection
@@ -279,8 +296,7 @@ class SmtpTransport:
         if connection.used >= self._settings.max_messages_per_connection:
             connection.quit()
             return
-        with self._lock:
-            self._idle.append(connection)
+        self._idle.append(connection)
 
     def _open(self) -> _Connection:
         """Connect and prepare a session; every failure is a TransportUnavailableError."""
@@ -353,11 +369,10 @@ class SmtpTransport:
 
     def _transaction(self, connection: _Connection, message: OutgoingMessage) -> DeliveryReceipt:
         smtp = connection.smtp
-        options = self._mail_options(smtp, message)
+        extra = self._mail_options(connection, message)
         connection.used += 1
         # Written here, not by smtplib's mail()/rcpt(), which parse every address again: ours
         # were checked (`_check_addresses`: no controls, spaces or angle brackets).
-        extra = "".join(" " + option for option in options)
         commands = (
             f"MAIL FROM:<{message.sender}>{extra}\r\nRCPT TO:<{message.recipient}>\r\n"
         ).encode("utf-8" if message.smtputf8 else "ascii")
@@ -395,7 +410,7 @@ class SmtpTransport:
             ) from err
         # From here on the server has the whole message and only its answer is missing.
         try:
-            code, text = smtp.getreply()
+            code, text = _reply(smtp)
         except (smtplib.SMTPException, OSError) as err:
             connection.drop()
             raise UncertainDeliveryError(
@@ -418,10 +433,11 @@ class SmtpTransport:
         # The transaction is over either way, so the session is clean without RSET.
         raise self._refused(connection, message, "end of DATA", code, text, reset=False)
 
-    def _mail_options(self, smtp: smtplib.SMTP, message: OutgoingMessage) -> list[str]:
-        options: list[str] = []
+    def _mail_options(self, connection: _Connection, message: OutgoingMessage) -> str:
+        """The MAIL FROM parameters for `message` on `connection` (each after a space)."""
+        options = ""
         if message.smtputf8:
-            if not (smtp.has_extn("smtputf8") and smtp.has_extn("8bitmime")):
+            if not (connection.smtputf8 and connection.eight_bit):
                 address = message.recipient
                 if address.isascii() and not message.sender.isascii():
                     address = message.sender
@@ -431,17 +447,17 @@ class SmtpTransport:
                     hint="Send through a server that supports SMTPUTF8, or ask the subscriber "
                     "for an ASCII address.",
                 )
-            options += ["SMTPUTF8", "BODY=8BITMIME"]
+            options = " SMTPUTF8 BODY=8BITMIME"
         elif message.eight_bit or (message.eight_bit is None and not message.data.isascii()):
-            if not smtp.has_extn("8bitmime"):
+            if not connection.eight_bit:
                 raise PermanentDeliveryError(
                     f"{message.recipient}: the message has 8-bit content and {self._server} "
                     "does not support 8BITMIME"
                 )
-            options.append("BODY=8BITMIME")
-        if smtp.has_extn("size"):
+            options = " BODY=8BITMIME"
+        if connection.size:
             # Lets the server refuse an oversized message before the body is sent.
-            options.append(f"SIZE={len(message.data)}")
+            options += f" SIZE={len(message.data)}"
         return options
 
     def _pipelined_replies(self, connection: _Connection, message: OutgoingMessage) -> None:
@@ -455,7 +471,7 @@ class SmtpTransport:
         smtp = connection.smtp
         stages = (("MAIL", (250,)), ("RCPT", (250, 251)), ("DATA", (354,)))
         for number, (stage, accepted) in enumerate(stages):
-            code, text = smtp.getreply()
+            code, text = _reply(smtp)
             if code in accepted:
                 continue
             if code == 421 or not 400 <= code < 600:
@@ -555,6 +571,38 @@ def _hello(smtp: smtplib.SMTP, server: str) -> None:
             )
 
 
+_MAX_LINE = 8192  # smtplib's limit for a reply line
+
+
+def _reply(smtp: smtplib.SMTP) -> tuple[int, bytes]:
+    """The server's next reply, as `smtplib.SMTP.getreply` gives it (the code, -1 when it is
+    not a number; the text of its lines joined by "\\n"), with the same errors (the connection
+    is closed first), minus its debug checks per line: four replies are read per message."""
+    file = smtp.file
+    if file is None:
+        return smtp.getreply()
+    texts: list[bytes] = []
+    while True:
+        try:
+            line = file.readline(_MAX_LINE + 1)
+        except OSError as err:
+            smtp.close()
+            raise smtplib.SMTPServerDisconnected(f"Connection unexpectedly closed: {err}") from err
+        if not line:
+            smtp.close()
+            raise smtplib.SMTPServerDisconnected("Connection unexpectedly closed")
+        if len(line) > _MAX_LINE:
+            smtp.close()
+            raise smtplib.SMTPResponseException(500, "Line too long.")
+        texts.append(line[4:].strip(b" \t\r\n"))
+        try:
+            code = int(line[:3])
+        except ValueError:
+            return -1, b"\n".join(texts)
+        if line[3:4] != b"-":
+            return code, texts[0] if len(texts) == 1 else b"\n".join(texts)
+
+
 def _read_replies(smtp: smtplib.SMTP, count: int) -> bool:
     """Read `count` replies to pipelined commands after a refusal; False when the session
     cannot be reset (a DATA accepted with 354, a 421, or the connection lost)."""
@@ -574,14 +622,19 @@ def _write_data(sock: socket.socket, body: bytes) -> None:
     if isinstance(sock, ssl.SSLSocket):
         sock.sendall(body + _END_OF_DATA)
         return
+    sent = sock.sendmsg((body, _END_OF_DATA))
+    if sent == len(body) + len(_END_OF_DATA):
+        return  # the usual case: a blocking socket takes it all at once
     parts = [memoryview(body), memoryview(_END_OF_DATA)]
-    while parts:
-        sent = sock.sendmsg(parts)
+    while True:
         while parts and sent >= len(parts[0]):
             sent -= len(parts[0])
             parts.pop(0)
+        if not parts:
+            return
         if sent:
             parts[0] = parts[0][sent:]
+        sent = sock.sendmsg(parts)
 
 
 def _reset(connection: _Connection) -> None:
@@ -604,7 +657,13 @@ def _check_addresses(message: OutgoingMessage) -> None:
     never have these (`mime.mailbox_address`); this is the last line of defence.
     """
     for address in (message.sender, message.recipient):
-        if not address or not address.isprintable() or any(c in address for c in " <>"):
+        if (
+            not address
+            or not address.isprintable()
+            or " " in address
+            or "<" in address
+            or ">" in address
+        ):
             raise PermanentDeliveryError(
                 f"{address!r} is not a usable address (empty, or containing a line break, "
                 "a control character, a space or an angle bracket)"
