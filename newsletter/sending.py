@@ -58,13 +58,14 @@ from .delivery.sender import (
 )
 from .delivery.transports import describe_transport, make_transport
 from .delivery.transports.base import Transport
-from .errors import AudienceError, ConfigError, Problem, ProjectError
+from .errors import AudienceError, ConfigError, NewsletterError, Problem, ProjectError
 from .render.cache import cached_render
 from .render.model import RenderedIssue
 from .segment import EVERYONE, Segment, SegmentSyntaxError, parse_audience
 from .store import Store
 
 __all__ = [
+    "AudienceCount",
     "CheckFailedError",
     "Checker",
     "Rehearsal",
@@ -139,7 +140,6 @@ class SendPlan:
     subject: str
     sender: str
     transport_description: str
-    subscribed: int
     already_sent: int
     uncertain: int
     failed_before: int
@@ -147,9 +147,51 @@ class SendPlan:
     concurrency: int
     rendered: RenderedIssue
     archive: Snapshot | None = None  # frozen into the archive when the first message leaves
-    # Who gets it, and how many subscribed people that is now (never 0: refused before).
+    # Who gets it (never nobody: refused before), and how many subscribed people that is.
     audience: Segment = EVERYONE
-    audience_size: int = 0
+    counted: AudienceCount | None = None
+
+    @property
+    def subscribed(self) -> int:
+        """Subscribed people in the store (waits for the count, see `AudienceCount`)."""
+        return self.counted.result()[0] if self.counted is not None else 0
+
+    @property
+    def audience_size(self) -> int:
+        """Subscribed people in the audience."""
+        return self.counted.result()[1] if self.counted is not None else 0
+
+
+class AudienceCount:
+    """How many are subscribed and in the audience, counted in a thread on its own connection
+    beside the rest of `plan_send` and the send's start (issue 16): nothing before the first
+    message waits for a count of a million rows, unless it shows the count (the plan printed
+    before it is confirmed). SQLite and PostgreSQL count without holding the GIL."""
+
+    def __init__(self, settings: Settings, segment: Segment) -> None:
+        self._found: tuple[int, int] | None = None
+        self._error: NewsletterError | None = None
+        self._thread = threading.Thread(
+            target=self._count, args=(settings, segment), name="count", daemon=True
+        )
+        self._thread.start()
+
+    def _count(self, settings: Settings, segment: Segment) -> None:
+        try:
+            with SubscriberStore(settings.database()) as store:
+                subscribed = store.count(SubscriberStatus.SUBSCRIBED)
+                size = subscribed if segment.everyone else store.count_segment(segment)
+            self._found = (subscribed, size)
+        except NewsletterError as err:
+            self._error = err
+
+    def result(self) -> tuple[int, int]:
+        """(subscribed, in the audience); the store's error if it could not count."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._found is not None
+        return self._found
 
 
 @dataclass(frozen=True)
@@ -217,10 +259,10 @@ def plan_send(
             # Rows a killed run left `sending` are uncertain too (the next run marks them so).
             counts[State.UNCERTAIN] += counts.get(State.SENDING, 0)
         stored = issue_ledger.fingerprint()
-        subscribed = store.count(SubscriberStatus.SUBSCRIBED)
-        size = subscribed if segment.everyone else store.count_segment(segment)
-    if size == 0:
-        raise empty_audience(segment, template.issue)
+        # One row answers whether anybody is in it; the counts come beside (`AudienceCount`).
+        if not store.any_in_segment(segment):
+            raise empty_audience(segment, template.issue)
+    counted = AudienceCount(settings, segment)
     rendered = issue.rendered
     return SendPlan(
         settings=settings,
@@ -232,7 +274,6 @@ def plan_send(
         subject=rendered.subject.fill(lambda slot: slot.default or f"{{{slot.path}}}"),
         sender=str(settings.sender),
         transport_description=describe_transport(settings),
-        subscribed=subscribed,
         already_sent=counts.get(State.SENT, 0),
         uncertain=counts.get(State.UNCERTAIN, 0),
         failed_before=counts.get(State.FAILED, 0),
@@ -243,7 +284,7 @@ def plan_send(
         # published (`archive update` adds it if those files were delivered after all).
         archive=archive_snapshot(rendered) if settings.transport.kind != "outbox" else None,
         audience=segment,
-        audience_size=size,
+        counted=counted,
         rendered=rendered,
     )
 
