@@ -39,8 +39,8 @@ from typing import Protocol, runtime_checkable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .approvals import ApprovalError, Approvals, approval_problem
-from .checks import check_issue
 from .checks.model import CheckReport
+from .checks.reuse import check_reusing
 from .config import Settings, parse_address
 from .delivery.content import OutgoingMessage
 from .delivery.sender import SendProgress
@@ -349,7 +349,7 @@ def schedule_send(
     by: str = "",
     environ: Mapping[str, str] = os.environ,
     transport_factory: TransportFactory = make_transport,
-    checker: Checker = check_issue,
+    checker: Checker = check_reusing,
 ) -> Scheduled:
     """Check everything now (as `send` does) and record the send of `request.issue` at `at`.
 
@@ -456,7 +456,7 @@ def run_due(
     now: float,
     environ: Mapping[str, str] = os.environ,
     transport_factory: TransportFactory = make_transport,
-    checker: Checker = check_issue,
+    checker: Checker = check_reusing,
     clock: Callable[[], float] = time.time,
     stop: threading.Event | None = None,
     progress: Callable[[SendProgress], None] | None = None,

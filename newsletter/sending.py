@@ -6,7 +6,8 @@ SMTP password is reported before a 20-second content check:
 1. settings, the issue's folder, the unsubscribe signing secret, the transport (its password or
    API key, via `make_transport`) and whether it is reachable (`transport.check()`), the DKIM key
    when `[dkim]` is set and the transport delivers our MIME bytes as they are;
-2. the content check (`checks.check_issue`): errors stop the send unless forced
+2. the content check (`checks.check_issue`; the report of a `check` of the same content in the
+   last ten minutes is reused, `checks.reuse`): errors stop the send unless forced
    (`CheckFailedError` carries the findings, so the caller can show them);
 3. the plan (`plan_send`): what will be sent, how many are subscribed, how far an earlier run got,
    whether the content changed since the send started;
@@ -34,9 +35,8 @@ from .approvals import Approval, ApprovalError, Approvals, approval_problem
 from .archive import ArchivedIssue, ArchiveImage, ArchiveStore, Snapshot
 from .audience import Subscriber, SubscriberStatus, SubscriberStore
 from .audience.tokenbook import opaque_token_maker
-from .build import local_image_html
-from .checks import check_issue
 from .checks.model import CheckReport
+from .checks.reuse import check_reusing
 from .clicks import record_links, recorded_numbers
 from .config import Settings, parse_address
 from .content import Issue, load_issue, resolve_issue_folder
@@ -58,15 +58,14 @@ from .delivery.sender import (
 )
 from .delivery.transports import describe_transport, make_transport
 from .delivery.transports.base import Transport
-from .dkim import signer_from_settings
-from .errors import AudienceError, ConfigError, Problem, ProjectError
-from .inbox.process import apply_refusals
+from .errors import AudienceError, ConfigError, NewsletterError, Problem, ProjectError
 from .render.cache import cached_render
 from .render.model import RenderedIssue
 from .segment import EVERYONE, Segment, SegmentSyntaxError, parse_audience
 from .store import Store
 
 __all__ = [
+    "AudienceCount",
     "CheckFailedError",
     "Checker",
     "Rehearsal",
@@ -91,7 +90,8 @@ TransportFactory = Callable[[Settings, Mapping[str, str]], Transport]
 
 
 class Checker(Protocol):
-    """Checks an issue before it is sent (`checks.check_issue` fits)."""
+    """Checks an issue before it is sent (`checks.check_issue` fits; the default,
+    `checks.reuse.check_reusing`, reuses the report of a `check` just run on the same content)."""
 
     def __call__(
         self, issue: Issue, rendered: RenderedIssue, settings: Settings, *, offline: bool
@@ -140,7 +140,6 @@ class SendPlan:
     subject: str
     sender: str
     transport_description: str
-    subscribed: int
     already_sent: int
     uncertain: int
     failed_before: int
@@ -148,9 +147,51 @@ class SendPlan:
     concurrency: int
     rendered: RenderedIssue
     archive: Snapshot | None = None  # frozen into the archive when the first message leaves
-    # Who gets it, and how many subscribed people that is now (never 0: refused before).
+    # Who gets it (never nobody: refused before), and how many subscribed people that is.
     audience: Segment = EVERYONE
-    audience_size: int = 0
+    counted: AudienceCount | None = None
+
+    @property
+    def subscribed(self) -> int:
+        """Subscribed people in the store (waits for the count, see `AudienceCount`)."""
+        return self.counted.result()[0] if self.counted is not None else 0
+
+    @property
+    def audience_size(self) -> int:
+        """Subscribed people in the audience."""
+        return self.counted.result()[1] if self.counted is not None else 0
+
+
+class AudienceCount:
+    """How many are subscribed and in the audience, counted in a thread on its own connection
+    beside the rest of `plan_send` and the send's start (issue 16): nothing before the first
+    message waits for a count of a million rows, unless it shows the count (the plan printed
+    before it is confirmed). SQLite and PostgreSQL count without holding the GIL."""
+
+    def __init__(self, settings: Settings, segment: Segment) -> None:
+        self._found: tuple[int, int] | None = None
+        self._error: NewsletterError | None = None
+        self._thread = threading.Thread(
+            target=self._count, args=(settings, segment), name="count", daemon=True
+        )
+        self._thread.start()
+
+    def _count(self, settings: Settings, segment: Segment) -> None:
+        try:
+            with SubscriberStore(settings.database()) as store:
+                subscribed = store.count(SubscriberStatus.SUBSCRIBED)
+                size = subscribed if segment.everyone else store.count_segment(segment)
+            self._found = (subscribed, size)
+        except NewsletterError as err:
+            self._error = err
+
+    def result(self) -> tuple[int, int]:
+        """(subscribed, in the audience); the store's error if it could not count."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._found is not None
+        return self._found
 
 
 @dataclass(frozen=True)
@@ -186,7 +227,7 @@ def plan_send(
     *,
     environ: Mapping[str, str] = os.environ,
     transport_factory: TransportFactory = make_transport,
-    checker: Checker = check_issue,
+    checker: Checker = check_reusing,
     require_approval: bool = True,
 ) -> SendPlan:
     """Steps 1-3: fail fast on settings, secrets and the transport, check the content, plan.
@@ -218,10 +259,10 @@ def plan_send(
             # Rows a killed run left `sending` are uncertain too (the next run marks them so).
             counts[State.UNCERTAIN] += counts.get(State.SENDING, 0)
         stored = issue_ledger.fingerprint()
-        subscribed = store.count(SubscriberStatus.SUBSCRIBED)
-        size = subscribed if segment.everyone else store.count_segment(segment)
-    if size == 0:
-        raise empty_audience(segment, template.issue)
+        # One row answers whether anybody is in it; the counts come beside (`AudienceCount`).
+        if not store.any_in_segment(segment):
+            raise empty_audience(segment, template.issue)
+    counted = AudienceCount(settings, segment)
     rendered = issue.rendered
     return SendPlan(
         settings=settings,
@@ -233,7 +274,6 @@ def plan_send(
         subject=rendered.subject.fill(lambda slot: slot.default or f"{{{slot.path}}}"),
         sender=str(settings.sender),
         transport_description=describe_transport(settings),
-        subscribed=subscribed,
         already_sent=counts.get(State.SENT, 0),
         uncertain=counts.get(State.UNCERTAIN, 0),
         failed_before=counts.get(State.FAILED, 0),
@@ -244,7 +284,7 @@ def plan_send(
         # published (`archive update` adds it if those files were delivered after all).
         archive=archive_snapshot(rendered) if settings.transport.kind != "outbox" else None,
         audience=segment,
-        audience_size=size,
+        counted=counted,
         rendered=rendered,
     )
 
@@ -321,6 +361,8 @@ def _bounce_refused(
         and ("refused the recipient" in row.last_error or f"refused {row.email}" in row.last_error)
     ]
     if refusals:
+        from .inbox.process import apply_refusals  # noqa: PLC0415 (only refusals need the inbox)
+
         limit = settings.inbox.soft_bounce_limit if settings.inbox is not None else 3
         apply_refusals(store, refusals, issue=report.issue, soft_bounce_limit=limit)
 
@@ -369,7 +411,7 @@ def approve(
 
 
 def rehearse(
-    settings: Settings, request: SendRequest, *, checker: Checker = check_issue
+    settings: Settings, request: SendRequest, *, checker: Checker = check_reusing
 ) -> Rehearsal:
     """The dry run: check the content (errors stop unless forced), then personalise every
     message without sending or recording anything. Needs no transport (nor its password)."""
@@ -442,9 +484,17 @@ def archive_snapshot(rendered: RenderedIssue) -> Snapshot:
     return Snapshot(
         rendered.name,
         subject or rendered.name,
-        local_image_html(rendered, rendered.web_html),
+        _local_image_html(rendered, rendered.web_html),
         tuple(images),
     )
+
+
+def _local_image_html(rendered: RenderedIssue, html: str) -> str:
+    """`build.local_image_html`, without importing `build` (the renderer's samples, Jinja) on a
+    send's way to its first message: `cid:` references pointed at the images' file names."""
+    for image in rendered.embedded_images:
+        html = html.replace(f"cid:{image.cid}", image.filename)
+    return html
 
 
 def update_archive(settings: Settings, issue: str) -> tuple[ArchivedIssue, bool]:
@@ -515,6 +565,8 @@ class _Issue:
         settings = self.settings
         sign = None
         if settings.dkim is not None and transport is not None and transport.delivers_mime_as_is:
+            from .dkim import signer_from_settings  # noqa: PLC0415 (cryptography: only with [dkim])
+
             sign = signer_from_settings(settings.dkim, settings.root).sign
         return MessageTemplate.prepare(
             self.rendered,

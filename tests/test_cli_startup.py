@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from newsletter import __version__
 
 from .conftest import EXAMPLE_ISSUE
@@ -135,3 +137,31 @@ def test_a_build_of_unchanged_content_renders_nothing(project: Path) -> None:
     second, printed = loaded_after(setup, cwd=project)
     assert second == [] and printed.splitlines()[-1] == "[]"
     assert files() == before
+
+
+def test_a_send_right_after_a_check_runs_none_of_the_checks(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The send reuses the check's report (checks/reuse.py): no check module, no Pillow for
+    the logo's contrast, no email-validator, no premailer (the render is read back)."""
+    monkeypatch.setenv("NEWSLETTER_SECRET", "a-test-signing-secret")
+    check = f"sys.argv = ['newsletter', 'check', {EXAMPLE_ISSUE!r}, '--offline']\n"
+    send = f"sys.argv = ['newsletter', 'send', {EXAMPLE_ISSUE!r}, '--dry-run', '--no-link-check']\n"
+    run = (
+        "from newsletter.cli import main\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith('newsletter.checks.')))"
+    )
+    _, printed = loaded_after(check + run, cwd=project)
+    assert "newsletter.checks.run" in printed.splitlines()[-1]
+    second, printed = loaded_after(send + run, cwd=project)
+    assert "Dry run: 0 messages rendered" in printed
+    # The report's model and printing, the reuse and the audience check: no content check.
+    loaded_checks = set(json.loads(printed.splitlines()[-1].replace("'", '"')))
+    checks = ("run", "accessibility", "images", "links", "size", "spam", "masthead", "context")
+    assert loaded_checks.isdisjoint(f"newsletter.checks.{name}" for name in checks)
+    assert "newsletter.checks.reuse" in loaded_checks
+    assert second == []

@@ -73,13 +73,21 @@ def _special_suffixes() -> tuple[str, ...]:
     return _special[1]
 
 
-def _fast_normalise(address: str) -> str | None:
+def _plain_ascii(address: str) -> re.Match[str] | None:
+    """The fast path's match of `address` (its group 1 the domain), None when it does not take
+    it: email-validator would keep such an address's local part and lower-case its domain, or
+    refuse it only for a special-use domain."""
     found = _FAST_ADDRESS.fullmatch(address)
-    if found is None or len(address) > 254 or "--" in found.group(1):
+    if found is None or len(address) > 254 or "--" in found.group(1) or len(found.group(1)) > 253:
+        return None
+    return found
+
+
+def _fast_normalise(address: str) -> str | None:
+    found = _plain_ascii(address)
+    if found is None:
         return None
     domain = found.group(1).lower()
-    if len(domain) > 253:
-        return None
     if ("." + domain).endswith(_special_suffixes()):
         return None
     return address[: found.start(1)] + domain
@@ -114,6 +122,11 @@ def address_key(address: str) -> str:
 
 def lookup_key(text: str) -> str:
     """The key to look `text` up by; lenient, so that rows from older checks can be found."""
+    address = text.strip()
+    if _plain_ascii(address) is not None and not has_line_break(text):
+        # Accepted or refused (a special-use domain), such an address's key is its casefolded
+        # self: no need for email-validator, whose import a send's first look-up would pay.
+        return address_key(address)
     try:
         return address_key(normalise_address(text))
     except AudienceError:

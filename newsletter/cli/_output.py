@@ -6,12 +6,14 @@ import re
 
 from rich.console import Console
 
-console = Console(soft_wrap=True)
-err_console = Console(stderr=True, soft_wrap=True)
+# No emoji codes: a finding, subject or name with ` :smile: ` in it is shown as written, and
+# rich's table of codes (its biggest module) is not loaded before a send's first message.
+console = Console(soft_wrap=True, emoji=False)
+err_console = Console(stderr=True, soft_wrap=True, emoji=False)
 
 # The subscriber commands print addresses and names: no number or URL highlighting in them.
-plain_console = Console(soft_wrap=True, highlight=False)
-plain_err_console = Console(stderr=True, soft_wrap=True, highlight=False)
+plain_console = Console(soft_wrap=True, highlight=False, emoji=False)
+plain_err_console = Console(stderr=True, soft_wrap=True, highlight=False, emoji=False)
 
 
 # C0 and C1 controls, DEL, and the bidi overrides and isolates that reorder what a terminal shows.

@@ -188,8 +188,9 @@ def check(
 
     Every finding names the file and line it concerns. Exits with status 1 when there are
     errors; warnings alone do not fail. Good link answers are cached for ten minutes and spam
-    scores per content in `.newsletter-cache/`, so checking again after a fix is quick and a
-    `send` right after the check does not repeat it; `--no-cache` checks everything afresh.
+    scores per content in `.newsletter-cache/`, so checking again after a fix is quick; a
+    `send` of the same content in the next ten minutes reuses the report when it found no
+    error (it checks only the audience again); `--no-cache` checks everything afresh.
 
     Examples:
 
@@ -200,12 +201,15 @@ def check(
     """
     from ..checks import check_issue  # noqa: PLC0415 (heavy, only this command needs it)
     from ..checks.report import print_report  # noqa: PLC0415 (heavy, see check_issue)
+    from ..checks.reuse import record_report  # noqa: PLC0415 (beside check_issue)
     from ..render.cache import cached_render  # noqa: PLC0415 (heavy, only this command needs it)
 
     settings = project_settings()
     loaded = load_issue(resolve_issue_folder(settings.root, issue))
     rendered = cached_render(loaded, settings)
     report = check_issue(loaded, rendered, settings, offline=offline, use_cache=not no_cache)
+    # A send of this content in the next ten minutes reuses the report (checks/reuse.py).
+    record_report(loaded, rendered, settings, report, offline=offline)
     if as_json:
         typer.echo(report.to_json())
     else:

@@ -17,14 +17,6 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 from rich.text import Text
 
@@ -39,6 +31,8 @@ from ._project import project_settings
 from .clicks import show_click_counts
 
 if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
+
     from ..sending import Rehearsal, SendPlan, SendRequest
 
 LISTED = 20  # failures and uncertain rows printed by `send` and `status` (all with --all)
@@ -177,22 +171,29 @@ def send(
         # and run again, like a run paused by a refusal.
         err.exit_code = ExitCode.PAUSED
         raise
-    _print_plan(plan)
-    from .schedule import note_schedule  # noqa: PLC0415 (a small module, only send needs it)
 
-    note_schedule(settings, plan.issue)
-    accept_changed = False
-    if plan.content_changed:
-        console.print(
-            "[yellow]The issue's content changed since this send started.[/] "
-            "The rest will get the new version."
-        )
-        if not yes and not typer.confirm("Send the changed version?", default=False):
+    def show_plan() -> None:
+        _print_plan(plan)
+        from .schedule import note_schedule  # noqa: PLC0415 (a small module, only send needs it)
+
+        note_schedule(settings, plan.issue)
+        if plan.content_changed:
+            console.print(
+                "[yellow]The issue's content changed since this send started.[/] "
+                "The rest will get the new version."
+            )
+
+    if not yes:
+        show_plan()
+        if plan.content_changed and not typer.confirm("Send the changed version?", default=False):
             raise typer.Abort()
-        accept_changed = True
-    if not yes and not typer.confirm(f"Send '{plan.issue}' now?", default=False):
-        raise typer.Abort()
-    report = _run_send(plan, accept_changed)
+        if not typer.confirm(f"Send '{plan.issue}' now?", default=False):
+            raise typer.Abort()
+    # With --yes nobody reads the plan before the send starts: it is shown with the first
+    # progress report (or when the run ends), so the first message does not wait for the
+    # audience's count (a million rows: a tenth of a second; issue 16).
+    accept_changed = plan.content_changed
+    report = _run_send(plan, accept_changed, show_plan if yes else None)
     _print_send_report(report)
     code = EXIT_CODES[report.outcome]
     if code:
@@ -273,9 +274,12 @@ def _print_plan(plan: SendPlan) -> None:
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-def _run_send(plan: SendPlan, accept_changed: bool) -> SendReport:
+def _run_send(
+    plan: SendPlan, accept_changed: bool, show_plan: Callable[[], None] | None = None
+) -> SendReport:
     """Deliver with a progress bar. Ctrl-C, SIGTERM and SIGHUP set the stop event: the messages
-    in flight finish and are recorded, and the run ends paused (issue 15, D8)."""
+    in flight finish and are recorded, and the run ends paused (issue 15, D8). `show_plan`
+    (not shown yet) is called before the bar starts, or when the run ends without one."""
     from ..sending import deliver  # noqa: PLC0415 (heavy, only send needs it)
 
     stop = threading.Event()
@@ -288,26 +292,21 @@ def _run_send(plan: SendPlan, accept_changed: bool) -> SendReport:
             )
 
     previous = {signum: signal.signal(signum, interrupt) for signum in _STOP_SIGNALS}
-    columns = (
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]:.0f}/s"),
-        TimeRemainingColumn(),
-        TextColumn(
-            "sent {task.fields[sent]} · failed {task.fields[failed]}"
-            " · retrying {task.fields[deferred]}"
-        ),
-    )
     started = time.monotonic()
     # The bar appears with the first progress report: not before the transport answered, and
-    # not at all when there is nothing left to send (issue 15, D20; issue 12).
-    bar = Progress(*columns, console=console, transient=False)
+    # not at all when there is nothing left to send (issue 15, D20; issue 12). It is made then
+    # too, so its module is not imported before the first message leaves (issue 16).
+    bars: list[Progress] = []
     task: list[TaskID] = []
     # The bar takes at most 5 updates a second (a report comes per message over SMTP); the
     # last one held back is shown when the run ends.
     shown: list[float] = [0.0]
     latest: list[SendProgress] = []
+    unshown = [show_plan] if show_plan is not None else []
+
+    def plan_shown() -> None:
+        if unshown:
+            unshown.pop()()
 
     def progress(update: SendProgress, *, final: bool = False) -> None:
         now = time.monotonic()
@@ -318,12 +317,14 @@ def _run_send(plan: SendPlan, accept_changed: bool) -> SendReport:
         latest.clear()
         try:
             if not task:
-                bar.start()
+                plan_shown()
+                bars.append(_progress_bar())
+                bars[0].start()
                 task.append(
-                    bar.add_task("sending", total=None, rate=0.0, sent=0, failed=0, deferred=0)
+                    bars[0].add_task("sending", total=None, rate=0.0, sent=0, failed=0, deferred=0)
                 )
             elapsed = max(now - started, 1e-6)
-            bar.update(
+            bars[0].update(
                 task[0],
                 total=update.total,
                 completed=update.done,
@@ -339,13 +340,39 @@ def _run_send(plan: SendPlan, accept_changed: bool) -> SendReport:
     try:
         return deliver(plan, accept_changed=accept_changed, stop=stop, progress=progress)
     finally:
+        with contextlib.suppress(OSError):  # no terminal any more (SIGHUP)
+            plan_shown()
         if latest:
             progress(latest[0], final=True)
-        if task:
+        if bars:
             with contextlib.suppress(OSError):
-                bar.stop()
+                bars[0].stop()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def _progress_bar() -> Progress:
+    """The send's progress bar (rich.progress, imported when the first report comes)."""
+    from rich.progress import (  # noqa: PLC0415 (after the first message: see _run_send)
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]:.0f}/s"),
+        TimeRemainingColumn(),
+        TextColumn(
+            "sent {task.fields[sent]} · failed {task.fields[failed]}"
+            " · retrying {task.fields[deferred]}"
+        ),
+    )
+    return Progress(*columns, console=console, transient=False)
 
 
 def _when(at: float) -> str:
