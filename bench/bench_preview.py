@@ -114,7 +114,8 @@ def measure(
         page.goto(server.url)
         page.wait_for_function("window.preview.loads > 0", timeout=60_000)
         for number in range(1, edits + 1):
-            title = f"{new_title}, edit {number}"
+            # Bracketed: "edit 1" must not match a page still showing "edit 10" (a previous round).
+            title = f"{new_title} [edit {number}]"
             time.sleep(0.3)  # let the previous reload settle: each edit is measured alone
             builds_before = len(built_at)
             saved = time.time() * 1000
