@@ -40,12 +40,15 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
-        project = root / "project"
-        project.mkdir()
-        shutil.copy(REPO / "newsletter.toml", project)
-        shutil.copytree(REPO / "images", project / "images")
-        shutil.copytree(REPO / "issues" / "2026-11", project / "issues" / "2026-11")
         sides = {"baseline": extract(args.baseline, root / "baseline"), "current": None}
+        # A project per side: the current code migrates the store to a version an older
+        # baseline refuses to open ("written by a newer version").
+        projects = {side: root / f"project-{side}" for side in sides}
+        for project in projects.values():
+            project.mkdir()
+            shutil.copy(REPO / "newsletter.toml", project)
+            shutil.copytree(REPO / "images", project / "images")
+            shutil.copytree(REPO / "issues" / "2026-11", project / "issues" / "2026-11")
         cases: dict[str, list[str] | None] = {
             "python -c pass (floor)": ["-c", "pass"],
             "newsletter --version": ["--version"],
@@ -72,7 +75,9 @@ def main() -> None:
                         argv = [*prefix, *arguments]
                     used = resource.getrusage(resource.RUSAGE_CHILDREN)
                     start = time.perf_counter()
-                    subprocess.run(argv, cwd=project, env=env, check=True, capture_output=True)
+                    subprocess.run(
+                        argv, cwd=projects[side], env=env, check=True, capture_output=True
+                    )
                     times.setdefault((case, side), []).append(time.perf_counter() - start)
                     after = resource.getrusage(resource.RUSAGE_CHILDREN)
                     cpu.setdefault((case, side), []).append(
