@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import baseline  # noqa: E402  (bench/baseline.py, beside this script)
-from bench_store import machine_jiffies, server_cpu  # noqa: E402
+from bench_store import machine_jiffies, own_cpu, server_cpu  # noqa: E402
 
 from tests.conftest import copy_example_project  # noqa: E402
 from tests.pgserver import PostgresServer, postgresql_bin  # noqa: E402
@@ -59,11 +59,6 @@ def process_cpu(pids: list[int]) -> float:
             continue
         ticks += int(fields[11]) + int(fields[12])
     return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def own_cpu() -> float:
-    times = os.times()
-    return times.user + times.system
 
 
 def main() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -76,6 +77,23 @@ def test_any_change_to_what_the_findings_come_from_is_checked_again(
 ) -> None:
     _record(project, issue_folder)
     change(project, issue_folder)
+    assert _reused(project, issue_folder) is None
+
+
+def test_another_spamassassin_is_checked_again(
+    project: Path, issue_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The key holds the SpamAssassin found on PATH (its identity, as the spam score's cache
+    keys it): an upgrade means a new score."""
+    programs = tmp_path / "bin"
+    programs.mkdir()
+    program = programs / "spamassassin"
+    program.write_text("#!/bin/sh\nexit 0\n", encoding="utf-8")
+    program.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{programs}:{os.environ.get('PATH', '')}")
+    _record(project, issue_folder)
+    assert _reused(project, issue_folder) is not None
+    program.write_text("#!/bin/sh\n# upgraded\nexit 0\n", encoding="utf-8")
     assert _reused(project, issue_folder) is None
 
 

@@ -10,8 +10,9 @@ again (issue 16). Importing this module loads none of the checks.
   renders with their numbers);
 - the bytes of newsletter.toml, and the size and modification time of every file in the
   issue's folder (findings name lines);
-- whether links were checked over the network (`offline`), and the SpamAssassin program found
-  (path, size, modification time).
+- whether links were checked over the network (`offline`), and the SpamAssassin found: the
+  program and its configuration and rules, as the spam score's own cache keys it
+  (`checks.spamid`), so a rule update also checks again.
 
 A report is reused for `REUSE_FOR` seconds (the link cache's ten minutes; a reused report's link
 answers were at most that old when it was made) and only when it found no error: an error
@@ -32,11 +33,12 @@ from typing import Any
 
 from ..config import Settings
 from ..content import Issue
-from ..render.cache import render_key
+from ..render.cache import KeyDigest, render_key
 from ..render.model import RenderedIssue
 from .audience import check_audience
 from .cachefile import read_cache, write_cache
 from .model import SEVERITIES, CheckReport, Finding
+from .spamid import spamassassin_identity
 
 __all__ = ["REPORTS_FILE", "REUSE_FOR", "check_reusing", "record_report", "reused_report"]
 
@@ -124,13 +126,8 @@ def record_report(
 
 def report_key(issue: Issue, rendered: RenderedIssue, settings: Settings, *, offline: bool) -> str:
     """The digest a report is recorded under (see the module's docstring)."""
-    digest = hashlib.sha256()
-
-    def add(label: str, value: object) -> None:
-        text = repr(value).encode("utf-8", "surrogatepass")
-        digest.update(f"{label}\0{len(text)}\0".encode())
-        digest.update(text)
-
+    digest = KeyDigest()
+    add = digest.add
     add("format", FORMAT)
     add("offline", offline)
     add("render", render_key(issue, settings))
@@ -155,7 +152,8 @@ def report_key(issue: Issue, rendered: RenderedIssue, settings: Settings, *, off
         digest.update(hashlib.sha256(data).digest())
     add("config", _content(settings.config_path))
     add("issue files", _signatures(issue.folder))
-    add("spamassassin", _program(SPAMASSASSIN))
+    program = shutil.which(SPAMASSASSIN)
+    add("spamassassin", spamassassin_identity(program) if program is not None else None)
     return digest.hexdigest()
 
 
@@ -199,14 +197,3 @@ def _signatures(folder: Path) -> list[tuple[str, int, int]]:
                 continue
             found.append((os.path.relpath(path, folder), info.st_size, info.st_mtime_ns))
     return found
-
-
-def _program(name: str) -> tuple[str, int, int] | None:
-    found = shutil.which(name)
-    if found is None:
-        return None
-    try:
-        info = os.stat(found)
-    except OSError:
-        return None
-    return (found, info.st_size, info.st_mtime_ns)

@@ -7,13 +7,12 @@ because scoring would otherwise teach the editor's own Bayes database our sample
 Because the score is a function of the message and of SpamAssassin's program, rules and
 configuration, it is kept in `.newsletter-cache/spam.json` (`SpamCache`): a `send` right after a
 `check` of the same content does not pay SpamAssassin's seconds again. The key is the message
-without its Date header plus what identifies the installed SpamAssassin (see `_identity`).
+without its Date header plus what identifies the installed SpamAssassin (`checks.spamid`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import shutil
 import subprocess
@@ -31,6 +30,7 @@ from ..errors import NewsletterError
 from ..render.model import RenderedIssue
 from .cachefile import read_cache, write_cache
 from .model import Finding, Severity
+from .spamid import SPAMASSASSIN_PATHS, spamassassin_identity
 
 WARN_SCORE = 3.0
 ERROR_SCORE = 5.0
@@ -83,33 +83,7 @@ SPAM_CACHE_FILE = "spam.json"
 SPAM_CACHE_VERSION = "1"
 # Entries not used for this long are dropped when the file is written.
 SPAM_CACHE_KEEP = 30 * 24 * 3600.0
-# What besides the program decides a score: the site configuration (local.cf, *.pre), the rules
-# the package ships and those sa-update installs.
-SPAMASSASSIN_PATHS = ("/etc/spamassassin", "/usr/share/spamassassin", "/var/lib/spamassassin")
 _DATE_HEADER = re.compile(rb"(?im)^Date:[^\n]*\n")
-
-
-def _identity(executable: str, extra: tuple[str, ...] = SPAMASSASSIN_PATHS) -> str:
-    """Path, size and modification time of the program and of every file in its configuration
-    and rule folders: an upgrade, a rule update (sa-update) or an edited local.cf gives another
-    identity. A few hundred stat calls (milliseconds), no process started."""
-    parts: list[str] = []
-    for name in (executable, *extra):
-        try:
-            info = os.stat(name)
-        except OSError:
-            continue
-        parts.append(f"{name}:{info.st_size}:{info.st_mtime_ns}")
-        for folder, subfolders, files in os.walk(name):
-            subfolders.sort()
-            for file in sorted(files):
-                path = os.path.join(folder, file)
-                try:
-                    info = os.stat(path)
-                except OSError:
-                    continue
-                parts.append(f"{path}:{info.st_size}:{info.st_mtime_ns}")
-    return "\n".join(parts)
 
 
 def spam_cache_key(
@@ -118,7 +92,7 @@ def spam_cache_key(
     """What a score depends on: the message (its Date header aside: it changes every second and,
     without Received headers, no rule compares it with anything) and the SpamAssassin used."""
     digest = hashlib.sha256()
-    for part in (SPAM_CACHE_VERSION.encode(), _identity(executable, extra).encode()):
+    for part in (SPAM_CACHE_VERSION.encode(), spamassassin_identity(executable, extra).encode()):
         digest.update(part + b"\0")
     digest.update(_DATE_HEADER.sub(b"", message, count=1))
     return digest.hexdigest()

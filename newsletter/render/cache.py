@@ -94,13 +94,8 @@ def render_key(
     click_numbers: Mapping[str, int] | None = None,
 ) -> str:
     """The digest naming the cache entry of this render (see the module docstring)."""
-    digest = hashlib.sha256()
-
-    def add(label: str, value: object) -> None:
-        text = repr(value).encode("utf-8", "surrogatepass")
-        digest.update(f"{label}\0{len(text)}\0".encode())
-        digest.update(text)
-
+    digest = KeyDigest()
+    add = digest.add
     add("format", FORMAT)
     add("version", __version__)
     add("python", sys.version)
@@ -119,6 +114,26 @@ def render_key(
             content = hashlib.sha256(path.read_bytes()).hexdigest()
             add(label, (path.relative_to(folder).as_posix(), content))
     return digest.hexdigest()
+
+
+class KeyDigest:
+    """SHA-256 of labelled values for a cache key: each value's `repr`, with its label and
+    length before it, so no two different sequences of values give the same bytes."""
+
+    def __init__(self) -> None:
+        self._digest = hashlib.sha256()
+
+    def add(self, label: str, value: object) -> None:
+        text = repr(value).encode("utf-8", "surrogatepass")
+        self._digest.update(f"{label}\0{len(text)}\0".encode())
+        self._digest.update(text)
+
+    def update(self, data: bytes) -> None:
+        """Raw bytes (a digest of a file, say), as they are."""
+        self._digest.update(data)
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
 
 
 def _files(folder: Path) -> Iterator[Path]:
