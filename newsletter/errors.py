@@ -143,6 +143,11 @@ class UncertainDeliveryError(DeliveryError):
     """The message may or may not have been accepted (e.g. connection lost after the data)."""
 
 
+class NotStartedError(DeliveryError):
+    """A message of a batch the transport did not begin because the run is stopping: nothing of
+    it reached the server, and its ledger row stays as it was (sent by the next run)."""
+
+
 class TransportUnavailableError(DeliveryError):
     """The transport cannot work at all (server down, authentication failed): stop the run."""
 

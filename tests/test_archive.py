@@ -217,6 +217,7 @@ def test_the_archive_exists_before_the_first_message_is_handed_over(
         needs_mime = True
         delivers_mime_as_is = True
         signals_handover = False
+        hands_over_each = False
 
         def check(self) -> None:
             return
@@ -274,6 +275,7 @@ def test_a_failing_archive_stops_the_send_before_any_message(tmp_path: Path, pro
         needs_mime = True
         delivers_mime_as_is = True
         signals_handover = False
+        hands_over_each = False
 
         def check(self) -> None:
             return

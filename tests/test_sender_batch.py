@@ -61,6 +61,7 @@ class RecordingBatchTransport:
     needs_mime = True
     delivers_mime_as_is = False
     signals_handover = False
+    hands_over_each = False
 
     def __init__(
         self,

@@ -74,6 +74,7 @@ class ProviderLike:
     needs_mime = True
     delivers_mime_as_is = False
     signals_handover = False
+    hands_over_each = False
 
     def __init__(self) -> None:
         self.data: list[bytes] = []

@@ -37,6 +37,7 @@ from ..errors import (
     DeliveryError,
     LedgerError,
     NewsletterError,
+    NotStartedError,
     PermanentDeliveryError,
     TransientDeliveryError,
     TransportUnavailableError,
@@ -51,7 +52,14 @@ from .ledger import FreezeReport, IssueLedger, Ledger, LedgerRow, State
 from .ledgeraudience import record_audience
 from .message import MessageTemplate, Personalisation
 from .ratelimit import Backoff, RateLimiter
-from .transports.base import BatchItem, BatchResult, DeliveryReceipt, Transport, handing_over
+from .transports.base import (
+    BatchItem,
+    BatchResult,
+    DeliveryReceipt,
+    Transport,
+    handing_over,
+    handing_over_each,
+)
 
 MAX_LISTED_PROBLEMS = 20
 # A subscriber with an address and nothing else: lacks every value an issue could require.
@@ -635,9 +643,30 @@ class _Run:
 
     @property
     def groups_commits(self) -> bool:
-        """One message per batch (SMTP, the outbox): a message's `sent` is written with the
-        next message's `sending`, in one commit (see `_record`)."""
-        return self.transport.max_batch == 1
+        """Messages that go one by one (the outbox) or several at once over connections (SMTP):
+        a message's `sent` is written with the next `sending`, in one commit (see `_record`)."""
+        return self.transport.max_batch == 1 or self.transport.hands_over_each
+
+    @property
+    def threads(self) -> int:
+        """Sending threads: one when the transport carries a batch over all its connections
+        itself (SMTP), else `options.concurrency` batches at a time."""
+        return 1 if self.transport.hands_over_each else max(1, self.options.concurrency)
+
+    def batch_size(self) -> int:
+        """Rows per batch. A transport that carries a batch over its connections at once gets
+        no more than `pause_after_failures` (a run pauses between batches: a relay refusing
+        everyone sees at most twice that many tries), and no more than `options.concurrency`
+        under a rate limit (no burst beyond what that many threads sent before) or when rows
+        are claimed (PostgreSQL: a claimed batch is marked `sending` whole at its first
+        handover, so a crash leaves at most that many uncertain)."""
+        size = max(1, self.transport.max_batch)
+        if not self.transport.hands_over_each:
+            return size
+        size = min(size, max(1, self.options.pause_after_failures))
+        if self.claiming or not self.limiter.unlimited:
+            size = min(size, max(1, self.options.concurrency))
+        return size
 
 
 def _run_passes(run: _Run) -> None:
@@ -656,14 +685,14 @@ def _run_passes(run: _Run) -> None:
             # A first freeze still writing (nothing was deferred, failed or uncertain yet).
             rows = run.ledger.following(run.background.finished, run.background.wait_for_chunk)
         resend = first_pass and (options.retry_failed or options.resend_uncertain)
-        size = max(1, run.transport.max_batch)
+        size = run.batch_size()
         if run.claiming:
             _run_claiming(run, size, _resent_states(options) if resend else ())
         else:
             _run_workers(
                 _batched(rows, size, run.halted),
                 functools.partial(_send_batch, run, resend=resend),
-                options.concurrency,
+                run.threads,
                 run.halted,
                 finish=functools.partial(_flush_held, run),
             )
@@ -831,35 +860,68 @@ def _send_one_batch(
             return
     keys = [row.key for row, _ in items]
     message_ids = {item.key: item.message.message_id for _, item in items}
-    marked: list[bool] = []
+    marked: set[str] = set()
+    recorded: set[str] = set()  # accepted, and written with a later mark of this batch
 
-    def mark() -> None:
-        # The previous message's `sent` (SMTP) goes in the same commit as this `sending`.
+    def mark(handed: Sequence[str] = keys, accepted: Sequence[BatchResult] = ()) -> None:
+        # Messages accepted a moment ago (held, or of this batch) go in the same commit as
+        # this `sending`.
         held = _take_held(run)
+        done: list[tuple[str, str, str | None]] = [
+            (result.key, result.receipt.reply, message_ids[result.key])
+            for result in accepted
+            if result.receipt is not None
+        ]
         try:
             run.ledger.record(
-                sending=[(key, message_ids[key]) for key in keys], sent=held, resend=resend
+                sending=[(key, message_ids[key]) for key in handed],
+                sent=held + done,
+                resend=resend,
             )
         except BaseException:
             run.held.sent = held + _take_held(run)
             raise
         if commit is not None:
             commit()  # `sending` is durable before the server can have the message
-        marked.append(True)
+        marked.update(handed)
+        if done:
+            now_done = {key for key, _, _ in done}
+            recorded.update(now_done)
+            _count_sent(run, [row for row, _ in items if row.key in now_done], done[-1][0])
         if run.background is not None:
             run.background.begin()  # the first message goes first; the rest freezes now
 
     # Resent rows (failed, uncertain) are marked first: their refusals have no pending to fall to.
     late = run.transport.signals_handover and not resend
-    if late:
+    handing = [item for _, item in items]
+    if late and run.transport.hands_over_each and commit is None:
+        # Each message is marked as it is handed over; a claimed batch (PostgreSQL) is marked
+        # whole at its first handover, since the commit of a mark ends the claim's row locks.
+        with handing_over_each(mark, run.halted):
+            results = _handed_over(run.transport, handing)
+    elif late:
         with handing_over(mark):
-            results = _handed_over(run.transport, [item for _, item in items])
+            results = _handed_over(run.transport, handing)
     else:
         mark()
-        results = _handed_over(run.transport, [item for _, item in items])
-    if not marked and any(r.receipt is not None or _maybe_sent(r.error) for r in results):
-        mark()  # a transport that did not signal: the rows must pass through `sending`
-    _record(run, items, results, marked=bool(marked))
+        results = _handed_over(run.transport, handing)
+    unmarked = [
+        r.key
+        for r in results
+        if r.key not in marked and (r.receipt is not None or _maybe_sent(r.error))
+    ]
+    if unmarked:
+        mark(unmarked)  # a transport that did not signal: the rows must pass through `sending`
+    # Not begun because the run is stopping: left as they are, for the next run.
+    outcomes = [
+        (entry, result)
+        for entry, result in zip(items, results, strict=True)
+        if result.key not in recorded and not isinstance(result.error, NotStartedError)
+    ]
+    for was_marked in (True, False):
+        part = [pair for pair in outcomes if (pair[1].key in marked) is was_marked]
+        if part:
+            _record(run, [e for e, _ in part], [r for _, r in part], marked=was_marked)
     if commit is not None:
         commit()  # outcomes of a batch refused before its handover
 
@@ -924,8 +986,7 @@ def _run_claiming(run: _Run, size: int, states: Sequence[State]) -> None:
             own.close()
 
     threads = [
-        threading.Thread(target=worker, name=f"send-{n}", daemon=True)
-        for n in range(max(1, run.options.concurrency))
+        threading.Thread(target=worker, name=f"send-{n}", daemon=True) for n in range(run.threads)
     ]
     for thread in threads:
         thread.start()
@@ -1069,8 +1130,9 @@ def _record(
         if sent:
             tally.consecutive_failures = 0
         elif waiting:
-            # A refused request counts once, however many recipients it carried.
-            tally.consecutive_failures += 1
+            # A refused request counts once, however many recipients it carried; over SMTP
+            # every message is a request of its own.
+            tally.consecutive_failures += len(waiting) if run.transport.hands_over_each else 1
             limit_reached = tally.consecutive_failures >= run.options.pause_after_failures
             if (unavailable or limit_reached) and tally.paused_reason is None:
                 tally.paused_reason = (unavailable or waiting)[0][2].reason
@@ -1174,14 +1236,19 @@ def _record_sent(run: _Run, entry: tuple[LedgerRow, BatchItem], reply: str) -> N
     held = _take_held(run)
     held.append((row.key, reply, item.message.message_id))
     run.held.sent = held
+    _count_sent(run, [row], row.key)
+
+
+def _count_sent(run: _Run, rows: Sequence[LedgerRow], last: str) -> None:
+    """The tally of `rows` accepted (their `sent` written or held); `last` the latest key."""
     tally = run.tally
     with tally.lock:
-        tally.sent += 1
-        if row.state is State.DEFERRED and tally.deferred:
-            tally.deferred -= 1
+        tally.sent += len(rows)
+        was_deferred = sum(1 for row in rows if row.state is State.DEFERRED)
+        tally.deferred = max(tally.deferred - was_deferred, 0)
         tally.consecutive_failures = 0
         tally.streak_reply, tally.streak = None, []  # `_follow_streak` of a sent message
-        run.report(row.email)
+        run.report(next((row.email for row in rows if row.key == last), rows[-1].email))
 
 
 def _batched(

@@ -195,6 +195,7 @@ class HttpProviderTransport:
     delivers_mime_as_is: ClassVar[bool] = False
     # `request` calls base.handover() just before a request is written (see base.py).
     signals_handover: ClassVar[bool] = True
+    hands_over_each: ClassVar[bool] = False
 
     def __init__(
         self,

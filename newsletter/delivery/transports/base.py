@@ -28,8 +28,11 @@ __all__ = [
     "SuppressionSource",
     "Transport",
     "handing_over",
+    "handing_over_each",
     "handover",
+    "handover_each",
     "send_one_by_one",
+    "stopping",
 ]
 
 
@@ -107,6 +110,14 @@ class Transport(Protocol):
         sender then marks rows `sending` only then. False: they are marked before `send_batch`."""
         ...
 
+    @property
+    def hands_over_each(self) -> bool:
+        """True when `send_batch` carries its items over several connections at once in the
+        calling thread (SMTP) and calls `handover_each(keys, accepted)` for the items about to
+        reach the server, several times a batch; the sender then marks each row `sending` only
+        then, and gives a batch to one thread at a time. False: one `handover()` per batch."""
+        ...
+
     def check(self) -> None:
         """Prove the transport can work (connect, authenticate) before the first message.
 
@@ -166,6 +177,45 @@ def handover() -> None:
     if callback is not None:
         _handover.callback = None
         callback()
+
+
+# A transport that carries several messages of a batch at once (`hands_over_each`) says which
+# ones are about to reach the server, each key once, and which have been accepted since it last
+# said so (`accepted`, results with a receipt): the sender writes both in one commit, so a
+# crash leaves `sending` only what was in flight or accepted a moment ago.
+HandoverEach = Callable[[Sequence[str], Sequence[BatchResult]], None]
+
+
+@contextlib.contextmanager
+def handing_over_each(
+    callback: HandoverEach, halted: Callable[[], bool] | None = None
+) -> Iterator[None]:
+    """While the block runs in this thread, every `handover_each(...)` calls `callback`, and
+    `stopping()` asks `halted` (the run is stopping: begin no more messages)."""
+    previous = getattr(_handover, "each", None), getattr(_handover, "halted", None)
+    _handover.each, _handover.halted = callback, halted
+    try:
+        yield
+    finally:
+        _handover.each, _handover.halted = previous
+
+
+def stopping() -> bool:
+    """True when the send this thread serves is stopping: a transport carrying several
+    messages at once begins no more and gives the rest `NotStartedError`."""
+    halted: Callable[[], bool] | None = getattr(_handover, "halted", None)
+    return halted is not None and halted()
+
+
+def handover_each(keys: Sequence[str], accepted: Sequence[BatchResult] = ()) -> None:
+    """Say that the messages of `keys` are about to reach the server, and that `accepted`
+    were taken since the last call. Without a `handing_over_each` callback it is `handover()`
+    (a batch's single signal). If the callback raises, none of `keys` may be sent."""
+    each: HandoverEach | None = getattr(_handover, "each", None)
+    if each is not None:
+        each(keys, accepted)
+    else:
+        handover()
 
 
 # --- suppression lists: the seam between provider transports and delivery/suppressions.py --------

@@ -77,6 +77,7 @@ class OutboxTransport:
     max_batch = 1
     needs_mime = True
     signals_handover = False  # a file is written whole or not at all
+    hands_over_each = False
     delivers_mime_as_is = True
 
     def __init__(self, folder: Path) -> None:

@@ -21,11 +21,13 @@ import select
 import smtplib
 import socket
 import ssl
+import time
 from collections.abc import Sequence
 
 from ...config import TransportSettings
 from ...errors import (
     DeliveryError,
+    NotStartedError,
     PermanentDeliveryError,
     RecipientRejectedError,
     SenderRefusedError,
@@ -38,8 +40,8 @@ from .base import (
     BatchResult,
     DeliveryReceipt,
     OutgoingMessage,
-    handover,
-    send_one_by_one,
+    handover_each,
+    stopping,
 )
 
 SECURITY_MODES = ("starttls", "tls", "none")
@@ -50,6 +52,7 @@ _POLICY = re.compile(r"^5\.7\.\d{1,3}\b")
 # Replies that mean the session itself is refused, whichever command they answer.
 _AUTH_CODES = (530, 535)
 _END_OF_DATA = b".\r\n"
+_PER_CONNECTION = 8
 
 
 def is_loopback_host(host: str) -> bool:
@@ -94,11 +97,12 @@ class _Connection:
     SIZE, 8BITMIME and SMTPUTF8 after the last EHLO (read once, not per message).
     """
 
-    __slots__ = ("eight_bit", "pipelining", "size", "smtp", "smtputf8", "used")
+    __slots__ = ("eight_bit", "pipelining", "size", "smtp", "smtputf8", "unread", "used")
 
     def __init__(self, smtp: smtplib.SMTP) -> None:
         self.smtp = smtp
         self.used = 0
+        self.unread = b""  # bytes read from the socket and not yet taken as replies
         self.pipelining = bool(smtp.has_extn("pipelining"))
         self.size = bool(smtp.has_extn("size"))
         self.eight_bit = bool(smtp.has_extn("8bitmime"))
@@ -174,10 +178,10 @@ class SmtpTransport:
     """
 
     name = "smtp"
-    max_batch = 1
     needs_mime = True
     delivers_mime_as_is = True
-    signals_handover = True  # base.handover() after the 354 to DATA, before the body
+    signals_handover = True  # after the 354 to DATA, before the body
+    hands_over_each = True  # a batch's messages go over several connections at once
 
     def __init__(
         self,
@@ -193,6 +197,8 @@ class SmtpTransport:
             )
         self._settings = settings
         self._server = _server_name(settings.host, settings.port)
+        # Enough messages per connection that each stays busy through a batch.
+        self.max_batch = max(1, settings.connections) * _PER_CONNECTION
         if settings.username is not None:
             if settings.security == "none" and not is_loopback_host(settings.host):
                 # Checked before any connection exists, so the password never leaves in clear.
@@ -248,25 +254,16 @@ class SmtpTransport:
 
     def send(self, message: OutgoingMessage) -> DeliveryReceipt:
         """Run one SMTP transaction for `message`; raise a typed error on any failure."""
-        _check_addresses(message)
-        self._slots.get()
-        try:
-            connection = self._take()
-            try:
-                return self._transaction(connection, message)
-            except DeliveryError:
-                raise
-            except BaseException:
-                connection.drop()  # interrupted somewhere unknown: the session cannot be trusted
-                raise
-            finally:
-                self._put_back(connection)
-        finally:
-            self._slots.put(None)
+        (result,) = self._carry([("", message)])
+        if result.error is not None:
+            raise result.error
+        assert result.receipt is not None
+        return result.receipt
 
     def send_batch(self, items: Sequence[BatchItem]) -> list[BatchResult]:
-        """One transaction per item (the sender passes one); errors raise for the batch."""
-        return send_one_by_one(self.send, items)
+        """Every item over up to `settings.connections` connections at once, in this thread;
+        one result per item, in order (an item's error is its result, not raised)."""
+        return self._carry([(item.key, item.message) for item in items])
 
     def close(self) -> None:
         """QUIT every idle connection; the transport reconnects if it is used again."""
@@ -365,73 +362,325 @@ class SmtpTransport:
                 hint="Servers usually offer AUTH only after STARTTLS; check transport.security.",
             ) from err
 
-    # --- one transaction ----------------------------------------------------------------------
+    # --- the transactions of a batch ----------------------------------------------------------
+    #
+    # One thread drives a transaction on each connection it holds: it writes what a connection
+    # can take next, waits (poll) until any of them has a reply, and reads it. Sending threads
+    # that each waited on their own connection cost four to five times the CPU per message
+    # (the GIL and the wake-ups passed between them, bench/README.md); here a wait serves every
+    # connection, and the messages whose 354 arrived together are handed over together: one
+    # ledger commit marks them all `sending` (`handover_each`).
 
-    def _transaction(self, connection: _Connection, message: OutgoingMessage) -> DeliveryReceipt:
-        smtp = connection.smtp
+    def _carry(self, jobs: Sequence[tuple[str, OutgoingMessage]]) -> list[BatchResult]:
+        """The result of each (key, message) of `jobs`, in order, sent over the pool."""
+        results: list[BatchResult | None] = [None] * len(jobs)
+        lanes = self._hold_slots(len(jobs))
+        batch = _Batch(jobs, results)
+        try:
+            while True:
+                self._start(lanes, batch)
+                busy = [lane for lane in lanes if lane.exchange is not None]
+                if not busy:
+                    break
+                ready: list[_Exchange] = []
+                for lane, readable in self._wait(busy):
+                    exchange = lane.exchange
+                    if exchange is not None and self._advance(exchange, batch, readable):
+                        ready.append(exchange)
+                if ready:
+                    accepted, batch.accepted = batch.accepted, []
+                    handover_each([jobs[exchange.index][0] for exchange in ready], accepted)
+                    for exchange in ready:
+                        self._write_body(exchange, batch)
+        except BaseException:
+            # Interrupted (the ledger could not mark a handover, a bug, a signal): no session
+            # with a transaction under way can be trusted, and no body may follow.
+            for lane in lanes:
+                if lane.exchange is not None:
+                    lane.exchange.connection.drop()
+                    lane.exchange = None
+            raise
+        finally:
+            for lane in lanes:
+                if lane.connection is not None:
+                    self._put_back(lane.connection)
+                self._slots.put(None)
+        missing = [index for index, result in enumerate(results) if result is None]
+        assert not missing, f"no result for items {missing}"
+        return [result for result in results if result is not None]
+
+    def _hold_slots(self, wanted: int) -> list[_Lane]:
+        """A lane per pool slot this batch may use: one (waiting for it), and more while free."""
+        self._slots.get()
+        lanes = [_Lane()]
+        while len(lanes) < min(wanted, self._settings.connections):
+            try:
+                self._slots.get_nowait()
+            except queue.Empty:
+                break
+            lanes.append(_Lane())
+        return lanes
+
+    def _start(self, lanes: list[_Lane], batch: _Batch) -> None:
+        """Begin the next items' transactions on every lane that is free."""
+        for lane in lanes:
+            while lane.exchange is None and lane.usable and batch.todo:
+                if batch.stopped is not None:
+                    batch.fail_rest(batch.stopped)
+                    return
+                if stopping():
+                    batch.fail_rest(
+                        NotStartedError("not begun: the send is stopping; sent by the next run")
+                    )
+                    return
+                index = batch.todo.popleft()
+                message = batch.jobs[index][1]
+                try:
+                    _check_addresses(message)
+                    if lane.connection is not None and not lane.connection.is_open:
+                        lane.connection = None
+                    if (
+                        lane.connection is not None
+                        and lane.connection.used >= self._settings.max_messages_per_connection
+                    ):
+                        lane.connection.quit()
+                        lane.connection = None
+                    if lane.connection is None:
+                        lane.connection = self._opened(lanes, lane)
+                    lane.exchange = self._begin(lane.connection, index, message)
+                    lane.exchange.lane = lane
+                except _NoConnection as gone:
+                    # This lane could not connect; others still can carry the item.
+                    lane.usable = False
+                    batch.todo.appendleft(index)
+                    if not any(other.usable for other in lanes):
+                        batch.fail_rest(gone.error)
+                        return
+                except DeliveryError as err:
+                    batch.finish(index, error=err)
+                    if isinstance(err, TransportUnavailableError):
+                        batch.stopped = err  # refused us, not the recipient: try no more
+
+    def _opened(self, lanes: list[_Lane], lane: _Lane) -> _Connection:
+        """A connection for `lane`; `_NoConnection` when it cannot have one."""
+        try:
+            return self._take()
+        except TransportUnavailableError as err:
+            if any(other is not lane and other.connection is not None for other in lanes):
+                raise _NoConnection(err) from err
+            raise
+
+    def _begin(self, connection: _Connection, index: int, message: OutgoingMessage) -> _Exchange:
+        """Write MAIL, RCPT and DATA (or MAIL alone, lock-step) for `message`."""
         extra = self._mail_options(connection, message)
         connection.used += 1
         # Written here, not by smtplib's mail()/rcpt(), which parse every address again: ours
         # were checked (`_check_addresses`: no controls, spaces or angle brackets).
-        commands = (
-            f"MAIL FROM:<{message.sender}>{extra}\r\nRCPT TO:<{message.recipient}>\r\n"
-        ).encode("utf-8" if message.smtputf8 else "ascii")
-        body = message.data if message.wire_ready else smtp_body(message.data)
+        encoding = "utf-8" if message.smtputf8 else "ascii"
+        mail = f"MAIL FROM:<{message.sender}>{extra}\r\n".encode(encoding)
+        rcpt = f"RCPT TO:<{message.recipient}>\r\n".encode(encoding)
+        exchange = _Exchange(connection, index, message, self._settings.timeout)
+        if connection.pipelining:
+            # RFC 2920: MAIL, RCPT and DATA in one write, then their three replies.
+            exchange.waiting = [_MAIL, _RCPT, _DATA]
+            self._write(exchange, mail + rcpt + _DATA_COMMAND)
+        else:
+            exchange.waiting = [_MAIL]
+            exchange.later = [rcpt, _DATA_COMMAND]
+            self._write(exchange, mail)
+        return exchange
+
+    def _write(self, exchange: _Exchange, data: bytes) -> None:
+        sock = exchange.connection.smtp.sock
         try:
-            sock = smtp.sock
             if sock is None:
                 raise smtplib.SMTPServerDisconnected("not connected")
-            if connection.pipelining:
-                # RFC 2920: MAIL, RCPT and DATA in one write, then their three replies.
-                sock.sendall(commands + b"DATA\r\n")
-                self._pipelined_replies(connection, message)
-            else:
-                sock.sendall(commands[: commands.index(b"\r\n") + 2])
-                code, text = smtp.getreply()
-                self._expect(connection, message, "MAIL", code, text, 250)
-                sock.sendall(commands[commands.index(b"\r\n") + 2 :])
-                code, text = smtp.getreply()
-                self._expect(connection, message, "RCPT", code, text, 250, 251)
-                sock.sendall(b"DATA\r\n")
-                code, text = smtp.getreply()
-                self._expect(connection, message, "DATA", code, text, 354)
-            # The server waits for the body: from its first byte on it could have the message.
-            handover()
+            sock.sendall(data)
+        except (smtplib.SMTPException, OSError) as err:
+            raise self._lost_before(exchange, err) from err
+        exchange.deadline = time.monotonic() + self._settings.timeout
+
+    def _wait(self, busy: list[_Lane]) -> list[tuple[_Lane, bool]]:
+        """Wait until a busy lane's server has said something, or a lane's time is up:
+        (lane, True) for each with something to read, else (lane, False) for each timed out."""
+        fds: dict[int, _Lane] = {}
+        for lane in busy:
+            assert lane.exchange is not None
+            sock = lane.exchange.connection.smtp.sock
+            if sock is None or (isinstance(sock, ssl.SSLSocket) and sock.pending()):
+                return [(lane, True)]  # its read fails at once, or TLS holds a decrypted reply
+            fds[sock.fileno()] = lane
+        deadline = min(lane.exchange.deadline for lane in busy if lane.exchange is not None)
+        wait = max(0.0, deadline - time.monotonic())
+        if hasattr(select, "poll"):
+            poller = select.poll()
+            for fd in fds:
+                poller.register(fd, select.POLLIN)
+            ready = [fds[fd] for fd, _ in poller.poll(wait * 1000)]
+        else:
+            readable, _, _ = select.select(list(fds), [], [], wait)
+            ready = [fds[fd] for fd in readable]
+        if ready:
+            return [(lane, True) for lane in ready]
+        now = time.monotonic()
+        return [(lane, False) for lane in busy if lane.exchange and lane.exchange.deadline <= now]
+
+    def _advance(self, exchange: _Exchange, batch: _Batch, readable: bool) -> bool:
+        """Read what `exchange`'s server said and act on each reply (`readable` False: its
+        time is up). True when its MAIL, RCPT and DATA were accepted: the body comes next."""
+        connection = exchange.connection
+        try:
+            if not readable:
+                raise TimeoutError("timed out")
+            sock = connection.smtp.sock
+            if sock is None:
+                raise smtplib.SMTPServerDisconnected("not connected")
+            chunk = sock.recv(_READ_SIZE)
+            connection.unread += chunk
+            while exchange.waiting:
+                reply = _take_reply(connection, at_end=not chunk)
+                if reply is None:
+                    break
+                if self._on_reply(exchange, batch, *reply):
+                    return True
+            if not chunk and exchange.waiting:
+                connection.drop()
+                raise smtplib.SMTPServerDisconnected("Connection unexpectedly closed")
+        except DeliveryError as err:
+            self._finish(exchange, batch, error=err)
+        except (smtplib.SMTPException, OSError) as err:
+            self._finish(exchange, batch, error=self._lost(exchange, err))
+        return False
+
+    def _on_reply(self, exchange: _Exchange, batch: _Batch, code: int, text: bytes) -> bool:
+        """Act on one reply; True when the body may follow (DATA accepted)."""
+        connection, message = exchange.connection, exchange.message
+        step = exchange.waiting.pop(0)
+        stage, accepted = step
+        if exchange.refusal is not None:
+            # Replies after a pipelined refusal say nothing (503s); read so the session stays
+            # in step. A 354 leaves the server waiting for a body, a 421 or junk ends it.
+            if code in (354, 421) or not 200 <= code < 600:
+                exchange.clean = False
+            if not exchange.waiting or not exchange.clean:
+                self._finish(exchange, batch, error=self._refusal(exchange))
+            return False
+        if step is _END:
+            receipt, error = self._final(exchange, code, text)
+            self._finish(exchange, batch, receipt=receipt, error=error)
+            return False
+        if code in accepted:
+            if step is _DATA:
+                return True
+            if exchange.later:
+                exchange.waiting.append(_RCPT if step is _MAIL else _DATA)
+                self._write(exchange, exchange.later.pop(0))
+            return False
+        if not connection.pipelining:
+            clean = not connection.unread
+            if not clean:
+                connection.drop()  # more than the one reply it owed: out of step
+            error = self._refused(connection, message, stage, code, text, reset=clean)
+            self._finish(exchange, batch, error=error)
+        elif code == 421 or not 400 <= code < 600:
+            error = self._refused(connection, message, stage, code, text, reset=False)
+            self._finish(exchange, batch, error=error)
+        else:
+            # The first refusal is the one reported (after a refused MAIL the server answers
+            # RCPT and DATA with 503: those say nothing); the replies after it are read first.
+            exchange.refusal = (stage, code, text)
+            if not exchange.waiting:
+                self._finish(exchange, batch, error=self._refusal(exchange))
+        return False
+
+    def _refusal(self, exchange: _Exchange) -> DeliveryError:
+        """The error of a pipelined refusal, once the replies after it were read (or could
+        not be): RSET when the session is clean, else it is dropped."""
+        assert exchange.refusal is not None
+        stage, code, text = exchange.refusal
+        clean = exchange.clean and not exchange.connection.unread
+        if not clean:
+            exchange.connection.drop()
+        return self._refused(exchange.connection, exchange.message, stage, code, text, reset=clean)
+
+    def _write_body(self, exchange: _Exchange, batch: _Batch) -> None:
+        """Write the body and the terminating "." (the server waits for it after its 354)."""
+        sock = exchange.connection.smtp.sock
+        message = exchange.message
+        body = message.data if message.wire_ready else smtp_body(message.data)
+        try:
+            if sock is None:
+                raise smtplib.SMTPServerDisconnected("not connected")
             # One write: a separate small write of the terminator would wait for the server's
             # delayed ACK (Nagle), ~40 ms a message. It either writes it all, "." included, or
             # raises, in which case the server cannot have the end of the data.
             _write_data(sock, body)
         except (smtplib.SMTPException, OSError) as err:
-            # Nothing, or not all, of the message reached the server: safe to send again.
-            connection.drop()
-            raise TransientDeliveryError(
-                f"{message.recipient}: connection to {self._server} lost before the message was "
-                f"complete ({_reason(err)}); safe to retry"
-            ) from err
+            self._finish(exchange, batch, error=self._lost_before(exchange, err))
+            return
         # From here on the server has the whole message and only its answer is missing.
-        try:
-            code, text = _reply(smtp)
-        except (smtplib.SMTPException, OSError) as err:
-            connection.drop()
-            raise UncertainDeliveryError(
-                f"{message.recipient}: connection to {self._server} lost after the message was "
-                f"sent, before the server confirmed it ({_reason(err)}); it may have been "
-                "delivered",
-                hint="Check the server's log before sending to this recipient again.",
-            ) from err
+        exchange.body_sent = True
+        exchange.waiting = [_END]
+        exchange.deadline = time.monotonic() + self._settings.timeout
+
+    def _final(
+        self, exchange: _Exchange, code: int, text: bytes
+    ) -> tuple[DeliveryReceipt | None, DeliveryError | None]:
+        """The outcome of the reply to the end of data: a receipt or an error."""
+        connection, message = exchange.connection, exchange.message
         if 200 <= code < 300:
-            return DeliveryReceipt(message.recipient, f"{code} {_reply_text(text)}".strip())
+            return DeliveryReceipt(message.recipient, f"{code} {_reply_text(text)}".strip()), None
         if not 400 <= code < 600:
             # Neither yes nor no, and the server has the whole message: do not guess.
             connection.drop()
-            raise UncertainDeliveryError(
-                f"{message.recipient}: {self._server} gave an unexpected reply after the message "
-                f"was sent: {code} {_reply_text(text)}; it may have been delivered",
+            return None, UncertainDeliveryError(
+                f"{message.recipient}: {self._server} gave an unexpected reply after the "
+                f"message was sent: {code} {_reply_text(text)}; it may have been delivered",
                 hint="Check the server's log before sending to this recipient again.",
                 reply=f"{code} {_reply_text(text)}".strip(),
             )
         # The transaction is over either way, so the session is clean without RSET.
-        raise self._refused(connection, message, "end of DATA", code, text, reset=False)
+        return None, self._refused(connection, message, "end of DATA", code, text, reset=False)
+
+    def _lost(self, exchange: _Exchange, err: BaseException) -> DeliveryError:
+        """What a connection lost (or silent past the timeout) means at this point."""
+        exchange.connection.drop()
+        if exchange.refusal is not None:
+            exchange.clean = False
+            return self._refusal(exchange)
+        if not exchange.body_sent:
+            return self._lost_before(exchange, err)
+        return UncertainDeliveryError(
+            f"{exchange.message.recipient}: connection to {self._server} lost after the message "
+            f"was sent, before the server confirmed it ({_reason(err)}); it may have been "
+            "delivered",
+            hint="Check the server's log before sending to this recipient again.",
+        )
+
+    def _lost_before(self, exchange: _Exchange, err: BaseException) -> DeliveryError:
+        # Nothing, or not all, of the message reached the server: safe to send again.
+        exchange.connection.drop()
+        return TransientDeliveryError(
+            f"{exchange.message.recipient}: connection to {self._server} lost before the "
+            f"message was complete ({_reason(err)}); safe to retry"
+        )
+
+    def _finish(
+        self,
+        exchange: _Exchange,
+        batch: _Batch,
+        *,
+        receipt: DeliveryReceipt | None = None,
+        error: DeliveryError | None = None,
+    ) -> None:
+        """Record the outcome of `exchange`; its lane is free for the next item."""
+        exchange.waiting = []
+        exchange.lane_free()
+        if exchange.connection.unread:
+            exchange.connection.drop()  # bytes nobody asked for: the session is out of step
+        batch.finish(exchange.index, receipt=receipt, error=error)
+        if isinstance(error, TransportUnavailableError):
+            batch.stopped = error
 
     def _mail_options(self, connection: _Connection, message: OutgoingMessage) -> str:
         """The MAIL FROM parameters for `message` on `connection` (each after a space)."""
@@ -459,39 +708,6 @@ class SmtpTransport:
             # Lets the server refuse an oversized message before the body is sent.
             options += f" SIZE={len(message.data)}"
         return options
-
-    def _pipelined_replies(self, connection: _Connection, message: OutgoingMessage) -> None:
-        """Read the replies to a pipelined MAIL, RCPT and DATA; raise for the first refusal.
-
-        The first refusal is the one reported (after a refused MAIL the server answers RCPT and
-        DATA with 503: those say nothing). The replies after it are read so the session stays
-        in step, then RSET as in lock-step; a DATA that was accepted anyway (354) leaves the
-        server waiting for a body, so that session is dropped instead (nothing was sent).
-        """
-        smtp = connection.smtp
-        stages = (("MAIL", (250,)), ("RCPT", (250, 251)), ("DATA", (354,)))
-        for number, (stage, accepted) in enumerate(stages):
-            code, text = _reply(smtp)
-            if code in accepted:
-                continue
-            if code == 421 or not 400 <= code < 600:
-                raise self._refused(connection, message, stage, code, text, reset=False)
-            clean = _read_replies(smtp, len(stages) - number - 1)
-            if not clean:
-                connection.drop()
-            raise self._refused(connection, message, stage, code, text, reset=clean)
-
-    def _expect(
-        self,
-        connection: _Connection,
-        message: OutgoingMessage,
-        stage: str,
-        code: int,
-        text: bytes,
-        *accepted: int,
-    ) -> None:
-        if code not in accepted:
-            raise self._refused(connection, message, stage, code, text, reset=True)
 
     def _refused(
         self,
@@ -574,46 +790,34 @@ def _hello(smtp: smtplib.SMTP, server: str) -> None:
 _MAX_LINE = 8192  # smtplib's limit for a reply line
 
 
-def _reply(smtp: smtplib.SMTP) -> tuple[int, bytes]:
-    """The server's next reply, as `smtplib.SMTP.getreply` gives it (the code, -1 when it is
-    not a number; the text of its lines joined by "\\n"), with the same errors (the connection
-    is closed first), minus its debug checks per line: four replies are read per message."""
-    file = smtp.file
-    if file is None:
-        return smtp.getreply()
+def _take_reply(connection: _Connection, *, at_end: bool = False) -> tuple[int, bytes] | None:
+    """The next whole reply in `connection.unread`, taken out of it, as smtplib's `getreply`
+    gives it (the code, -1 when it is not a number; the text of its lines joined by "\\n");
+    None until the reply is complete. `at_end`: nothing more will come, so a last line without
+    its line end counts, as smtplib reads it. A line over 8,192 bytes raises smtplib's error."""
+    buffer = connection.unread
     texts: list[bytes] = []
+    start = 0
     while True:
-        try:
-            line = file.readline(_MAX_LINE + 1)
-        except OSError as err:
-            smtp.close()
-            raise smtplib.SMTPServerDisconnected(f"Connection unexpectedly closed: {err}") from err
-        if not line:
-            smtp.close()
-            raise smtplib.SMTPServerDisconnected("Connection unexpectedly closed")
+        end = buffer.find(b"\n", start)
+        if end < 0:
+            if len(buffer) - start > _MAX_LINE:
+                raise smtplib.SMTPResponseException(500, "Line too long.")
+            if not at_end or start == len(buffer):
+                return None
+            end = len(buffer) - 1
+        line = buffer[start : end + 1]
         if len(line) > _MAX_LINE:
-            smtp.close()
             raise smtplib.SMTPResponseException(500, "Line too long.")
+        start = end + 1
         texts.append(line[4:].strip(b" \t\r\n"))
         try:
             code = int(line[:3])
         except ValueError:
-            return -1, b"\n".join(texts)
-        if line[3:4] != b"-":
+            code = -1
+        if code == -1 or line[3:4] != b"-":
+            connection.unread = buffer[start:]
             return code, texts[0] if len(texts) == 1 else b"\n".join(texts)
-
-
-def _read_replies(smtp: smtplib.SMTP, count: int) -> bool:
-    """Read `count` replies to pipelined commands after a refusal; False when the session
-    cannot be reset (a DATA accepted with 354, a 421, or the connection lost)."""
-    try:
-        for _ in range(count):
-            code, _text = smtp.getreply()
-            if code in (354, 421) or not 200 <= code < 600:
-                return False
-    except (smtplib.SMTPException, OSError):
-        return False
-    return True
 
 
 def _write_data(sock: socket.socket, body: bytes) -> None:
@@ -710,3 +914,101 @@ def _unavailable(
             f"{server} closed the connection during {step} ({_reason(err)})"
         )
     return TransportUnavailableError(f"cannot connect to {server} ({step}): {_reason(err)}")
+
+
+# --- the state of a batch in flight (mutable on purpose; one thread) -----------------------------
+
+_Stage = tuple[str, tuple[int, ...]]  # a command's name in messages, and the codes it accepts
+_MAIL: _Stage = ("MAIL", (250,))
+_RCPT: _Stage = ("RCPT", (250, 251))
+_DATA: _Stage = ("DATA", (354,))
+_END: _Stage = ("end of DATA", ())
+_DATA_COMMAND = b"DATA\r\n"
+_READ_SIZE = 65536
+
+
+class _NoConnection(Exception):
+    """A lane could not connect while other lanes of the batch still have connections."""
+
+    def __init__(self, error: TransportUnavailableError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+class _Lane:
+    """One pool slot a batch holds: its connection and the transaction on it, if any."""
+
+    __slots__ = ("connection", "exchange", "usable")
+
+    def __init__(self) -> None:
+        self.connection: _Connection | None = None
+        self.exchange: _Exchange | None = None
+        self.usable = True
+
+
+class _Exchange:
+    """One transaction on one connection: the replies it waits for, in order."""
+
+    __slots__ = (
+        "body_sent",
+        "clean",
+        "connection",
+        "deadline",
+        "index",
+        "lane",
+        "later",
+        "message",
+        "refusal",
+        "waiting",
+    )
+
+    def __init__(
+        self, connection: _Connection, index: int, message: OutgoingMessage, timeout: float
+    ) -> None:
+        self.connection = connection
+        self.index = index
+        self.message = message
+        self.deadline = time.monotonic() + timeout
+        self.waiting: list[_Stage] = []
+        self.later: list[bytes] = []  # lock-step: the commands still to write, in order
+        self.refusal: tuple[str, int, bytes] | None = None  # pipelined: the first refusal
+        self.clean = True  # pipelined: the replies after a refusal left the session usable
+        self.body_sent = False
+        self.lane: _Lane | None = None
+
+    def lane_free(self) -> None:
+        if self.lane is not None and self.lane.exchange is self:
+            self.lane.exchange = None
+
+
+class _Batch:
+    """The items of one `send_batch`: which are still to start, and the results so far."""
+
+    __slots__ = ("accepted", "jobs", "results", "stopped", "todo")
+
+    def __init__(
+        self, jobs: Sequence[tuple[str, OutgoingMessage]], results: list[BatchResult | None]
+    ) -> None:
+        self.jobs = jobs
+        self.results = results
+        self.todo = collections.deque(range(len(jobs)))
+        self.accepted: list[BatchResult] = []  # since the last handover
+        self.stopped: TransportUnavailableError | None = None
+
+    def finish(
+        self,
+        index: int,
+        *,
+        receipt: DeliveryReceipt | None = None,
+        error: DeliveryError | None = None,
+    ) -> None:
+        result = BatchResult(self.jobs[index][0], receipt=receipt, error=error)
+        self.results[index] = result
+        if receipt is not None:
+            self.accepted.append(result)
+
+    def fail_rest(self, error: DeliveryError) -> None:
+        """Items not started get `error` (the transport cannot carry them now, or the send is
+        stopping)."""
+        while self.todo:
+            self.finish(self.todo.popleft(), error=error)
