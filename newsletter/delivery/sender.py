@@ -5,10 +5,12 @@ call, and `sent` after the server accepted it. A crash leaves at worst a few `se
 the next run reports as uncertain and does not resend unless asked. This module never prints:
 it returns a report and calls the progress callback.
 
-There is one delivery loop. Rows are grouped into batches of `transport.max_batch` (one for SMTP
-and the outbox, up to a provider's batch size for provider APIs), `options.concurrency` batches
-at a time; a whole batch is marked `sending` in one commit before it is handed over, and each
-recipient's result is recorded after it. `_classify` decides what every result means (sent,
+There is one delivery loop. Rows are grouped into batches of `transport.max_batch` (one for the
+outbox, up to a provider's batch size for provider APIs, a few per connection for SMTP),
+`options.concurrency` batches at a time (one for SMTP, which carries a batch over all its
+connections itself); a batch is marked `sending` in one commit before it is handed over (SMTP:
+each message as its DATA is accepted, with the messages accepted since), and each recipient's
+result is recorded after it. `_classify` decides what every result means (sent,
 failed, deferred, uncertain, transport unavailable), the same for every transport.
 
 About 800 lines, kept in one module on purpose: it is the one delivery loop, and what each

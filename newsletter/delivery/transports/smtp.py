@@ -9,6 +9,9 @@ replies) and the body is written to the socket directly.
 Per message the client does little: MAIL, RCPT and DATA go in one write when the server offers
 PIPELINING (RFC 2920; else one by one), and a message the template built (`wire_ready`: CRLF
 line ends, no line starting with ".") is written as it is, with no scan, copy or dot-stuffing.
+One thread carries a whole batch over all the connections it can hold, waiting on all of them
+at once (poll), and says which messages are about to reach the server as their 354s arrive
+(`base.handover_each`), so the sender marks them `sending` together, in one commit.
 """
 
 from __future__ import annotations
@@ -172,9 +175,10 @@ def _reason(err: BaseException) -> str:
 class SmtpTransport:
     """Sends over SMTP with up to `settings.connections` persistent connections.
 
-    Thread-safe: each `send` takes a connection from the pool (opening one if none is idle and
-    the pool is not full), runs one transaction on it and puts it back. As a `Transport` it is a
-    batch of one: the sender runs `settings.connections` batches at a time.
+    `send_batch` runs its items' transactions side by side, one per connection, in the calling
+    thread: it takes as many pool slots as are free (at least one; opening connections as
+    needed) and gives them back with their connections when the batch is done. `send` is a
+    batch of one. Thread-safe: several threads share the pool's slots and idle connections.
     """
 
     name = "smtp"

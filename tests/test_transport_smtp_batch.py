@@ -1,0 +1,180 @@
+"""SmtpTransport.send_batch: one thread carries a batch over several connections at once.
+
+Against aiosmtpd (tests/smtpserver.py): what a slow or failing transaction on one connection
+does to the others, which messages are handed over together, and that each item gets its own
+result, in order.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+
+import pytest
+
+from newsletter.config import TransportSettings
+from newsletter.delivery.transports.base import (
+    BatchItem,
+    BatchResult,
+    OutgoingMessage,
+    handing_over_each,
+)
+from newsletter.delivery.transports.smtp import SmtpTransport
+from newsletter.errors import (
+    NotStartedError,
+    RecipientRejectedError,
+    TransientDeliveryError,
+    UncertainDeliveryError,
+)
+from tests.smtpserver import SmtpTestServer
+
+SENDER = "news@example.org"
+DATA = b"From: news@example.org\r\nSubject: x\r\n\r\nHello\r\n"
+
+
+def items(count: int) -> list[BatchItem]:
+    """Items with only what the transport reads (key and message)."""
+    made = []
+    for number in range(count):
+        recipient = f"reader{number}@example.org"
+        message = OutgoingMessage(SENDER, recipient, f"<{number}@x>", DATA, False, True, False)
+        made.append(BatchItem(f"k{number}", message, None))  # type: ignore[arg-type]
+    return made
+
+
+def transport_for(port: int, connections: int, timeout: float = 5.0) -> SmtpTransport:
+    settings = TransportSettings(
+        kind="smtp",
+        host="127.0.0.1",
+        port=port,
+        security="none",
+        timeout=timeout,
+        connections=connections,
+    )
+    return SmtpTransport(settings, password=None)
+
+
+@pytest.fixture(params=[True, False], ids=["pipelining", "lock-step"])
+def server(request: pytest.FixtureRequest) -> Iterator[SmtpTestServer]:
+    with SmtpTestServer(pipelining=bool(request.param)) as running:
+        yield running
+
+
+class Handovers:
+    """What the transport said, call by call: the keys handed over and the keys accepted."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[list[str], list[str]]] = []
+
+    def __call__(self, keys: Sequence[str], accepted: Sequence[BatchResult]) -> None:
+        self.calls.append((list(keys), [result.key for result in accepted]))
+
+    def handed(self) -> list[str]:
+        return [key for keys, _ in self.calls for key in keys]
+
+
+def test_a_slow_transaction_holds_up_only_its_own_connection(server: SmtpTestServer) -> None:
+    # The first message's DATA is answered after 1 s; the other connections go on meanwhile.
+    server.delay("data", 1.0, transaction=1)
+    transport = transport_for(server.port, connections=3)
+    handovers = Handovers()
+    started = time.monotonic()
+    with handing_over_each(handovers):
+        results = transport.send_batch(items(9))
+    took = time.monotonic() - started
+    transport.close()
+    assert [result.key for result in results] == [f"k{n}" for n in range(9)]
+    assert all(result.receipt is not None and result.error is None for result in results)
+    assert sorted(handovers.handed()) == sorted(f"k{n}" for n in range(9))  # each once
+    # Sent one after the other, k0 would be handed over first; here it waits for its 354
+    # while the other connections carry the rest.
+    assert handovers.handed()[-1] == "k0", handovers.calls
+    assert 1.0 <= took < 3.0
+    assert server.connections == 3
+    assert sorted(m.rcpt_tos[0] for m in server.messages) == sorted(
+        f"reader{n}@example.org" for n in range(9)
+    )
+
+
+def test_accepted_messages_are_reported_with_the_next_handover(server: SmtpTestServer) -> None:
+    transport = transport_for(server.port, connections=1)
+    handovers = Handovers()
+    with handing_over_each(handovers):
+        transport.send_batch(items(3))
+    transport.close()
+    # One connection: each message is handed over when the one before it was accepted.
+    assert handovers.calls == [(["k0"], []), (["k1"], ["k0"]), (["k2"], ["k1"])]
+
+
+def test_each_item_gets_its_own_result_in_order(server: SmtpTestServer) -> None:
+    server.reject_recipient("reader1@example.org")
+    server.defer("rcpt", recipient="reader3@example.org")
+    server.drop_after_data(recipient="reader4@example.org")
+    transport = transport_for(server.port, connections=2)
+    results = transport.send_batch(items(6))
+    transport.close()
+    kinds = [type(r.error) if r.error else "sent" for r in results]
+    assert [r.key for r in results] == [f"k{n}" for n in range(6)]
+    assert kinds == [
+        "sent",
+        RecipientRejectedError,
+        "sent",
+        TransientDeliveryError,
+        UncertainDeliveryError,
+        "sent",
+    ]
+    delivered = sorted(m.rcpt_tos[0] for m in server.messages)
+    # reader4's message reached the server before the connection dropped: it counts there.
+    assert delivered == [f"reader{n}@example.org" for n in (0, 2, 4, 5)]
+
+
+def test_a_lost_connection_is_replaced_for_the_rest_of_the_batch(server: SmtpTestServer) -> None:
+    server.reply_421(transaction=2)
+    transport = transport_for(server.port, connections=1)
+    results = transport.send_batch(items(4))
+    transport.close()
+    assert [type(r.error) if r.error else "sent" for r in results] == [
+        "sent",
+        TransientDeliveryError,
+        "sent",
+        "sent",
+    ]
+    assert server.connections == 2
+
+
+def test_a_silent_server_times_out_one_message_not_the_batch(server: SmtpTestServer) -> None:
+    server.delay("data_end", 3.0, transaction=1)
+    transport = transport_for(server.port, connections=2, timeout=1.0)
+    results = transport.send_batch(items(4))
+    transport.close()
+    first = results[0].error
+    assert isinstance(first, UncertainDeliveryError) and "timed out" in first.message
+    assert all(r.receipt is not None for r in results[1:])
+
+
+def test_a_stopping_send_begins_no_more_messages(server: SmtpTestServer) -> None:
+    transport = transport_for(server.port, connections=1)
+    handovers = Handovers()
+    with handing_over_each(handovers, lambda: len(handovers.calls) >= 2):
+        results = transport.send_batch(items(5))
+    transport.close()
+    assert [r.receipt is not None for r in results] == [True, True, False, False, False]
+    assert all(isinstance(r.error, NotStartedError) for r in results[2:])
+    assert server.transactions == 2
+
+
+def test_a_failing_handover_sends_no_body_on_any_connection(server: SmtpTestServer) -> None:
+    transport = transport_for(server.port, connections=3)
+
+    def refuse(keys: Sequence[str], accepted: Sequence[BatchResult]) -> None:
+        raise RuntimeError("the ledger cannot be written")
+
+    with handing_over_each(refuse), pytest.raises(RuntimeError):
+        transport.send_batch(items(6))
+    time.sleep(0.2)
+    assert server.messages == []
+    # The connections in the middle of a transaction were dropped; the transport goes on.
+    results = transport.send_batch(items(2))
+    transport.close()
+    assert all(r.receipt is not None for r in results)
+    assert len(server.messages) == 2
