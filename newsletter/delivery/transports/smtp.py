@@ -466,11 +466,15 @@ class SmtpTransport:
                         batch.stopped = err  # refused us, not the recipient: try no more
 
     def _opened(self, lanes: list[_Lane], lane: _Lane) -> _Connection:
-        """A connection for `lane`; `_NoConnection` when it cannot have one."""
+        """A connection for `lane`. When none can be opened: `_NoConnection` while another lane
+        still has an open one (the batch goes on without this lane), else the error itself."""
         try:
             return self._take()
         except TransportUnavailableError as err:
-            if any(other is not lane and other.connection is not None for other in lanes):
+            if any(
+                other is not lane and other.connection and other.connection.is_open
+                for other in lanes
+            ):
                 raise _NoConnection(err) from err
             raise
 
