@@ -267,24 +267,27 @@ def test_a_claim_goes_back_for_rows_due_behind_its_cursor(two: tuple[Ledger, Led
         assert first.issue(ISSUE).counts()[State.SENDING] == 100
 
 
+def entries_read(db: Ledger, *others: Ledger) -> int:
+    """Index entries the claims have read so far (flushing the statistics of every connection:
+    a claim runs on its thread's own)."""
+    for each in (db, *others):
+        with each.database.read() as read:
+            read.execute("SELECT pg_stat_force_next_flush()")
+    with db.database.read() as read:
+        # The claim walks (issue, id) or the primary key; marks look keys up by (issue, key).
+        return int(
+            read.execute(
+                "SELECT SUM(idx_tup_read) FROM pg_stat_user_indexes"
+                " WHERE indexrelname IN ('ledger_rows_pkey', 'ledger_rows_by_issue')"
+                " AND schemaname = current_schema()"
+            ).fetchone()[0]
+        )
+
+
 def test_a_thread_claims_after_its_sibling_threads_batches(url: str) -> None:
     """Two sending threads of one worker (connections of one Ledger, one lease) take turns:
     each claim starts after the last row either claimed, instead of walking over the batch the
     other thread claimed since (the index entries a claim reads, from the statistics)."""
-
-    def entries_read(db: Ledger, *others: Ledger) -> int:
-        for each in (db, *others):  # each backend's counts, now
-            with each.database.read() as read:
-                read.execute("SELECT pg_stat_force_next_flush()")
-        with db.database.read() as read:
-            # The claim walks (issue, id) or the primary key; marks look keys up by (issue, key).
-            return int(
-                read.execute(
-                    "SELECT SUM(idx_tup_read) FROM pg_stat_user_indexes"
-                    " WHERE indexrelname IN ('ledger_rows_pkey', 'ledger_rows_by_issue')"
-                    " AND schemaname = current_schema()"
-                ).fetchone()[0]
-            )
 
     with Ledger(url) as ledger:
         keys = [f"k{i:04d}" for i in range(2_000)]
@@ -305,6 +308,35 @@ def test_a_thread_claims_after_its_sibling_threads_batches(url: str) -> None:
             assert read <= 2_100, read
             for own, _ in threads:
                 own.close()
+
+
+def test_after_starting_over_the_claims_go_on_from_there(url: str) -> None:
+    """Rows due again behind every thread (here: released after a first pass): the first claim
+    starts over from the first row, and the next ones go on after it, not from the first row
+    again each time."""
+    with Ledger(url) as ledger:
+        keys = [f"k{i:04d}" for i in range(2_000)]
+        issue = ledger.issue(ISSUE)
+        issue.freeze(((key, f"{key}@example.org") for key in keys), "fp")
+        with ledger.lock(ISSUE):
+            own, cursor = ledger.own_connection(), leases.ClaimCursor()
+            for _ in range(10):
+                batch = leases.claim(own, ISSUE, 200, now=time.time(), cursor=cursor)
+                own.issue(ISSUE).mark_sending([r.key for r in batch])
+                own.database.release(commit=True)
+            issue.record(released=[(key, "try again") for key in keys[:1_000]])
+            before = entries_read(ledger, own)
+            taken: list[str] = []
+            for _ in range(5):
+                batch = leases.claim(own, ISSUE, 200, now=time.time(), cursor=cursor)
+                own.issue(ISSUE).mark_sending([r.key for r in batch])
+                own.database.release(commit=True)
+                taken += [r.key for r in batch]
+            assert taken == keys[:1_000]
+            read = entries_read(ledger, own) - before
+            # From the first row each time: 200 + 400 + ... + 1,000 = 3,000.
+            assert read <= 1_100, read
+            own.close()
 
 
 def test_a_row_changes_state_without_touching_an_index(url: str) -> None:

@@ -346,18 +346,20 @@ def first_freeze(ledger: Ledger, issue: str, *, now: float) -> Iterator[bool]:
 @dataclass
 class ClaimCursor:
     """Where one sending thread's next claim starts: after the last row it claimed, or after
-    the last row another thread of this worker (a connection of the same `Ledger`, sharing
-    its lease) claimed, whichever is further.
+    the last row of the latest claim by any thread of this worker (a connection of the same
+    `Ledger`, sharing its lease), whichever is further.
 
     Without it every claim would walk the issue from its first row, over every row already
     sent (no index reads the rows' state: store migration 14); with only its own, a thread's
     claim would walk over the batches its sibling threads claimed since (locked or no longer
-    due), as many rows again as it takes with two threads."""
+    due), as many rows again as it takes with two threads. The latest claim, not the
+    furthest: once a thread has started over from the first row (rows due again behind),
+    the next claims go on from there instead of each walking from the first row again."""
 
     after: int = 0
 
 
-_CLAIMED_LOCK = threading.Lock()  # guards every Ledger's `_claimed`
+_CLAIMED_LOCK = threading.Lock()  # guards every Ledger's `_claimed` (the latest claim's end)
 
 
 def claim(
@@ -378,9 +380,10 @@ def claim(
     worker gets them, and if this one dies they are pending again. Empty (and no transaction
     left open) when nothing is due, or when this worker's lease was expired.
 
-    With a `cursor`, the walk starts after the cursor's row or the last row claimed through
-    `ledger`'s other connections under the same lease, whichever is further, and starts over
-    from the first row before answering empty; the cursor moves to the last row claimed.
+    With a `cursor`, the walk starts after the cursor's row or the end of the latest claim
+    through any of `ledger`'s connections under the same lease, whichever is further, and
+    starts over from the first row before answering empty; the cursor moves to the last row
+    claimed.
     """
     lease = ledger._leases.get(issue)
     if lease is None:
@@ -408,8 +411,7 @@ def claim(
     elif cursor is not None:
         cursor.after = int(rows[-1][0])
         with _CLAIMED_LOCK:
-            mark = ledger._claimed.get((issue, lease), 0)
-            ledger._claimed[issue, lease] = max(mark, cursor.after)
+            ledger._claimed[issue, lease] = cursor.after
     return [
         LedgerRow(
             issue=row[1],

@@ -353,7 +353,7 @@ class Ledger:
         self._db: Connection = self.database.connection
         self._lock = self.database.lock
         self._leases: dict[str, int] = {}  # issue -> this worker's lease (PostgreSQL)
-        # (issue, lease) -> the highest row id this worker's threads claimed (`leases.claim`)
+        # (issue, lease) -> the last row of this worker's latest claim (`leases.claim`)
         self._claimed: dict[tuple[str, int], int] = {}
 
     # --- lifecycle ------------------------------------------------------------------------------
