@@ -17,12 +17,11 @@ of `ledger_leases`:
   lease and commits; no two workers get a row, and a worker that dies before its handover
   leaves its batch pending for the others (D16: only what may have reached the server can be
   left uncertain);
-- a claim walks the issue's rows in id order from after the last row any thread of the
-  worker claimed (`ClaimCursor`), and once more from the start before it reports nothing due,
-  so rows that became due behind it (released, deferred, left by a dead worker) are still
-  found; no index
-  reads the rows' state (store migration 14: the two updates a recipient's row gets in a send
-  stay on its page and touch no index);
+- a claim walks the issue's rows in id order from after the last row its thread claimed or
+  the worker's latest claim ended (`ClaimCursor`), and once more from the start before it
+  reports nothing due, so rows that became due behind it (released, deferred, left by a dead
+  worker) are still found; no index reads the rows' state (store migrations 14 and 15: the
+  two updates a recipient's row gets in a send stay on its page and touch no index);
 - the audience is frozen once, by the first worker (`first_freeze`: a session advisory lock per
   issue serialises the check, and later workers join the frozen issue).
 
