@@ -267,12 +267,92 @@ def test_a_claim_goes_back_for_rows_due_behind_its_cursor(two: tuple[Ledger, Led
         assert first.issue(ISSUE).counts()[State.SENDING] == 100
 
 
-def test_a_row_changes_state_without_touching_an_index(url: str) -> None:
-    """Store migration 14: no index reads `state` and pages keep room, so marking rows
-    `sending` and then `sent` writes heap-only tuples (HOT), not an entry in every index."""
+def entries_read(db: Ledger, *others: Ledger) -> int:
+    """Index entries the claims have read so far (flushing the statistics of every connection:
+    a claim runs on its thread's own)."""
+    for each in (db, *others):
+        with each.database.read() as read:
+            read.execute("SELECT pg_stat_force_next_flush()")
+    with db.database.read() as read:
+        # The claim walks (issue, id) or the primary key; marks look keys up by (issue, key).
+        return int(
+            read.execute(
+                "SELECT SUM(idx_tup_read) FROM pg_stat_user_indexes"
+                " WHERE indexrelname IN ('ledger_rows_pkey', 'ledger_rows_by_issue')"
+                " AND schemaname = current_schema()"
+            ).fetchone()[0]
+        )
+
+
+def test_a_thread_claims_after_its_sibling_threads_batches(url: str) -> None:
+    """Two sending threads of one worker (connections of one Ledger, one lease) take turns:
+    each claim starts after the last row either claimed, instead of walking over the batch the
+    other thread claimed since (the index entries a claim reads, from the statistics)."""
+
     with Ledger(url) as ledger:
+        keys = [f"k{i:04d}" for i in range(2_000)]
+        ledger.issue(ISSUE).freeze(((key, f"{key}@example.org") for key in keys), "fp")
+        with ledger.lock(ISSUE):
+            threads = [(ledger.own_connection(), leases.ClaimCursor()) for _ in range(2)]
+            before = entries_read(ledger)
+            taken: list[str] = []
+            for turn in range(10):
+                own, cursor = threads[turn % 2]
+                batch = leases.claim(own, ISSUE, 200, now=time.time(), cursor=cursor)
+                own.issue(ISSUE).mark_sending([r.key for r in batch])
+                own.database.release(commit=True)
+                taken += [r.key for r in batch]
+            assert taken == keys
+            read = entries_read(ledger, *(own for own, _ in threads)) - before
+            # 2,000 rows claimed; walking over the sibling's batch each time read 3,800.
+            assert read <= 2_100, read
+            for own, _ in threads:
+                own.close()
+
+
+def test_after_starting_over_the_claims_go_on_from_there(url: str) -> None:
+    """Rows due again behind every thread (here: released after a first pass): the first claim
+    starts over from the first row, and the next ones go on after it, not from the first row
+    again each time."""
+    with Ledger(url) as ledger:
+        keys = [f"k{i:04d}" for i in range(2_000)]
         issue = ledger.issue(ISSUE)
-        issue.freeze(((f"k{i:04d}", f"k{i}@example.org") for i in range(2_000)), "fp")
+        issue.freeze(((key, f"{key}@example.org") for key in keys), "fp")
+        with ledger.lock(ISSUE):
+            own, cursor = ledger.own_connection(), leases.ClaimCursor()
+            for _ in range(10):
+                batch = leases.claim(own, ISSUE, 200, now=time.time(), cursor=cursor)
+                own.issue(ISSUE).mark_sending([r.key for r in batch])
+                own.database.release(commit=True)
+            issue.record(released=[(key, "try again") for key in keys[:1_000]])
+            before = entries_read(ledger, own)
+            taken: list[str] = []
+            for _ in range(5):
+                batch = leases.claim(own, ISSUE, 200, now=time.time(), cursor=cursor)
+                own.issue(ISSUE).mark_sending([r.key for r in batch])
+                own.database.release(commit=True)
+                taken += [r.key for r in batch]
+            assert taken == keys[:1_000]
+            read = entries_read(ledger, own) - before
+            # From the first row each time: 200 + 400 + ... + 1,000 = 3,000.
+            assert read <= 1_100, read
+            own.close()
+
+
+def test_a_row_changes_state_without_touching_an_index(url: str) -> None:
+    """Store migrations 14 and 15: no index reads `state`, and a page has room for every
+    version its rows get in a send, so marking rows `sending` and then `sent` writes heap-only
+    tuples (HOT), not an entry in every index.
+
+    As a send does it: batches of 1,000, each marked `sending` in one transaction (no old
+    version on its pages can be pruned before the commit), Message-IDs as long as real ones,
+    and another worker's transaction open from before the `sending` commit until after the
+    `sent` (so the pending versions cannot be pruned either). With half of each page free
+    (migration 14 alone) 20-35 % of these updates moved their row to another page."""
+    with Ledger(url) as ledger, Store.open(url) as other:
+        issue = ledger.issue(ISSUE)
+        keys = [f"reader{i:05d}@example.org" for i in range(4_000)]
+        issue.freeze(((key, key) for key in keys), "fp")
         with ledger.database.read() as db:
             indexes = db.execute(
                 "SELECT indexdef FROM pg_indexes WHERE tablename = 'ledger_rows'"
@@ -283,11 +363,17 @@ def test_a_row_changes_state_without_touching_an_index(url: str) -> None:
                 "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables"
                 " WHERE relid = 'ledger_rows'::regclass"
             ).fetchone()
-        keys = [f"k{i:04d}" for i in range(2_000)]
-        for start in range(0, 2_000, 500):
-            batch = keys[start : start + 500]
-            issue.record(sending=[(key, f"<{key}@example.org>") for key in batch])
-            issue.record(sent=[(key, "202", None) for key in batch])
+        for start in range(0, len(keys), 1_000):
+            batch = keys[start : start + 1_000]
+            with other.transaction() as held:
+                held.execute("SELECT txid_current()")  # an older transaction, still running
+                issue.record(
+                    sending=[
+                        (key, f"<2026-11.{i:032x}@riverside-garden.example.org>")
+                        for i, key in enumerate(batch, start)
+                    ]
+                )
+                issue.record(sent=[(key, f"sg-{start:06d}", None) for key in batch])
         with ledger.database.read() as db:
             db.execute("SELECT pg_stat_force_next_flush()")
         with ledger.database.read() as db:
@@ -296,8 +382,8 @@ def test_a_row_changes_state_without_touching_an_index(url: str) -> None:
                 " WHERE relid = 'ledger_rows'::regclass"
             ).fetchone()
         updates, hot = updates - before[0], hot - before[1]
-        assert updates == 4_000
-        assert hot >= 0.8 * updates, (updates, hot)
+        assert updates == 8_000
+        assert hot == updates, (updates, hot)
 
 
 def test_a_batch_mark_looks_its_keys_up_instead_of_hashing_the_ledger(url: str) -> None:

@@ -29,6 +29,7 @@ from newsletter.delivery.ledger import (
 )
 from newsletter.errors import LedgerError
 from newsletter.store import STORE_VERSION, Store
+from newsletter.store.dialect import POSTGRESQL
 
 REPO = Path(__file__).resolve().parent.parent
 ISSUE = "2026-11"
@@ -140,6 +141,37 @@ def test_reopening_keeps_rows(store_url: str) -> None:
     with Ledger(store_url) as led:
         assert led.issues() == [ISSUE]
         assert led.issue(ISSUE).counts()[State.PENDING] == 3
+
+
+def test_batch_marks_keep_every_value_as_given(ledger: Ledger) -> None:
+    """A batch's values go to PostgreSQL as binary arrays: quotes, braces, backslashes, commas,
+    non-ASCII text and NULLs (which an array's text form must escape) arrive unchanged."""
+    odd = ['a"b', "{c,d}", "e\\f", "g'h", "NULL", " i ", "é€ 😀"]
+    keys = [f"k{n}" for n in range(len(odd))]
+    last = "k-null"
+    issue = ledger.issue(ISSUE)
+    issue.freeze(((key, f"{key}@example.org") for key in [*keys, last]), FP)
+    issue.record(
+        sending=[(key, f"<{value}@x>") for key, value in zip(keys, odd, strict=True)]
+        + [(last, None)]
+    )
+    issue.record(sent=[(key, value, None) for key, value in zip(keys, odd, strict=True)])
+    issue.record(deferred=[(last, "late, {again}", 1_900_000_000.5)])
+    for key, value in zip(keys, odd, strict=True):
+        row = row_of(issue, key)
+        assert (row.state, row.reply, row.message_id) == (State.SENT, value, f"<{value}@x>")
+    deferred = row_of(issue, last)
+    assert (deferred.state, deferred.message_id) == (State.DEFERRED, None)
+    assert (deferred.last_error, deferred.next_attempt_at) == ("late, {again}", 1_900_000_000.5)
+
+
+def test_batch_arrays_are_binary_parameters_on_postgresql() -> None:
+    """Dumped in text form, psycopg quotes each element in Python (5x the CPU)."""
+    statement = POSTGRESQL.batch_statement(
+        "UPDATE t SET a = v.a FROM {rows} WHERE t.k = v.k", (("k", "text"), ("a", "real"))
+    )
+    assert "unnest(CAST(%(k)b AS text[]), CAST(%(a)b AS double precision[]))" in statement
+    assert "%(k)b" in POSTGRESQL.query(statement)
 
 
 @pytest.mark.parametrize(("durable", "level"), [(False, 1), (True, 2)])

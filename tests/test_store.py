@@ -488,6 +488,8 @@ def test_release_0_1_soft_bounces_read_through_the_new_api(release_db: Path) -> 
         ("SELECT ':not', '50%' WHERE z LIKE :z", "SELECT ':not', '50%%' WHERE z LIKE %(z)s"),
         ('SELECT "odd:name" FROM t WHERE k = :k', 'SELECT "odd:name" FROM t WHERE k = %(k)s'),
         ("UPDATE t SET n = n % 2 WHERE id = :id", "UPDATE t SET n = n %% 2 WHERE id = %(id)s"),
+        ("SELECT unnest(%(keys)b) WHERE a = :a", "SELECT unnest(%(keys)b) WHERE a = %(a)s"),
+        ("SELECT '%(keys)b'", "SELECT '%%(keys)b'"),
     ],
 )  # fmt: skip
 def test_named_parameters_for_a_pyformat_driver(named: str, pyformat: str) -> None:

@@ -17,11 +17,11 @@ of `ledger_leases`:
   lease and commits; no two workers get a row, and a worker that dies before its handover
   leaves its batch pending for the others (D16: only what may have reached the server can be
   left uncertain);
-- a claim walks the issue's rows in id order from where the thread's previous claim ended
-  (`ClaimCursor`), and once more from the start before it reports nothing due, so rows that
-  became due behind it (released, deferred, left by a dead worker) are still found; no index
-  reads the rows' state (store migration 14: the two updates a recipient's row gets in a send
-  stay on its page and touch no index);
+- a claim walks the issue's rows in id order from after the last row its thread claimed or
+  the worker's latest claim ended (`ClaimCursor`), and once more from the start before it
+  reports nothing due, so rows that became due behind it (released, deferred, left by a dead
+  worker) are still found; no index reads the rows' state (store migrations 14 and 15: the
+  two updates a recipient's row gets in a send stay on its page and touch no index);
 - the audience is frozen once, by the first worker (`first_freeze`: a session advisory lock per
   issue serialises the check, and later workers join the frozen issue).
 
@@ -344,12 +344,21 @@ def first_freeze(ledger: Ledger, issue: str, *, now: float) -> Iterator[bool]:
 
 @dataclass
 class ClaimCursor:
-    """Where one sending thread's next claim starts: after the last row it claimed.
+    """Where one sending thread's next claim starts: after the last row it claimed, or after
+    the last row of the latest claim by any thread of this worker (a connection of the same
+    `Ledger`, sharing its lease), whichever is further.
 
     Without it every claim would walk the issue from its first row, over every row already
-    sent (no index reads the rows' state: store migration 14)."""
+    sent (no index reads the rows' state: store migration 14); with only its own, a thread's
+    claim would walk over the batches its sibling threads claimed since (locked or no longer
+    due), as many rows again as it takes with two threads. The latest claim, not the
+    furthest: once a thread has started over from the first row (rows due again behind),
+    the next claims go on from there instead of each walking from the first row again."""
 
     after: int = 0
+
+
+_CLAIMED_LOCK = threading.Lock()  # guards every Ledger's `_claimed` (the latest claim's end)
 
 
 def claim(
@@ -370,8 +379,10 @@ def claim(
     worker gets them, and if this one dies they are pending again. Empty (and no transaction
     left open) when nothing is due, or when this worker's lease was expired.
 
-    With a `cursor`, the walk starts after the cursor's row, and starts over from the first
-    row before answering empty; the cursor moves to the last row claimed.
+    With a `cursor`, the walk starts after the cursor's row or the end of the latest claim
+    through any of `ledger`'s connections under the same lease, whichever is further, and
+    starts over from the first row before answering empty; the cursor moves to the last row
+    claimed.
     """
     lease = ledger._leases.get(issue)
     if lease is None:
@@ -379,7 +390,10 @@ def claim(
     store = ledger.database
     extra = "".join(f" OR state = '{State(s).value}'" for s in states)
     sql = _CLAIM.format(extra=extra, claim=store.dialect.claim)
-    start = cursor.after if cursor is not None else 0
+    start = 0
+    if cursor is not None:
+        with _CLAIMED_LOCK:
+            start = max(cursor.after, ledger._claimed.get((issue, lease), 0))
     params = {"due": now, "lease": lease, "issue": issue, "limit": limit, "after": start}
     store.hold()
     try:
@@ -395,6 +409,8 @@ def claim(
         store.release(commit=False)
     elif cursor is not None:
         cursor.after = int(rows[-1][0])
+        with _CLAIMED_LOCK:
+            ledger._claimed[issue, lease] = cursor.after
     return [
         LedgerRow(
             issue=row[1],

@@ -353,6 +353,8 @@ class Ledger:
         self._db: Connection = self.database.connection
         self._lock = self.database.lock
         self._leases: dict[str, int] = {}  # issue -> this worker's lease (PostgreSQL)
+        # (issue, lease) -> the last row of this worker's latest claim (`leases.claim`)
+        self._claimed: dict[tuple[str, int], int] = {}
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -425,6 +427,7 @@ class Ledger:
         )
         copy._owned = True
         copy._leases = self._leases
+        copy._claimed = self._claimed
         return copy
 
     def is_locked(self, issue: str) -> bool:
