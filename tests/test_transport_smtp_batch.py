@@ -12,14 +12,12 @@ from collections.abc import Iterator, Sequence
 
 import pytest
 
-from newsletter.config import TransportSettings
 from newsletter.delivery.transports.base import (
     BatchItem,
     BatchResult,
     OutgoingMessage,
     handing_over_each,
 )
-from newsletter.delivery.transports.smtp import SmtpTransport
 from newsletter.errors import (
     NotStartedError,
     RecipientRejectedError,
@@ -27,6 +25,7 @@ from newsletter.errors import (
     UncertainDeliveryError,
 )
 from tests.smtpserver import SmtpTestServer
+from tests.test_transport_smtp_pipelining import transport_for
 
 SENDER = "news@example.org"
 DATA = b"From: news@example.org\r\nSubject: x\r\n\r\nHello\r\n"
@@ -40,18 +39,6 @@ def items(count: int) -> list[BatchItem]:
         message = OutgoingMessage(SENDER, recipient, f"<{number}@x>", DATA, False, True, False)
         made.append(BatchItem(f"k{number}", message, None))  # type: ignore[arg-type]
     return made
-
-
-def transport_for(port: int, connections: int, timeout: float = 5.0) -> SmtpTransport:
-    settings = TransportSettings(
-        kind="smtp",
-        host="127.0.0.1",
-        port=port,
-        security="none",
-        timeout=timeout,
-        connections=connections,
-    )
-    return SmtpTransport(settings, password=None)
 
 
 @pytest.fixture(params=[True, False], ids=["pipelining", "lock-step"])

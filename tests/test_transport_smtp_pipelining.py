@@ -45,13 +45,13 @@ def message(
     )
 
 
-def transport_for(port: int, connections: int = 1) -> SmtpTransport:
+def transport_for(port: int, connections: int = 1, timeout: float = 5.0) -> SmtpTransport:
     settings = TransportSettings(
         kind="smtp",
         host="127.0.0.1",
         port=port,
         security="none",
-        timeout=5.0,
+        timeout=timeout,
         connections=connections,
     )
     return SmtpTransport(settings, password=None)
