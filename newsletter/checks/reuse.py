@@ -24,7 +24,6 @@ checked again (one row answers). A cache that cannot be read or written only cos
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -38,7 +37,7 @@ from ..render.model import RenderedIssue
 from .audience import check_audience
 from .cachefile import read_cache, write_cache
 from .model import SEVERITIES, CheckReport, Finding
-from .spamid import spamassassin_identity
+from .spamid import file_signatures, spamassassin_identity
 
 __all__ = ["REPORTS_FILE", "REUSE_FOR", "check_reusing", "record_report", "reused_report"]
 
@@ -151,7 +150,7 @@ def report_key(issue: Issue, rendered: RenderedIssue, settings: Settings, *, off
     ]:
         digest.update(hashlib.sha256(data).digest())
     add("config", _content(settings.config_path))
-    add("issue files", _signatures(issue.folder))
+    add("issue files", file_signatures(issue.folder))
     program = shutil.which(SPAMASSASSIN)
     add("spamassassin", spamassassin_identity(program) if program is not None else None)
     return digest.hexdigest()
@@ -182,18 +181,3 @@ def _content(path: Path | None) -> str:
         return hashlib.sha256(path.read_bytes()).hexdigest()
     except OSError:
         return ""
-
-
-def _signatures(folder: Path) -> list[tuple[str, int, int]]:
-    """Name, size and modification time of every file under `folder`, in a fixed order."""
-    found = []
-    for parent, folders, names in os.walk(folder):
-        folders.sort()
-        for name in sorted(names):
-            path = os.path.join(parent, name)
-            try:
-                info = os.stat(path)
-            except OSError:
-                continue
-            found.append((os.path.relpath(path, folder), info.st_size, info.st_mtime_ns))
-    return found

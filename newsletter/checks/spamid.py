@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["SPAMASSASSIN_PATHS", "spamassassin_identity"]
+__all__ = ["SPAMASSASSIN_PATHS", "file_signatures", "spamassassin_identity"]
 
 # What besides the program decides a score: the site configuration (local.cf, *.pre), the rules
 # the package ships and those sa-update installs.
@@ -26,13 +26,21 @@ def spamassassin_identity(executable: str, extra: tuple[str, ...] = SPAMASSASSIN
         except OSError:
             continue
         parts.append(f"{name}:{info.st_size}:{info.st_mtime_ns}")
-        for folder, subfolders, files in os.walk(name):
-            subfolders.sort()
-            for file in sorted(files):
-                path = os.path.join(folder, file)
-                try:
-                    info = os.stat(path)
-                except OSError:
-                    continue
-                parts.append(f"{path}:{info.st_size}:{info.st_mtime_ns}")
+        parts.extend(f"{name}/{path}:{size}:{mtime}" for path, size, mtime in file_signatures(name))
     return "\n".join(parts)
+
+
+def file_signatures(folder: str | os.PathLike[str]) -> list[tuple[str, int, int]]:
+    """Path (relative to `folder`), size and modification time of every file under `folder`,
+    in a fixed order; none when it is not a folder."""
+    found = []
+    for parent, folders, names in os.walk(folder):
+        folders.sort()
+        for name in sorted(names):
+            path = os.path.join(parent, name)
+            try:
+                info = os.stat(path)
+            except OSError:
+                continue
+            found.append((os.path.relpath(path, folder), info.st_size, info.st_mtime_ns))
+    return found
