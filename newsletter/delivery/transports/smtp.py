@@ -370,8 +370,8 @@ class SmtpTransport:
     #
     # One thread drives a transaction on each connection it holds: it writes what a connection
     # can take next, waits (poll) until any of them has a reply, and reads it. Sending threads
-    # that each waited on their own connection cost four to five times the CPU per message
-    # (the GIL and the wake-ups passed between them, bench/README.md); here a wait serves every
+    # that each waited on their own connection cost about twice the CPU per message (the GIL
+    # and the wake-ups passed between them, bench/README.md); here a wait serves every
     # connection, and the messages whose 354 arrived together are handed over together: one
     # ledger commit marks them all `sending` (`handover_each`).
 
