@@ -1,12 +1,13 @@
 """Sender-level refusals pause the run before the list is burned (issue 15, D4), the ledger marks
 `sending` only once the server could take the message (D16), and people who leave during a
-send are neither mailed nor counted as failed (D6, D21). Against a real SMTP server (aiosmtpd)."""
+send are neither mailed nor counted as failed (D6, D21), also when an SMTP batch had grown.
+Against a real SMTP server (aiosmtpd)."""
 
 from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,8 @@ from newsletter.delivery.ledger import Ledger, State
 from newsletter.delivery.message import MessageTemplate
 from newsletter.delivery.ratelimit import Backoff, RateLimiter
 from newsletter.delivery.sender import RunOutcome, SendOptions, send_issue
+from newsletter.delivery.transports.base import BatchItem, BatchResult
+from newsletter.delivery.transports.smtp import SmtpTransport
 from tests.sendkit import ListAudience, example_template, people, smtp_transport
 from tests.smtpserver import Fault, SmtpTestServer
 
@@ -219,3 +222,49 @@ def test_a_long_writer_beside_the_send_does_not_kill_it(
     assert report.complete and report.counts[State.SENT] == 40
     assert report.outcome is RunOutcome.SENT
     assert set(received(server).values()) == {1} and len(received(server)) == 40
+
+
+class CountingSmtp(SmtpTransport):
+    """The SMTP transport, counting its batches and the items each one carried."""
+
+    def __init__(self, port: int, connections: int) -> None:
+        super().__init__(smtp_transport(port, connections)._settings, password=None)
+        self.batches: list[int] = []
+
+    def send_batch(self, items: Sequence[BatchItem]) -> list[BatchResult]:
+        results = super().send_batch(items)
+        self.batches.append(len(results))
+        return results
+
+
+def test_an_smtp_batch_takes_in_the_next_rows_while_it_runs(
+    server: SmtpTestServer, template: MessageTemplate, ledger: Ledger
+) -> None:
+    audience = ListAudience(people(90))
+    transport = CountingSmtp(server.port, connections=3)
+    report = send_issue(template, audience, transport=transport, ledger=ledger)
+    assert report.complete and report.counts[State.SENT] == 90
+    assert set(received(server).values()) == {1} and len(received(server)) == 90
+    # Batches of ten (pause_after_failures) that each took in the rows after them, instead of
+    # nine batches whose connections went idle at each one's end.
+    assert sum(transport.batches) == 90 and len(transport.batches) < 9, transport.batches
+
+
+def test_a_relay_refusing_everyone_in_the_middle_of_a_grown_batch_pauses(
+    server: SmtpTestServer, template: MessageTemplate, ledger: Ledger
+) -> None:
+    audience = ListAudience(people(80))
+    for transaction in range(26, 81):
+        server.add_fault(Fault("rcpt", reply="550 5.7.1 Relaying denied", transaction=transaction))
+    report = send_issue(
+        template,
+        audience,
+        transport=smtp_transport(server.port, connections=3),
+        ledger=ledger,
+        options=SendOptions(pause_after_failures=5),
+    )
+    assert report.paused_reason is not None and "Relaying denied" in report.paused_reason
+    assert report.counts[State.SENT] == 25 and report.counts[State.FAILED] == 0
+    assert report.counts[State.PENDING] == 55
+    # The batch stopped growing at the first refusal: what it had then, and no more.
+    assert server.transactions <= 25 + 2 * 5 + 3, server.transactions

@@ -165,3 +165,69 @@ def test_a_failing_handover_sends_no_body_on_any_connection(server: SmtpTestServ
     transport.close()
     assert all(r.receipt is not None for r in results)
     assert len(server.messages) == 2
+
+
+class Supply:
+    """`more_items`: `count` more items in chunks of `chunk`, and when each chunk was asked for
+    (how many results the batch had then, read from the handovers so far)."""
+
+    def __init__(self, count: int, chunk: int, handovers: Handovers) -> None:
+        self.left = items(count + 100)[100:]  # keys k100, k101, ... (no clash with the batch's)
+        self.chunk = chunk
+        self.handovers = handovers
+        self.asked_after: list[int] = []  # messages handed over when each chunk was asked for
+
+    def __call__(self) -> list[BatchItem]:
+        self.asked_after.append(len(self.handovers.handed()))
+        taken, self.left = self.left[: self.chunk], self.left[self.chunk :]
+        return taken
+
+
+def test_a_batch_takes_in_more_items_while_its_last_messages_finish(
+    server: SmtpTestServer,
+) -> None:
+    transport = transport_for(server.port, connections=3)
+    handovers = Handovers()
+    supply = Supply(20, 5, handovers)
+    with handing_over_each(handovers, more=supply):
+        results = transport.send_batch(items(6))
+    transport.close()
+    keys = [f"k{n}" for n in range(6)] + [f"k{n}" for n in range(100, 120)]
+    # One result per item given and per item added, in that order; each sent once.
+    assert [result.key for result in results] == keys
+    assert all(result.receipt is not None for result in results)
+    assert sorted(handovers.handed()) == sorted(keys)
+    assert len(server.messages) == 26
+    # Asked while messages were still under way (fewer left to begin than connections), not
+    # once the batch had run dry: 4 chunks of 5 and the empty answer that ended the batch.
+    assert len(supply.asked_after) == 5
+    assert supply.asked_after[0] < 6
+    assert server.connections == 3
+
+
+def test_a_batch_stops_growing_at_its_first_failure(server: SmtpTestServer) -> None:
+    server.reject_recipient("reader2@example.org")
+    transport = transport_for(server.port, connections=1)
+    handovers = Handovers()
+    supply = Supply(50, 2, handovers)
+    with handing_over_each(handovers, more=supply):
+        results = transport.send_batch(items(3))
+    transport.close()
+    # k2 was refused: what the batch had then (k100, k101, asked for while k1 was under way)
+    # is still sent, and nothing more is asked for, so the sender can pause between batches.
+    assert [r.key for r in results] == ["k0", "k1", "k2", "k100", "k101"]
+    assert isinstance(results[2].error, RecipientRejectedError)
+    assert len(supply.asked_after) == 1
+
+
+def test_a_stopping_send_asks_for_no_more_items(server: SmtpTestServer) -> None:
+    transport = transport_for(server.port, connections=2)
+    handovers = Handovers()
+    supply = Supply(50, 4, handovers)
+    with handing_over_each(handovers, lambda: len(handovers.handed()) >= 6, supply):
+        results = transport.send_batch(items(4))
+    transport.close()
+    begun = [r for r in results if not isinstance(r.error, NotStartedError)]
+    assert len(begun) == len(server.messages) >= 6
+    assert len(results) == 4 + 4 * len(supply.asked_after)
+    assert all(handed < 6 for handed in supply.asked_after), supply.asked_after

@@ -691,9 +691,10 @@ def _run_passes(run: _Run) -> None:
         if run.claiming:
             _run_claiming(run, size, _resent_states(options) if resend else ())
         else:
+            units = _Units(_batched(rows, size, run.halted))
             _run_workers(
-                _batched(rows, size, run.halted),
-                functools.partial(_send_batch, run, resend=resend),
+                units,
+                functools.partial(_send_batch, run, resend=resend, more=units.take),
                 run.threads,
                 run.halted,
                 finish=functools.partial(_flush_held, run),
@@ -773,13 +774,17 @@ def _duration(seconds: float) -> str:
 
 
 def _send_batch(
-    run: _Run, batch: list[LedgerRow], resend: bool, commit: Callable[[], None] | None = None
+    run: _Run,
+    batch: list[LedgerRow],
+    resend: bool,
+    commit: Callable[[], None] | None = None,
+    more: Callable[[], list[LedgerRow]] | None = None,
 ) -> None:
     """`_send_one_batch`, pausing the run (not aborting it) when the ledger cannot be written
     even after waiting for other writers: rows stay where the ledger last had them (`sending`
     rows are reported uncertain, never resent), so nothing delivered is misclassified."""
     try:
-        _send_one_batch(run, batch, resend, commit)
+        _send_one_batch(run, batch, resend, commit, more)
     except LedgerError as err:
         _pause_for_ledger(run, err)
 
@@ -807,20 +812,9 @@ def _flush_held(run: _Run) -> None:
             _pause_for_ledger(run, err)
 
 
-def _send_one_batch(
-    run: _Run, batch: list[LedgerRow], resend: bool, commit: Callable[[], None] | None
-) -> None:
-    """One request: wait for the rate limit, then skip who left, hand over, record.
-
-    The subscription is looked up after the rate-limit wait, right before the message is made
-    (issue 15, D6). Rows are marked `sending` at the transport's point of no return when it
-    signals one (`transports.base.handover`), else just before the call (D16). `commit`: the
-    rows were claimed in a transaction held open (PostgreSQL, `leases.claim`); it is committed
-    with the `sending` mark, or at the end when nothing was handed over.
-    """
-    if not run.limiter.unlimited or run.limiter.paused_until is not None:
-        _flush_held(run)  # about to wait: accepted messages are not left `sending` meanwhile
-        run.limiter.acquire(len(batch))
+def _items_for(run: _Run, batch: list[LedgerRow]) -> list[tuple[LedgerRow, BatchItem]]:
+    """The message of each row whose recipient is still subscribed; who left is taken out of
+    the ledger, and a recipient no message can be made for is failed."""
     items: list[tuple[LedgerRow, BatchItem]] = []
     refused: list[tuple[str, str]] = []
     left: list[str] = []
@@ -846,6 +840,36 @@ def _send_one_batch(
             run.tally.total -= removed
             if not items:
                 run.report(batch[-1].email)
+    return items
+
+
+# The most items one batch may grow to (`transports.base.more_items`): a bound on the outcomes
+# a batch keeps until its end (its messages' bytes are let go once they are handed over).
+_GROWN_BATCH = 1000
+
+
+def _send_one_batch(
+    run: _Run,
+    batch: list[LedgerRow],
+    resend: bool,
+    commit: Callable[[], None] | None,
+    more: Callable[[], list[LedgerRow]] | None = None,
+) -> None:
+    """One request: wait for the rate limit, then skip who left, hand over, record.
+
+    The subscription is looked up after the rate-limit wait, right before the message is made
+    (issue 15, D6). Rows are marked `sending` at the transport's point of no return when it
+    signals one (`transports.base.handover`), else just before the call (D16). `commit`: the
+    rows were claimed in a transaction held open (PostgreSQL, `leases.claim`); it is committed
+    with the `sending` mark, or at the end when nothing was handed over. `more`: the next rows
+    (none when there are no more); a transport carrying a batch over several connections takes
+    them in while its last messages finish (`more_items`), when nothing limits the rate.
+    """
+    if not run.limiter.unlimited or run.limiter.paused_until is not None:
+        _flush_held(run)  # about to wait: accepted messages are not left `sending` meanwhile
+        run.limiter.acquire(len(batch))
+        more = None  # each batch waits for its turn
+    items = _items_for(run, batch)
     if not items:
         if commit is not None:
             commit()
@@ -862,6 +886,7 @@ def _send_one_batch(
             return
     keys = [row.key for row, _ in items]
     message_ids = {item.key: item.message.message_id for _, item in items}
+    position = {key: at for at, key in enumerate(keys)}  # where each key's item is in `items`
     marked: set[str] = set()
     recorded: set[str] = set()  # accepted, and written with a later mark of this batch
 
@@ -889,7 +914,7 @@ def _send_one_batch(
         if done:
             now_done = {key for key, _, _ in done}
             recorded.update(now_done)
-            _count_sent(run, [row for row, _ in items if row.key in now_done], done[-1][0])
+            _count_sent(run, [items[position[key]][0] for key, _, _ in done], done[-1][0])
         if run.background is not None:
             run.background.begin()  # the first message goes first; the rest freezes now
 
@@ -899,7 +924,31 @@ def _send_one_batch(
     if late and run.transport.hands_over_each and commit is None:
         # Each message is marked as it is handed over; a claimed batch (PostgreSQL) is marked
         # whole at its first handover, since the commit of a mark ends the claim's row locks.
-        with handing_over_each(mark, run.halted):
+        def grow() -> list[BatchItem]:
+            """The next rows' items, added to this batch (none: it ends with what it has)."""
+            while more is not None and len(items) < _GROWN_BATCH and not run.halted():
+                rows = more()
+                if not rows:
+                    return []
+                added = _items_for(run, rows)
+                if not added:
+                    continue  # every row of those had left, or no message could be made
+                for row, item in added:
+                    position[item.key] = len(items)
+                    items.append((row, item))
+                    handing.append(item)
+                    message_ids[item.key] = item.message.message_id
+                return [item for _, item in added]
+            return []
+
+        def marking(handed: Sequence[str], accepted: Sequence[BatchResult]) -> None:
+            mark(handed, accepted)
+            for key in handed:  # the server has it now: only its key and Message-ID are kept
+                at = position[key]
+                handing[at] = _without_bytes(handing[at])
+                items[at] = (items[at][0], handing[at])
+
+        with handing_over_each(marking, run.halted, grow if more is not None else None):
             results = _handed_over(run.transport, handing)
     elif late:
         with handing_over(mark):
@@ -926,6 +975,16 @@ def _send_one_batch(
             _record(run, [e for e, _ in part], [r for _, r in part], marked=was_marked)
     if commit is not None:
         commit()  # outcomes of a batch refused before its handover
+
+
+def _without_bytes(item: BatchItem) -> BatchItem:
+    """`item` without its message's bytes (what `_record` needs of it is the Message-ID)."""
+    message = item.message
+    return BatchItem(
+        item.key,
+        OutgoingMessage(message.sender, message.recipient, message.message_id, b""),
+        item.content,
+    )
 
 
 def _maybe_sent(error: Exception | None) -> bool:
@@ -1251,6 +1310,27 @@ def _count_sent(run: _Run, rows: Sequence[LedgerRow], last: str) -> None:
         tally.consecutive_failures = 0
         tally.streak_reply, tally.streak = None, []  # `_follow_streak` of a sent message
         run.report(next((row.email for row in rows if row.key == last), rows[-1].email))
+
+
+class _Units:
+    """Batches of rows, taken by the sending threads in turn and, by a batch under way, as more
+    of its own (`_send_one_batch`'s `more`): one lock, so no two take the same rows."""
+
+    def __init__(self, units: Iterator[list[LedgerRow]]) -> None:
+        self._units = units
+        self._lock = threading.Lock()
+
+    def __iter__(self) -> Iterator[list[LedgerRow]]:
+        return self
+
+    def __next__(self) -> list[LedgerRow]:
+        with self._lock:
+            return next(self._units)
+
+    def take(self) -> list[LedgerRow]:
+        """The next batch of rows, or none when there are no more (or the run halts)."""
+        with self._lock:
+            return next(self._units, [])
 
 
 def _batched(

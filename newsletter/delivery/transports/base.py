@@ -31,6 +31,7 @@ __all__ = [
     "handing_over_each",
     "handover",
     "handover_each",
+    "more_items",
     "send_one_by_one",
     "stopping",
 ]
@@ -186,18 +187,40 @@ def handover() -> None:
 HandoverEach = Callable[[Sequence[str], Sequence[BatchResult]], None]
 
 
+# Such a transport may also ask for more items while its batch is under way (`more_items`),
+# when few are left to begin: the connections then go on without waiting at the batch's end
+# for its last messages and for the next batch to be made.
+MoreItems = Callable[[], Sequence["BatchItem"]]
+
+
 @contextlib.contextmanager
 def handing_over_each(
-    callback: HandoverEach, halted: Callable[[], bool] | None = None
+    callback: HandoverEach,
+    halted: Callable[[], bool] | None = None,
+    more: MoreItems | None = None,
 ) -> Iterator[None]:
-    """While the block runs in this thread, every `handover_each(...)` calls `callback`, and
-    `stopping()` asks `halted` (the run is stopping: begin no more messages)."""
-    previous = getattr(_handover, "each", None), getattr(_handover, "halted", None)
-    _handover.each, _handover.halted = callback, halted
+    """While the block runs in this thread, every `handover_each(...)` calls `callback`,
+    `stopping()` asks `halted` (the run is stopping: begin no more messages), and
+    `more_items()` asks `more` for the next items of the batch."""
+    previous = (
+        getattr(_handover, "each", None),
+        getattr(_handover, "halted", None),
+        getattr(_handover, "more", None),
+    )
+    _handover.each, _handover.halted, _handover.more = callback, halted, more
     try:
         yield
     finally:
-        _handover.each, _handover.halted = previous
+        _handover.each, _handover.halted, _handover.more = previous
+
+
+def more_items() -> Sequence[BatchItem]:
+    """Items to add to the batch under way in this thread (none: the batch ends with what it
+    has). A transport asks only while every item of the batch so far was accepted or is still
+    under way, so a run pauses after failures as soon as it would between batches; it returns
+    one result per item it was given and per item added, in that order."""
+    more: MoreItems | None = getattr(_handover, "more", None)
+    return () if more is None else more()
 
 
 def stopping() -> bool:

@@ -25,7 +25,7 @@ import smtplib
 import socket
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from ...config import TransportSettings
 from ...errors import (
@@ -44,6 +44,7 @@ from .base import (
     DeliveryReceipt,
     OutgoingMessage,
     handover_each,
+    more_items,
     stopping,
 )
 
@@ -377,12 +378,18 @@ class SmtpTransport:
 
     def _carry(self, jobs: Sequence[tuple[str, OutgoingMessage]]) -> list[BatchResult]:
         """The result of each (key, message) of `jobs`, in order, sent over the pool."""
-        results: list[BatchResult | None] = [None] * len(jobs)
         lanes = self._hold_slots(len(jobs))
-        batch = _Batch(jobs, results)
+        batch = _Batch(jobs)
         try:
             while True:
                 self._start(lanes, batch)
+                if batch.grows and len(batch.todo) < len(lanes) and not stopping():
+                    # Few left to begin: the next items are made now, while the servers work
+                    # on the messages under way, not when every connection has gone idle.
+                    more = more_items()
+                    batch.grows = bool(more)
+                    batch.add((item.key, item.message) for item in more)
+                    self._start(lanes, batch)
                 busy = [lane for lane in lanes if lane.exchange is not None]
                 if not busy:
                     break
@@ -393,7 +400,7 @@ class SmtpTransport:
                         ready.append(exchange)
                 if ready:
                     accepted, batch.accepted = batch.accepted, []
-                    handover_each([jobs[exchange.index][0] for exchange in ready], accepted)
+                    handover_each([batch.keys[exchange.index] for exchange in ready], accepted)
                     for exchange in ready:
                         self._write_body(exchange, batch)
         except BaseException:
@@ -409,9 +416,9 @@ class SmtpTransport:
                 if lane.connection is not None:
                     self._put_back(lane.connection)
                 self._slots.put(None)
-        missing = [index for index, result in enumerate(results) if result is None]
+        missing = [index for index, result in enumerate(batch.results) if result is None]
         assert not missing, f"no result for items {missing}"
-        return [result for result in results if result is not None]
+        return [result for result in batch.results if result is not None]
 
     def _hold_slots(self, wanted: int) -> list[_Lane]:
         """A lane per pool slot this batch may use: one (waiting for it), and more while free."""
@@ -437,8 +444,7 @@ class SmtpTransport:
                         NotStartedError("not begun: the send is stopping; sent by the next run")
                     )
                     return
-                index = batch.todo.popleft()
-                message = batch.jobs[index][1]
+                index, message = batch.todo.popleft()
                 try:
                     _check_addresses(message)
                     if lane.connection is not None and not lane.connection.is_open:
@@ -456,7 +462,7 @@ class SmtpTransport:
                 except _NoConnection as gone:
                     # This lane could not connect; others still can carry the item.
                     lane.usable = False
-                    batch.todo.appendleft(index)
+                    batch.todo.appendleft((index, message))
                     if not any(other.usable for other in lanes):
                         batch.fail_rest(gone.error)
                         return
@@ -990,18 +996,27 @@ class _Exchange:
 
 
 class _Batch:
-    """The items of one `send_batch`: which are still to start, and the results so far."""
+    """The items of one `send_batch`: which are still to start, and the results so far.
 
-    __slots__ = ("accepted", "jobs", "results", "stopped", "todo")
+    A message is held only until its transaction ends (in `todo`, then by its `_Exchange`),
+    so a batch that grows (`more_items`) keeps no more than a few messages' bytes."""
 
-    def __init__(
-        self, jobs: Sequence[tuple[str, OutgoingMessage]], results: list[BatchResult | None]
-    ) -> None:
-        self.jobs = jobs
-        self.results = results
-        self.todo = collections.deque(range(len(jobs)))
+    __slots__ = ("accepted", "grows", "keys", "results", "stopped", "todo")
+
+    def __init__(self, jobs: Sequence[tuple[str, OutgoingMessage]]) -> None:
+        self.keys: list[str] = []
+        self.results: list[BatchResult | None] = []
+        self.todo: collections.deque[tuple[int, OutgoingMessage]] = collections.deque()
         self.accepted: list[BatchResult] = []  # since the last handover
         self.stopped: TransportUnavailableError | None = None
+        self.grows = True  # may ask for more items: none has failed, the sender had more
+        self.add(jobs)
+
+    def add(self, jobs: Iterable[tuple[str, OutgoingMessage]]) -> None:
+        for key, message in jobs:
+            self.todo.append((len(self.keys), message))
+            self.keys.append(key)
+            self.results.append(None)
 
     def finish(
         self,
@@ -1010,13 +1025,15 @@ class _Batch:
         receipt: DeliveryReceipt | None = None,
         error: DeliveryError | None = None,
     ) -> None:
-        result = BatchResult(self.jobs[index][0], receipt=receipt, error=error)
+        result = BatchResult(self.keys[index], receipt=receipt, error=error)
         self.results[index] = result
         if receipt is not None:
             self.accepted.append(result)
+        else:
+            self.grows = False  # the sender decides about failures between batches
 
     def fail_rest(self, error: DeliveryError) -> None:
         """Items not started get `error` (the transport cannot carry them now, or the send is
         stopping)."""
         while self.todo:
-            self.finish(self.todo.popleft(), error=error)
+            self.finish(self.todo.popleft()[0], error=error)
