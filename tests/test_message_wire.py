@@ -161,6 +161,8 @@ def test_hostile_values_and_text_give_messages_that_are_their_own_wire_form(
         for person in people():
             message = template.personalise(person)
             assert message.wire_ready, (label, person)
+            # Spliced, not joined: the SMTP client writes the pieces as they are.
+            assert len(message.pieces) > 1 and b"".join(message.pieces) == message.data
             assert message.eight_bit is False
             assert message.data.isascii()
             assert wire_clean(message.data)
@@ -262,3 +264,18 @@ def test_quoted_printable_never_starts_a_line_with_a_dot_and_decodes_back(text: 
 def test_dots_escaped_leaves_dotless_text_alone() -> None:
     encoded = b"a.b\r\nc.\r\n"
     assert dots_escaped(encoded) is encoded
+
+
+def test_a_message_in_pieces_is_the_message_they_make() -> None:
+    pieces = (b"Subject: x\r\n", b"", b"\r\nHello\r\n")
+    whole = OutgoingMessage("a@example.org", "b@example.org", "<1@x>", b"".join(pieces))
+    spliced = OutgoingMessage("a@example.org", "b@example.org", "<1@x>", pieces=pieces)
+    assert spliced.size == whole.size == 21
+    assert spliced.pieces == pieces and whole.pieces == (whole.data,)
+    assert spliced.data == whole.data and spliced == whole and hash(spliced) == hash(whole)
+    assert spliced != OutgoingMessage("a@example.org", "c@example.org", "<1@x>", whole.data)
+    assert "size=21" in repr(spliced) and "Hello" not in repr(spliced)
+    with pytest.raises(AttributeError, match="immutable"):
+        spliced.recipient = "c@example.org"  # type: ignore[misc]
+    with pytest.raises(ValueError, match="data or of pieces"):
+        OutgoingMessage("a@example.org", "b@example.org", "<1@x>", b"x", pieces=(b"x",))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import smtplib
 import socket
 import ssl
@@ -668,14 +669,20 @@ def test_a_sender_that_could_inject_commands_never_reaches_the_server(
     assert server.connections == 0
 
 
-def test_write_data_finishes_a_body_the_socket_takes_in_parts() -> None:
+@pytest.mark.parametrize("step", [1_500, 397], ids=["~700 pieces", "~2,600 pieces"])
+def test_write_data_finishes_a_body_the_socket_takes_in_parts(step: int) -> None:
     """A socket with a timeout and a small send buffer takes a large body in several writes
     (back-pressure from a slow server): every byte arrives once, in order, then the ".".
+    The body comes in pieces of uneven sizes, some empty, as a spliced message is written:
+    fewer than one write can gather, and more (joined first).
     """
     sender, receiver = socket.socketpair()
     sender.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
     sender.settimeout(5)
     body = bytes(range(256)) * 4096 + b"\r\n"  # 1 MB, far more than the buffers hold
+    cuts = sorted({0, len(body), *range(0, len(body), step), *range(5, len(body), 100_003)})
+    pieces = (*(body[a:b] for a, b in itertools.pairwise(cuts)), b"")
+    assert len(pieces) > 500 and b"".join(pieces) == body
     received = bytearray()
 
     def read_slowly() -> None:
@@ -687,7 +694,7 @@ def test_write_data_finishes_a_body_the_socket_takes_in_parts() -> None:
     reader = threading.Thread(target=read_slowly)
     reader.start()
     try:
-        _write_data(sender, body)
+        _write_data(sender, pieces)
     finally:
         reader.join(10)
         sender.close()

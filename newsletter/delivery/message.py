@@ -433,27 +433,28 @@ class MessageTemplate:
         pieces[0] = head.encode("utf-8")
         for position, key in self._holes:
             pieces[position] = encoded[key]
-        data = b"".join(pieces)
         # The values are quoted-printable of one cleaned line (mime.qp_value: no CR, LF or
         # leading dot) and the static pieces were checked once: only the header block is left.
         wire_ready = self._wire and wire_clean(pieces[0])
         ascii_only = self._ascii and head.isascii()
         if self._sign is not None:
+            data = b"".join(pieces)
             signed = self._sign(data)
             added = signed[: len(signed) - len(data)]
             # A signature is a header block put on top; anything else is left to the transport.
             same = signed.endswith(data)
             wire_ready = wire_ready and same and wire_clean(added)
             ascii_only = ascii_only and same and added.isascii()
-            data = signed
+            pieces = [added, data] if same else [signed]
         return OutgoingMessage(
             sender=self.envelope_sender(target_email),
             recipient=target_email,
             message_id=message_id,
-            data=data,
             smtputf8=self._smtputf8 or not target_email.isascii() or _flag(recipient, to),
             wire_ready=wire_ready,
             eight_bit=False if ascii_only else None,
+            # Joined only if a transport asks for `data`; SMTP writes the pieces as they are.
+            pieces=tuple(pieces),
         )
 
     def envelope_sender(self, email: str) -> str:

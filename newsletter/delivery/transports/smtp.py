@@ -399,6 +399,13 @@ class SmtpTransport:
                     if exchange is not None and self._advance(exchange, batch, readable):
                         ready.append(exchange)
                 if ready:
+                    # Replies that came in meanwhile are read too: more messages to a commit.
+                    others = [lane for lane in busy if lane.exchange not in ready and lane.exchange]
+                    for lane, readable in self._wait(others, at_once=True) if others else ():
+                        exchange = lane.exchange
+                        if exchange is not None and self._advance(exchange, batch, readable):
+                            ready.append(exchange)
+                if ready:
                     accepted, batch.accepted = batch.accepted, []
                     handover_each([batch.keys[exchange.index] for exchange in ready], accepted)
                     for exchange in ready:
@@ -514,9 +521,10 @@ class SmtpTransport:
             raise self._lost_before(exchange, err) from err
         exchange.deadline = time.monotonic() + self._settings.timeout
 
-    def _wait(self, busy: list[_Lane]) -> list[tuple[_Lane, bool]]:
+    def _wait(self, busy: list[_Lane], *, at_once: bool = False) -> list[tuple[_Lane, bool]]:
         """Wait until a busy lane's server has said something, or a lane's time is up:
-        (lane, True) for each with something to read, else (lane, False) for each timed out."""
+        (lane, True) for each with something to read, else (lane, False) for each timed out.
+        `at_once`: no wait, only the lanes with something to read now."""
         fds: dict[int, _Lane] = {}
         for lane in busy:
             assert lane.exchange is not None
@@ -525,7 +533,7 @@ class SmtpTransport:
                 return [(lane, True)]  # its read fails at once, or TLS holds a decrypted reply
             fds[sock.fileno()] = lane
         deadline = min(lane.exchange.deadline for lane in busy if lane.exchange is not None)
-        wait = max(0.0, deadline - time.monotonic())
+        wait = 0.0 if at_once else max(0.0, deadline - time.monotonic())
         if hasattr(select, "poll"):
             poller = select.poll()
             for fd in fds:
@@ -534,7 +542,7 @@ class SmtpTransport:
         else:
             readable, _, _ = select.select(list(fds), [], [], wait)
             ready = [fds[fd] for fd in readable]
-        if ready:
+        if ready or at_once:
             return [(lane, True) for lane in ready]
         now = time.monotonic()
         return [(lane, False) for lane in busy if lane.exchange and lane.exchange.deadline <= now]
@@ -621,7 +629,7 @@ class SmtpTransport:
         """Write the body and the terminating "." (the server waits for it after its 354)."""
         sock = exchange.connection.smtp.sock
         message = exchange.message
-        body = message.data if message.wire_ready else smtp_body(message.data)
+        body = message.pieces if message.wire_ready else (smtp_body(message.data),)
         try:
             if sock is None:
                 raise smtplib.SMTPServerDisconnected("not connected")
@@ -711,7 +719,9 @@ class SmtpTransport:
                     "for an ASCII address.",
                 )
             options = " SMTPUTF8 BODY=8BITMIME"
-        elif message.eight_bit or (message.eight_bit is None and not message.data.isascii()):
+        elif message.eight_bit or (
+            message.eight_bit is None and not all(piece.isascii() for piece in message.pieces)
+        ):
             if not connection.eight_bit:
                 raise PermanentDeliveryError(
                     f"{message.recipient}: the message has 8-bit content and {self._server} "
@@ -720,7 +730,7 @@ class SmtpTransport:
             options = " BODY=8BITMIME"
         if connection.size:
             # Lets the server refuse an oversized message before the body is sent.
-            options += f" SIZE={len(message.data)}"
+            options += f" SIZE={message.size}"
         return options
 
     def _refused(
@@ -802,6 +812,8 @@ def _hello(smtp: smtplib.SMTP, server: str) -> None:
 
 
 _MAX_LINE = 8192  # smtplib's limit for a reply line
+# Fewer pieces than one write may gather (IOV_MAX, 1,024 on Linux); a message in more is joined.
+_GATHER_LIMIT = 1000
 
 
 def _take_reply(connection: _Connection, *, at_end: bool = False) -> tuple[int, bytes] | None:
@@ -834,16 +846,20 @@ def _take_reply(connection: _Connection, *, at_end: bool = False) -> tuple[int, 
             return code, texts[0] if len(texts) == 1 else b"\n".join(texts)
 
 
-def _write_data(sock: socket.socket, body: bytes) -> None:
-    """`body` and the terminating ".", in one write and without joining them (a copy of the
-    whole message) where the socket can gather (not TLS)."""
+def _write_data(sock: socket.socket, body: tuple[bytes, ...]) -> None:
+    """The pieces of `body` and the terminating ".", in one write and without joining them (a
+    copy of the whole message) where the socket can gather (not TLS)."""
     if isinstance(sock, ssl.SSLSocket):
-        sock.sendall(body + _END_OF_DATA)
+        sock.sendall(b"".join((*body, _END_OF_DATA)))
         return
-    sent = sock.sendmsg((body, _END_OF_DATA))
-    if sent == len(body) + len(_END_OF_DATA):
+    if len(body) >= _GATHER_LIMIT:
+        body = (b"".join(body),)
+    parts: list[memoryview] | tuple[bytes, ...] = (*body, _END_OF_DATA)
+    total = sum(map(len, parts))
+    sent = sock.sendmsg(parts)
+    if sent == total:
         return  # the usual case: a blocking socket takes it all at once
-    parts = [memoryview(body), memoryview(_END_OF_DATA)]
+    parts = [memoryview(part) for part in parts if part]
     while True:
         while parts and sent >= len(parts[0]):
             sent -= len(parts[0])
