@@ -45,6 +45,9 @@ class Recipient(Protocol):
     def value(self, field: str) -> str | None: ...
 
 
+_set = object.__setattr__  # how an immutable object sets its own attributes
+
+
 class OutgoingMessage:
     """One fully personalised message, ready for the wire (immutable).
 
@@ -95,17 +98,15 @@ class OutgoingMessage:
     ) -> None:
         if data and pieces:
             raise ValueError("a message is made of data or of pieces, not both")
-        for name, value in (
-            ("sender", sender),
-            ("recipient", recipient),
-            ("message_id", message_id),
-            ("_data", None if pieces else data),
-            ("_pieces", pieces),
-            ("smtputf8", smtputf8),
-            ("wire_ready", wire_ready),
-            ("eight_bit", eight_bit),
-        ):
-            object.__setattr__(self, name, value)
+        # Spelt out, not a loop over the names: one or two of these are made per message.
+        _set(self, "sender", sender)
+        _set(self, "recipient", recipient)
+        _set(self, "message_id", message_id)
+        _set(self, "_data", None if pieces else data)
+        _set(self, "_pieces", pieces)
+        _set(self, "smtputf8", smtputf8)
+        _set(self, "wire_ready", wire_ready)
+        _set(self, "eight_bit", eight_bit)
 
     @property
     def data(self) -> bytes:
@@ -113,7 +114,7 @@ class OutgoingMessage:
         data: bytes | None = self._data
         if data is None:
             data = b"".join(self._pieces)
-            object.__setattr__(self, "_data", data)
+            _set(self, "_data", data)
         return data
 
     @property

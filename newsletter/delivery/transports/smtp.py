@@ -8,10 +8,13 @@ replies) and the body is written to the socket directly.
 
 Per message the client does little: MAIL, RCPT and DATA go in one write when the server offers
 PIPELINING (RFC 2920; else one by one), and a message the template built (`wire_ready`: CRLF
-line ends, no line starting with ".") is written as it is, with no scan, copy or dot-stuffing.
-One thread carries a whole batch over all the connections it can hold, waiting on all of them
-at once (poll), and says which messages are about to reach the server as their 354s arrive
-(`base.handover_each`), so the sender marks them `sending` together, in one commit.
+line ends, no line starting with ".") is written as it is, in the pieces it was spliced from
+(one gathering write), with no scan, copy or dot-stuffing. One thread carries a whole batch
+over all the connections it can hold, waiting on all of them at once (poll), and says which
+messages are about to reach the server as their 354s arrive (`base.handover_each`), so the
+sender marks them `sending` together, in one commit. When fewer messages are left to begin than
+it has connections, and none has failed, it asks the sender for more (`base.more_items`): the
+connections go on instead of waiting at each batch's end.
 """
 
 from __future__ import annotations
