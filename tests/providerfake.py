@@ -31,7 +31,7 @@ import ssl
 import sys
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -279,6 +279,15 @@ class ProviderFake:
             key = address.lower()
             self.accepted[key] += 1
             self.ids.setdefault(key, []).append(provider_id)
+
+    def accept_many(self, addresses: Sequence[str], provider_id: str) -> None:
+        """`accept` of each of `addresses` (already lower-cased), all under one provider id, in
+        one hold of the lock: a batch fake's bookkeeping per request, not per recipient."""
+        with self._lock:
+            self.accepted.update(addresses)
+            ids = self.ids
+            for key in addresses:
+                ids.setdefault(key, []).append(provider_id)
 
     def posts(self, path: str | None = None) -> list[FakeRequest]:
         with self._lock:

@@ -274,7 +274,8 @@ def entries_read(db: Ledger, *others: Ledger) -> int:
         with each.database.read() as read:
             read.execute("SELECT pg_stat_force_next_flush()")
     with db.database.read() as read:
-        # The claim walks (issue, id) or the primary key; marks look keys up by (issue, key).
+        # The claim walks (issue, id) or the primary key; a claimed batch's marks find its rows
+        # by id too (one primary-key entry a row), so count around the claims alone.
         return int(
             read.execute(
                 "SELECT SUM(idx_tup_read) FROM pg_stat_user_indexes"
@@ -294,16 +295,18 @@ def test_a_thread_claims_after_its_sibling_threads_batches(url: str) -> None:
         ledger.issue(ISSUE).freeze(((key, f"{key}@example.org") for key in keys), "fp")
         with ledger.lock(ISSUE):
             threads = [(ledger.own_connection(), leases.ClaimCursor()) for _ in range(2)]
-            before = entries_read(ledger)
+            owns = [own for own, _ in threads]
+            read = 0
             taken: list[str] = []
             for turn in range(10):
                 own, cursor = threads[turn % 2]
+                before = entries_read(ledger, *owns)
                 batch = leases.claim(own, ISSUE, 200, now=time.time(), cursor=cursor)
+                read += entries_read(ledger, *owns) - before
                 own.issue(ISSUE).mark_sending([r.key for r in batch])
                 own.database.release(commit=True)
                 taken += [r.key for r in batch]
             assert taken == keys
-            read = entries_read(ledger, *(own for own, _ in threads)) - before
             # 2,000 rows claimed; walking over the sibling's batch each time read 3,800.
             assert read <= 2_100, read
             for own, _ in threads:
@@ -325,15 +328,16 @@ def test_after_starting_over_the_claims_go_on_from_there(url: str) -> None:
                 own.issue(ISSUE).mark_sending([r.key for r in batch])
                 own.database.release(commit=True)
             issue.record(released=[(key, "try again") for key in keys[:1_000]])
-            before = entries_read(ledger, own)
+            read = 0
             taken: list[str] = []
             for _ in range(5):
+                before = entries_read(ledger, own)
                 batch = leases.claim(own, ISSUE, 200, now=time.time(), cursor=cursor)
+                read += entries_read(ledger, own) - before
                 own.issue(ISSUE).mark_sending([r.key for r in batch])
                 own.database.release(commit=True)
                 taken += [r.key for r in batch]
             assert taken == keys[:1_000]
-            read = entries_read(ledger, own) - before
             # From the first row each time: 200 + 400 + ... + 1,000 = 3,000.
             assert read <= 1_100, read
             own.close()
@@ -412,3 +416,50 @@ def test_a_batch_mark_looks_its_keys_up_instead_of_hashing_the_ledger(url: str) 
             )
         assert "Seq Scan on ledger_rows" not in plan, plan
         assert "ledger_rows_issue_key_key" in plan, plan
+
+
+def index_scans(ledger: Ledger) -> dict[str, int]:
+    with ledger.database.read() as db:
+        db.execute("SELECT pg_stat_force_next_flush()")
+    with ledger.database.read() as db:
+        return {
+            str(name): int(scans)
+            for name, scans in db.execute(
+                "SELECT indexrelname, idx_scan FROM pg_stat_user_indexes"
+                " WHERE relname = 'ledger_rows' AND schemaname = current_schema()"
+            ).fetchall()
+        }
+
+
+def test_a_claimed_batch_is_marked_by_id_and_its_keys_are_checked(url: str) -> None:
+    """The marks of a batch claimed through a connection find its rows by their ids (the
+    primary key, not the (issue, key) index); each row's key is still compared, so a row whose
+    id and key do not go together refuses the whole batch."""
+    with Ledger(url) as ledger:
+        keys = [f"k{i:03d}" for i in range(20)]
+        ledger.issue(ISSUE).freeze(((key, f"{key}@example.org") for key in keys), "fp")
+        with ledger.lock(ISSUE):
+            own = ledger.own_connection()
+            issue = own.issue(ISSUE)
+            batch = leases.claim(own, ISSUE, 10, now=time.time())
+            assert set(own._batch_ids[ISSUE]) == {r.key for r in batch}
+            before = index_scans(own)
+            issue.mark_sending([r.key for r in batch], message_ids={keys[0]: "<m0@x>"})
+            own.database.release(commit=True)
+            issue.mark_sent_many([(r.key, "sg-1") for r in batch])
+            after = index_scans(own)
+            assert after["ledger_rows_issue_key_key"] == before["ledger_rows_issue_key_key"]
+            assert after["ledger_rows_pkey"] > before["ledger_rows_pkey"]
+            row = issue.row(keys[0])
+            assert row is not None and row.state is State.SENT
+            assert (row.message_id, row.reply, row.attempts) == ("<m0@x>", "sg-1", 1)
+
+            second = leases.claim(own, ISSUE, 10, now=time.time())
+            ids = own._batch_ids[ISSUE]
+            ids[second[0].key], ids[second[1].key] = ids[second[1].key], ids[second[0].key]
+            with pytest.raises(IllegalTransitionError):
+                issue.mark_sending([r.key for r in second])
+            own.database.release(commit=False)
+            counts = issue.counts()
+            assert (counts[State.SENT], counts[State.PENDING]) == (10, 10)
+            own.close()

@@ -281,3 +281,25 @@ def test_missing_key_is_a_config_error(settings: Settings) -> None:
     made = make_transport(configured, environ={"SENDGRID_API_KEY": KEY})
     assert isinstance(made, SendGridTransport)
     assert made.api_url == "https://api.sendgrid.com" and KEY not in repr(made)
+
+
+def test_the_counting_fake_reads_the_same_recipients_as_a_full_parse(
+    server: ProviderFake, sendgrid: SendGridFake, template: MessageTemplate
+) -> None:
+    """bench_store's counting fake finds each personalization's address with one scan of the
+    body (tests/workerkit.py): the same list, in order, as parsing the whole request."""
+    import json
+
+    from tests.workerkit import sendgrid_recipients
+
+    persons = [*HOSTILE, Person("Mixed.Case@Example.org", "M"), Person("zoë@exämple.org", "Z")]
+    transport_for(server).send_batch(items_for(template, persons))
+    assert server.problems == []
+    (request,) = server.posts()
+    body = request.json()
+    parsed = [p["to"][0]["email"].lower() for p in body["personalizations"]]
+    assert len(parsed) == len(persons)
+    assert sendgrid_recipients(request.body) == parsed
+    # Escaped addresses are decoded; a body in another layout is parsed whole.
+    assert sendgrid_recipients(json.dumps(body, separators=(",", ":")).encode()) == parsed
+    assert sendgrid_recipients(json.dumps(body, indent=1).encode()) == parsed

@@ -12,7 +12,9 @@ the send is seen), recording in STORE_URL. It prints "leased" once it holds its 
 from __future__ import annotations
 
 import email.utils
+import json
 import os
+import re
 import sys
 import threading
 from pathlib import Path
@@ -53,10 +55,36 @@ class CountingPostmark(PostmarkFake):
         return FakeResponse.json(answers)
 
 
+# The start of a personalization as the transport writes it (compact JSON, `to` first), the
+# first address of its `to` captured. A quote inside a JSON string is always escaped, so this
+# matches the structure only, never text inside a value.
+_TO = re.compile(rb'\{"to":\[\{"email":"([^"\\]*(?:\\.[^"\\]*)*)"')
+
+
+def sendgrid_recipients(body: bytes) -> list[str]:
+    """The address of each personalization of a SendGrid mail-send body, lower-cased, in order.
+
+    The fake stands for a provider on other machines: in the benchmarks it shares the cores
+    with the workers and the database, so it reads what it counts with one scan of the body
+    (0.7 ms for 1,000 personalizations) instead of a parse of all of it (3.5 ms, most of the
+    fake's CPU). A body in another form (no match) is parsed whole, so no recipient goes
+    uncounted; escapes in an address are decoded as JSON."""
+    found = _TO.findall(body)
+    if not found:
+        return [
+            str(p["to"][0]["email"]).lower() for p in json.loads(body).get("personalizations", [])
+        ]
+    joined = b"\n".join(found)
+    if b"\\" in joined:
+        return [json.loads(b'"' + address + b'"').lower() for address in found]
+    return joined.decode("utf-8").lower().split("\n")
+
+
 class CountingSendGrid:
     """SendGrid's fake answering as the real API does (202 and an X-Message-Id per request),
     counting who got a message; it checks neither the schema nor the rendering
-    (test_transport_sendgrid does): a batch of 1,000 costs it one JSON parse."""
+    (test_transport_sendgrid does): a batch of 1,000 costs it one scan of the body for the
+    addresses (`sendgrid_recipients`) and one `accept_many`."""
 
     def __init__(self, server: ProviderFake) -> None:
         self.server = server
@@ -74,8 +102,7 @@ class CountingSendGrid:
         with self.lock:
             self.count += 1
             message_id = f"sg-{self.count:06d}"
-        for personalization in request.json()["personalizations"]:
-            self.server.accept(personalization["to"][0]["email"].lower(), message_id)
+        self.server.accept_many(sendgrid_recipients(request.body), message_id)
         return FakeResponse(202, b"", {"X-Message-Id": message_id})
 
 

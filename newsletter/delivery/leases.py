@@ -405,6 +405,9 @@ def claim(
     except BaseException:
         store.release(commit=False)
         raise
+    # The marks of this batch find its rows by id (`ledger._by_id`); a previous batch's are
+    # named by key again (a held `sent`, written with this batch's `sending`).
+    ledger._batch_ids[issue] = {row[2]: int(row[0]) for row in rows}
     if not rows:
         store.release(commit=False)
     elif cursor is not None:
