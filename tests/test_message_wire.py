@@ -276,6 +276,6 @@ def test_a_message_in_pieces_is_the_message_they_make() -> None:
     assert spliced != OutgoingMessage("a@example.org", "c@example.org", "<1@x>", whole.data)
     assert "size=21" in repr(spliced) and "Hello" not in repr(spliced)
     with pytest.raises(AttributeError, match="immutable"):
-        spliced.recipient = "c@example.org"  # type: ignore[misc]
+        spliced.recipient = "c@example.org"
     with pytest.raises(ValueError, match="data or of pieces"):
         OutgoingMessage("a@example.org", "b@example.org", "<1@x>", b"x", pieces=(b"x",))
