@@ -885,8 +885,11 @@ def _send_one_batch(
                     run.tally.paused_reason = err.message
             return
     keys = [row.key for row, _ in items]
-    message_ids = {item.key: item.message.message_id for _, item in items}
     position = {key: at for at, key in enumerate(keys)}  # where each key's item is in `items`
+
+    def message_id(key: str) -> str:
+        return items[position[key]][1].message.message_id
+
     marked: set[str] = set()
     recorded: set[str] = set()  # accepted, and written with a later mark of this batch
 
@@ -895,13 +898,13 @@ def _send_one_batch(
         # this `sending`.
         held = _take_held(run)
         done: list[tuple[str, str, str | None]] = [
-            (result.key, result.receipt.reply, message_ids[result.key])
+            (result.key, result.receipt.reply, message_id(result.key))
             for result in accepted
             if result.receipt is not None
         ]
         try:
             run.ledger.record(
-                sending=[(key, message_ids[key]) for key in handed],
+                sending=[(key, message_id(key)) for key in handed],
                 sent=held + done,
                 resend=resend,
             )
@@ -922,8 +925,7 @@ def _send_one_batch(
     late = run.transport.signals_handover and not resend
     handing = [item for _, item in items]
     if late and run.transport.hands_over_each and commit is None:
-        # Each message is marked as it is handed over; a claimed batch (PostgreSQL) is marked
-        # whole at its first handover, since the commit of a mark ends the claim's row locks.
+
         def grow() -> list[BatchItem]:
             """The next rows' items, added to this batch (none: it ends with what it has)."""
             while more is not None and len(items) < _GROWN_BATCH and not run.halted():
@@ -937,7 +939,6 @@ def _send_one_batch(
                     position[item.key] = len(items)
                     items.append((row, item))
                     handing.append(item)
-                    message_ids[item.key] = item.message.message_id
                 return [item for _, item in added]
             return []
 
@@ -948,6 +949,8 @@ def _send_one_batch(
                 handing[at] = _without_bytes(handing[at])
                 items[at] = (items[at][0], handing[at])
 
+        # Each message is marked as it is handed over; a claimed batch (PostgreSQL) is marked
+        # whole at its first handover, since the commit of a mark ends the claim's row locks.
         with handing_over_each(marking, run.halted, grow if more is not None else None):
             results = _handed_over(run.transport, handing)
     elif late:

@@ -408,7 +408,6 @@ class SmtpTransport:
                         exchange = lane.exchange
                         if exchange is not None and self._advance(exchange, batch, readable):
                             ready.append(exchange)
-                if ready:
                     accepted, batch.accepted = batch.accepted, []
                     handover_each([batch.keys[exchange.index] for exchange in ready], accepted)
                     for exchange in ready:
